@@ -1,0 +1,1 @@
+//! Small pieces every rmfs role shares.

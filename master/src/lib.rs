@@ -1,0 +1,9 @@
+//! mfsmaster: the metadata server of rmfs.
+//!
+//! See ARCHITECTURE.md for the map. In short: `fsm` is the namespace state
+//! machine (pure, deterministic), `store` the on-disk storage engine behind our
+//! own trait, `raft` everything that touches openraft, `service` the gRPC
+//! services, `config` the daemon's settings.
+
+pub mod fsm;
+pub mod store;

@@ -1,0 +1,1 @@
+//! Storage engine behind our own trait.

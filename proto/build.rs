@@ -1,0 +1,26 @@
+//! Generates the Rust code of the public API from `proto/mfs/v1/*.proto`
+//! with protox (pure Rust: no system protoc needed).
+
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = [
+        "proto/mfs/v1/common.proto",
+        "proto/mfs/v1/meta.proto",
+        "proto/mfs/v1/admin.proto",
+        "proto/mfs/v1/chunk.proto",
+        "proto/mfs/v1/raft.proto",
+    ];
+    for f in &files {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let fds = protox::compile(files, ["proto"])?;
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    let descriptor_path = out.join("mfs_descriptor.bin");
+    std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&fds))?;
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(&descriptor_path)
+        .skip_protoc_run()
+        .compile_fds(fds)?;
+    Ok(())
+}

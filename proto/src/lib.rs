@@ -1,0 +1,26 @@
+//! The public gRPC API of rmfs: package `mfs.v1`.
+//!
+//! The `.proto` files under `proto/mfs/v1/` are the contract; this crate only
+//! holds the code generated from them (at build time, by protox, so no system
+//! `protoc` is needed) and the few names every side shares (metadata keys).
+
+#![allow(clippy::all)]
+#![allow(missing_docs)]
+
+pub mod v1 {
+    tonic::include_proto!("mfs.v1");
+}
+
+pub use v1::*;
+
+/// The encoded `FileDescriptorSet` of the API, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("mfs_descriptor");
+
+/// Trailing metadata key of a failed call: the Linux errno, in decimal.
+pub const ERRNO_KEY: &str = "mfs-errno";
+/// Trailing metadata key of a redirect: the leader's "host:port".
+pub const LEADER_KEY: &str = "mfs-leader";
+/// Request metadata key on Raft calls: the cluster id.
+pub const CLUSTER_KEY: &str = "mfs-cluster";
+/// Request metadata key on internal calls: the cluster secret.
+pub const SECRET_KEY: &str = "mfs-secret";
