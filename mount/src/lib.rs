@@ -1,0 +1,14 @@
+//! The client side of rmfs.
+//!
+//! - [`master`]: [`MasterClient`], the connection to the master group
+//!   (leader following, failover, sessions, exactly-once retries) that the
+//!   FUSE mount, mfscli, the tools, tests and benchmarks share.
+//! - [`error`]: [`ClientError`] and its mapping to Linux errno values.
+//! - [`info`]: the cluster overview `mfscli info` prints, and its JSON shape.
+
+pub mod error;
+pub mod info;
+pub mod master;
+
+pub use error::ClientError;
+pub use master::{ClientOptions, ClientStats, MasterClient};

@@ -1,0 +1,4 @@
+//! Helpers for cross-process tests and benchmarks: a [`cluster::Cluster`] of
+//! real `mfsmaster` processes on 127.0.0.1 with free ports and a temp dir.
+
+pub mod cluster;

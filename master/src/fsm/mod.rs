@@ -1,1 +1,31 @@
 //! The namespace state machine.
+//!
+//! The whole namespace lives in RAM in a [`Namespace`], changed only by
+//! [`Namespace::apply`] with requests taken from committed Raft log entries.
+//!
+//! **Architecture invariant**: apply is pure and deterministic. It does no
+//! I/O, reads no clock (time comes in the [`Request`], stamped by the leader),
+//! uses no randomness, and iterates only ordered maps; inode and session
+//! numbers come from counters in the state. So every replica that applies the
+//! same log holds the same namespace, byte for byte ([`Namespace::to_image`]).
+//! No openraft or protobuf types here: the gRPC layer converts.
+//!
+//! Files: `types` (requests, replies, errnos), `namespace` (the state and its
+//! reads), `ops` (apply, sessions, create/open/setattr/xattr), `remove`
+//! (unlink, rmdir, link, rename, freeing), `perm` (permission rules), `image`
+//! (snapshot format).
+
+mod image;
+mod namespace;
+mod ops;
+mod perm;
+mod remove;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+pub use image::{ImageError, IMAGE_MAGIC, IMAGE_VERSION};
+pub use namespace::{check_name, ChunkInfo, Namespace};
+pub use mfs_common::ids::{ChunkId, ChunkVersion, Inode, SessionId};
+pub use types::*;

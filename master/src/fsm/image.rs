@@ -1,0 +1,148 @@
+//! The metadata image: the whole namespace as bytes (Raft snapshots, the
+//! metalogger's `metadata.mfs`), plus an opaque blob of the caller's (the Raft
+//! layer keeps its last applied log id and membership there).
+//!
+//! Layout, integers little-endian:
+//!
+//! ```text
+//! "MFSIMG01"  u32 format version  u64 n  n bytes: Namespace (bincode 2, serde, standard)
+//! u64 m  m bytes: extra  u32 CRC32 (crc32fast) of everything before it
+//! ```
+
+use super::namespace::Namespace;
+use thiserror::Error;
+
+pub const IMAGE_MAGIC: &[u8; 8] = b"MFSIMG01";
+/// Version of the image format (and of the serialized `Namespace`).
+/// 1: first version.
+pub const IMAGE_VERSION: u32 = 1;
+
+const HEADER_LEN: usize = 8 + 4;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ImageError {
+    #[error("not a metadata image (bad magic)")]
+    BadMagic,
+    #[error("metadata image format version {found} is not supported (this build reads {IMAGE_VERSION})")]
+    Version { found: u32 },
+    #[error("metadata image is truncated")]
+    Truncated,
+    #[error("metadata image checksum mismatch (stored {stored:08x}, computed {computed:08x})")]
+    Checksum { stored: u32, computed: u32 },
+    #[error("metadata image has {0} unexpected bytes at its end")]
+    Trailing(usize),
+    #[error("metadata image cannot be decoded: {0}")]
+    Decode(String),
+    #[error("metadata image cannot be encoded: {0}")]
+    Encode(String),
+    #[error("metadata image is inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+fn encode_ns(ns: &Namespace) -> Result<Vec<u8>, ImageError> {
+    bincode::serde::encode_to_vec(ns, bincode::config::standard())
+        .map_err(|e| ImageError::Encode(e.to_string()))
+}
+
+/// Read `n` bytes at `*pos`, advancing it.
+fn take<'a>(bytes: &'a [u8], pos: &mut usize, n: usize) -> Result<&'a [u8], ImageError> {
+    let end = pos.checked_add(n).ok_or(ImageError::Truncated)?;
+    let s = bytes.get(*pos..end).ok_or(ImageError::Truncated)?;
+    *pos = end;
+    Ok(s)
+}
+
+fn take_u64(bytes: &[u8], pos: &mut usize) -> Result<u64, ImageError> {
+    let s = take(bytes, pos, 8)?;
+    let mut b = [0u8; 8];
+    b.copy_from_slice(s);
+    Ok(u64::from_le_bytes(b))
+}
+
+impl Namespace {
+    /// The image of this namespace with `extra` carried along.
+    ///
+    /// Encoding cannot fail for these types (every sequence has a known
+    /// length); should it ever, the result is empty, which `from_image`
+    /// refuses (`Truncated`) rather than loading something wrong. Use
+    /// [`Namespace::try_to_image`] to see the error.
+    pub fn to_image(&self, extra: &[u8]) -> Vec<u8> {
+        self.try_to_image(extra).unwrap_or_default()
+    }
+
+    /// The image of this namespace with `extra` carried along.
+    pub fn try_to_image(&self, extra: &[u8]) -> Result<Vec<u8>, ImageError> {
+        let payload = encode_ns(self)?;
+        let mut out = Vec::with_capacity(HEADER_LEN + 16 + payload.len() + extra.len() + 4);
+        out.extend_from_slice(IMAGE_MAGIC);
+        out.extend_from_slice(&IMAGE_VERSION.to_le_bytes());
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(&payload);
+        out.extend_from_slice(&(extra.len() as u64).to_le_bytes());
+        out.extend_from_slice(extra);
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        Ok(out)
+    }
+
+    /// Load an image: the namespace and the extra blob. Checks magic,
+    /// version, length and CRC before decoding, and the namespace's
+    /// invariants after.
+    pub fn from_image(bytes: &[u8]) -> Result<(Namespace, Vec<u8>), ImageError> {
+        if bytes.len() < IMAGE_MAGIC.len() {
+            return Err(ImageError::Truncated);
+        }
+        if &bytes[..IMAGE_MAGIC.len()] != IMAGE_MAGIC {
+            return Err(ImageError::BadMagic);
+        }
+        let mut pos = IMAGE_MAGIC.len();
+        let mut v = [0u8; 4];
+        v.copy_from_slice(take(bytes, &mut pos, 4)?);
+        let found = u32::from_le_bytes(v);
+        if found != IMAGE_VERSION {
+            return Err(ImageError::Version { found });
+        }
+        if bytes.len() < HEADER_LEN + 8 + 8 + 4 {
+            return Err(ImageError::Truncated);
+        }
+        let body_end = bytes.len() - 4;
+        let mut c = [0u8; 4];
+        c.copy_from_slice(&bytes[body_end..]);
+        let stored = u32::from_le_bytes(c);
+        let body = &bytes[..body_end];
+        let n = usize::try_from(take_u64(body, &mut pos)?).map_err(|_| ImageError::Truncated)?;
+        let payload = take(body, &mut pos, n)?;
+        let m = usize::try_from(take_u64(body, &mut pos)?).map_err(|_| ImageError::Truncated)?;
+        let extra = take(body, &mut pos, m)?;
+        let computed = crc32fast::hash(body);
+        if stored != computed {
+            return Err(ImageError::Checksum { stored, computed });
+        }
+        if pos != body.len() {
+            return Err(ImageError::Trailing(body.len() - pos));
+        }
+        let (ns, read): (Namespace, usize) =
+            bincode::serde::decode_from_slice(payload, bincode::config::standard())
+                .map_err(|e| ImageError::Decode(e.to_string()))?;
+        if read != payload.len() {
+            return Err(ImageError::Decode(format!(
+                "{} bytes left after the namespace",
+                payload.len() - read
+            )));
+        }
+        ns.check().map_err(ImageError::Inconsistent)?;
+        Ok((ns, extra.to_vec()))
+    }
+
+    /// A 64-bit FNV-1a hash of the serialized namespace: equal states give
+    /// equal hashes on every replica and every build of the same format.
+    pub fn image_hash(&self) -> u64 {
+        let bytes = encode_ns(self).unwrap_or_default();
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        h
+    }
+}

@@ -1,0 +1,669 @@
+//! Applying requests: the session layer (exactly once), and the operations
+//! that create inodes, open them or change their attributes.
+//!
+//! Every operation first checks everything (no change yet), then changes the
+//! state in steps that cannot fail. So an error leaves the namespace as it was.
+
+use super::namespace::{check_name, Namespace, Node, NodeData, Session};
+use super::perm::{self, MAY_EXEC, MAY_READ, MAY_WRITE};
+use super::types::*;
+use mfs_common::ids::{Inode, SessionId};
+use std::collections::BTreeMap;
+
+/// Longest session description kept, in bytes.
+const SESSION_INFO_MAX: usize = 4096;
+
+impl Namespace {
+    /// Apply one committed request; the only way the state changes.
+    ///
+    /// Exactly once: for a request of session `s != 0`,
+    /// - `s` unknown: `Err(UNKNOWN_SESSION)` (EBADR), nothing changes;
+    /// - `seq` already answered and not yet acknowledged: the stored reply,
+    ///   nothing changes;
+    /// - `seq <= acked` of the session: `Err(STALE_SEQ)` (ESTALE), nothing
+    ///   changes;
+    /// - otherwise the operation is applied, replies of sequence numbers up to
+    ///   `min(req.acked, seq - 1)` are forgotten and this reply is stored.
+    ///
+    /// Session 0 is not deduplicated (internal operations, tools, tests);
+    /// opens made with it are not tracked.
+    pub fn apply(&mut self, req: &Request) -> Reply {
+        let t = req.time;
+        if let Op::RegisterSession { info } = &req.op {
+            return self.register_session(info, t).into();
+        }
+        if req.session == SessionId::NONE {
+            return self.execute(None, t, &req.op).into();
+        }
+        let sid = req.session;
+        let Some(s) = self.sessions.get(&sid) else {
+            return Reply::Err(Errno::UNKNOWN_SESSION);
+        };
+        if let Some(r) = s.replies.get(&req.seq) {
+            return r.clone();
+        }
+        if req.seq <= s.acked {
+            return Reply::Err(Errno::STALE_SEQ);
+        }
+        if req.op == Op::CloseSession {
+            self.drop_session(sid);
+            return Reply::Ok;
+        }
+        let reply: Reply = if req.op.is_internal() {
+            Reply::Err(Errno::EPERM)
+        } else {
+            self.execute(Some(sid), t, &req.op).into()
+        };
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            s.last_seen = s.last_seen.max(t);
+            let acked = req.acked.min(req.seq - 1);
+            if acked > s.acked {
+                s.acked = acked;
+                s.replies = s.replies.split_off(&(acked + 1));
+            }
+            s.replies.insert(req.seq, reply.clone());
+            while s.replies.len() > MAX_CACHED_REPLIES {
+                match s.replies.pop_first() {
+                    Some((seq, _)) => s.acked = s.acked.max(seq),
+                    None => break,
+                }
+            }
+        }
+        reply
+    }
+
+    fn execute(&mut self, sid: Option<SessionId>, t: Timespec, op: &Op) -> Result<Reply, Errno> {
+        match op {
+            // Handled in `apply`; reaching here means session 0.
+            Op::RegisterSession { .. } | Op::CloseSession => Err(Errno::UNKNOWN_SESSION),
+            Op::ExpireSessions { ids } => {
+                for &id in ids {
+                    self.drop_session(id);
+                }
+                Ok(Reply::Ok)
+            }
+            Op::SetClusterId { id } => self.set_cluster_id(id, t),
+            Op::Mkdir {
+                cred,
+                parent,
+                name,
+                mode,
+                umask,
+            } => {
+                self.may_create(cred, *parent, name)?;
+                let data = NodeData::Dir {
+                    parent: *parent,
+                    entries: BTreeMap::new(),
+                };
+                let node = self.new_child(cred, *parent, FileType::Directory, *mode, *umask, data, t)?;
+                Ok(Reply::Attr(self.insert_child(*parent, name, node, t)?))
+            }
+            Op::Mknod {
+                cred,
+                parent,
+                name,
+                ftype,
+                mode,
+                umask,
+                rdev,
+            } => self.mknod(cred, *parent, name, *ftype, *mode, *umask, *rdev, t),
+            Op::Create {
+                cred,
+                parent,
+                name,
+                mode,
+                umask,
+                exclusive,
+            } => self.create(sid, cred, *parent, name, *mode, *umask, *exclusive, t),
+            Op::Open {
+                cred,
+                inode,
+                mode,
+                truncate,
+            } => self.open(sid, cred, *inode, *mode, *truncate, t),
+            Op::Release { inode } => {
+                self.release(sid.ok_or(Errno::EBADF)?, *inode)?;
+                Ok(Reply::Ok)
+            }
+            Op::SetAttr {
+                cred,
+                inode,
+                mode,
+                uid,
+                gid,
+                size,
+                atime,
+                mtime,
+            } => {
+                let change = AttrChange {
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                    size: *size,
+                    atime: *atime,
+                    mtime: *mtime,
+                };
+                self.setattr(cred, *inode, &change, t)
+            }
+            Op::Unlink { cred, parent, name } => self.unlink(cred, *parent, name, t),
+            Op::Rmdir { cred, parent, name } => self.rmdir(cred, *parent, name, t),
+            Op::Rename {
+                cred,
+                parent,
+                name,
+                new_parent,
+                new_name,
+                noreplace,
+                exchange,
+            } => {
+                let flags = (*noreplace, *exchange);
+                self.rename(cred, (*parent, name), (*new_parent, new_name), flags, t)
+            }
+            Op::Link {
+                cred,
+                inode,
+                new_parent,
+                new_name,
+            } => self.link(cred, *inode, *new_parent, new_name, t),
+            Op::Symlink {
+                cred,
+                parent,
+                name,
+                target,
+            } => self.symlink(cred, *parent, name, target, t),
+            Op::SetXattr {
+                cred,
+                inode,
+                name,
+                value,
+                create_only,
+                replace_only,
+            } => self.setxattr(cred, *inode, name, value, (*create_only, *replace_only), t),
+            Op::RemoveXattr { cred, inode, name } => self.removexattr(cred, *inode, name, t),
+        }
+    }
+
+    // ---- sessions -----------------------------------------------------------
+
+    fn register_session(&mut self, info: &str, t: Timespec) -> Result<Reply, Errno> {
+        if info.len() > SESSION_INFO_MAX {
+            return Err(Errno::EINVAL);
+        }
+        let id = SessionId(self.next_session);
+        self.next_session = self.next_session.checked_add(1).ok_or(Errno::ENOSPC)?;
+        self.sessions.insert(
+            id,
+            Session {
+                info: info.to_owned(),
+                open: BTreeMap::new(),
+                replies: BTreeMap::new(),
+                acked: 0,
+                last_seen: t,
+            },
+        );
+        Ok(Reply::Session { id })
+    }
+
+    /// Forget a session: release its open files, drop its replies. Unknown
+    /// ids are ignored (the session may have closed meanwhile).
+    fn drop_session(&mut self, sid: SessionId) {
+        let Some(s) = self.sessions.remove(&sid) else {
+            return;
+        };
+        for (ino, count) in s.open {
+            self.drop_opens(ino, count);
+        }
+    }
+
+    fn set_cluster_id(&mut self, id: &str, t: Timespec) -> Result<Reply, Errno> {
+        if id.is_empty() || id.len() > SESSION_INFO_MAX {
+            return Err(Errno::EINVAL);
+        }
+        match &self.cluster_id {
+            Some(cur) if cur == id => return Ok(Reply::Ok),
+            Some(_) => return Err(Errno::EINVAL),
+            None => {}
+        }
+        self.cluster_id = Some(id.to_owned());
+        // The root of a new cluster is born with the cluster.
+        if let Some(root) = self.nodes.get_mut(&Inode::ROOT) {
+            if root.ctime == Timespec::default() {
+                root.atime = t;
+                root.mtime = t;
+                root.ctime = t;
+            }
+        }
+        Ok(Reply::Ok)
+    }
+
+    // ---- open files -----------------------------------------------------------
+
+    /// Count one more open of `ino` by `sid` (nothing for session 0 or
+    /// directories). Checked first with `can_track_open`.
+    fn track_open(&mut self, sid: Option<SessionId>, ino: Inode) {
+        let Some(sid) = sid else { return };
+        if self.nodes.get(&ino).is_none_or(Node::is_dir) {
+            return;
+        }
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            *s.open.entry(ino).or_default() += 1;
+            *self.open_refs.entry(ino).or_default() += 1;
+        }
+    }
+
+    fn can_track_open(&self, ino: Inode) -> Result<(), Errno> {
+        if self.open_refs.get(&ino).is_some_and(|&c| c == u32::MAX) {
+            return Err(Errno::EMFILE);
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, sid: SessionId, ino: Inode) -> Result<(), Errno> {
+        let s = self.sessions.get_mut(&sid).ok_or(Errno::UNKNOWN_SESSION)?;
+        let count = s.open.get_mut(&ino).ok_or(Errno::EBADF)?;
+        *count -= 1;
+        if *count == 0 {
+            s.open.remove(&ino);
+        }
+        self.drop_opens(ino, 1);
+        Ok(())
+    }
+
+    /// `count` opens of `ino` are gone; free a sustained inode at the last.
+    fn drop_opens(&mut self, ino: Inode, count: u32) {
+        let Some(total) = self.open_refs.get_mut(&ino) else {
+            return;
+        };
+        *total = total.saturating_sub(count);
+        if *total == 0 {
+            self.open_refs.remove(&ino);
+            if self.sustained.remove(&ino) {
+                self.free_inode(ino);
+            }
+        }
+    }
+
+    // ---- creating ---------------------------------------------------------------
+
+    /// `may_create` and its lookup, in Linux's order: parent (ENOENT,
+    /// ENOTDIR), name (EINVAL, ENAMETOOLONG), search permission (EACCES),
+    /// existing name (EEXIST), write permission (EACCES).
+    pub(crate) fn may_create(&self, cred: &Cred, parent: Inode, name: &[u8]) -> Result<(), Errno> {
+        let dir = self.dir(parent)?;
+        check_name(name)?;
+        perm::access(dir, cred, MAY_EXEC)?;
+        if Self::child(dir, name).is_some() {
+            return Err(Errno::EEXIST);
+        }
+        perm::access(dir, cred, MAY_WRITE | MAY_EXEC)
+    }
+
+    /// A new inode for `parent`: mode filtered by umask, owner from `cred`,
+    /// group (and SGID of directories) from a SGID parent, goal and trash time
+    /// inherited. Fails only if inode numbers ran out or the parent can take
+    /// no more subdirectories.
+    #[allow(clippy::too_many_arguments)]
+    fn new_child(
+        &self,
+        cred: &Cred,
+        parent: Inode,
+        ftype: FileType,
+        mode: u32,
+        umask: u32,
+        data: NodeData,
+        t: Timespec,
+    ) -> Result<Node, Errno> {
+        let p = self.dir(parent)?;
+        if self.next_inode == u64::MAX {
+            return Err(Errno::ENOSPC);
+        }
+        let is_dir = ftype == FileType::Directory;
+        if is_dir && p.nlink >= u32::MAX - 1 {
+            return Err(Errno::EMLINK);
+        }
+        let mut node = Node::new(ftype, data, t);
+        let keep = if is_dir { 0o1777 } else { MODE_MASK };
+        node.mode = mode & keep & !umask;
+        node.uid = cred.uid;
+        node.gid = cred.gid;
+        if p.mode & S_ISGID != 0 {
+            node.gid = p.gid;
+            if is_dir {
+                node.mode |= S_ISGID;
+            } else if node.mode & (S_ISGID | S_IXGRP) == (S_ISGID | S_IXGRP)
+                && !cred.is_root()
+                && !cred.in_group(node.gid)
+            {
+                node.mode &= !S_ISGID;
+            }
+        }
+        if is_dir {
+            node.nlink = 2;
+        }
+        node.goal = p.goal;
+        node.trash_time = p.trash_time;
+        Ok(node)
+    }
+
+    /// Give `node` the next inode number and the name `name` in `parent`.
+    /// Call only after `may_create` and `new_child` succeeded.
+    fn insert_child(&mut self, parent: Inode, name: &[u8], node: Node, t: Timespec) -> Result<Attr, Errno> {
+        let ino = Inode(self.next_inode);
+        let is_dir = node.is_dir();
+        let attr = node.attr(ino);
+        let p = self.nodes.get_mut(&parent).ok_or(Errno::ENOENT)?;
+        let entries = p.entries_mut().ok_or(Errno::ENOTDIR)?;
+        entries.insert(name.to_vec(), ino);
+        p.mtime = t;
+        p.ctime = t;
+        if is_dir {
+            p.nlink += 1;
+        }
+        self.next_inode += 1;
+        self.nodes.insert(ino, node);
+        Ok(attr)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn mknod(
+        &mut self,
+        cred: &Cred,
+        parent: Inode,
+        name: &[u8],
+        ftype: FileType,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        t: Timespec,
+    ) -> Result<Reply, Errno> {
+        match ftype {
+            FileType::Directory => return Err(Errno::EPERM),
+            FileType::Symlink => return Err(Errno::EINVAL),
+            _ => {}
+        }
+        self.may_create(cred, parent, name)?;
+        let is_dev = matches!(ftype, FileType::BlockDev | FileType::CharDev);
+        if is_dev && !cred.is_root() {
+            return Err(Errno::EPERM);
+        }
+        let data = match ftype {
+            FileType::Regular => NodeData::File { chunks: Vec::new() },
+            _ => NodeData::Special,
+        };
+        let mut node = self.new_child(cred, parent, ftype, mode, umask, data, t)?;
+        node.rdev = if is_dev { rdev } else { 0 };
+        Ok(Reply::Attr(self.insert_child(parent, name, node, t)?))
+    }
+
+    fn symlink(
+        &mut self,
+        cred: &Cred,
+        parent: Inode,
+        name: &[u8],
+        target: &[u8],
+        t: Timespec,
+    ) -> Result<Reply, Errno> {
+        if target.is_empty() {
+            return Err(Errno::ENOENT);
+        }
+        if target.len() > SYMLINK_MAX {
+            return Err(Errno::ENAMETOOLONG);
+        }
+        if target.contains(&0) {
+            return Err(Errno::EINVAL);
+        }
+        self.may_create(cred, parent, name)?;
+        let data = NodeData::Symlink {
+            target: target.to_vec(),
+        };
+        let mut node = self.new_child(cred, parent, FileType::Symlink, 0o777, 0, data, t)?;
+        node.size = target.len() as u64;
+        Ok(Reply::Attr(self.insert_child(parent, name, node, t)?))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        &mut self,
+        sid: Option<SessionId>,
+        cred: &Cred,
+        parent: Inode,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        exclusive: bool,
+        t: Timespec,
+    ) -> Result<Reply, Errno> {
+        let dir = self.dir(parent)?;
+        check_name(name)?;
+        perm::access(dir, cred, MAY_EXEC)?;
+        if let Some(existing) = Self::child(dir, name) {
+            if exclusive {
+                return Err(Errno::EEXIST);
+            }
+            return match self.node(existing)?.ftype {
+                FileType::Directory => Err(Errno::EISDIR),
+                FileType::Regular => self.open(sid, cred, existing, OpenMode::Write, false, t),
+                _ => Err(Errno::EEXIST),
+            };
+        }
+        perm::access(dir, cred, MAY_WRITE | MAY_EXEC)?;
+        let data = NodeData::File { chunks: Vec::new() };
+        let node = self.new_child(cred, parent, FileType::Regular, mode, umask, data, t)?;
+        let attr = self.insert_child(parent, name, node, t)?;
+        self.track_open(sid, attr.inode);
+        Ok(Reply::Attr(attr))
+    }
+
+    /// open(2) of an existing inode: EISDIR to write a directory, ELOOP for a
+    /// symlink, EACCES without the permission the mode (and truncate) needs.
+    /// `truncate` empties a regular file and stamps mtime and ctime.
+    fn open(
+        &mut self,
+        sid: Option<SessionId>,
+        cred: &Cred,
+        ino: Inode,
+        mode: OpenMode,
+        truncate: bool,
+        t: Timespec,
+    ) -> Result<Reply, Errno> {
+        let node = self.node(ino)?;
+        match node.ftype {
+            FileType::Directory if mode.writes() || truncate => return Err(Errno::EISDIR),
+            FileType::Symlink => return Err(Errno::ELOOP),
+            _ => {}
+        }
+        let mut mask = 0;
+        if mode.reads() {
+            mask |= MAY_READ;
+        }
+        if mode.writes() || truncate {
+            mask |= MAY_WRITE;
+        }
+        perm::access(node, cred, mask)?;
+        self.can_track_open(ino)?;
+        if truncate && node.ftype == FileType::Regular {
+            self.set_file_size(ino, 0);
+            if let Some(n) = self.nodes.get_mut(&ino) {
+                n.mtime = t;
+                n.ctime = t;
+            }
+        }
+        self.track_open(sid, ino);
+        self.getattr(ino).map(Reply::Attr)
+    }
+
+    // ---- attributes ---------------------------------------------------------------
+
+    /// chmod, chown, truncate and utimens in one, all or nothing. Checks, in
+    /// Linux's order: size (EISDIR for a directory, EINVAL for other
+    /// non-files, EFBIG, then write permission: EACCES), uid (root only,
+    /// or the owner "changing" it to itself: EPERM), gid (root, or the owner
+    /// to one of its groups: EPERM), mode (owner or root: EPERM), explicit
+    /// times (owner or root: EPERM), times set to now (owner, root or write
+    /// permission: EACCES).
+    fn setattr(&mut self, cred: &Cred, ino: Inode, c: &AttrChange, t: Timespec) -> Result<Reply, Errno> {
+        let node = self.node(ino)?;
+        let owner = perm::owner_or_root(node, cred);
+        if let Some(size) = c.size {
+            match node.ftype {
+                FileType::Regular => {}
+                FileType::Directory => return Err(Errno::EISDIR),
+                _ => return Err(Errno::EINVAL),
+            }
+            if size > i64::MAX as u64 {
+                return Err(Errno::EFBIG);
+            }
+            perm::access(node, cred, MAY_WRITE)?;
+        }
+        if let Some(uid) = c.uid {
+            if !cred.is_root() && !(uid == node.uid && cred.uid == node.uid) {
+                return Err(Errno::EPERM);
+            }
+        }
+        if let Some(gid) = c.gid {
+            if !cred.is_root() && !(cred.uid == node.uid && (gid == node.gid || cred.in_group(gid))) {
+                return Err(Errno::EPERM);
+            }
+        }
+        if c.mode.is_some() && !owner {
+            return Err(Errno::EPERM);
+        }
+        let explicit = matches!(c.atime, Some(TimeSet::At(_))) || matches!(c.mtime, Some(TimeSet::At(_)));
+        let touch = c.atime == Some(TimeSet::Now) || c.mtime == Some(TimeSet::Now);
+        if explicit && !owner {
+            return Err(Errno::EPERM);
+        }
+        if touch && !owner {
+            perm::access(node, cred, MAY_WRITE)?;
+        }
+
+        // All checked; now change.
+        let is_dir = node.is_dir();
+        let new_gid = c.gid.unwrap_or(node.gid);
+        let mut new_mode = node.mode;
+        if let Some(m) = c.mode {
+            new_mode = m & MODE_MASK;
+            if !cred.is_root() && !cred.in_group(new_gid) {
+                new_mode &= !S_ISGID;
+            }
+        } else if (c.uid.is_some() || c.gid.is_some()) && !is_dir {
+            // chown kills SUID, and SGID when it means "group executable".
+            new_mode &= !S_ISUID;
+            if new_mode & S_IXGRP != 0 {
+                new_mode &= !S_ISGID;
+            }
+        }
+        let resize = c.size.filter(|&s| s != node.size);
+        if let Some(size) = resize {
+            self.set_file_size(ino, size);
+        }
+        let n = self.nodes.get_mut(&ino).ok_or(Errno::ENOENT)?;
+        n.mode = new_mode;
+        n.uid = c.uid.unwrap_or(n.uid);
+        n.gid = new_gid;
+        if resize.is_some() {
+            n.mtime = t;
+        }
+        let at = |ts: TimeSet| match ts {
+            TimeSet::Now => t,
+            TimeSet::At(x) => x,
+        };
+        if let Some(a) = c.atime {
+            n.atime = at(a);
+        }
+        if let Some(m) = c.mtime {
+            n.mtime = at(m);
+        }
+        if !c.is_empty() {
+            n.ctime = t;
+        }
+        Ok(Reply::Attr(n.attr(ino)))
+    }
+
+    /// Set a regular file's length, releasing the chunks wholly past it.
+    /// (Zeroing the tail of the last kept chunk is the data path's job.)
+    pub(crate) fn set_file_size(&mut self, ino: Inode, size: u64) {
+        let Some(n) = self.nodes.get_mut(&ino) else {
+            return;
+        };
+        n.size = size;
+        let NodeData::File { chunks } = &mut n.data else {
+            return;
+        };
+        let keep = usize::try_from(size.div_ceil(CHUNK_SIZE)).unwrap_or(usize::MAX);
+        if chunks.len() <= keep {
+            return;
+        }
+        let dropped = chunks.split_off(keep);
+        for id in dropped.into_iter().flatten() {
+            self.release_chunk(id);
+        }
+    }
+
+    // ---- extended attributes ------------------------------------------------
+
+    /// setxattr: EINVAL for both flags, then the name and value checks, the
+    /// namespace's permission, EEXIST (create_only) / ENODATA (replace_only).
+    fn setxattr(
+        &mut self,
+        cred: &Cred,
+        ino: Inode,
+        name: &[u8],
+        value: &[u8],
+        (create_only, replace_only): (bool, bool),
+        t: Timespec,
+    ) -> Result<Reply, Errno> {
+        let node = self.node(ino)?;
+        if create_only && replace_only {
+            return Err(Errno::EINVAL);
+        }
+        let ns = perm::xattr_name(name)?;
+        perm::xattr_value(value)?;
+        perm::xattr_access(node, cred, ns, true)?;
+        let exists = node.xattrs.contains_key(name);
+        if create_only && exists {
+            return Err(Errno::EEXIST);
+        }
+        if replace_only && !exists {
+            return Err(Errno::ENODATA);
+        }
+        let n = self.nodes.get_mut(&ino).ok_or(Errno::ENOENT)?;
+        n.xattrs.insert(name.to_vec(), value.to_vec());
+        n.ctime = t;
+        Ok(Reply::Ok)
+    }
+
+    fn removexattr(&mut self, cred: &Cred, ino: Inode, name: &[u8], t: Timespec) -> Result<Reply, Errno> {
+        let node = self.node(ino)?;
+        let ns = perm::xattr_name(name)?;
+        perm::xattr_access(node, cred, ns, true)?;
+        if !node.xattrs.contains_key(name) {
+            return Err(Errno::ENODATA);
+        }
+        let n = self.nodes.get_mut(&ino).ok_or(Errno::ENOENT)?;
+        n.xattrs.remove(name);
+        n.ctime = t;
+        Ok(Reply::Ok)
+    }
+}
+
+/// The optional fields of a SetAttr.
+struct AttrChange {
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    size: Option<u64>,
+    atime: Option<TimeSet>,
+    mtime: Option<TimeSet>,
+}
+
+impl AttrChange {
+    fn is_empty(&self) -> bool {
+        self.mode.is_none()
+            && self.uid.is_none()
+            && self.gid.is_none()
+            && self.size.is_none()
+            && self.atime.is_none()
+            && self.mtime.is_none()
+    }
+}

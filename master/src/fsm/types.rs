@@ -1,0 +1,460 @@
+//! Plain data types of the state machine: requests, replies, attributes, errnos.
+//!
+//! These travel inside Raft log entries (serde), so changing one is a change of
+//! the on-disk log format: add variants at the end, never reorder.
+
+use mfs_common::ids::{Inode, SessionId};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Goal of the root directory of a new cluster, inherited by everything below.
+pub const DEFAULT_GOAL: u8 = 1;
+/// Trash time (seconds) of the root directory of a new cluster.
+pub const DEFAULT_TRASH_TIME: u32 = 86400;
+/// Longest name of a directory entry, in bytes (Linux NAME_MAX).
+pub const NAME_MAX: usize = 255;
+/// Longest symlink target, in bytes (Linux PATH_MAX - 1).
+pub const SYMLINK_MAX: usize = 4095;
+/// Longest extended attribute name, in bytes (Linux XATTR_NAME_MAX).
+pub const XATTR_NAME_MAX: usize = 255;
+/// Largest extended attribute value, in bytes (Linux XATTR_SIZE_MAX).
+pub const XATTR_SIZE_MAX: usize = 65536;
+/// Most hard links a non-directory may have (as ext4).
+pub const LINK_MAX: u32 = 65000;
+/// Size of a chunk: a file's byte `o` lives in chunk `o / CHUNK_SIZE`.
+pub const CHUNK_SIZE: u64 = 64 << 20;
+/// Replies kept per session at most; beyond this the oldest are dropped, as if
+/// the client had acknowledged them (a retry of those then gets `STALE_SEQ`).
+pub const MAX_CACHED_REPLIES: usize = 4096;
+
+/// Permission bits.
+pub const S_ISUID: u32 = 0o4000;
+pub const S_ISGID: u32 = 0o2000;
+pub const S_ISVTX: u32 = 0o1000;
+pub const S_IXGRP: u32 = 0o0010;
+pub const MODE_MASK: u32 = 0o7777;
+
+/// A Linux errno, as the state machine reports failures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Errno(pub i32);
+
+macro_rules! errnos {
+    ($($name:ident = $val:expr),* $(,)?) => {
+        impl Errno {
+            $(pub const $name: Errno = Errno($val);)*
+
+            /// The symbolic name ("ENOENT"), if this is one we know.
+            pub fn name(self) -> Option<&'static str> {
+                match self.0 {
+                    $($val => Some(stringify!($name)),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+errnos! {
+    EPERM = 1,
+    ENOENT = 2,
+    EIO = 5,
+    E2BIG = 7,
+    EBADF = 9,
+    EAGAIN = 11,
+    ENOMEM = 12,
+    EACCES = 13,
+    EBUSY = 16,
+    EEXIST = 17,
+    EXDEV = 18,
+    ENODEV = 19,
+    ENOTDIR = 20,
+    EISDIR = 21,
+    EINVAL = 22,
+    ENFILE = 23,
+    EMFILE = 24,
+    EFBIG = 27,
+    ENOSPC = 28,
+    EROFS = 30,
+    EMLINK = 31,
+    ERANGE = 34,
+    ENAMETOOLONG = 36,
+    ENOSYS = 38,
+    ENOTEMPTY = 39,
+    ELOOP = 40,
+    EBADR = 53,
+    ENODATA = 61,
+    EOPNOTSUPP = 95,
+    ESTALE = 116,
+    EDQUOT = 122,
+}
+
+impl Errno {
+    /// The request names a session the state machine does not know (never
+    /// registered, closed or expired). The client must register a new session;
+    /// the gRPC layer maps this to its own "session unknown" status.
+    /// EBADR is "invalid request descriptor", not produced by any file operation.
+    pub const UNKNOWN_SESSION: Errno = Errno::EBADR;
+    /// The request's sequence number is at or below what the session has
+    /// already acknowledged, and its reply is no longer kept: a client bug or a
+    /// very late duplicate. Nothing is applied.
+    pub const STALE_SEQ: Errno = Errno::ESTALE;
+}
+
+impl fmt::Display for Errno {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            Some(n) => f.write_str(n),
+            None => write!(f, "errno {}", self.0),
+        }
+    }
+}
+
+impl std::error::Error for Errno {}
+
+/// A point in time, as stamped by the leader.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct Timespec {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+impl Timespec {
+    pub const fn new(sec: i64, nsec: u32) -> Self {
+        Timespec { sec, nsec }
+    }
+}
+
+/// Kind of an inode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum FileType {
+    Regular,
+    Directory,
+    Symlink,
+    Fifo,
+    Socket,
+    BlockDev,
+    CharDev,
+}
+
+/// Who asks: the caller's credentials as the kernel gave them to the mount.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cred {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+impl Cred {
+    pub fn root() -> Self {
+        Cred::default()
+    }
+
+    pub fn user(uid: u32, gid: u32) -> Self {
+        Cred {
+            uid,
+            gid,
+            groups: Vec::new(),
+        }
+    }
+
+    pub fn is_root(&self) -> bool {
+        self.uid == 0
+    }
+
+    /// Whether `gid` is the primary or a supplementary group of the caller.
+    pub fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
+}
+
+/// Attributes of one inode, the same through each of its names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attr {
+    pub inode: Inode,
+    pub ftype: FileType,
+    /// Permission bits only (low 12 bits); the type is `ftype`.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    pub size: u64,
+    pub atime: Timespec,
+    pub mtime: Timespec,
+    pub ctime: Timespec,
+    pub rdev: u32,
+    pub goal: u8,
+    pub trash_time: u32,
+    /// Space used, in bytes (st_blocks * 512).
+    pub blocks_bytes: u64,
+}
+
+/// A new value for atime or mtime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TimeSet {
+    /// The request's time (UTIME_NOW).
+    Now,
+    /// An explicit time.
+    At(Timespec),
+}
+
+/// How a file is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpenMode {
+    Read,
+    Write,
+    ReadWrite,
+}
+
+impl OpenMode {
+    pub fn reads(self) -> bool {
+        matches!(self, OpenMode::Read | OpenMode::ReadWrite)
+    }
+    pub fn writes(self) -> bool {
+        matches!(self, OpenMode::Write | OpenMode::ReadWrite)
+    }
+}
+
+/// One change to the namespace, as carried by one Raft log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The client session, or `SessionId(0)` for internal operations (no
+    /// deduplication).
+    pub session: SessionId,
+    /// The client's sequence number of this request, starting at 1.
+    pub seq: u64,
+    /// Every request of this session with a sequence number <= `acked` has had
+    /// its reply delivered; the state machine may forget those replies.
+    pub acked: u64,
+    /// The leader's clock when it proposed the entry.
+    pub time: Timespec,
+    pub op: Op,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Open a new client session; replies `Reply::Session`. Never deduplicated
+    /// (a retried registration leaves an idle session that expires).
+    RegisterSession {
+        info: String,
+    },
+    /// Close the requesting session: its open files are released and its
+    /// replies forgotten. A retry after success gets `UNKNOWN_SESSION`.
+    CloseSession,
+    /// Internal (session 0 only): the leader expires idle sessions.
+    ExpireSessions {
+        ids: Vec<SessionId>,
+    },
+    Mkdir {
+        cred: Cred,
+        parent: Inode,
+        name: Vec<u8>,
+        mode: u32,
+        umask: u32,
+    },
+    Mknod {
+        cred: Cred,
+        parent: Inode,
+        name: Vec<u8>,
+        ftype: FileType,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+    },
+    /// open(2) with O_CREAT: creates a regular file, opened for the session
+    /// whatever its mode. With `exclusive` false an existing regular file is
+    /// opened instead, as `creat(2)` would (write permission needed, no
+    /// truncation: the kernel sends that as a SetAttr); EISDIR for an
+    /// existing directory, EEXIST for other types.
+    Create {
+        cred: Cred,
+        parent: Inode,
+        name: Vec<u8>,
+        mode: u32,
+        umask: u32,
+        exclusive: bool,
+    },
+    Open {
+        cred: Cred,
+        inode: Inode,
+        mode: OpenMode,
+        truncate: bool,
+    },
+    Release {
+        inode: Inode,
+    },
+    SetAttr {
+        cred: Cred,
+        inode: Inode,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeSet>,
+        mtime: Option<TimeSet>,
+    },
+    Unlink {
+        cred: Cred,
+        parent: Inode,
+        name: Vec<u8>,
+    },
+    Rmdir {
+        cred: Cred,
+        parent: Inode,
+        name: Vec<u8>,
+    },
+    Rename {
+        cred: Cred,
+        parent: Inode,
+        name: Vec<u8>,
+        new_parent: Inode,
+        new_name: Vec<u8>,
+        noreplace: bool,
+        exchange: bool,
+    },
+    Link {
+        cred: Cred,
+        inode: Inode,
+        new_parent: Inode,
+        new_name: Vec<u8>,
+    },
+    Symlink {
+        cred: Cred,
+        parent: Inode,
+        name: Vec<u8>,
+        target: Vec<u8>,
+    },
+    SetXattr {
+        cred: Cred,
+        inode: Inode,
+        name: Vec<u8>,
+        value: Vec<u8>,
+        create_only: bool,
+        replace_only: bool,
+    },
+    RemoveXattr {
+        cred: Cred,
+        inode: Inode,
+        name: Vec<u8>,
+    },
+    /// Internal (session 0 only): the first entry of a new cluster.
+    SetClusterId {
+        id: String,
+    },
+}
+
+impl Op {
+    /// The operation's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::RegisterSession { .. } => "RegisterSession",
+            Op::CloseSession => "CloseSession",
+            Op::ExpireSessions { .. } => "ExpireSessions",
+            Op::Mkdir { .. } => "Mkdir",
+            Op::Mknod { .. } => "Mknod",
+            Op::Create { .. } => "Create",
+            Op::Open { .. } => "Open",
+            Op::Release { .. } => "Release",
+            Op::SetAttr { .. } => "SetAttr",
+            Op::Unlink { .. } => "Unlink",
+            Op::Rmdir { .. } => "Rmdir",
+            Op::Rename { .. } => "Rename",
+            Op::Link { .. } => "Link",
+            Op::Symlink { .. } => "Symlink",
+            Op::SetXattr { .. } => "SetXattr",
+            Op::RemoveXattr { .. } => "RemoveXattr",
+            Op::SetClusterId { .. } => "SetClusterId",
+        }
+    }
+
+    /// Operations only the leader itself may issue (with session 0).
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Op::ExpireSessions { .. } | Op::SetClusterId { .. })
+    }
+}
+
+impl fmt::Display for Request {
+    /// Short form for logs: "session 3 seq 17 Mkdir".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "session {} seq {} {}", self.session, self.seq, self.op.name())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Ok,
+    /// Attributes of the created, linked, opened or changed inode.
+    Attr(Attr),
+    /// A newly registered session.
+    Session { id: SessionId },
+    Err(Errno),
+}
+
+impl Reply {
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            Reply::Err(e) => Some(*e),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reply::Ok => f.write_str("ok"),
+            Reply::Attr(a) => write!(f, "attr of inode {}", a.inode),
+            Reply::Session { id } => write!(f, "session {id}"),
+            Reply::Err(e) => write!(f, "error {e}"),
+        }
+    }
+}
+
+impl From<Result<Reply, Errno>> for Reply {
+    fn from(r: Result<Reply, Errno>) -> Self {
+        r.unwrap_or_else(Reply::Err)
+    }
+}
+
+/// One entry of a directory listing.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub name: Vec<u8>,
+    pub inode: Inode,
+    pub ftype: FileType,
+    /// With `plus`, the entry's attributes.
+    pub attr: Option<Attr>,
+}
+
+/// A registered session, as listed by `Namespace::sessions`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    pub id: SessionId,
+    pub info: String,
+    /// Number of distinct inodes the session has open.
+    pub open_files: usize,
+    /// Time of the session's last request (registration included).
+    pub last_seen: Timespec,
+    /// Replies kept for retries.
+    pub cached_replies: usize,
+}
+
+/// Counts for statfs and monitoring.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatFs {
+    /// Inodes in use (sustained ones included).
+    pub inodes: u64,
+    pub dirs: u64,
+    pub files: u64,
+    /// Symlinks, fifos, sockets and devices.
+    pub others: u64,
+    /// Open but unlinked files.
+    pub sustained: u64,
+    /// Sum of regular files' sizes.
+    pub bytes: u64,
+    /// Entries of the chunk table.
+    pub chunks: u64,
+}

@@ -1,0 +1,166 @@
+//! The sending side of Raft traffic: openraft's network traits over our
+//! `RaftService` gRPC service. Messages travel as opaque payloads (see
+//! `types::codec`); snapshots stream in pieces.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mfs_proto::v1::raft_service_client::RaftServiceClient;
+use mfs_proto::v1::{RaftPayload, SnapshotPiece};
+use openraft::error::{NetworkError, ReplicationClosed, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use tonic::transport::{Channel, Endpoint};
+
+use super::identity::Identity;
+use super::types::*;
+
+/// Bytes of image per streamed snapshot piece.
+const SNAPSHOT_PIECE: usize = 1 << 20;
+
+/// Makes one [`PeerClient`] per peer; openraft asks for them as it needs.
+#[derive(Clone)]
+pub struct Network {
+    pub ident: Arc<Identity>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
+        PeerClient::new(target, &node.addr, self.ident.clone())
+    }
+}
+
+/// The connection to one peer.
+pub struct PeerClient {
+    target: NodeId,
+    addr: String,
+    channel: Option<Channel>,
+    ident: Arc<Identity>,
+}
+
+fn unreachable(msg: String) -> RPCError {
+    RPCError::Unreachable(Unreachable::from_string(msg))
+}
+
+impl PeerClient {
+    pub fn new(target: NodeId, addr: &str, ident: Arc<Identity>) -> Self {
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .ok()
+            .map(|e| {
+                e.connect_timeout(Duration::from_secs(1))
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(Duration::from_secs(5))
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .connect_lazy()
+            });
+        PeerClient {
+            target,
+            addr: addr.to_string(),
+            channel,
+            ident,
+        }
+    }
+
+    fn client(&self) -> Result<RaftServiceClient<Channel>, RPCError> {
+        match &self.channel {
+            Some(c) => Ok(RaftServiceClient::new(c.clone())
+                .max_decoding_message_size(usize::MAX)
+                .max_encoding_message_size(usize::MAX)),
+            None => Err(unreachable(format!("bad address `{}` for master {}", self.addr, self.target))),
+        }
+    }
+
+    fn request<T>(&self, msg: T, ttl: Duration) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        req.set_timeout(ttl);
+        self.ident.stamp(req.metadata_mut());
+        req
+    }
+
+    fn status_error(&self, what: &str, s: tonic::Status) -> RPCError {
+        let msg = format!("{what} to master {} at {}: {}", self.target, self.addr, s.message());
+        match s.code() {
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => unreachable(msg),
+            _ => RPCError::Network(NetworkError::from_string(msg)),
+        }
+    }
+
+    async fn unary<Req, Resp, F, Fut>(&self, what: &str, msg: &Req, ttl: Duration, call: F) -> Result<Resp, RPCError>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        F: FnOnce(RaftServiceClient<Channel>, tonic::Request<RaftPayload>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
+    {
+        let data = codec::encode(msg).map_err(|e| RPCError::Network(NetworkError::from_string(e)))?;
+        let req = self.request(RaftPayload { data }, ttl);
+        let resp = call(self.client()?, req).await.map_err(|s| self.status_error(what, s))?;
+        codec::decode(&resp.into_inner().data)
+            .map_err(|e| RPCError::Network(NetworkError::from_string(format!("{what} reply from {}: {e}", self.addr))))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerClient {
+    type SnapshotData = SnapshotData;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse, RPCError> {
+        self.unary("append", &rpc, option.hard_ttl(), |mut c, r| async move { c.append_entries(r).await })
+            .await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest, option: RPCOption) -> Result<VoteResponse, RPCError> {
+        self.unary("vote", &rpc, option.hard_ttl(), |mut c, r| async move { c.vote(r).await })
+            .await
+    }
+
+    async fn pre_vote(&mut self, rpc: VoteRequest, option: RPCOption) -> Result<VoteResponse, RPCError> {
+        self.unary("pre-vote", &rpc, option.hard_ttl(), |mut c, r| async move { c.pre_vote(r).await })
+            .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse, StreamingError> {
+        let header = codec::encode(&(vote, snapshot.meta.clone()))
+            .map_err(|e| StreamingError::Network(NetworkError::from_string(e)))?;
+        let image = snapshot.snapshot;
+        let mut pieces = Vec::with_capacity(image.len() / SNAPSHOT_PIECE + 1);
+        let mut first = true;
+        let mut rest: &[u8] = &image;
+        loop {
+            let n = rest.len().min(SNAPSHOT_PIECE);
+            pieces.push(SnapshotPiece {
+                header: if first { header.clone() } else { Vec::new() },
+                data: rest[..n].to_vec(),
+            });
+            first = false;
+            rest = &rest[n..];
+            if rest.is_empty() {
+                break;
+            }
+        }
+        let mut client = self.client().map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e.to_string())))?;
+        let req = self.request(tokio_stream::iter(pieces), option.hard_ttl().max(Duration::from_secs(60)));
+        let send = client.install_snapshot(req);
+        let resp = tokio::select! {
+            r = send => r,
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+        };
+        let resp = resp.map_err(|s| match self.status_error("snapshot", s) {
+            RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+            other => StreamingError::Network(NetworkError::from_string(other.to_string())),
+        })?;
+        codec::decode(&resp.into_inner().data)
+            .map_err(|e| StreamingError::Network(NetworkError::from_string(format!("snapshot reply: {e}"))))
+    }
+}

@@ -1,0 +1,507 @@
+//! A running master: the openraft node with its storage, network and
+//! identity, plus what only the leader does (bootstrap of a new cluster,
+//! session expiry, stamping the cluster id into the namespace).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mfs_proto::v1::admin_service_client::AdminServiceClient;
+use mfs_proto::v1::raft_service_server::RaftServiceServer;
+use openraft::async_runtime::watch::WatchReceiver;
+use openraft::{ChangeMembers, Config, ReadPolicy, SnapshotPolicy};
+
+use super::identity::Identity;
+use super::network::Network;
+use super::service::RaftGrpc;
+use super::sm::{Shared, StateMachine};
+use super::store::LogStore;
+use super::types::*;
+use crate::config::{MasterConfig, Resolved};
+use crate::fsm::{Op, Reply, Request, SessionId, Timespec};
+use crate::store::DataDir;
+
+/// Why a call could not be served here.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Not the leader; `leader` is the leader's address when known.
+    #[error("not the leader (leader: {})", leader.as_deref().unwrap_or("unknown"))]
+    NotLeader { leader: Option<String> },
+    /// The group cannot serve now (no quorum, shutting down, ...).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The request itself is wrong (e.g. an unknown member id).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One master's own state, as `mfscli info` shows it.
+#[derive(Debug, Clone, Default)]
+pub struct NodeView {
+    pub id: u64,
+    pub address: String,
+    /// "leader", "follower", "candidate", "learner", "uninitialized", "shutdown".
+    pub role: &'static str,
+    pub term: u64,
+    pub last_log_index: u64,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: u64,
+    pub leader_id: Option<u64>,
+    pub leader_address: Option<String>,
+    pub cluster_id: Option<String>,
+    /// (id, address, voter, matched index) of each member.
+    pub members: Vec<(u64, String, bool, u64)>,
+}
+
+pub struct MasterNode {
+    pub id: u64,
+    pub advertise: String,
+    pub raft: Raft,
+    pub shared: Arc<Shared>,
+    pub ident: Arc<Identity>,
+    read_policy: ReadPolicy,
+    session_timeout: Duration,
+    /// Last sign of life of each session, as this leader saw it (soft state:
+    /// a new leader starts every session's clock afresh).
+    seen: Mutex<HashMap<u64, Instant>>,
+}
+
+/// The leader's clock, stamped into each request it proposes.
+pub fn now() -> Timespec {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    Timespec {
+        sec: d.as_secs() as i64,
+        nsec: d.subsec_nanos(),
+    }
+}
+
+fn fresh_cluster_id() -> String {
+    let r: u64 = rand::random();
+    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    format!("{t:x}-{r:016x}")
+}
+
+impl MasterNode {
+    /// Opens the data dir, checks the peers, and starts the Raft node. The
+    /// gRPC server is started by the caller with [`Self::raft_service`].
+    pub async fn start(cfg: &MasterConfig, res: &Resolved) -> Result<Arc<MasterNode>, String> {
+        let (datadir, db) = DataDir::open(&cfg.data_path, cfg.master_id).map_err(|e| e.to_string())?;
+        let datadir = Arc::new(datadir);
+        check_duplicate_id(cfg.master_id, &res.advertise, &res.peers).await?;
+
+        let dd = datadir.clone();
+        let ident = Arc::new(Identity::new(
+            cfg.master_id,
+            datadir.cluster_id(),
+            cfg.cluster_secret.clone(),
+            Box::new(move |id| dd.set_cluster_id(id).map_err(|e| e.to_string())),
+        ));
+        let log = LogStore::open(db).map_err(|e| format!("cannot open the Raft log in {}: {e}", cfg.data_path.display()))?;
+        let sm = StateMachine::open(cfg.data_path.join("snapshots"), cfg.snapshot_files.max(1))?;
+        let shared = sm.shared.clone();
+
+        let config = Config {
+            cluster_name: "rmfs".into(),
+            heartbeat_interval: cfg.heartbeat_ms,
+            election_timeout_min: cfg.election_timeout_ms,
+            election_timeout_max: cfg.election_timeout_ms * 2,
+            install_snapshot_timeout: 60_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_log_entries.max(10)),
+            max_in_snapshot_log_to_keep: cfg.snapshot_keep_entries,
+            max_payload_entries: 1000,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        };
+        let config = Arc::new(config.validate().map_err(|e| format!("raft settings: {e}"))?);
+        let net = Network { ident: ident.clone() };
+        let raft = Raft::new(cfg.master_id, config, net, log, sm)
+            .await
+            .map_err(|e| format!("cannot start Raft: {e}"))?;
+
+        let node = Arc::new(MasterNode {
+            id: cfg.master_id,
+            advertise: res.advertise.clone(),
+            raft,
+            shared,
+            ident,
+            read_policy: if cfg.read_policy == "read_index" {
+                ReadPolicy::ReadIndex
+            } else {
+                ReadPolicy::LeaseRead
+            },
+            session_timeout: Duration::from_secs(cfg.session_timeout),
+            seen: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(bootstrap(node.clone(), res.peers.clone()));
+        tokio::spawn(leader_duties(node.clone()));
+        Ok(node)
+    }
+
+    /// The gRPC service peers send Raft messages to.
+    pub fn raft_service(&self) -> RaftServiceServer<RaftGrpc> {
+        RaftServiceServer::new(RaftGrpc {
+            raft: self.raft.clone(),
+            ident: self.ident.clone(),
+        })
+        .max_decoding_message_size(64 << 20)
+    }
+
+    fn leader_address(&self, leader: Option<u64>) -> Option<String> {
+        let id = leader?;
+        let m = self.raft.metrics().borrow_watched().membership_config.clone();
+        m.membership().get_node(&id).map(|n| n.addr.clone())
+    }
+
+    fn forward(&self, f: &ForwardToLeader) -> NodeError {
+        NodeError::NotLeader {
+            leader: f
+                .leader_node
+                .as_ref()
+                .map(|n| n.addr.clone())
+                .or_else(|| self.leader_address(f.leader_id)),
+        }
+    }
+
+    /// Proposes a change and waits for its reply (after it is committed on a
+    /// quorum and applied here).
+    pub async fn write(&self, req: Request) -> Result<Reply, NodeError> {
+        if req.session.0 != 0 {
+            self.touch_session(req.session.0);
+        }
+        match self.raft.client_write(req).await {
+            Ok(r) => Ok(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(self.forward(&f)),
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => Err(self.forward(&f)),
+            Err(e) => Err(NodeError::Unavailable(format!("raft: {e}"))),
+        }
+    }
+
+    /// Waits until a read here sees every change committed before the call.
+    pub async fn linearize(&self) -> Result<(), NodeError> {
+        let first = self.raft.ensure_linearizable(self.read_policy.clone()).await;
+        let res = match first {
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => return Err(self.forward(&f)),
+            Err(_) if self.read_policy == ReadPolicy::LeaseRead => self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await,
+            other => other,
+        };
+        match res {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => Err(self.forward(&f)),
+            Err(e) => Err(NodeError::Unavailable(format!("raft: {e}"))),
+        }
+    }
+
+    /// Notes a sign of life of a session (heartbeat or request).
+    pub fn touch_session(&self, id: u64) {
+        if let Ok(mut s) = self.seen.lock() {
+            s.insert(id, Instant::now());
+        }
+    }
+
+    pub fn session_timeout(&self) -> Duration {
+        self.session_timeout
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics().borrow_watched().clone();
+        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    /// Fails with a redirect unless this master leads.
+    pub fn ensure_leader(&self) -> Result<(), NodeError> {
+        if self.is_leader() {
+            Ok(())
+        } else {
+            let leader = self.raft.metrics().borrow_watched().current_leader;
+            Err(NodeError::NotLeader {
+                leader: self.leader_address(leader),
+            })
+        }
+    }
+
+    pub fn view(&self) -> NodeView {
+        let m = self.raft.metrics().borrow_watched().clone();
+        let membership = m.membership_config.membership().clone();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let replication = m.replication.clone().unwrap_or_default();
+        let members = membership
+            .nodes()
+            .map(|(id, n)| {
+                let matched = if *id == self.id {
+                    m.last_log_index.unwrap_or(0)
+                } else {
+                    replication.get(id).and_then(|l| l.as_ref()).map(|l| l.index).unwrap_or(0)
+                };
+                (*id, n.addr.clone(), voters.contains(id), matched)
+            })
+            .collect();
+        let initialized = m.membership_config.log_id().is_some() || !voters.is_empty();
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower if !initialized => "uninitialized",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner if !initialized => "uninitialized",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        NodeView {
+            id: self.id,
+            address: self.advertise.clone(),
+            role,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            commit_index: m.local_committed.map(|l| l.index).unwrap_or(0),
+            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+            leader_id: m.current_leader,
+            leader_address: self.leader_address(m.current_leader),
+            cluster_id: self.ident.cluster_id(),
+            members,
+        }
+    }
+
+    fn membership_error(&self, e: RaftError<ClientWriteError>) -> NodeError {
+        match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => self.forward(&f),
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => NodeError::Invalid(e.to_string()),
+            other => NodeError::Unavailable(format!("raft: {other}")),
+        }
+    }
+
+    /// Adds a master: as a learner until it has caught up, then as a voter.
+    pub async fn add_master(&self, id: u64, addr: String) -> Result<(), NodeError> {
+        self.add_learner(id, addr).await?;
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds([id].into_iter().collect()), false)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        Ok(())
+    }
+
+    /// Adds a non-voting member and waits until it has caught up.
+    pub async fn add_learner(&self, id: u64, addr: String) -> Result<(), NodeError> {
+        self.ensure_leader()?;
+        if id == 0 || !addr.contains(':') {
+            return Err(NodeError::Invalid(format!("bad member: id {id}, address `{addr}` (need id > 0 and host:port)")));
+        }
+        self.raft
+            .add_learner(id, Node { addr }, true)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        Ok(())
+    }
+
+    /// Removes a member (voter or learner) from the cluster.
+    pub async fn remove_member(&self, id: u64) -> Result<(), NodeError> {
+        self.ensure_leader()?;
+        let view = self.view();
+        let Some(member) = view.members.iter().find(|m| m.0 == id) else {
+            return Err(NodeError::Invalid(format!("master {id} is not a member of this cluster")));
+        };
+        if member.2 {
+            let voters = view.members.iter().filter(|m| m.2).count();
+            if voters <= 1 {
+                return Err(NodeError::Invalid(format!("master {id} is the last voter; a cluster needs one")));
+            }
+            self.raft
+                .change_membership(ChangeMembers::RemoveVoters([id].into_iter().collect()), false)
+                .await
+                .map_err(|e| self.membership_error(e))?;
+        }
+        self.raft
+            .change_membership(ChangeMembers::RemoveNodes([id].into_iter().collect()), false)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        Ok(())
+    }
+
+    /// Makes a learner a voter.
+    pub async fn promote(&self, id: u64) -> Result<(), NodeError> {
+        self.ensure_leader()?;
+        if !self.view().members.iter().any(|m| m.0 == id && !m.2) {
+            return Err(NodeError::Invalid(format!("{id} is not a learner of this cluster")));
+        }
+        self.raft
+            .change_membership(ChangeMembers::AddVoterIds([id].into_iter().collect()), false)
+            .await
+            .map_err(|e| self.membership_error(e))?;
+        Ok(())
+    }
+
+    pub async fn trigger_snapshot(&self) -> Result<(), NodeError> {
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| NodeError::Unavailable(format!("raft: {e}")))
+    }
+
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!("raft shutdown: {e}");
+        }
+    }
+}
+
+/// Refuses to start when another master already answers with our id.
+async fn check_duplicate_id(my_id: u64, my_addr: &str, peers: &BTreeMap<u64, String>) -> Result<(), String> {
+    for (pid, addr) in peers {
+        if addr == my_addr {
+            continue;
+        }
+        if let Some(st) = probe(addr).await {
+            if st.id == my_id {
+                return Err(format!(
+                    "the master at {addr} also has MASTER_ID {my_id}: every master needs its own id \
+                     (MASTER_PEERS says {addr} is master {pid})"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn probe(addr: &str) -> Option<mfs_proto::v1::NodeStatusReply> {
+    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .ok()?
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(1));
+    let ch = ep.connect().await.ok()?;
+    AdminServiceClient::new(ch)
+        .node_status(mfs_proto::v1::Empty {})
+        .await
+        .ok()
+        .map(|r| r.into_inner())
+}
+
+async fn is_initialized(node: &MasterNode) -> bool {
+    node.raft.is_initialized().await.unwrap_or(true)
+}
+
+/// First start of a fresh cluster: the master with the smallest id
+/// initialises it, once every peer has answered and none belongs to a
+/// cluster yet. Any other master waits to be contacted by the leader.
+async fn bootstrap(node: Arc<MasterNode>, peers: BTreeMap<u64, String>) {
+    if is_initialized(&node).await {
+        return;
+    }
+    let mut members: BTreeMap<u64, Node> = peers.iter().map(|(id, a)| (*id, Node { addr: a.clone() })).collect();
+    if members.is_empty() {
+        members.insert(node.id, Node { addr: node.advertise.clone() });
+    }
+    if members.keys().next() != Some(&node.id) {
+        tracing::info!("fresh master: waiting to be contacted by the cluster's leader");
+        return;
+    }
+    let mut said = false;
+    loop {
+        if is_initialized(&node).await || node.ident.cluster_id().is_some() {
+            return;
+        }
+        let mut all_fresh = true;
+        let mut missing = Vec::new();
+        for (id, n) in &members {
+            if *id == node.id {
+                continue;
+            }
+            match probe(&n.addr).await {
+                Some(st) if !st.cluster_id.is_empty() => {
+                    tracing::info!(peer = id, "peer already belongs to cluster {}; not initialising", st.cluster_id);
+                    return;
+                }
+                Some(_) => {}
+                None => {
+                    all_fresh = false;
+                    missing.push(format!("{id}={}", n.addr));
+                }
+            }
+        }
+        if all_fresh {
+            break;
+        }
+        if !said {
+            tracing::info!("new cluster: waiting for every master to answer before initialising (missing: {})", missing.join(", "));
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let cid = fresh_cluster_id();
+    if let Err(e) = node.ident.set_cluster_id(&cid) {
+        tracing::error!("cannot record the new cluster id: {e}");
+        return;
+    }
+    match node.raft.initialize(members).await {
+        Ok(()) => tracing::info!(cluster_id = cid.as_str(), "initialised a new cluster"),
+        Err(e) => tracing::warn!("initialise: {e}"),
+    }
+}
+
+/// What the leader does on its own: record the cluster id in the namespace
+/// once, and close sessions that stopped sending heartbeats.
+async fn leader_duties(node: Arc<MasterNode>) {
+    let mut was_leader = false;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if node.raft.metrics().borrow_watched().state == ServerState::Shutdown {
+            return;
+        }
+        let leader = node.is_leader();
+        if !leader {
+            was_leader = false;
+            continue;
+        }
+        let sessions: Vec<u64> = node.shared.ns().sessions().iter().map(|s| s.id.0).collect();
+        let now_i = Instant::now();
+        if !was_leader {
+            // A new leader gives every session a full timeout from now.
+            if let Ok(mut seen) = node.seen.lock() {
+                seen.clear();
+                for id in &sessions {
+                    seen.insert(*id, now_i);
+                }
+            }
+            was_leader = true;
+        }
+        let ns_cluster = node.shared.ns().cluster_id().map(|s| s.to_string());
+        if let (None, Some(cid)) = (ns_cluster, node.ident.cluster_id()) {
+            let req = Request {
+                session: SessionId(0),
+                seq: 0,
+                acked: 0,
+                time: now(),
+                op: Op::SetClusterId { id: cid },
+            };
+            if let Err(e) = node.write(req).await {
+                tracing::debug!("recording the cluster id: {e}");
+            }
+        }
+        let expired: Vec<SessionId> = {
+            let Ok(mut seen) = node.seen.lock() else { continue };
+            let expired = sessions
+                .iter()
+                .filter(|id| {
+                    let last = *seen.entry(**id).or_insert(now_i);
+                    now_i.duration_since(last) > node.session_timeout
+                })
+                .map(|id| SessionId(*id))
+                .collect();
+            seen.retain(|id, _| sessions.contains(id));
+            expired
+        };
+        if !expired.is_empty() {
+            tracing::info!(sessions = ?expired, "closing sessions that sent no heartbeat");
+            let req = Request {
+                session: SessionId(0),
+                seq: 0,
+                acked: 0,
+                time: now(),
+                op: Op::ExpireSessions { ids: expired },
+            };
+            if let Err(e) = node.write(req).await {
+                tracing::warn!("expiring sessions: {e}");
+            }
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The receiving side of Raft traffic: our `RaftService` gRPC service handing
+//! messages to the local openraft node.
+
+use std::sync::Arc;
+
+use mfs_proto::v1::raft_service_server::RaftService;
+use mfs_proto::v1::{RaftPayload, SnapshotPiece};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::identity::Identity;
+use super::types::*;
+
+/// Largest snapshot accepted (bytes); a bigger stream is refused.
+const MAX_SNAPSHOT: usize = 16 << 30;
+
+pub struct RaftGrpc {
+    pub raft: Raft,
+    pub ident: Arc<Identity>,
+}
+
+fn bad(what: &str, e: String) -> Status {
+    Status::invalid_argument(format!("malformed {what} message: {e}"))
+}
+
+fn reply<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
+    let data = codec::encode(v).map_err(Status::internal)?;
+    Ok(Response::new(RaftPayload { data }))
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftGrpc {
+    async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.ident.check(req.metadata())?;
+        let rpc: AppendEntriesRequest = codec::decode(&req.into_inner().data).map_err(|e| bad("append", e))?;
+        let resp = self
+            .raft
+            .append_entries(rpc)
+            .await
+            .map_err(|e| Status::unavailable(format!("raft: {e}")))?;
+        reply(&resp)
+    }
+
+    async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.ident.check(req.metadata())?;
+        let rpc: VoteRequest = codec::decode(&req.into_inner().data).map_err(|e| bad("vote", e))?;
+        let resp = self.raft.vote(rpc).await.map_err(|e| Status::unavailable(format!("raft: {e}")))?;
+        reply(&resp)
+    }
+
+    async fn pre_vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.ident.check(req.metadata())?;
+        let rpc: VoteRequest = codec::decode(&req.into_inner().data).map_err(|e| bad("pre-vote", e))?;
+        let resp = self
+            .raft
+            .pre_vote(rpc)
+            .await
+            .map_err(|e| Status::unavailable(format!("raft: {e}")))?;
+        reply(&resp)
+    }
+
+    async fn install_snapshot(&self, req: Request<Streaming<SnapshotPiece>>) -> Result<Response<RaftPayload>, Status> {
+        self.ident.check(req.metadata())?;
+        let mut stream = req.into_inner();
+        let mut header: Option<(Vote, SnapshotMeta)> = None;
+        let mut image = Vec::new();
+        while let Some(piece) = stream.next().await {
+            let piece = piece?;
+            if header.is_none() {
+                header = Some(codec::decode(&piece.header).map_err(|e| bad("snapshot header", e))?);
+            }
+            if image.len() + piece.data.len() > MAX_SNAPSHOT {
+                return Err(Status::invalid_argument("snapshot larger than 16 GiB refused"));
+            }
+            image.extend_from_slice(&piece.data);
+        }
+        let Some((vote, meta)) = header else {
+            return Err(Status::invalid_argument("empty snapshot stream"));
+        };
+        // Refuse an image that does not parse before handing it to Raft.
+        crate::fsm::Namespace::from_image(&image)
+            .map_err(|e| Status::invalid_argument(format!("snapshot image rejected: {e}")))?;
+        tracing::info!(bytes = image.len(), last = ?meta.last_log_id, "installing snapshot from leader");
+        let resp = self
+            .raft
+            .install_full_snapshot(vote, Snapshot { meta, snapshot: image })
+            .await
+            .map_err(|e| Status::unavailable(format!("raft: {e}")))?;
+        reply(&resp)
+    }
+}

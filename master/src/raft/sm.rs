@@ -1,0 +1,235 @@
+//! openraft's state-machine traits over the namespace (`crate::fsm`).
+//!
+//! The namespace lives in RAM behind a lock shared with the gRPC services
+//! (reads) and this adapter (applies). Snapshots are metadata images written
+//! to `DATA_PATH/snapshots/` (temp file, fsync, rename); at start the newest
+//! readable image is loaded and the log after it is re-applied by openraft.
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use futures::{Stream, StreamExt};
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+use openraft::OptionalSend;
+
+use super::types::*;
+use crate::fsm::{Namespace, Reply};
+use crate::store::snapfile;
+
+/// What the image carries besides the namespace: where in the log it stands.
+type ImageExtra = (Option<LogId>, StoredMembership);
+
+/// The namespace and its position in the log, shared with the services.
+pub struct Shared {
+    ns: RwLock<Namespace>,
+    applied: RwLock<ImageExtra>,
+}
+
+fn other(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(e.to_string())
+}
+
+impl Shared {
+    /// Read access to the namespace (a poisoned lock is recovered: apply never
+    /// leaves the namespace half-changed, it returns an errno first).
+    pub fn ns(&self) -> RwLockReadGuard<'_, Namespace> {
+        self.ns.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ns_mut(&self) -> RwLockWriteGuard<'_, Namespace> {
+        self.ns.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn applied(&self) -> ImageExtra {
+        self.applied.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_applied(&self, v: ImageExtra) {
+        *self.applied.write().unwrap_or_else(|p| p.into_inner()) = v;
+    }
+
+    /// The image of the current state, stamped with its log position.
+    pub fn image(&self) -> Result<(SnapshotMeta, Vec<u8>), io::Error> {
+        // Hold the namespace lock while reading `applied`, so both agree.
+        let ns = self.ns();
+        let (last, membership) = self.applied();
+        let extra = codec::encode(&(last, membership.clone())).map_err(other)?;
+        let image = ns.to_image(&extra);
+        Ok((
+            SnapshotMeta {
+                last_log_id: last,
+                last_membership: membership,
+            },
+            image,
+        ))
+    }
+}
+
+/// Parses an image into the namespace and its log position.
+pub fn parse_image(bytes: &[u8]) -> Result<(Namespace, ImageExtra), String> {
+    let (ns, extra) = Namespace::from_image(bytes).map_err(|e| e.to_string())?;
+    let extra: ImageExtra = codec::decode(&extra).map_err(|e| format!("image position: {e}"))?;
+    Ok((ns, extra))
+}
+
+fn snapshot_name(meta: &SnapshotMeta) -> String {
+    let (term, index) = meta
+        .last_log_id
+        .as_ref()
+        .map(|l| (l.leader_id.term, l.index))
+        .unwrap_or((0, 0));
+    format!("snapshot-{index:020}-{term:020}.mfs")
+}
+
+pub struct StateMachine {
+    pub shared: Arc<Shared>,
+    dir: PathBuf,
+    keep: usize,
+}
+
+impl StateMachine {
+    /// Opens the state machine of `snap_dir`: loads the newest image that
+    /// reads back whole (older ones are tried when the newest is damaged).
+    pub fn open(snap_dir: PathBuf, keep: usize) -> Result<Self, String> {
+        std::fs::create_dir_all(&snap_dir)
+            .map_err(|e| format!("cannot create snapshot dir {}: {e}", snap_dir.display()))?;
+        let mut state = (Namespace::new(), (None, StoredMembership::default()));
+        let files = snapfile::list(&snap_dir).map_err(|e| format!("cannot list {}: {e}", snap_dir.display()))?;
+        let mut loaded = false;
+        for name in files.iter().rev() {
+            let path = snap_dir.join(name);
+            match std::fs::read(&path).map_err(|e| e.to_string()).and_then(|b| parse_image(&b)) {
+                Ok(s) => {
+                    tracing::info!(file = %path.display(), last = ?s.1 .0, "loaded metadata image");
+                    state = s;
+                    loaded = true;
+                    break;
+                }
+                Err(e) => tracing::error!(file = %path.display(), "damaged metadata image skipped: {e}"),
+            }
+        }
+        if !loaded && !files.is_empty() {
+            return Err(format!(
+                "no readable metadata image in {} ({} damaged); restore the directory from a metalogger",
+                snap_dir.display(),
+                files.len()
+            ));
+        }
+        Ok(StateMachine {
+            shared: Arc::new(Shared {
+                ns: RwLock::new(state.0),
+                applied: RwLock::new(state.1),
+            }),
+            dir: snap_dir,
+            keep,
+        })
+    }
+
+    fn save(&self, meta: &SnapshotMeta, image: &[u8]) -> Result<(), io::Error> {
+        snapfile::write_atomic(&self.dir, &snapshot_name(meta), image)?;
+        snapfile::prune(&self.dir, self.keep)?;
+        Ok(())
+    }
+}
+
+pub struct SnapshotBuilder {
+    shared: Arc<Shared>,
+    dir: PathBuf,
+    keep: usize,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        let shared = self.shared.clone();
+        let dir = self.dir.clone();
+        let keep = self.keep;
+        tokio::task::spawn_blocking(move || {
+            let (meta, image) = shared.image()?;
+            snapfile::write_atomic(&dir, &snapshot_name(&meta), &image)?;
+            snapfile::prune(&dir, keep)?;
+            tracing::info!(last = ?meta.last_log_id, bytes = image.len(), "metadata snapshot written");
+            Ok(Snapshot { meta, snapshot: image })
+        })
+        .await
+        .map_err(other)?
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok(self.shared.applied())
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder, io::Error>> + Unpin + OptionalSend,
+    {
+        while let Some(item) = entries.next().await {
+            let (entry, responder) = item?;
+            let reply = {
+                let mut ns = self.shared.ns_mut();
+                let reply = match entry.payload {
+                    EntryPayload::Blank => Reply::Ok,
+                    EntryPayload::Normal(ref req) => ns.apply(req),
+                    EntryPayload::Membership(ref m) => {
+                        self.shared
+                            .set_applied((Some(entry.log_id), StoredMembership::new(Some(entry.log_id), m.clone())));
+                        Reply::Ok
+                    }
+                };
+                let membership = self.shared.applied().1;
+                self.shared.set_applied((Some(entry.log_id), membership));
+                reply
+            };
+            if let Some(r) = responder {
+                r.send(reply);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            shared: self.shared.clone(),
+            dir: self.dir.clone(),
+            keep: self.keep,
+        }
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
+        let (ns, _) = parse_image(&snapshot).map_err(|e| other(format!("snapshot from leader rejected: {e}")))?;
+        self.save(meta, &snapshot)?;
+        let mut cur = self.shared.ns_mut();
+        *cur = ns;
+        self.shared
+            .set_applied((meta.last_log_id, meta.last_membership.clone()));
+        tracing::info!(last = ?meta.last_log_id, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        let files = snapfile::list(&self.dir)?;
+        for name in files.iter().rev() {
+            let bytes = std::fs::read(self.dir.join(name))?;
+            match parse_image(&bytes) {
+                Ok((_, (last, membership))) => {
+                    return Ok(Some(Snapshot {
+                        meta: SnapshotMeta {
+                            last_log_id: last,
+                            last_membership: membership,
+                        },
+                        snapshot: bytes,
+                    }))
+                }
+                Err(e) => tracing::error!(file = name.as_str(), "damaged metadata image skipped: {e}"),
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,88 @@
+//! Wires a master together: the Raft node, the gRPC services (with health
+//! and reflection), the HTTP side, and a clean stop on SIGTERM/SIGINT.
+
+use std::sync::Arc;
+
+use mfs_proto::v1::admin_service_server::AdminServiceServer;
+use mfs_proto::v1::chunk_registry_server::ChunkRegistryServer;
+use mfs_proto::v1::meta_service_server::MetaServiceServer;
+
+use crate::config::{MasterConfig, Resolved};
+use crate::raft::MasterNode;
+use crate::service::{admin::Admin, chunks, http, meta::Meta};
+
+/// Largest request a client may send (bytes); bigger ones are refused.
+const MAX_REQUEST: usize = 4 << 20;
+
+pub async fn run(cfg: MasterConfig, res: Resolved) -> Result<(), String> {
+    let prom = http::install_recorder()?;
+    // Bind first, so a port already taken is reported before anything else.
+    let listener = tokio::net::TcpListener::bind(res.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {} (LISTEN_HOST/LISTEN_PORT): {e}", res.listen))?;
+    let node = MasterNode::start(&cfg, &res).await?;
+    tracing::info!(
+        id = cfg.master_id,
+        listen = %res.listen,
+        advertise = res.advertise.as_str(),
+        data = %cfg.data_path.display(),
+        "mfsmaster started"
+    );
+    if let Some(addr) = res.http_listen {
+        let (prom, node) = (prom.clone(), node.clone());
+        tokio::spawn(async move {
+            if let Err(e) = http::serve(addr, prom, node).await {
+                tracing::error!("{e}");
+            }
+        });
+    }
+
+    let registry = Arc::new(chunks::Registry::default());
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<MetaServiceServer<Meta>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(mfs_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| format!("reflection: {e}"))?;
+
+    let meta = MetaServiceServer::new(Meta { node: node.clone() }).max_decoding_message_size(MAX_REQUEST);
+    let admin = AdminServiceServer::new(Admin {
+        node: node.clone(),
+        registry: registry.clone(),
+    });
+    let chunks = ChunkRegistryServer::new(chunks::Chunks {
+        node: node.clone(),
+        registry,
+    });
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let shutdown = async {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot watch SIGTERM: {e}");
+                return std::future::pending().await;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+        tracing::info!("stopping");
+    };
+    tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .layer(http::RpcMetricsLayer)
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(meta)
+        .add_service(admin)
+        .add_service(chunks)
+        .add_service(node.raft_service())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| format!("gRPC server: {e}"))?;
+    node.shutdown().await;
+    Ok(())
+}

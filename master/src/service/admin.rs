@@ -1,0 +1,146 @@
+//! `AdminService`: what mfscli asks and orders.
+
+use std::sync::Arc;
+
+use mfs_proto::v1 as pb;
+use mfs_proto::v1::admin_service_server::AdminService;
+use tonic::{Request, Response, Status};
+
+use super::chunks::{Registry, LOST_AFTER_SECS};
+use crate::raft::MasterNode;
+
+pub struct Admin {
+    pub node: Arc<MasterNode>,
+    pub registry: Arc<Registry>,
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+fn role(r: &str) -> pb::Role {
+    match r {
+        "leader" => pb::Role::Leader,
+        "follower" => pb::Role::Follower,
+        "candidate" => pb::Role::Candidate,
+        "learner" => pb::Role::Learner,
+        "uninitialized" => pb::Role::Uninitialized,
+        "shutdown" => pb::Role::Shutdown,
+        _ => pb::Role::Unspecified,
+    }
+}
+
+impl Admin {
+    fn membership_reply(&self) -> pb::MembershipReply {
+        let v = self.node.view();
+        pb::MembershipReply {
+            voters: v.members.iter().filter(|m| m.2).map(|m| m.0).collect(),
+            learners: v.members.iter().filter(|m| !m.2).map(|m| m.0).collect(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AdminService for Admin {
+    async fn node_status(&self, _req: Request<pb::Empty>) -> R<pb::NodeStatusReply> {
+        let v = self.node.view();
+        let inodes = self.node.shared.ns().inode_count();
+        Ok(Response::new(pb::NodeStatusReply {
+            id: v.id,
+            address: v.address,
+            role: role(v.role) as i32,
+            term: v.term,
+            last_log_index: v.last_log_index,
+            commit_index: v.commit_index,
+            applied_index: v.applied_index,
+            snapshot_index: v.snapshot_index,
+            leader_id: v.leader_id.unwrap_or(0),
+            leader_address: v.leader_address.unwrap_or_default(),
+            cluster_id: v.cluster_id.unwrap_or_default(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            inodes,
+        }))
+    }
+
+    async fn cluster_info(&self, _req: Request<pb::Empty>) -> R<pb::ClusterInfoReply> {
+        self.node.ensure_leader()?;
+        self.node.linearize().await?;
+        let v = self.node.view();
+        let ns = self.node.shared.ns();
+        let sessions = ns
+            .sessions()
+            .iter()
+            .map(|s| pb::SessionInfo {
+                id: s.id.0,
+                info: s.info.clone(),
+                open_files: s.open_files as u64,
+            })
+            .collect();
+        let inodes = ns.inode_count();
+        drop(ns);
+        let chunkservers = self
+            .registry
+            .list()
+            .into_iter()
+            .map(|c| {
+                let age = c.last_seen.elapsed().as_secs();
+                pb::ChunkserverInfo {
+                    id: c.id,
+                    address: c.address,
+                    state: if age > LOST_AFTER_SECS { "lost" } else { "ok" }.into(),
+                    total_bytes: c.disks.iter().map(|d| d.total_bytes).sum(),
+                    used_bytes: c.disks.iter().map(|d| d.used_bytes).sum(),
+                    chunks: c.disks.iter().map(|d| d.chunks).sum(),
+                    disks: c.disks.len() as u32,
+                    labels: c.labels,
+                    last_seen_secs: age,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::ClusterInfoReply {
+            leader_id: v.id,
+            term: v.term,
+            commit_index: v.commit_index,
+            members: v
+                .members
+                .iter()
+                .map(|m| pb::MemberInfo {
+                    id: m.0,
+                    address: m.1.clone(),
+                    voter: m.2,
+                    matched_index: m.3,
+                })
+                .collect(),
+            chunkservers,
+            chunk_health: Some(pb::ChunkHealth::default()),
+            sessions,
+            cluster_id: v.cluster_id.unwrap_or_default(),
+            inodes,
+        }))
+    }
+
+    async fn add_master(&self, req: Request<pb::AddMasterRequest>) -> R<pb::MembershipReply> {
+        let r = req.into_inner();
+        self.node.add_master(r.id, r.address).await?;
+        Ok(Response::new(self.membership_reply()))
+    }
+
+    async fn remove_master(&self, req: Request<pb::RemoveMasterRequest>) -> R<pb::MembershipReply> {
+        self.node.remove_member(req.into_inner().id).await?;
+        Ok(Response::new(self.membership_reply()))
+    }
+
+    async fn add_learner(&self, req: Request<pb::AddMasterRequest>) -> R<pb::MembershipReply> {
+        let r = req.into_inner();
+        self.node.add_learner(r.id, r.address).await?;
+        Ok(Response::new(self.membership_reply()))
+    }
+
+    async fn promote_learner(&self, req: Request<pb::RemoveMasterRequest>) -> R<pb::MembershipReply> {
+        self.node.promote(req.into_inner().id).await?;
+        Ok(Response::new(self.membership_reply()))
+    }
+
+    async fn trigger_snapshot(&self, _req: Request<pb::Empty>) -> R<pb::Empty> {
+        self.node.trigger_snapshot().await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+}

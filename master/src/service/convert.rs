@@ -1,0 +1,76 @@
+//! Conversions between the wire types (`mfs_proto`) and the namespace's own
+//! types (`crate::fsm`). Only this file and the services know both.
+
+use mfs_proto::v1 as pb;
+
+use crate::fsm::{Attr, Cred, FileType, Timespec};
+
+pub fn ftype_to_pb(t: FileType) -> pb::FileType {
+    match t {
+        FileType::Regular => pb::FileType::Regular,
+        FileType::Directory => pb::FileType::Directory,
+        FileType::Symlink => pb::FileType::Symlink,
+        FileType::Fifo => pb::FileType::Fifo,
+        FileType::Socket => pb::FileType::Socket,
+        FileType::BlockDev => pb::FileType::BlockDevice,
+        FileType::CharDev => pb::FileType::CharDevice,
+    }
+}
+
+pub fn ftype_from_pb(t: i32) -> Option<FileType> {
+    Some(match pb::FileType::try_from(t).ok()? {
+        pb::FileType::Regular => FileType::Regular,
+        pb::FileType::Directory => FileType::Directory,
+        pb::FileType::Symlink => FileType::Symlink,
+        pb::FileType::Fifo => FileType::Fifo,
+        pb::FileType::Socket => FileType::Socket,
+        pb::FileType::BlockDevice => FileType::BlockDev,
+        pb::FileType::CharDevice => FileType::CharDev,
+        pb::FileType::Unspecified => return None,
+    })
+}
+
+pub fn ts_to_pb(t: Timespec) -> pb::Timespec {
+    pb::Timespec { sec: t.sec, nsec: t.nsec }
+}
+
+/// A wire timestamp, checked: nanoseconds below one second.
+pub fn ts_from_pb(t: &pb::Timespec) -> Option<Timespec> {
+    (t.nsec < 1_000_000_000).then_some(Timespec { sec: t.sec, nsec: t.nsec })
+}
+
+pub fn attr_to_pb(a: &Attr) -> pb::Attr {
+    pb::Attr {
+        inode: a.inode.0,
+        r#type: ftype_to_pb(a.ftype) as i32,
+        mode: a.mode,
+        uid: a.uid,
+        gid: a.gid,
+        nlink: a.nlink,
+        size: a.size,
+        atime: Some(ts_to_pb(a.atime)),
+        mtime: Some(ts_to_pb(a.mtime)),
+        ctime: Some(ts_to_pb(a.ctime)),
+        rdev: a.rdev,
+        goal: a.goal as u32,
+        trash_time: a.trash_time,
+        blocks_bytes: a.blocks_bytes,
+    }
+}
+
+/// Credentials of a request; a missing field means "nobody" (65534), never
+/// root, so a malformed request cannot gain privileges.
+pub fn cred_from_pb(c: Option<pb::Credentials>) -> Cred {
+    match c {
+        Some(c) => Cred {
+            uid: c.uid,
+            gid: c.gid,
+            groups: c.groups.into_iter().take(64).collect(),
+        },
+        None => Cred {
+            uid: 65534,
+            gid: 65534,
+            groups: Vec::new(),
+        },
+    }
+}

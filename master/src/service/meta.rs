@@ -1,0 +1,353 @@
+//! `MetaService`: the metadata calls of mounts and tools. Writes become Raft
+//! entries (exactly once per (session, seq)); reads are served from the
+//! namespace after a linearizable-read barrier.
+
+use std::sync::Arc;
+
+use mfs_proto::v1 as pb;
+use mfs_proto::v1::meta_service_server::MetaService;
+use tonic::{Request, Response, Status};
+
+use super::convert::*;
+use super::error::{errno_status, invalid};
+use crate::fsm::{self, Errno, Inode, Op, Reply, SessionId, TimeSet};
+use crate::raft::node::now;
+use crate::raft::MasterNode;
+
+/// Entries returned by one Readdir page at most.
+const READDIR_MAX: usize = 10_000;
+
+pub struct Meta {
+    pub node: Arc<MasterNode>,
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+fn rid(id: Option<pb::RequestId>) -> Result<pb::RequestId, Status> {
+    match id {
+        Some(id) if id.session != 0 && id.seq != 0 => Ok(id),
+        Some(_) => Err(invalid("RequestId needs a session (from RegisterSession) and a seq > 0")),
+        None => Err(invalid("mutating call without a RequestId")),
+    }
+}
+
+fn attr_reply(r: Reply) -> Result<pb::Attr, Status> {
+    match r {
+        Reply::Attr(a) => Ok(attr_to_pb(&a)),
+        Reply::Err(e) => Err(errno_status(e)),
+        other => Err(Status::internal(format!("unexpected reply {other:?}"))),
+    }
+}
+
+fn ok_reply(r: Reply) -> R<pb::Empty> {
+    match r {
+        Reply::Err(e) => Err(errno_status(e)),
+        _ => Ok(Response::new(pb::Empty {})),
+    }
+}
+
+fn entry(r: Reply) -> R<pb::EntryReply> {
+    Ok(Response::new(pb::EntryReply { attr: Some(attr_reply(r)?) }))
+}
+
+impl Meta {
+    async fn mutate(&self, id: Option<pb::RequestId>, op: Op) -> Result<Reply, Status> {
+        let id = rid(id)?;
+        let req = fsm::Request {
+            session: SessionId(id.session),
+            seq: id.seq,
+            acked: id.acked,
+            time: now(),
+            op,
+        };
+        Ok(self.node.write(req).await?)
+    }
+
+    async fn read<T>(&self, f: impl FnOnce(&fsm::Namespace) -> Result<T, Errno>) -> Result<T, Status> {
+        self.node.linearize().await?;
+        let ns = self.node.shared.ns();
+        f(&ns).map_err(errno_status)
+    }
+}
+
+fn time_set(now: bool, at: Option<pb::Timespec>, what: &str) -> Result<Option<TimeSet>, Status> {
+    if now {
+        return Ok(Some(TimeSet::Now));
+    }
+    match at {
+        None => Ok(None),
+        Some(t) => ts_from_pb(&t)
+            .map(|t| Some(TimeSet::At(t)))
+            .ok_or_else(|| invalid(format!("{what}: nanoseconds must be below 1e9"))),
+    }
+}
+
+#[tonic::async_trait]
+impl MetaService for Meta {
+    async fn register_session(&self, req: Request<pb::RegisterSessionRequest>) -> R<pb::RegisterSessionReply> {
+        let info: String = req.into_inner().info.chars().take(256).collect();
+        let r = fsm::Request {
+            session: SessionId(0),
+            seq: 0,
+            acked: 0,
+            time: now(),
+            op: Op::RegisterSession { info },
+        };
+        match self.node.write(r).await? {
+            Reply::Session { id, .. } => {
+                self.node.touch_session(id.0);
+                Ok(Response::new(pb::RegisterSessionReply {
+                    session: id.0,
+                    timeout_secs: self.node.session_timeout().as_secs() as u32,
+                }))
+            }
+            Reply::Err(e) => Err(errno_status(e)),
+            other => Err(Status::internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> R<pb::Empty> {
+        let id = req.into_inner().session;
+        self.node.ensure_leader()?;
+        let known = self.node.shared.ns().sessions().iter().any(|s| s.id.0 == id);
+        if !known {
+            return Err(errno_status(Errno::ESTALE));
+        }
+        self.node.touch_session(id);
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn close_session(&self, req: Request<pb::CloseSessionRequest>) -> R<pb::Empty> {
+        ok_reply(self.mutate(req.into_inner().id, Op::CloseSession).await?)
+    }
+
+    async fn lookup(&self, req: Request<pb::LookupRequest>) -> R<pb::EntryReply> {
+        let r = req.into_inner();
+        let cred = cred_from_pb(r.cred);
+        let a = self.read(|ns| ns.lookup(&cred, Inode(r.parent), &r.name)).await?;
+        Ok(Response::new(pb::EntryReply { attr: Some(attr_to_pb(&a)) }))
+    }
+
+    async fn get_attr(&self, req: Request<pb::GetAttrRequest>) -> R<pb::AttrReply> {
+        let ino = Inode(req.into_inner().inode);
+        let a = self.read(|ns| ns.getattr(ino)).await?;
+        Ok(Response::new(pb::AttrReply { attr: Some(attr_to_pb(&a)) }))
+    }
+
+    async fn set_attr(&self, req: Request<pb::SetAttrRequest>) -> R<pb::AttrReply> {
+        let r = req.into_inner();
+        let op = Op::SetAttr {
+            cred: cred_from_pb(r.cred),
+            inode: Inode(r.inode),
+            mode: r.mode,
+            uid: r.uid,
+            gid: r.gid,
+            size: r.size,
+            atime: time_set(r.atime_now, r.atime, "atime")?,
+            mtime: time_set(r.mtime_now, r.mtime, "mtime")?,
+        };
+        let a = attr_reply(self.mutate(r.id, op).await?)?;
+        Ok(Response::new(pb::AttrReply { attr: Some(a) }))
+    }
+
+    async fn mkdir(&self, req: Request<pb::MkdirRequest>) -> R<pb::EntryReply> {
+        let r = req.into_inner();
+        let op = Op::Mkdir {
+            cred: cred_from_pb(r.cred),
+            parent: Inode(r.parent),
+            name: r.name,
+            mode: r.mode,
+            umask: r.umask,
+        };
+        entry(self.mutate(r.id, op).await?)
+    }
+
+    async fn mknod(&self, req: Request<pb::MknodRequest>) -> R<pb::EntryReply> {
+        let r = req.into_inner();
+        let ftype = ftype_from_pb(r.r#type).ok_or_else(|| invalid("Mknod: unknown file type"))?;
+        let op = Op::Mknod {
+            cred: cred_from_pb(r.cred),
+            parent: Inode(r.parent),
+            name: r.name,
+            ftype,
+            mode: r.mode,
+            umask: r.umask,
+            rdev: r.rdev,
+        };
+        entry(self.mutate(r.id, op).await?)
+    }
+
+    async fn create(&self, req: Request<pb::CreateRequest>) -> R<pb::EntryReply> {
+        let r = req.into_inner();
+        let op = Op::Create {
+            cred: cred_from_pb(r.cred),
+            parent: Inode(r.parent),
+            name: r.name,
+            mode: r.mode,
+            umask: r.umask,
+            exclusive: r.exclusive,
+        };
+        entry(self.mutate(r.id, op).await?)
+    }
+
+    async fn open(&self, req: Request<pb::OpenRequest>) -> R<pb::AttrReply> {
+        let r = req.into_inner();
+        let mode = match pb::OpenMode::try_from(r.mode) {
+            Ok(pb::OpenMode::Read) => fsm::OpenMode::Read,
+            Ok(pb::OpenMode::Write) => fsm::OpenMode::Write,
+            Ok(pb::OpenMode::ReadWrite) => fsm::OpenMode::ReadWrite,
+            Err(_) => return Err(invalid("Open: unknown mode")),
+        };
+        let op = Op::Open {
+            cred: cred_from_pb(r.cred),
+            inode: Inode(r.inode),
+            mode,
+            truncate: r.truncate,
+        };
+        let a = attr_reply(self.mutate(r.id, op).await?)?;
+        Ok(Response::new(pb::AttrReply { attr: Some(a) }))
+    }
+
+    async fn release(&self, req: Request<pb::ReleaseRequest>) -> R<pb::Empty> {
+        let r = req.into_inner();
+        ok_reply(self.mutate(r.id, Op::Release { inode: Inode(r.inode) }).await?)
+    }
+
+    async fn unlink(&self, req: Request<pb::UnlinkRequest>) -> R<pb::Empty> {
+        let r = req.into_inner();
+        let op = Op::Unlink {
+            cred: cred_from_pb(r.cred),
+            parent: Inode(r.parent),
+            name: r.name,
+        };
+        ok_reply(self.mutate(r.id, op).await?)
+    }
+
+    async fn rmdir(&self, req: Request<pb::RmdirRequest>) -> R<pb::Empty> {
+        let r = req.into_inner();
+        let op = Op::Rmdir {
+            cred: cred_from_pb(r.cred),
+            parent: Inode(r.parent),
+            name: r.name,
+        };
+        ok_reply(self.mutate(r.id, op).await?)
+    }
+
+    async fn rename(&self, req: Request<pb::RenameRequest>) -> R<pb::Empty> {
+        let r = req.into_inner();
+        let op = Op::Rename {
+            cred: cred_from_pb(r.cred),
+            parent: Inode(r.parent),
+            name: r.name,
+            new_parent: Inode(r.new_parent),
+            new_name: r.new_name,
+            noreplace: r.noreplace,
+            exchange: r.exchange,
+        };
+        ok_reply(self.mutate(r.id, op).await?)
+    }
+
+    async fn link(&self, req: Request<pb::LinkRequest>) -> R<pb::EntryReply> {
+        let r = req.into_inner();
+        let op = Op::Link {
+            cred: cred_from_pb(r.cred),
+            inode: Inode(r.inode),
+            new_parent: Inode(r.new_parent),
+            new_name: r.new_name,
+        };
+        entry(self.mutate(r.id, op).await?)
+    }
+
+    async fn symlink(&self, req: Request<pb::SymlinkRequest>) -> R<pb::EntryReply> {
+        let r = req.into_inner();
+        let op = Op::Symlink {
+            cred: cred_from_pb(r.cred),
+            parent: Inode(r.parent),
+            name: r.name,
+            target: r.target,
+        };
+        entry(self.mutate(r.id, op).await?)
+    }
+
+    async fn readlink(&self, req: Request<pb::ReadlinkRequest>) -> R<pb::ReadlinkReply> {
+        let ino = Inode(req.into_inner().inode);
+        let target = self.read(|ns| ns.readlink(ino).map(|t| t.to_vec())).await?;
+        Ok(Response::new(pb::ReadlinkReply { target }))
+    }
+
+    async fn readdir(&self, req: Request<pb::ReaddirRequest>) -> R<pb::ReaddirReply> {
+        let r = req.into_inner();
+        let cred = cred_from_pb(r.cred);
+        let limit = match r.limit as usize {
+            0 => 1000,
+            n => n.min(READDIR_MAX),
+        };
+        let (entries, more) = self
+            .read(|ns| ns.readdir(&cred, Inode(r.inode), &r.after, limit, r.plus))
+            .await?;
+        let entries = entries
+            .into_iter()
+            .map(|e| pb::DirEntry {
+                name: e.name,
+                inode: e.inode.0,
+                r#type: ftype_to_pb(e.ftype) as i32,
+                attr: e.attr.as_ref().map(attr_to_pb),
+            })
+            .collect();
+        Ok(Response::new(pb::ReaddirReply { entries, more }))
+    }
+
+    async fn statfs(&self, _req: Request<pb::StatfsRequest>) -> R<pb::StatfsReply> {
+        let inodes = self.read(|ns| Ok(ns.inode_count())).await?;
+        // Space comes from the chunkservers (data path); until they report,
+        // a nominal 1 PiB keeps tools like df and cp working.
+        let total: u64 = 1 << 50;
+        let max_inodes: u64 = 1 << 40;
+        Ok(Response::new(pb::StatfsReply {
+            total_bytes: total,
+            free_bytes: total,
+            available_bytes: total,
+            total_inodes: max_inodes,
+            free_inodes: max_inodes.saturating_sub(inodes),
+            block_size: 65536,
+            name_max: 255,
+        }))
+    }
+
+    async fn get_xattr(&self, req: Request<pb::GetXattrRequest>) -> R<pb::GetXattrReply> {
+        let r = req.into_inner();
+        let cred = cred_from_pb(r.cred);
+        let value = self.read(|ns| ns.getxattr(&cred, Inode(r.inode), &r.name)).await?;
+        Ok(Response::new(pb::GetXattrReply { value }))
+    }
+
+    async fn set_xattr(&self, req: Request<pb::SetXattrRequest>) -> R<pb::Empty> {
+        let r = req.into_inner();
+        let op = Op::SetXattr {
+            cred: cred_from_pb(r.cred),
+            inode: Inode(r.inode),
+            name: r.name,
+            value: r.value,
+            create_only: r.create_only,
+            replace_only: r.replace_only,
+        };
+        ok_reply(self.mutate(r.id, op).await?)
+    }
+
+    async fn list_xattr(&self, req: Request<pb::ListXattrRequest>) -> R<pb::ListXattrReply> {
+        let r = req.into_inner();
+        let cred = cred_from_pb(r.cred);
+        let names = self.read(|ns| ns.listxattr(&cred, Inode(r.inode))).await?;
+        Ok(Response::new(pb::ListXattrReply { names }))
+    }
+
+    async fn remove_xattr(&self, req: Request<pb::RemoveXattrRequest>) -> R<pb::Empty> {
+        let r = req.into_inner();
+        let op = Op::RemoveXattr {
+            cred: cred_from_pb(r.cred),
+            inode: Inode(r.inode),
+            name: r.name,
+        };
+        ok_reply(self.mutate(r.id, op).await?)
+    }
+}

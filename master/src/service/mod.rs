@@ -1,0 +1,10 @@
+//! The gRPC services a master serves, besides Raft's own (in `crate::raft`):
+//! `meta` (clients), `admin` (mfscli), `chunks` (chunkserver registry), and
+//! the HTTP side (`http`: Prometheus metrics and a status page).
+
+pub mod admin;
+pub mod chunks;
+pub mod convert;
+pub mod error;
+pub mod http;
+pub mod meta;

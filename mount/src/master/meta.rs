@@ -1,0 +1,288 @@
+//! Typed wrappers for every MetaService call.
+//!
+//! Reads take plain arguments. Mutating calls take the request message as
+//! the proto defines it, with `id` left empty: the wrapper fills in a fresh
+//! [`RequestId`] and keeps it for every attempt. They return the useful part
+//! of the reply (the `Attr` of an `EntryReply`, ...).
+
+use std::future::Future;
+use std::time::Duration;
+
+use mfs_proto::v1::{
+    Attr, AttrReply, CloseSessionRequest, CreateRequest, Credentials, EntryReply, GetAttrRequest, GetXattrRequest,
+    LinkRequest, ListXattrRequest, LookupRequest, MkdirRequest, MknodRequest, OpenRequest, ReaddirReply,
+    ReaddirRequest, ReadlinkRequest, ReleaseRequest, RemoveXattrRequest, RenameRequest, RequestId, RmdirRequest,
+    SetAttrRequest, SetXattrRequest, StatfsReply, StatfsRequest, SymlinkRequest, UnlinkRequest,
+};
+use tonic::transport::Channel;
+use tonic::Status;
+
+use super::{meta_client, session, MasterClient};
+use crate::error::ClientError;
+
+/// A request that changes the namespace and so carries a [`RequestId`].
+pub(crate) trait Mutating: Clone {
+    fn set_request_id(&mut self, id: RequestId);
+}
+
+macro_rules! mutating {
+    ($($t:ty),* $(,)?) => {
+        $(impl Mutating for $t {
+            fn set_request_id(&mut self, id: RequestId) {
+                self.id = Some(id);
+            }
+        })*
+    };
+}
+
+mutating!(
+    CloseSessionRequest,
+    SetAttrRequest,
+    MkdirRequest,
+    MknodRequest,
+    CreateRequest,
+    OpenRequest,
+    ReleaseRequest,
+    UnlinkRequest,
+    RmdirRequest,
+    RenameRequest,
+    LinkRequest,
+    SymlinkRequest,
+    SetXattrRequest,
+    RemoveXattrRequest,
+);
+
+fn attr_of(attr: Option<Attr>, method: &str) -> Result<Attr, ClientError> {
+    attr.ok_or_else(|| ClientError::BadReply(format!("{method} reply without attributes")))
+}
+
+fn entry(r: EntryReply, method: &str) -> Result<Attr, ClientError> {
+    attr_of(r.attr, method)
+}
+
+fn attr(r: AttrReply, method: &str) -> Result<Attr, ClientError> {
+    attr_of(r.attr, method)
+}
+
+impl MasterClient {
+    /// Runs a mutating call: takes a request id, keeps it for every attempt,
+    /// completes it at the end. When the master answers ESTALE/EBADF and a
+    /// heartbeat confirms our session is unknown to it, registers a new
+    /// session and runs the call once more under it.
+    pub(crate) async fn call_mut<Req, Resp, F, Fut>(
+        &self,
+        method: &'static str,
+        mut req: Req,
+        f: F,
+    ) -> Result<Resp, ClientError>
+    where
+        Req: Mutating,
+        F: Fn(Channel, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        let mut renewed = false;
+        loop {
+            let pending = self.next_request_id();
+            let id = pending.id();
+            req.set_request_id(id);
+            let result = self.inner.call(method, req.clone(), &f).await;
+            drop(pending);
+            match result {
+                Err(e)
+                    if e.is_session_unknown()
+                        && !renewed
+                        && id.session != 0
+                        && method != "CloseSession"
+                        && self.inner.opts.register_session =>
+                {
+                    if !self.session_lost(id.session).await {
+                        return Err(e);
+                    }
+                    session::renew(&self.inner, id.session).await?;
+                    renewed = true;
+                }
+                r => return r,
+            }
+        }
+    }
+
+    /// Asks the master whether `session` still exists (by a heartbeat).
+    async fn session_lost(&self, session: u64) -> bool {
+        let limit = self.inner.opts.call_timeout.max(Duration::from_secs(1)) * 2;
+        matches!(session::heartbeat_once(&self.inner, session, limit).await, Err(e) if e.is_session_unknown())
+    }
+
+    /// Finds `name` in directory `parent`.
+    pub async fn lookup(&self, cred: &Credentials, parent: u64, name: &[u8]) -> Result<Attr, ClientError> {
+        let req = LookupRequest {
+            cred: Some(cred.clone()),
+            parent,
+            name: name.to_vec(),
+        };
+        let r = self
+            .inner
+            .call("Lookup", req, |ch, r| async move { meta_client(ch).lookup(r).await })
+            .await?;
+        entry(r, "Lookup")
+    }
+
+    /// Attributes of `inode`.
+    pub async fn getattr(&self, inode: u64) -> Result<Attr, ClientError> {
+        let r = self
+            .inner
+            .call("GetAttr", GetAttrRequest { inode }, |ch, r| async move {
+                meta_client(ch).get_attr(r).await
+            })
+            .await?;
+        attr(r, "GetAttr")
+    }
+
+    /// Changes attributes (chmod, chown, truncate, utimens).
+    pub async fn setattr(&self, req: SetAttrRequest) -> Result<Attr, ClientError> {
+        let r = self
+            .call_mut("SetAttr", req, |ch, r| async move { meta_client(ch).set_attr(r).await })
+            .await?;
+        attr(r, "SetAttr")
+    }
+
+    /// Creates a directory.
+    pub async fn mkdir(&self, req: MkdirRequest) -> Result<Attr, ClientError> {
+        let r = self
+            .call_mut("Mkdir", req, |ch, r| async move { meta_client(ch).mkdir(r).await })
+            .await?;
+        entry(r, "Mkdir")
+    }
+
+    /// Creates a file, fifo, socket or device node.
+    pub async fn mknod(&self, req: MknodRequest) -> Result<Attr, ClientError> {
+        let r = self
+            .call_mut("Mknod", req, |ch, r| async move { meta_client(ch).mknod(r).await })
+            .await?;
+        entry(r, "Mknod")
+    }
+
+    /// Creates and opens a regular file.
+    pub async fn create(&self, req: CreateRequest) -> Result<Attr, ClientError> {
+        let r = self
+            .call_mut("Create", req, |ch, r| async move { meta_client(ch).create(r).await })
+            .await?;
+        entry(r, "Create")
+    }
+
+    /// Opens an inode for the session.
+    pub async fn open(&self, req: OpenRequest) -> Result<Attr, ClientError> {
+        let r = self
+            .call_mut("Open", req, |ch, r| async move { meta_client(ch).open(r).await })
+            .await?;
+        attr(r, "Open")
+    }
+
+    /// Releases what Open took.
+    pub async fn release(&self, req: ReleaseRequest) -> Result<(), ClientError> {
+        self.call_mut("Release", req, |ch, r| async move { meta_client(ch).release(r).await })
+            .await
+            .map(|_| ())
+    }
+
+    /// Removes a name of a non-directory.
+    pub async fn unlink(&self, req: UnlinkRequest) -> Result<(), ClientError> {
+        self.call_mut("Unlink", req, |ch, r| async move { meta_client(ch).unlink(r).await })
+            .await
+            .map(|_| ())
+    }
+
+    /// Removes an empty directory.
+    pub async fn rmdir(&self, req: RmdirRequest) -> Result<(), ClientError> {
+        self.call_mut("Rmdir", req, |ch, r| async move { meta_client(ch).rmdir(r).await })
+            .await
+            .map(|_| ())
+    }
+
+    /// Renames (with RENAME_NOREPLACE / RENAME_EXCHANGE).
+    pub async fn rename(&self, req: RenameRequest) -> Result<(), ClientError> {
+        self.call_mut("Rename", req, |ch, r| async move { meta_client(ch).rename(r).await })
+            .await
+            .map(|_| ())
+    }
+
+    /// Adds a hard link.
+    pub async fn link(&self, req: LinkRequest) -> Result<Attr, ClientError> {
+        let r = self
+            .call_mut("Link", req, |ch, r| async move { meta_client(ch).link(r).await })
+            .await?;
+        entry(r, "Link")
+    }
+
+    /// Creates a symbolic link.
+    pub async fn symlink(&self, req: SymlinkRequest) -> Result<Attr, ClientError> {
+        let r = self
+            .call_mut("Symlink", req, |ch, r| async move { meta_client(ch).symlink(r).await })
+            .await?;
+        entry(r, "Symlink")
+    }
+
+    /// Target of a symbolic link.
+    pub async fn readlink(&self, inode: u64) -> Result<Vec<u8>, ClientError> {
+        self.inner
+            .call("Readlink", ReadlinkRequest { inode }, |ch, r| async move {
+                meta_client(ch).readlink(r).await
+            })
+            .await
+            .map(|r| r.target)
+    }
+
+    /// One page of a directory (without "." and "..").
+    pub async fn readdir(&self, req: ReaddirRequest) -> Result<ReaddirReply, ClientError> {
+        self.inner
+            .call("Readdir", req, |ch, r| async move { meta_client(ch).readdir(r).await })
+            .await
+    }
+
+    /// Space and inode counts of the file system.
+    pub async fn statfs(&self) -> Result<StatfsReply, ClientError> {
+        self.inner
+            .call("Statfs", StatfsRequest {}, |ch, r| async move { meta_client(ch).statfs(r).await })
+            .await
+    }
+
+    /// Value of extended attribute `name` of `inode`.
+    pub async fn getxattr(&self, cred: &Credentials, inode: u64, name: &[u8]) -> Result<Vec<u8>, ClientError> {
+        let req = GetXattrRequest {
+            cred: Some(cred.clone()),
+            inode,
+            name: name.to_vec(),
+        };
+        self.inner
+            .call("GetXattr", req, |ch, r| async move { meta_client(ch).get_xattr(r).await })
+            .await
+            .map(|r| r.value)
+    }
+
+    /// Sets an extended attribute.
+    pub async fn setxattr(&self, req: SetXattrRequest) -> Result<(), ClientError> {
+        self.call_mut("SetXattr", req, |ch, r| async move { meta_client(ch).set_xattr(r).await })
+            .await
+            .map(|_| ())
+    }
+
+    /// Names of the extended attributes of `inode`.
+    pub async fn listxattr(&self, cred: &Credentials, inode: u64) -> Result<Vec<Vec<u8>>, ClientError> {
+        let req = ListXattrRequest {
+            cred: Some(cred.clone()),
+            inode,
+        };
+        self.inner
+            .call("ListXattr", req, |ch, r| async move { meta_client(ch).list_xattr(r).await })
+            .await
+            .map(|r| r.names)
+    }
+
+    /// Removes an extended attribute.
+    pub async fn removexattr(&self, req: RemoveXattrRequest) -> Result<(), ClientError> {
+        self.call_mut("RemoveXattr", req, |ch, r| async move {
+            meta_client(ch).remove_xattr(r).await
+        })
+        .await
+        .map(|_| ())
+    }
+}

@@ -1,0 +1,341 @@
+//! A cluster of real `mfsmaster` processes for tests and benchmarks.
+//!
+//! Each master gets free ports on 127.0.0.1 and its own dir under a temp dir
+//! (config-free: everything through flags and `MFS_*` env). Logs are kept
+//! when a test fails: the dir is not removed and its path is printed.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use mfs_mount::master::{ClientOptions, MasterClient};
+use mfs_proto::v1::{NodeStatusReply, Role};
+
+/// Directory holding the built binaries (`MFS_BIN_DIR`, else the workspace's
+/// `target/debug`, built on first use).
+pub fn bin_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        if let Ok(d) = std::env::var("MFS_BIN_DIR") {
+            return PathBuf::from(d);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let st = Command::new(cargo)
+            .current_dir(&root)
+            .args(["build", "--bins", "--quiet"])
+            .status();
+        match st {
+            Ok(s) if s.success() => {}
+            other => panic!("building the binaries failed: {other:?}"),
+        }
+        std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root.join("target"))
+            .join("debug")
+    })
+    .clone()
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    // Bind to 0 and let the OS choose; the tiny race with other processes
+    // taking it before the master binds is acceptable for tests.
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+pub struct Master {
+    pub id: u64,
+    pub port: u16,
+    pub http_port: u16,
+    pub dir: PathBuf,
+    pub child: Option<Child>,
+}
+
+impl Master {
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+pub struct Cluster {
+    pub root: Option<tempfile::TempDir>,
+    pub masters: Vec<Master>,
+    /// Extra `MFS_*` settings for every master.
+    pub env: Vec<(String, String)>,
+}
+
+impl Cluster {
+    /// Starts `n` masters forming one new cluster and waits for a leader.
+    pub async fn start(n: usize, env: &[(&str, &str)]) -> Result<Cluster> {
+        let root = tempfile::Builder::new().prefix("mfs-it-").tempdir()?;
+        let mut masters = Vec::new();
+        for i in 0..n {
+            let id = i as u64 + 1;
+            let dir = root.path().join(format!("master{id}"));
+            std::fs::create_dir_all(&dir)?;
+            masters.push(Master {
+                id,
+                port: free_port(),
+                http_port: free_port(),
+                dir,
+                child: None,
+            });
+        }
+        let mut c = Cluster {
+            root: Some(root),
+            masters,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        };
+        for id in 1..=n as u64 {
+            c.spawn(id, &c.peers())?;
+        }
+        c.wait_leader(Duration::from_secs(30)).await?;
+        Ok(c)
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.as_ref().map(|r| r.path()).unwrap_or(Path::new("/"))
+    }
+
+    /// `1=127.0.0.1:p1,...` of the masters the cluster was started with.
+    pub fn peers(&self) -> String {
+        self.masters
+            .iter()
+            .map(|m| format!("{}={}", m.id, m.addr()))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn addrs(&self) -> Vec<String> {
+        self.masters.iter().map(|m| m.addr()).collect()
+    }
+
+    pub fn master(&self, id: u64) -> Result<&Master> {
+        self.masters.iter().find(|m| m.id == id).ok_or_else(|| anyhow!("no master {id}"))
+    }
+
+    fn master_mut(&mut self, id: u64) -> Result<&mut Master> {
+        self.masters
+            .iter_mut()
+            .find(|m| m.id == id)
+            .ok_or_else(|| anyhow!("no master {id}"))
+    }
+
+    /// Adds the description of a new master (not started, not a member).
+    pub fn add_master_slot(&mut self) -> Result<u64> {
+        let id = self.masters.iter().map(|m| m.id).max().unwrap_or(0) + 1;
+        let dir = self.root().join(format!("master{id}"));
+        std::fs::create_dir_all(&dir)?;
+        self.masters.push(Master {
+            id,
+            port: free_port(),
+            http_port: free_port(),
+            dir,
+            child: None,
+        });
+        Ok(id)
+    }
+
+    /// Starts master `id` with the given MASTER_PEERS.
+    pub fn spawn(&mut self, id: u64, peers: &str) -> Result<()> {
+        let bin = bin_dir().join("mfsmaster");
+        let env = self.env.clone();
+        let m = self.master_mut(id)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(m.dir.join("log"))?;
+        let mut cmd = Command::new(&bin);
+        cmd.arg("--id")
+            .arg(id.to_string())
+            .arg("--listen-host")
+            .arg("127.0.0.1")
+            .arg("--listen-port")
+            .arg(m.port.to_string())
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{}", m.http_port))
+            .arg("--data-path")
+            .arg(m.dir.join("data"))
+            .arg("--peers")
+            .arg(peers)
+            .arg("-c")
+            .arg(m.dir.join("none.cfg"))
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        // `-c` names a file that does not exist: refused. Use an empty one.
+        std::fs::write(m.dir.join("none.cfg"), "")?;
+        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        m.child = Some(child);
+        Ok(())
+    }
+
+    /// Restarts a stopped master with the cluster's peers.
+    pub fn restart(&mut self, id: u64) -> Result<()> {
+        let peers = self.peers();
+        self.spawn(id, &peers)
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self, id: u64) -> Result<()> {
+        let m = self.master_mut(id)?;
+        if let Some(mut c) = m.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, and wait for the exit.
+    pub fn stop(&mut self, id: u64) -> Result<()> {
+        let m = self.master_mut(id)?;
+        if let Some(mut c) = m.child.take() {
+            // SAFETY: plain kill(2) on a child pid we own.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        Ok(())
+    }
+
+    /// Removes a master's data dir (it must be stopped).
+    pub fn wipe(&mut self, id: u64) -> Result<()> {
+        let m = self.master(id)?;
+        if m.child.is_some() {
+            bail!("wipe of running master {id}");
+        }
+        let _ = std::fs::remove_dir_all(m.dir.join("data"));
+        Ok(())
+    }
+
+    pub fn is_running(&mut self, id: u64) -> bool {
+        match self.master_mut(id).ok().and_then(|m| m.child.as_mut()) {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// A client of the whole group (no session).
+    pub async fn admin(&self) -> Result<MasterClient> {
+        let opts = ClientOptions {
+            overall_timeout: Some(Duration::from_secs(30)),
+            ..Default::default()
+        };
+        Ok(MasterClient::connect(&self.addrs(), opts).await?)
+    }
+
+    /// A client with a session, as a mount would have.
+    pub async fn client(&self, info: &str) -> Result<MasterClient> {
+        let opts = ClientOptions {
+            overall_timeout: Some(Duration::from_secs(60)),
+            register_session: true,
+            session_info: info.into(),
+            ..Default::default()
+        };
+        Ok(MasterClient::connect(&self.addrs(), opts).await?)
+    }
+
+    /// NodeStatus of one master (None when it does not answer).
+    pub async fn status(&self, id: u64) -> Option<NodeStatusReply> {
+        let m = self.master(id).ok()?;
+        let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", m.addr()))
+            .ok()?
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .ok()?;
+        mfs_proto::v1::admin_service_client::AdminServiceClient::new(ch)
+            .node_status(mfs_proto::v1::Empty {})
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    }
+
+    /// Waits until exactly one running master says it leads and the others
+    /// that run agree; returns its id.
+    pub async fn wait_leader(&self, timeout: Duration) -> Result<u64> {
+        let t = Instant::now();
+        loop {
+            let mut leaders = Vec::new();
+            for m in &self.masters {
+                if m.child.is_none() {
+                    continue;
+                }
+                if let Some(st) = self.status(m.id).await {
+                    if st.role == Role::Leader as i32 {
+                        leaders.push(st.id);
+                    }
+                }
+            }
+            if leaders.len() == 1 {
+                return Ok(leaders[0]);
+            }
+            if t.elapsed() > timeout {
+                bail!("no single leader after {timeout:?} (leaders: {leaders:?}); logs in {}", self.root().display());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until master `id` has applied at least `index`.
+    pub async fn wait_applied(&self, id: u64, index: u64, timeout: Duration) -> Result<NodeStatusReply> {
+        let t = Instant::now();
+        loop {
+            if let Some(st) = self.status(id).await {
+                if st.applied_index >= index {
+                    return Ok(st);
+                }
+            }
+            if t.elapsed() > timeout {
+                bail!("master {id} did not apply up to {index} within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn log(&self, id: u64) -> String {
+        self.master(id)
+            .ok()
+            .and_then(|m| std::fs::read_to_string(m.dir.join("log")).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for m in &mut self.masters {
+            if let Some(mut c) = m.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if std::thread::panicking() {
+            if let Some(root) = self.root.take() {
+                let p = root.keep();
+                eprintln!("test failed: cluster dir kept at {}", p.display());
+            }
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Cross-process tests: real `mfsmaster` binaries on 127.0.0.1.
+//!
+//! Each test starts its own cluster (free ports, a temp dir kept on failure)
+//! and prints `===` lines for its steps.
+
+mod config;
+mod masters;
+mod util;

@@ -1,0 +1,223 @@
+//! The masters' Raft group: election, redirects, failover without loss or
+//! double application, full restarts, catch-up by snapshot, membership.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mfs_mount::master::MasterClient;
+use mfs_proto::v1::meta_service_client::MetaServiceClient;
+use mfs_proto::v1::{GetAttrRequest, MkdirRequest, RenameRequest};
+use mfs_tests::cluster::Cluster;
+
+use crate::util::{create_req, list_dir, root_cred, step};
+
+/// Runs exclusive creates of `p-0`, `p-1`, ... until `stop`; returns the
+/// names whose create was acknowledged. Any error fails the test: the client
+/// must ride through failovers.
+fn creator(c: MasterClient, prefix: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let mut done = Vec::new();
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let name = format!("{prefix}-{i}");
+            match c.create(create_req(&name)).await {
+                Ok(_) => done.push(name),
+                Err(e) => panic!("create {name} failed: {e} (errno {})", e.errno()),
+            }
+            i += 1;
+        }
+        done
+    })
+}
+
+/// 3 masters elect one leader; a follower answers a client call with a
+/// redirect to it; the client library follows it; malformed calls change
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn election_and_redirect() {
+    step("start 3 masters");
+    let c = Cluster::start(3, &[]).await.unwrap();
+    let leader = c.wait_leader(Duration::from_secs(20)).await.unwrap();
+    let leader_addr = c.master(leader).unwrap().addr();
+    let follower = c.masters.iter().find(|m| m.id != leader).unwrap();
+
+    step("a call to a follower is redirected");
+    let mut raw = MetaServiceClient::connect(format!("http://{}", follower.addr())).await.unwrap();
+    let err = raw.get_attr(GetAttrRequest { inode: 1 }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    let hint = err.metadata().get(mfs_proto::LEADER_KEY).and_then(|v| v.to_str().ok());
+    assert_eq!(hint, Some(leader_addr.as_str()));
+
+    step("the client library follows the redirect");
+    let cl = MasterClient::connect(&[follower.addr()], Default::default()).await.unwrap();
+    let a = cl.getattr(1).await.unwrap();
+    assert_eq!(a.inode, 1);
+
+    step("a mutating call without a request id is refused, nothing applied");
+    let mut raw = MetaServiceClient::connect(format!("http://{leader_addr}")).await.unwrap();
+    let before = c.status(leader).await.unwrap().applied_index;
+    let err = raw
+        .mkdir(MkdirRequest {
+            id: None,
+            cred: Some(root_cred()),
+            parent: 1,
+            name: b"x".to_vec(),
+            mode: 0o755,
+            umask: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = c.status(leader).await.unwrap().applied_index;
+    assert_eq!(before, after, "a refused call must not reach the log");
+
+    step("errno travels as mfs-errno");
+    let s = c.client("t").await.unwrap();
+    let long = "n".repeat(256);
+    let e = s.create(create_req(&long)).await.unwrap_err();
+    assert_eq!(e.errno(), 36, "{e}");
+    let e = s.create(create_req("a/b")).await.unwrap_err();
+    assert_eq!(e.errno(), 22, "{e}");
+    let e = s.getattr(987654).await.unwrap_err();
+    assert_eq!(e.errno(), 2, "{e}");
+}
+
+/// kill -9 of the leader during a stream of creates, twice: a new leader
+/// within seconds, no call fails, every acknowledged create exists exactly
+/// once; then all three restart and agree on the same namespace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kill_during_creates_loses_nothing() {
+    step("start 3 masters and 2 creating clients");
+    let mut c = Cluster::start(3, &[]).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = [c.client("a").await.unwrap(), c.client("b").await.unwrap()];
+    let mut tasks = Vec::new();
+    for (i, cl) in clients.iter().enumerate() {
+        tasks.push(creator(cl.clone(), format!("c{i}"), stop.clone()));
+    }
+    for round in 0..2 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let leader = c.wait_leader(Duration::from_secs(20)).await.unwrap();
+        step(&format!("round {round}: kill -9 leader master{leader}"));
+        c.kill(leader).unwrap();
+        let t = Instant::now();
+        let new = c.wait_leader(Duration::from_secs(20)).await.unwrap();
+        eprintln!("new leader master{new} after {:?}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(10), "election took {:?}", t.elapsed());
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        step(&format!("round {round}: restart master{leader}"));
+        c.restart(leader).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut acked = BTreeSet::new();
+    for t in tasks {
+        for n in t.await.unwrap() {
+            assert!(acked.insert(n.clone()), "{n} acknowledged twice");
+        }
+    }
+    assert!(acked.len() > 20, "too few creates went through: {}", acked.len());
+    for cl in &clients {
+        eprintln!("client stats: {:?}", cl.stats());
+    }
+
+    step("every acknowledged create exists exactly once");
+    let listing = list_dir(&clients[0], 1).await.unwrap();
+    let names: BTreeSet<String> = listing.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(names.len(), listing.len(), "duplicate names in the directory");
+    for n in &acked {
+        assert!(names.contains(n), "acknowledged create {n} is missing");
+    }
+    // A create that was applied but whose reply was lost may exist without
+    // an ack: it must be the last one each client was doing.
+    let extra: Vec<_> = names.difference(&acked).collect();
+    assert!(extra.len() <= 2, "unexpected files: {extra:?}");
+
+    step("kill -9 every master, restart all: same namespace");
+    let before = listing.clone();
+    let ids: Vec<u64> = c.masters.iter().map(|m| m.id).collect();
+    for id in &ids {
+        c.kill(*id).unwrap();
+    }
+    for id in &ids {
+        c.restart(*id).unwrap();
+    }
+    c.wait_leader(Duration::from_secs(30)).await.unwrap();
+    let cl = c.admin().await.unwrap();
+    let after = list_dir(&cl, 1).await.unwrap();
+    assert_eq!(before, after);
+    for id in &ids {
+        let log = c.log(*id);
+        assert!(!log.contains("corrupt"), "master{id} log mentions corruption:\n{log}");
+    }
+}
+
+/// A master removed, wiped and added again catches up through a snapshot
+/// (its log was purged on the leader); a 4th master is added and removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wiped_master_catches_up_by_snapshot_and_membership_changes() {
+    let env = [("MFS_SNAPSHOT_LOG_ENTRIES", "100"), ("MFS_SNAPSHOT_KEEP_ENTRIES", "10")];
+    let mut c = Cluster::start(3, &env).await.unwrap();
+    let leader = c.wait_leader(Duration::from_secs(20)).await.unwrap();
+    let victim = c.masters.iter().map(|m| m.id).find(|id| *id != leader).unwrap();
+    let admin = c.admin().await.unwrap();
+    let cl = c.client("snap").await.unwrap();
+
+    step(&format!("remove master{victim}, kill it, wipe its data"));
+    let m = admin.remove_master(victim).await.unwrap();
+    assert!(!m.voters.contains(&victim) && !m.learners.contains(&victim), "{m:?}");
+    c.kill(victim).unwrap();
+    c.wipe(victim).unwrap();
+
+    step("300 creates and renames while it is away (several snapshots)");
+    for i in 0..300 {
+        cl.create(create_req(&format!("s{i}"))).await.unwrap();
+    }
+    for i in 0..50 {
+        cl.rename(RenameRequest {
+            id: None,
+            cred: Some(root_cred()),
+            parent: 1,
+            name: format!("s{i}").into_bytes(),
+            new_parent: 1,
+            new_name: format!("r{i}").into_bytes(),
+            noreplace: false,
+            exchange: false,
+        })
+        .await
+        .unwrap();
+    }
+    let leader = c.wait_leader(Duration::from_secs(10)).await.unwrap();
+    let lst = c.status(leader).await.unwrap();
+    assert!(lst.snapshot_index > 0, "leader made no snapshot: {lst:?}");
+
+    step(&format!("start master{victim} empty and add it back"));
+    c.restart(victim).unwrap();
+    let m = admin.add_master(victim, &c.master(victim).unwrap().addr()).await.unwrap();
+    assert!(m.voters.contains(&victim), "{m:?}");
+    let target = c.status(leader).await.unwrap().commit_index;
+    let st = c.wait_applied(victim, target, Duration::from_secs(30)).await.unwrap();
+    assert!(st.snapshot_index > 0, "no snapshot installed: {st:?}");
+    assert_eq!(st.inodes, lst.inodes);
+    assert!(c.log(victim).contains("installing snapshot"), "{}", c.log(victim));
+
+    step("add a 4th master, then remove it");
+    let four = c.add_master_slot().unwrap();
+    let peers = format!("{},{}={}", c.peers(), four, c.master(four).unwrap().addr());
+    c.spawn(four, &peers).unwrap();
+    let m = admin.add_master(four, &c.master(four).unwrap().addr()).await.unwrap();
+    assert_eq!(m.voters.len(), 4, "{m:?}");
+    let target = c.status(leader).await.unwrap().commit_index;
+    c.wait_applied(four, target, Duration::from_secs(30)).await.unwrap();
+    let m = admin.remove_master(four).await.unwrap();
+    assert_eq!(m.voters.len(), 3, "{m:?}");
+    c.stop(four).unwrap();
+
+    step("the cluster still serves writes");
+    cl.create(create_req("after")).await.unwrap();
+    let names = list_dir(&cl, 1).await.unwrap();
+    assert_eq!(names.len(), 301);
+}
