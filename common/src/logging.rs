@@ -9,7 +9,7 @@ use tracing_subscriber::EnvFilter;
 pub fn init(default: &str) {
     use std::io::IsTerminal;
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(format!("{default},openraft=warn")))
+        .or_else(|_| EnvFilter::try_new(format!("{default},openraft=error")))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

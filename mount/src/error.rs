@@ -210,16 +210,28 @@ mod tests {
 
     #[test]
     fn errno_metadata_wins_over_code() {
-        let s = status_with(Code::NotFound, "no such entry", &[(mfs_proto::ERRNO_KEY, "2")]);
+        let s = status_with(
+            Code::NotFound,
+            "no such entry",
+            &[(mfs_proto::ERRNO_KEY, "2")],
+        );
         let e = from_status(&s);
         assert!(matches!(&e, ClientError::Errno(2, m) if m == "no such entry"));
         assert_eq!(e.errno(), errno::ENOENT);
         assert_eq!(e.to_string(), "no such entry (ENOENT, errno 2)");
 
-        let s = status_with(Code::FailedPrecondition, "x", &[(mfs_proto::ERRNO_KEY, "39")]);
+        let s = status_with(
+            Code::FailedPrecondition,
+            "x",
+            &[(mfs_proto::ERRNO_KEY, "39")],
+        );
         assert_eq!(from_status(&s).errno(), 39);
         // ENAMETOOLONG travels as INVALID_ARGUMENT with errno: still an errno.
-        let s = status_with(Code::InvalidArgument, "long", &[(mfs_proto::ERRNO_KEY, " 36 ")]);
+        let s = status_with(
+            Code::InvalidArgument,
+            "long",
+            &[(mfs_proto::ERRNO_KEY, " 36 ")],
+        );
         assert_eq!(from_status(&s).errno(), 36);
     }
 
@@ -236,7 +248,16 @@ mod tests {
         for bad in ["", "abc", "-3", "0"] {
             let s = status_with(Code::NotFound, "gone", &[(mfs_proto::ERRNO_KEY, bad)]);
             let e = from_status(&s);
-            assert!(matches!(e, ClientError::Status { code: Code::NotFound, .. }), "{bad}");
+            assert!(
+                matches!(
+                    e,
+                    ClientError::Status {
+                        code: Code::NotFound,
+                        ..
+                    }
+                ),
+                "{bad}"
+            );
             assert_eq!(e.errno(), errno::ENOENT);
         }
     }
@@ -259,7 +280,10 @@ mod tests {
             "no master answered at 127.0.0.1:9421,127.0.0.1:9422 for 30.0s: \
              127.0.0.1:9422: connection refused"
         );
-        assert_eq!(ClientError::NoMaster("none".into()).errno(), errno::ENOTCONN);
+        assert_eq!(
+            ClientError::NoMaster("none".into()).errno(),
+            errno::ENOTCONN
+        );
     }
 
     #[test]

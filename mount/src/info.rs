@@ -151,7 +151,11 @@ pub fn master_view(address: &str, status: Result<&NodeStatusReply, &ClientError>
         },
         Err(e) => MasterView {
             address: address.to_string(),
-            error: Some(e.to_string()),
+            // The address is in its own field already.
+            error: Some(match e {
+                ClientError::Unreachable { message, .. } => message.clone(),
+                e => e.to_string(),
+            }),
             role: "unknown".to_string(),
             ..MasterView::default()
         },
@@ -164,19 +168,29 @@ pub fn build_view(
     statuses: &[(String, Result<NodeStatusReply, ClientError>)],
     cluster: Option<&ClusterInfoReply>,
 ) -> ClusterView {
-    let masters: Vec<MasterView> = statuses.iter().map(|(a, s)| master_view(a, s.as_ref())).collect();
+    let masters: Vec<MasterView> = statuses
+        .iter()
+        .map(|(a, s)| master_view(a, s.as_ref()))
+        .collect();
     let answered = || statuses.iter().filter_map(|(_, s)| s.as_ref().ok());
     let Some(ci) = cluster else {
         return ClusterView {
             term: answered().map(|s| s.term).max().unwrap_or(0),
-            cluster_id: answered().map(|s| s.cluster_id.clone()).find(|c| !c.is_empty()).unwrap_or_default(),
+            cluster_id: answered()
+                .map(|s| s.cluster_id.clone())
+                .find(|c| !c.is_empty())
+                .unwrap_or_default(),
             masters,
             ..ClusterView::default()
         };
     };
     let leader = nonzero(ci.leader_id);
     let leader_address = leader.and_then(|l| {
-        let from_members = ci.members.iter().find(|m| m.id == l).map(|m| m.address.clone());
+        let from_members = ci
+            .members
+            .iter()
+            .find(|m| m.id == l)
+            .map(|m| m.address.clone());
         let from_status = || {
             statuses
                 .iter()
@@ -248,7 +262,10 @@ pub async fn gather(client: &MasterClient) -> (ClusterView, Option<ClientError>)
     let mut statuses: Vec<(String, Result<NodeStatusReply, ClientError>)> =
         listed.into_iter().zip(statuses).collect();
     if let Ok(ci) = &cluster {
-        let known_ids: Vec<u64> = statuses.iter().filter_map(|(_, s)| s.as_ref().ok().map(|s| s.id)).collect();
+        let known_ids: Vec<u64> = statuses
+            .iter()
+            .filter_map(|(_, s)| s.as_ref().ok().map(|s| s.id))
+            .collect();
         let extra: Vec<String> = ci
             .members
             .iter()
@@ -286,7 +303,10 @@ mod tests {
     fn view_without_leader() {
         let statuses = vec![
             ("a:1".to_string(), Ok(node(1, Role::Candidate, 0))),
-            ("b:1".to_string(), Err(ClientError::NoMaster("refused".into()))),
+            (
+                "b:1".to_string(),
+                Err(ClientError::NoMaster("refused".into())),
+            ),
         ];
         let v = build_view(&statuses, None);
         assert_eq!(v.leader, None);
@@ -297,7 +317,10 @@ mod tests {
         assert_eq!(v.masters[0].leader_id, None);
         assert!(!v.masters[1].reachable);
         assert_eq!(v.masters[1].role, "unknown");
-        assert!(v.masters[1].error.as_deref().is_some_and(|e| e.contains("refused")));
+        assert!(v.masters[1]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("refused")));
         let json = serde_json::to_value(&v).unwrap_or_default();
         assert_eq!(json["leader"], serde_json::Value::Null);
         assert_eq!(json["masters"][1]["id"], serde_json::Value::Null);
@@ -315,9 +338,24 @@ mod tests {
             leader_id: 1,
             term: 5,
             members: vec![
-                MemberInfo { id: 1, address: "a:1".into(), voter: true, matched_index: 10 },
-                MemberInfo { id: 2, address: "b:1".into(), voter: true, matched_index: 9 },
-                MemberInfo { id: 9, address: "m:1".into(), voter: false, matched_index: 7 },
+                MemberInfo {
+                    id: 1,
+                    address: "a:1".into(),
+                    voter: true,
+                    matched_index: 10,
+                },
+                MemberInfo {
+                    id: 2,
+                    address: "b:1".into(),
+                    voter: true,
+                    matched_index: 9,
+                },
+                MemberInfo {
+                    id: 9,
+                    address: "m:1".into(),
+                    voter: false,
+                    matched_index: 7,
+                },
             ],
             chunkservers: vec![ChunkserverInfo {
                 id: 3,
@@ -330,7 +368,13 @@ mod tests {
                 labels: vec!["rack1".into()],
                 last_seen_secs: 1,
             }],
-            chunk_health: Some(ChunkHealth { chunks: 2, missing: 1, undergoal: 0, overgoal: 0, stale: 0 }),
+            chunk_health: Some(ChunkHealth {
+                chunks: 2,
+                missing: 1,
+                undergoal: 0,
+                overgoal: 0,
+                stale: 0,
+            }),
             sessions: vec![SessionInfo::default(), SessionInfo::default()],
             cluster_id: "cid".into(),
             inodes: 12,
@@ -341,13 +385,21 @@ mod tests {
         assert_eq!(v.leader_address.as_deref(), Some("a:1"));
         assert_eq!(v.term, 5);
         assert_eq!(v.members.len(), 3);
-        assert_eq!(v.metaloggers, vec![MetaloggerView { id: 9, address: "m:1".into(), matched_index: 7 }]);
+        assert_eq!(
+            v.metaloggers,
+            vec![MetaloggerView {
+                id: 9,
+                address: "m:1".into(),
+                matched_index: 7
+            }]
+        );
         assert_eq!(v.chunkservers[0].labels, vec!["rack1".to_string()]);
         assert_eq!(v.chunk_health.missing, 1);
         assert_eq!(v.sessions, 2);
         assert_eq!(v.inodes, 12);
-        let back: ClusterView = serde_json::from_str(&serde_json::to_string(&v).unwrap_or_default())
-            .unwrap_or_default();
+        let back: ClusterView =
+            serde_json::from_str(&serde_json::to_string(&v).unwrap_or_default())
+                .unwrap_or_default();
         assert_eq!(back, v);
     }
 

@@ -170,7 +170,7 @@ impl Cluster {
             .arg(peers)
             .arg("-c")
             .arg(m.dir.join("none.cfg"))
-            .env("RUST_LOG", "info,openraft=warn")
+            .env("RUST_LOG", "info,openraft=error")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

@@ -23,7 +23,9 @@ const HEADER_LEN: usize = 8 + 4;
 pub enum ImageError {
     #[error("not a metadata image (bad magic)")]
     BadMagic,
-    #[error("metadata image format version {found} is not supported (this build reads {IMAGE_VERSION})")]
+    #[error(
+        "metadata image format version {found} is not supported (this build reads {IMAGE_VERSION})"
+    )]
     Version { found: u32 },
     #[error("metadata image is truncated")]
     Truncated,

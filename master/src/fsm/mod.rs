@@ -26,6 +26,6 @@ mod types;
 mod tests;
 
 pub use image::{ImageError, IMAGE_MAGIC, IMAGE_VERSION};
-pub use namespace::{check_name, ChunkInfo, Namespace};
 pub use mfs_common::ids::{ChunkId, ChunkVersion, Inode, SessionId};
+pub use namespace::{check_name, ChunkInfo, Namespace};
 pub use types::*;

@@ -43,8 +43,12 @@ pub enum NodeData {
     },
     /// A regular file: chunk `i` holds bytes `[i * CHUNK_SIZE, (i+1) * CHUNK_SIZE)`;
     /// `None` is a hole.
-    File { chunks: Vec<Option<ChunkId>> },
-    Symlink { target: Vec<u8> },
+    File {
+        chunks: Vec<Option<ChunkId>>,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
     /// Fifo, socket or device.
     Special,
 }

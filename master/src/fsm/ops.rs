@@ -17,10 +17,10 @@ impl Namespace {
     /// Apply one committed request; the only way the state changes.
     ///
     /// Exactly once: for a request of session `s != 0`,
-    /// - `s` unknown: `Err(UNKNOWN_SESSION)` (EBADR), nothing changes;
+    /// - `s` unknown: `Err(UNKNOWN_SESSION)` (ESTALE), nothing changes;
     /// - `seq` already answered and not yet acknowledged: the stored reply,
     ///   nothing changes;
-    /// - `seq <= acked` of the session: `Err(STALE_SEQ)` (ESTALE), nothing
+    /// - `seq <= acked` of the session: `Err(STALE_SEQ)` (EBADR), nothing
     ///   changes;
     /// - otherwise the operation is applied, replies of sequence numbers up to
     ///   `min(req.acked, seq - 1)` are forgotten and this reply is stored.
@@ -95,7 +95,8 @@ impl Namespace {
                     parent: *parent,
                     entries: BTreeMap::new(),
                 };
-                let node = self.new_child(cred, *parent, FileType::Directory, *mode, *umask, data, t)?;
+                let node =
+                    self.new_child(cred, *parent, FileType::Directory, *mode, *umask, data, t)?;
                 Ok(Reply::Attr(self.insert_child(*parent, name, node, t)?))
             }
             Op::Mknod {
@@ -347,7 +348,13 @@ impl Namespace {
 
     /// Give `node` the next inode number and the name `name` in `parent`.
     /// Call only after `may_create` and `new_child` succeeded.
-    fn insert_child(&mut self, parent: Inode, name: &[u8], node: Node, t: Timespec) -> Result<Attr, Errno> {
+    fn insert_child(
+        &mut self,
+        parent: Inode,
+        name: &[u8],
+        node: Node,
+        t: Timespec,
+    ) -> Result<Attr, Errno> {
         let ino = Inode(self.next_inode);
         let is_dir = node.is_dir();
         let attr = node.attr(ino);
@@ -357,7 +364,7 @@ impl Namespace {
         p.mtime = t;
         p.ctime = t;
         if is_dir {
-            p.nlink += 1;
+            p.nlink = p.nlink.saturating_add(1);
         }
         self.next_inode += 1;
         self.nodes.insert(ino, node);
@@ -501,7 +508,13 @@ impl Namespace {
     /// to one of its groups: EPERM), mode (owner or root: EPERM), explicit
     /// times (owner or root: EPERM), times set to now (owner, root or write
     /// permission: EACCES).
-    fn setattr(&mut self, cred: &Cred, ino: Inode, c: &AttrChange, t: Timespec) -> Result<Reply, Errno> {
+    fn setattr(
+        &mut self,
+        cred: &Cred,
+        ino: Inode,
+        c: &AttrChange,
+        t: Timespec,
+    ) -> Result<Reply, Errno> {
         let node = self.node(ino)?;
         let owner = perm::owner_or_root(node, cred);
         if let Some(size) = c.size {
@@ -516,19 +529,22 @@ impl Namespace {
             perm::access(node, cred, MAY_WRITE)?;
         }
         if let Some(uid) = c.uid {
-            if !cred.is_root() && !(uid == node.uid && cred.uid == node.uid) {
+            let keeps_owner = uid == node.uid && cred.uid == node.uid;
+            if !cred.is_root() && !keeps_owner {
                 return Err(Errno::EPERM);
             }
         }
         if let Some(gid) = c.gid {
-            if !cred.is_root() && !(cred.uid == node.uid && (gid == node.gid || cred.in_group(gid))) {
+            if !cred.is_root() && !(cred.uid == node.uid && (gid == node.gid || cred.in_group(gid)))
+            {
                 return Err(Errno::EPERM);
             }
         }
         if c.mode.is_some() && !owner {
             return Err(Errno::EPERM);
         }
-        let explicit = matches!(c.atime, Some(TimeSet::At(_))) || matches!(c.mtime, Some(TimeSet::At(_)));
+        let explicit =
+            matches!(c.atime, Some(TimeSet::At(_))) || matches!(c.mtime, Some(TimeSet::At(_)));
         let touch = c.atime == Some(TimeSet::Now) || c.mtime == Some(TimeSet::Now);
         if explicit && !owner {
             return Err(Errno::EPERM);
@@ -633,7 +649,13 @@ impl Namespace {
         Ok(Reply::Ok)
     }
 
-    fn removexattr(&mut self, cred: &Cred, ino: Inode, name: &[u8], t: Timespec) -> Result<Reply, Errno> {
+    fn removexattr(
+        &mut self,
+        cred: &Cred,
+        ino: Inode,
+        name: &[u8],
+        t: Timespec,
+    ) -> Result<Reply, Errno> {
         let node = self.node(ino)?;
         let ns = perm::xattr_name(name)?;
         perm::xattr_access(node, cred, ns, true)?;

@@ -5,7 +5,7 @@
 //! directories, privileged xattr namespaces).
 
 use super::namespace::Node;
-use super::types::{Cred, Errno, FileType, XATTR_NAME_MAX, XATTR_SIZE_MAX, S_ISVTX};
+use super::types::{Cred, Errno, FileType, S_ISVTX, XATTR_NAME_MAX, XATTR_SIZE_MAX};
 
 pub const MAY_EXEC: u32 = 1;
 pub const MAY_WRITE: u32 = 2;
@@ -43,11 +43,7 @@ pub fn owner_or_root(node: &Node, cred: &Cred) -> bool {
 /// In a sticky directory only the owner of the entry, the owner of the
 /// directory or root may remove or rename it (`check_sticky`): EPERM.
 pub fn sticky(dir: &Node, victim: &Node, cred: &Cred) -> Result<(), Errno> {
-    if dir.mode & S_ISVTX != 0
-        && !cred.is_root()
-        && cred.uid != victim.uid
-        && cred.uid != dir.uid
-    {
+    if dir.mode & S_ISVTX != 0 && !cred.is_root() && cred.uid != victim.uid && cred.uid != dir.uid {
         return Err(Errno::EPERM);
     }
     Ok(())

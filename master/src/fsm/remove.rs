@@ -22,7 +22,13 @@ impl Namespace {
 
     /// unlink(2): then write permission on the parent (EACCES), sticky
     /// (EPERM), EISDIR for a directory.
-    pub(crate) fn unlink(&mut self, cred: &Cred, parent: Inode, name: &[u8], t: Timespec) -> Result<Reply, Errno> {
+    pub(crate) fn unlink(
+        &mut self,
+        cred: &Cred,
+        parent: Inode,
+        name: &[u8],
+        t: Timespec,
+    ) -> Result<Reply, Errno> {
         let victim = self.lookup_victim(cred, parent, name)?;
         perm::may_delete(self.node(parent)?, self.node(victim)?, cred, false)?;
         self.remove_entry(parent, name, t);
@@ -31,7 +37,13 @@ impl Namespace {
     }
 
     /// rmdir(2): as unlink, but ENOTDIR for a non-directory and ENOTEMPTY.
-    pub(crate) fn rmdir(&mut self, cred: &Cred, parent: Inode, name: &[u8], t: Timespec) -> Result<Reply, Errno> {
+    pub(crate) fn rmdir(
+        &mut self,
+        cred: &Cred,
+        parent: Inode,
+        name: &[u8],
+        t: Timespec,
+    ) -> Result<Reply, Errno> {
         let victim = self.lookup_victim(cred, parent, name)?;
         let vnode = self.node(victim)?;
         perm::may_delete(self.node(parent)?, vnode, cred, true)?;
@@ -40,7 +52,7 @@ impl Namespace {
         }
         self.remove_entry(parent, name, t);
         if let Some(p) = self.nodes.get_mut(&parent) {
-            p.nlink -= 1;
+            p.nlink = p.nlink.saturating_sub(1);
         }
         self.free_inode(victim);
         Ok(Reply::Ok)
@@ -141,7 +153,11 @@ impl Namespace {
         let dst_dir = dnode.is_some_and(|n| n.is_dir());
         if let Some(d) = dst {
             if dst_dir && self.is_ancestor(d, parent) {
-                return Err(if exchange { Errno::EINVAL } else { Errno::ENOTEMPTY });
+                return Err(if exchange {
+                    Errno::EINVAL
+                } else {
+                    Errno::ENOTEMPTY
+                });
             }
         }
         if dst == Some(src) {
@@ -161,7 +177,11 @@ impl Namespace {
                 perm::access(dn, cred, MAY_WRITE)?;
             }
         }
-        if !exchange && dnode.and_then(|n| n.entries()).is_some_and(|e| !e.is_empty()) {
+        if !exchange
+            && dnode
+                .and_then(|n| n.entries())
+                .is_some_and(|e| !e.is_empty())
+        {
             return Err(Errno::ENOTEMPTY);
         }
         // Subdirectory count changes of the two parents when they differ.
@@ -176,7 +196,9 @@ impl Namespace {
 
         // All checked; now change.
         if exchange {
-            let Some(d) = dst else { return Err(Errno::ENOENT) };
+            let Some(d) = dst else {
+                return Err(Errno::ENOENT);
+            };
             self.add_entry(parent, name, d, t);
             self.add_entry(new_parent, new_name, src, t);
             if moves {
@@ -193,7 +215,7 @@ impl Namespace {
                 self.remove_entry(new_parent, new_name, t);
                 if dst_dir {
                     if let Some(p) = self.nodes.get_mut(&new_parent) {
-                        p.nlink -= 1;
+                        p.nlink = p.nlink.saturating_sub(1);
                     }
                     self.free_inode(d);
                 } else {
@@ -219,10 +241,10 @@ impl Namespace {
             *parent = to;
         }
         if let Some(f) = self.nodes.get_mut(&from) {
-            f.nlink -= 1;
+            f.nlink = f.nlink.saturating_sub(1);
         }
         if let Some(t) = self.nodes.get_mut(&to) {
-            t.nlink += 1;
+            t.nlink = t.nlink.saturating_add(1);
         }
     }
 

@@ -91,14 +91,16 @@ errnos! {
 
 impl Errno {
     /// The request names a session the state machine does not know (never
-    /// registered, closed or expired). The client must register a new session;
-    /// the gRPC layer maps this to its own "session unknown" status.
-    /// EBADR is "invalid request descriptor", not produced by any file operation.
-    pub const UNKNOWN_SESSION: Errno = Errno::EBADR;
-    /// The request's sequence number is at or below what the session has
-    /// already acknowledged, and its reply is no longer kept: a client bug or a
-    /// very late duplicate. Nothing is applied.
-    pub const STALE_SEQ: Errno = Errno::ESTALE;
+    /// registered, closed or expired): the client must register a new
+    /// session. ESTALE, which no file operation of the state machine returns
+    /// (an unknown inode is ENOENT), and which the heartbeat also answers for
+    /// an unknown session.
+    pub const UNKNOWN_SESSION: Errno = Errno::ESTALE;
+    /// The request's sequence number is at or below what its session has
+    /// already acknowledged, and its reply is no longer kept: a client bug or
+    /// a very late duplicate. Nothing is applied. EBADR ("invalid request
+    /// descriptor"), returned for nothing else.
+    pub const STALE_SEQ: Errno = Errno::EBADR;
 }
 
 impl fmt::Display for Errno {
@@ -238,16 +240,12 @@ pub struct Request {
 pub enum Op {
     /// Open a new client session; replies `Reply::Session`. Never deduplicated
     /// (a retried registration leaves an idle session that expires).
-    RegisterSession {
-        info: String,
-    },
+    RegisterSession { info: String },
     /// Close the requesting session: its open files are released and its
     /// replies forgotten. A retry after success gets `UNKNOWN_SESSION`.
     CloseSession,
     /// Internal (session 0 only): the leader expires idle sessions.
-    ExpireSessions {
-        ids: Vec<SessionId>,
-    },
+    ExpireSessions { ids: Vec<SessionId> },
     Mkdir {
         cred: Cred,
         parent: Inode,
@@ -277,15 +275,20 @@ pub enum Op {
         umask: u32,
         exclusive: bool,
     },
+    /// open(2) of an existing inode (as through /proc/self/fd, also one
+    /// with no name left): EISDIR to write a directory, ELOOP for a symlink,
+    /// EACCES without the permission. Counts one open of the inode by the
+    /// session (not for directories, nor for session 0); `truncate` empties
+    /// a regular file. Replies its attributes.
     Open {
         cred: Cred,
         inode: Inode,
         mode: OpenMode,
         truncate: bool,
     },
-    Release {
-        inode: Inode,
-    },
+    /// One open of `inode` by the session ends; EBADF if it holds none. At
+    /// the last open of an unlinked inode, the inode is freed.
+    Release { inode: Inode },
     SetAttr {
         cred: Cred,
         inode: Inode,
@@ -341,9 +344,7 @@ pub enum Op {
         name: Vec<u8>,
     },
     /// Internal (session 0 only): the first entry of a new cluster.
-    SetClusterId {
-        id: String,
-    },
+    SetClusterId { id: String },
 }
 
 impl Op {
@@ -379,7 +380,13 @@ impl Op {
 impl fmt::Display for Request {
     /// Short form for logs: "session 3 seq 17 Mkdir".
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "session {} seq {} {}", self.session, self.seq, self.op.name())
+        write!(
+            f,
+            "session {} seq {} {}",
+            self.session,
+            self.seq,
+            self.op.name()
+        )
     }
 }
 
@@ -389,7 +396,9 @@ pub enum Reply {
     /// Attributes of the created, linked, opened or changed inode.
     Attr(Attr),
     /// A newly registered session.
-    Session { id: SessionId },
+    Session {
+        id: SessionId,
+    },
     Err(Errno),
 }
 

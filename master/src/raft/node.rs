@@ -3,6 +3,7 @@
 //! session expiry, stamping the cluster id into the namespace).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -65,6 +66,9 @@ pub struct MasterNode {
     /// Last sign of life of each session, as this leader saw it (soft state:
     /// a new leader starts every session's clock afresh).
     seen: Mutex<HashMap<u64, Instant>>,
+    /// The term in which this leader has applied an entry of its own; reads
+    /// wait for one first (see [`MasterNode::linearize`]).
+    barrier_term: AtomicU64,
 }
 
 /// The leader's clock, stamped into each request it proposes.
@@ -132,6 +136,7 @@ impl MasterNode {
             },
             session_timeout: Duration::from_secs(cfg.session_timeout),
             seen: Mutex::new(HashMap::new()),
+            barrier_term: AtomicU64::new(0),
         });
         tokio::spawn(bootstrap(node.clone(), res.peers.clone()));
         tokio::spawn(leader_duties(node.clone()));
@@ -178,7 +183,22 @@ impl MasterNode {
     }
 
     /// Waits until a read here sees every change committed before the call.
+    ///
+    /// Besides openraft's read barrier, a leader first applies an entry of
+    /// its own term (once per term): after a restart of every master the
+    /// committed index a leader starts from may lag what a quorum had
+    /// committed, and a read must not be served from before it.
     pub async fn linearize(&self) -> Result<(), NodeError> {
+        let term = self.raft.metrics().borrow_watched().current_term;
+        if self.barrier_term.load(Ordering::Acquire) != term {
+            match self.raft.write_blank().await {
+                Ok(r) => {
+                    self.barrier_term.fetch_max(r.log_id.leader_id.term, Ordering::AcqRel);
+                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => return Err(self.forward(&f)),
+                Err(e) => return Err(NodeError::Unavailable(format!("raft: {e}"))),
+            }
+        }
         let first = self.raft.ensure_linearizable(self.read_policy.clone()).await;
         let res = match first {
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => return Err(self.forward(&f)),
@@ -272,7 +292,8 @@ impl MasterNode {
 
     /// Adds a master: as a learner until it has caught up, then as a voter.
     pub async fn add_master(&self, id: u64, addr: String) -> Result<(), NodeError> {
-        self.add_learner(id, addr).await?;
+        self.add_learner(id, addr.clone()).await?;
+        self.wait_caught_up(id, &addr).await?;
         self.raft
             .change_membership(ChangeMembers::AddVoterIds([id].into_iter().collect()), false)
             .await
@@ -291,6 +312,26 @@ impl MasterNode {
             .await
             .map_err(|e| self.membership_error(e))?;
         Ok(())
+    }
+
+    /// Waits until member `id` holds the log up to the commit index of when
+    /// the wait began; a voter that cannot keep up would only weaken the quorum.
+    async fn wait_caught_up(&self, id: u64, addr: &str) -> Result<(), NodeError> {
+        let target = self.view().commit_index;
+        let start = Instant::now();
+        loop {
+            let v = self.view();
+            if v.members.iter().any(|m| m.0 == id && m.3 >= target) {
+                return Ok(());
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                return Err(NodeError::Unavailable(format!(
+                    "master {id} at {addr} has not caught up within 30 s (is it running and reachable?); \
+                     it stays a learner: start it, then run add-master again, or remove-master {id}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Removes a member (voter or learner) from the cluster.
@@ -442,10 +483,20 @@ async fn bootstrap(node: Arc<MasterNode>, peers: BTreeMap<u64, String>) {
 /// once, and close sessions that stopped sending heartbeats.
 async fn leader_duties(node: Arc<MasterNode>) {
     let mut was_leader = false;
+    let mut last_leader = None;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
         if node.raft.metrics().borrow_watched().state == ServerState::Shutdown {
             return;
+        }
+        let known = node.raft.metrics().borrow_watched().current_leader;
+        if known != last_leader {
+            match known {
+                Some(l) if l == node.id => tracing::info!(term = node.view().term, "this master is now the leader"),
+                Some(l) => tracing::info!(leader = l, "following leader"),
+                None => tracing::info!("no leader known (election)"),
+            }
+            last_leader = known;
         }
         let leader = node.is_leader();
         if !leader {

@@ -94,6 +94,11 @@ impl StateMachine {
     pub fn open(snap_dir: PathBuf, keep: usize) -> Result<Self, String> {
         std::fs::create_dir_all(&snap_dir)
             .map_err(|e| format!("cannot create snapshot dir {}: {e}", snap_dir.display()))?;
+        if let Ok(n) = snapfile::remove_tmp(&snap_dir) {
+            if n > 0 {
+                tracing::info!(files = n, "removed unfinished snapshot files from an earlier crash");
+            }
+        }
         let mut state = (Namespace::new(), (None, StoredMembership::default()));
         let files = snapfile::list(&snap_dir).map_err(|e| format!("cannot list {}: {e}", snap_dir.display()))?;
         let mut loaded = false;

@@ -58,12 +58,10 @@ pub fn masters_from_arg_or_env(arg: Option<&str>) -> Result<Vec<String>, ClientE
 
 /// One address in canonical `host:port` form (`[v6]:port` for IPv6).
 pub fn normalize_addr(item: &str) -> Result<String, ClientError> {
-    let bad = |why: &str| ClientError::InvalidArgument(format!("bad master address {item:?}: {why}"));
+    let bad =
+        |why: &str| ClientError::InvalidArgument(format!("bad master address {item:?}: {why}"));
     let s = item.trim();
-    let s = s
-        .strip_prefix("http://")
-        .unwrap_or(s)
-        .trim_end_matches('/');
+    let s = s.strip_prefix("http://").unwrap_or(s).trim_end_matches('/');
     if s.is_empty() {
         return Err(bad("empty"));
     }
@@ -71,7 +69,10 @@ pub fn normalize_addr(item: &str) -> Result<String, ClientError> {
         let (v6, after) = rest.split_once(']').ok_or_else(|| bad("missing ']'"))?;
         let port = match after {
             "" => None,
-            p => Some(p.strip_prefix(':').ok_or_else(|| bad("expected ':' after ']'"))?),
+            p => Some(
+                p.strip_prefix(':')
+                    .ok_or_else(|| bad("expected ':' after ']'"))?,
+            ),
         };
         (v6.to_string(), port)
     } else if s.matches(':').count() > 1 {
@@ -118,12 +119,12 @@ pub fn leader_hint(md: &MetadataMap) -> Option<String> {
 /// resolve (yet) is kept as given, the channel resolves it when connecting.
 /// Returns each address with the socket addresses it is known by.
 pub async fn expand(addrs: &[String], limit: Duration) -> Vec<(String, Vec<SocketAddr>)> {
-    let mut out: Vec<(String, Vec<SocketAddr>)> = Vec::new();
-    let mut push = |out: &mut Vec<(String, Vec<SocketAddr>)>, a: String, socks: Vec<SocketAddr>| {
+    fn push(out: &mut Vec<(String, Vec<SocketAddr>)>, a: String, socks: Vec<SocketAddr>) {
         if !out.iter().any(|(o, _)| *o == a) {
             out.push((a, socks));
         }
-    };
+    }
+    let mut out: Vec<(String, Vec<SocketAddr>)> = Vec::new();
     for a in addrs {
         if let Ok(sock) = a.parse::<SocketAddr>() {
             push(&mut out, a.clone(), vec![sock]);
@@ -178,11 +179,29 @@ mod tests {
 
     #[test]
     fn parse_list_errors() {
-        for bad in ["", " , ", "h1:", "h1:0", "h1:70000", "h1:x", ":9421", "[::1", "[::1]9421", "a b:1", "[zz::]:1"] {
+        for bad in [
+            "",
+            " , ",
+            "h1:",
+            "h1:0",
+            "h1:70000",
+            "h1:x",
+            ":9421",
+            "[::1",
+            "[::1]9421",
+            "a b:1",
+            "[zz::]:1",
+        ] {
             let e = parse_masters(bad);
-            assert!(matches!(e, Err(ClientError::InvalidArgument(_))), "{bad:?} gave {e:?}");
+            assert!(
+                matches!(e, Err(ClientError::InvalidArgument(_))),
+                "{bad:?} gave {e:?}"
+            );
         }
-        let msg = parse_masters("h1:x").err().map(|e| e.to_string()).unwrap_or_default();
+        let msg = parse_masters("h1:x")
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(msg.contains("\"h1:x\"") && msg.contains("port"), "{msg}");
     }
 
@@ -200,7 +219,10 @@ mod tests {
         assert_eq!(leader_hint(&md), None);
         md.insert(mfs_proto::LEADER_KEY, "".parse().expect("ascii"));
         assert_eq!(leader_hint(&md), None);
-        md.insert(mfs_proto::LEADER_KEY, " 127.0.0.1:9422 ".parse().expect("ascii"));
+        md.insert(
+            mfs_proto::LEADER_KEY,
+            " 127.0.0.1:9422 ".parse().expect("ascii"),
+        );
         assert_eq!(leader_hint(&md).as_deref(), Some("127.0.0.1:9422"));
         md.insert(mfs_proto::LEADER_KEY, "m2".parse().expect("ascii"));
         assert_eq!(leader_hint(&md).as_deref(), Some("m2:9421"));
@@ -210,10 +232,16 @@ mod tests {
 
     #[tokio::test]
     async fn expand_keeps_literals_and_unresolvable() {
-        let given = vec!["127.0.0.1:9421".to_string(), "no-such-host.invalid:9421".to_string()];
+        let given = vec![
+            "127.0.0.1:9421".to_string(),
+            "no-such-host.invalid:9421".to_string(),
+        ];
         let out = expand(&given, Duration::from_secs(2)).await;
         let names: Vec<&str> = out.iter().map(|(a, _)| a.as_str()).collect();
         assert_eq!(names, ["127.0.0.1:9421", "no-such-host.invalid:9421"]);
-        assert_eq!(out[0].1, vec!["127.0.0.1:9421".parse::<SocketAddr>().expect("literal")]);
+        assert_eq!(
+            out[0].1,
+            vec!["127.0.0.1:9421".parse::<SocketAddr>().expect("literal")]
+        );
     }
 }

@@ -9,10 +9,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use mfs_proto::v1::{
-    Attr, AttrReply, CloseSessionRequest, CreateRequest, Credentials, EntryReply, GetAttrRequest, GetXattrRequest,
-    LinkRequest, ListXattrRequest, LookupRequest, MkdirRequest, MknodRequest, OpenRequest, ReaddirReply,
-    ReaddirRequest, ReadlinkRequest, ReleaseRequest, RemoveXattrRequest, RenameRequest, RequestId, RmdirRequest,
-    SetAttrRequest, SetXattrRequest, StatfsReply, StatfsRequest, SymlinkRequest, UnlinkRequest,
+    Attr, AttrReply, CloseSessionRequest, CreateRequest, Credentials, EntryReply, GetAttrRequest,
+    GetXattrRequest, LinkRequest, ListXattrRequest, LookupRequest, MkdirRequest, MknodRequest,
+    OpenRequest, ReaddirReply, ReaddirRequest, ReadlinkRequest, ReleaseRequest, RemoveXattrRequest,
+    RenameRequest, RequestId, RmdirRequest, SetAttrRequest, SetXattrRequest, StatfsReply,
+    StatfsRequest, SymlinkRequest, UnlinkRequest,
 };
 use tonic::transport::Channel;
 use tonic::Status;
@@ -113,7 +114,12 @@ impl MasterClient {
     }
 
     /// Finds `name` in directory `parent`.
-    pub async fn lookup(&self, cred: &Credentials, parent: u64, name: &[u8]) -> Result<Attr, ClientError> {
+    pub async fn lookup(
+        &self,
+        cred: &Credentials,
+        parent: u64,
+        name: &[u8],
+    ) -> Result<Attr, ClientError> {
         let req = LookupRequest {
             cred: Some(cred.clone()),
             parent,
@@ -121,7 +127,9 @@ impl MasterClient {
         };
         let r = self
             .inner
-            .call("Lookup", req, |ch, r| async move { meta_client(ch).lookup(r).await })
+            .call("Lookup", req, |ch, r| async move {
+                meta_client(ch).lookup(r).await
+            })
             .await?;
         entry(r, "Lookup")
     }
@@ -140,7 +148,9 @@ impl MasterClient {
     /// Changes attributes (chmod, chown, truncate, utimens).
     pub async fn setattr(&self, req: SetAttrRequest) -> Result<Attr, ClientError> {
         let r = self
-            .call_mut("SetAttr", req, |ch, r| async move { meta_client(ch).set_attr(r).await })
+            .call_mut("SetAttr", req, |ch, r| async move {
+                meta_client(ch).set_attr(r).await
+            })
             .await?;
         attr(r, "SetAttr")
     }
@@ -148,7 +158,9 @@ impl MasterClient {
     /// Creates a directory.
     pub async fn mkdir(&self, req: MkdirRequest) -> Result<Attr, ClientError> {
         let r = self
-            .call_mut("Mkdir", req, |ch, r| async move { meta_client(ch).mkdir(r).await })
+            .call_mut("Mkdir", req, |ch, r| async move {
+                meta_client(ch).mkdir(r).await
+            })
             .await?;
         entry(r, "Mkdir")
     }
@@ -156,7 +168,9 @@ impl MasterClient {
     /// Creates a file, fifo, socket or device node.
     pub async fn mknod(&self, req: MknodRequest) -> Result<Attr, ClientError> {
         let r = self
-            .call_mut("Mknod", req, |ch, r| async move { meta_client(ch).mknod(r).await })
+            .call_mut("Mknod", req, |ch, r| async move {
+                meta_client(ch).mknod(r).await
+            })
             .await?;
         entry(r, "Mknod")
     }
@@ -164,7 +178,9 @@ impl MasterClient {
     /// Creates and opens a regular file.
     pub async fn create(&self, req: CreateRequest) -> Result<Attr, ClientError> {
         let r = self
-            .call_mut("Create", req, |ch, r| async move { meta_client(ch).create(r).await })
+            .call_mut("Create", req, |ch, r| async move {
+                meta_client(ch).create(r).await
+            })
             .await?;
         entry(r, "Create")
     }
@@ -172,43 +188,59 @@ impl MasterClient {
     /// Opens an inode for the session.
     pub async fn open(&self, req: OpenRequest) -> Result<Attr, ClientError> {
         let r = self
-            .call_mut("Open", req, |ch, r| async move { meta_client(ch).open(r).await })
+            .call_mut(
+                "Open",
+                req,
+                |ch, r| async move { meta_client(ch).open(r).await },
+            )
             .await?;
         attr(r, "Open")
     }
 
     /// Releases what Open took.
     pub async fn release(&self, req: ReleaseRequest) -> Result<(), ClientError> {
-        self.call_mut("Release", req, |ch, r| async move { meta_client(ch).release(r).await })
-            .await
-            .map(|_| ())
+        self.call_mut("Release", req, |ch, r| async move {
+            meta_client(ch).release(r).await
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Removes a name of a non-directory.
     pub async fn unlink(&self, req: UnlinkRequest) -> Result<(), ClientError> {
-        self.call_mut("Unlink", req, |ch, r| async move { meta_client(ch).unlink(r).await })
-            .await
-            .map(|_| ())
+        self.call_mut("Unlink", req, |ch, r| async move {
+            meta_client(ch).unlink(r).await
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Removes an empty directory.
     pub async fn rmdir(&self, req: RmdirRequest) -> Result<(), ClientError> {
-        self.call_mut("Rmdir", req, |ch, r| async move { meta_client(ch).rmdir(r).await })
-            .await
-            .map(|_| ())
+        self.call_mut("Rmdir", req, |ch, r| async move {
+            meta_client(ch).rmdir(r).await
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Renames (with RENAME_NOREPLACE / RENAME_EXCHANGE).
     pub async fn rename(&self, req: RenameRequest) -> Result<(), ClientError> {
-        self.call_mut("Rename", req, |ch, r| async move { meta_client(ch).rename(r).await })
-            .await
-            .map(|_| ())
+        self.call_mut("Rename", req, |ch, r| async move {
+            meta_client(ch).rename(r).await
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Adds a hard link.
     pub async fn link(&self, req: LinkRequest) -> Result<Attr, ClientError> {
         let r = self
-            .call_mut("Link", req, |ch, r| async move { meta_client(ch).link(r).await })
+            .call_mut(
+                "Link",
+                req,
+                |ch, r| async move { meta_client(ch).link(r).await },
+            )
             .await?;
         entry(r, "Link")
     }
@@ -216,7 +248,9 @@ impl MasterClient {
     /// Creates a symbolic link.
     pub async fn symlink(&self, req: SymlinkRequest) -> Result<Attr, ClientError> {
         let r = self
-            .call_mut("Symlink", req, |ch, r| async move { meta_client(ch).symlink(r).await })
+            .call_mut("Symlink", req, |ch, r| async move {
+                meta_client(ch).symlink(r).await
+            })
             .await?;
         entry(r, "Symlink")
     }
@@ -234,45 +268,64 @@ impl MasterClient {
     /// One page of a directory (without "." and "..").
     pub async fn readdir(&self, req: ReaddirRequest) -> Result<ReaddirReply, ClientError> {
         self.inner
-            .call("Readdir", req, |ch, r| async move { meta_client(ch).readdir(r).await })
+            .call("Readdir", req, |ch, r| async move {
+                meta_client(ch).readdir(r).await
+            })
             .await
     }
 
     /// Space and inode counts of the file system.
     pub async fn statfs(&self) -> Result<StatfsReply, ClientError> {
         self.inner
-            .call("Statfs", StatfsRequest {}, |ch, r| async move { meta_client(ch).statfs(r).await })
+            .call("Statfs", StatfsRequest {}, |ch, r| async move {
+                meta_client(ch).statfs(r).await
+            })
             .await
     }
 
     /// Value of extended attribute `name` of `inode`.
-    pub async fn getxattr(&self, cred: &Credentials, inode: u64, name: &[u8]) -> Result<Vec<u8>, ClientError> {
+    pub async fn getxattr(
+        &self,
+        cred: &Credentials,
+        inode: u64,
+        name: &[u8],
+    ) -> Result<Vec<u8>, ClientError> {
         let req = GetXattrRequest {
             cred: Some(cred.clone()),
             inode,
             name: name.to_vec(),
         };
         self.inner
-            .call("GetXattr", req, |ch, r| async move { meta_client(ch).get_xattr(r).await })
+            .call("GetXattr", req, |ch, r| async move {
+                meta_client(ch).get_xattr(r).await
+            })
             .await
             .map(|r| r.value)
     }
 
     /// Sets an extended attribute.
     pub async fn setxattr(&self, req: SetXattrRequest) -> Result<(), ClientError> {
-        self.call_mut("SetXattr", req, |ch, r| async move { meta_client(ch).set_xattr(r).await })
-            .await
-            .map(|_| ())
+        self.call_mut("SetXattr", req, |ch, r| async move {
+            meta_client(ch).set_xattr(r).await
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Names of the extended attributes of `inode`.
-    pub async fn listxattr(&self, cred: &Credentials, inode: u64) -> Result<Vec<Vec<u8>>, ClientError> {
+    pub async fn listxattr(
+        &self,
+        cred: &Credentials,
+        inode: u64,
+    ) -> Result<Vec<Vec<u8>>, ClientError> {
         let req = ListXattrRequest {
             cred: Some(cred.clone()),
             inode,
         };
         self.inner
-            .call("ListXattr", req, |ch, r| async move { meta_client(ch).list_xattr(r).await })
+            .call("ListXattr", req, |ch, r| async move {
+                meta_client(ch).list_xattr(r).await
+            })
             .await
             .map(|r| r.names)
     }

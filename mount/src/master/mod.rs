@@ -31,13 +31,14 @@ use std::time::Duration;
 use mfs_proto::v1::admin_service_client::AdminServiceClient;
 use mfs_proto::v1::meta_service_client::MetaServiceClient;
 use mfs_proto::v1::{
-    AddMasterRequest, ClusterInfoReply, Empty, MembershipReply, NodeStatusReply, RegisterSessionRequest,
-    RemoveMasterRequest,
+    AddMasterRequest, ClusterInfoReply, Empty, MembershipReply, NodeStatusReply,
+    RegisterSessionRequest, RemoveMasterRequest,
 };
 use tonic::transport::{Channel, Endpoint};
 
 pub use addr::{
-    leader_hint, masters_from_arg_or_env, normalize_addr, parse_masters, DEFAULT_MASTERS, DEFAULT_PORT, MASTERS_ENV,
+    leader_hint, masters_from_arg_or_env, normalize_addr, parse_masters, DEFAULT_MASTERS,
+    DEFAULT_PORT, MASTERS_ENV,
 };
 pub use session::PendingRequest;
 
@@ -194,7 +195,10 @@ impl Inner {
         }
         match make_channel(addr, &self.opts) {
             Ok(channel) => {
-                tracing::info!(master = addr, "leader hint names a master not in the list; adding it");
+                tracing::info!(
+                    master = addr,
+                    "leader hint names a master not in the list; adding it"
+                );
                 let socks = addr.parse::<SocketAddr>().into_iter().collect();
                 list.push(Arc::new(Master {
                     addr: addr.to_string(),
@@ -242,9 +246,12 @@ impl Inner {
             })
             .await?;
         if reply.session == 0 {
-            return Err(ClientError::BadReply("RegisterSession returned session 0".into()));
+            return Err(ClientError::BadReply(
+                "RegisterSession returned session 0".into(),
+            ));
         }
-        self.session_timeout_secs.store(reply.timeout_secs, Ordering::Relaxed);
+        self.session_timeout_secs
+            .store(reply.timeout_secs, Ordering::Relaxed);
         self.set_session(SeqState::new(reply.session));
         Ok(reply.session)
     }
@@ -262,7 +269,10 @@ impl MasterClient {
     /// resolves to several IPs counts as several masters). Channels connect
     /// lazily; with `opts.register_session` a session is registered (waiting
     /// for a leader as any call does) and heartbeats start.
-    pub async fn connect(addrs: &[String], opts: ClientOptions) -> Result<MasterClient, ClientError> {
+    pub async fn connect(
+        addrs: &[String],
+        opts: ClientOptions,
+    ) -> Result<MasterClient, ClientError> {
         let mut normalized = Vec::with_capacity(addrs.len());
         for a in addrs {
             normalized.push(normalize_addr(a)?);
@@ -273,7 +283,11 @@ impl MasterClient {
         let mut masters = Vec::new();
         for (addr, socks) in addr::expand(&normalized, opts.connect_timeout).await {
             let channel = make_channel(&addr, &opts)?;
-            masters.push(Arc::new(Master { addr, socks, channel }));
+            masters.push(Arc::new(Master {
+                addr,
+                socks,
+                channel,
+            }));
         }
         let register = opts.register_session;
         let client = MasterClient {
@@ -331,6 +345,13 @@ impl MasterClient {
         self.inner.current_session().session
     }
 
+    /// The highest sequence number of the current session up to which every
+    /// mutating call has completed (what the next request will acknowledge,
+    /// unless calls are in flight).
+    pub fn acked(&self) -> u64 {
+        self.inner.current_session().acked()
+    }
+
     /// Takes the next request id of the current session for one mutating
     /// call. Keep the returned value alive until the call is over (all its
     /// attempts); dropping it marks the sequence number completed. The typed
@@ -344,7 +365,11 @@ impl MasterClient {
     /// Returns the session id.
     pub async fn register_session(&self) -> Result<u64, ClientError> {
         let id = self.inner.register().await?;
-        let mut hb = self.inner.heartbeat.lock().unwrap_or_else(|p| p.into_inner());
+        let mut hb = self
+            .inner
+            .heartbeat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if hb.as_ref().is_none_or(|h| h.is_finished()) {
             let weak = Arc::downgrade(&self.inner);
             *hb = Some(tokio::spawn(session::heartbeat_loop(weak)).abort_handle());
@@ -356,7 +381,13 @@ impl MasterClient {
     /// Mutating calls made afterwards carry session 0 (the master refuses
     /// them) until [`MasterClient::register_session`] is called again.
     pub async fn close_session(&self) -> Result<(), ClientError> {
-        if let Some(h) = self.inner.heartbeat.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(h) = self
+            .inner
+            .heartbeat
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             h.abort();
         }
         if self.session_id() == 0 {
@@ -364,7 +395,9 @@ impl MasterClient {
         }
         let req = mfs_proto::v1::CloseSessionRequest::default();
         let result = self
-            .call_mut("CloseSession", req, |ch, r| async move { meta_client(ch).close_session(r).await })
+            .call_mut("CloseSession", req, |ch, r| async move {
+                meta_client(ch).close_session(r).await
+            })
             .await;
         self.inner.set_session(SeqState::new(0));
         result.map(|_| ())
@@ -376,14 +409,18 @@ impl MasterClient {
     /// the per-attempt timeout.
     pub async fn node_status(&self, addr: &str) -> Result<NodeStatusReply, ClientError> {
         self.inner
-            .call_one(addr, Empty {}, |ch, r| async move { admin_client(ch).node_status(r).await })
+            .call_one(addr, Empty {}, |ch, r| async move {
+                admin_client(ch).node_status(r).await
+            })
             .await
     }
 
     /// The cluster as the leader sees it.
     pub async fn cluster_info(&self) -> Result<ClusterInfoReply, ClientError> {
         self.inner
-            .call("ClusterInfo", Empty {}, |ch, r| async move { admin_client(ch).cluster_info(r).await })
+            .call("ClusterInfo", Empty {}, |ch, r| async move {
+                admin_client(ch).cluster_info(r).await
+            })
             .await
     }
 
@@ -394,36 +431,48 @@ impl MasterClient {
             address: address.to_string(),
         };
         self.inner
-            .call("AddMaster", req, |ch, r| async move { admin_client(ch).add_master(r).await })
+            .call("AddMaster", req, |ch, r| async move {
+                admin_client(ch).add_master(r).await
+            })
             .await
     }
 
     /// Removes master `id` from the cluster.
     pub async fn remove_master(&self, id: u64) -> Result<MembershipReply, ClientError> {
         self.inner
-            .call("RemoveMaster", RemoveMasterRequest { id }, |ch, r| async move {
-                admin_client(ch).remove_master(r).await
-            })
+            .call(
+                "RemoveMaster",
+                RemoveMasterRequest { id },
+                |ch, r| async move { admin_client(ch).remove_master(r).await },
+            )
             .await
     }
 
     /// Adds a learner (a metalogger, or a master to promote later).
-    pub async fn add_learner(&self, id: u64, address: &str) -> Result<MembershipReply, ClientError> {
+    pub async fn add_learner(
+        &self,
+        id: u64,
+        address: &str,
+    ) -> Result<MembershipReply, ClientError> {
         let req = AddMasterRequest {
             id,
             address: address.to_string(),
         };
         self.inner
-            .call("AddLearner", req, |ch, r| async move { admin_client(ch).add_learner(r).await })
+            .call("AddLearner", req, |ch, r| async move {
+                admin_client(ch).add_learner(r).await
+            })
             .await
     }
 
     /// Makes learner `id` a voter.
     pub async fn promote_learner(&self, id: u64) -> Result<MembershipReply, ClientError> {
         self.inner
-            .call("PromoteLearner", RemoveMasterRequest { id }, |ch, r| async move {
-                admin_client(ch).promote_learner(r).await
-            })
+            .call(
+                "PromoteLearner",
+                RemoveMasterRequest { id },
+                |ch, r| async move { admin_client(ch).promote_learner(r).await },
+            )
             .await
     }
 

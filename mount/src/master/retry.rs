@@ -8,6 +8,7 @@
 //! request is built once and cloned for each attempt, so a mutating call
 //! keeps its RequestId across attempts and runs exactly once.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -50,9 +51,11 @@ pub(crate) fn classify(status: &Status) -> Verdict {
         },
         // What a dropped connection, a reset stream or a GOAWAY of a dying
         // master look like (tonic maps h2 and hyper errors to these).
-        Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Internal | Code::Aborted => {
-            Verdict::Retry(status_text(status))
-        }
+        Code::DeadlineExceeded
+        | Code::Cancelled
+        | Code::Unknown
+        | Code::Internal
+        | Code::Aborted => Verdict::Retry(status_text(status)),
         _ => Verdict::Final(from_status(status)),
     }
 }
@@ -66,7 +69,9 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     pub(crate) fn new() -> Self {
-        Backoff { next: BACKOFF_START }
+        Backoff {
+            next: BACKOFF_START,
+        }
     }
 
     pub(crate) fn pause(&mut self) -> Duration {
@@ -80,13 +85,19 @@ impl Backoff {
 
 impl Inner {
     /// [`Inner::call_with_limit`] with the client's overall timeout.
-    pub(crate) async fn call<Req, Resp, F, Fut>(&self, method: &'static str, req: Req, f: F) -> Result<Resp, ClientError>
+    pub(crate) async fn call<Req, Resp, F, Fut>(
+        &self,
+        method: &'static str,
+        req: Req,
+        f: F,
+    ) -> Result<Resp, ClientError>
     where
         Req: Clone,
         F: Fn(Channel, Req) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
-        self.call_with_limit(method, req, self.opts.overall_timeout, f).await
+        self.call_with_limit(method, req, self.opts.overall_timeout, f)
+            .await
     }
 
     /// Runs `f` (one RPC on a channel) against the leader until it answers,
@@ -107,7 +118,14 @@ impl Inner {
     {
         let start = Instant::now();
         let deadline = limit.map(|l| start + l);
-        let mut idx = self.leader.load(Ordering::Relaxed);
+        // `rr` walks the list round-robin from the believed leader; `idx` is
+        // where the next attempt goes (rr, or where a hint pointed).
+        let mut rr = self.leader.load(Ordering::Relaxed);
+        let mut idx = rr;
+        // Masters that gave no answer in this round: a stale hint pointing
+        // at one of them is not followed (the round goes on instead, so a
+        // follower that still names the dead leader cannot trap the call).
+        let mut failed: HashSet<usize> = HashSet::new();
         let mut backoff = Backoff::new();
         let mut attempts = 0u32;
         let mut hops_in_a_row = 0usize;
@@ -116,14 +134,21 @@ impl Inner {
         loop {
             let (at, master) = self.master_at(idx);
             let attempt_limit = match deadline {
-                Some(d) => d.saturating_duration_since(Instant::now()).min(self.opts.call_timeout),
+                Some(d) => d
+                    .saturating_duration_since(Instant::now())
+                    .min(self.opts.call_timeout),
                 None => self.opts.call_timeout,
             };
             if attempt_limit.is_zero() {
                 return Err(self.timeout_error(start, last_error));
             }
             attempts += 1;
-            let verdict = match tokio::time::timeout(attempt_limit, f(master.channel.clone(), req.clone())).await {
+            let verdict = match tokio::time::timeout(
+                attempt_limit,
+                f(master.channel.clone(), req.clone()),
+            )
+            .await
+            {
                 Ok(Ok(resp)) => {
                     self.leader.store(at, Ordering::Relaxed);
                     if attempts > 1 {
@@ -138,30 +163,41 @@ impl Inner {
                 Ok(Err(status)) => classify(&status),
                 Err(_) => Verdict::Retry(format!("no reply within {attempt_limit:.1?}")),
             };
-            let pause = match verdict {
+            let (text, answered) = match verdict {
                 Verdict::Final(e) => return Err(e),
+                Verdict::Retry(text) => (text, false),
                 Verdict::Redirect(hint) => {
                     self.stats.redirects.fetch_add(1, Ordering::Relaxed);
-                    last_error = format!("{}: not the leader, redirected to {hint}", master.addr);
                     let to = self.index_for(&hint);
                     hops_in_a_row += 1;
-                    idx = to;
-                    // Stale hints can point in a circle during an election:
-                    // follow at once only while that is not happening.
-                    if to != at && hops_in_a_row <= self.master_count() {
+                    // Stale hints point at a dead leader, or in a circle,
+                    // while an election runs: follow at once only when
+                    // neither is happening.
+                    if to != at && !failed.contains(&to) && hops_in_a_row <= self.master_count() {
                         tracing::debug!(method, from = %master.addr, to = %hint, "following leader hint");
+                        last_error =
+                            format!("{}: not the leader, redirected to {hint}", master.addr);
+                        idx = to;
                         continue;
                     }
-                    backoff.pause()
-                }
-                Verdict::Retry(text) => {
-                    tracing::debug!(method, master = %master.addr, error = %text, "attempt failed, trying the next master");
-                    last_error = format!("{}: {text}", master.addr);
-                    hops_in_a_row = 0;
-                    idx = at + 1;
-                    backoff.pause()
+                    (
+                        format!("not the leader; its hint {hint} gave no answer"),
+                        true,
+                    )
                 }
             };
+            tracing::debug!(method, master = %master.addr, error = %text, "attempt failed, trying the next master");
+            last_error = format!("{}: {text}", master.addr);
+            hops_in_a_row = 0;
+            if !answered {
+                failed.insert(at);
+            }
+            if failed.len() >= self.master_count() {
+                failed.clear(); // a new round: every master gets another chance
+            }
+            rr = self.master_at(rr).0 + 1;
+            idx = rr;
+            let pause = backoff.pause();
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
             let elapsed = start.elapsed();
             if elapsed >= next_warn {
@@ -183,7 +219,12 @@ impl Inner {
     }
 
     /// One attempt on one given master, no redirects, no retries.
-    pub(crate) async fn call_one<Req, Resp, F, Fut>(&self, addr: &str, req: Req, f: F) -> Result<Resp, ClientError>
+    pub(crate) async fn call_one<Req, Resp, F, Fut>(
+        &self,
+        addr: &str,
+        req: Req,
+        f: F,
+    ) -> Result<Resp, ClientError>
     where
         F: FnOnce(Channel, Req) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
@@ -231,33 +272,62 @@ mod tests {
 
     #[test]
     fn classify_statuses() {
-        let hint = status(Code::Unavailable, &[(mfs_proto::LEADER_KEY, "10.0.0.2:9421")]);
+        let hint = status(
+            Code::Unavailable,
+            &[(mfs_proto::LEADER_KEY, "10.0.0.2:9421")],
+        );
         assert!(matches!(classify(&hint), Verdict::Redirect(h) if h == "10.0.0.2:9421"));
         let election = status(Code::Unavailable, &[]);
         assert!(matches!(classify(&election), Verdict::Retry(_)));
         let empty_hint = status(Code::Unavailable, &[(mfs_proto::LEADER_KEY, "")]);
         assert!(matches!(classify(&empty_hint), Verdict::Retry(_)));
-        for code in [Code::Unknown, Code::Internal, Code::Cancelled, Code::DeadlineExceeded] {
-            assert!(matches!(classify(&status(code, &[])), Verdict::Retry(_)), "{code:?}");
+        for code in [
+            Code::Unknown,
+            Code::Internal,
+            Code::Cancelled,
+            Code::DeadlineExceeded,
+        ] {
+            assert!(
+                matches!(classify(&status(code, &[])), Verdict::Retry(_)),
+                "{code:?}"
+            );
         }
         let errno = status(Code::NotFound, &[(mfs_proto::ERRNO_KEY, "2")]);
-        assert!(matches!(classify(&errno), Verdict::Final(ClientError::Errno(2, _))));
+        assert!(matches!(
+            classify(&errno),
+            Verdict::Final(ClientError::Errno(2, _))
+        ));
         // An errno is an answer even on a code that is otherwise retried.
         let errno = status(Code::Internal, &[(mfs_proto::ERRNO_KEY, "5")]);
-        assert!(matches!(classify(&errno), Verdict::Final(ClientError::Errno(5, _))));
+        assert!(matches!(
+            classify(&errno),
+            Verdict::Final(ClientError::Errno(5, _))
+        ));
         let bad = status(Code::InvalidArgument, &[]);
-        assert!(matches!(classify(&bad), Verdict::Final(ClientError::InvalidArgument(_))));
+        assert!(matches!(
+            classify(&bad),
+            Verdict::Final(ClientError::InvalidArgument(_))
+        ));
         let unimpl = status(Code::Unimplemented, &[]);
-        assert!(matches!(classify(&unimpl), Verdict::Final(ClientError::Status { .. })));
+        assert!(matches!(
+            classify(&unimpl),
+            Verdict::Final(ClientError::Status { .. })
+        ));
     }
 
     #[test]
     fn backoff_grows_with_jitter_and_caps() {
         let mut b = Backoff::new();
         let p = b.pause();
-        assert!(p >= Duration::from_millis(25) && p <= Duration::from_millis(50), "{p:?}");
+        assert!(
+            p >= Duration::from_millis(25) && p <= Duration::from_millis(50),
+            "{p:?}"
+        );
         let p = b.pause();
-        assert!(p >= Duration::from_millis(50) && p <= Duration::from_millis(100), "{p:?}");
+        assert!(
+            p >= Duration::from_millis(50) && p <= Duration::from_millis(100),
+            "{p:?}"
+        );
         for _ in 0..20 {
             let p = b.pause();
             assert!(p <= BACKOFF_CAP, "{p:?}");

@@ -108,7 +108,10 @@ pub(crate) async fn renew(inner: &Arc<Inner>, lost: u64) -> Result<(), ClientErr
     if inner.current_session().session != lost {
         return Ok(()); // someone else already did
     }
-    tracing::warn!(session = lost, "master lost our session, registering a new one");
+    tracing::warn!(
+        session = lost,
+        "master lost our session, registering a new one"
+    );
     inner.register().await?;
     tracing::warn!(
         old = lost,
@@ -120,7 +123,11 @@ pub(crate) async fn renew(inner: &Arc<Inner>, lost: u64) -> Result<(), ClientErr
 
 /// One heartbeat for `session`, following the leader, trying for at most
 /// `limit`.
-pub(crate) async fn heartbeat_once(inner: &Inner, session: u64, limit: Duration) -> Result<(), ClientError> {
+pub(crate) async fn heartbeat_once(
+    inner: &Inner,
+    session: u64,
+    limit: Duration,
+) -> Result<(), ClientError> {
     inner
         .call_with_limit(
             "Heartbeat",
@@ -222,6 +229,9 @@ mod tests {
     fn heartbeat_interval() {
         assert_eq!(interval_for(30), Duration::from_secs(10));
         assert_eq!(interval_for(0), Duration::from_secs(20));
-        assert_eq!(interval_for(1), Duration::from_millis(333) + Duration::from_nanos(333_333));
+        assert_eq!(
+            interval_for(1),
+            Duration::from_millis(333) + Duration::from_nanos(333_333)
+        );
     }
 }

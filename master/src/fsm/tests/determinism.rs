@@ -1,1 +1,437 @@
+//! Determinism, images, and exactly-once sessions.
+
 use super::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// A random log: a few sessions (registered, some closed or expired), and
+/// operations on inode numbers in a small range, mostly valid-looking.
+fn random_log(seed: u64, n: usize) -> Vec<Request> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut log = Vec::with_capacity(n);
+    // The generator knows the ids the state machine will hand out (1, 2, ...).
+    let mut seqs: Vec<u64> = vec![0; 1];
+    let mut live: Vec<usize> = Vec::new();
+    let internal = |op: Op, t: i64| Request {
+        session: SessionId(0),
+        seq: 0,
+        acked: 0,
+        time: ts(t),
+        op,
+    };
+    log.push(internal(Op::SetClusterId { id: "c1".into() }, 1));
+    for _ in 0..3 {
+        log.push(internal(Op::RegisterSession { info: "m".into() }, 1));
+        live.push(seqs.len());
+        seqs.push(0);
+    }
+    let names: [&[u8]; 6] = [b"a", b"b", b"c", b"d", b"", b".."];
+    for i in 0..n {
+        let t = 2 + i as i64;
+        let c = if rng.random_bool(0.7) {
+            root()
+        } else {
+            user(1000)
+        };
+        let ino = |rng: &mut StdRng| {
+            Inode(if rng.random_bool(0.3) {
+                1
+            } else {
+                rng.random_range(1..25)
+            })
+        };
+        let p = ino(&mut rng);
+        let name = names[rng.random_range(0..names.len())].to_vec();
+        let name2 = names[rng.random_range(0..names.len())].to_vec();
+        let op = match rng.random_range(0..200) {
+            0..40 => mkdir(&c, p, &name, 0o777),
+            40..70 => Op::Create {
+                cred: c,
+                parent: p,
+                name,
+                mode: 0o666,
+                umask: 0o022,
+                exclusive: rng.random_bool(0.5),
+            },
+            70..80 => symlink(&c, p, &name, b"t"),
+            80..100 => unlink(&c, p, &name),
+            100..110 => rmdir(&c, p, &name),
+            110..130 => rename_flags(
+                rename(&c, p, &name, ino(&mut rng), &name2),
+                rng.random_bool(0.2),
+                rng.random_bool(0.2),
+            ),
+            130..140 => link(&c, p, ino(&mut rng), &name2),
+            140..150 => chmod(&c, p, 0o1777),
+            150..160 => truncate(&c, p, rng.random_range(0..1 << 30)),
+            160..170 => setxattr(&c, p, "user.k", &name),
+            170..180 => Op::Release { inode: p },
+            180..190 => open(&c, p, OpenMode::ReadWrite, rng.random_bool(0.3)),
+            190..195 => utimens(&c, p, Some(TimeSet::Now), Some(TimeSet::At(ts(5)))),
+            195 => Op::CloseSession,
+            196 => Op::ExpireSessions {
+                ids: vec![SessionId(rng.random_range(1..seqs.len() as u64))],
+            },
+            _ => Op::RegisterSession {
+                info: "again".into(),
+            },
+        };
+        if let Op::ExpireSessions { ids } = &op {
+            live.retain(|&s| s as u64 != ids[0].0);
+        }
+        if matches!(op, Op::RegisterSession { .. }) {
+            live.push(seqs.len());
+            seqs.push(0);
+        }
+        // Mostly live sessions, sometimes none or a dead one.
+        let s = match rng.random_range(0..20) {
+            0..3 => 0,
+            3 => rng.random_range(1..seqs.len()),
+            _ if live.is_empty() => 0,
+            _ => live[rng.random_range(0..live.len())],
+        };
+        if s == 0 || op.is_internal() || matches!(op, Op::RegisterSession { .. }) {
+            log.push(internal(op, t));
+        } else {
+            if op == Op::CloseSession {
+                live.retain(|&x| x != s);
+            }
+            seqs[s] += 1;
+            let lag = rng.random_range(0..4);
+            log.push(Request {
+                session: SessionId(s as u64),
+                seq: seqs[s],
+                acked: seqs[s].saturating_sub(1 + lag),
+                time: ts(t),
+                op,
+            });
+        }
+    }
+    log
+}
+
+fn replay(log: &[Request]) -> Namespace {
+    let mut ns = Namespace::new();
+    for r in log {
+        ns.apply(r);
+    }
+    ns
+}
+
+#[test]
+fn same_log_same_image() {
+    for seed in 0..4 {
+        let log = random_log(seed, 3000);
+        let a = replay(&log);
+        let b = replay(&log);
+        eprintln!("INODES {}", a.inode_count());
+        assert!(a.inode_count() > 10, "the log should build something");
+        a.check().expect("invariants");
+        assert_eq!(a.to_image(b"e"), b.to_image(b"e"));
+        assert_eq!(a.image_hash(), b.image_hash());
+    }
+}
+
+#[test]
+fn snapshot_then_rest_equals_whole_log() {
+    let log = random_log(7, 2000);
+    let whole = replay(&log).to_image(b"");
+    for k in [0, 1, 4, 500, 1000, 1999, 2004] {
+        let image = replay(&log[..k]).to_image(b"extra");
+        let (mut ns, extra) = Namespace::from_image(&image).expect("image loads");
+        assert_eq!(extra, b"extra");
+        for r in &log[k..] {
+            ns.apply(r);
+        }
+        assert_eq!(ns.to_image(b""), whole, "snapshot at {k}");
+    }
+}
+
+#[test]
+fn retrying_every_request_changes_nothing() {
+    let log = random_log(11, 2000);
+    let once = replay(&log);
+    let mut twice = Namespace::new();
+    for r in &log {
+        let first = twice.apply(r);
+        if r.session != SessionId(0) && r.op != Op::CloseSession {
+            let again = twice.apply(r);
+            // A retry of a request whose session is gone fails; else same answer.
+            if again != Reply::Err(Errno::UNKNOWN_SESSION) {
+                assert_eq!(first, again, "{r:?}");
+            }
+        }
+    }
+    assert_eq!(once.to_image(b""), twice.to_image(b""));
+}
+
+// ---- exactly once -------------------------------------------------------------
+
+#[test]
+fn duplicate_request_gets_the_first_reply() {
+    let mut h = H::new();
+    let req = h.next_req(create(&root(), Inode::ROOT, "f", 0o644));
+    let first = h.ns.apply(&req);
+    assert!(matches!(first, Reply::Attr(_)));
+    let image = h.ns.to_image(b"");
+    assert_eq!(h.ns.apply(&req), first);
+    assert_eq!(h.ns.to_image(b""), image, "a duplicate changed the state");
+    // An error reply is remembered too.
+    let req = h.next_req(mkdir(&root(), Inode::ROOT, "f", 0o755));
+    assert_eq!(h.ns.apply(&req), Reply::Err(Errno::EEXIST));
+    // The client has not yet seen that reply (acked stays below it).
+    let mut rm = h.next_req(unlink(&root(), Inode::ROOT, "f"));
+    rm.acked = req.seq - 1;
+    assert_eq!(h.ns.apply(&rm), Reply::Ok);
+    assert_eq!(
+        h.ns.apply(&req),
+        Reply::Err(Errno::EEXIST),
+        "retry re-applied"
+    );
+    assert!(h.lookup(Inode::ROOT, "f").is_err());
+}
+
+#[test]
+fn acked_replies_are_pruned_and_stale_refused() {
+    let mut h = H::new();
+    let sid = h.sid;
+    let mk = |seq: u64, acked: u64, name: &str| Request {
+        session: sid,
+        seq,
+        acked,
+        time: ts(2000 + seq as i64),
+        op: mkdir(&root(), Inode::ROOT, name, 0o755),
+    };
+    let mut replies = Vec::new();
+    for seq in 1..=5 {
+        replies.push(h.ns.apply(&mk(seq, 0, &format!("d{seq}"))));
+    }
+    assert_eq!(h.ns.sessions()[0].cached_replies, 5);
+    h.ns.apply(&mk(6, 4, "d6"));
+    assert_eq!(
+        h.ns.sessions()[0].cached_replies,
+        2,
+        "replies 1..=4 dropped"
+    );
+    let before = h.ns.image_hash();
+    assert_eq!(h.ns.apply(&mk(3, 0, "d3")), Reply::Err(Errno::STALE_SEQ));
+    assert_eq!(h.ns.apply(&mk(5, 0, "d5")), replies[4]);
+    assert_eq!(h.ns.image_hash(), before);
+    // seq 0 is never valid for a session.
+    assert_eq!(h.ns.apply(&mk(0, 0, "z")), Reply::Err(Errno::STALE_SEQ));
+    // A client cannot acknowledge the request it is sending.
+    let r = h.ns.apply(&mk(7, 100, "d7"));
+    assert_eq!(h.ns.apply(&mk(7, 100, "d7")), r);
+}
+
+#[test]
+fn reply_cache_is_bounded() {
+    let mut h = H::new();
+    let sid = h.sid;
+    for seq in 1..=(MAX_CACHED_REPLIES as u64 + 10) {
+        h.ns.apply(&Request {
+            session: sid,
+            seq,
+            acked: 0,
+            time: ts(5000),
+            op: Op::Release { inode: Inode(99) },
+        });
+    }
+    assert_eq!(h.ns.sessions()[0].cached_replies, MAX_CACHED_REPLIES);
+    let old = Request {
+        session: sid,
+        seq: 3,
+        acked: 0,
+        time: ts(5000),
+        op: Op::Release { inode: Inode(99) },
+    };
+    assert_eq!(h.ns.apply(&old), Reply::Err(Errno::STALE_SEQ));
+    h.ns.check().expect("invariants");
+}
+
+#[test]
+fn unknown_session_and_internal_ops() {
+    let mut h = H::new();
+    let before = h.ns.image_hash();
+    let req = Request {
+        session: SessionId(77),
+        seq: 1,
+        acked: 0,
+        time: ts(1),
+        op: mkdir(&root(), Inode::ROOT, "x", 0o755),
+    };
+    assert_eq!(h.ns.apply(&req), Reply::Err(Errno::UNKNOWN_SESSION));
+    assert_eq!(h.ns.image_hash(), before);
+    assert_eq!(Errno::UNKNOWN_SESSION.to_string(), "ESTALE");
+    assert_eq!(Errno::STALE_SEQ.to_string(), "EBADR");
+    // Internal operations are refused from a client session.
+    let e = h.err(Op::ExpireSessions { ids: vec![h.sid] });
+    assert_eq!(e, Errno::EPERM);
+    assert_eq!(h.err(Op::SetClusterId { id: "other".into() }), Errno::EPERM);
+    // Closing without a session.
+    let r = h.ns.apply(&Request {
+        session: SessionId(0),
+        seq: 0,
+        acked: 0,
+        time: ts(1),
+        op: Op::CloseSession,
+    });
+    assert_eq!(r, Reply::Err(Errno::UNKNOWN_SESSION));
+}
+
+#[test]
+fn sessions_register_close_expire() {
+    let mut h = H::new();
+    assert_eq!(h.sid, SessionId(1));
+    let reg = |ns: &mut Namespace| match ns.apply(&Request {
+        session: SessionId(0),
+        seq: 0,
+        acked: 0,
+        time: ts(3000),
+        op: Op::RegisterSession { info: "two".into() },
+    }) {
+        Reply::Session { id } => id,
+        r => panic!("{r:?}"),
+    };
+    let s2 = reg(&mut h.ns);
+    assert_eq!(s2, SessionId(2));
+    let list = h.ns.sessions();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[1].info, "two");
+    assert_eq!(list[1].last_seen, ts(3000));
+    h.ok(Op::CloseSession);
+    assert_eq!(
+        h.run(mkdir(&root(), Inode::ROOT, "x", 0o755)),
+        Reply::Err(Errno::UNKNOWN_SESSION)
+    );
+    h.ns.apply(&Request {
+        session: SessionId(0),
+        seq: 0,
+        acked: 0,
+        time: ts(4000),
+        op: Op::ExpireSessions {
+            ids: vec![s2, SessionId(99)],
+        },
+    });
+    assert!(h.ns.sessions().is_empty());
+    assert_eq!(reg(&mut h.ns), SessionId(3), "ids are never reused");
+}
+
+#[test]
+fn cluster_id_is_set_once() {
+    let mut ns = Namespace::new();
+    let set = |ns: &mut Namespace, id: &str| {
+        ns.apply(&Request {
+            session: SessionId(0),
+            seq: 0,
+            acked: 0,
+            time: ts(10),
+            op: Op::SetClusterId { id: id.into() },
+        })
+    };
+    assert_eq!(ns.cluster_id(), None);
+    assert_eq!(set(&mut ns, ""), Reply::Err(Errno::EINVAL));
+    assert_eq!(set(&mut ns, "abc"), Reply::Ok);
+    assert_eq!(ns.getattr(Inode::ROOT).map(|a| a.ctime), Ok(ts(10)));
+    assert_eq!(set(&mut ns, "abc"), Reply::Ok);
+    assert_eq!(set(&mut ns, "xyz"), Reply::Err(Errno::EINVAL));
+    assert_eq!(ns.cluster_id(), Some("abc"));
+}
+
+// ---- images ---------------------------------------------------------------------
+
+fn small_image() -> (Namespace, Vec<u8>) {
+    let ns = replay(&random_log(3, 150));
+    let image = ns.to_image(b"raft");
+    (ns, image)
+}
+
+#[test]
+fn image_round_trip() {
+    let (ns, image) = small_image();
+    assert_eq!(&image[..8], IMAGE_MAGIC);
+    let (back, extra) = Namespace::from_image(&image).expect("loads");
+    assert_eq!(back, ns);
+    assert_eq!(extra, b"raft");
+    assert_eq!(back.image_hash(), ns.image_hash());
+}
+
+#[test]
+fn every_flipped_byte_is_refused() {
+    let (_, image) = small_image();
+    for i in 0..image.len() {
+        let mut bad = image.clone();
+        bad[i] ^= 0x5a;
+        let r = Namespace::from_image(&bad);
+        assert!(r.is_err(), "flipped byte {i} of {} accepted", image.len());
+    }
+    let mut bad = image.clone();
+    bad[0] ^= 1;
+    assert_eq!(
+        Namespace::from_image(&bad).err(),
+        Some(ImageError::BadMagic)
+    );
+    let mut bad = image.clone();
+    bad[8] = 9;
+    assert_eq!(
+        Namespace::from_image(&bad).err(),
+        Some(ImageError::Version { found: 9 })
+    );
+    let mut bad = image.clone();
+    bad[30] ^= 1;
+    assert!(matches!(
+        Namespace::from_image(&bad),
+        Err(ImageError::Checksum { .. })
+    ));
+}
+
+#[test]
+fn every_truncation_is_refused() {
+    let (_, image) = small_image();
+    for len in 0..image.len() {
+        assert!(
+            Namespace::from_image(&image[..len]).is_err(),
+            "truncated to {len} accepted"
+        );
+    }
+    let mut longer = image.clone();
+    longer.push(0);
+    assert!(Namespace::from_image(&longer).is_err());
+}
+
+/// Frame `payload` as an image with a valid checksum.
+fn frame(payload: &[u8]) -> Vec<u8> {
+    let mut out = IMAGE_MAGIC.to_vec();
+    out.extend_from_slice(&IMAGE_VERSION.to_le_bytes());
+    out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(&0u64.to_le_bytes());
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+#[test]
+fn garbage_with_a_valid_checksum_is_refused() {
+    assert!(matches!(
+        Namespace::from_image(&frame(&[0xff; 40])),
+        Err(ImageError::Decode(_))
+    ));
+    // A huge claimed string length must not allocate or panic.
+    let mut p = vec![1u8];
+    p.extend_from_slice(&[0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+    assert!(Namespace::from_image(&frame(&p)).is_err());
+}
+
+#[test]
+fn inconsistent_namespace_is_refused() {
+    let (mut ns, _) = small_image();
+    if let Some(root) = ns.nodes.get_mut(&Inode::ROOT) {
+        root.nlink += 1;
+    }
+    let image = ns.to_image(b"");
+    assert!(matches!(
+        Namespace::from_image(&image),
+        Err(ImageError::Inconsistent(_))
+    ));
+}

@@ -4,6 +4,7 @@
 
 mod determinism;
 mod model;
+mod model_run;
 mod perms;
 mod posix;
 
@@ -83,13 +84,6 @@ impl H {
         reply
     }
 
-    pub fn res(&mut self, op: Op) -> Result<Reply, Errno> {
-        match self.run(op) {
-            Reply::Err(e) => Err(e),
-            r => Ok(r),
-        }
-    }
-
     /// Run `op`, expecting attributes back.
     pub fn attr(&mut self, op: Op) -> Attr {
         match self.run(op.clone()) {
@@ -110,7 +104,11 @@ impl H {
     pub fn err(&mut self, op: Op) -> Errno {
         let before = self.tree_hash();
         let r = self.run(op.clone());
-        assert_eq!(before, self.tree_hash(), "{op:?} failed but changed the namespace");
+        assert_eq!(
+            before,
+            self.tree_hash(),
+            "{op:?} failed but changed the namespace"
+        );
         match r {
             Reply::Err(e) => e,
             r => panic!("{op:?} -> {r:?}, expected an error"),
@@ -300,7 +298,11 @@ fn with_setattr(
     f: impl FnOnce(&mut Option<u32>, &mut Option<u32>, &mut Option<u32>, &mut Option<u64>),
 ) -> Op {
     if let Op::SetAttr {
-        mode, uid, gid, size, ..
+        mode,
+        uid,
+        gid,
+        size,
+        ..
     } = &mut op
     {
         f(mode, uid, gid, size);
