@@ -124,21 +124,25 @@ fn canonical_key(key: &str, aliases: &[(&str, &str)]) -> String {
 pub fn flexible_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     #[derive(serde::Deserialize)]
     #[serde(untagged)]
-    enum B {
-        B(bool),
-        N(i64),
-        S(String),
+    enum Flag {
+        Bool(bool),
+        Num(i64),
+        Text(String),
     }
-    match <B as serde::Deserialize>::deserialize(d)? {
-        B::B(b) => Ok(b),
-        B::N(0) => Ok(false),
-        B::N(1) => Ok(true),
-        B::S(s) => match s.to_ascii_lowercase().as_str() {
+    match <Flag as serde::Deserialize>::deserialize(d)? {
+        Flag::Bool(b) => Ok(b),
+        Flag::Num(0) => Ok(false),
+        Flag::Num(1) => Ok(true),
+        Flag::Text(s) => match s.to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => Ok(true),
             "0" | "false" | "no" | "off" => Ok(false),
-            _ => Err(serde::de::Error::custom(format!("expected 0 or 1, found `{s}`"))),
+            _ => Err(serde::de::Error::custom(format!(
+                "expected 0 or 1, found `{s}`"
+            ))),
         },
-        B::N(n) => Err(serde::de::Error::custom(format!("expected 0 or 1, found {n}"))),
+        Flag::Num(n) => Err(serde::de::Error::custom(format!(
+            "expected 0 or 1, found {n}"
+        ))),
     }
 }
 
@@ -255,7 +259,9 @@ mod tests {
 
     #[test]
     fn moosefs_format_with_alias_and_comments() {
-        let (_d, p) = write("# comment\nDATA_PATH = /var/lib/mfs\n\nMATOCL_LISTEN_PORT = 9521 # trailing\nFLAG=1\n");
+        let (_d, p) = write(
+            "# comment\nDATA_PATH = /var/lib/mfs\n\nMATOCL_LISTEN_PORT = 9521 # trailing\nFLAG=1\n",
+        );
         let c: Cfg = load(Some(&p), true, AL, &NoOverrides {}).unwrap();
         assert_eq!(c.data_path, "/var/lib/mfs");
         assert_eq!(c.port, 9521);
@@ -265,7 +271,9 @@ mod tests {
     #[test]
     fn unknown_key_names_key_and_line() {
         let (_d, p) = write("DATA_PATH = /x\nBOGUS_KEY = 3\n");
-        let e = load::<Cfg, _>(Some(&p), true, AL, &NoOverrides {}).unwrap_err().to_string();
+        let e = load::<Cfg, _>(Some(&p), true, AL, &NoOverrides {})
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("BOGUS_KEY"), "{e}");
         assert!(e.contains(":2:"), "{e}");
     }
@@ -273,7 +281,9 @@ mod tests {
     #[test]
     fn bad_value_names_key_and_line() {
         let (_d, p) = write("\nMATOCL_LISTEN_PORT = ninety\n");
-        let e = load::<Cfg, _>(Some(&p), true, AL, &NoOverrides {}).unwrap_err().to_string();
+        let e = load::<Cfg, _>(Some(&p), true, AL, &NoOverrides {})
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(":2:"), "{e}");
         assert!(e.to_ascii_uppercase().contains("PORT"), "{e}");
     }
@@ -281,7 +291,9 @@ mod tests {
     #[test]
     fn syntax_error_names_line() {
         let (_d, p) = write("DATA_PATH = /x\nno equals here\n");
-        let e = load::<Cfg, _>(Some(&p), true, AL, &NoOverrides {}).unwrap_err().to_string();
+        let e = load::<Cfg, _>(Some(&p), true, AL, &NoOverrides {})
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(":2:"), "{e}");
     }
 
@@ -298,8 +310,20 @@ mod tests {
 
     #[test]
     fn missing_optional_file_gives_defaults() {
-        let c: Cfg = load(Some(Path::new("/nonexistent/x.cfg")), false, AL, &NoOverrides {}).unwrap();
+        let c: Cfg = load(
+            Some(Path::new("/nonexistent/x.cfg")),
+            false,
+            AL,
+            &NoOverrides {},
+        )
+        .unwrap();
         assert_eq!(c, Cfg::default());
-        assert!(load::<Cfg, _>(Some(Path::new("/nonexistent/x.cfg")), true, AL, &NoOverrides {}).is_err());
+        assert!(load::<Cfg, _>(
+            Some(Path::new("/nonexistent/x.cfg")),
+            true,
+            AL,
+            &NoOverrides {}
+        )
+        .is_err());
     }
 }

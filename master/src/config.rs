@@ -78,7 +78,7 @@ impl Default for MasterConfig {
             snapshot_keep_entries: 1000,
             snapshot_files: 3,
             heartbeat_ms: 100,
-            election_timeout_ms: 1000,
+            election_timeout_ms: 600,
             read_policy: "lease".into(),
             cluster_secret: String::new(),
             log_level: "info".into(),
@@ -103,18 +103,23 @@ impl MasterConfig {
         if self.master_id == 0 {
             return Err("MASTER_ID must be a positive number".into());
         }
-        let host = if self.listen_host == "*" { "0.0.0.0" } else { self.listen_host.as_str() };
+        let host = if self.listen_host == "*" {
+            "0.0.0.0"
+        } else {
+            self.listen_host.as_str()
+        };
         let listen: SocketAddr = format!("{host}:{}", self.listen_port)
             .parse()
             .map_err(|e| format!("LISTEN_HOST/LISTEN_PORT `{host}:{}`: {e}", self.listen_port))?;
         let http_listen = if self.http_listen.trim().is_empty() {
             None
         } else {
-            Some(
-                self.http_listen
-                    .parse()
-                    .map_err(|e| format!("HTTP_LISTEN `{}`: {e} (expected host:port)", self.http_listen))?,
-            )
+            Some(self.http_listen.parse().map_err(|e| {
+                format!(
+                    "HTTP_LISTEN `{}`: {e} (expected host:port)",
+                    self.http_listen
+                )
+            })?)
         };
         let peers = parse_peers(&self.master_peers)?;
         if !peers.is_empty() && !peers.contains_key(&self.master_id) {
@@ -132,7 +137,10 @@ impl MasterConfig {
             format!("{h}:{}", self.listen_port)
         };
         if !matches!(self.read_policy.as_str(), "lease" | "read_index") {
-            return Err(format!("READ_POLICY `{}`: expected `lease` or `read_index`", self.read_policy));
+            return Err(format!(
+                "READ_POLICY `{}`: expected `lease` or `read_index`",
+                self.read_policy
+            ));
         }
         if self.session_timeout == 0 {
             return Err("SESSION_TIMEOUT must be at least 1 second".into());
@@ -157,18 +165,26 @@ pub fn parse_peers(s: &str) -> Result<BTreeMap<u64, String>, String> {
     let mut out = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let Some((id, addr)) = part.split_once('=') else {
-            return Err(format!("MASTER_PEERS entry `{part}`: expected ID=host:port"));
+            return Err(format!(
+                "MASTER_PEERS entry `{part}`: expected ID=host:port"
+            ));
         };
-        let id: u64 = id
-            .trim()
-            .parse()
-            .map_err(|_| format!("MASTER_PEERS entry `{part}`: `{}` is not a master id", id.trim()))?;
+        let id: u64 = id.trim().parse().map_err(|_| {
+            format!(
+                "MASTER_PEERS entry `{part}`: `{}` is not a master id",
+                id.trim()
+            )
+        })?;
         let addr = addr.trim();
         if id == 0 || !addr.contains(':') {
-            return Err(format!("MASTER_PEERS entry `{part}`: expected ID=host:port with ID > 0"));
+            return Err(format!(
+                "MASTER_PEERS entry `{part}`: expected ID=host:port with ID > 0"
+            ));
         }
         if let Some(prev) = out.insert(id, addr.to_string()) {
-            return Err(format!("MASTER_PEERS lists id {id} twice ({prev} and {addr}): ids must be unique"));
+            return Err(format!(
+                "MASTER_PEERS lists id {id} twice ({prev} and {addr}): ids must be unique"
+            ));
         }
     }
     Ok(out)

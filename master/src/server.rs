@@ -19,7 +19,12 @@ pub async fn run(cfg: MasterConfig, res: Resolved) -> Result<(), String> {
     // Bind first, so a port already taken is reported before anything else.
     let listener = tokio::net::TcpListener::bind(res.listen)
         .await
-        .map_err(|e| format!("cannot listen on {} (LISTEN_HOST/LISTEN_PORT): {e}", res.listen))?;
+        .map_err(|e| {
+            format!(
+                "cannot listen on {} (LISTEN_HOST/LISTEN_PORT): {e}",
+                res.listen
+            )
+        })?;
     let node = MasterNode::start(&cfg, &res).await?;
     tracing::info!(
         id = cfg.master_id,
@@ -47,7 +52,8 @@ pub async fn run(cfg: MasterConfig, res: Resolved) -> Result<(), String> {
         .build_v1()
         .map_err(|e| format!("reflection: {e}"))?;
 
-    let meta = MetaServiceServer::new(Meta { node: node.clone() }).max_decoding_message_size(MAX_REQUEST);
+    let meta =
+        MetaServiceServer::new(Meta { node: node.clone() }).max_decoding_message_size(MAX_REQUEST);
     let admin = AdminServiceServer::new(Admin {
         node: node.clone(),
         registry: registry.clone(),
@@ -58,13 +64,14 @@ pub async fn run(cfg: MasterConfig, res: Resolved) -> Result<(), String> {
     });
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     let shutdown = async {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!("cannot watch SIGTERM: {e}");
-                return std::future::pending().await;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cannot watch SIGTERM: {e}");
+                    return std::future::pending().await;
+                }
+            };
         tokio::select! {
             _ = term.recv() => {},
             _ = tokio::signal::ctrl_c() => {},

@@ -94,7 +94,10 @@ impl Cluster {
         let mut c = Cluster {
             root: Some(root),
             masters,
-            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         for id in 1..=n as u64 {
             c.spawn(id, &c.peers())?;
@@ -104,7 +107,10 @@ impl Cluster {
     }
 
     pub fn root(&self) -> &Path {
-        self.root.as_ref().map(|r| r.path()).unwrap_or(Path::new("/"))
+        self.root
+            .as_ref()
+            .map(|r| r.path())
+            .unwrap_or(Path::new("/"))
     }
 
     /// `1=127.0.0.1:p1,...` of the masters the cluster was started with.
@@ -121,7 +127,10 @@ impl Cluster {
     }
 
     pub fn master(&self, id: u64) -> Result<&Master> {
-        self.masters.iter().find(|m| m.id == id).ok_or_else(|| anyhow!("no master {id}"))
+        self.masters
+            .iter()
+            .find(|m| m.id == id)
+            .ok_or_else(|| anyhow!("no master {id}"))
     }
 
     fn master_mut(&mut self, id: u64) -> Result<&mut Master> {
@@ -179,7 +188,9 @@ impl Cluster {
         }
         // `-c` names a file that does not exist: refused. Use an empty one.
         std::fs::write(m.dir.join("none.cfg"), "")?;
-        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
         m.child = Some(child);
         Ok(())
     }
@@ -293,14 +304,22 @@ impl Cluster {
                 return Ok(leaders[0]);
             }
             if t.elapsed() > timeout {
-                bail!("no single leader after {timeout:?} (leaders: {leaders:?}); logs in {}", self.root().display());
+                bail!(
+                    "no single leader after {timeout:?} (leaders: {leaders:?}); logs in {}",
+                    self.root().display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     /// Waits until master `id` has applied at least `index`.
-    pub async fn wait_applied(&self, id: u64, index: u64, timeout: Duration) -> Result<NodeStatusReply> {
+    pub async fn wait_applied(
+        &self,
+        id: u64,
+        index: u64,
+        timeout: Duration,
+    ) -> Result<NodeStatusReply> {
         let t = Instant::now();
         loop {
             if let Some(st) = self.status(id).await {

@@ -18,7 +18,12 @@ pub struct Identity {
 }
 
 impl Identity {
-    pub fn new(node_id: u64, cluster_id: Option<String>, secret: String, persist: PersistClusterId) -> Self {
+    pub fn new(
+        node_id: u64,
+        cluster_id: Option<String>,
+        secret: String,
+        persist: PersistClusterId,
+    ) -> Self {
         Identity {
             node_id,
             cluster_id: RwLock::new(cluster_id),
@@ -33,7 +38,10 @@ impl Identity {
 
     /// Sets the cluster id (first start of a new cluster, or adoption).
     pub fn set_cluster_id(&self, id: &str) -> Result<(), String> {
-        let mut g = self.cluster_id.write().map_err(|_| "identity lock poisoned".to_string())?;
+        let mut g = self
+            .cluster_id
+            .write()
+            .map_err(|_| "identity lock poisoned".to_string())?;
         match g.as_deref() {
             Some(cur) if cur == id => Ok(()),
             Some(cur) => Err(format!("this master belongs to cluster {cur}, not {id}")),
@@ -64,7 +72,10 @@ impl Identity {
     /// cluster id must be ours (a master that has none yet adopts it).
     pub fn check(&self, md: &MetadataMap) -> Result<(), tonic::Status> {
         if !self.secret.is_empty() {
-            let got = md.get(SECRET_KEY).and_then(|v| v.to_str().ok()).unwrap_or("");
+            let got = md
+                .get(SECRET_KEY)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
             if got != self.secret {
                 return Err(tonic::Status::permission_denied(
                     "wrong or missing cluster secret (CLUSTER_SECRET must be the same on every master)",

@@ -16,6 +16,8 @@ pub mod node;
 pub mod service;
 pub mod sm;
 pub mod store;
+#[cfg(test)]
+mod tests;
 pub mod types;
 
 pub use node::{MasterNode, NodeError, NodeView};

@@ -68,7 +68,10 @@ impl PeerClient {
             Some(c) => Ok(RaftServiceClient::new(c.clone())
                 .max_decoding_message_size(usize::MAX)
                 .max_encoding_message_size(usize::MAX)),
-            None => Err(unreachable(format!("bad address `{}` for master {}", self.addr, self.target))),
+            None => Err(unreachable(format!(
+                "bad address `{}` for master {}",
+                self.addr, self.target
+            ))),
         }
     }
 
@@ -80,25 +83,45 @@ impl PeerClient {
     }
 
     fn status_error(&self, what: &str, s: tonic::Status) -> RPCError {
-        let msg = format!("{what} to master {} at {}: {}", self.target, self.addr, s.message());
+        let msg = format!(
+            "{what} to master {} at {}: {}",
+            self.target,
+            self.addr,
+            s.message()
+        );
         match s.code() {
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => unreachable(msg),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+                unreachable(msg)
+            }
             _ => RPCError::Network(NetworkError::from_string(msg)),
         }
     }
 
-    async fn unary<Req, Resp, F, Fut>(&self, what: &str, msg: &Req, ttl: Duration, call: F) -> Result<Resp, RPCError>
+    async fn unary<Req, Resp, F, Fut>(
+        &self,
+        what: &str,
+        msg: &Req,
+        ttl: Duration,
+        call: F,
+    ) -> Result<Resp, RPCError>
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
         F: FnOnce(RaftServiceClient<Channel>, tonic::Request<RaftPayload>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
     {
-        let data = codec::encode(msg).map_err(|e| RPCError::Network(NetworkError::from_string(e)))?;
+        let data =
+            codec::encode(msg).map_err(|e| RPCError::Network(NetworkError::from_string(e)))?;
         let req = self.request(RaftPayload { data }, ttl);
-        let resp = call(self.client()?, req).await.map_err(|s| self.status_error(what, s))?;
-        codec::decode(&resp.into_inner().data)
-            .map_err(|e| RPCError::Network(NetworkError::from_string(format!("{what} reply from {}: {e}", self.addr))))
+        let resp = call(self.client()?, req)
+            .await
+            .map_err(|s| self.status_error(what, s))?;
+        codec::decode(&resp.into_inner().data).map_err(|e| {
+            RPCError::Network(NetworkError::from_string(format!(
+                "{what} reply from {}: {e}",
+                self.addr
+            )))
+        })
     }
 }
 
@@ -110,18 +133,32 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RPCError> {
-        self.unary("append", &rpc, option.hard_ttl(), |mut c, r| async move { c.append_entries(r).await })
-            .await
+        self.unary("append", &rpc, option.hard_ttl(), |mut c, r| async move {
+            c.append_entries(r).await
+        })
+        .await
     }
 
-    async fn vote(&mut self, rpc: VoteRequest, option: RPCOption) -> Result<VoteResponse, RPCError> {
-        self.unary("vote", &rpc, option.hard_ttl(), |mut c, r| async move { c.vote(r).await })
-            .await
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest,
+        option: RPCOption,
+    ) -> Result<VoteResponse, RPCError> {
+        self.unary("vote", &rpc, option.hard_ttl(), |mut c, r| async move {
+            c.vote(r).await
+        })
+        .await
     }
 
-    async fn pre_vote(&mut self, rpc: VoteRequest, option: RPCOption) -> Result<VoteResponse, RPCError> {
-        self.unary("pre-vote", &rpc, option.hard_ttl(), |mut c, r| async move { c.pre_vote(r).await })
-            .await
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest,
+        option: RPCOption,
+    ) -> Result<VoteResponse, RPCError> {
+        self.unary("pre-vote", &rpc, option.hard_ttl(), |mut c, r| async move {
+            c.pre_vote(r).await
+        })
+        .await
     }
 
     async fn full_snapshot(
@@ -149,8 +186,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 break;
             }
         }
-        let mut client = self.client().map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e.to_string())))?;
-        let req = self.request(tokio_stream::iter(pieces), option.hard_ttl().max(Duration::from_secs(60)));
+        let mut client = self
+            .client()
+            .map_err(|e| StreamingError::Unreachable(Unreachable::from_string(e.to_string())))?;
+        let req = self.request(
+            tokio_stream::iter(pieces),
+            option.hard_ttl().max(Duration::from_secs(60)),
+        );
         let send = client.install_snapshot(req);
         let resp = tokio::select! {
             r = send => r,
@@ -160,7 +202,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             RPCError::Unreachable(u) => StreamingError::Unreachable(u),
             other => StreamingError::Network(NetworkError::from_string(other.to_string())),
         })?;
-        codec::decode(&resp.into_inner().data)
-            .map_err(|e| StreamingError::Network(NetworkError::from_string(format!("snapshot reply: {e}"))))
+        codec::decode(&resp.into_inner().data).map_err(|e| {
+            StreamingError::Network(NetworkError::from_string(format!("snapshot reply: {e}")))
+        })
     }
 }

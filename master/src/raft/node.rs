@@ -73,7 +73,9 @@ pub struct MasterNode {
 
 /// The leader's clock, stamped into each request it proposes.
 pub fn now() -> Timespec {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     Timespec {
         sec: d.as_secs() as i64,
         nsec: d.subsec_nanos(),
@@ -82,7 +84,10 @@ pub fn now() -> Timespec {
 
 fn fresh_cluster_id() -> String {
     let r: u64 = rand::random();
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
     format!("{t:x}-{r:016x}")
 }
 
@@ -90,7 +95,8 @@ impl MasterNode {
     /// Opens the data dir, checks the peers, and starts the Raft node. The
     /// gRPC server is started by the caller with [`Self::raft_service`].
     pub async fn start(cfg: &MasterConfig, res: &Resolved) -> Result<Arc<MasterNode>, String> {
-        let (datadir, db) = DataDir::open(&cfg.data_path, cfg.master_id).map_err(|e| e.to_string())?;
+        let (datadir, db) =
+            DataDir::open(&cfg.data_path, cfg.master_id).map_err(|e| e.to_string())?;
         let datadir = Arc::new(datadir);
         check_duplicate_id(cfg.master_id, &res.advertise, &res.peers).await?;
 
@@ -101,7 +107,12 @@ impl MasterNode {
             cfg.cluster_secret.clone(),
             Box::new(move |id| dd.set_cluster_id(id).map_err(|e| e.to_string())),
         ));
-        let log = LogStore::open(db).map_err(|e| format!("cannot open the Raft log in {}: {e}", cfg.data_path.display()))?;
+        let log = LogStore::open(db).map_err(|e| {
+            format!(
+                "cannot open the Raft log in {}: {e}",
+                cfg.data_path.display()
+            )
+        })?;
         let sm = StateMachine::open(cfg.data_path.join("snapshots"), cfg.snapshot_files.max(1))?;
         let shared = sm.shared.clone();
 
@@ -117,8 +128,14 @@ impl MasterNode {
             enable_pre_vote: Some(true),
             ..Default::default()
         };
-        let config = Arc::new(config.validate().map_err(|e| format!("raft settings: {e}"))?);
-        let net = Network { ident: ident.clone() };
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| format!("raft settings: {e}"))?,
+        );
+        let net = Network {
+            ident: ident.clone(),
+        };
         let raft = Raft::new(cfg.master_id, config, net, log, sm)
             .await
             .map_err(|e| format!("cannot start Raft: {e}"))?;
@@ -154,7 +171,12 @@ impl MasterNode {
 
     fn leader_address(&self, leader: Option<u64>) -> Option<String> {
         let id = leader?;
-        let m = self.raft.metrics().borrow_watched().membership_config.clone();
+        let m = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .clone();
         m.membership().get_node(&id).map(|n| n.addr.clone())
     }
 
@@ -177,7 +199,9 @@ impl MasterNode {
         match self.raft.client_write(req).await {
             Ok(r) => Ok(r.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(self.forward(&f)),
-            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => Err(self.forward(&f)),
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => {
+                Err(self.forward(&f))
+            }
             Err(e) => Err(NodeError::Unavailable(format!("raft: {e}"))),
         }
     }
@@ -193,21 +217,33 @@ impl MasterNode {
         if self.barrier_term.load(Ordering::Acquire) != term {
             match self.raft.write_blank().await {
                 Ok(r) => {
-                    self.barrier_term.fetch_max(r.log_id.leader_id.term, Ordering::AcqRel);
+                    self.barrier_term
+                        .fetch_max(r.log_id.leader_id.term, Ordering::AcqRel);
                 }
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => return Err(self.forward(&f)),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    return Err(self.forward(&f))
+                }
                 Err(e) => return Err(NodeError::Unavailable(format!("raft: {e}"))),
             }
         }
-        let first = self.raft.ensure_linearizable(self.read_policy.clone()).await;
+        let first = self
+            .raft
+            .ensure_linearizable(self.read_policy.clone())
+            .await;
         let res = match first {
-            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => return Err(self.forward(&f)),
-            Err(_) if self.read_policy == ReadPolicy::LeaseRead => self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await,
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                return Err(self.forward(&f))
+            }
+            Err(_) if self.read_policy == ReadPolicy::LeaseRead => {
+                self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await
+            }
             other => other,
         };
         match res {
             Ok(_) => Ok(()),
-            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => Err(self.forward(&f)),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                Err(self.forward(&f))
+            }
             Err(e) => Err(NodeError::Unavailable(format!("raft: {e}"))),
         }
     }
@@ -251,7 +287,11 @@ impl MasterNode {
                 let matched = if *id == self.id {
                     m.last_log_index.unwrap_or(0)
                 } else {
-                    replication.get(id).and_then(|l| l.as_ref()).map(|l| l.index).unwrap_or(0)
+                    replication
+                        .get(id)
+                        .and_then(|l| l.as_ref())
+                        .map(|l| l.index)
+                        .unwrap_or(0)
                 };
                 (*id, n.addr.clone(), voters.contains(id), matched)
             })
@@ -285,7 +325,9 @@ impl MasterNode {
     fn membership_error(&self, e: RaftError<ClientWriteError>) -> NodeError {
         match e {
             RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => self.forward(&f),
-            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => NodeError::Invalid(e.to_string()),
+            RaftError::APIError(ClientWriteError::ChangeMembershipError(e)) => {
+                NodeError::Invalid(e.to_string())
+            }
             other => NodeError::Unavailable(format!("raft: {other}")),
         }
     }
@@ -295,7 +337,10 @@ impl MasterNode {
         self.add_learner(id, addr.clone()).await?;
         self.wait_caught_up(id, &addr).await?;
         self.raft
-            .change_membership(ChangeMembers::AddVoterIds([id].into_iter().collect()), false)
+            .change_membership(
+                ChangeMembers::AddVoterIds([id].into_iter().collect()),
+                false,
+            )
             .await
             .map_err(|e| self.membership_error(e))?;
         Ok(())
@@ -305,7 +350,9 @@ impl MasterNode {
     pub async fn add_learner(&self, id: u64, addr: String) -> Result<(), NodeError> {
         self.ensure_leader()?;
         if id == 0 || !addr.contains(':') {
-            return Err(NodeError::Invalid(format!("bad member: id {id}, address `{addr}` (need id > 0 and host:port)")));
+            return Err(NodeError::Invalid(format!(
+                "bad member: id {id}, address `{addr}` (need id > 0 and host:port)"
+            )));
         }
         self.raft
             .add_learner(id, Node { addr }, true)
@@ -339,20 +386,30 @@ impl MasterNode {
         self.ensure_leader()?;
         let view = self.view();
         let Some(member) = view.members.iter().find(|m| m.0 == id) else {
-            return Err(NodeError::Invalid(format!("master {id} is not a member of this cluster")));
+            return Err(NodeError::Invalid(format!(
+                "master {id} is not a member of this cluster"
+            )));
         };
         if member.2 {
             let voters = view.members.iter().filter(|m| m.2).count();
             if voters <= 1 {
-                return Err(NodeError::Invalid(format!("master {id} is the last voter; a cluster needs one")));
+                return Err(NodeError::Invalid(format!(
+                    "master {id} is the last voter; a cluster needs one"
+                )));
             }
             self.raft
-                .change_membership(ChangeMembers::RemoveVoters([id].into_iter().collect()), false)
+                .change_membership(
+                    ChangeMembers::RemoveVoters([id].into_iter().collect()),
+                    false,
+                )
                 .await
                 .map_err(|e| self.membership_error(e))?;
         }
         self.raft
-            .change_membership(ChangeMembers::RemoveNodes([id].into_iter().collect()), false)
+            .change_membership(
+                ChangeMembers::RemoveNodes([id].into_iter().collect()),
+                false,
+            )
             .await
             .map_err(|e| self.membership_error(e))?;
         Ok(())
@@ -362,10 +419,15 @@ impl MasterNode {
     pub async fn promote(&self, id: u64) -> Result<(), NodeError> {
         self.ensure_leader()?;
         if !self.view().members.iter().any(|m| m.0 == id && !m.2) {
-            return Err(NodeError::Invalid(format!("{id} is not a learner of this cluster")));
+            return Err(NodeError::Invalid(format!(
+                "{id} is not a learner of this cluster"
+            )));
         }
         self.raft
-            .change_membership(ChangeMembers::AddVoterIds([id].into_iter().collect()), false)
+            .change_membership(
+                ChangeMembers::AddVoterIds([id].into_iter().collect()),
+                false,
+            )
             .await
             .map_err(|e| self.membership_error(e))?;
         Ok(())
@@ -387,7 +449,11 @@ impl MasterNode {
 }
 
 /// Refuses to start when another master already answers with our id.
-async fn check_duplicate_id(my_id: u64, my_addr: &str, peers: &BTreeMap<u64, String>) -> Result<(), String> {
+async fn check_duplicate_id(
+    my_id: u64,
+    my_addr: &str,
+    peers: &BTreeMap<u64, String>,
+) -> Result<(), String> {
     for (pid, addr) in peers {
         if addr == my_addr {
             continue;
@@ -428,9 +494,17 @@ async fn bootstrap(node: Arc<MasterNode>, peers: BTreeMap<u64, String>) {
     if is_initialized(&node).await {
         return;
     }
-    let mut members: BTreeMap<u64, Node> = peers.iter().map(|(id, a)| (*id, Node { addr: a.clone() })).collect();
+    let mut members: BTreeMap<u64, Node> = peers
+        .iter()
+        .map(|(id, a)| (*id, Node { addr: a.clone() }))
+        .collect();
     if members.is_empty() {
-        members.insert(node.id, Node { addr: node.advertise.clone() });
+        members.insert(
+            node.id,
+            Node {
+                addr: node.advertise.clone(),
+            },
+        );
     }
     if members.keys().next() != Some(&node.id) {
         tracing::info!("fresh master: waiting to be contacted by the cluster's leader");
@@ -449,7 +523,11 @@ async fn bootstrap(node: Arc<MasterNode>, peers: BTreeMap<u64, String>) {
             }
             match probe(&n.addr).await {
                 Some(st) if !st.cluster_id.is_empty() => {
-                    tracing::info!(peer = id, "peer already belongs to cluster {}; not initialising", st.cluster_id);
+                    tracing::info!(
+                        peer = id,
+                        "peer already belongs to cluster {}; not initialising",
+                        st.cluster_id
+                    );
                     return;
                 }
                 Some(_) => {}
@@ -463,7 +541,10 @@ async fn bootstrap(node: Arc<MasterNode>, peers: BTreeMap<u64, String>) {
             break;
         }
         if !said {
-            tracing::info!("new cluster: waiting for every master to answer before initialising (missing: {})", missing.join(", "));
+            tracing::info!(
+                "new cluster: waiting for every master to answer before initialising (missing: {})",
+                missing.join(", ")
+            );
             said = true;
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -492,7 +573,9 @@ async fn leader_duties(node: Arc<MasterNode>) {
         let known = node.raft.metrics().borrow_watched().current_leader;
         if known != last_leader {
             match known {
-                Some(l) if l == node.id => tracing::info!(term = node.view().term, "this master is now the leader"),
+                Some(l) if l == node.id => {
+                    tracing::info!(term = node.view().term, "this master is now the leader")
+                }
                 Some(l) => tracing::info!(leader = l, "following leader"),
                 None => tracing::info!("no leader known (election)"),
             }
@@ -529,7 +612,9 @@ async fn leader_duties(node: Arc<MasterNode>) {
             }
         }
         let expired: Vec<SessionId> = {
-            let Ok(mut seen) = node.seen.lock() else { continue };
+            let Ok(mut seen) = node.seen.lock() else {
+                continue;
+            };
             let expired = sessions
                 .iter()
                 .filter(|id| {

@@ -30,9 +30,13 @@ fn reply<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
 
 #[tonic::async_trait]
 impl RaftService for RaftGrpc {
-    async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn append_entries(
+        &self,
+        req: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         self.ident.check(req.metadata())?;
-        let rpc: AppendEntriesRequest = codec::decode(&req.into_inner().data).map_err(|e| bad("append", e))?;
+        let rpc: AppendEntriesRequest =
+            codec::decode(&req.into_inner().data).map_err(|e| bad("append", e))?;
         let resp = self
             .raft
             .append_entries(rpc)
@@ -44,13 +48,18 @@ impl RaftService for RaftGrpc {
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         self.ident.check(req.metadata())?;
         let rpc: VoteRequest = codec::decode(&req.into_inner().data).map_err(|e| bad("vote", e))?;
-        let resp = self.raft.vote(rpc).await.map_err(|e| Status::unavailable(format!("raft: {e}")))?;
+        let resp = self
+            .raft
+            .vote(rpc)
+            .await
+            .map_err(|e| Status::unavailable(format!("raft: {e}")))?;
         reply(&resp)
     }
 
     async fn pre_vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         self.ident.check(req.metadata())?;
-        let rpc: VoteRequest = codec::decode(&req.into_inner().data).map_err(|e| bad("pre-vote", e))?;
+        let rpc: VoteRequest =
+            codec::decode(&req.into_inner().data).map_err(|e| bad("pre-vote", e))?;
         let resp = self
             .raft
             .pre_vote(rpc)
@@ -59,7 +68,10 @@ impl RaftService for RaftGrpc {
         reply(&resp)
     }
 
-    async fn install_snapshot(&self, req: Request<Streaming<SnapshotPiece>>) -> Result<Response<RaftPayload>, Status> {
+    async fn install_snapshot(
+        &self,
+        req: Request<Streaming<SnapshotPiece>>,
+    ) -> Result<Response<RaftPayload>, Status> {
         self.ident.check(req.metadata())?;
         let mut stream = req.into_inner();
         let mut header: Option<(Vote, SnapshotMeta)> = None;
@@ -70,7 +82,9 @@ impl RaftService for RaftGrpc {
                 header = Some(codec::decode(&piece.header).map_err(|e| bad("snapshot header", e))?);
             }
             if image.len() + piece.data.len() > MAX_SNAPSHOT {
-                return Err(Status::invalid_argument("snapshot larger than 16 GiB refused"));
+                return Err(Status::invalid_argument(
+                    "snapshot larger than 16 GiB refused",
+                ));
             }
             image.extend_from_slice(&piece.data);
         }
@@ -83,7 +97,13 @@ impl RaftService for RaftGrpc {
         tracing::info!(bytes = image.len(), last = ?meta.last_log_id, "installing snapshot from leader");
         let resp = self
             .raft
-            .install_full_snapshot(vote, Snapshot { meta, snapshot: image })
+            .install_full_snapshot(
+                vote,
+                Snapshot {
+                    meta,
+                    snapshot: image,
+                },
+            )
             .await
             .map_err(|e| Status::unavailable(format!("raft: {e}")))?;
         reply(&resp)

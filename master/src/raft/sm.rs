@@ -42,7 +42,10 @@ impl Shared {
     }
 
     pub fn applied(&self) -> ImageExtra {
-        self.applied.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.applied
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn set_applied(&self, v: ImageExtra) {
@@ -96,22 +99,31 @@ impl StateMachine {
             .map_err(|e| format!("cannot create snapshot dir {}: {e}", snap_dir.display()))?;
         if let Ok(n) = snapfile::remove_tmp(&snap_dir) {
             if n > 0 {
-                tracing::info!(files = n, "removed unfinished snapshot files from an earlier crash");
+                tracing::info!(
+                    files = n,
+                    "removed unfinished snapshot files from an earlier crash"
+                );
             }
         }
         let mut state = (Namespace::new(), (None, StoredMembership::default()));
-        let files = snapfile::list(&snap_dir).map_err(|e| format!("cannot list {}: {e}", snap_dir.display()))?;
+        let files = snapfile::list(&snap_dir)
+            .map_err(|e| format!("cannot list {}: {e}", snap_dir.display()))?;
         let mut loaded = false;
         for name in files.iter().rev() {
             let path = snap_dir.join(name);
-            match std::fs::read(&path).map_err(|e| e.to_string()).and_then(|b| parse_image(&b)) {
+            match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| parse_image(&b))
+            {
                 Ok(s) => {
                     tracing::info!(file = %path.display(), last = ?s.1 .0, "loaded metadata image");
                     state = s;
                     loaded = true;
                     break;
                 }
-                Err(e) => tracing::error!(file = %path.display(), "damaged metadata image skipped: {e}"),
+                Err(e) => {
+                    tracing::error!(file = %path.display(), "damaged metadata image skipped: {e}")
+                }
             }
         }
         if !loaded && !files.is_empty() {
@@ -183,8 +195,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     EntryPayload::Blank => Reply::Ok,
                     EntryPayload::Normal(ref req) => ns.apply(req),
                     EntryPayload::Membership(ref m) => {
-                        self.shared
-                            .set_applied((Some(entry.log_id), StoredMembership::new(Some(entry.log_id), m.clone())));
+                        self.shared.set_applied((
+                            Some(entry.log_id),
+                            StoredMembership::new(Some(entry.log_id), m.clone()),
+                        ));
                         Reply::Ok
                     }
                 };
@@ -207,8 +221,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: SnapshotData) -> Result<(), io::Error> {
-        let (ns, _) = parse_image(&snapshot).map_err(|e| other(format!("snapshot from leader rejected: {e}")))?;
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
+        let (ns, _) = parse_image(&snapshot)
+            .map_err(|e| other(format!("snapshot from leader rejected: {e}")))?;
         self.save(meta, &snapshot)?;
         let mut cur = self.shared.ns_mut();
         *cur = ns;
@@ -232,7 +251,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                         snapshot: bytes,
                     }))
                 }
-                Err(e) => tracing::error!(file = name.as_str(), "damaged metadata image skipped: {e}"),
+                Err(e) => {
+                    tracing::error!(file = name.as_str(), "damaged metadata image skipped: {e}")
+                }
             }
         }
         Ok(None)

@@ -38,7 +38,9 @@ fn enc<T: Serialize>(v: &T) -> Result<Vec<u8>, io::Error> {
 fn dec<T: DeserializeOwned>(what: &str, raw: &[u8]) -> Result<T, io::Error> {
     let (ver, payload) = record::decode(raw).map_err(|e| other(format!("{what}: {e}")))?;
     if ver != REC {
-        return Err(other(format!("{what}: record format {ver}, this build reads {REC}")));
+        return Err(other(format!(
+            "{what}: record format {ver}, this build reads {REC}"
+        )));
     }
     let (v, _) = bincode::serde::decode_from_slice(payload, bincode::config::standard())
         .map_err(|e| other(format!("{what}: {e}")))?;
@@ -73,7 +75,10 @@ impl LogReader {
             let (k, v) = kv.map_err(other)?;
             let e: Entry = dec("log entry", &v)?;
             if k.as_slice() != key(e.log_id.index) {
-                return Err(other(format!("log entry stored under the wrong key (index {})", e.log_id.index)));
+                return Err(other(format!(
+                    "log entry stored under the wrong key (index {})",
+                    e.log_id.index
+                )));
             }
             out.push(e);
         }
@@ -95,7 +100,9 @@ impl RaftLogReader<TypeConfig> for LogReader {
     ) -> Result<Vec<Entry>, io::Error> {
         let (lo, hi) = (range.start_bound().cloned(), range.end_bound().cloned());
         let r = self.clone();
-        tokio::task::spawn_blocking(move || r.entries(lo, hi)).await.map_err(other)?
+        tokio::task::spawn_blocking(move || r.entries(lo, hi))
+            .await
+            .map_err(other)?
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -142,8 +149,13 @@ fn drop_torn_tail(r: &LogReader) -> Result<(), String> {
         if dec::<Entry>("log entry", &v).is_ok() {
             return Ok(());
         }
-        let idx = <[u8; 8]>::try_from(k.as_slice()).map(u64::from_be_bytes).unwrap_or(0);
-        tracing::warn!(index = idx, "torn Raft log record at the tail (crash mid-write): dropped; the leader resends it");
+        let idx = <[u8; 8]>::try_from(k.as_slice())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0);
+        tracing::warn!(
+            index = idx,
+            "torn Raft log record at the tail (crash mid-write): dropped; the leader resends it"
+        );
         r.log.remove(&k).map_err(|e| e.to_string())?;
         r.log.flush().map_err(|e| e.to_string())?;
     }
@@ -198,7 +210,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.reader.meta_get::<Option<LogId>>("committed")?.flatten())
+        Ok(self
+            .reader
+            .meta_get::<Option<LogId>>("committed")?
+            .flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: IOFlushed) -> Result<(), io::Error>

@@ -63,14 +63,17 @@ pub mod codec {
     pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
         match bytes.split_first() {
             Some((&FORMAT, rest)) => {
-                let (v, used) = bincode::serde::decode_from_slice(rest, bincode::config::standard())
-                    .map_err(|e| format!("decode: {e}"))?;
+                let (v, used) =
+                    bincode::serde::decode_from_slice(rest, bincode::config::standard())
+                        .map_err(|e| format!("decode: {e}"))?;
                 if used != rest.len() {
                     return Err(format!("decode: {} trailing bytes", rest.len() - used));
                 }
                 Ok(v)
             }
-            Some((f, _)) => Err(format!("unknown message format {f} (this build speaks {FORMAT})")),
+            Some((f, _)) => Err(format!(
+                "unknown message format {f} (this build speaks {FORMAT})"
+            )),
             None => Err("empty message".into()),
         }
     }

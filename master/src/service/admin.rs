@@ -134,7 +134,10 @@ impl AdminService for Admin {
         Ok(Response::new(self.membership_reply()))
     }
 
-    async fn promote_learner(&self, req: Request<pb::RemoveMasterRequest>) -> R<pb::MembershipReply> {
+    async fn promote_learner(
+        &self,
+        req: Request<pb::RemoveMasterRequest>,
+    ) -> R<pb::MembershipReply> {
         self.node.promote(req.into_inner().id).await?;
         Ok(Response::new(self.membership_reply()))
     }

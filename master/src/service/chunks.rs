@@ -39,7 +39,9 @@ impl Registry {
     }
 
     fn register(&self, r: pb::RegisterChunkserverRequest) -> u64 {
-        let Ok(mut s) = self.servers.lock() else { return 0 };
+        let Ok(mut s) = self.servers.lock() else {
+            return 0;
+        };
         let by_addr = s.values().find(|c| c.address == r.address).map(|c| c.id);
         let id = match by_addr {
             Some(id) => id,
@@ -60,7 +62,9 @@ impl Registry {
     }
 
     fn heartbeat(&self, h: pb::ChunkserverHeartbeat) -> bool {
-        let Ok(mut s) = self.servers.lock() else { return false };
+        let Ok(mut s) = self.servers.lock() else {
+            return false;
+        };
         match s.get_mut(&h.id) {
             Some(c) => {
                 c.disks = h.disks;

@@ -31,12 +31,18 @@ pub fn ftype_from_pb(t: i32) -> Option<FileType> {
 }
 
 pub fn ts_to_pb(t: Timespec) -> pb::Timespec {
-    pb::Timespec { sec: t.sec, nsec: t.nsec }
+    pb::Timespec {
+        sec: t.sec,
+        nsec: t.nsec,
+    }
 }
 
 /// A wire timestamp, checked: nanoseconds below one second.
 pub fn ts_from_pb(t: &pb::Timespec) -> Option<Timespec> {
-    (t.nsec < 1_000_000_000).then_some(Timespec { sec: t.sec, nsec: t.nsec })
+    (t.nsec < 1_000_000_000).then_some(Timespec {
+        sec: t.sec,
+        nsec: t.nsec,
+    })
 }
 
 pub fn attr_to_pb(a: &Attr) -> pb::Attr {

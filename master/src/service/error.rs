@@ -29,7 +29,9 @@ pub fn node_status(e: NodeError) -> Status {
         NodeError::NotLeader { leader } => {
             let mut s = Status::unavailable(format!(
                 "not the leader; leader is {}",
-                leader.as_deref().unwrap_or("unknown (election in progress)")
+                leader
+                    .as_deref()
+                    .unwrap_or("unknown (election in progress)")
             ));
             if let Some(l) = leader {
                 if let Ok(v) = MetadataValue::try_from(l) {

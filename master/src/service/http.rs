@@ -20,17 +20,26 @@ pub fn install_recorder() -> Result<PrometheusHandle, String> {
 }
 
 /// Serves `/metrics` and `/status` on `addr` until the process ends.
-pub async fn serve(addr: SocketAddr, prom: PrometheusHandle, node: Arc<MasterNode>) -> Result<(), String> {
+pub async fn serve(
+    addr: SocketAddr,
+    prom: PrometheusHandle,
+    node: Arc<MasterNode>,
+) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on HTTP_LISTEN {addr}: {e}"))?;
     let app = Router::new()
-        .route("/metrics", get(move || std::future::ready(render(&prom, &node))))
+        .route(
+            "/metrics",
+            get(move || std::future::ready(render(&prom, &node))),
+        )
         .route(
             "/",
             get(|| std::future::ready("rmfs master: see /metrics (Prometheus) and mfscli info\n")),
         );
-    axum::serve(listener, app).await.map_err(|e| format!("HTTP server: {e}"))
+    axum::serve(listener, app)
+        .await
+        .map_err(|e| format!("HTTP server: {e}"))
 }
 
 fn render(prom: &PrometheusHandle, node: &MasterNode) -> String {
@@ -68,7 +77,8 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
+    type Future =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -87,7 +97,8 @@ where
         Box::pin(async move {
             let res = fut.await;
             metrics::counter!("mfs_rpc_requests_total", "method" => method.clone()).increment(1);
-            metrics::histogram!("mfs_rpc_duration_seconds", "method" => method).record(start.elapsed().as_secs_f64());
+            metrics::histogram!("mfs_rpc_duration_seconds", "method" => method)
+                .record(start.elapsed().as_secs_f64());
             res
         })
     }

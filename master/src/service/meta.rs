@@ -26,7 +26,9 @@ type R<T> = Result<Response<T>, Status>;
 fn rid(id: Option<pb::RequestId>) -> Result<pb::RequestId, Status> {
     match id {
         Some(id) if id.session != 0 && id.seq != 0 => Ok(id),
-        Some(_) => Err(invalid("RequestId needs a session (from RegisterSession) and a seq > 0")),
+        Some(_) => Err(invalid(
+            "RequestId needs a session (from RegisterSession) and a seq > 0",
+        )),
         None => Err(invalid("mutating call without a RequestId")),
     }
 }
@@ -47,7 +49,9 @@ fn ok_reply(r: Reply) -> R<pb::Empty> {
 }
 
 fn entry(r: Reply) -> R<pb::EntryReply> {
-    Ok(Response::new(pb::EntryReply { attr: Some(attr_reply(r)?) }))
+    Ok(Response::new(pb::EntryReply {
+        attr: Some(attr_reply(r)?),
+    }))
 }
 
 impl Meta {
@@ -63,7 +67,10 @@ impl Meta {
         Ok(self.node.write(req).await?)
     }
 
-    async fn read<T>(&self, f: impl FnOnce(&fsm::Namespace) -> Result<T, Errno>) -> Result<T, Status> {
+    async fn read<T>(
+        &self,
+        f: impl FnOnce(&fsm::Namespace) -> Result<T, Errno>,
+    ) -> Result<T, Status> {
         self.node.linearize().await?;
         let ns = self.node.shared.ns();
         f(&ns).map_err(errno_status)
@@ -84,7 +91,10 @@ fn time_set(now: bool, at: Option<pb::Timespec>, what: &str) -> Result<Option<Ti
 
 #[tonic::async_trait]
 impl MetaService for Meta {
-    async fn register_session(&self, req: Request<pb::RegisterSessionRequest>) -> R<pb::RegisterSessionReply> {
+    async fn register_session(
+        &self,
+        req: Request<pb::RegisterSessionRequest>,
+    ) -> R<pb::RegisterSessionReply> {
         let info: String = req.into_inner().info.chars().take(256).collect();
         let r = fsm::Request {
             session: SessionId(0),
@@ -109,7 +119,13 @@ impl MetaService for Meta {
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> R<pb::Empty> {
         let id = req.into_inner().session;
         self.node.ensure_leader()?;
-        let known = self.node.shared.ns().sessions().iter().any(|s| s.id.0 == id);
+        let known = self
+            .node
+            .shared
+            .ns()
+            .sessions()
+            .iter()
+            .any(|s| s.id.0 == id);
         if !known {
             return Err(errno_status(Errno::ESTALE));
         }
@@ -124,14 +140,20 @@ impl MetaService for Meta {
     async fn lookup(&self, req: Request<pb::LookupRequest>) -> R<pb::EntryReply> {
         let r = req.into_inner();
         let cred = cred_from_pb(r.cred);
-        let a = self.read(|ns| ns.lookup(&cred, Inode(r.parent), &r.name)).await?;
-        Ok(Response::new(pb::EntryReply { attr: Some(attr_to_pb(&a)) }))
+        let a = self
+            .read(|ns| ns.lookup(&cred, Inode(r.parent), &r.name))
+            .await?;
+        Ok(Response::new(pb::EntryReply {
+            attr: Some(attr_to_pb(&a)),
+        }))
     }
 
     async fn get_attr(&self, req: Request<pb::GetAttrRequest>) -> R<pb::AttrReply> {
         let ino = Inode(req.into_inner().inode);
         let a = self.read(|ns| ns.getattr(ino)).await?;
-        Ok(Response::new(pb::AttrReply { attr: Some(attr_to_pb(&a)) }))
+        Ok(Response::new(pb::AttrReply {
+            attr: Some(attr_to_pb(&a)),
+        }))
     }
 
     async fn set_attr(&self, req: Request<pb::SetAttrRequest>) -> R<pb::AttrReply> {
@@ -210,7 +232,15 @@ impl MetaService for Meta {
 
     async fn release(&self, req: Request<pb::ReleaseRequest>) -> R<pb::Empty> {
         let r = req.into_inner();
-        ok_reply(self.mutate(r.id, Op::Release { inode: Inode(r.inode) }).await?)
+        ok_reply(
+            self.mutate(
+                r.id,
+                Op::Release {
+                    inode: Inode(r.inode),
+                },
+            )
+            .await?,
+        )
     }
 
     async fn unlink(&self, req: Request<pb::UnlinkRequest>) -> R<pb::Empty> {
@@ -317,7 +347,9 @@ impl MetaService for Meta {
     async fn get_xattr(&self, req: Request<pb::GetXattrRequest>) -> R<pb::GetXattrReply> {
         let r = req.into_inner();
         let cred = cred_from_pb(r.cred);
-        let value = self.read(|ns| ns.getxattr(&cred, Inode(r.inode), &r.name)).await?;
+        let value = self
+            .read(|ns| ns.getxattr(&cred, Inode(r.inode), &r.name))
+            .await?;
         Ok(Response::new(pb::GetXattrReply { value }))
     }
 

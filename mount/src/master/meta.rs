@@ -93,8 +93,7 @@ impl MasterClient {
                     if e.is_session_unknown()
                         && !renewed
                         && id.session != 0
-                        && method != "CloseSession"
-                        && self.inner.opts.register_session =>
+                        && method != "CloseSession" =>
                 {
                     if !self.session_lost(id.session).await {
                         return Err(e);

@@ -173,8 +173,15 @@ async fn main() -> Result<()> {
         let rel = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release");
         std::env::set_var("MFS_BIN_DIR", rel);
     }
-    println!("ops per run: {} of each kind; MFS_BIN_DIR={}", args.ops, std::env::var("MFS_BIN_DIR").unwrap_or_default());
-    println!("{:<10} {:>7} {:<8} {:>7} {:>10} {:>9} {:>9}", "cluster", "clients", "op", "count", "ops/s", "p50 ms", "p99 ms");
+    println!(
+        "ops per run: {} of each kind; MFS_BIN_DIR={}",
+        args.ops,
+        std::env::var("MFS_BIN_DIR").unwrap_or_default()
+    );
+    println!(
+        "{:<10} {:>7} {:<8} {:>7} {:>10} {:>9} {:>9}",
+        "cluster", "clients", "op", "count", "ops/s", "p50 ms", "p99 ms"
+    );
     if let Some(m) = &args.masters {
         let addrs = mfs_mount::master::parse_masters(m)?;
         for &n in &args.clients {
@@ -187,7 +194,11 @@ async fn main() -> Result<()> {
         let cluster = Cluster::start(size, &[("RUST_LOG", "warn")]).await?;
         for &n in &args.clients {
             let mut ph = run(&cluster.addrs(), n, args.ops, &format!("b{n}")).await?;
-            print(&format!("{size} master{}", if size > 1 { "s" } else { "" }), n, &mut ph);
+            print(
+                &format!("{size} master{}", if size > 1 { "s" } else { "" }),
+                n,
+                &mut ph,
+            );
         }
         drop(cluster);
     }

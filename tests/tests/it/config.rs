@@ -75,7 +75,10 @@ async fn foreign_data_dir_and_duplicate_id_refused() {
         data.to_str().unwrap(),
     ]);
     assert!(!ok);
-    assert!(msg.contains('1') && msg.contains('2') && msg.to_lowercase().contains("master"), "{msg}");
+    assert!(
+        msg.contains('1') && msg.contains('2') && msg.to_lowercase().contains("master"),
+        "{msg}"
+    );
 
     step("a second master claiming id 1 while master 1 runs");
     c.restart(1).unwrap();

@@ -16,7 +16,11 @@ use crate::util::{create_req, list_dir, root_cred, step};
 /// Runs exclusive creates of `p-0`, `p-1`, ... until `stop`; returns the
 /// names whose create was acknowledged. Any error fails the test: the client
 /// must ride through failovers.
-fn creator(c: MasterClient, prefix: String, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<Vec<String>> {
+fn creator(
+    c: MasterClient,
+    prefix: String,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<String>> {
     tokio::spawn(async move {
         let mut done = Vec::new();
         let mut i = 0u64;
@@ -44,19 +48,28 @@ async fn election_and_redirect() {
     let follower = c.masters.iter().find(|m| m.id != leader).unwrap();
 
     step("a call to a follower is redirected");
-    let mut raw = MetaServiceClient::connect(format!("http://{}", follower.addr())).await.unwrap();
+    let mut raw = MetaServiceClient::connect(format!("http://{}", follower.addr()))
+        .await
+        .unwrap();
     let err = raw.get_attr(GetAttrRequest { inode: 1 }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
-    let hint = err.metadata().get(mfs_proto::LEADER_KEY).and_then(|v| v.to_str().ok());
+    let hint = err
+        .metadata()
+        .get(mfs_proto::LEADER_KEY)
+        .and_then(|v| v.to_str().ok());
     assert_eq!(hint, Some(leader_addr.as_str()));
 
     step("the client library follows the redirect");
-    let cl = MasterClient::connect(&[follower.addr()], Default::default()).await.unwrap();
+    let cl = MasterClient::connect(&[follower.addr()], Default::default())
+        .await
+        .unwrap();
     let a = cl.getattr(1).await.unwrap();
     assert_eq!(a.inode, 1);
 
     step("a mutating call without a request id is refused, nothing applied");
-    let mut raw = MetaServiceClient::connect(format!("http://{leader_addr}")).await.unwrap();
+    let mut raw = MetaServiceClient::connect(format!("http://{leader_addr}"))
+        .await
+        .unwrap();
     let err = raw
         .mkdir(MkdirRequest {
             id: None,
@@ -70,7 +83,11 @@ async fn election_and_redirect() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     let e = cl.lookup(&root_cred(), 1, b"x").await.unwrap_err();
-    assert_eq!(e.errno(), 2, "the refused mkdir must not have happened: {e}");
+    assert_eq!(
+        e.errno(),
+        2,
+        "the refused mkdir must not have happened: {e}"
+    );
 
     step("errno travels as mfs-errno");
     let s = c.client("t").await.unwrap();
@@ -104,7 +121,11 @@ async fn leader_kill_during_creates_loses_nothing() {
         let t = Instant::now();
         let new = c.wait_leader(Duration::from_secs(20)).await.unwrap();
         eprintln!("new leader master{new} after {:?}", t.elapsed());
-        assert!(t.elapsed() < Duration::from_secs(10), "election took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "election took {:?}",
+            t.elapsed()
+        );
         tokio::time::sleep(Duration::from_millis(700)).await;
         step(&format!("round {round}: restart master{leader}"));
         c.restart(leader).unwrap();
@@ -117,7 +138,11 @@ async fn leader_kill_during_creates_loses_nothing() {
             assert!(acked.insert(n.clone()), "{n} acknowledged twice");
         }
     }
-    assert!(acked.len() > 20, "too few creates went through: {}", acked.len());
+    assert!(
+        acked.len() > 20,
+        "too few creates went through: {}",
+        acked.len()
+    );
     for cl in &clients {
         eprintln!("client stats: {:?}", cl.stats());
     }
@@ -125,7 +150,11 @@ async fn leader_kill_during_creates_loses_nothing() {
     step("every acknowledged create exists exactly once");
     let listing = list_dir(&clients[0], 1).await.unwrap();
     let names: BTreeSet<String> = listing.iter().map(|(n, _)| n.clone()).collect();
-    assert_eq!(names.len(), listing.len(), "duplicate names in the directory");
+    assert_eq!(
+        names.len(),
+        listing.len(),
+        "duplicate names in the directory"
+    );
     for n in &acked {
         assert!(names.contains(n), "acknowledged create {n} is missing");
     }
@@ -149,7 +178,10 @@ async fn leader_kill_during_creates_loses_nothing() {
     assert_eq!(before, after);
     for id in &ids {
         let log = c.log(*id);
-        assert!(!log.contains("corrupt"), "master{id} log mentions corruption:\n{log}");
+        assert!(
+            !log.contains("corrupt"),
+            "master{id} log mentions corruption:\n{log}"
+        );
     }
 }
 
@@ -157,16 +189,27 @@ async fn leader_kill_during_creates_loses_nothing() {
 /// (its log was purged on the leader); a 4th master is added and removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wiped_master_catches_up_by_snapshot_and_membership_changes() {
-    let env = [("MFS_SNAPSHOT_LOG_ENTRIES", "100"), ("MFS_SNAPSHOT_KEEP_ENTRIES", "10")];
+    let env = [
+        ("MFS_SNAPSHOT_LOG_ENTRIES", "100"),
+        ("MFS_SNAPSHOT_KEEP_ENTRIES", "10"),
+    ];
     let mut c = Cluster::start(3, &env).await.unwrap();
     let leader = c.wait_leader(Duration::from_secs(20)).await.unwrap();
-    let victim = c.masters.iter().map(|m| m.id).find(|id| *id != leader).unwrap();
+    let victim = c
+        .masters
+        .iter()
+        .map(|m| m.id)
+        .find(|id| *id != leader)
+        .unwrap();
     let admin = c.admin().await.unwrap();
     let cl = c.client("snap").await.unwrap();
 
     step(&format!("remove master{victim}, kill it, wipe its data"));
     let m = admin.remove_master(victim).await.unwrap();
-    assert!(!m.voters.contains(&victim) && !m.learners.contains(&victim), "{m:?}");
+    assert!(
+        !m.voters.contains(&victim) && !m.learners.contains(&victim),
+        "{m:?}"
+    );
     c.kill(victim).unwrap();
     c.wipe(victim).unwrap();
 
@@ -194,22 +237,37 @@ async fn wiped_master_catches_up_by_snapshot_and_membership_changes() {
 
     step(&format!("start master{victim} empty and add it back"));
     c.restart(victim).unwrap();
-    let m = admin.add_master(victim, &c.master(victim).unwrap().addr()).await.unwrap();
+    let m = admin
+        .add_master(victim, &c.master(victim).unwrap().addr())
+        .await
+        .unwrap();
     assert!(m.voters.contains(&victim), "{m:?}");
     let target = c.status(leader).await.unwrap().commit_index;
-    let st = c.wait_applied(victim, target, Duration::from_secs(30)).await.unwrap();
+    let st = c
+        .wait_applied(victim, target, Duration::from_secs(30))
+        .await
+        .unwrap();
     assert!(st.snapshot_index > 0, "no snapshot installed: {st:?}");
     assert_eq!(st.inodes, lst.inodes);
-    assert!(c.log(victim).contains("installing snapshot"), "{}", c.log(victim));
+    assert!(
+        c.log(victim).contains("installing snapshot"),
+        "{}",
+        c.log(victim)
+    );
 
     step("add a 4th master, then remove it");
     let four = c.add_master_slot().unwrap();
     let peers = c.peers();
     c.spawn(four, &peers).unwrap();
-    let m = admin.add_master(four, &c.master(four).unwrap().addr()).await.unwrap();
+    let m = admin
+        .add_master(four, &c.master(four).unwrap().addr())
+        .await
+        .unwrap();
     assert_eq!(m.voters.len(), 4, "{m:?}");
     let target = c.status(leader).await.unwrap().commit_index;
-    c.wait_applied(four, target, Duration::from_secs(30)).await.unwrap();
+    c.wait_applied(four, target, Duration::from_secs(30))
+        .await
+        .unwrap();
     let m = admin.remove_master(four).await.unwrap();
     assert_eq!(m.voters.len(), 3, "{m:?}");
     c.stop(four).unwrap();
