@@ -277,3 +277,125 @@ async fn wiped_master_catches_up_by_snapshot_and_membership_changes() {
     let names = list_dir(&cl, 1).await.unwrap();
     assert_eq!(names.len(), 301);
 }
+
+/// A request repeated with the same (session, seq) gets the first reply and
+/// changes nothing; a session without heartbeats is closed after
+/// SESSION_TIMEOUT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_request_applies_once_and_sessions_expire() {
+    use mfs_proto::v1::{Empty, RegisterSessionRequest, RequestId};
+    let c = Cluster::start(1, &[("MFS_SESSION_TIMEOUT", "2")])
+        .await
+        .unwrap();
+    let addr = format!("http://{}", c.master(1).unwrap().addr());
+    let mut raw = MetaServiceClient::connect(addr.clone()).await.unwrap();
+
+    step("register a session by hand (no heartbeats)");
+    let s = raw
+        .register_session(RegisterSessionRequest { info: "raw".into() })
+        .await
+        .unwrap()
+        .into_inner()
+        .session;
+    let mkdir = |seq: u64| MkdirRequest {
+        id: Some(RequestId {
+            session: s,
+            seq,
+            acked: 0,
+        }),
+        cred: Some(root_cred()),
+        parent: 1,
+        name: b"once".to_vec(),
+        mode: 0o755,
+        umask: 0,
+    };
+
+    step("the same mkdir twice: one directory, the same reply");
+    let a = raw
+        .mkdir(mkdir(1))
+        .await
+        .unwrap()
+        .into_inner()
+        .attr
+        .unwrap();
+    let b = raw
+        .mkdir(mkdir(1))
+        .await
+        .unwrap()
+        .into_inner()
+        .attr
+        .unwrap();
+    assert_eq!(a, b);
+    step("a new seq is a new request: EEXIST");
+    let e = raw.mkdir(mkdir(2)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+
+    step("the session expires without heartbeats");
+    let mut admin = mfs_proto::v1::admin_service_client::AdminServiceClient::connect(addr)
+        .await
+        .unwrap();
+    let has = |info: &mfs_proto::v1::ClusterInfoReply| info.sessions.iter().any(|x| x.id == s);
+    assert!(has(&admin
+        .cluster_info(Empty {})
+        .await
+        .unwrap()
+        .into_inner()));
+    let t = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if !has(&admin.cluster_info(Empty {}).await.unwrap().into_inner()) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "session {s} never expired"
+        );
+    }
+    let e = raw.mkdir(mkdir(3)).await.unwrap_err();
+    assert_eq!(
+        e.metadata()
+            .get(mfs_proto::ERRNO_KEY)
+            .and_then(|v| v.to_str().ok()),
+        Some("116"),
+        "an expired session is ESTALE: {e:?}"
+    );
+}
+
+/// kill -9 of every master in the middle of a stream of creates: after the
+/// restart no log is corrupt and every acknowledged create is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_all_mid_write_keeps_every_acknowledged_create() {
+    let mut c = Cluster::start(3, &[]).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let cl = c.client("w").await.unwrap();
+    let task = creator(cl.clone(), "k".into(), stop.clone());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    step("kill -9 all three masters while creates run");
+    let ids: Vec<u64> = c.masters.iter().map(|m| m.id).collect();
+    for id in &ids {
+        c.kill(*id).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    step("restart them");
+    for id in &ids {
+        c.restart(*id).unwrap();
+    }
+    c.wait_leader(Duration::from_secs(30)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = task.await.unwrap();
+    assert!(acked.len() > 10, "{}", acked.len());
+    let names: BTreeSet<String> = list_dir(&cl, 1)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    for n in &acked {
+        assert!(names.contains(n), "acknowledged create {n} lost");
+    }
+    for id in &ids {
+        let log = c.log(*id);
+        assert!(!log.contains("Error"), "master{id}:\n{log}");
+    }
+}
