@@ -43,7 +43,9 @@ Commands:
                         Print the NAME of the current leader (e.g. master2).
   stop NAME [--dir DIR]   Stop one process (SIGTERM, SIGKILL after ${STOP_WAIT} s).
   kill NAME [--dir DIR]   Kill one process with SIGKILL.
-  start NAME [--dir DIR]  Start one process again (same ports, same data).
+  start NAME [--dir DIR] [--timeout SECS]
+                        Start one process again (same ports, same data) and
+                        wait (30 s) until its port, or the mount, answers.
 
 NAME is master1.., metalogger1.., chunk1.., or mount.
 
@@ -146,7 +148,7 @@ parse_args() {
 	esac
 	case $VERB in
 	up) ;;
-	leader)
+	leader | start)
 		[[ -z $N_MASTERS$N_METALOGGERS$N_CHUNKSERVERS && $NO_MOUNT == 0 ]] ||
 			usage_error "only up takes --masters, --metaloggers, --chunkservers, --no-mount"
 		;;
@@ -163,15 +165,6 @@ parse_args() {
 }
 
 # ---------------------------------------------------------------- roles
-
-role_of() {
-	case $1 in
-	master*) echo master ;;
-	metalogger*) echo metalogger ;;
-	chunk*) echo chunkserver ;;
-	mount) echo mount ;;
-	esac
-}
 
 bin_of() {
 	case $1 in
@@ -230,11 +223,16 @@ ensure_binaries() {
 	for b in "${needed[@]}"; do
 		have_bin "$b" || reason="$b is missing"
 	done
+	# The reference time: the oldest binary, or the start of the last build
+	# made here if later (cargo does not relink a binary whose crates did not
+	# change, so binaries alone would look stale for ever).
+	local stamp=$BIN_DIR/.local-cluster-build
 	if [[ -z $reason && $mode == up ]]; then
 		for b in mfsmaster mfscli mfsmetalogger mfschunkserver mfsmount; do
 			have_bin "$b" || continue
 			if [[ -z $oldest || $BIN_DIR/$b -ot $oldest ]]; then oldest=$BIN_DIR/$b; fi
 		done
+		if [[ -n $oldest && -f $stamp && $stamp -nt $oldest ]]; then oldest=$stamp; fi
 		if [[ -n $oldest ]] && sources_newer_than "$oldest"; then
 			reason="sources changed since the last build"
 		fi
@@ -242,8 +240,11 @@ ensure_binaries() {
 	[[ -n $reason ]] || return 0
 	command -v cargo >/dev/null || die "cargo not found: install Rust, or set MFS_BIN_DIR to prebuilt binaries"
 	echo "building release binaries ($reason): cargo build --release" >&2
+	local started
+	started=$(date +%s)
 	(cd "$ROOT" && cargo build --release) ||
 		die "cargo build --release failed (see above); fix it, or set MFS_BIN_DIR to prebuilt binaries"
+	touch -d "@$started" "$stamp" 2>/dev/null || true
 	for b in "${needed[@]}"; do
 		have_bin "$b" || die "cargo build --release did not produce $BIN_DIR/$b"
 	done
@@ -270,6 +271,11 @@ load_ports() {
 		PORT[$name]=$port
 		HTTP[$name]=$http
 	done <"$DIR/ports"
+	# masters, metaloggers, chunkservers, mount; by number within a role
+	[[ ${#NAMES[@]} -gt 0 ]] || return 0
+	mapfile -t NAMES < <(printf '%s\n' "${NAMES[@]}" |
+		awk '{ print (/^master/ ? 1 : /^metalogger/ ? 2 : /^chunk/ ? 3 : 4), $0 }' |
+		sort -k1,1n -k2,2V | cut -d' ' -f2)
 }
 
 require_cluster() {
@@ -363,8 +369,10 @@ plan_layout() {
 		[[ ${#ports[@]} -eq $((2 * ${#new[@]})) ]] || die "could not pick free ports on $HOST"
 	fi
 	mkdir -p "$DIR"
+	if [[ ! -f $DIR/ports ]]; then
+		echo "# NAME GRPC_PORT HTTP_PORT: written by local-cluster.sh up, reused by every restart" >"$DIR/ports"
+	fi
 	{
-		[[ -f $DIR/ports ]] || echo "# NAME GRPC_PORT HTTP_PORT: written by local-cluster.sh up, reused by every restart"
 		i=0
 		for name in "${new[@]}"; do
 			echo "$name ${ports[i]} ${ports[i + 1]}"
@@ -409,23 +417,35 @@ http_of() {
 
 # ---------------------------------------------------------------- processes
 
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+BOOT_TIME=$(awk '/^btime/ { print $2 }' /proc/stat 2>/dev/null || echo 0)
+
 # Prints the pid of NAME if it runs (the pid in DIR/NAME/pid, alive, not a
-# zombie, and running NAME's binary); fails otherwise.
+# zombie, and the process that wrote that file: it runs NAME's binary, or it
+# started no later than the file was written); fails otherwise.
 running_pid() {
-	local name=$1 pid bin state arg
+	local name=$1 pid bin stat state arg fields started written
 	[[ -f $DIR/$name/pid ]] || return 1
-	pid=$(<"$DIR/$name/pid") || return 1
+	# (plain reads: a failed $(<file) would end the script under set -e)
+	{ read -r pid <"$DIR/$name/pid"; } 2>/dev/null || return 1
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	state=$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1) || return 1
-	[[ -n $state && $state != Z && $state != X ]] || return 1
+	{ read -r stat <"/proc/$pid/stat"; } 2>/dev/null || return 1
+	read -r -a fields <<<"${stat##*) }"
+	state=${fields[0]}
+	[[ $state != Z && $state != X ]] || return 1
 	bin=$(bin_of "$name")
 	while IFS= read -r -d '' arg; do
 		if [[ ${arg##*/} == "$bin" ]]; then
 			echo "$pid"
 			return 0
 		fi
-	done <"/proc/$pid/cmdline" 2>/dev/null
-	return 1
+	done 2>/dev/null <"/proc/$pid/cmdline"
+	# not our binary by name (a wrapper that exec'd something else?): the
+	# same process if it started before the pid file was written
+	started=$((BOOT_TIME + fields[19] / CLK_TCK))
+	written=$(stat -c %Y "$DIR/$name/pid" 2>/dev/null) || return 1
+	[[ $started -le $((written + 1)) ]] || return 1
+	echo "$pid"
 }
 
 mnt_dir() {
@@ -516,16 +536,24 @@ start_proc() {
 		unmount # a mount left by a killed mfsmount
 		mkdir -p "$(mnt_dir)"
 	fi
-	local port=${PORT[$name]:--}
-	if [[ $port != - && $name != metalogger* ]] && port_in_use "$port"; then
-		die "port $port of $name is taken by another process (see 'ss -ltnp'); stop it, or use a new --dir"
-	fi
+	local port ports=()
+	case $name in
+	master*) ports=("${PORT[$name]}" "${HTTP[$name]}") ;;
+	chunk*) ports=("${PORT[$name]}") ;;
+	esac
+	for port in "${ports[@]}"; do
+		if port_in_use "$port"; then
+			echo "$PROG: port $port of $name is taken by another process (see 'ss -ltnp'); stop it, or use a new --dir" >&2
+			return 1
+		fi
+	done
 	command_of "$name"
 	rm -f "$d/pid"
 	printf '=== %s: local-cluster.sh starts %s:%s\n' "$(date '+%F %T')" "$name" "$(printf ' %q' "${CMD[@]}")" >>"$d/log"
 	(
 		exec 9>&- # not the lock
 		cd "$d"
+		# shellcheck disable=SC2016 # $$ and $@ are for the inner bash
 		exec setsid env -u MFS_BIN_DIR bash -c 'echo $$ >"$0"; exec "$@"' "$d/pid" "${CMD[@]}" \
 			>>"$d/log" 2>&1 </dev/null
 	) &
@@ -533,7 +561,10 @@ start_proc() {
 		[[ -s $d/pid ]] && break
 		sleep 0.1
 	done
-	[[ -s $d/pid ]] || die "$name did not start (see $d/log)"
+	[[ -s $d/pid ]] || {
+		echo "$PROG: $name did not start (see $d/log)" >&2
+		return 1
+	}
 }
 
 port_in_use() {
@@ -587,6 +618,16 @@ wait_gone() {
 		sleep 0.1
 	done
 	echo "$PROG: $1 still runs" >&2
+}
+
+# One command at a time per DIR (fd 9; the daemons do not inherit it).
+take_lock() {
+	command -v flock >/dev/null || return 0
+	exec 9>"$DIR/.lock"
+	flock -n 9 || {
+		echo "another $PROG works on $DIR: waiting for it" >&2
+		flock 9
+	}
 }
 
 # ---------------------------------------------------------------- mfscli
@@ -680,6 +721,7 @@ cmd_leader() {
 
 cmd_down() {
 	require_cluster
+	take_lock
 	local order=() running=0 name
 	# mount first, then the data and metadata servers, masters last
 	has_name mount && order+=(mount)
@@ -704,6 +746,7 @@ cmd_down() {
 cmd_stop_kill() {
 	require_cluster
 	has_name "$NAME" || usage_error "$DIR has no process named $NAME (it has: ${NAMES[*]})"
+	take_lock
 	local pid
 	if ! pid=$(running_pid "$NAME"); then
 		echo "$NAME is not running"
@@ -722,7 +765,12 @@ cmd_stop_kill() {
 
 cmd_start() {
 	require_cluster
+	if [[ $NAME == mount ]] && ! has_name mount; then
+		echo "mount - -" >>"$DIR/ports" # a cluster made with --no-mount
+		load_ports
+	fi
 	has_name "$NAME" || usage_error "$DIR has no process named $NAME (it has: ${NAMES[*]})"
+	take_lock
 	resolve_bin_dir
 	local pid bin
 	if pid=$(running_pid "$NAME"); then
@@ -731,12 +779,26 @@ cmd_start() {
 	fi
 	bin=$(bin_of "$NAME")
 	ensure_binaries start "$bin"
-	start_proc "$NAME"
-	sleep 0.5
-	pid=$(running_pid "$NAME") || {
-		log_tail "$NAME"
-		die "$NAME exited right after starting (log: $DIR/$NAME/log)"
-	}
+	start_proc "$NAME" || exit 1
+	# until it answers: its port accepts connections, or the mount is there
+	local timeout=${TIMEOUT:-30} deadline
+	deadline=$((SECONDS + timeout))
+	while :; do
+		sleep 0.2
+		pid=$(running_pid "$NAME") || {
+			log_tail "$NAME"
+			die "$NAME exited right after starting (log: $DIR/$NAME/log)"
+		}
+		case $NAME in
+		master* | chunk*) port_in_use "${PORT[$NAME]}" && break ;;
+		mount) is_mounted && timeout 5 stat "$(mnt_dir)" >/dev/null 2>&1 && break ;;
+		*) break ;;
+		esac
+		if [[ $SECONDS -ge $deadline ]]; then
+			log_tail "$NAME"
+			die "$NAME (pid $pid) runs but did not answer within ${timeout} s (log: $DIR/$NAME/log)"
+		fi
+	done
 	echo "started $NAME (pid $pid) at $(address_of "$NAME"), log $DIR/$NAME/log"
 }
 
@@ -764,7 +826,7 @@ start_group() {
 			echo "$name already running (pid $pid)"
 			continue
 		fi
-		start_proc "$name"
+		start_proc "$name" || up_failed "could not start $name"
 		STARTED+=("$name")
 		echo "started $name (pid $(<"$DIR/$name/pid"))"
 	done
@@ -780,9 +842,10 @@ start_role() {
 	mapfile -t names < <(names_of_role "$prefix")
 	n=${#names[@]}
 	[[ $n -gt 0 ]] || return 0
+	[[ $n -eq 1 ]] || what+=s
 	bin=$(bin_of "${names[0]}")
 	if ! have_bin "$bin"; then
-		echo "$bin not built yet: skipping $n $what$([[ $n -gt 1 ]] && echo s)"
+		echo "$bin not built yet: skipping $n $what"
 		return 0
 	fi
 	start_group "${names[@]}"
@@ -791,24 +854,17 @@ start_role() {
 cmd_up() {
 	need_python
 	mkdir -p "$DIR"
-	if command -v flock >/dev/null; then
-		exec 9>"$DIR/.lock"
-		flock -n 9 || {
-			echo "another $PROG works on $DIR: waiting for it" >&2
-			flock 9
-		}
-	fi
+	take_lock
 	load_ports
 	local was_new=0
 	[[ ${#NAMES[@]} -gt 0 ]] || was_new=1
 	plan_layout
-	resolve_bin_dir
 	if [[ -n ${MFS_BIN_DIR:-} ]]; then
-		echo "$BIN_DIR" >"$DIR/bin-dir"
+		realpath -m -- "$MFS_BIN_DIR" >"$DIR/bin-dir"
 	else
 		rm -f "$DIR/bin-dir"
-		resolve_bin_dir
 	fi
+	resolve_bin_dir
 	ensure_binaries up mfsmaster mfscli
 	local timeout=${TIMEOUT:-60} masters name
 	masters=$(masters_list)
@@ -828,7 +884,9 @@ cmd_up() {
 	[[ $all_running == 0 ]] || echo "everything already runs; checking it answers"
 
 	# masters, then a leader
-	start_group $(names_of_role master)
+	local group=()
+	mapfile -t group < <(names_of_role master)
+	start_group "${group[@]}"
 	echo "waiting for a leader (up to ${timeout} s)..."
 	mfscli wait-leader --timeout "$timeout" >/dev/null 2>"$DIR/.wait-leader.err" ||
 		up_failed "no leader within ${timeout} s: $(tail -n 1 "$DIR/.wait-leader.err")"
@@ -904,4 +962,5 @@ main() {
 	esac
 }
 
-main "$@"
+# One line, read whole before it runs: editing this file while it runs is safe.
+main "$@"; exit

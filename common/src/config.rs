@@ -188,19 +188,32 @@ where
     }
     fig = fig
         .merge({
+            // Only the environment variables that name a setting of this
+            // daemon: MFS_MASTERS, MFS_BIN_DIR and other roles' keys are
+            // not ours to refuse.
+            let known: Vec<String> = Figment::from(Serialized::defaults(T::default()))
+                .data()
+                .ok()
+                .and_then(|m| {
+                    m.get(&Profile::Default)
+                        .map(|d| d.keys().cloned().collect())
+                })
+                .unwrap_or_default();
             let owned: Vec<(String, String)> = aliases
                 .iter()
                 .map(|(a, n)| (a.to_string(), n.to_string()))
                 .collect();
-            Env::prefixed("MFS_").map(move |k| {
-                let k = k.as_str().to_ascii_lowercase();
-                owned
-                    .iter()
-                    .find(|(a, _)| *a == k)
-                    .map(|(_, n)| n.clone())
-                    .unwrap_or(k)
-                    .into()
-            })
+            Env::prefixed("MFS_")
+                .map(move |k| {
+                    let k = k.as_str().to_ascii_lowercase();
+                    owned
+                        .iter()
+                        .find(|(a, _)| *a == k)
+                        .map(|(_, n)| n.clone())
+                        .unwrap_or(k)
+                        .into()
+                })
+                .filter(move |k| known.iter().any(|n| n.as_str() == k.as_str()))
         })
         .merge(Serialized::defaults(overrides));
     fig.extract::<T>().map_err(|errs| {
@@ -295,6 +308,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains(":2:"), "{e}");
+    }
+
+    #[test]
+    fn foreign_env_vars_are_ignored() {
+        // Another role's key or a tool's variable must not stop a daemon.
+        std::env::set_var("MFS_SOME_OTHER_ROLES_KEY", "1");
+        let c: Cfg = load(None, false, AL, &NoOverrides {}).unwrap();
+        assert_eq!(c, Cfg::default());
     }
 
     #[test]

@@ -304,10 +304,18 @@ impl Cluster {
                 return Ok(leaders[0]);
             }
             if t.elapsed() > timeout {
-                bail!(
-                    "no single leader after {timeout:?} (leaders: {leaders:?}); logs in {}",
-                    self.root().display()
-                );
+                let mut tails = String::new();
+                for m in &self.masters {
+                    let log = self.log(m.id);
+                    let lines: Vec<&str> = log.lines().collect();
+                    let from = lines.len().saturating_sub(5);
+                    tails.push_str(&format!(
+                        "\n--- master{} log:\n{}",
+                        m.id,
+                        lines[from..].join("\n")
+                    ));
+                }
+                bail!("no single leader after {timeout:?} (leaders: {leaders:?}){tails}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
