@@ -62,7 +62,11 @@ pub async fn run(cfg: MasterConfig, res: Resolved) -> Result<(), String> {
         node: node.clone(),
         registry,
     });
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Every accepted connection gets TCP_NODELAY: small replies (and Raft
+    // acks) must not wait for the peer's delayed ACK.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(std::time::Duration::from_secs(30)));
     let shutdown = async {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
