@@ -126,6 +126,9 @@ impl MasterNode {
             max_in_snapshot_log_to_keep: cfg.snapshot_keep_entries,
             max_payload_entries: 1000,
             enable_pre_vote: Some(true),
+            // Replicate an entry while it is being flushed here: the leader's and
+            // the followers' fsyncs then overlap instead of running in series.
+            broadcast_submitted_on_append: Some(true),
             ..Default::default()
         };
         let config = Arc::new(

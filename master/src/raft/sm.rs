@@ -191,19 +191,22 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let (entry, responder) = item?;
             let reply = {
                 let mut ns = self.shared.ns_mut();
-                let reply = match entry.payload {
+                let reply = match &entry.payload {
                     EntryPayload::Blank => Reply::Ok,
-                    EntryPayload::Normal(ref req) => ns.apply(req),
-                    EntryPayload::Membership(ref m) => {
-                        self.shared.set_applied((
-                            Some(entry.log_id),
-                            StoredMembership::new(Some(entry.log_id), m.clone()),
-                        ));
-                        Reply::Ok
-                    }
+                    EntryPayload::Normal(req) => ns.apply(req),
+                    EntryPayload::Membership(_) => Reply::Ok,
                 };
-                let membership = self.shared.applied().1;
-                self.shared.set_applied((Some(entry.log_id), membership));
+                // Update the position in place: no copy of the membership
+                // for ordinary entries.
+                let mut applied = self
+                    .shared
+                    .applied
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner());
+                applied.0 = Some(entry.log_id);
+                if let EntryPayload::Membership(m) = &entry.payload {
+                    applied.1 = StoredMembership::new(Some(entry.log_id), m.clone());
+                }
                 reply
             };
             if let Some(r) = responder {

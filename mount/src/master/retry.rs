@@ -24,7 +24,7 @@ use crate::error::{errno_of, from_status, status_text, ClientError};
 /// First pause after a failed attempt.
 const BACKOFF_START: Duration = Duration::from_millis(50);
 /// Longest pause between attempts.
-const BACKOFF_CAP: Duration = Duration::from_secs(1);
+const BACKOFF_CAP: Duration = Duration::from_millis(300);
 /// A call stalled this long is logged (then again at each doubling).
 const STALL_WARN: Duration = Duration::from_secs(5);
 
@@ -60,7 +60,8 @@ pub(crate) fn classify(status: &Status) -> Verdict {
     }
 }
 
-/// Exponential backoff with jitter: 50 ms, 100 ms, ... capped at 1 s, each
+/// Exponential backoff with jitter: 50 ms, 100 ms, ... capped at 300 ms (an election takes about 1-2 s; a
+/// shorter cap keeps the stall close to it), each
 /// pause drawn from [half, full].
 #[derive(Debug)]
 pub(crate) struct Backoff {
