@@ -335,17 +335,21 @@ impl MasterNode {
         }
     }
 
+    /// One membership change, committed.
+    async fn change(&self, change: ChangeMembers<NodeId, Node>) -> Result<(), NodeError> {
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map(drop)
+            .map_err(|e| self.membership_error(e))
+    }
+
     /// Adds a master: as a learner until it has caught up, then as a voter.
     pub async fn add_master(&self, id: u64, addr: String) -> Result<(), NodeError> {
         self.add_learner(id, addr.clone()).await?;
         self.wait_caught_up(id, &addr).await?;
-        self.raft
-            .change_membership(
-                ChangeMembers::AddVoterIds([id].into_iter().collect()),
-                false,
-            )
-            .await
-            .map_err(|e| self.membership_error(e))?;
+        self.change(ChangeMembers::AddVoterIds([id].into_iter().collect()))
+            .await?;
         Ok(())
     }
 
@@ -400,21 +404,11 @@ impl MasterNode {
                     "master {id} is the last voter; a cluster needs one"
                 )));
             }
-            self.raft
-                .change_membership(
-                    ChangeMembers::RemoveVoters([id].into_iter().collect()),
-                    false,
-                )
-                .await
-                .map_err(|e| self.membership_error(e))?;
+            self.change(ChangeMembers::RemoveVoters([id].into_iter().collect()))
+                .await?;
         }
-        self.raft
-            .change_membership(
-                ChangeMembers::RemoveNodes([id].into_iter().collect()),
-                false,
-            )
-            .await
-            .map_err(|e| self.membership_error(e))?;
+        self.change(ChangeMembers::RemoveNodes([id].into_iter().collect()))
+            .await?;
         Ok(())
     }
 
@@ -426,13 +420,8 @@ impl MasterNode {
                 "{id} is not a learner of this cluster"
             )));
         }
-        self.raft
-            .change_membership(
-                ChangeMembers::AddVoterIds([id].into_iter().collect()),
-                false,
-            )
-            .await
-            .map_err(|e| self.membership_error(e))?;
+        self.change(ChangeMembers::AddVoterIds([id].into_iter().collect()))
+            .await?;
         Ok(())
     }
 
