@@ -47,6 +47,24 @@ async fn election_and_redirect() {
     let leader_addr = c.master(leader).unwrap().addr();
     let follower = c.masters.iter().find(|m| m.id != leader).unwrap();
 
+    step("gRPC health answers SERVING");
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{leader_addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let h = tonic_health::pb::health_client::HealthClient::new(ch)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "mfs.v1.MetaService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        h.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
     step("a call to a follower is redirected");
     let mut raw = MetaServiceClient::connect(format!("http://{}", follower.addr()))
         .await
