@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/mfs/v1/meta.proto",
         "proto/mfs/v1/admin.proto",
         "proto/mfs/v1/chunk.proto",
+        "proto/mfs/v1/chunkserver.proto",
         "proto/mfs/v1/raft.proto",
     ];
     for f in &files {

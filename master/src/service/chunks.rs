@@ -99,6 +99,15 @@ impl ChunkRegistry for Chunks {
         Ok(Response::new(pb::RegisterChunkserverReply { id }))
     }
 
+    async fn report_chunks(
+        &self,
+        _req: Request<pb::ChunkReport>,
+    ) -> Result<Response<pb::ChunkReportReply>, Status> {
+        Err(Status::unimplemented(
+            "ReportChunks: the data path is being built",
+        ))
+    }
+
     async fn heartbeat(
         &self,
         req: Request<pb::ChunkserverHeartbeat>,

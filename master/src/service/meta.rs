@@ -382,4 +382,22 @@ impl MetaService for Meta {
         };
         ok_reply(self.mutate(r.id, op).await?)
     }
+
+    async fn read_chunk(&self, _req: Request<pb::ReadChunkRequest>) -> R<pb::ChunkLocation> {
+        Err(tonic::Status::unimplemented(
+            "ReadChunk: the data path is being built",
+        ))
+    }
+
+    async fn write_chunk(&self, _req: Request<pb::WriteChunkRequest>) -> R<pb::ChunkLocation> {
+        Err(tonic::Status::unimplemented(
+            "WriteChunk: the data path is being built",
+        ))
+    }
+
+    async fn write_chunk_end(&self, _req: Request<pb::WriteChunkEndRequest>) -> R<pb::AttrReply> {
+        Err(tonic::Status::unimplemented(
+            "WriteChunkEnd: the data path is being built",
+        ))
+    }
 }
