@@ -400,4 +400,12 @@ impl MetaService for Meta {
             "WriteChunkEnd: the data path is being built",
         ))
     }
+
+    async fn set_goal(&self, _req: Request<pb::SetGoalRequest>) -> R<pb::SetTreeReply> {
+        Err(tonic::Status::unimplemented("SetGoal: being built"))
+    }
+
+    async fn set_trash_time(&self, _req: Request<pb::SetTrashTimeRequest>) -> R<pb::SetTreeReply> {
+        Err(tonic::Status::unimplemented("SetTrashTime: being built"))
+    }
 }
