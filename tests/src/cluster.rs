@@ -72,6 +72,8 @@ pub struct Cluster {
     pub masters: Vec<Master>,
     /// Extra `MFS_*` settings for every master.
     pub env: Vec<(String, String)>,
+    /// Chunkservers started with [`Cluster::add_chunkservers`].
+    pub chunkservers: Vec<crate::chunkservers::Chunkserver>,
 }
 
 impl Cluster {
@@ -98,6 +100,7 @@ impl Cluster {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            chunkservers: Vec::new(),
         };
         for id in 1..=n as u64 {
             c.spawn(id, &c.peers())?;
@@ -352,6 +355,12 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        for cs in &mut self.chunkservers {
+            if let Some(mut c) = cs.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
         for m in &mut self.masters {
             if let Some(mut c) = m.child.take() {
                 let _ = c.kill();

@@ -2,3 +2,4 @@
 //! real `mfsmaster` processes on 127.0.0.1 with free ports and a temp dir.
 
 pub mod cluster;
+pub mod chunkservers;

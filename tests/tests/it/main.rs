@@ -4,5 +4,6 @@
 //! and prints `===` lines for its steps.
 
 mod config;
+// mod data; (enabled once mount::io lands)
 mod masters;
 mod util;

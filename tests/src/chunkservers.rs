@@ -1,0 +1,228 @@
+//! Real `mfschunkserver` processes beside a [`Cluster`]'s masters.
+//!
+//! Each chunkserver gets a free port, a dir with its config, its `mfshdd.cfg`
+//! and its disks (plain directories under the cluster's temp dir).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use mfs_proto::v1::ClusterInfoReply;
+
+use crate::cluster::{bin_dir, free_port, Cluster};
+
+pub struct Chunkserver {
+    /// 1-based number in the cluster helper (not the id the leader gives).
+    pub num: usize,
+    pub port: u16,
+    pub dir: PathBuf,
+    /// Disk dirs; a disk whose path starts with `*` in `mfshdd.cfg` is
+    /// marked for removal (see [`Cluster::mark_disk_for_removal`]).
+    pub disks: Vec<PathBuf>,
+    pub marked: Vec<bool>,
+    pub child: Option<Child>,
+}
+
+impl Chunkserver {
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+    fn write_config(&self, masters: &str) -> Result<PathBuf> {
+        let hdd: String = self
+            .disks
+            .iter()
+            .zip(&self.marked)
+            .map(|(d, m)| format!("{}{}\n", if *m { "*" } else { "" }, d.display()))
+            .collect();
+        let hdd_path = self.dir.join("mfshdd.cfg");
+        std::fs::write(&hdd_path, hdd)?;
+        let cfg = format!(
+            "MASTER_HOST = {masters}\nDATA_PATH = {}\nHDD_CONF_FILENAME = {}\n\
+             CSSERV_LISTEN_HOST = 127.0.0.1\nCSSERV_LISTEN_PORT = {}\nHTTP_LISTEN =\n\
+             HDD_TEST_FREQ = 1\n",
+            self.dir.join("data").display(),
+            hdd_path.display(),
+            self.port
+        );
+        let path = self.dir.join("mfschunkserver.cfg");
+        std::fs::write(&path, cfg)?;
+        Ok(path)
+    }
+}
+
+impl Cluster {
+    /// Adds and starts `n` chunkservers with `disks` disks each, and waits
+    /// until the leader lists all of the cluster's chunkservers.
+    pub async fn add_chunkservers(&mut self, n: usize, disks: usize) -> Result<()> {
+        for _ in 0..n {
+            let num = self.chunkservers.len() + 1;
+            let dir = self.root().join(format!("chunk{num}"));
+            let mut ds = Vec::new();
+            for d in 0..disks {
+                let p = dir.join(format!("disk{}", d + 1));
+                std::fs::create_dir_all(&p)?;
+                ds.push(p);
+            }
+            std::fs::create_dir_all(dir.join("data"))?;
+            self.chunkservers.push(Chunkserver {
+                num,
+                port: free_port(),
+                dir,
+                marked: vec![false; ds.len()],
+                disks: ds,
+                child: None,
+            });
+            self.start_chunkserver(num)?;
+        }
+        let want = self.chunkservers.len();
+        self.wait_chunkservers(want, Duration::from_secs(30)).await
+    }
+
+    pub fn chunkserver(&self, num: usize) -> Result<&Chunkserver> {
+        self.chunkservers
+            .get(num.wrapping_sub(1))
+            .ok_or_else(|| anyhow!("no chunkserver {num}"))
+    }
+
+    fn chunkserver_mut(&mut self, num: usize) -> Result<&mut Chunkserver> {
+        self.chunkservers
+            .get_mut(num.wrapping_sub(1))
+            .ok_or_else(|| anyhow!("no chunkserver {num}"))
+    }
+
+    /// Starts (or restarts) chunkserver `num` in the foreground.
+    pub fn start_chunkserver(&mut self, num: usize) -> Result<()> {
+        let masters = self.addrs().join(",");
+        let bin = bin_dir().join("mfschunkserver");
+        let cs = self.chunkserver_mut(num)?;
+        if cs.child.is_some() {
+            bail!("chunkserver {num} runs already");
+        }
+        let cfg = cs.write_config(&masters)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(cs.dir.join("log"))?;
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        cs.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL chunkserver `num`, and reap it.
+    pub fn kill_chunkserver(&mut self, num: usize) -> Result<()> {
+        let cs = self.chunkserver_mut(num)?;
+        if let Some(mut c) = cs.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        Ok(())
+    }
+
+    /// Marks disk `disk` (0-based) of chunkserver `num` with `*` in its
+    /// `mfshdd.cfg` and restarts the chunkserver so it reads it.
+    pub async fn mark_disk_for_removal(&mut self, num: usize, disk: usize) -> Result<()> {
+        self.kill_chunkserver(num)?;
+        let cs = self.chunkserver_mut(num)?;
+        let m = cs
+            .marked
+            .get_mut(disk)
+            .ok_or_else(|| anyhow!("chunkserver {num} has no disk {disk}"))?;
+        *m = true;
+        self.start_chunkserver(num)
+    }
+
+    /// Waits until the leader lists `n` chunkservers in state "ok".
+    pub async fn wait_chunkservers(&self, n: usize, timeout: Duration) -> Result<()> {
+        let t = Instant::now();
+        loop {
+            if let Ok(info) = self.cluster_info().await {
+                let ok = info.chunkservers.iter().filter(|c| c.state == "ok").count();
+                if ok >= n {
+                    return Ok(());
+                }
+            }
+            if t.elapsed() > timeout {
+                let logs: String = self
+                    .chunkservers
+                    .iter()
+                    .map(|c| format!("\n--- chunk{} log:\n{}", c.num, tail(&c.dir.join("log"))))
+                    .collect();
+                bail!("{n} chunkservers did not register within {timeout:?}{logs}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// ClusterInfo from the leader.
+    pub async fn cluster_info(&self) -> Result<ClusterInfoReply> {
+        Ok(self.admin().await?.cluster_info().await?)
+    }
+
+    /// Waits until the leader reports no missing, undergoal, overgoal or
+    /// stale chunk; returns the last health seen on timeout as an error.
+    pub async fn wait_chunks_at_goal(&self, timeout: Duration) -> Result<()> {
+        let t = Instant::now();
+        let mut last = None;
+        loop {
+            if let Ok(info) = self.cluster_info().await {
+                if let Some(h) = &info.chunk_health {
+                    if h.missing == 0 && h.undergoal == 0 && h.overgoal == 0 && h.stale == 0 {
+                        return Ok(());
+                    }
+                }
+                last = info.chunk_health;
+            }
+            if t.elapsed() > timeout {
+                bail!("chunks not at goal within {timeout:?}: {last:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Paths of every chunk file of chunkserver `num` (all its disks).
+    pub fn chunk_files(&self, num: usize) -> Result<Vec<PathBuf>> {
+        let cs = self.chunkserver(num)?;
+        let mut out = Vec::new();
+        for d in &cs.disks {
+            walk_chunk_files(d, &mut out);
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+fn walk_chunk_files(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            walk_chunk_files(&p, out);
+        } else if p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("chunk_") && n.ends_with(".mfs"))
+        {
+            out.push(p);
+        }
+    }
+}
+
+fn tail(path: &std::path::Path) -> String {
+    let s = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(8)..].join("\n")
+}

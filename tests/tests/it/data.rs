@@ -1,0 +1,439 @@
+//! The data path end to end: real masters and chunkservers, the client I/O
+//! library, real kills, bytes flipped on disk. Contents are checked against
+//! a generated pattern, never against what the code under test believes.
+
+use std::time::{Duration, Instant};
+
+use mfs_mount::io::{FileIo, IoOptions};
+use mfs_mount::master::MasterClient;
+use mfs_proto::v1::chunk_service_client::ChunkServiceClient;
+use mfs_proto::v1::{ChunkReadRequest, MkdirRequest, ReadChunkRequest, SetGoalRequest};
+use mfs_tests::cluster::Cluster;
+
+use crate::util::{create_req, root_cred, step};
+
+const MIB: u64 = 1 << 20;
+const CHUNK: u64 = 64 * MIB;
+
+/// Deterministic bytes for file `seed` (xorshift; cheap enough for 200 MiB).
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Makes directory `name` in the root with goal `goal`; returns its inode.
+async fn goal_dir(cl: &MasterClient, name: &str, goal: u32) -> u64 {
+    let d = cl
+        .mkdir(MkdirRequest {
+            id: None,
+            cred: Some(root_cred()),
+            parent: 1,
+            name: name.as_bytes().to_vec(),
+            mode: 0o755,
+            umask: 0,
+        })
+        .await
+        .unwrap();
+    cl.set_goal(SetGoalRequest {
+        id: None,
+        cred: Some(root_cred()),
+        inode: d.inode,
+        goal,
+        recursive: false,
+    })
+    .await
+    .unwrap();
+    d.inode
+}
+
+/// Creates `name` in `dir` and writes `data` to it in `piece`-byte writes;
+/// returns the inode once the data is flushed (acknowledged).
+async fn write_file(io: &FileIo, cl: &MasterClient, dir: u64, name: &str, data: &[u8]) -> u64 {
+    let mut req = create_req(name);
+    req.parent = dir;
+    let a = cl.create(req).await.unwrap();
+    write_at(io, a.inode, 0, data).await;
+    a.inode
+}
+
+async fn write_at(io: &FileIo, inode: u64, offset: u64, data: &[u8]) {
+    for (i, piece) in data.chunks(4 * MIB as usize).enumerate() {
+        io.write(inode, offset + i as u64 * 4 * MIB, piece)
+            .await
+            .unwrap_or_else(|e| panic!("write of inode {inode} at piece {i}: {e}"));
+    }
+    io.flush(inode).await.unwrap();
+    io.fsync(inode).await.unwrap();
+}
+
+/// Reads the whole file through a fresh client (no cached locations) and
+/// compares it with `want`.
+async fn check_file(c: &Cluster, inode: u64, want: &[u8]) {
+    let cl = c.client("reader").await.unwrap();
+    let io = FileIo::new(cl.clone(), IoOptions::default());
+    let a = cl.getattr(inode).await.unwrap();
+    assert_eq!(a.size, want.len() as u64, "length of inode {inode}");
+    let mut off = 0usize;
+    while off < want.len() {
+        let n = (8 * MIB as usize).min(want.len() - off);
+        let got = io.read(inode, off as u64, n as u32).await.unwrap();
+        assert_eq!(got.len(), n, "short read of inode {inode} at {off}");
+        if got[..] != want[off..off + n] {
+            let first = got
+                .iter()
+                .zip(&want[off..off + n])
+                .position(|(a, b)| a != b)
+                .unwrap_or(0);
+            panic!("inode {inode}: content differs at byte {}", off + first);
+        }
+        off += n;
+    }
+    // Reading past the end gives nothing.
+    let past = io.read(inode, want.len() as u64, 4096).await.unwrap();
+    assert!(past.is_empty(), "read past EOF of inode {inode} gave data");
+    let _ = cl.close_session().await;
+}
+
+/// Reads every copy of every chunk of `inode` straight from the
+/// chunkservers that the leader lists, and compares each with `want`;
+/// returns the number of copies seen.
+async fn check_every_copy(cl: &MasterClient, inode: u64, want: &[u8]) -> usize {
+    let mut copies = 0;
+    let chunks = (want.len() as u64).div_ceil(CHUNK);
+    for index in 0..chunks {
+        let loc = cl
+            .read_chunk(ReadChunkRequest {
+                session: cl.session_id(),
+                inode,
+                index: index as u32,
+            })
+            .await
+            .unwrap();
+        let start = (index * CHUNK) as usize;
+        let end = (start + CHUNK as usize).min(want.len());
+        for s in &loc.servers {
+            let mut cs = ChunkServiceClient::connect(format!("http://{}", s.address))
+                .await
+                .unwrap()
+                .max_decoding_message_size(64 << 20);
+            let mut off = 0usize;
+            while start + off < end {
+                let n = (8 * MIB as usize).min(end - start - off);
+                let r = cs
+                    .read(ChunkReadRequest {
+                        chunk_id: loc.chunk_id,
+                        version: loc.version,
+                        offset: off as u64,
+                        size: n as u32,
+                    })
+                    .await
+                    .unwrap_or_else(|e| panic!("copy on {} of chunk {index}: {e}", s.address))
+                    .into_inner();
+                assert!(
+                    r.data[..] == want[start + off..start + off + n],
+                    "copy on {} of chunk {index} differs",
+                    s.address
+                );
+                off += n;
+            }
+            copies += 1;
+        }
+    }
+    copies
+}
+
+async fn cluster(masters: usize, chunkservers: usize, disks: usize) -> Cluster {
+    let mut c = Cluster::start(masters, &[]).await.unwrap();
+    c.add_chunkservers(chunkservers, disks).await.unwrap();
+    c
+}
+
+fn total_chunk_files(c: &Cluster) -> usize {
+    (1..=c.chunkservers.len())
+        .map(|n| c.chunk_files(n).unwrap().len())
+        .sum()
+}
+
+/// Files of 0 B, 1 B, 64 KiB ± 1, 64 MiB ± 1 and 200 MiB with goal 2 read
+/// back byte for byte, and every chunk has its two copies on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sizes_round_trip_with_goal_2() {
+    step("1 master, 3 chunkservers");
+    let c = cluster(1, 3, 1).await;
+    let cl = c.client("writer").await.unwrap();
+    let io = FileIo::new(cl.clone(), IoOptions::default());
+    let dir = goal_dir(&cl, "g2", 2).await;
+    let sizes: [u64; 9] = [
+        0,
+        1,
+        65535,
+        65536,
+        65537,
+        CHUNK - 1,
+        CHUNK,
+        CHUNK + 1,
+        200 * MIB,
+    ];
+    let mut files = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        step(&format!("write {size} bytes"));
+        let data = pattern(i as u64, *size as usize);
+        let ino = write_file(&io, &cl, dir, &format!("f{i}"), &data).await;
+        files.push((ino, i as u64, *size));
+    }
+    step("read back through a fresh client");
+    for (ino, seed, size) in &files {
+        check_file(&c, *ino, &pattern(*seed, *size as usize)).await;
+    }
+    step("every chunk has 2 copies, and the copies agree");
+    c.wait_chunks_at_goal(Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut copies = 0;
+    let mut chunks = 0;
+    for (ino, seed, size) in &files {
+        copies += check_every_copy(&cl, *ino, &pattern(*seed, *size as usize)).await;
+        chunks += size.div_ceil(CHUNK) as usize;
+    }
+    assert_eq!(copies, 2 * chunks, "copies listed by the leader");
+    assert_eq!(total_chunk_files(&c), 2 * chunks, "chunk files on disk");
+}
+
+/// kill -9 of a chunkserver: files still read right, chunks are back at goal
+/// on the others within a minute; when it returns, the extras go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunkserver_loss_and_return() {
+    let mut c = cluster(1, 3, 1).await;
+    let cl = c.client("writer").await.unwrap();
+    let io = FileIo::new(cl.clone(), IoOptions::default());
+    let dir = goal_dir(&cl, "g2", 2).await;
+    let sizes = [MIB as usize, (CHUNK + 3 * MIB) as usize, 5 * MIB as usize + 7];
+    let mut files = Vec::new();
+    for (i, size) in sizes.iter().enumerate() {
+        let data = pattern(100 + i as u64, *size);
+        files.push((write_file(&io, &cl, dir, &format!("f{i}"), &data).await, data));
+    }
+    let chunks: usize = sizes.iter().map(|s| (*s as u64).div_ceil(CHUNK) as usize).sum();
+    c.wait_chunks_at_goal(Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    step("kill -9 chunkserver 1");
+    c.kill_chunkserver(1).unwrap();
+    for (ino, data) in &files {
+        check_file(&c, *ino, data).await;
+    }
+    step("back at goal on the two others within a minute");
+    let t = Instant::now();
+    loop {
+        let on_others = c.chunk_files(2).unwrap().len() + c.chunk_files(3).unwrap().len();
+        if on_others == 2 * chunks {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{on_others} copies on the live chunkservers, want {}",
+            2 * chunks
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("re-replicated in {:?}", t.elapsed());
+    c.wait_chunks_at_goal(Duration::from_secs(30))
+        .await
+        .unwrap();
+    for (ino, data) in &files {
+        check_file(&c, *ino, data).await;
+    }
+
+    step("chunkserver 1 returns: the extra copies are removed");
+    c.start_chunkserver(1).unwrap();
+    c.wait_chunkservers(3, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    while total_chunk_files(&c) != 2 * chunks {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{} copies on disk, want {}",
+            total_chunk_files(&c),
+            2 * chunks
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    c.wait_chunks_at_goal(Duration::from_secs(30))
+        .await
+        .unwrap();
+    for (ino, data) in &files {
+        check_file(&c, *ino, data).await;
+        assert_eq!(check_every_copy(&cl, *ino, data).await % 2, 0);
+    }
+}
+
+/// A byte flipped in a chunk file: reads stay right, the bad copy is
+/// replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flipped_byte_is_repaired() {
+    let c = cluster(1, 3, 1).await;
+    let cl = c.client("writer").await.unwrap();
+    let io = FileIo::new(cl.clone(), IoOptions::default());
+    let dir = goal_dir(&cl, "g2", 2).await;
+    let data = pattern(7, 3 * MIB as usize);
+    let ino = write_file(&io, &cl, dir, "f", &data).await;
+    c.wait_chunks_at_goal(Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    step("flip a byte in the data area of one copy");
+    let victim = (1..=3)
+        .find_map(|n| c.chunk_files(n).unwrap().into_iter().next())
+        .expect("a chunk file");
+    let mut bytes = std::fs::read(&victim).unwrap();
+    let at = bytes.len() - 1000; // well inside the data, past any header
+    bytes[at] ^= 0x5a;
+    std::fs::write(&victim, &bytes).unwrap();
+
+    step("reads stay right (a bad copy is never served)");
+    for _ in 0..6 {
+        check_file(&c, ino, &data).await;
+    }
+    step("the bad copy is dropped and replaced");
+    let t = Instant::now();
+    loop {
+        let flipped_still_there = std::fs::read(&victim).is_ok_and(|b| b.get(at) == Some(&bytes[at]));
+        if !flipped_still_there && c.wait_chunks_at_goal(Duration::from_secs(1)).await.is_ok() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(60), "bad copy not repaired");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(check_every_copy(&cl, ino, &data).await, 2);
+}
+
+/// A chunkserver that missed a write comes back with an old copy: it is
+/// stale, never served, and replaced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_copy_is_never_served() {
+    let mut c = cluster(1, 2, 1).await;
+    let cl = c.client("writer").await.unwrap();
+    let io = FileIo::new(cl.clone(), IoOptions::default());
+    let dir = goal_dir(&cl, "g2", 2).await;
+    let old = pattern(1, 2 * MIB as usize);
+    let ino = write_file(&io, &cl, dir, "f", &old).await;
+    c.wait_chunks_at_goal(Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    step("chunkserver 1 down; the file is rewritten on chunkserver 2 alone");
+    c.kill_chunkserver(1).unwrap();
+    let new = pattern(2, 2 * MIB as usize);
+    write_at(&io, ino, 0, &new).await;
+    step("chunkserver 1 returns with the old copy");
+    c.start_chunkserver(1).unwrap();
+    c.wait_chunkservers(2, Duration::from_secs(30))
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        check_file(&c, ino, &new).await;
+    }
+    c.wait_chunks_at_goal(Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(check_every_copy(&cl, ino, &new).await, 2);
+}
+
+/// A disk marked `*` in mfshdd.cfg is drained.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn marked_disk_is_drained() {
+    let mut c = cluster(1, 3, 2).await;
+    let cl = c.client("writer").await.unwrap();
+    let io = FileIo::new(cl.clone(), IoOptions::default());
+    let dir = goal_dir(&cl, "g1", 1).await;
+    let mut files = Vec::new();
+    for i in 0..12u64 {
+        let data = pattern(50 + i, MIB as usize / 2);
+        files.push((write_file(&io, &cl, dir, &format!("f{i}"), &data).await, data));
+    }
+    let disk = c.chunkserver(1).unwrap().disks[0].clone();
+    let on_disk = |c: &Cluster| {
+        c.chunk_files(1)
+            .unwrap()
+            .iter()
+            .filter(|p| p.starts_with(&disk))
+            .count()
+    };
+    // Make sure the disk has something to drain.
+    if on_disk(&c) == 0 {
+        for i in 12..40u64 {
+            let data = pattern(50 + i, 4096);
+            files.push((write_file(&io, &cl, dir, &format!("f{i}"), &data).await, data));
+        }
+    }
+    assert!(on_disk(&c) > 0, "no chunk landed on the disk to drain");
+
+    step("mark disk 1 of chunkserver 1 for removal");
+    c.mark_disk_for_removal(1, 0).await.unwrap();
+    let t = Instant::now();
+    while on_disk(&c) > 0 {
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "{} chunks still on the marked disk",
+            on_disk(&c)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    c.wait_chunks_at_goal(Duration::from_secs(30))
+        .await
+        .unwrap();
+    for (ino, data) in &files {
+        check_file(&c, *ino, data).await;
+    }
+}
+
+/// kill -9 of the leader during a long write: every call completes (the
+/// client waits for the new leader) and every acknowledged byte is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_during_write() {
+    let mut c = cluster(3, 3, 1).await;
+    let cl = c.client("writer").await.unwrap();
+    let io = FileIo::new(cl.clone(), IoOptions::default());
+    let dir = goal_dir(&cl, "g2", 2).await;
+    let data = pattern(9, 96 * MIB as usize);
+    let mut req = create_req("big");
+    req.parent = dir;
+    let ino = cl.create(req).await.unwrap().inode;
+
+    let writer = {
+        let io = io.clone();
+        let data = data.clone();
+        tokio::spawn(async move {
+            let step = 8 * MIB as usize;
+            for (i, piece) in data.chunks(step).enumerate() {
+                io.write(ino, (i * step) as u64, piece).await?;
+                io.flush(ino).await?;
+            }
+            io.fsync(ino).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let leader = c.wait_leader(Duration::from_secs(10)).await.unwrap();
+    step(&format!("kill -9 leader master{leader} during the write"));
+    c.kill(leader).unwrap();
+    writer
+        .await
+        .unwrap()
+        .expect("the write must complete across the leader change");
+    c.restart(leader).unwrap();
+    check_file(&c, ino, &data).await;
+    c.wait_chunks_at_goal(Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(check_every_copy(&cl, ino, &data).await, 4);
+}
