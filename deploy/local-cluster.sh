@@ -410,7 +410,7 @@ address_of() {
 
 http_of() {
 	case $1 in
-	master*) echo "http://$HOST:${HTTP[$1]}/metrics" ;;
+	master* | chunk*) echo "http://$HOST:${HTTP[$1]}/metrics" ;;
 	*) echo "-" ;;
 	esac
 }
@@ -503,7 +503,9 @@ EOF
 		cat >"$cfg" <<EOF
 # $name of the local cluster in $DIR, written by local-cluster.sh.
 MASTER_HOST = $(masters_list)
+CSSERV_LISTEN_HOST = $HOST
 CSSERV_LISTEN_PORT = ${PORT[$name]}
+HTTP_LISTEN = $HOST:${HTTP[$name]}
 DATA_PATH = $d/data
 HDD_CONF_FILENAME = $d/mfshdd.cfg
 EOF
@@ -539,7 +541,7 @@ start_proc() {
 	local port ports=()
 	case $name in
 	master*) ports=("${PORT[$name]}" "${HTTP[$name]}") ;;
-	chunk*) ports=("${PORT[$name]}") ;;
+	chunk*) ports=("${PORT[$name]}" "${HTTP[$name]}") ;;
 	esac
 	for port in "${ports[@]}"; do
 		if port_in_use "$port"; then
@@ -940,7 +942,7 @@ cmd_up() {
 		printf '%-12s %-8s %-22s %s\n' "$name" "$pid" "$(address_of "$name")" "$DIR/$name/log"
 	done
 	echo
-	echo "metrics:  $(for name in $(names_of_role master); do printf '%s ' "$(http_of "$name")"; done)"
+	echo "metrics:  $(for name in $(names_of_role master) $(names_of_role chunk); do printf '%s ' "$(http_of "$name")"; done)"
 	echo "binaries: $BIN_DIR"
 	echo
 	echo "  export MFS_MASTERS=$masters"
