@@ -5,6 +5,7 @@
 //! own trait, `raft` everything that touches openraft, `service` the gRPC
 //! services, `config` the daemon's settings, `server` the wiring.
 
+pub mod chunks;
 pub mod config;
 pub mod fsm;
 pub mod raft;

@@ -1,12 +1,11 @@
 //! Wires a master together: the Raft node, the gRPC services (with health
 //! and reflection), the HTTP side, and a clean stop on SIGTERM/SIGINT.
 
-use std::sync::Arc;
-
 use mfs_proto::v1::admin_service_server::AdminServiceServer;
 use mfs_proto::v1::chunk_registry_server::ChunkRegistryServer;
 use mfs_proto::v1::meta_service_server::MetaServiceServer;
 
+use crate::chunks::{duties, ChunkManager};
 use crate::config::{MasterConfig, Resolved};
 use crate::raft::MasterNode;
 use crate::service::{admin::Admin, chunks, http, meta::Meta};
@@ -42,7 +41,8 @@ pub async fn run(cfg: MasterConfig, res: Resolved) -> Result<(), String> {
         });
     }
 
-    let registry = Arc::new(chunks::Registry::default());
+    let chunk_mgr = ChunkManager::new(node.clone());
+    tokio::spawn(duties::run(chunk_mgr.clone()));
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
         .set_serving::<MetaServiceServer<Meta>>()
@@ -52,16 +52,18 @@ pub async fn run(cfg: MasterConfig, res: Resolved) -> Result<(), String> {
         .build_v1()
         .map_err(|e| format!("reflection: {e}"))?;
 
-    let meta =
-        MetaServiceServer::new(Meta { node: node.clone() }).max_decoding_message_size(MAX_REQUEST);
+    let meta = MetaServiceServer::new(Meta {
+        node: node.clone(),
+        chunks: chunk_mgr.clone(),
+    })
+    .max_decoding_message_size(MAX_REQUEST);
     let admin = AdminServiceServer::new(Admin {
         node: node.clone(),
-        registry: registry.clone(),
+        chunks: chunk_mgr.clone(),
     });
-    let chunks = ChunkRegistryServer::new(chunks::Chunks {
-        node: node.clone(),
-        registry,
-    });
+    // Full chunk reports come in batches of many copies.
+    let chunks = ChunkRegistryServer::new(chunks::Chunks { chunks: chunk_mgr })
+        .max_decoding_message_size(64 << 20);
     // Every accepted connection gets TCP_NODELAY: small replies (and Raft
     // acks) must not wait for the peer's delayed ACK.
     let incoming = tonic::transport::server::TcpIncoming::from(listener)

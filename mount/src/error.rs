@@ -21,12 +21,18 @@ pub mod errno {
     pub const EIO: i32 = 5;
     /// Bad file descriptor (also: unknown session, on a heartbeat).
     pub const EBADF: i32 = 9;
+    /// Try again (a chunk's write lease is held by another session).
+    pub const EAGAIN: i32 = 11;
     /// Permission denied.
     pub const EACCES: i32 = 13;
     /// File exists.
     pub const EEXIST: i32 = 17;
     /// Invalid argument.
     pub const EINVAL: i32 = 22;
+    /// File too large (an offset past the largest file).
+    pub const EFBIG: i32 = 27;
+    /// No space left on device.
+    pub const ENOSPC: i32 = 28;
     /// Result too large.
     pub const ERANGE: i32 = 34;
     /// Function not implemented.
@@ -81,6 +87,24 @@ pub enum ClientError {
     /// The reply lacked a field the API promises (a master bug).
     #[error("bad reply from master: {0}")]
     BadReply(String),
+    /// Reading or writing a chunk kept failing on every copy (and after
+    /// asking the master again) until the time limit.
+    #[error(
+        "{op} of inode {inode} chunk {index} failed on every chunkserver for {elapsed:.1?}: \
+         {last_error} (check `mfscli info` for lost chunkservers and missing chunks)"
+    )]
+    Data {
+        /// "read", "write" or "sync".
+        op: &'static str,
+        /// The file.
+        inode: u64,
+        /// The chunk's index in the file.
+        index: u32,
+        /// Time from the first attempt to giving up.
+        elapsed: Duration,
+        /// What the last attempt failed with, and where.
+        last_error: String,
+    },
 }
 
 impl ClientError {
@@ -100,7 +124,7 @@ impl ClientError {
                 Code::Unimplemented => errno::ENOSYS,
                 _ => errno::EIO,
             },
-            ClientError::BadReply(_) => errno::EIO,
+            ClientError::BadReply(_) | ClientError::Data { .. } => errno::EIO,
         }
     }
 

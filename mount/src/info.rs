@@ -21,7 +21,8 @@ use crate::master::MasterClient;
 ///  "members": [{"id": 1, "address": "127.0.0.1:9421", "voter": true, "matched_index": 42}],
 ///  "metaloggers": [{"id": 10, "address": "127.0.0.1:9419", "matched_index": 42}],
 ///  "chunkservers": [{"id": 1, "address": "127.0.0.1:9422", "state": "ok", "disks": 1,
-///                    "total_bytes": 1000, "used_bytes": 10, "chunks": 3, "labels": []}],
+///                    "total_bytes": 1000, "used_bytes": 10, "chunks": 3, "labels": [],
+///                    "last_seen_secs": 1}],
 ///  "chunk_health": {"chunks": 3, "missing": 0, "undergoal": 0, "overgoal": 0, "stale": 0},
 ///  "sessions": 1, "inodes": 7}
 /// ```
@@ -97,6 +98,9 @@ pub struct ChunkserverView {
     pub used_bytes: u64,
     pub chunks: u64,
     pub labels: Vec<String>,
+    /// Seconds since the leader last heard from it.
+    #[serde(default)]
+    pub last_seen_secs: u64,
 }
 
 /// Chunk counts by health.
@@ -237,6 +241,7 @@ pub fn build_view(
                 used_bytes: c.used_bytes,
                 chunks: c.chunks,
                 labels: c.labels.clone(),
+                last_seen_secs: c.last_seen_secs,
             })
             .collect(),
         chunk_health: ChunkHealthView {
@@ -394,6 +399,7 @@ mod tests {
             }]
         );
         assert_eq!(v.chunkservers[0].labels, vec!["rack1".to_string()]);
+        assert_eq!(v.chunkservers[0].last_seen_secs, 1);
         assert_eq!(v.chunk_health.missing, 1);
         assert_eq!(v.sessions, 2);
         assert_eq!(v.inodes, 12);

@@ -4,10 +4,15 @@
 //!   (leader following, failover, sessions, exactly-once retries) that the
 //!   FUSE mount, mfscli, the tools, tests and benchmarks share.
 //! - [`error`]: [`ClientError`] and its mapping to Linux errno values.
+//! - [`fuse`]: the FUSE file system of `mfsmount` and its mount options.
+//! - [`io`]: [`io::FileIo`], reading and writing file data (chunk locations,
+//!   write leases, chunkservers).
 //! - [`info`]: the cluster overview `mfscli info` prints, and its JSON shape.
 
 pub mod error;
+pub mod fuse;
 pub mod info;
+pub mod io;
 pub mod master;
 
 pub use error::ClientError;

@@ -74,6 +74,8 @@ pub struct Cluster {
     pub env: Vec<(String, String)>,
     /// Chunkservers started with [`Cluster::add_chunkservers`].
     pub chunkservers: Vec<crate::chunkservers::Chunkserver>,
+    /// Metaloggers started with [`Cluster::add_metalogger`].
+    pub metaloggers: Vec<crate::metaloggers::Metalogger>,
 }
 
 impl Cluster {
@@ -101,6 +103,7 @@ impl Cluster {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             chunkservers: Vec::new(),
+            metaloggers: Vec::new(),
         };
         for id in 1..=n as u64 {
             c.spawn(id, &c.peers())?;
@@ -355,6 +358,12 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        for ml in &mut self.metaloggers {
+            if let Some(mut c) = ml.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
         for cs in &mut self.chunkservers {
             if let Some(mut c) = cs.child.take() {
                 let _ = c.kill();

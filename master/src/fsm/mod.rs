@@ -12,9 +12,11 @@
 //!
 //! Files: `types` (requests, replies, errnos), `namespace` (the state and its
 //! reads), `ops` (apply, sessions, create/open/setattr/xattr), `remove`
-//! (unlink, rmdir, link, rename, freeing), `perm` (permission rules), `image`
-//! (snapshot format).
+//! (unlink, rmdir, link, rename, freeing), `chunks` (the data path's
+//! operations: chunk allocation and versions, writes, goal and trash time),
+//! `perm` (permission rules), `image` (snapshot format).
 
+mod chunks;
 mod image;
 mod namespace;
 mod ops;

@@ -130,6 +130,10 @@ pub struct ChunkInfo {
     /// Number of file slots pointing at it (snapshots share chunks).
     pub refcount: u32,
     pub goal: u8,
+    /// No write has ended on it yet (allocated for a write in progress): with
+    /// no copy anywhere it holds nothing acknowledged, and may be re-created
+    /// empty rather than counted missing.
+    pub fresh: bool,
 }
 
 /// A client session.
@@ -166,6 +170,8 @@ pub struct Namespace {
     /// Chunks no file refers to any more; the data path deletes them from
     /// the chunkservers and then removes them from this list.
     pub(crate) pending_chunk_deletes: Vec<ChunkId>,
+    /// Next chunk id to hand out (never 0, never reused).
+    pub(crate) next_chunk: u64,
 }
 
 impl Default for Namespace {
@@ -200,6 +206,7 @@ impl Namespace {
             sustained: BTreeSet::new(),
             chunks: BTreeMap::new(),
             pending_chunk_deletes: Vec::new(),
+            next_chunk: 1,
         }
     }
 
@@ -363,6 +370,60 @@ impl Namespace {
         self.chunks.get(&id)
     }
 
+    /// The whole chunk table, in id order.
+    pub fn chunk_table(&self) -> impl Iterator<Item = (ChunkId, &ChunkInfo)> + '_ {
+        self.chunks.iter().map(|(id, c)| (*id, c))
+    }
+
+    /// The id the next allocated chunk will get: every id below it was
+    /// handed out once (a copy of such an id absent from the table and from
+    /// the pending deletes is garbage).
+    pub fn next_chunk_id(&self) -> ChunkId {
+        ChunkId(self.next_chunk)
+    }
+
+    /// The reply already given to request `seq` of `session`, if it is
+    /// still kept (a retry must get it, and must not act again).
+    pub fn cached_reply(&self, session: SessionId, seq: u64) -> Option<&Reply> {
+        self.sessions.get(&session)?.replies.get(&seq)
+    }
+
+    /// Whether `session` is registered.
+    pub fn has_session(&self, session: SessionId) -> bool {
+        self.sessions.contains_key(&session)
+    }
+
+    /// Whether `session` has `inode` open.
+    pub fn session_has_open(&self, session: SessionId, inode: Inode) -> bool {
+        self.sessions
+            .get(&session)
+            .is_some_and(|s| s.open.contains_key(&inode))
+    }
+
+    /// Whether `cred` may change the size of `inode` (the SetAttr rule).
+    pub fn may_truncate(&self, cred: &Cred, inode: Inode) -> Result<(), Errno> {
+        perm::access(self.node(inode)?, cred, perm::MAY_WRITE)
+    }
+
+    /// Whether `cred` may write `inode` (its mode bits), or `session` has it
+    /// open and `cred` owns it (as a file created read-only stays writable
+    /// through the descriptor that created it). The rule of `Op::WriteChunk`.
+    pub fn may_write_data(
+        &self,
+        session: SessionId,
+        cred: &Cred,
+        inode: Inode,
+    ) -> Result<(), Errno> {
+        let node = self.node(inode)?;
+        if perm::access(node, cred, perm::MAY_WRITE).is_ok() {
+            return Ok(());
+        }
+        if self.session_has_open(session, inode) && perm::owner_or_root(node, cred) {
+            return Ok(());
+        }
+        Err(Errno::EACCES)
+    }
+
     /// The chunk list of regular file `inode`.
     pub fn file_chunks(&self, inode: Inode) -> Result<&[Option<ChunkId>], Errno> {
         match &self.node(inode)?.data {
@@ -488,6 +549,12 @@ impl Namespace {
             return Err("open_refs disagrees with sessions".into());
         }
         for (id, info) in &self.chunks {
+            if id.0 == 0 || id.0 >= self.next_chunk {
+                return Err(format!("chunk {id} out of range"));
+            }
+            if info.version.0 == 0 {
+                return Err(format!("chunk {id} has version 0"));
+            }
             if chunk_refs.get(id).copied().unwrap_or(0) != info.refcount {
                 return Err(format!("chunk {id} refcount wrong"));
             }

@@ -4,6 +4,7 @@
 //! Every operation first checks everything (no change yet), then changes the
 //! state in steps that cannot fail. So an error leaves the namespace as it was.
 
+use super::chunks::TreeSetting;
 use super::namespace::{check_name, Namespace, Node, NodeData, Session};
 use super::perm::{self, MAY_EXEC, MAY_READ, MAY_WRITE};
 use super::types::*;
@@ -181,6 +182,40 @@ impl Namespace {
                 replace_only,
             } => self.setxattr(cred, *inode, name, value, (*create_only, *replace_only), t),
             Op::RemoveXattr { cred, inode, name } => self.removexattr(cred, *inode, name, t),
+            Op::AllocChunk { inode, index } => self.alloc_chunk(*inode, *index),
+            Op::SetChunkVersion { chunk, version } => self.set_chunk_version(*chunk, *version),
+            Op::WriteChunk {
+                cred,
+                inode,
+                index,
+                chunk,
+                version,
+            } => self.grant_write(sid, cred, *inode, *index, *chunk, *version),
+            Op::WriteChunkEnd {
+                inode,
+                index,
+                chunk,
+                length,
+            } => self.write_end(*inode, *index, *chunk, *length, t),
+            Op::ChunksDeleted { ids } => Ok(self.chunks_deleted(ids)),
+            Op::SetGoal {
+                cred,
+                inode,
+                goal,
+                recursive,
+            } => self.set_tree(cred, *inode, TreeSetting::Goal(*goal), *recursive, t),
+            Op::SetTrashTime {
+                cred,
+                inode,
+                trash_time,
+                recursive,
+            } => self.set_tree(
+                cred,
+                *inode,
+                TreeSetting::TrashTime(*trash_time),
+                *recursive,
+                t,
+            ),
         }
     }
 

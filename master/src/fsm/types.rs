@@ -3,7 +3,7 @@
 //! These travel inside Raft log entries (serde), so changing one is a change of
 //! the on-disk log format: add variants at the end, never reorder.
 
-use mfs_common::ids::{Inode, SessionId};
+use mfs_common::ids::{ChunkId, ChunkKey, ChunkVersion, Inode, SessionId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -26,6 +26,12 @@ pub const CHUNK_SIZE: u64 = 64 << 20;
 /// Replies kept per session at most; beyond this the oldest are dropped, as if
 /// the client had acknowledged them (a retry of those then gets `STALE_SEQ`).
 pub const MAX_CACHED_REPLIES: usize = 4096;
+/// Highest chunk index a file may use (a file's chunk list is a vector, so a
+/// write far past the end would allocate it all): 2^22 chunks of 64 MiB,
+/// 256 TiB. Past it: EFBIG.
+pub const MAX_CHUNK_INDEX: u32 = (1 << 22) - 1;
+/// Highest goal (copies per chunk), as MooseFS.
+pub const MAX_GOAL: u8 = 9;
 
 /// Permission bits.
 pub const S_ISUID: u32 = 0o4000;
@@ -345,6 +351,64 @@ pub enum Op {
     },
     /// Internal (session 0 only): the first entry of a new cluster.
     SetClusterId { id: String },
+    /// Internal (session 0 only): a new chunk for the hole at slot `index`
+    /// of regular file `inode` (the chunk list grows with holes as needed):
+    /// the next chunk id, version 1, refcount 1, the file's goal, "fresh"
+    /// (no write has ended on it). Replies `Reply::Chunk`; EEXIST when the
+    /// slot already holds a chunk (nothing changes), EFBIG past
+    /// `MAX_CHUNK_INDEX`.
+    AllocChunk { inode: Inode, index: u32 },
+    /// Internal (session 0 only): a chunk's copies took a new version on the
+    /// chunkservers; record it. EINVAL unless `version` is above the current
+    /// one, ENOENT for an unknown chunk. Replies `Reply::Chunk`.
+    SetChunkVersion {
+        chunk: ChunkId,
+        version: ChunkVersion,
+    },
+    /// A client's write lease on slot `index` of `inode`, granted by the
+    /// leader with `chunk` at `version` (at or above the recorded one):
+    /// checks the slot still holds `chunk` (EAGAIN: ask again), that the
+    /// chunk is not shared (EIO) and the caller may write (write permission,
+    /// or the session has the file open and is its owner), then records the
+    /// version. Replies `Reply::Chunk` with the file's length.
+    WriteChunk {
+        cred: Cred,
+        inode: Inode,
+        index: u32,
+        chunk: ChunkId,
+        version: ChunkVersion,
+    },
+    /// A write to slot `index` ended: the file's length becomes the larger
+    /// of its length and `length`, mtime and ctime the request's time, and
+    /// the chunk is no longer fresh. EINVAL when the slot no longer holds
+    /// `chunk` (the file was truncated meanwhile; the length is not grown).
+    /// Replies the file's attributes.
+    WriteChunkEnd {
+        inode: Inode,
+        index: u32,
+        chunk: ChunkId,
+        length: u64,
+    },
+    /// Internal (session 0 only): the leader deleted every copy of these
+    /// chunks (or found none); they leave the list of pending deletes.
+    ChunksDeleted { ids: Vec<ChunkId> },
+    /// mfssetgoal: the goal (1..=9, else EINVAL) of `inode` (a regular file
+    /// or a directory, else EINVAL), and with `recursive` of every file and
+    /// directory below it. Only the owner or root may change an inode; the
+    /// others are counted. Replies `Reply::Tree`.
+    SetGoal {
+        cred: Cred,
+        inode: Inode,
+        goal: u8,
+        recursive: bool,
+    },
+    /// mfssettrashtime: as `SetGoal`, for the trash time (seconds).
+    SetTrashTime {
+        cred: Cred,
+        inode: Inode,
+        trash_time: u32,
+        recursive: bool,
+    },
 }
 
 impl Op {
@@ -368,12 +432,26 @@ impl Op {
             Op::SetXattr { .. } => "SetXattr",
             Op::RemoveXattr { .. } => "RemoveXattr",
             Op::SetClusterId { .. } => "SetClusterId",
+            Op::AllocChunk { .. } => "AllocChunk",
+            Op::SetChunkVersion { .. } => "SetChunkVersion",
+            Op::WriteChunk { .. } => "WriteChunk",
+            Op::WriteChunkEnd { .. } => "WriteChunkEnd",
+            Op::ChunksDeleted { .. } => "ChunksDeleted",
+            Op::SetGoal { .. } => "SetGoal",
+            Op::SetTrashTime { .. } => "SetTrashTime",
         }
     }
 
     /// Operations only the leader itself may issue (with session 0).
     pub fn is_internal(&self) -> bool {
-        matches!(self, Op::ExpireSessions { .. } | Op::SetClusterId { .. })
+        matches!(
+            self,
+            Op::ExpireSessions { .. }
+                | Op::SetClusterId { .. }
+                | Op::AllocChunk { .. }
+                | Op::SetChunkVersion { .. }
+                | Op::ChunksDeleted { .. }
+        )
     }
 }
 
@@ -400,6 +478,18 @@ pub enum Reply {
         id: SessionId,
     },
     Err(Errno),
+    /// A chunk of a file: its id, its version now, the file's length.
+    Chunk {
+        id: ChunkId,
+        version: ChunkVersion,
+        length: u64,
+    },
+    /// What a SetGoal or SetTrashTime changed (counted in inodes).
+    Tree {
+        changed: u64,
+        not_changed: u64,
+        not_permitted: u64,
+    },
 }
 
 impl Reply {
@@ -418,6 +508,15 @@ impl fmt::Display for Reply {
             Reply::Attr(a) => write!(f, "attr of inode {}", a.inode),
             Reply::Session { id } => write!(f, "session {id}"),
             Reply::Err(e) => write!(f, "error {e}"),
+            Reply::Chunk { id, version, .. } => write!(f, "chunk {}", ChunkKey::new(*id, *version)),
+            Reply::Tree {
+                changed,
+                not_changed,
+                not_permitted,
+            } => write!(
+                f,
+                "{changed} changed, {not_changed} not changed, {not_permitted} not permitted"
+            ),
         }
     }
 }

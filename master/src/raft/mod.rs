@@ -9,10 +9,16 @@
 //! - `network` / `service`: Raft messages over gRPC, sending and receiving.
 //! - `identity`: cluster id and secret checks on Raft traffic.
 //! - `node`: starting a master, bootstrap of a new cluster, leader duties.
+//! - `observer`: the apply hook (every applied entry, every state jump).
+//! - `learner`: a node that only learns (the metalogger's Raft side).
+//! - `restore`: a new single-master data dir made from a namespace.
 
 pub mod identity;
+pub mod learner;
 pub mod network;
 pub mod node;
+pub mod observer;
+pub mod restore;
 pub mod service;
 pub mod sm;
 pub mod store;

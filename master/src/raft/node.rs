@@ -415,11 +415,12 @@ impl MasterNode {
     /// Makes a learner a voter.
     pub async fn promote(&self, id: u64) -> Result<(), NodeError> {
         self.ensure_leader()?;
-        if !self.view().members.iter().any(|m| m.0 == id && !m.2) {
+        let Some(learner) = self.view().members.into_iter().find(|m| m.0 == id && !m.2) else {
             return Err(NodeError::Invalid(format!(
                 "{id} is not a learner of this cluster"
             )));
-        }
+        };
+        super::learner::check_promotable(id, &learner.1).await?;
         self.change(ChangeMembers::AddVoterIds([id].into_iter().collect()))
             .await?;
         Ok(())

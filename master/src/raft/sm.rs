@@ -13,6 +13,7 @@ use futures::{Stream, StreamExt};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
 use openraft::OptionalSend;
 
+use super::observer::{ApplyObserver, Change, LogPosition};
 use super::types::*;
 use crate::fsm::{Namespace, Reply};
 use crate::store::snapfile;
@@ -89,6 +90,34 @@ pub struct StateMachine {
     pub shared: Arc<Shared>,
     dir: PathBuf,
     keep: usize,
+    /// Sees every applied entry (the metalogger's changelog); none on a master.
+    observer: Option<Arc<dyn ApplyObserver>>,
+}
+
+/// An openraft log id as a plain position.
+pub fn position(log_id: &LogId) -> LogPosition {
+    LogPosition {
+        index: log_id.index,
+        term: log_id.leader_id.term,
+    }
+}
+
+/// The (id, address) of the voters and of the learners of a membership.
+fn members(m: &Membership) -> Change<'static> {
+    let voters: std::collections::BTreeSet<NodeId> = m.voter_ids().collect();
+    let mut v = Vec::new();
+    let mut l = Vec::new();
+    for (id, n) in m.nodes() {
+        if voters.contains(id) {
+            v.push((*id, n.addr.clone()));
+        } else {
+            l.push((*id, n.addr.clone()));
+        }
+    }
+    Change::Membership {
+        voters: v,
+        learners: l,
+    }
 }
 
 impl StateMachine {
@@ -140,7 +169,14 @@ impl StateMachine {
             }),
             dir: snap_dir,
             keep,
+            observer: None,
         })
+    }
+
+    /// Adds an apply hook (see [`ApplyObserver`]).
+    pub fn with_observer(mut self, observer: Arc<dyn ApplyObserver>) -> Self {
+        self.observer = Some(observer);
+        self
     }
 
     fn save(&self, meta: &SnapshotMeta, image: &[u8]) -> Result<(), io::Error> {
@@ -209,9 +245,21 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 }
                 reply
             };
+            if let Some(obs) = &self.observer {
+                let change = match &entry.payload {
+                    EntryPayload::Blank => Change::Blank,
+                    EntryPayload::Normal(req) => Change::Request(req),
+                    EntryPayload::Membership(m) => members(m),
+                };
+                obs.applied(position(&entry.log_id), &change)
+                    .map_err(other)?;
+            }
             if let Some(r) = responder {
                 r.send(reply);
             }
+        }
+        if let Some(obs) = &self.observer {
+            obs.batch_done().map_err(other)?;
         }
         Ok(())
     }
@@ -236,6 +284,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         *cur = ns;
         self.shared
             .set_applied((meta.last_log_id, meta.last_membership.clone()));
+        drop(cur);
+        if let Some(obs) = &self.observer {
+            obs.state_replaced(meta.last_log_id.as_ref().map(position), &snapshot)
+                .map_err(other)?;
+        }
         tracing::info!(last = ?meta.last_log_id, "installed snapshot");
         Ok(())
     }

@@ -22,6 +22,8 @@ pub type Vote = openraft::alias::VoteOf<TypeConfig>;
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 pub type EntryPayload = openraft::alias::EntryPayloadOf<TypeConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+pub type Membership = openraft::Membership<NodeId, Node>;
+pub type LeaderId = openraft::alias::LeaderIdOf<TypeConfig>;
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
 /// A snapshot is the metadata image, whole, in memory.
 pub type SnapshotData = Vec<u8>;

@@ -6,12 +6,13 @@ use mfs_proto::v1 as pb;
 use mfs_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
-use super::chunks::{Registry, LOST_AFTER_SECS};
+use crate::chunks::ChunkManager;
 use crate::raft::MasterNode;
 
 pub struct Admin {
     pub node: Arc<MasterNode>,
-    pub registry: Arc<Registry>,
+    /// The leader's chunkservers and chunk health.
+    pub chunks: Arc<ChunkManager>,
 }
 
 type R<T> = Result<Response<T>, Status>;
@@ -77,24 +78,29 @@ impl AdminService for Admin {
         let inodes = ns.inode_count();
         drop(ns);
         let chunkservers = self
-            .registry
-            .list()
+            .chunks
+            .servers()
             .into_iter()
-            .map(|c| {
-                let age = c.last_seen.elapsed().as_secs();
-                pb::ChunkserverInfo {
-                    id: c.id,
-                    address: c.address,
-                    state: if age > LOST_AFTER_SECS { "lost" } else { "ok" }.into(),
-                    total_bytes: c.disks.iter().map(|d| d.total_bytes).sum(),
-                    used_bytes: c.disks.iter().map(|d| d.used_bytes).sum(),
-                    chunks: c.disks.iter().map(|d| d.chunks).sum(),
-                    disks: c.disks.len() as u32,
-                    labels: c.labels,
-                    last_seen_secs: age,
-                }
+            .map(|(c, state, copies)| pb::ChunkserverInfo {
+                id: c.id,
+                address: c.address,
+                state: state.name().into(),
+                total_bytes: c.disks.iter().map(|d| d.total).sum(),
+                used_bytes: c.disks.iter().map(|d| d.used).sum(),
+                chunks: copies,
+                disks: c.disks.len() as u32,
+                labels: c.labels,
+                last_seen_secs: c.last_seen.elapsed().as_secs(),
             })
             .collect();
+        let h = self.chunks.health();
+        let chunk_health = pb::ChunkHealth {
+            chunks: h.chunks,
+            missing: h.missing,
+            undergoal: h.undergoal,
+            overgoal: h.overgoal,
+            stale: h.stale,
+        };
         Ok(Response::new(pb::ClusterInfoReply {
             leader_id: v.id,
             term: v.term,
@@ -110,7 +116,7 @@ impl AdminService for Admin {
                 })
                 .collect(),
             chunkservers,
-            chunk_health: Some(pb::ChunkHealth::default()),
+            chunk_health: Some(chunk_health),
             sessions,
             cluster_id: v.cluster_id.unwrap_or_default(),
             inodes,

@@ -3,7 +3,9 @@
 
 use mfs_proto::v1 as pb;
 
-use crate::fsm::{Attr, Cred, FileType, Timespec};
+use crate::chunks::state::{CopyInfo, Disk};
+use crate::chunks::Location;
+use crate::fsm::{Attr, ChunkId, Cred, FileType, Reply, Timespec};
 
 pub fn ftype_to_pb(t: FileType) -> pb::FileType {
     match t {
@@ -78,5 +80,59 @@ pub fn cred_from_pb(c: Option<pb::Credentials>) -> Cred {
             gid: 65534,
             groups: Vec::new(),
         },
+    }
+}
+
+/// A disk as a chunkserver reports it.
+pub fn disk_from_pb(d: &pb::DiskInfo) -> Disk {
+    Disk {
+        path: d.path.chars().take(4096).collect(),
+        total: d.total_bytes,
+        used: d.used_bytes.min(d.total_bytes),
+        chunks: d.chunks,
+        marked: d.marked_for_removal,
+        damaged: d.damaged,
+    }
+}
+
+/// One reported copy.
+pub fn copy_from_pb(c: &pb::ChunkCopy) -> (ChunkId, CopyInfo) {
+    (
+        ChunkId(c.chunk_id),
+        CopyInfo {
+            version: c.version,
+            marked: c.on_marked_disk,
+        },
+    )
+}
+
+/// A chunk location for ReadChunk / WriteChunk.
+pub fn location_to_pb(l: Location) -> pb::ChunkLocation {
+    pb::ChunkLocation {
+        chunk_id: l.id.0,
+        version: l.version,
+        file_length: l.length,
+        servers: l
+            .servers
+            .into_iter()
+            .map(|(id, address)| pb::ChunkServerAddr { id, address })
+            .collect(),
+        lease_secs: l.lease_secs,
+    }
+}
+
+/// The counts of a SetGoal / SetTrashTime.
+pub fn tree_reply_to_pb(r: &Reply) -> Option<pb::SetTreeReply> {
+    match *r {
+        Reply::Tree {
+            changed,
+            not_changed,
+            not_permitted,
+        } => Some(pb::SetTreeReply {
+            changed,
+            not_changed,
+            not_permitted,
+        }),
+        _ => None,
     }
 }

@@ -5,6 +5,7 @@ use mfs_proto::{ERRNO_KEY, LEADER_KEY};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
+use crate::chunks::ChunkError;
 use crate::fsm::Errno;
 use crate::raft::NodeError;
 
@@ -54,4 +55,13 @@ impl From<NodeError> for Status {
 /// A malformed request: nothing was applied.
 pub fn invalid(msg: impl Into<String>) -> Status {
     Status::invalid_argument(msg.into())
+}
+
+impl From<ChunkError> for Status {
+    fn from(e: ChunkError) -> Status {
+        match e {
+            ChunkError::Errno(e) => errno_status(e),
+            ChunkError::Node(e) => node_status(e),
+        }
+    }
 }

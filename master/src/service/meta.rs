@@ -10,7 +10,9 @@ use tonic::{Request, Response, Status};
 
 use super::convert::*;
 use super::error::{errno_status, invalid};
-use crate::fsm::{self, Errno, Inode, Op, Reply, SessionId, TimeSet};
+use crate::chunks::datapath::ReqId;
+use crate::chunks::ChunkManager;
+use crate::fsm::{self, ChunkId, Errno, Inode, Op, Reply, SessionId, TimeSet, MAX_GOAL};
 use crate::raft::node::now;
 use crate::raft::MasterNode;
 
@@ -19,6 +21,8 @@ const READDIR_MAX: usize = 10_000;
 
 pub struct Meta {
     pub node: Arc<MasterNode>,
+    /// The leader's chunk management (data path).
+    pub chunks: Arc<ChunkManager>,
 }
 
 type R<T> = Result<Response<T>, Status>;
@@ -30,6 +34,24 @@ fn rid(id: Option<pb::RequestId>) -> Result<pb::RequestId, Status> {
             "RequestId needs a session (from RegisterSession) and a seq > 0",
         )),
         None => Err(invalid("mutating call without a RequestId")),
+    }
+}
+
+fn req_id(id: &pb::RequestId) -> ReqId {
+    ReqId {
+        session: SessionId(id.session),
+        seq: id.seq,
+        acked: id.acked,
+    }
+}
+
+fn tree_reply(r: Reply) -> R<pb::SetTreeReply> {
+    match tree_reply_to_pb(&r) {
+        Some(t) => Ok(Response::new(t)),
+        None => match r {
+            Reply::Err(e) => Err(errno_status(e)),
+            other => Err(Status::internal(format!("unexpected reply {other:?}"))),
+        },
     }
 }
 
@@ -158,8 +180,16 @@ impl MetaService for Meta {
 
     async fn set_attr(&self, req: Request<pb::SetAttrRequest>) -> R<pb::AttrReply> {
         let r = req.into_inner();
+        let cred = cred_from_pb(r.cred);
+        if let Some(size) = r.size {
+            // Shrinking into the middle of a chunk: its copies are cut first.
+            let id = rid(r.id)?;
+            self.chunks
+                .prepare_truncate(req_id(&id), &cred, Inode(r.inode), size)
+                .await?;
+        }
         let op = Op::SetAttr {
-            cred: cred_from_pb(r.cred),
+            cred,
             inode: Inode(r.inode),
             mode: r.mode,
             uid: r.uid,
@@ -329,14 +359,24 @@ impl MetaService for Meta {
 
     async fn statfs(&self, _req: Request<pb::StatfsRequest>) -> R<pb::StatfsReply> {
         let inodes = self.read(|ns| Ok(ns.inode_count())).await?;
-        // Space comes from the chunkservers (data path); until they report,
-        // a nominal 1 PiB keeps tools like df and cp working.
-        let total: u64 = 1 << 50;
+        // Space comes from the chunkservers; until one reports, a nominal
+        // 1 PiB keeps tools like df and cp working.
+        let (mut total, mut used) = (0u64, 0u64);
+        for (s, _, _) in self.chunks.servers() {
+            for d in s.disks.iter().filter(|d| !d.damaged && !d.marked) {
+                total = total.saturating_add(d.total);
+                used = used.saturating_add(d.used);
+            }
+        }
+        if total == 0 {
+            total = 1 << 50;
+        }
+        let free = total.saturating_sub(used);
         let max_inodes: u64 = 1 << 40;
         Ok(Response::new(pb::StatfsReply {
             total_bytes: total,
-            free_bytes: total,
-            available_bytes: total,
+            free_bytes: free,
+            available_bytes: free,
             total_inodes: max_inodes,
             free_inodes: max_inodes.saturating_sub(inodes),
             block_size: 65536,
@@ -383,29 +423,72 @@ impl MetaService for Meta {
         ok_reply(self.mutate(r.id, op).await?)
     }
 
-    async fn read_chunk(&self, _req: Request<pb::ReadChunkRequest>) -> R<pb::ChunkLocation> {
-        Err(tonic::Status::unimplemented(
-            "ReadChunk: the data path is being built",
-        ))
+    async fn read_chunk(&self, req: Request<pb::ReadChunkRequest>) -> R<pb::ChunkLocation> {
+        let r = req.into_inner();
+        let loc = self
+            .chunks
+            .read_chunk(SessionId(r.session), Inode(r.inode), r.index)
+            .await?;
+        Ok(Response::new(location_to_pb(loc)))
     }
 
-    async fn write_chunk(&self, _req: Request<pb::WriteChunkRequest>) -> R<pb::ChunkLocation> {
-        Err(tonic::Status::unimplemented(
-            "WriteChunk: the data path is being built",
-        ))
+    async fn write_chunk(&self, req: Request<pb::WriteChunkRequest>) -> R<pb::ChunkLocation> {
+        let r = req.into_inner();
+        let id = rid(r.id)?;
+        let loc = self
+            .chunks
+            .write_chunk(
+                req_id(&id),
+                cred_from_pb(r.cred),
+                Inode(r.inode),
+                r.index,
+                r.renew,
+            )
+            .await?;
+        Ok(Response::new(location_to_pb(loc)))
     }
 
-    async fn write_chunk_end(&self, _req: Request<pb::WriteChunkEndRequest>) -> R<pb::AttrReply> {
-        Err(tonic::Status::unimplemented(
-            "WriteChunkEnd: the data path is being built",
-        ))
+    async fn write_chunk_end(&self, req: Request<pb::WriteChunkEndRequest>) -> R<pb::AttrReply> {
+        let r = req.into_inner();
+        let id = rid(r.id)?;
+        let a = self
+            .chunks
+            .write_chunk_end(
+                req_id(&id),
+                Inode(r.inode),
+                r.index,
+                ChunkId(r.chunk_id),
+                r.file_length,
+            )
+            .await?;
+        Ok(Response::new(pb::AttrReply {
+            attr: Some(attr_to_pb(&a)),
+        }))
     }
 
-    async fn set_goal(&self, _req: Request<pb::SetGoalRequest>) -> R<pb::SetTreeReply> {
-        Err(tonic::Status::unimplemented("SetGoal: being built"))
+    async fn set_goal(&self, req: Request<pb::SetGoalRequest>) -> R<pb::SetTreeReply> {
+        let r = req.into_inner();
+        let goal = u8::try_from(r.goal)
+            .ok()
+            .filter(|g| (1..=MAX_GOAL).contains(g))
+            .ok_or_else(|| invalid(format!("SetGoal: goal {} is not in 1..={MAX_GOAL}", r.goal)))?;
+        let op = Op::SetGoal {
+            cred: cred_from_pb(r.cred),
+            inode: Inode(r.inode),
+            goal,
+            recursive: r.recursive,
+        };
+        tree_reply(self.mutate(r.id, op).await?)
     }
 
-    async fn set_trash_time(&self, _req: Request<pb::SetTrashTimeRequest>) -> R<pb::SetTreeReply> {
-        Err(tonic::Status::unimplemented("SetTrashTime: being built"))
+    async fn set_trash_time(&self, req: Request<pb::SetTrashTimeRequest>) -> R<pb::SetTreeReply> {
+        let r = req.into_inner();
+        let op = Op::SetTrashTime {
+            cred: cred_from_pb(r.cred),
+            inode: Inode(r.inode),
+            trash_time: r.trash_time,
+            recursive: r.recursive,
+        };
+        tree_reply(self.mutate(r.id, op).await?)
     }
 }

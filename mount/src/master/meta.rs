@@ -15,6 +15,10 @@ use mfs_proto::v1::{
     RenameRequest, RequestId, RmdirRequest, SetAttrRequest, SetXattrRequest, StatfsReply,
     StatfsRequest, SymlinkRequest, UnlinkRequest,
 };
+use mfs_proto::v1::{
+    ChunkLocation, ReadChunkRequest, SetGoalRequest, SetTrashTimeRequest, SetTreeReply,
+    WriteChunkEndRequest, WriteChunkRequest,
+};
 use tonic::transport::Channel;
 use tonic::Status;
 
@@ -51,6 +55,10 @@ mutating!(
     SymlinkRequest,
     SetXattrRequest,
     RemoveXattrRequest,
+    WriteChunkRequest,
+    WriteChunkEndRequest,
+    SetGoalRequest,
+    SetTrashTimeRequest,
 );
 
 fn attr_of(attr: Option<Attr>, method: &str) -> Result<Attr, ClientError> {
@@ -336,5 +344,62 @@ impl MasterClient {
         })
         .await
         .map(|_| ())
+    }
+
+    // ---- data path ----
+
+    /// Where chunk `index` of `inode` is, to read it (chunk_id 0: a hole),
+    /// with the file's length. Asked under the current session.
+    pub async fn read_chunk(&self, inode: u64, index: u32) -> Result<ChunkLocation, ClientError> {
+        let req = ReadChunkRequest {
+            session: self.session_id(),
+            inode,
+            index,
+        };
+        self.inner
+            .call("ReadChunk", req, |ch, r| async move {
+                meta_client(ch).read_chunk(r).await
+            })
+            .await
+    }
+
+    /// Takes (or, with `renew`, renews) the write lease of one chunk: the
+    /// master allocates or versions it and answers with the chain to write
+    /// to. EAGAIN means another session holds the lease: retry later.
+    pub async fn write_chunk(&self, req: WriteChunkRequest) -> Result<ChunkLocation, ClientError> {
+        self.call_mut("WriteChunk", req, |ch, r| async move {
+            meta_client(ch).write_chunk(r).await
+        })
+        .await
+    }
+
+    /// Ends a write to one chunk: commits the file length and releases the
+    /// lease. Returns the file's attributes after it.
+    pub async fn write_chunk_end(&self, req: WriteChunkEndRequest) -> Result<Attr, ClientError> {
+        let r = self
+            .call_mut("WriteChunkEnd", req, |ch, r| async move {
+                meta_client(ch).write_chunk_end(r).await
+            })
+            .await?;
+        attr(r, "WriteChunkEnd")
+    }
+
+    /// Sets the goal of an inode (or a tree, with `recursive`).
+    pub async fn set_goal(&self, req: SetGoalRequest) -> Result<SetTreeReply, ClientError> {
+        self.call_mut("SetGoal", req, |ch, r| async move {
+            meta_client(ch).set_goal(r).await
+        })
+        .await
+    }
+
+    /// Sets the trash time of an inode (or a tree, with `recursive`).
+    pub async fn set_trash_time(
+        &self,
+        req: SetTrashTimeRequest,
+    ) -> Result<SetTreeReply, ClientError> {
+        self.call_mut("SetTrashTime", req, |ch, r| async move {
+            meta_client(ch).set_trash_time(r).await
+        })
+        .await
     }
 }

@@ -301,6 +301,27 @@ impl MetaService for Svc {
     async fn remove_xattr(&self, _r: Request<RemoveXattrRequest>) -> R<Empty> {
         Err(Status::unimplemented("remove_xattr"))
     }
+
+    // The data path is tested against its own fakes (mount/src/io/tests).
+    async fn read_chunk(&self, _r: Request<ReadChunkRequest>) -> R<ChunkLocation> {
+        Err(Status::unimplemented("read_chunk"))
+    }
+
+    async fn write_chunk(&self, _r: Request<WriteChunkRequest>) -> R<ChunkLocation> {
+        Err(Status::unimplemented("write_chunk"))
+    }
+
+    async fn write_chunk_end(&self, _r: Request<WriteChunkEndRequest>) -> R<AttrReply> {
+        Err(Status::unimplemented("write_chunk_end"))
+    }
+
+    async fn set_goal(&self, _r: Request<SetGoalRequest>) -> R<SetTreeReply> {
+        Err(Status::unimplemented("set_goal"))
+    }
+
+    async fn set_trash_time(&self, _r: Request<SetTrashTimeRequest>) -> R<SetTreeReply> {
+        Err(Status::unimplemented("set_trash_time"))
+    }
 }
 
 #[tonic::async_trait]

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use mfs_mount::io::{FileIo, IoOptions};
 use mfs_mount::master::MasterClient;
 use mfs_proto::v1::chunk_service_client::ChunkServiceClient;
-use mfs_proto::v1::{ChunkReadRequest, MkdirRequest, ReadChunkRequest, SetGoalRequest};
+use mfs_proto::v1::{ChunkReadRequest, MkdirRequest, OpenMode, OpenRequest, SetGoalRequest};
 use mfs_tests::cluster::Cluster;
 
 use crate::util::{create_req, root_cred, step};
@@ -79,7 +79,16 @@ async fn write_at(io: &FileIo, inode: u64, offset: u64, data: &[u8]) {
 async fn check_file(c: &Cluster, inode: u64, want: &[u8]) {
     let cl = c.client("reader").await.unwrap();
     let io = FileIo::new(cl.clone(), IoOptions::default());
-    let a = cl.getattr(inode).await.unwrap();
+    let a = cl
+        .open(OpenRequest {
+            id: None,
+            cred: Some(root_cred()),
+            inode,
+            mode: OpenMode::Read as i32,
+            truncate: false,
+        })
+        .await
+        .unwrap();
     assert_eq!(a.size, want.len() as u64, "length of inode {inode}");
     let mut off = 0usize;
     while off < want.len() {
@@ -104,25 +113,21 @@ async fn check_file(c: &Cluster, inode: u64, want: &[u8]) {
 
 /// Reads every copy of every chunk of `inode` straight from the
 /// chunkservers that the leader lists, and compares each with `want`;
-/// returns the number of copies seen.
-async fn check_every_copy(cl: &MasterClient, inode: u64, want: &[u8]) -> usize {
+/// the number of copies seen, or what went wrong.
+async fn read_every_copy(cl: &MasterClient, inode: u64, want: &[u8]) -> Result<usize, String> {
     let mut copies = 0;
     let chunks = (want.len() as u64).div_ceil(CHUNK);
     for index in 0..chunks {
         let loc = cl
-            .read_chunk(ReadChunkRequest {
-                session: cl.session_id(),
-                inode,
-                index: index as u32,
-            })
+            .read_chunk(inode, index as u32)
             .await
-            .unwrap();
+            .map_err(|e| format!("ReadChunk {index}: {e}"))?;
         let start = (index * CHUNK) as usize;
         let end = (start + CHUNK as usize).min(want.len());
         for s in &loc.servers {
             let mut cs = ChunkServiceClient::connect(format!("http://{}", s.address))
                 .await
-                .unwrap()
+                .map_err(|e| format!("connect {}: {e}", s.address))?
                 .max_decoding_message_size(64 << 20);
             let mut off = 0usize;
             while start + off < end {
@@ -135,19 +140,34 @@ async fn check_every_copy(cl: &MasterClient, inode: u64, want: &[u8]) -> usize {
                         size: n as u32,
                     })
                     .await
-                    .unwrap_or_else(|e| panic!("copy on {} of chunk {index}: {e}", s.address))
+                    .map_err(|e| format!("copy on {} of chunk {index}: {e}", s.address))?
                     .into_inner();
-                assert!(
-                    r.data[..] == want[start + off..start + off + n],
-                    "copy on {} of chunk {index} differs",
-                    s.address
-                );
+                if r.data[..] != want[start + off..start + off + n] {
+                    return Err(format!("copy on {} of chunk {index} differs", s.address));
+                }
                 off += n;
             }
             copies += 1;
         }
     }
-    copies
+    Ok(copies)
+}
+
+/// Waits (the leader's view of copies trails the chunkservers' by a
+/// heartbeat) until every listed copy reads right and there are `expect`.
+async fn check_every_copy(cl: &MasterClient, inode: u64, want: &[u8], expect: usize) {
+    let t = Instant::now();
+    loop {
+        let r = read_every_copy(cl, inode, want).await;
+        if r == Ok(expect) {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "copies of inode {inode}: {r:?}, want {expect}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 async fn cluster(masters: usize, chunkservers: usize, disks: usize) -> Cluster {
@@ -197,13 +217,12 @@ async fn sizes_round_trip_with_goal_2() {
     c.wait_chunks_at_goal(Duration::from_secs(30))
         .await
         .unwrap();
-    let mut copies = 0;
     let mut chunks = 0;
     for (ino, seed, size) in &files {
-        copies += check_every_copy(&cl, *ino, &pattern(*seed, *size as usize)).await;
-        chunks += size.div_ceil(CHUNK) as usize;
+        let n = size.div_ceil(CHUNK) as usize;
+        check_every_copy(&cl, *ino, &pattern(*seed, *size as usize), 2 * n).await;
+        chunks += n;
     }
-    assert_eq!(copies, 2 * chunks, "copies listed by the leader");
     assert_eq!(total_chunk_files(&c), 2 * chunks, "chunk files on disk");
 }
 
@@ -273,7 +292,8 @@ async fn chunkserver_loss_and_return() {
         .unwrap();
     for (ino, data) in &files {
         check_file(&c, *ino, data).await;
-        assert_eq!(check_every_copy(&cl, *ino, data).await % 2, 0);
+        let n = (data.len() as u64).div_ceil(CHUNK) as usize;
+        check_every_copy(&cl, *ino, data, 2 * n).await;
     }
 }
 
@@ -314,7 +334,7 @@ async fn flipped_byte_is_repaired() {
         assert!(t.elapsed() < Duration::from_secs(60), "bad copy not repaired");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert_eq!(check_every_copy(&cl, ino, &data).await, 2);
+    check_every_copy(&cl, ino, &data, 2).await;
 }
 
 /// A chunkserver that missed a write comes back with an old copy: it is
@@ -346,7 +366,7 @@ async fn stale_copy_is_never_served() {
     c.wait_chunks_at_goal(Duration::from_secs(60))
         .await
         .unwrap();
-    assert_eq!(check_every_copy(&cl, ino, &new).await, 2);
+    check_every_copy(&cl, ino, &new, 2).await;
 }
 
 /// A disk marked `*` in mfshdd.cfg is drained.
@@ -435,5 +455,5 @@ async fn leader_killed_during_write() {
     c.wait_chunks_at_goal(Duration::from_secs(60))
         .await
         .unwrap();
-    assert_eq!(check_every_copy(&cl, ino, &data).await, 4);
+    check_every_copy(&cl, ino, &data, 4).await;
 }

@@ -4,6 +4,8 @@
 //! and prints `===` lines for its steps.
 
 mod config;
-// mod data; (enabled once mount::io lands)
+mod data;
 mod masters;
+mod metalog;
+mod mount;
 mod util;

@@ -43,7 +43,9 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
         let p = ino(&mut rng);
         let name = names[rng.random_range(0..names.len())].to_vec();
         let name2 = names[rng.random_range(0..names.len())].to_vec();
-        let op = match rng.random_range(0..200) {
+        let index = rng.random_range(0..4u32);
+        let chunk = ChunkId(rng.random_range(1..20));
+        let op = match rng.random_range(0..230) {
             0..40 => mkdir(&c, p, &name, 0o777),
             40..70 => Op::Create {
                 cred: c,
@@ -72,9 +74,41 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
             196 => Op::ExpireSessions {
                 ids: vec![SessionId(rng.random_range(1..seqs.len() as u64))],
             },
-            _ => Op::RegisterSession {
+            200..208 => Op::AllocChunk { inode: p, index },
+            208..214 => Op::WriteChunk {
+                cred: c,
+                inode: p,
+                index,
+                chunk,
+                version: ChunkVersion(rng.random_range(1..4)),
+            },
+            214..220 => Op::WriteChunkEnd {
+                inode: p,
+                index,
+                chunk,
+                length: rng.random_range(0..5 * CHUNK_SIZE),
+            },
+            220..223 => Op::SetChunkVersion {
+                chunk,
+                version: ChunkVersion(rng.random_range(1..6)),
+            },
+            223..225 => Op::ChunksDeleted { ids: vec![chunk] },
+            225..228 => Op::SetGoal {
+                cred: c,
+                inode: p,
+                goal: rng.random_range(0..4),
+                recursive: rng.random_bool(0.5),
+            },
+            228..230 => Op::SetTrashTime {
+                cred: c,
+                inode: p,
+                trash_time: rng.random_range(0..3),
+                recursive: rng.random_bool(0.5),
+            },
+            197..200 => Op::RegisterSession {
                 info: "again".into(),
             },
+            _ => unreachable!("range"),
         };
         if let Op::ExpireSessions { ids } = &op {
             live.retain(|&s| s as u64 != ids[0].0);
@@ -126,6 +160,10 @@ fn same_log_same_image() {
         let b = replay(&log);
         eprintln!("INODES {}", a.inode_count());
         assert!(a.inode_count() > 10, "the log should build something");
+        assert!(
+            a.next_chunk_id().0 > 5,
+            "the log should allocate chunks too"
+        );
         a.check().expect("invariants");
         assert_eq!(a.to_image(b"e"), b.to_image(b"e"));
         assert_eq!(a.image_hash(), b.image_hash());

@@ -492,8 +492,10 @@ fn give_chunks(ns: &mut Namespace, ino: Inode, ids: &[u64]) {
                 version: ChunkVersion(1),
                 refcount: 1,
                 goal: 1,
+                fresh: false,
             },
         );
+        ns.next_chunk = ns.next_chunk.max(i + 1);
     }
     if let Some(n) = ns.nodes.get_mut(&ino) {
         n.size = ids.len() as u64 * CHUNK_SIZE;

@@ -188,7 +188,7 @@ pub fn info(v: &ClusterView, style: Style) -> String {
         title: "CHUNKSERVERS",
         kind: "chunkserver",
         header: &[
-            "ID", "ADDRESS", "STATE", "DISKS", "USED", "TOTAL", "USE%", "CHUNKS", "LABELS",
+            "ID", "ADDRESS", "STATE", "DISKS", "USED", "TOTAL", "USE%", "CHUNKS", "LABELS", "SEEN",
         ],
         rows: v
             .chunkservers
@@ -207,6 +207,11 @@ pub fn info(v: &ClusterView, style: Style) -> String {
                         "-".into()
                     } else {
                         c.labels.join(",")
+                    },
+                    if style.table {
+                        format!("{}s ago", c.last_seen_secs)
+                    } else {
+                        c.last_seen_secs.to_string()
                     },
                 ]
             })
@@ -296,6 +301,7 @@ mod tests {
                 used_bytes: 1 << 30,
                 chunks: 17,
                 labels: vec![],
+                last_seen_secs: 4,
             }],
             ..ClusterView::default()
         }
@@ -320,7 +326,7 @@ mod tests {
         assert!(lines[2].ends_with("\tconnection refused"));
         assert_eq!(
             lines[3],
-            "chunkserver\t5\t127.0.0.1:9422\tok\t2\t1073741824\t4294967296\t25.0%\t17\t-"
+            "chunkserver\t5\t127.0.0.1:9422\tok\t2\t1073741824\t4294967296\t25.0%\t17\t-\t4"
         );
         assert_eq!(lines[4], "chunk_health\t0\t0\t0\t0\t0");
         assert_eq!(lines.len(), 5);

@@ -1,0 +1,381 @@
+//! `mfs.v1.ChunkService`: reads and writes from clients and peers, and the
+//! leader's orders. File I/O runs on the blocking pool; writes go to the
+//! local disk and down the chain at the same time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mfs_proto::v1 as pb;
+use mfs_proto::v1::chunk_service_client::ChunkServiceClient;
+use mfs_proto::v1::chunk_service_server::ChunkService;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use crate::error::ChunkError;
+use crate::store::{check_range, Store};
+
+/// Largest gRPC message accepted or sent (requests carry up to 16 MiB).
+pub const MAX_MESSAGE: usize = 24 << 20;
+/// Piece size of a replication.
+pub const REPLICATE_PIECE: u64 = 8 << 20;
+
+/// Connections to other chunkservers, by "host:port".
+#[derive(Debug, Default)]
+pub struct Peers {
+    clients: Mutex<HashMap<String, ChunkServiceClient<Channel>>>,
+}
+
+impl Peers {
+    /// A client for the chunkserver at `addr` (connected lazily, reused).
+    pub fn client(&self, addr: &str) -> Result<ChunkServiceClient<Channel>, ChunkError> {
+        let mut m = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = m.get(addr) {
+            return Ok(c.clone());
+        }
+        let ep = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| ChunkError::Invalid(format!("chunkserver address `{addr}`: {e}")))?
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(5))
+            .max_frame_size(Some(1 << 20))
+            .initial_stream_window_size(Some(8 << 20))
+            .initial_connection_window_size(Some(32 << 20));
+        let c = ChunkServiceClient::new(ep.connect_lazy())
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
+        m.insert(addr.to_string(), c.clone());
+        Ok(c)
+    }
+}
+
+/// The service.
+#[derive(Debug, Clone)]
+pub struct ChunkSvc {
+    store: Arc<Store>,
+    peers: Arc<Peers>,
+}
+
+impl ChunkSvc {
+    /// A service over `store`.
+    pub fn new(store: Arc<Store>) -> Self {
+        ChunkSvc {
+            store,
+            peers: Arc::new(Peers::default()),
+        }
+    }
+
+    /// The gRPC server for it, with the message size limits set.
+    pub fn into_server(self) -> pb::chunk_service_server::ChunkServiceServer<ChunkSvc> {
+        pb::chunk_service_server::ChunkServiceServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE)
+    }
+}
+
+/// Runs blocking store work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    op: &'static str,
+    f: impl FnOnce() -> Result<T, ChunkError> + Send + 'static,
+) -> Result<T, Status> {
+    metrics::counter!("mfs_chunk_ops_total", "op" => op).increment(1);
+    let r = tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("{op}: worker failed: {e}")))?;
+    r.map_err(|e| {
+        metrics::counter!("mfs_chunk_errors_total", "op" => op).increment(1);
+        e.to_status()
+    })
+}
+
+fn peer_err(addr: &str, s: Status) -> ChunkError {
+    ChunkError::Peer {
+        addr: addr.to_string(),
+        status: Box::new(s),
+    }
+}
+
+#[tonic::async_trait]
+impl ChunkService for ChunkSvc {
+    async fn read(
+        &self,
+        req: Request<pb::ChunkReadRequest>,
+    ) -> Result<Response<pb::ChunkReadReply>, Status> {
+        let r = req.into_inner();
+        let store = self.store.clone();
+        let data = blocking("read", move || {
+            store.read(r.chunk_id, r.version, r.offset, r.size as u64)
+        })
+        .await?;
+        Ok(Response::new(pb::ChunkReadReply { data }))
+    }
+
+    async fn write(
+        &self,
+        req: Request<pb::ChunkWriteRequest>,
+    ) -> Result<Response<pb::ChunkWriteReply>, Status> {
+        let mut r = req.into_inner();
+        check_range(r.offset, r.data.len() as u64).map_err(|e| e.to_status())?;
+        if r.chain.is_empty() {
+            let store = self.store.clone();
+            let length = blocking("write", move || {
+                store.write(r.chunk_id, r.version, r.offset, &r.data)
+            })
+            .await?;
+            return Ok(Response::new(pb::ChunkWriteReply { length }));
+        }
+        // Forward to chain[0] with the rest of the chain, while writing here.
+        let next = r.chain.remove(0);
+        let mut client = self.peers.client(&next).map_err(|e| e.to_status())?;
+        let fwd = pb::ChunkWriteRequest {
+            chunk_id: r.chunk_id,
+            version: r.version,
+            offset: r.offset,
+            data: r.data.clone(),
+            chain: std::mem::take(&mut r.chain),
+        };
+        let forward = async move { client.write(fwd).await };
+        let store = self.store.clone();
+        let local = blocking("write", move || {
+            store.write(r.chunk_id, r.version, r.offset, &r.data)
+        });
+        let (local, remote) = tokio::join!(local, forward);
+        let length = local?;
+        remote.map_err(|s| peer_err(&next, s).to_status())?;
+        Ok(Response::new(pb::ChunkWriteReply { length }))
+    }
+
+    async fn sync(
+        &self,
+        req: Request<pb::ChunkSyncRequest>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let mut r = req.into_inner();
+        let store = self.store.clone();
+        let (id, v) = (r.chunk_id, r.version);
+        let local = blocking("sync", move || store.sync(id, v));
+        if r.chain.is_empty() {
+            local.await?;
+            return Ok(Response::new(pb::Empty {}));
+        }
+        let next = r.chain.remove(0);
+        let mut client = self.peers.client(&next).map_err(|e| e.to_status())?;
+        let fwd = pb::ChunkSyncRequest {
+            chunk_id: id,
+            version: v,
+            chain: std::mem::take(&mut r.chain),
+        };
+        let (local, remote) = tokio::join!(local, async move { client.sync(fwd).await });
+        local?;
+        remote.map_err(|s| peer_err(&next, s).to_status())?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn create_chunk(
+        &self,
+        req: Request<pb::ChunkOrder>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let o = req.into_inner();
+        let store = self.store.clone();
+        blocking("create", move || store.create(o.chunk_id, o.version)).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn delete_chunk(
+        &self,
+        req: Request<pb::ChunkOrder>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let o = req.into_inner();
+        let store = self.store.clone();
+        blocking("delete", move || store.delete(o.chunk_id, o.version)).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn set_version(
+        &self,
+        req: Request<pb::ChunkOrder>,
+    ) -> Result<Response<pb::Empty>, Status> {
+        let o = req.into_inner();
+        let store = self.store.clone();
+        blocking("set_version", move || {
+            store.set_version(o.chunk_id, o.version, o.new_version)
+        })
+        .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn truncate(&self, req: Request<pb::ChunkOrder>) -> Result<Response<pb::Empty>, Status> {
+        let o = req.into_inner();
+        let store = self.store.clone();
+        blocking("truncate", move || {
+            store.truncate(o.chunk_id, o.version, o.new_version, o.length)
+        })
+        .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn replicate(&self, req: Request<pb::ChunkOrder>) -> Result<Response<pb::Empty>, Status> {
+        let o = req.into_inner();
+        metrics::counter!("mfs_chunk_ops_total", "op" => "replicate").increment(1);
+        replicate(&self.store, &self.peers, o.chunk_id, o.version, &o.sources)
+            .await
+            .map_err(|e| {
+                metrics::counter!("mfs_chunk_errors_total", "op" => "replicate").increment(1);
+                tracing::warn!(
+                    "replicate chunk {:016X} version {:08X}: {e}",
+                    o.chunk_id,
+                    o.version
+                );
+                e.to_status()
+            })?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn duplicate(&self, req: Request<pb::ChunkOrder>) -> Result<Response<pb::Empty>, Status> {
+        let o = req.into_inner();
+        let store = self.store.clone();
+        blocking("duplicate", move || {
+            store.duplicate(o.chunk_id, o.version, o.new_chunk_id, o.new_version)
+        })
+        .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn chunk_status(
+        &self,
+        req: Request<pb::ChunkStatusRequest>,
+    ) -> Result<Response<pb::ChunkStatusReply>, Status> {
+        let id = req.into_inner().chunk_id;
+        let store = self.store.clone();
+        let info = blocking("status", move || Ok(store.status(id))).await?;
+        Ok(Response::new(match info {
+            Some(i) => pb::ChunkStatusReply {
+                present: true,
+                version: i.version,
+                length: i.length,
+                path: i.path.display().to_string(),
+            },
+            None => pb::ChunkStatusReply::default(),
+        }))
+    }
+}
+
+/// Copies chunk (id, version) from the first of `sources` that has it:
+/// pieces of 8 MiB through its Read into a temp file, checked, fsynced and
+/// renamed in.
+pub async fn replicate(
+    store: &Arc<Store>,
+    peers: &Peers,
+    id: u64,
+    version: u32,
+    sources: &[String],
+) -> Result<(), ChunkError> {
+    if sources.is_empty() {
+        return Err(ChunkError::Invalid("Replicate names no source".into()));
+    }
+    let mut last: Option<ChunkError> = None;
+    for src in sources {
+        match replicate_from(store, peers, id, version, src).await {
+            Ok(()) => {
+                tracing::info!("chunk {id:016X} version {version:08X} replicated from {src}");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::warn!("replicating chunk {id:016X} from {src}: {e}");
+                match e {
+                    // Our own disk's problem: another source will not help.
+                    ChunkError::NoSpace(_) | ChunkError::Invalid(_) => return Err(e),
+                    other => last = Some(other),
+                }
+            }
+        }
+    }
+    Err(last.unwrap_or(ChunkError::NotFound { id }))
+}
+
+async fn replicate_from(
+    store: &Arc<Store>,
+    peers: &Peers,
+    id: u64,
+    version: u32,
+    src: &str,
+) -> Result<(), ChunkError> {
+    let mut client = peers.client(src)?;
+    let st = client
+        .chunk_status(pb::ChunkStatusRequest { chunk_id: id })
+        .await
+        .map_err(|s| peer_err(src, s))?
+        .into_inner();
+    if !st.present {
+        return Err(peer_err(src, ChunkError::NotFound { id }.to_status()));
+    }
+    if st.version != version {
+        return Err(peer_err(
+            src,
+            ChunkError::Stale {
+                id,
+                have: st.version,
+                want: version,
+            }
+            .to_status(),
+        ));
+    }
+    let length = st.length;
+    let s2 = store.clone();
+    let Some(mut w) = blocking("replicate_begin", move || {
+        s2.begin_replica(id, version, length)
+    })
+    .await
+    .map_err(|s| status_to_local(id, s))?
+    else {
+        return Ok(());
+    };
+    let mut off = 0u64;
+    while off < length {
+        let size = (length - off).min(REPLICATE_PIECE);
+        let data = client
+            .read(pb::ChunkReadRequest {
+                chunk_id: id,
+                version,
+                offset: off,
+                size: size as u32,
+            })
+            .await
+            .map_err(|s| peer_err(src, s))?
+            .into_inner()
+            .data;
+        if data.len() as u64 != size {
+            return Err(peer_err(
+                src,
+                Status::data_loss(format!("Read returned {} bytes, {size} asked", data.len())),
+            ));
+        }
+        let (w2, r) = tokio::task::spawn_blocking(move || {
+            let r = w.write(off, &data);
+            (w, r)
+        })
+        .await
+        .map_err(|e| ChunkError::io("replication worker", std::io::Error::other(e.to_string())))?;
+        w = w2;
+        r?;
+        off += size;
+    }
+    let s2 = store.clone();
+    blocking("replicate_finish", move || {
+        w.set_length(length)?;
+        s2.finish_replica(w)
+    })
+    .await
+    .map_err(|s| status_to_local(id, s))
+}
+
+/// A status from our own store, back into an error (for the source loop).
+fn status_to_local(id: u64, s: Status) -> ChunkError {
+    match s.code() {
+        tonic::Code::ResourceExhausted => ChunkError::NoSpace(s.message().to_string()),
+        tonic::Code::InvalidArgument => ChunkError::Invalid(s.message().to_string()),
+        tonic::Code::NotFound => ChunkError::NotFound { id },
+        _ => ChunkError::io(
+            "storing the replica",
+            std::io::Error::other(s.message().to_string()),
+        ),
+    }
+}

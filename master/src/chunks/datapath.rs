@@ -1,0 +1,534 @@
+//! The data-path calls of clients, on the leader: where to read a chunk,
+//! the write lease (allocation, version bump, chain), the end of a write,
+//! and the chunkservers' part of a truncation.
+
+use std::time::Instant;
+
+use futures::future::join_all;
+
+use super::orders::OrderError;
+use super::placement;
+use super::state::{CopyInfo, Lease, LEASE_TIME};
+use super::{ChunkError, ChunkManager, GRACE};
+use crate::fsm::{
+    Attr, ChunkId, ChunkVersion, Cred, Errno, Inode, Op, Reply, Request, SessionId, CHUNK_SIZE,
+    MAX_CHUNK_INDEX,
+};
+use crate::raft::node::now as clock;
+
+/// Where a chunk is: what ReadChunk and WriteChunk answer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Location {
+    /// 0: a hole.
+    pub id: ChunkId,
+    pub version: u32,
+    /// The file's length.
+    pub length: u64,
+    /// (server id, address): the copies best first, or the write chain.
+    pub servers: Vec<(u64, String)>,
+    /// Write lease time, seconds (0 for reads).
+    pub lease_secs: u32,
+}
+
+/// Which request of a client a mutating call is.
+#[derive(Clone, Copy, Debug)]
+pub struct ReqId {
+    pub session: SessionId,
+    pub seq: u64,
+    pub acked: u64,
+}
+
+/// Removes a chunk or slot from the busy sets when the call ends, however
+/// it ends (a client that hangs up drops the call's future).
+struct Claim<'a> {
+    mgr: &'a ChunkManager,
+    chunk: Option<ChunkId>,
+    slot: Option<(Inode, u32)>,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        let mut st = self.mgr.state();
+        if let Some(c) = self.chunk {
+            st.busy.remove(&c);
+        }
+        if let Some(s) = self.slot {
+            st.busy_slots.remove(&s);
+        }
+    }
+}
+
+fn stale_or_retry(mgr: &ChunkManager, what: &str, id: ChunkId) -> ChunkError {
+    if mgr.state().may_learn_more(Instant::now(), GRACE) {
+        tracing::debug!(chunk = %id, "{what}: no copy known yet; the client retries");
+        ChunkError::Errno(Errno::EAGAIN)
+    } else {
+        tracing::warn!(chunk = %id, "{what}: no valid copy of the chunk on any chunkserver");
+        ChunkError::Errno(Errno::EIO)
+    }
+}
+
+impl ChunkManager {
+    fn claim_slot(&self, inode: Inode, index: u32) -> Result<Claim<'_>, ChunkError> {
+        if !self.state().busy_slots.insert((inode, index)) {
+            return Err(Errno::EAGAIN.into());
+        }
+        Ok(Claim {
+            mgr: self,
+            chunk: None,
+            slot: Some((inode, index)),
+        })
+    }
+
+    fn claim_chunk(&self, id: ChunkId) -> Result<Claim<'_>, ChunkError> {
+        if !self.state().busy.insert(id) {
+            return Err(Errno::EAGAIN.into());
+        }
+        Ok(Claim {
+            mgr: self,
+            chunk: Some(id),
+            slot: None,
+        })
+    }
+
+    /// Proposes an internal operation (session 0).
+    async fn internal(&self, op: Op) -> Result<Reply, ChunkError> {
+        let req = Request {
+            session: SessionId::NONE,
+            seq: 0,
+            acked: 0,
+            time: clock(),
+            op,
+        };
+        Ok(self.node.write(req).await?)
+    }
+
+    /// (id, address) of each server, in the given order.
+    fn addresses(&self, ids: &[u64]) -> Vec<(u64, String)> {
+        let st = self.state();
+        ids.iter()
+            .filter_map(|id| st.address(*id).map(|a| (*id, a.to_string())))
+            .collect()
+    }
+
+    /// ReadChunk: the valid copies of chunk `index` of `inode`, least loaded
+    /// first; chunk 0 for a hole, a slot past the end, or a chunk no write
+    /// has ended on that has no copy. EAGAIN while the leader may still
+    /// learn of copies (after a leader change), EIO when there are none.
+    pub async fn read_chunk(
+        &self,
+        session: SessionId,
+        inode: Inode,
+        index: u32,
+    ) -> Result<Location, ChunkError> {
+        self.node.linearize().await?;
+        let (slot, length, info) = {
+            let ns = self.node.shared.ns();
+            if !ns.has_session(session) {
+                return Err(Errno::UNKNOWN_SESSION.into());
+            }
+            let slot = ns.chunk_slot(inode, index)?;
+            if !ns.session_has_open(session, inode) {
+                return Err(Errno::EBADF.into());
+            }
+            let length = ns.getattr(inode)?.size;
+            (slot, length, slot.and_then(|id| ns.chunk(id).cloned()))
+        };
+        let hole = Location {
+            length,
+            ..Location::default()
+        };
+        let (Some(id), Some(info)) = (slot, info) else {
+            return Ok(hole);
+        };
+        let now = Instant::now();
+        let mut holders: Vec<(u32, u32, u64)> = {
+            let st = self.state();
+            st.holders_at(id, info.version.0, now)
+                .into_iter()
+                .map(|s| {
+                    let load = st.servers.get(&s).map_or(0, |x| x.load);
+                    (load, rand::random::<u32>(), s)
+                })
+                .collect()
+        };
+        if holders.is_empty() {
+            if info.fresh {
+                return Ok(hole);
+            }
+            return Err(stale_or_retry(self, "ReadChunk", id));
+        }
+        holders.sort();
+        let ids: Vec<u64> = holders.into_iter().map(|h| h.2).collect();
+        Ok(Location {
+            id,
+            version: info.version.0,
+            length,
+            servers: self.addresses(&ids),
+            lease_secs: 0,
+        })
+    }
+
+    /// The answer to a WriteChunk already applied (a retry): its chunk at
+    /// its version, with the copies that hold it, and the lease again.
+    fn replay_write(&self, rid: ReqId, reply: Reply) -> Result<Location, ChunkError> {
+        let Reply::Chunk {
+            id,
+            version,
+            length,
+        } = reply
+        else {
+            return Err(reply.errno().unwrap_or(Errno::EIO).into());
+        };
+        let now = Instant::now();
+        let chain = {
+            let mut st = self.state();
+            let chain = st.holders_at(id, version.0, now);
+            if st.lease(id, now).is_none_or(|l| l.session == rid.session.0) {
+                st.leases.insert(
+                    id,
+                    Lease {
+                        session: rid.session.0,
+                        version: version.0,
+                        chain: chain.clone(),
+                        expires: now + LEASE_TIME,
+                    },
+                );
+            }
+            chain
+        };
+        Ok(Location {
+            id,
+            version: version.0,
+            length,
+            servers: self.addresses(&chain),
+            lease_secs: LEASE_TIME.as_secs() as u32,
+        })
+    }
+
+    /// WriteChunk: the write lease on chunk `index` of `inode` (see
+    /// `meta.proto`), in the safe order of the version protocol.
+    pub async fn write_chunk(
+        &self,
+        rid: ReqId,
+        cred: Cred,
+        inode: Inode,
+        index: u32,
+        renew: bool,
+    ) -> Result<Location, ChunkError> {
+        self.node.linearize().await?;
+        let slot = {
+            let ns = self.node.shared.ns();
+            if let Some(r) = ns.cached_reply(rid.session, rid.seq).cloned() {
+                drop(ns);
+                return self.replay_write(rid, r);
+            }
+            if !ns.has_session(rid.session) {
+                return Err(Errno::UNKNOWN_SESSION.into());
+            }
+            let slot = ns.chunk_slot(inode, index)?;
+            if index > MAX_CHUNK_INDEX {
+                return Err(Errno::EFBIG.into());
+            }
+            ns.may_write_data(rid.session, &cred, inode)?;
+            slot
+        };
+        let _slot = self.claim_slot(inode, index)?;
+        let (id, allocated) = match slot {
+            Some(id) => (id, false),
+            None => match self.internal(Op::AllocChunk { inode, index }).await? {
+                Reply::Chunk { id, .. } => (id, true),
+                Reply::Err(Errno::EEXIST) => {
+                    let again = self.node.shared.ns().chunk_slot(inode, index)?;
+                    (again.ok_or(Errno::EAGAIN)?, false)
+                }
+                other => return Err(other.errno().unwrap_or(Errno::EIO).into()),
+            },
+        };
+        let info = self
+            .node
+            .shared
+            .ns()
+            .chunk(id)
+            .cloned()
+            .ok_or(Errno::EAGAIN)?;
+        if info.refcount > 1 {
+            tracing::warn!(chunk = %id, inode = inode.0, "write to a shared chunk: copy-on-write is not supported yet");
+            return Err(Errno::EIO.into());
+        }
+        let _busy = self.claim_chunk(id)?;
+        let v = info.version.0;
+        let now = Instant::now();
+        let same_lease = {
+            let st = self.state();
+            match st.lease(id, now) {
+                Some(l) if l.session != rid.session.0 => return Err(Errno::EAGAIN.into()),
+                Some(l) if !renew && l.version == v => Some(l.chain.clone()),
+                _ => None,
+            }
+        };
+        let (version, chain) = match same_lease {
+            Some(chain) => (v, chain),
+            None => {
+                self.new_version(id, v, info.goal, info.fresh, allocated)
+                    .await?
+            }
+        };
+        let op = Op::WriteChunk {
+            cred,
+            inode,
+            index,
+            chunk: id,
+            version: ChunkVersion(version),
+        };
+        let req = Request {
+            session: rid.session,
+            seq: rid.seq,
+            acked: rid.acked,
+            time: clock(),
+            op,
+        };
+        let reply = self.node.write(req).await?;
+        let Reply::Chunk { length, .. } = reply else {
+            return Err(reply.errno().unwrap_or(Errno::EIO).into());
+        };
+        self.state().leases.insert(
+            id,
+            Lease {
+                session: rid.session.0,
+                version,
+                chain: chain.clone(),
+                expires: Instant::now() + LEASE_TIME,
+            },
+        );
+        Ok(Location {
+            id,
+            version,
+            length,
+            servers: self.addresses(&chain),
+            lease_secs: LEASE_TIME.as_secs() as u32,
+        })
+    }
+
+    /// Gives chunk `id` (committed at version `v`) a new version on its live
+    /// copies, or creates it on `goal` servers when it has none and no write
+    /// has ended on it. Not committed yet: the caller commits. The new
+    /// version and the servers that took it.
+    async fn new_version(
+        &self,
+        id: ChunkId,
+        v: u32,
+        goal: u8,
+        fresh: bool,
+        allocated: bool,
+    ) -> Result<(u32, Vec<u64>), ChunkError> {
+        let now = Instant::now();
+        let (valid, all) = {
+            let st = self.state();
+            let all: Vec<u64> = st
+                .copies
+                .get(&id)
+                .map(|h| h.keys().copied().collect())
+                .unwrap_or_default();
+            (st.holders_at(id, v, now), all)
+        };
+        let nv = if valid.is_empty() && allocated {
+            v
+        } else {
+            v + 1
+        };
+        if valid.is_empty() {
+            if !fresh {
+                return Err(stale_or_retry(self, "WriteChunk", id));
+            }
+            let targets = {
+                let st = self.state();
+                placement::choose(&st.servers, now, usize::from(goal.max(1)), &all)
+            };
+            if targets.is_empty() {
+                tracing::warn!(chunk = %id, "no chunkserver can take a new chunk (none alive with free space)");
+                return Err(Errno::ENOSPC.into());
+            }
+            let addrs = self.addresses(&targets);
+            let calls = addrs
+                .iter()
+                .map(|(s, a)| async move { (*s, self.orders.create(a, id, nv).await) });
+            let ok = self.took(id, nv, join_all(calls).await, "create");
+            if ok.is_empty() {
+                return Err(Errno::ENOSPC.into());
+            }
+            return Ok((nv, ok));
+        }
+        let addrs = self.addresses(&valid);
+        let calls = addrs
+            .iter()
+            .map(|(s, a)| async move { (*s, self.orders.set_version(a, id, v, nv).await) });
+        let ok = self.took(id, nv, join_all(calls).await, "set version");
+        if ok.is_empty() {
+            return Err(Errno::EAGAIN.into());
+        }
+        Ok((nv, ok))
+    }
+
+    /// Records the copies that took version `nv`; their server ids.
+    fn took(
+        &self,
+        id: ChunkId,
+        nv: u32,
+        results: Vec<(u64, Result<(), OrderError>)>,
+        what: &str,
+    ) -> Vec<u64> {
+        let mut st = self.state();
+        let mut ok = Vec::new();
+        for (s, r) in results {
+            match r {
+                Ok(()) => {
+                    let marked = st
+                        .copies
+                        .get(&id)
+                        .and_then(|h| h.get(&s))
+                        .is_some_and(|c| c.marked);
+                    st.set_copy(
+                        id,
+                        s,
+                        CopyInfo {
+                            version: nv,
+                            marked,
+                        },
+                    );
+                    ok.push(s);
+                }
+                Err(e) => tracing::warn!(chunk = %id, "{what}: {e}"),
+            }
+        }
+        ok
+    }
+
+    /// WriteChunkEnd: commits the length; the session's lease on the chunk
+    /// ends whatever the answer.
+    pub async fn write_chunk_end(
+        &self,
+        rid: ReqId,
+        inode: Inode,
+        index: u32,
+        chunk: ChunkId,
+        length: u64,
+    ) -> Result<Attr, ChunkError> {
+        self.node.ensure_leader()?;
+        let req = Request {
+            session: rid.session,
+            seq: rid.seq,
+            acked: rid.acked,
+            time: clock(),
+            op: Op::WriteChunkEnd {
+                inode,
+                index,
+                chunk,
+                length,
+            },
+        };
+        let reply = self.node.write(req).await;
+        {
+            let mut st = self.state();
+            if st
+                .leases
+                .get(&chunk)
+                .is_some_and(|l| l.session == rid.session.0)
+            {
+                st.leases.remove(&chunk);
+            }
+        }
+        match reply? {
+            Reply::Attr(a) => Ok(a),
+            other => Err(other.errno().unwrap_or(Errno::EIO).into()),
+        }
+    }
+
+    /// Before a SetAttr that shrinks a file to `size` not on a chunk
+    /// boundary: the tail chunk's copies are cut there (zeros after) with a
+    /// new version, committed. Nothing to do for a retried request, a size
+    /// that does not shrink, a boundary, or a hole.
+    pub async fn prepare_truncate(
+        &self,
+        rid: ReqId,
+        cred: &Cred,
+        inode: Inode,
+        size: u64,
+    ) -> Result<(), ChunkError> {
+        if size.is_multiple_of(CHUNK_SIZE) {
+            return Ok(());
+        }
+        self.node.linearize().await?;
+        let index = u32::try_from(size / CHUNK_SIZE).map_err(|_| Errno::EFBIG)?;
+        let (id, info) = {
+            let ns = self.node.shared.ns();
+            if ns.cached_reply(rid.session, rid.seq).is_some() {
+                return Ok(());
+            }
+            let Ok(attr) = ns.getattr(inode) else {
+                return Ok(()); // SetAttr answers ENOENT
+            };
+            if size >= attr.size || ns.may_truncate(cred, inode).is_err() {
+                return Ok(()); // growing, or SetAttr answers the error
+            }
+            let Ok(Some(id)) = ns.chunk_slot(inode, index) else {
+                return Ok(());
+            };
+            let Some(info) = ns.chunk(id).cloned() else {
+                return Ok(());
+            };
+            (id, info)
+        };
+        if info.refcount > 1 {
+            tracing::warn!(chunk = %id, "truncating a shared chunk: copy-on-write is not supported yet");
+            return Err(Errno::EIO.into());
+        }
+        // A write lease being granted finishes within a few seconds: wait
+        // for it rather than fail the truncate.
+        let mut tries = 0;
+        let _busy = loop {
+            match self.claim_chunk(id) {
+                Ok(c) => break c,
+                Err(e) if tries >= 50 => return Err(e),
+                Err(_) => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        };
+        // The version may have moved while waiting.
+        let v = match self.node.shared.ns().chunk(id) {
+            Some(c) => c.version.0,
+            None => return Ok(()),
+        };
+        let valid = self.state().holders_at(id, v, Instant::now());
+        if valid.is_empty() {
+            if info.fresh {
+                return Ok(());
+            }
+            return Err(stale_or_retry(self, "truncate", id));
+        }
+        let nv = v + 1;
+        let length = size % CHUNK_SIZE;
+        let addrs = self.addresses(&valid);
+        let calls = addrs
+            .iter()
+            .map(|(s, a)| async move { (*s, self.orders.truncate(a, id, v, nv, length).await) });
+        if self
+            .took(id, nv, join_all(calls).await, "truncate")
+            .is_empty()
+        {
+            return Err(Errno::EAGAIN.into());
+        }
+        let op = Op::SetChunkVersion {
+            chunk: id,
+            version: ChunkVersion(nv),
+        };
+        if let Reply::Err(e) = self.internal(op).await? {
+            return Err(e.into());
+        }
+        // A writer's lease named the old version: it asks again.
+        self.state().leases.remove(&id);
+        Ok(())
+    }
+}

@@ -1,0 +1,167 @@
+//! The leader's side of the data path: chunkservers, copies, leases, and
+//! the loop that keeps every chunk at its goal.
+//!
+//! All of it is soft state (DESIGN.md: chunk locations stay out of Raft): a
+//! new leader starts empty and learns the chunkservers and their copies from
+//! their registrations and reports; the chunk table itself (ids, versions,
+//! goals) is in the namespace, changed only through Raft.
+//!
+//! Files: `state` (registry of chunkservers, copy map, leases), `placement`
+//! (which servers take new copies), `plan` (what the replication loop
+//! orders, as plain functions over plain data), `orders` (gRPC orders to
+//! chunkservers), `datapath` (ReadChunk, WriteChunk, WriteChunkEnd, the
+//! truncation of a tail chunk), `duties` (the replication loop).
+//!
+//! The version protocol, in the safe order: to give a writer a chunk, its
+//! live copies take version `v + 1` on the chunkservers first, then `v + 1`
+//! is committed through Raft, then the writer gets the copies that took it.
+//! So a copy above the committed version was never written by a client
+//! (the plan sets it back), and a copy below it missed a write (stale: never
+//! served, deleted).
+
+pub mod datapath;
+pub mod duties;
+pub mod orders;
+pub mod placement;
+pub mod plan;
+pub mod state;
+
+#[cfg(test)]
+mod plan_tests;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::fsm::{self, Errno};
+use crate::raft::{MasterNode, NodeError};
+pub use datapath::Location;
+use plan::{ChunkView, Health, InFlight};
+use state::{Beat, CopyInfo, Registration, Server, ServerState, SoftState};
+
+/// After becoming leader, how long to wait for the chunkservers' reports
+/// before a chunk without copies counts as missing and the loop acts.
+pub const GRACE: Duration = Duration::from_secs(5);
+
+/// Why a data-path call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChunkError {
+    /// A POSIX error for the client (EAGAIN: retry).
+    #[error("{0}")]
+    Errno(Errno),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+}
+
+impl From<Errno> for ChunkError {
+    fn from(e: Errno) -> Self {
+        ChunkError::Errno(e)
+    }
+}
+
+/// The leader's chunk management: soft state, orders, and the Raft node to
+/// commit through.
+pub struct ChunkManager {
+    pub node: Arc<MasterNode>,
+    state: Mutex<SoftState>,
+    pub orders: orders::Orders,
+    inflight: Mutex<InFlight>,
+}
+
+impl ChunkManager {
+    pub fn new(node: Arc<MasterNode>) -> Arc<ChunkManager> {
+        Arc::new(ChunkManager {
+            node,
+            state: Mutex::new(SoftState::default()),
+            orders: orders::Orders::default(),
+            inflight: Mutex::new(InFlight::default()),
+        })
+    }
+
+    /// The soft state (a poisoned lock is recovered: every change under it
+    /// is a few map updates that leave it consistent).
+    pub fn state(&self) -> MutexGuard<'_, SoftState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn inflight(&self) -> MutexGuard<'_, InFlight> {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The soft state, made the current leadership's (leader only).
+    fn leader_state(&self) -> Result<MutexGuard<'_, SoftState>, ChunkError> {
+        self.node.ensure_leader()?;
+        let term = self.node.view().term;
+        let mut st = self.state();
+        if st.enter_term(term, Instant::now()) {
+            *self.inflight() = InFlight::default();
+        }
+        Ok(st)
+    }
+
+    /// A chunkserver registers; its id. Leader only.
+    pub fn register(&self, r: Registration) -> Result<u64, ChunkError> {
+        let id = self.leader_state()?.register(r, Instant::now());
+        Ok(id)
+    }
+
+    /// One batch of a full chunk report; false: unknown server.
+    pub fn report(
+        &self,
+        id: u64,
+        first: bool,
+        last: bool,
+        copies: Vec<(fsm::ChunkId, CopyInfo)>,
+    ) -> Result<bool, ChunkError> {
+        Ok(self.leader_state()?.report(id, first, last, copies, Instant::now()))
+    }
+
+    /// A heartbeat; false: unknown server.
+    pub fn heartbeat(&self, id: u64, beat: Beat) -> Result<bool, ChunkError> {
+        Ok(self.leader_state()?.heartbeat(id, beat, Instant::now()))
+    }
+
+    /// Every known chunkserver with its state and the copies the leader
+    /// knows on it.
+    pub fn servers(&self) -> Vec<(Server, ServerState, u64)> {
+        let st = self.state();
+        let now = Instant::now();
+        let mut counts = std::collections::HashMap::<u64, u64>::new();
+        for h in st.copies.values() {
+            for id in h.keys() {
+                *counts.entry(*id).or_default() += 1;
+            }
+        }
+        st.servers
+            .values()
+            .map(|s| {
+                let n = counts.get(&s.id).copied().unwrap_or(0);
+                (s.clone(), s.state(now), n)
+            })
+            .collect()
+    }
+
+    /// The chunk table as the plan reads it.
+    fn chunk_views(&self) -> (Vec<ChunkView>, Vec<fsm::ChunkId>, fsm::ChunkId) {
+        let ns = self.node.shared.ns();
+        let views = ns
+            .chunk_table()
+            .map(|(id, c)| ChunkView {
+                id,
+                version: c.version.0,
+                goal: c.goal,
+                fresh: c.fresh,
+            })
+            .collect();
+        (
+            views,
+            ns.pending_chunk_deletes().to_vec(),
+            ns.next_chunk_id(),
+        )
+    }
+
+    /// Chunk health now.
+    pub fn health(&self) -> Health {
+        let (views, _, _) = self.chunk_views();
+        plan::health(&views, &self.state(), Instant::now())
+    }
+}

@@ -1,0 +1,425 @@
+//! What the replication loop orders, decided from plain data: the chunk
+//! table (from the namespace), the copies and servers the leader knows, the
+//! chunks being worked on. No network here, so every rule is unit-tested.
+//!
+//! For each chunk, with `V` its committed version and `G` its goal:
+//! - copies on lost servers do not count; copies on servers in maintenance
+//!   count even while they are away (no re-replication for a reboot);
+//! - a copy at `V` is valid; above `V` it is an uncommitted bump (no client
+//!   wrote it): valid data, set back to `V`; below `V` it is stale: deleted;
+//! - fewer valid copies off marked disks than `G`: replicate from a valid
+//!   copy to a server chosen by [`placement::choose`];
+//! - enough: copies on marked disks are deleted (they were moved), then
+//!   extras beyond `G` on reachable servers, the fullest server first;
+//! - chunks under a write lease, busy, or already replicating are left alone.
+//!
+//! Then chunks waiting for deletion lose their copies (and leave the list
+//! once no live server holds one), copies of ids the table no longer knows
+//! are deleted, and when nothing else is to do one chunk moves from the
+//! fullest server to the emptiest if their usage differs by more than the
+//! threshold.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+use super::placement::{self, is_target};
+use super::state::{ServerState, SoftState};
+use crate::fsm::ChunkId;
+
+/// One entry of the chunk table, as the plan needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkView {
+    pub id: ChunkId,
+    pub version: u32,
+    pub goal: u8,
+    pub fresh: bool,
+}
+
+/// One order the loop should give.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Copy `chunk` at `version` to `target` from the first of `sources`
+    /// that answers.
+    Replicate {
+        chunk: ChunkId,
+        version: u32,
+        target: u64,
+        sources: Vec<u64>,
+    },
+    /// Delete the copy of `chunk` at `version` on `server`.
+    Delete {
+        chunk: ChunkId,
+        server: u64,
+        version: u32,
+    },
+    /// Set the copy on `server` from version `from` back to `to`.
+    SetVersion {
+        chunk: ChunkId,
+        server: u64,
+        from: u32,
+        to: u32,
+    },
+    /// These pending deletes have no copy left on a live server.
+    DeletesDone(Vec<ChunkId>),
+}
+
+/// How much the loop may start.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Replications in flight per server (as source or target).
+    pub per_server: usize,
+    /// Replications in flight in all.
+    pub total: usize,
+    /// Deletes and version fixes per pass.
+    pub quick: usize,
+    /// Rebalance when usages differ by more than this (0..1).
+    pub rebalance_gap: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            per_server: 2,
+            total: 8,
+            quick: 256,
+            rebalance_gap: 0.1,
+        }
+    }
+}
+
+/// Replications already running.
+#[derive(Clone, Debug, Default)]
+pub struct InFlight {
+    pub per_server: HashMap<u64, usize>,
+    pub total: usize,
+    pub chunks: HashSet<ChunkId>,
+}
+
+/// Chunk health, as `mfscli info` shows it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    pub chunks: u64,
+    /// No valid copy (and some write ended on it).
+    pub missing: u64,
+    /// Fewer valid copies than the goal, at least one.
+    pub undergoal: u64,
+    /// More valid copies than the goal.
+    pub overgoal: u64,
+    /// Chunks with a stale copy (older version) somewhere.
+    pub stale: u64,
+}
+
+/// One copy, sorted out.
+#[derive(Clone, Copy, Debug)]
+struct Seen {
+    server: u64,
+    version: u32,
+    /// The server answers now (else: in maintenance and away).
+    alive: bool,
+}
+
+#[derive(Debug, Default)]
+struct Sorted {
+    /// Valid (at or above the version), off marked disks.
+    good: Vec<Seen>,
+    /// Valid, on marked disks.
+    marked: Vec<Seen>,
+    stale: Vec<Seen>,
+    /// Every server holding any copy, whatever its state.
+    holders: Vec<u64>,
+}
+
+fn sort_copies(c: &ChunkView, st: &SoftState, now: Instant) -> Sorted {
+    let mut out = Sorted::default();
+    let Some(holders) = st.copies.get(&c.id) else {
+        return out;
+    };
+    for (&server, copy) in holders {
+        out.holders.push(server);
+        let Some(s) = st.servers.get(&server) else {
+            continue;
+        };
+        if s.state(now) == ServerState::Lost {
+            continue;
+        }
+        let seen = Seen {
+            server,
+            version: copy.version,
+            alive: s.is_alive(now),
+        };
+        if copy.version < c.version {
+            out.stale.push(seen);
+        } else if copy.marked {
+            out.marked.push(seen);
+        } else {
+            out.good.push(seen);
+        }
+    }
+    out
+}
+
+/// Counts of missing, undergoal, overgoal and stale chunks.
+pub fn health(chunks: &[ChunkView], st: &SoftState, now: Instant) -> Health {
+    let mut h = Health {
+        chunks: chunks.len() as u64,
+        ..Health::default()
+    };
+    for c in chunks {
+        let s = sort_copies(c, st, now);
+        let valid = s.good.len() + s.marked.len();
+        let goal = usize::from(c.goal);
+        if valid == 0 {
+            if !c.fresh {
+                h.missing += 1;
+            }
+        } else if valid < goal {
+            h.undergoal += 1;
+        } else if valid > goal {
+            h.overgoal += 1;
+        }
+        if !s.stale.is_empty() {
+            h.stale += 1;
+        }
+    }
+    h
+}
+
+/// What the plan is made from.
+pub struct Input<'a> {
+    /// The chunk table, in id order.
+    pub chunks: &'a [ChunkView],
+    pub pending_deletes: &'a [ChunkId],
+    /// Ids at or above it were not handed out when `chunks` was read.
+    pub next_chunk: ChunkId,
+    pub state: &'a SoftState,
+    pub inflight: &'a InFlight,
+    pub limits: Limits,
+    pub now: Instant,
+}
+
+struct Budget {
+    per_server: HashMap<u64, usize>,
+    total: usize,
+    quick: usize,
+}
+
+impl Budget {
+    fn quick(&mut self) -> bool {
+        if self.quick == 0 {
+            return false;
+        }
+        self.quick -= 1;
+        true
+    }
+}
+
+/// The orders for one pass of the replication loop.
+pub fn plan(inp: &Input) -> Vec<Action> {
+    let (st, now, lim) = (inp.state, inp.now, inp.limits);
+    let mut out = Vec::new();
+    let mut b = Budget {
+        per_server: inp.inflight.per_server.clone(),
+        total: inp.inflight.total,
+        quick: lim.quick,
+    };
+    let skip = |id: ChunkId| {
+        st.busy.contains(&id) || st.lease(id, now).is_some() || inp.inflight.chunks.contains(&id)
+    };
+    let mut all_at_goal = true;
+    for c in inp.chunks {
+        if skip(c.id) {
+            continue;
+        }
+        let s = sort_copies(c, st, now);
+        for x in s.stale.iter().filter(|x| x.alive) {
+            if b.quick() {
+                out.push(Action::Delete {
+                    chunk: c.id,
+                    server: x.server,
+                    version: x.version,
+                });
+            }
+        }
+        let ahead = s.good.iter().chain(&s.marked);
+        for x in ahead.filter(|x| x.alive && x.version > c.version) {
+            if b.quick() {
+                out.push(Action::SetVersion {
+                    chunk: c.id,
+                    server: x.server,
+                    from: x.version,
+                    to: c.version,
+                });
+            }
+        }
+        let goal = usize::from(c.goal);
+        if s.good.len() + s.marked.len() == 0 {
+            continue;
+        }
+        if s.good.len() < goal {
+            all_at_goal = false;
+            replicate(c, &s, goal - s.good.len(), inp, &mut b, &mut out);
+            continue;
+        }
+        for x in s.marked.iter().filter(|x| x.alive) {
+            if b.quick() {
+                out.push(Action::Delete {
+                    chunk: c.id,
+                    server: x.server,
+                    version: x.version,
+                });
+            }
+        }
+        let mut reachable: Vec<&Seen> = s.good.iter().filter(|x| x.alive).collect();
+        if reachable.len() > goal {
+            let usage = |id: u64| st.servers.get(&id).map_or(0.0, |s| s.usage());
+            reachable.sort_by(|x, y| {
+                usage(y.server)
+                    .total_cmp(&usage(x.server))
+                    .then(x.server.cmp(&y.server))
+            });
+            let extra = reachable.len() - goal;
+            for x in reachable.into_iter().take(extra) {
+                if b.quick() {
+                    out.push(Action::Delete {
+                        chunk: c.id,
+                        server: x.server,
+                        version: x.version,
+                    });
+                }
+            }
+        }
+    }
+    deletes(inp, &mut b, &mut out);
+    let replicating = out.iter().any(|a| matches!(a, Action::Replicate { .. }));
+    if all_at_goal && !replicating && b.total == 0 {
+        rebalance(inp, &skip, &mut out);
+    }
+    out
+}
+
+/// Up to `need` new copies of `c`, within the budget.
+fn replicate(
+    c: &ChunkView,
+    s: &Sorted,
+    need: usize,
+    inp: &Input,
+    b: &mut Budget,
+    out: &mut Vec<Action>,
+) {
+    let sources: Vec<u64> = s
+        .good
+        .iter()
+        .chain(&s.marked)
+        .filter(|x| x.alive && x.version == c.version)
+        .map(|x| x.server)
+        .collect();
+    let Some(&first) = sources.first() else {
+        return;
+    };
+    let lim = inp.limits;
+    let targets = placement::choose(&inp.state.servers, inp.now, need, &s.holders);
+    for t in targets {
+        let busy = |id: u64| b.per_server.get(&id).copied().unwrap_or(0) >= lim.per_server;
+        if b.total >= lim.total || busy(t) || busy(first) {
+            return;
+        }
+        *b.per_server.entry(t).or_default() += 1;
+        *b.per_server.entry(first).or_default() += 1;
+        b.total += 1;
+        out.push(Action::Replicate {
+            chunk: c.id,
+            version: c.version,
+            target: t,
+            sources: sources.clone(),
+        });
+    }
+}
+
+/// Pending deletes and copies of forgotten ids.
+fn deletes(inp: &Input, b: &mut Budget, out: &mut Vec<Action>) {
+    let (st, now) = (inp.state, inp.now);
+    let pending: HashSet<ChunkId> = inp.pending_deletes.iter().copied().collect();
+    let mut done = Vec::new();
+    for &id in inp.pending_deletes {
+        let live = st.alive_holders(id, now);
+        if live.is_empty() {
+            done.push(id);
+            continue;
+        }
+        for (server, copy) in live {
+            if b.quick() {
+                out.push(Action::Delete {
+                    chunk: id,
+                    server,
+                    version: copy.version,
+                });
+            }
+        }
+    }
+    if !done.is_empty() {
+        out.push(Action::DeletesDone(done));
+    }
+    let known = |id: ChunkId| inp.chunks.binary_search_by_key(&id, |c| c.id).is_ok();
+    let mut orphans: Vec<ChunkId> = st
+        .copies
+        .keys()
+        .copied()
+        .filter(|&id| id < inp.next_chunk && !known(id) && !pending.contains(&id))
+        .collect();
+    orphans.sort();
+    for id in orphans {
+        for (server, copy) in st.alive_holders(id, now) {
+            if b.quick() {
+                out.push(Action::Delete {
+                    chunk: id,
+                    server,
+                    version: copy.version,
+                });
+            }
+        }
+    }
+}
+
+/// One chunk from the fullest live server to the emptiest target, when
+/// their usages differ by more than the threshold.
+fn rebalance(inp: &Input, skip: &dyn Fn(ChunkId) -> bool, out: &mut Vec<Action>) {
+    let (st, now) = (inp.state, inp.now);
+    let live = st
+        .servers
+        .values()
+        .filter(|s| s.is_alive(now) && !s.maintenance);
+    let Some(src) = live.max_by(|a, b| a.usage().total_cmp(&b.usage())) else {
+        return;
+    };
+    let dst = st
+        .servers
+        .values()
+        .filter(|s| s.id != src.id && is_target(s, now))
+        .min_by(|a, b| a.usage().total_cmp(&b.usage()));
+    let Some(dst) = dst else {
+        return;
+    };
+    if src.usage() - dst.usage() <= inp.limits.rebalance_gap {
+        return;
+    }
+    for c in inp.chunks {
+        if skip(c.id) {
+            continue;
+        }
+        let Some(h) = st.copies.get(&c.id) else {
+            continue;
+        };
+        let on_src = h
+            .get(&src.id)
+            .is_some_and(|x| x.version == c.version && !x.marked);
+        if on_src && !h.contains_key(&dst.id) {
+            out.push(Action::Replicate {
+                chunk: c.id,
+                version: c.version,
+                target: dst.id,
+                sources: vec![src.id],
+            });
+            return;
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! Applying the data path's operations: chunk allocation and versions,
+//! write leases and write ends, deletes done on the chunkservers, and the
+//! goal and trash time of trees.
+//!
+//! As everywhere in apply: check everything first, then change in steps that
+//! cannot fail. Locations of copies are not here (leader soft state).
+
+use super::namespace::{ChunkInfo, Namespace, NodeData};
+use super::perm;
+use super::types::*;
+use mfs_common::ids::{ChunkId, ChunkVersion, Inode, SessionId};
+use std::collections::BTreeSet;
+
+/// What a tree operation sets on each inode.
+#[derive(Clone, Copy)]
+pub(crate) enum TreeSetting {
+    Goal(u8),
+    TrashTime(u32),
+}
+
+impl Namespace {
+    /// The chunk in slot `index` of regular file `inode`: ENOENT, EISDIR for
+    /// a directory, EINVAL for other types; `None` for a hole or a slot past
+    /// the end of the list.
+    pub fn chunk_slot(&self, inode: Inode, index: u32) -> Result<Option<ChunkId>, Errno> {
+        let chunks = self.file_chunks(inode)?;
+        Ok(chunks.get(index as usize).copied().flatten())
+    }
+
+    pub(crate) fn alloc_chunk(&mut self, inode: Inode, index: u32) -> Result<Reply, Errno> {
+        if self.chunk_slot(inode, index)?.is_some() {
+            return Err(Errno::EEXIST);
+        }
+        if index > MAX_CHUNK_INDEX {
+            return Err(Errno::EFBIG);
+        }
+        if self.next_chunk == u64::MAX {
+            return Err(Errno::ENOSPC);
+        }
+        let id = ChunkId(self.next_chunk);
+        let node = self.nodes.get_mut(&inode).ok_or(Errno::ENOENT)?;
+        let goal = node.goal;
+        let length = node.size;
+        let NodeData::File { chunks } = &mut node.data else {
+            return Err(Errno::EINVAL);
+        };
+        let slot = index as usize;
+        if chunks.len() <= slot {
+            chunks.resize(slot + 1, None);
+        }
+        chunks[slot] = Some(id);
+        self.next_chunk += 1;
+        let version = ChunkVersion(1);
+        self.chunks.insert(
+            id,
+            ChunkInfo {
+                version,
+                refcount: 1,
+                goal,
+                fresh: true,
+            },
+        );
+        Ok(Reply::Chunk {
+            id,
+            version,
+            length,
+        })
+    }
+
+    pub(crate) fn set_chunk_version(
+        &mut self,
+        id: ChunkId,
+        version: ChunkVersion,
+    ) -> Result<Reply, Errno> {
+        let c = self.chunks.get_mut(&id).ok_or(Errno::ENOENT)?;
+        if version <= c.version {
+            return Err(Errno::EINVAL);
+        }
+        c.version = version;
+        Ok(Reply::Chunk {
+            id,
+            version,
+            length: 0,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn grant_write(
+        &mut self,
+        sid: Option<SessionId>,
+        cred: &Cred,
+        inode: Inode,
+        index: u32,
+        id: ChunkId,
+        version: ChunkVersion,
+    ) -> Result<Reply, Errno> {
+        if self.chunk_slot(inode, index)? != Some(id) {
+            return Err(Errno::EAGAIN);
+        }
+        self.may_write_data(sid.unwrap_or(SessionId::NONE), cred, inode)?;
+        let length = self.node(inode)?.size;
+        let c = self.chunks.get_mut(&id).ok_or(Errno::EIO)?;
+        if c.refcount > 1 {
+            return Err(Errno::EIO);
+        }
+        if version < c.version {
+            return Err(Errno::EAGAIN);
+        }
+        c.version = version;
+        Ok(Reply::Chunk {
+            id,
+            version,
+            length,
+        })
+    }
+
+    pub(crate) fn write_end(
+        &mut self,
+        inode: Inode,
+        index: u32,
+        id: ChunkId,
+        length: u64,
+        t: Timespec,
+    ) -> Result<Reply, Errno> {
+        if self.chunk_slot(inode, index)? != Some(id) {
+            return Err(Errno::EINVAL);
+        }
+        if length > i64::MAX as u64 {
+            return Err(Errno::EFBIG);
+        }
+        if let Some(c) = self.chunks.get_mut(&id) {
+            c.fresh = false;
+        }
+        let n = self.nodes.get_mut(&inode).ok_or(Errno::ENOENT)?;
+        n.size = n.size.max(length);
+        n.mtime = t;
+        n.ctime = t;
+        Ok(Reply::Attr(n.attr(inode)))
+    }
+
+    pub(crate) fn chunks_deleted(&mut self, ids: &[ChunkId]) -> Reply {
+        let done: BTreeSet<ChunkId> = ids.iter().copied().collect();
+        self.pending_chunk_deletes.retain(|id| !done.contains(id));
+        Reply::Ok
+    }
+
+    /// SetGoal / SetTrashTime on `inode`, and below it with `recursive`.
+    pub(crate) fn set_tree(
+        &mut self,
+        cred: &Cred,
+        inode: Inode,
+        setting: TreeSetting,
+        recursive: bool,
+        t: Timespec,
+    ) -> Result<Reply, Errno> {
+        if let TreeSetting::Goal(g) = setting {
+            if g == 0 || g > MAX_GOAL {
+                return Err(Errno::EINVAL);
+            }
+        }
+        let top = self.node(inode)?;
+        if !matches!(top.ftype, FileType::Regular | FileType::Directory) {
+            return Err(Errno::EINVAL);
+        }
+        let (mut changed, mut not_changed, mut not_permitted) = (0u64, 0u64, 0u64);
+        let mut stack = vec![inode];
+        while let Some(ino) = stack.pop() {
+            let Some(node) = self.nodes.get(&ino) else {
+                continue;
+            };
+            if recursive {
+                if let Some(entries) = node.entries() {
+                    // Reversed so that the walk visits names in byte order.
+                    stack.extend(entries.values().rev().copied());
+                }
+            }
+            if !matches!(node.ftype, FileType::Regular | FileType::Directory) {
+                continue;
+            }
+            if !perm::owner_or_root(node, cred) {
+                not_permitted += 1;
+                continue;
+            }
+            let same = match setting {
+                TreeSetting::Goal(g) => node.goal == g,
+                TreeSetting::TrashTime(s) => node.trash_time == s,
+            };
+            if same {
+                not_changed += 1;
+                continue;
+            }
+            changed += 1;
+            let Some(n) = self.nodes.get_mut(&ino) else {
+                continue;
+            };
+            n.ctime = t;
+            match setting {
+                TreeSetting::TrashTime(s) => n.trash_time = s,
+                TreeSetting::Goal(g) => {
+                    n.goal = g;
+                    if let NodeData::File { chunks } = &n.data {
+                        for id in chunks.iter().flatten() {
+                            if let Some(c) = self.chunks.get_mut(id) {
+                                // A shared chunk keeps the largest goal of
+                                // its files (it cannot know the others').
+                                c.goal = if c.refcount > 1 { c.goal.max(g) } else { g };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(Reply::Tree {
+            changed,
+            not_changed,
+            not_permitted,
+        })
+    }
+}

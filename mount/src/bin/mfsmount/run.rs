@@ -1,0 +1,211 @@
+//! The mount itself: connect to the masters (saying so while none answers),
+//! find the subfolder, mount, serve until unmounted or signalled, then
+//! commit open files and close the session.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use fuser::{Config, MountOption, Session, SessionACL};
+use mfs_mount::fuse::{self, FsSettings, MfsFs, MountConfig};
+use mfs_mount::io::{FileIo, IoOptions};
+use mfs_mount::master::{ClientOptions, MasterClient};
+
+use crate::{daemon, Args};
+
+/// Longest time the clean-up after unmount may take (commits, session
+/// close) before mfsmount exits anyway.
+const SHUTDOWN_LIMIT: Duration = Duration::from_secs(30);
+
+pub fn run(args: &Args, cfg: MountConfig, mountpoint: PathBuf) -> ExitCode {
+    let level = if args.debug { "debug" } else { cfg.log_level.as_str() };
+    mfs_common::logging::init(level);
+    match mount_and_serve(args, &cfg, &mountpoint) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("mfsmount: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Registers the session, waiting (and saying so) until a leader accepts
+/// it, or for MFSIOTIMEOUT when set.
+async fn connect(res: &fuse::Resolved, mountpoint: &Path) -> anyhow::Result<MasterClient> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let opts = ClientOptions {
+        overall_timeout: res.io_timeout,
+        session_info: format!("mfsmount {}:{}", host.trim(), mountpoint.display()),
+        register_session: false,
+        ..Default::default()
+    };
+    let master = MasterClient::connect(&res.masters, opts)
+        .await
+        .context("cannot use the master list")?;
+    // While no leader answers, the client logs "no master answered yet,
+    // still trying" with the last error every few seconds.
+    let id = master
+        .register_session()
+        .await
+        .context("no master accepted a session")?;
+    tracing::info!(session = id, master = %master.current_master(), "session registered");
+    Ok(master)
+}
+
+fn mount_and_serve(args: &Args, cfg: &MountConfig, mountpoint: &Path) -> anyhow::Result<()> {
+    let res = cfg
+        .resolve()
+        .map_err(|e| anyhow::anyhow!("bad mount option: {e}"))?;
+    let meta = std::fs::metadata(mountpoint)
+        .with_context(|| format!("mount point {}", mountpoint.display()))?;
+    if !meta.is_dir() {
+        anyhow::bail!("mount point {} is not a directory", mountpoint.display());
+    }
+    // Before mounting: afterwards the path leads into the mount itself.
+    let canonical = mountpoint
+        .canonicalize()
+        .with_context(|| format!("mount point {}", mountpoint.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .thread_name("mfsmount-io")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let master = rt.block_on(connect(&res, mountpoint))?;
+    let root = rt
+        .block_on(fuse::resolve_root(&master, &res.subfolder))
+        .with_context(|| format!("cannot mount subfolder {}", cfg.mfssubfolder))?;
+    let io = {
+        let _guard = rt.enter();
+        FileIo::new(master.clone(), IoOptions::default())
+    };
+    let settings = FsSettings {
+        attr_ttl: res.attr_ttl,
+        entry_ttl: res.entry_ttl,
+        direntry_ttl: res.direntry_ttl,
+        writeback_cache: cfg.mfswritebackcache,
+        read_only: cfg.ro,
+    };
+    let fs = MfsFs::new(master.clone(), io, root, settings, rt.handle().clone());
+    let fs_handle = fs.handle();
+
+    let mut config = Config::default();
+    let fsname = format!("mfs#{}", res.masters.join(","));
+    config.mount_options = vec![
+        MountOption::FSName(fsname),
+        MountOption::Subtype("mfs".into()),
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    if cfg.ro {
+        config.mount_options.push(MountOption::RO);
+    }
+    if cfg.default_permissions {
+        config.mount_options.push(MountOption::DefaultPermissions);
+    }
+    config.acl = if cfg.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(cfg.mfsworkers);
+    config.clone_fd = true;
+
+    let mut session = match Session::new(fs, mountpoint, &config) {
+        Ok(s) => s,
+        Err(e) => {
+            rt.block_on(async {
+                let _ = tokio::time::timeout(Duration::from_secs(5), master.close_session()).await;
+            });
+            return Err(e).with_context(|| {
+                format!(
+                    "cannot mount on {} (is it an existing directory, not mounted already, and is /dev/fuse usable by this user?)",
+                    mountpoint.display()
+                )
+            });
+        }
+    };
+    let unmounter = std::sync::Arc::new(std::sync::Mutex::new(session.unmount_callable()));
+    rt.spawn(unmount_on_signal(unmounter, canonical.clone()));
+    // Touching the mount point blocks until the session serves: do it
+    // beside the session.
+    rt.spawn_blocking(move || raise_readahead(&canonical));
+    tracing::info!(
+        mountpoint = %mountpoint.display(),
+        masters = %res.masters.join(","),
+        subfolder = %cfg.mfssubfolder,
+        "mounted"
+    );
+    if args.daemon_child {
+        daemon::report_ready();
+    }
+    let served = session.run();
+    tracing::info!("unmounted; committing open files and closing the session");
+    let done = rt.block_on(async {
+        tokio::time::timeout(SHUTDOWN_LIMIT, fs_handle.shutdown()).await
+    });
+    if done.is_err() {
+        tracing::warn!("the masters did not answer at unmount; the session will expire on its own");
+    }
+    rt.shutdown_timeout(Duration::from_secs(1));
+    served.context("the FUSE session ended with an error")
+}
+
+/// Unmounts at SIGTERM, SIGINT or SIGHUP: a plain unmount first, and a lazy
+/// one (the mount disappears at once, open files finish) if it is busy.
+async fn unmount_on_signal(
+    unmounter: std::sync::Arc<std::sync::Mutex<fuser::SessionUnmounter>>,
+    mountpoint: PathBuf,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::warn!("cannot catch signals: unmount with `umount` or `fusermount3 -u`");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+        _ = hup.recv() => {}
+    }
+    tracing::info!(mountpoint = %mountpoint.display(), "signal received: unmounting");
+    let result = unmounter
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .unmount();
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "unmount failed (busy?); detaching lazily");
+        if let Ok(c) = std::ffi::CString::new(mountpoint.as_os_str().as_encoded_bytes()) {
+            // SAFETY: umount2(2) with a valid NUL-terminated path.
+            let rc = unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            if rc != 0 {
+                tracing::error!(
+                    error = %std::io::Error::last_os_error(),
+                    "lazy unmount failed too: unmount with `umount -l`"
+                );
+            }
+        }
+    }
+}
+
+/// Raises the mount's read-ahead to 4 MiB (the kernel offers FUSE only
+/// 128 KiB at init; the limit lives in /sys/class/bdi). Best effort.
+fn raise_readahead(mountpoint: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(mountpoint) else {
+        return;
+    };
+    let dev = meta.dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let path = format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb");
+    match std::fs::write(&path, "4096") {
+        Ok(()) => tracing::debug!(%path, "read-ahead set to 4 MiB"),
+        Err(e) => tracing::debug!(%path, error = %e, "cannot raise read-ahead"),
+    }
+}

@@ -1,0 +1,227 @@
+//! The file operations of [`super::fs::MfsFs`]: open/create (counted by the
+//! master for the session, so an unlinked open file lives on), data through
+//! [`crate::io::FileIo`], and flush/fsync/release committing what was
+//! written before they answer.
+
+use std::sync::atomic::Ordering;
+
+use fuser::{
+    Errno, FileHandle, FopenFlags, Generation, INodeNo, OpenAccMode, OpenFlags, ReplyCreate,
+    ReplyData, ReplyEmpty, ReplyOpen, ReplyWrite,
+};
+use mfs_proto::v1::{CreateRequest, Credentials, OpenMode, OpenRequest, SetAttrRequest};
+
+use super::convert::errno;
+use super::fs::{release_req, Shared};
+use super::meta_ops::check_name;
+
+impl Shared {
+    fn writes_allowed(&self) -> Result<(), Errno> {
+        if self.settings.read_only {
+            Err(Errno::EROFS)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) async fn open(
+        &self,
+        cred: Credentials,
+        ino: INodeNo,
+        flags: OpenFlags,
+        reply: ReplyOpen,
+    ) {
+        let inode = self.map.to_master(ino);
+        let acc = flags.acc_mode();
+        let writable = acc != OpenAccMode::O_RDONLY;
+        let truncate = flags.0 & libc::O_TRUNC != 0;
+        if writable || truncate {
+            if let Err(e) = self.writes_allowed() {
+                return reply.error(e);
+            }
+        }
+        let mode = match acc {
+            OpenAccMode::O_RDONLY => OpenMode::Read,
+            OpenAccMode::O_WRONLY => OpenMode::Write,
+            OpenAccMode::O_RDWR => OpenMode::ReadWrite,
+        };
+        let req = |mode: OpenMode| OpenRequest {
+            id: None,
+            cred: Some(cred.clone()),
+            inode,
+            mode: mode as i32,
+            truncate,
+        };
+        if truncate {
+            // Commit earlier writes first, so that they cannot land after
+            // the cut.
+            if let Err(e) = self.io.flush(inode).await {
+                return reply.error(errno(&e));
+            }
+        }
+        // With the writeback cache the kernel reads pages it fills partly,
+        // also through a write-only handle: open for reading as well when
+        // the caller may read.
+        let mut r = Err(crate::ClientError::BadReply(String::new()));
+        if mode == OpenMode::Write && self.writeback.load(Ordering::Relaxed) {
+            r = self.master.open(req(OpenMode::ReadWrite)).await;
+        }
+        if r.is_err() {
+            r = self.master.open(req(mode)).await;
+        }
+        match r {
+            Ok(_) => {
+                if truncate {
+                    self.io.invalidate(inode);
+                }
+                if writable {
+                    self.io.set_credentials(inode, cred);
+                }
+                if !self.handles.is_open(inode) {
+                    // Nothing of ours is open: forget cached locations, so
+                    // what other clients wrote is read afresh.
+                    self.io.invalidate(inode);
+                }
+                let fh = self.handles.add_file(inode, writable);
+                reply.opened(FileHandle(fh), FopenFlags::empty());
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn create(
+        &self,
+        cred: Credentials,
+        parent: INodeNo,
+        name: Vec<u8>,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        if let Err(e) = self.writes_allowed().and_then(|_| check_name(&name)) {
+            return reply.error(e);
+        }
+        let req = CreateRequest {
+            id: None,
+            cred: Some(cred.clone()),
+            parent: self.map.to_master(parent),
+            name,
+            mode: mode & 0o7777,
+            umask,
+            exclusive: flags & libc::O_EXCL != 0,
+        };
+        let mut attr = match self.master.create(req).await {
+            Ok(a) => a,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let inode = attr.inode;
+        if flags & libc::O_TRUNC != 0 && attr.size > 0 {
+            // An existing file was opened (a race with another client's
+            // create): O_TRUNC still applies.
+            let cut = SetAttrRequest {
+                id: None,
+                cred: Some(cred.clone()),
+                inode,
+                size: Some(0),
+                ..Default::default()
+            };
+            match self.master.setattr(cut).await {
+                Ok(a) => attr = a,
+                Err(e) => {
+                    let _ = self.master.release(release_req(inode)).await;
+                    return reply.error(errno(&e));
+                }
+            }
+            self.io.invalidate(inode);
+        }
+        let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        if writable {
+            self.io.set_credentials(inode, cred);
+        }
+        let fh = self.handles.add_file(inode, writable);
+        reply.created(
+            &self.settings.entry_ttl,
+            &self.attr_of(&attr),
+            Generation(0),
+            FileHandle(fh),
+            FopenFlags::empty(),
+        );
+    }
+
+    pub(crate) async fn read(&self, ino: INodeNo, offset: u64, size: u32, reply: ReplyData) {
+        match self.io.read(self.map.to_master(ino), offset, size).await {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    pub(crate) async fn write(
+        &self,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: Vec<u8>,
+        reply: ReplyWrite,
+    ) {
+        if let Err(e) = self.writes_allowed() {
+            return reply.error(e);
+        }
+        let Ok(len) = u32::try_from(data.len()) else {
+            return reply.error(Errno::EINVAL);
+        };
+        // Writeback pages may come through any handle of the inode (or a
+        // handle already released): mark the one given when it is ours.
+        if let Some(f) = self.handles.file(fh.0) {
+            f.dirty.store(true, Ordering::Relaxed);
+        }
+        match self.io.write(self.map.to_master(ino), offset, &data).await {
+            Ok(()) => reply.written(len),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    /// close(2) of one descriptor: commit what was written, so an error
+    /// reaches close and other clients see the data once close returns.
+    pub(crate) async fn flush(&self, fh: FileHandle, reply: ReplyEmpty) {
+        let Some(f) = self.handles.file(fh.0) else {
+            return reply.ok();
+        };
+        if !f.writable {
+            return reply.ok();
+        }
+        f.dirty.store(false, Ordering::Relaxed);
+        match self.io.flush(f.inode).await {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    pub(crate) async fn fsync(&self, ino: INodeNo, reply: ReplyEmpty) {
+        match self.io.fsync(self.map.to_master(ino)).await {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    /// The last close of an open file: commit, then tell the master (an
+    /// unlinked file goes away when no session holds it any more).
+    pub(crate) async fn release(&self, fh: FileHandle, reply: ReplyEmpty) {
+        let Some(f) = self.handles.remove(fh.0) else {
+            return reply.ok();
+        };
+        let mut result = Ok(());
+        if f.writable {
+            result = self.io.flush(f.inode).await;
+        }
+        let released = self.master.release(release_req(f.inode)).await;
+        if let Err(e) = &released {
+            tracing::warn!(inode = f.inode, error = %e, "release at the master failed");
+        }
+        match result.and(released) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}

@@ -1,0 +1,518 @@
+//! [`MfsFs`]: the fuser `Filesystem`. Every call is handed to a task on the
+//! tokio runtime, which answers through fuser's reply object, so a call
+//! waiting for the master (a failover, a slow chunkserver) never holds up
+//! the others. The metadata operations are in `meta_ops`, the file data
+//! ones in `data_ops`.
+
+use std::ffi::OsStr;
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    AccessFlags, BsdFileFlags, Errno, FileHandle, Filesystem, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
+    Request, TimeOrNow, WriteFlags,
+};
+use mfs_proto::v1::Credentials;
+
+use super::convert::InodeMap;
+use super::creds::GroupsCache;
+use super::handles::Handles;
+use crate::io::FileIo;
+use crate::master::MasterClient;
+
+/// Largest write request the kernel sends (FUSE max_write).
+pub const MAX_WRITE: u32 = 1 << 20;
+
+/// Read-ahead asked of the kernel (it may allow less; mfsmount raises the
+/// mount's `read_ahead_kb` after mounting).
+pub const MAX_READAHEAD: u32 = 4 << 20;
+
+/// How the file system behaves (from the mount options).
+#[derive(Debug, Clone)]
+pub struct FsSettings {
+    /// Attribute cache time given to the kernel.
+    pub attr_ttl: Duration,
+    /// Entry cache time for lookups.
+    pub entry_ttl: Duration,
+    /// Entry cache time for readdirplus entries (their attributes are kept
+    /// for the shorter of this and `attr_ttl`).
+    pub direntry_ttl: Duration,
+    /// Ask for the kernel's writeback cache.
+    pub writeback_cache: bool,
+    /// Refuse every change with EROFS (the kernel does too for a `ro`
+    /// mount; this covers callers that slip past it).
+    pub read_only: bool,
+}
+
+/// The state every task of the file system shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) master: MasterClient,
+    pub(crate) io: FileIo,
+    pub(crate) map: InodeMap,
+    pub(crate) settings: FsSettings,
+    pub(crate) groups: GroupsCache,
+    pub(crate) handles: Handles,
+    /// Whether the kernel agreed to the writeback cache.
+    pub(crate) writeback: std::sync::atomic::AtomicBool,
+    /// Whether the kernel agreed to readdirplus.
+    pub(crate) plus: std::sync::atomic::AtomicBool,
+}
+
+/// What the binary keeps to shut the file system down cleanly.
+#[derive(Debug, Clone)]
+pub struct FsHandle {
+    shared: Arc<Shared>,
+}
+
+impl FsHandle {
+    /// Commits every write of files still open, releases them at the master
+    /// and closes the session. For unmount; errors are logged.
+    pub async fn shutdown(&self) {
+        let s = &self.shared;
+        for f in s.handles.drain_files() {
+            if f.writable {
+                if let Err(e) = s.io.flush(f.inode).await {
+                    tracing::error!(inode = f.inode, error = %e, "writes to a file still open at unmount could not be committed");
+                }
+            }
+            let _ = s.master.release(release_req(f.inode)).await;
+        }
+        if let Err(e) = s.master.close_session().await {
+            tracing::warn!(error = %e, "closing the session at the master failed (it expires on its own)");
+        }
+    }
+}
+
+pub(crate) fn release_req(inode: u64) -> mfs_proto::v1::ReleaseRequest {
+    mfs_proto::v1::ReleaseRequest { id: None, inode }
+}
+
+/// The fuser file system of one mount.
+#[derive(Debug)]
+pub struct MfsFs {
+    pub(crate) shared: Arc<Shared>,
+    rt: tokio::runtime::Handle,
+}
+
+impl MfsFs {
+    /// A file system over `master` (which holds a session) and `io`, whose
+    /// root is master inode `root`; tasks run on `rt`.
+    pub fn new(
+        master: MasterClient,
+        io: FileIo,
+        root: u64,
+        settings: FsSettings,
+        rt: tokio::runtime::Handle,
+    ) -> MfsFs {
+        MfsFs {
+            shared: Arc::new(Shared {
+                master,
+                io,
+                map: InodeMap::new(root),
+                settings,
+                groups: GroupsCache::default(),
+                handles: Handles::default(),
+                writeback: Default::default(),
+                plus: Default::default(),
+            }),
+            rt,
+        }
+    }
+
+    /// What the binary needs at unmount.
+    pub fn handle(&self) -> FsHandle {
+        FsHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Runs `f` (given the shared state) as a task.
+    fn spawn<F, Fut>(&self, f: F)
+    where
+        F: FnOnce(Arc<Shared>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let fut = f(Arc::clone(&self.shared));
+        self.rt.spawn(fut);
+    }
+
+    fn cred(&self, req: &Request) -> Credentials {
+        self.shared
+            .groups
+            .credentials(req.uid(), req.gid(), req.pid())
+    }
+}
+
+fn bytes(name: &OsStr) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    name.as_bytes().to_vec()
+}
+
+impl Filesystem for MfsFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let s = &self.shared;
+        let mut want = InitFlags::FUSE_ASYNC_READ
+            | InitFlags::FUSE_BIG_WRITES
+            | InitFlags::FUSE_ATOMIC_O_TRUNC
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_ASYNC_DIO
+            | InitFlags::FUSE_DO_READDIRPLUS
+            | InitFlags::FUSE_MAX_PAGES;
+        if s.settings.writeback_cache && !s.settings.read_only {
+            want |= InitFlags::FUSE_WRITEBACK_CACHE;
+        }
+        for flag in want.iter() {
+            if config.add_capabilities(flag).is_err() {
+                tracing::info!(?flag, "the kernel does not offer this FUSE capability");
+            } else if flag == InitFlags::FUSE_WRITEBACK_CACHE {
+                s.writeback
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            } else if flag == InitFlags::FUSE_DO_READDIRPLUS {
+                s.plus.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        if let Err(max) = config.set_max_write(MAX_WRITE) {
+            let _ = config.set_max_write(max);
+        }
+        if let Err(max) = config.set_max_readahead(MAX_READAHEAD) {
+            let _ = config.set_max_readahead(max);
+        }
+        let _ = config.set_max_background(64);
+        let _ = config.set_congestion_threshold(48);
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let cred = self.cred(req);
+        let name = bytes(name);
+        self.spawn(move |s| async move { s.lookup(cred, parent, name, reply).await });
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
+        let inode = self.shared.map.to_master(ino);
+        if !self.shared.handles.is_open(inode) {
+            self.shared.io.forget(inode);
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.spawn(move |s| async move { s.getattr(ino, reply).await });
+    }
+
+    fn setattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let cred = self.cred(req);
+        let change = super::meta_ops::AttrChange {
+            mode,
+            uid,
+            gid,
+            size,
+            atime,
+            mtime,
+        };
+        self.spawn(move |s| async move { s.setattr(cred, ino, change, reply).await });
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.spawn(move |s| async move { s.readlink(ino, reply).await });
+    }
+
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        let cred = self.cred(req);
+        let name = bytes(name);
+        self.spawn(
+            move |s| async move { s.mknod(cred, parent, name, mode, umask, rdev, reply).await },
+        );
+    }
+
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let cred = self.cred(req);
+        let name = bytes(name);
+        self.spawn(move |s| async move { s.mkdir(cred, parent, name, mode, umask, reply).await });
+    }
+
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let cred = self.cred(req);
+        let name = bytes(name);
+        self.spawn(move |s| async move { s.unlink(cred, parent, name, false, reply).await });
+    }
+
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let cred = self.cred(req);
+        let name = bytes(name);
+        self.spawn(move |s| async move { s.unlink(cred, parent, name, true, reply).await });
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        let cred = self.cred(req);
+        let name = bytes(link_name);
+        let target = bytes(target.as_os_str());
+        self.spawn(move |s| async move { s.symlink(cred, parent, name, target, reply).await });
+    }
+
+    fn rename(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        let cred = self.cred(req);
+        let (name, newname) = (bytes(name), bytes(newname));
+        self.spawn(move |s| async move {
+            s.rename(cred, parent, name, newparent, newname, flags, reply)
+                .await
+        });
+    }
+
+    fn link(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        let cred = self.cred(req);
+        let newname = bytes(newname);
+        self.spawn(move |s| async move { s.link(cred, ino, newparent, newname, reply).await });
+    }
+
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let cred = self.cred(req);
+        self.spawn(move |s| async move { s.open(cred, ino, flags, reply).await });
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        self.spawn(move |s| async move { s.read(ino, offset, size, reply).await });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let data = data.to_vec();
+        self.spawn(move |s| async move { s.write(ino, fh, offset, data, reply).await });
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |s| async move { s.flush(fh, reply).await });
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.spawn(move |s| async move { s.release(fh, reply).await });
+    }
+
+    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _ds: bool, reply: ReplyEmpty) {
+        self.spawn(move |s| async move { s.fsync(ino, reply).await });
+    }
+
+    fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let cred = self.cred(req);
+        self.spawn(move |s| async move { s.opendir(cred, ino, reply).await });
+    }
+
+    fn readdir(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectory,
+    ) {
+        let cred = self.cred(req);
+        self.spawn(move |s| async move { s.readdir(cred, ino, fh, offset, reply).await });
+    }
+
+    fn readdirplus(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        reply: ReplyDirectoryPlus,
+    ) {
+        let cred = self.cred(req);
+        self.spawn(move |s| async move { s.readdirplus(cred, ino, fh, offset, reply).await });
+    }
+
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.shared.handles.remove(fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ds: bool,
+        reply: ReplyEmpty,
+    ) {
+        // Every metadata change is on a quorum of masters' disks before
+        // the master answers: nothing is left to sync.
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.spawn(move |s| async move { s.statfs(reply).await });
+    }
+
+    fn setxattr(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        let cred = self.cred(req);
+        let (name, value) = (bytes(name), value.to_vec());
+        self.spawn(move |s| async move { s.setxattr(cred, ino, name, value, flags, reply).await });
+    }
+
+    fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let cred = self.cred(req);
+        let name = bytes(name);
+        self.spawn(move |s| async move { s.getxattr(cred, ino, name, size, reply).await });
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let cred = self.cred(req);
+        self.spawn(move |s| async move { s.listxattr(cred, ino, size, reply).await });
+    }
+
+    fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let cred = self.cred(req);
+        let name = bytes(name);
+        self.spawn(move |s| async move { s.removexattr(cred, ino, name, reply).await });
+    }
+
+    fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let cred = self.cred(req);
+        let mask = mask.bits() as u32;
+        self.spawn(move |s| async move { s.access(cred, ino, mask, reply).await });
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let cred = self.cred(req);
+        let name = bytes(name);
+        self.spawn(move |s| async move {
+            s.create(cred, parent, name, mode, umask, flags, reply)
+                .await
+        });
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EOPNOTSUPP);
+    }
+}

@@ -1,0 +1,168 @@
+//! Open files and directories of the mount: what a FUSE file handle stands
+//! for.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use mfs_proto::v1::Attr;
+
+/// One open file (one `open`/`create` the master counted).
+#[derive(Debug)]
+pub struct OpenFile {
+    /// Master inode.
+    pub inode: u64,
+    /// Opened for writing.
+    pub writable: bool,
+    /// Some data was written through this handle since the last flush.
+    pub dirty: AtomicBool,
+}
+
+/// One entry of a directory listing, as readdir hands them out.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Name (for "." and "..": those).
+    pub name: Vec<u8>,
+    /// Master inode.
+    pub inode: u64,
+    /// Wire file type.
+    pub kind: i32,
+    /// Attributes (readdirplus only).
+    pub attr: Option<Attr>,
+}
+
+/// One open directory: the listing taken when reading starts at offset 0,
+/// served by index so offsets stay valid while the directory changes.
+#[derive(Debug, Default)]
+pub struct OpenDir {
+    /// The listing, once read.
+    pub listing: tokio::sync::Mutex<Option<Arc<Vec<Entry>>>>,
+    /// Some of the listing was handed out (a read from offset 0 after
+    /// that is a rewinddir: the listing is read again).
+    served: AtomicBool,
+}
+
+impl OpenDir {
+    /// Notes that entries were handed out.
+    pub fn mark_read(&self) {
+        self.served.store(true, Ordering::Relaxed);
+    }
+
+    /// Were entries handed out already?
+    pub fn was_read(&self) -> bool {
+        self.served.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Debug)]
+enum Handle {
+    File(Arc<OpenFile>),
+    Dir(Arc<OpenDir>),
+}
+
+/// The table of handles; numbers are never reused within a mount.
+#[derive(Debug, Default)]
+pub struct Handles {
+    next: AtomicU64,
+    map: Mutex<HashMap<u64, Handle>>,
+}
+
+impl Handles {
+    fn insert(&self, h: Handle) -> u64 {
+        let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(fh, h);
+        fh
+    }
+
+    /// Registers an open file; returns its handle number.
+    pub fn add_file(&self, inode: u64, writable: bool) -> u64 {
+        self.insert(Handle::File(Arc::new(OpenFile {
+            inode,
+            writable,
+            dirty: AtomicBool::new(false),
+        })))
+    }
+
+    /// Registers an open directory; returns its handle number.
+    pub fn add_dir(&self) -> u64 {
+        self.insert(Handle::Dir(Arc::new(OpenDir::default())))
+    }
+
+    /// The open file behind `fh`.
+    pub fn file(&self, fh: u64) -> Option<Arc<OpenFile>> {
+        match self.map.lock().unwrap_or_else(|p| p.into_inner()).get(&fh) {
+            Some(Handle::File(f)) => Some(Arc::clone(f)),
+            _ => None,
+        }
+    }
+
+    /// The open directory behind `fh`.
+    pub fn dir(&self, fh: u64) -> Option<Arc<OpenDir>> {
+        match self.map.lock().unwrap_or_else(|p| p.into_inner()).get(&fh) {
+            Some(Handle::Dir(d)) => Some(Arc::clone(d)),
+            _ => None,
+        }
+    }
+
+    /// Forgets handle `fh`; returns the open file it stood for, if a file.
+    pub fn remove(&self, fh: u64) -> Option<Arc<OpenFile>> {
+        match self
+            .map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&fh)
+        {
+            Some(Handle::File(f)) => Some(f),
+            _ => None,
+        }
+    }
+
+    /// Is any other handle open on `inode`?
+    pub fn is_open(&self, inode: u64) -> bool {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|h| matches!(h, Handle::File(f) if f.inode == inode))
+    }
+
+    /// Takes every open file out of the table (at unmount).
+    pub fn drain_files(&self) -> Vec<Arc<OpenFile>> {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let fhs: Vec<u64> = map
+            .iter()
+            .filter(|(_, h)| matches!(h, Handle::File(_)))
+            .map(|(k, _)| *k)
+            .collect();
+        fhs.into_iter()
+            .filter_map(|k| match map.remove(&k) {
+                Some(Handle::File(f)) => Some(f),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_are_typed_unique_and_removable() {
+        let h = Handles::default();
+        let a = h.add_file(10, true);
+        let b = h.add_dir();
+        let c = h.add_file(10, false);
+        assert!(a != b && b != c && a != c);
+        assert!(h.file(b).is_none() && h.dir(a).is_none());
+        assert_eq!(h.file(a).map(|f| f.inode), Some(10));
+        assert!(h.remove(a).is_some());
+        assert!(h.is_open(10));
+        assert_eq!(h.drain_files().len(), 1);
+        assert!(!h.is_open(10));
+        assert!(h.dir(b).is_some());
+    }
+}

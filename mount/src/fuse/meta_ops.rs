@@ -1,0 +1,707 @@
+//! The metadata operations of [`super::fs::MfsFs`], each run as a task: ask
+//! the master, answer the kernel.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use fuser::{
+    Errno, FileHandle, FopenFlags, Generation, INodeNo, RenameFlags, ReplyAttr, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
+    TimeOrNow,
+};
+use mfs_proto::v1::{
+    Attr, Credentials, FileType, LinkRequest, MkdirRequest, MknodRequest, ReaddirRequest,
+    RemoveXattrRequest, RenameRequest, RmdirRequest, SetAttrRequest, SetXattrRequest,
+    SymlinkRequest, UnlinkRequest,
+};
+
+use super::convert::{self, errno, file_attr, NAME_MAX};
+use super::fs::Shared;
+use super::handles::Entry;
+use crate::error::ClientError;
+
+/// The changes of one setattr call.
+#[derive(Debug, Clone)]
+pub struct AttrChange {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub atime: Option<TimeOrNow>,
+    pub mtime: Option<TimeOrNow>,
+}
+
+/// Entries asked of the master per Readdir page.
+const PAGE: u32 = 1000;
+
+/// Checks a name the kernel hands over for a new or looked-up entry.
+pub(crate) fn check_name(name: &[u8]) -> Result<(), Errno> {
+    if name.len() > NAME_MAX {
+        Err(Errno::ENAMETOOLONG)
+    } else if name.is_empty() || name.contains(&b'/') || name.contains(&0) {
+        Err(Errno::EINVAL)
+    } else {
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn ro(&self) -> Result<(), Errno> {
+        if self.settings.read_only {
+            Err(Errno::EROFS)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn attr_of(&self, a: &Attr) -> fuser::FileAttr {
+        let local = if a.r#type == FileType::Regular as i32 {
+            self.io.local_length(a.inode)
+        } else {
+            None
+        };
+        file_attr(a, &self.map, local)
+    }
+
+    pub(crate) fn reply_entry(&self, r: Result<Attr, ClientError>, reply: ReplyEntry) {
+        match r {
+            Ok(a) => reply.entry_with_ttls(
+                &self.settings.attr_ttl,
+                &self.settings.entry_ttl,
+                &self.attr_of(&a),
+                Generation(0),
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    pub(crate) async fn lookup(
+        &self,
+        cred: Credentials,
+        parent: INodeNo,
+        name: Vec<u8>,
+        reply: ReplyEntry,
+    ) {
+        if let Err(e) = check_name(&name) {
+            return reply.error(e);
+        }
+        let parent = self.map.to_master(parent);
+        let r = self.master.lookup(&cred, parent, &name).await;
+        self.reply_entry(r, reply);
+    }
+
+    pub(crate) async fn getattr(&self, ino: INodeNo, reply: ReplyAttr) {
+        match self.master.getattr(self.map.to_master(ino)).await {
+            Ok(a) => reply.attr(&self.settings.attr_ttl, &self.attr_of(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    pub(crate) async fn setattr(
+        &self,
+        cred: Credentials,
+        ino: INodeNo,
+        c: AttrChange,
+        reply: ReplyAttr,
+    ) {
+        if let Err(e) = self.ro() {
+            return reply.error(e);
+        }
+        let inode = self.map.to_master(ino);
+        let mut req = SetAttrRequest {
+            id: None,
+            cred: Some(cred),
+            inode,
+            mode: c.mode.map(|m| m & 0o7777),
+            uid: c.uid,
+            gid: c.gid,
+            size: c.size,
+            atime: None,
+            mtime: None,
+            atime_now: false,
+            mtime_now: false,
+        };
+        match c.atime {
+            Some(TimeOrNow::Now) => req.atime_now = true,
+            Some(TimeOrNow::SpecificTime(t)) => req.atime = Some(convert::timespec(t)),
+            None => {}
+        }
+        match c.mtime {
+            Some(TimeOrNow::Now) => req.mtime_now = true,
+            Some(TimeOrNow::SpecificTime(t)) => req.mtime = Some(convert::timespec(t)),
+            None => {}
+        }
+        if c.size.is_some() {
+            // Commit what was written before cutting the file, so a late
+            // length commit cannot undo the truncate.
+            if let Err(e) = self.io.flush(inode).await {
+                return reply.error(errno(&e));
+            }
+        }
+        let r = self.master.setattr(req).await;
+        if c.size.is_some() {
+            self.io.invalidate(inode);
+        }
+        match r {
+            Ok(a) => reply.attr(&self.settings.attr_ttl, &self.attr_of(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    pub(crate) async fn readlink(&self, ino: INodeNo, reply: ReplyData) {
+        match self.master.readlink(self.map.to_master(ino)).await {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn mknod(
+        &self,
+        cred: Credentials,
+        parent: INodeNo,
+        name: Vec<u8>,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        if let Err(e) = self.ro().and_then(|_| check_name(&name)) {
+            return reply.error(e);
+        }
+        let Some(kind) = convert::type_of_mode(mode) else {
+            return reply.error(Errno::EINVAL);
+        };
+        let req = MknodRequest {
+            id: None,
+            cred: Some(cred),
+            parent: self.map.to_master(parent),
+            name,
+            r#type: kind as i32,
+            mode: mode & 0o7777,
+            umask,
+            rdev,
+        };
+        let r = self.master.mknod(req).await;
+        self.reply_entry(r, reply);
+    }
+
+    pub(crate) async fn mkdir(
+        &self,
+        cred: Credentials,
+        parent: INodeNo,
+        name: Vec<u8>,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        if let Err(e) = self.ro().and_then(|_| check_name(&name)) {
+            return reply.error(e);
+        }
+        let req = MkdirRequest {
+            id: None,
+            cred: Some(cred),
+            parent: self.map.to_master(parent),
+            name,
+            mode: mode & 0o7777,
+            umask,
+        };
+        let r = self.master.mkdir(req).await;
+        self.reply_entry(r, reply);
+    }
+
+    /// unlink, or rmdir when `dir`.
+    pub(crate) async fn unlink(
+        &self,
+        cred: Credentials,
+        parent: INodeNo,
+        name: Vec<u8>,
+        dir: bool,
+        reply: ReplyEmpty,
+    ) {
+        if let Err(e) = self.ro().and_then(|_| check_name(&name)) {
+            return reply.error(e);
+        }
+        let parent = self.map.to_master(parent);
+        let r = if dir {
+            self.master
+                .rmdir(RmdirRequest {
+                    id: None,
+                    cred: Some(cred),
+                    parent,
+                    name,
+                })
+                .await
+        } else {
+            self.master
+                .unlink(UnlinkRequest {
+                    id: None,
+                    cred: Some(cred),
+                    parent,
+                    name,
+                })
+                .await
+        };
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    pub(crate) async fn symlink(
+        &self,
+        cred: Credentials,
+        parent: INodeNo,
+        name: Vec<u8>,
+        target: Vec<u8>,
+        reply: ReplyEntry,
+    ) {
+        if let Err(e) = self.ro().and_then(|_| check_name(&name)) {
+            return reply.error(e);
+        }
+        if target.len() >= 4096 {
+            return reply.error(Errno::ENAMETOOLONG);
+        }
+        let req = SymlinkRequest {
+            id: None,
+            cred: Some(cred),
+            parent: self.map.to_master(parent),
+            name,
+            target,
+        };
+        let r = self.master.symlink(req).await;
+        self.reply_entry(r, reply);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn rename(
+        &self,
+        cred: Credentials,
+        parent: INodeNo,
+        name: Vec<u8>,
+        newparent: INodeNo,
+        newname: Vec<u8>,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if let Err(e) = self
+            .ro()
+            .and_then(|_| check_name(&name))
+            .and_then(|_| check_name(&newname))
+        {
+            return reply.error(e);
+        }
+        let known = RenameFlags::RENAME_NOREPLACE | RenameFlags::RENAME_EXCHANGE;
+        if !known.contains(flags) {
+            // RENAME_WHITEOUT (overlayfs) and unknown bits.
+            return reply.error(Errno::EINVAL);
+        }
+        let req = RenameRequest {
+            id: None,
+            cred: Some(cred),
+            parent: self.map.to_master(parent),
+            name,
+            new_parent: self.map.to_master(newparent),
+            new_name: newname,
+            noreplace: flags.contains(RenameFlags::RENAME_NOREPLACE),
+            exchange: flags.contains(RenameFlags::RENAME_EXCHANGE),
+        };
+        match self.master.rename(req).await {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    pub(crate) async fn link(
+        &self,
+        cred: Credentials,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: Vec<u8>,
+        reply: ReplyEntry,
+    ) {
+        if let Err(e) = self.ro().and_then(|_| check_name(&newname)) {
+            return reply.error(e);
+        }
+        let req = LinkRequest {
+            id: None,
+            cred: Some(cred),
+            inode: self.map.to_master(ino),
+            new_parent: self.map.to_master(newparent),
+            new_name: newname,
+        };
+        let r = self.master.link(req).await;
+        self.reply_entry(r, reply);
+    }
+
+    /// The whole listing of directory `inode`, "." and ".." first.
+    async fn listing(
+        &self,
+        cred: &Credentials,
+        ino: INodeNo,
+        plus: bool,
+    ) -> Result<Vec<Entry>, ClientError> {
+        let inode = self.map.to_master(ino);
+        let mut out = Vec::new();
+        let mut after = Vec::new();
+        loop {
+            let r = self
+                .master
+                .readdir(ReaddirRequest {
+                    cred: Some(cred.clone()),
+                    inode,
+                    after: after.clone(),
+                    limit: PAGE,
+                    plus,
+                })
+                .await?;
+            for e in &r.entries {
+                out.push(Entry {
+                    name: e.name.clone(),
+                    inode: e.inode,
+                    kind: e.r#type,
+                    attr: e.attr.clone(),
+                });
+            }
+            match r.entries.last() {
+                Some(last) if r.more => after = last.name.clone(),
+                _ => break,
+            }
+        }
+        let dot_attr = if plus {
+            Some(self.master.getattr(inode).await?)
+        } else {
+            None
+        };
+        let dir = FileType::Directory as i32;
+        let mut all = Vec::with_capacity(out.len() + 2);
+        for name in [&b"."[..], &b".."[..]] {
+            all.push(Entry {
+                name: name.to_vec(),
+                inode,
+                kind: dir,
+                attr: dot_attr.clone(),
+            });
+        }
+        all.extend(out);
+        Ok(all)
+    }
+
+    pub(crate) async fn opendir(&self, cred: Credentials, ino: INodeNo, reply: ReplyOpen) {
+        // Read the first listing now, so that open(2) on a directory the
+        // caller may not read fails there, as on Linux.
+        let fh = self.handles.add_dir();
+        let plus = self.plus.load(Ordering::Relaxed);
+        match self.listing(&cred, ino, plus).await {
+            Ok(list) => {
+                if let Some(d) = self.handles.dir(fh) {
+                    *d.listing.lock().await = Some(Arc::new(list));
+                }
+                reply.opened(FileHandle(fh), FopenFlags::empty());
+            }
+            Err(e) => {
+                self.handles.remove(fh);
+                reply.error(errno(&e));
+            }
+        }
+    }
+
+    /// The listing to serve from `offset`: the one read at opendir, or a
+    /// fresh one when reading starts over (rewinddir).
+    async fn entries_from(
+        &self,
+        cred: &Credentials,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        plus: bool,
+    ) -> Result<Arc<Vec<Entry>>, Errno> {
+        let Some(d) = self.handles.dir(fh.0) else {
+            return Err(Errno::EBADF);
+        };
+        let mut slot = d.listing.lock().await;
+        match &*slot {
+            Some(list) if offset > 0 || !d.was_read() => {
+                d.mark_read();
+                Ok(Arc::clone(list))
+            }
+            _ => {
+                let list = Arc::new(self.listing(cred, ino, plus).await.map_err(|e| errno(&e))?);
+                *slot = Some(Arc::clone(&list));
+                d.mark_read();
+                Ok(list)
+            }
+        }
+    }
+
+    pub(crate) async fn readdir(
+        &self,
+        cred: Credentials,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let list = match self.entries_from(&cred, ino, fh, offset, false).await {
+            Ok(l) => l,
+            Err(e) => return reply.error(e),
+        };
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        for (i, e) in list.iter().enumerate().skip(start) {
+            let Some(name) = os_name(&e.name) else {
+                continue;
+            };
+            if reply.add(
+                self.map.to_kernel(e.inode),
+                i as u64 + 1,
+                convert::file_type(e.kind),
+                &name,
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    pub(crate) async fn readdirplus(
+        &self,
+        cred: Credentials,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let list = match self.entries_from(&cred, ino, fh, offset, true).await {
+            Ok(l) => l,
+            Err(e) => return reply.error(e),
+        };
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        // fuser gives a readdirplus entry one time for both its name and
+        // its attributes: the shorter of the two caches, so attributes are
+        // never kept longer than MFSATTRCACHETO says.
+        let ttl = self.settings.direntry_ttl.min(self.settings.attr_ttl);
+        for (i, e) in list.iter().enumerate().skip(start) {
+            let Some(name) = os_name(&e.name) else {
+                continue;
+            };
+            let attr = match &e.attr {
+                Some(a) => a.clone(),
+                // A master that left attributes out: fetch them.
+                None => match self.master.getattr(e.inode).await {
+                    Ok(a) => a,
+                    Err(_) => continue,
+                },
+            };
+            if reply.add(
+                self.map.to_kernel(e.inode),
+                i as u64 + 1,
+                &name,
+                &ttl,
+                &self.attr_of(&attr),
+                Generation(0),
+            ) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    pub(crate) async fn statfs(&self, reply: ReplyStatfs) {
+        match self.master.statfs().await {
+            Ok(s) => {
+                let bsize = if s.block_size == 0 {
+                    4096
+                } else {
+                    s.block_size
+                };
+                let b = u64::from(bsize);
+                let namelen = if s.name_max == 0 {
+                    NAME_MAX as u32
+                } else {
+                    s.name_max
+                };
+                reply.statfs(
+                    s.total_bytes / b,
+                    s.free_bytes / b,
+                    s.available_bytes / b,
+                    s.total_inodes,
+                    s.free_inodes,
+                    bsize,
+                    namelen,
+                    bsize,
+                )
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    pub(crate) async fn setxattr(
+        &self,
+        cred: Credentials,
+        ino: INodeNo,
+        name: Vec<u8>,
+        value: Vec<u8>,
+        flags: i32,
+        reply: ReplyEmpty,
+    ) {
+        if let Err(e) = self.ro().and_then(|_| xattr_name_ok(&name)) {
+            return reply.error(e);
+        }
+        let req = SetXattrRequest {
+            id: None,
+            cred: Some(cred),
+            inode: self.map.to_master(ino),
+            name,
+            value,
+            create_only: flags & libc::XATTR_CREATE != 0,
+            replace_only: flags & libc::XATTR_REPLACE != 0,
+        };
+        match self.master.setxattr(req).await {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    pub(crate) async fn getxattr(
+        &self,
+        cred: Credentials,
+        ino: INodeNo,
+        name: Vec<u8>,
+        size: u32,
+        reply: ReplyXattr,
+    ) {
+        if let Err(e) = xattr_name_ok(&name) {
+            // No ACLs are kept: "none" is ENODATA, as on a file without one.
+            return reply.error(if e == Errno::EOPNOTSUPP {
+                Errno::ENODATA
+            } else {
+                e
+            });
+        }
+        match self
+            .master
+            .getxattr(&cred, self.map.to_master(ino), &name)
+            .await
+        {
+            Ok(v) => xattr_reply(&v, size, reply),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    pub(crate) async fn listxattr(
+        &self,
+        cred: Credentials,
+        ino: INodeNo,
+        size: u32,
+        reply: ReplyXattr,
+    ) {
+        match self.master.listxattr(&cred, self.map.to_master(ino)).await {
+            Ok(names) => {
+                let mut buf = Vec::new();
+                for n in names {
+                    buf.extend_from_slice(&n);
+                    buf.push(0);
+                }
+                xattr_reply(&buf, size, reply)
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    pub(crate) async fn removexattr(
+        &self,
+        cred: Credentials,
+        ino: INodeNo,
+        name: Vec<u8>,
+        reply: ReplyEmpty,
+    ) {
+        if let Err(e) = self.ro().and_then(|_| xattr_name_ok(&name)) {
+            return reply.error(if e == Errno::EOPNOTSUPP {
+                Errno::ENODATA
+            } else {
+                e
+            });
+        }
+        let req = RemoveXattrRequest {
+            id: None,
+            cred: Some(cred),
+            inode: self.map.to_master(ino),
+            name,
+        };
+        match self.master.removexattr(req).await {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    pub(crate) async fn access(
+        &self,
+        cred: Credentials,
+        ino: INodeNo,
+        mask: u32,
+        reply: ReplyEmpty,
+    ) {
+        match self.master.getattr(self.map.to_master(ino)).await {
+            Ok(a) => {
+                if mask & (libc::W_OK as u32) != 0 && self.settings.read_only {
+                    return reply.error(Errno::EROFS);
+                }
+                if convert::access_allowed(&a, cred.uid, cred.gid, &cred.groups, mask) {
+                    reply.ok()
+                } else {
+                    reply.error(Errno::EACCES)
+                }
+            }
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}
+
+/// A name as the kernel wants it (None: not representable, never the case
+/// on Unix).
+fn os_name(name: &[u8]) -> Option<std::ffi::OsString> {
+    use std::os::unix::ffi::OsStrExt;
+    Some(std::ffi::OsStr::from_bytes(name).to_owned())
+}
+
+/// POSIX ACLs are not kept: their xattr names are refused as unsupported
+/// (so `cp -a` and friends carry on), every other name goes to the master.
+fn xattr_name_ok(name: &[u8]) -> Result<(), Errno> {
+    if name.starts_with(b"system.posix_acl_") {
+        Err(Errno::EOPNOTSUPP)
+    } else if name.is_empty() || name.len() > 255 {
+        Err(Errno::ERANGE)
+    } else {
+        Ok(())
+    }
+}
+
+/// Answers getxattr/listxattr: the size when asked with size 0, ERANGE when
+/// the buffer is too small, else the value.
+fn xattr_reply(value: &[u8], size: u32, reply: ReplyXattr) {
+    let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
+    if size == 0 {
+        reply.size(len)
+    } else if len > size {
+        reply.error(Errno::ERANGE)
+    } else {
+        reply.data(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked_like_linux() {
+        assert_eq!(check_name(&[b'a'; 256]), Err(Errno::ENAMETOOLONG));
+        assert_eq!(check_name(&[b'a'; 255]), Ok(()));
+        assert_eq!(check_name(b"a/b"), Err(Errno::EINVAL));
+        assert_eq!(
+            xattr_name_ok(b"system.posix_acl_access"),
+            Err(Errno::EOPNOTSUPP)
+        );
+        assert_eq!(xattr_name_ok(b"user.x"), Ok(()));
+    }
+}

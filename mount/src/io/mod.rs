@@ -1,0 +1,328 @@
+//! [`FileIo`]: reading and writing file data, the client half of the data
+//! path.
+//!
+//! Metadata goes to the master group through [`MasterClient`]; data goes
+//! straight to the chunkservers. A request is cut at chunk edges (64 MiB)
+//! and into pieces of at most [`IoOptions::max_request`] bytes, and the
+//! pieces run in parallel (at most [`IoOptions::parallelism`] at a time).
+//!
+//! - Reads ([`read`](FileIo::read)) ask the master where a chunk is
+//!   (ReadChunk; cached per chunk for [`IoOptions::location_ttl`]), read from
+//!   the first copy, fail over to the next, ask the master again after a
+//!   stale version or when every copy failed, and keep trying with backoff
+//!   until the time limit. Holes read as zeros; reads stop at the end of the
+//!   file, counting what this client wrote and has not committed yet.
+//! - Writes ([`write`](FileIo::write)) take the chunk's write lease
+//!   (WriteChunk, kept while writing), send each piece to the first server of
+//!   the chain, which forwards it along the rest; on a failure the lease is
+//!   renewed (WriteChunk with `renew`) and the piece sent again. The new file
+//!   length is committed (WriteChunkEnd, which also releases the lease) by
+//!   [`flush`](FileIo::flush), [`fsync`](FileIo::fsync), or by a background
+//!   task once the file has seen no write for [`IoOptions::idle_flush`].
+//!
+//! ```no_run
+//! # async fn demo(master: mfs_mount::MasterClient, inode: u64) -> Result<(), mfs_mount::ClientError> {
+//! use mfs_mount::io::{FileIo, IoOptions};
+//! let io = FileIo::new(master, IoOptions::default());
+//! io.write(inode, 0, b"hello").await?;
+//! io.flush(inode).await?;
+//! assert_eq!(io.read(inode, 0, 100).await?, b"hello");
+//! # Ok(()) }
+//! ```
+
+mod conn;
+mod read;
+mod split;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mfs_proto::v1::Credentials;
+use rand::Rng;
+
+use crate::error::ClientError;
+use crate::master::MasterClient;
+
+pub use split::{CHUNK_SIZE, MAX_FILE_SIZE};
+
+/// First pause before a data request is retried (the first retry after a
+/// stale version or a failed copy goes at once).
+const BACKOFF_START: Duration = Duration::from_millis(50);
+/// Longest pause between retries of a data request.
+const BACKOFF_CAP: Duration = Duration::from_secs(1);
+/// A data request stalled this long is logged (then at each doubling).
+const STALL_WARN: Duration = Duration::from_secs(5);
+
+/// How a [`FileIo`] behaves.
+#[derive(Debug, Clone)]
+pub struct IoOptions {
+    /// Largest piece sent to a chunkserver in one call (bytes; at most
+    /// 16 MiB, the chunkserver's limit). Requests are cut at multiples of it.
+    pub max_request: u32,
+    /// Pieces of one request in flight at once (across chunks too).
+    pub parallelism: usize,
+    /// How long a chunk's location (ReadChunk answer) is reused.
+    pub location_ttl: Duration,
+    /// A file with uncommitted writes and no new write for this long has its
+    /// lengths committed and its write leases released, so that other
+    /// sessions can write to it.
+    pub idle_flush: Duration,
+    /// Time one call to a chunkserver may take before it counts as failed.
+    pub chunk_call_timeout: Duration,
+    /// Time to open a connection to a chunkserver.
+    pub connect_timeout: Duration,
+    /// Time a read or write may keep retrying before it fails with
+    /// [`ClientError::Data`]. `None`: the master client's overall timeout
+    /// (and when that is `None` too, retry for ever, like NFS `hard`).
+    pub timeout: Option<Duration>,
+    /// Credentials sent with WriteChunk for inodes that
+    /// [`FileIo::set_credentials`] was not called for.
+    pub credentials: Credentials,
+}
+
+impl Default for IoOptions {
+    fn default() -> Self {
+        IoOptions {
+            max_request: 4 << 20,
+            parallelism: 8,
+            location_ttl: Duration::from_secs(3),
+            idle_flush: Duration::from_secs(1),
+            chunk_call_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(2),
+            timeout: None,
+            credentials: Credentials {
+                uid: 0,
+                gid: 0,
+                groups: Vec::new(),
+            },
+        }
+    }
+}
+
+/// Reads and writes file data. Cheap to clone: clones share the caches, the
+/// leases and the connections.
+#[derive(Debug, Clone)]
+pub struct FileIo {
+    inner: Arc<Inner>,
+}
+
+/// The state shared by the clones of a [`FileIo`].
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) master: MasterClient,
+    pub(crate) opts: IoOptions,
+    pub(crate) conns: conn::Conns,
+    /// Chunk locations for reading, per (inode, chunk index).
+    pub(crate) locations: Mutex<BTreeMap<(u64, u32), read::CachedLocation>>,
+    /// Write state (leases, uncommitted length) per inode being written.
+    pub(crate) files: Mutex<HashMap<u64, Arc<write::FileWrites>>>,
+    /// Credentials for WriteChunk, per inode.
+    pub(crate) creds: Mutex<HashMap<u64, Credentials>>,
+    pub(crate) flusher: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(h) = self.flusher.get_mut().ok().and_then(|h| h.take()) {
+            h.abort();
+        }
+    }
+}
+
+impl FileIo {
+    /// Makes the I/O layer on top of `master` (which should hold a session:
+    /// [`crate::ClientOptions::register_session`]). Starts the background
+    /// task that commits idle writes when called inside a tokio runtime
+    /// (without one, lengths are committed only by flush/fsync).
+    pub fn new(master: MasterClient, mut opts: IoOptions) -> FileIo {
+        opts.max_request = opts.max_request.clamp(64 << 10, 16 << 20);
+        opts.parallelism = opts.parallelism.max(1);
+        let inner = Arc::new(Inner {
+            conns: conn::Conns::new(opts.connect_timeout),
+            master,
+            opts,
+            locations: Mutex::new(BTreeMap::new()),
+            files: Mutex::new(HashMap::new()),
+            creds: Mutex::new(HashMap::new()),
+            flusher: Mutex::new(None),
+        });
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let task = rt.spawn(write::idle_flush_loop(Arc::downgrade(&inner)));
+                *lock(&inner.flusher) = Some(task.abort_handle());
+            }
+            Err(_) => tracing::warn!(
+                "FileIo made outside a tokio runtime: idle writes are committed only by flush/fsync"
+            ),
+        }
+        FileIo { inner }
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &IoOptions {
+        &self.inner.opts
+    }
+
+    /// The master client underneath.
+    pub fn master(&self) -> &MasterClient {
+        &self.inner.master
+    }
+
+    /// Reads up to `size` bytes at `offset`: short only at the end of the
+    /// file (its length at the master, or the end of what this client wrote
+    /// and has not committed yet, whichever is larger); holes read as zeros.
+    pub async fn read(&self, inode: u64, offset: u64, size: u32) -> Result<Vec<u8>, ClientError> {
+        self.inner.read(inode, offset, size).await
+    }
+
+    /// Writes `data` at `offset`. Returns when every copy of the chunks it
+    /// touches has it; the new length is committed to the master at
+    /// [`flush`](FileIo::flush)/[`fsync`](FileIo::fsync) or once the file
+    /// has been idle for [`IoOptions::idle_flush`].
+    pub async fn write(&self, inode: u64, offset: u64, data: &[u8]) -> Result<(), ClientError> {
+        self.inner.write(inode, offset, data).await
+    }
+
+    /// Commits the length of everything written to `inode` (WriteChunkEnd for
+    /// every chunk with a lease) and releases the leases. Waits for writes to
+    /// `inode` in flight. Call it before truncating a file this client wrote.
+    pub async fn flush(&self, inode: u64) -> Result<(), ClientError> {
+        self.inner.flush(inode, false).await
+    }
+
+    /// [`flush`](FileIo::flush), after making every chunk written since the
+    /// last fsync durable on every copy (ChunkService.Sync), as fsync(2).
+    pub async fn fsync(&self, inode: u64) -> Result<(), ClientError> {
+        self.inner.flush(inode, true).await
+    }
+
+    /// The length of `inode` counting writes not committed yet: `Some` while
+    /// this client has uncommitted writes to it (the end of the furthest
+    /// one), `None` otherwise (the master's length is right).
+    pub fn local_length(&self, inode: u64) -> Option<u64> {
+        self.inner.local_length(inode)
+    }
+
+    /// Forgets the cached chunk locations of `inode` (after a truncate, or
+    /// when its data may have moved).
+    pub fn invalidate(&self, inode: u64) {
+        self.inner.forget_locations(inode);
+    }
+
+    /// Credentials to send with WriteChunk for `inode` (the opener's); the
+    /// default is [`IoOptions::credentials`]. Dropped by
+    /// [`forget`](FileIo::forget).
+    pub fn set_credentials(&self, inode: u64, cred: Credentials) {
+        lock(&self.inner.creds).insert(inode, cred);
+    }
+
+    /// Drops everything cached about `inode` (locations, credentials, and its
+    /// write state when nothing is left to commit), e.g. when the kernel
+    /// forgets it.
+    pub fn forget(&self, inode: u64) {
+        self.inner.forget_locations(inode);
+        lock(&self.inner.creds).remove(&inode);
+        self.inner.drop_idle_file(inode);
+    }
+}
+
+/// Locks a std mutex, going on after a panic elsewhere (every critical
+/// section here leaves the data consistent).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Inner {
+    /// The time limit of one read or write.
+    pub(crate) fn time_limit(&self) -> Option<Duration> {
+        self.opts.timeout.or(self.master.options().overall_timeout)
+    }
+
+    pub(crate) fn credentials(&self, inode: u64) -> Credentials {
+        lock(&self.creds)
+            .get(&inode)
+            .cloned()
+            .unwrap_or_else(|| self.opts.credentials.clone())
+    }
+}
+
+/// The retries of one piece of a read or write: backoff with jitter, the
+/// time limit, and the last error for the final message.
+#[derive(Debug)]
+pub(crate) struct Retry {
+    op: &'static str,
+    inode: u64,
+    index: u32,
+    start: Instant,
+    limit: Option<Duration>,
+    next: Duration,
+    failures: u32,
+    next_warn: Duration,
+    last_error: String,
+}
+
+impl Retry {
+    pub(crate) fn new(op: &'static str, inode: u64, index: u32, limit: Option<Duration>) -> Self {
+        Retry {
+            op,
+            inode,
+            index,
+            start: Instant::now(),
+            limit,
+            next: BACKOFF_START,
+            failures: 0,
+            next_warn: STALL_WARN,
+            last_error: String::new(),
+        }
+    }
+
+    /// Records a failed attempt and waits before the next one (the first
+    /// retry goes at once). Fails when the time limit has passed.
+    pub(crate) async fn failed(&mut self, error: String) -> Result<(), ClientError> {
+        self.failures += 1;
+        self.last_error = error;
+        let elapsed = self.start.elapsed();
+        let left = match self.limit {
+            Some(l) if elapsed >= l => return Err(self.give_up()),
+            Some(l) => Some(l - elapsed),
+            None => None,
+        };
+        if elapsed >= self.next_warn {
+            tracing::warn!(op = self.op, inode = self.inode, index = self.index, ?elapsed,
+                last_error = %self.last_error, "chunk I/O still failing, retrying");
+            self.next_warn *= 2;
+        } else {
+            tracing::debug!(op = self.op, inode = self.inode, index = self.index,
+                error = %self.last_error, "chunk I/O failed, retrying");
+        }
+        if self.failures == 1 {
+            return Ok(());
+        }
+        let full = self.next;
+        self.next = (self.next * 2).min(BACKOFF_CAP);
+        let half = full / 2;
+        let jitter = rand::rng().random_range(0..=half.as_nanos() as u64);
+        let mut pause = half + Duration::from_nanos(jitter);
+        if let Some(left) = left {
+            pause = pause.min(left);
+        }
+        tokio::time::sleep(pause).await;
+        Ok(())
+    }
+
+    /// The error to return when giving up now.
+    pub(crate) fn give_up(&self) -> ClientError {
+        ClientError::Data {
+            op: self.op,
+            inode: self.inode,
+            index: self.index,
+            elapsed: self.start.elapsed(),
+            last_error: self.last_error.clone(),
+        }
+    }
+}

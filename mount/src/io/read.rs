@@ -1,0 +1,178 @@
+//! The read path: chunk locations (cached), failover between copies, holes,
+//! and the end of the file.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use mfs_proto::v1::{ChunkLocation, ChunkReadRequest};
+
+use super::conn::Failure;
+use super::split::{split, Piece, CHUNK_SIZE};
+use super::{lock, Inner, Retry};
+use crate::error::ClientError;
+
+/// A ReadChunk answer and when it came.
+#[derive(Debug, Clone)]
+pub(crate) struct CachedLocation {
+    pub(crate) loc: Arc<ChunkLocation>,
+    pub(crate) fetched: Instant,
+}
+
+impl Inner {
+    /// Where chunk `index` of `inode` is: the write lease's chain when this
+    /// client holds one (it knows the newest version), else the cached
+    /// ReadChunk answer if younger than the TTL and `fresh` is not asked,
+    /// else a new one. The flag says whether the answer came from a cache.
+    pub(crate) async fn location(
+        &self,
+        inode: u64,
+        index: u32,
+        fresh: bool,
+    ) -> Result<(Arc<ChunkLocation>, bool), ClientError> {
+        if let Some(loc) = self.lease_location(inode, index) {
+            return Ok((loc, false));
+        }
+        if !fresh {
+            if let Some(c) = lock(&self.locations).get(&(inode, index)) {
+                if c.fetched.elapsed() < self.opts.location_ttl {
+                    return Ok((Arc::clone(&c.loc), true));
+                }
+            }
+        }
+        let loc = Arc::new(self.master.read_chunk(inode, index).await?);
+        lock(&self.locations).insert(
+            (inode, index),
+            CachedLocation {
+                loc: Arc::clone(&loc),
+                fetched: Instant::now(),
+            },
+        );
+        Ok((loc, false))
+    }
+
+    /// Drops the cached location of one chunk.
+    pub(crate) fn forget_location(&self, inode: u64, index: u32) {
+        lock(&self.locations).remove(&(inode, index));
+    }
+
+    /// Drops every cached location of `inode`.
+    pub(crate) fn forget_locations(&self, inode: u64) {
+        let mut map = lock(&self.locations);
+        let keys: Vec<(u64, u32)> = map
+            .range((inode, 0)..=(inode, u32::MAX))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            map.remove(&k);
+        }
+    }
+
+    /// The length reads stop at: the master's (as of `loc`) or the end of
+    /// this client's uncommitted writes, whichever is larger.
+    fn readable_length(&self, inode: u64, loc: &ChunkLocation) -> u64 {
+        loc.file_length.max(self.local_length(inode).unwrap_or(0))
+    }
+
+    pub(crate) async fn read(
+        &self,
+        inode: u64,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, ClientError> {
+        if size == 0 {
+            return Ok(Vec::new());
+        }
+        // The first chunk's location also tells the file's length. A read
+        // that the cached length would cut short asks again, so a file that
+        // another client has grown is read to its real end.
+        let first = u32::try_from(offset / CHUNK_SIZE).unwrap_or(u32::MAX);
+        let (mut loc, cached) = self.location(inode, first, false).await?;
+        let want_end = offset.saturating_add(u64::from(size));
+        if cached && self.readable_length(inode, &loc) < want_end {
+            loc = self.location(inode, first, true).await?.0;
+        }
+        let end = want_end.min(self.readable_length(inode, &loc));
+        if end <= offset {
+            return Ok(Vec::new());
+        }
+        let pieces = split(offset, end - offset, self.opts.max_request)?;
+        if let [piece] = pieces[..] {
+            return self.read_piece(inode, piece).await;
+        }
+        let total = (end - offset) as usize;
+        let mut out = vec![0u8; total];
+        let mut parts = stream::iter(pieces)
+            .map(|p| async move { self.read_piece(inode, p).await.map(|d| (p, d)) })
+            .buffer_unordered(self.opts.parallelism);
+        while let Some((p, data)) = parts.try_next().await? {
+            out[p.buf_range()].copy_from_slice(&data);
+        }
+        Ok(out)
+    }
+
+    /// Reads one piece: exactly `piece.len` bytes (zeros for a hole).
+    async fn read_piece(&self, inode: u64, piece: Piece) -> Result<Vec<u8>, ClientError> {
+        let mut retry = Retry::new("read", inode, piece.index, self.time_limit());
+        let mut fresh = false;
+        loop {
+            let (loc, _) = self.location(inode, piece.index, fresh).await?;
+            if loc.chunk_id == 0 {
+                return Ok(vec![0u8; piece.len as usize]);
+            }
+            let mut error = format!(
+                "chunk {:016X}_{:08X} has no valid copy (missing chunk)",
+                loc.chunk_id, loc.version
+            );
+            for server in &loc.servers {
+                match self.read_from(&server.address, &loc, piece).await {
+                    Ok(data) => return Ok(data),
+                    Err(Failure::Final(e)) => return Err(e),
+                    Err(Failure::Stale(text)) => {
+                        error = text;
+                        break;
+                    }
+                    Err(Failure::Copy(text)) => error = text,
+                }
+            }
+            // Every copy failed or the version moved on: ask the master.
+            self.forget_location(inode, piece.index);
+            fresh = true;
+            retry.failed(error).await?;
+        }
+    }
+
+    /// One Read call to one chunkserver.
+    async fn read_from(
+        &self,
+        addr: &str,
+        loc: &ChunkLocation,
+        piece: Piece,
+    ) -> Result<Vec<u8>, Failure> {
+        let mut client = self.conns.client(addr)?;
+        let req = ChunkReadRequest {
+            chunk_id: loc.chunk_id,
+            version: loc.version,
+            offset: u64::from(piece.chunk_offset),
+            size: piece.len,
+        };
+        let limit = self.opts.chunk_call_timeout;
+        let data = match tokio::time::timeout(limit, client.read(req)).await {
+            Ok(Ok(r)) => r.into_inner().data,
+            Ok(Err(status)) => return Err(super::conn::classify(addr, &status)),
+            Err(_) => {
+                return Err(Failure::Copy(format!(
+                    "chunkserver {addr}: no reply within {limit:.1?}"
+                )))
+            }
+        };
+        if data.len() != piece.len as usize {
+            return Err(Failure::Copy(format!(
+                "chunkserver {addr} answered {} bytes for a read of {} (a chunkserver bug)",
+                data.len(),
+                piece.len
+            )));
+        }
+        Ok(data)
+    }
+}

@@ -1,0 +1,308 @@
+//! FileIo against in-process fake servers: failover, renewal, EAGAIN,
+//! holes, the end of file, commits.
+
+mod fake;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use fake::{FakeCluster, Mode};
+
+use super::{FileIo, IoOptions, CHUNK_SIZE};
+use crate::error::ClientError;
+use crate::master::{ClientOptions, MasterClient};
+
+const INODE: u64 = 42;
+
+async fn io_for(c: &FakeCluster, opts: IoOptions) -> FileIo {
+    let copts = ClientOptions {
+        register_session: true,
+        overall_timeout: Some(Duration::from_secs(10)),
+        call_timeout: Duration::from_secs(2),
+        ..ClientOptions::default()
+    };
+    let master = match MasterClient::connect(std::slice::from_ref(&c.master_addr), copts).await {
+        Ok(m) => m,
+        Err(e) => panic!("connect to the fake master: {e}"),
+    };
+    FileIo::new(master, opts)
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
+        .collect()
+}
+
+async fn ok<T>(f: impl std::future::Future<Output = Result<T, ClientError>>) -> T {
+    match f.await {
+        Ok(v) => v,
+        Err(e) => panic!("call failed: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn write_flush_read_back_with_short_read_at_eof() {
+    let c = FakeCluster::start(3, 2).await;
+    let io = io_for(&c, IoOptions::default()).await;
+    let data = pattern(300_000, 1);
+    ok(io.write(INODE, 1000, &data)).await;
+    assert_eq!(io.local_length(INODE), Some(301_000));
+    // Before the commit, the master knows no length, but this client reads
+    // what it wrote (and the hole before it as zeros).
+    let got = ok(io.read(INODE, 0, 400_000)).await;
+    assert_eq!(got.len(), 301_000);
+    assert!(got[..1000].iter().all(|&b| b == 0));
+    assert_eq!(&got[1000..], &data[..]);
+    // Every copy has it: the chain was followed.
+    let chunk = c.master.chunks.lock().map(|m| m[&(INODE, 0)].clone());
+    let Ok(chunk) = chunk else { panic!("poisoned") };
+    assert_eq!(chunk.copies, vec![0, 1]);
+    for i in [0, 1] {
+        let (v, d) = c.cs(i).data(chunk.id).unwrap_or_default();
+        assert_eq!(v, chunk.version);
+        assert_eq!(&d[1000..], &data[..]);
+    }
+    assert!(c.cs(2).data(chunk.id).is_none());
+
+    ok(io.flush(INODE)).await;
+    assert_eq!(io.local_length(INODE), None);
+    let ends = c.master.write_chunk_end_calls();
+    assert_eq!(ends.len(), 1);
+    assert_eq!(
+        (ends[0].index, ends[0].chunk_id, ends[0].file_length),
+        (0, chunk.id, 301_000)
+    );
+    // A second flush has nothing to commit.
+    ok(io.flush(INODE)).await;
+    assert_eq!(c.master.write_chunk_end_calls().len(), 1);
+    // Read after the commit: from the master's location, short at EOF.
+    let got = ok(io.read(INODE, 300_000, 4096)).await;
+    assert_eq!(got, data[299_000..]);
+    assert!(ok(io.read(INODE, 301_000, 10)).await.is_empty());
+    assert!(ok(io.read(INODE, 5 * CHUNK_SIZE, 10)).await.is_empty());
+}
+
+#[tokio::test]
+async fn request_across_chunks_and_pieces_in_parallel() {
+    let c = FakeCluster::start(2, 1).await;
+    let opts = IoOptions {
+        max_request: 64 << 10,
+        parallelism: 4,
+        ..IoOptions::default()
+    };
+    let io = io_for(&c, opts).await;
+    let start = CHUNK_SIZE - 100_000;
+    let data = pattern(250_000, 7);
+    ok(io.write(INODE, start, &data)).await;
+    // Two chunks, two leases; pieces of at most 64 KiB.
+    let calls = c.master.write_chunk_calls();
+    let mut indexes: Vec<u32> = calls.iter().map(|r| r.index).collect();
+    indexes.sort();
+    assert_eq!(indexes, vec![0, 1], "one lease per chunk");
+    assert!(c.cs(0).writes.load(Ordering::SeqCst) >= 250_000 / 65_536);
+    ok(io.flush(INODE)).await;
+    let mut ends: Vec<(u32, u64)> = c
+        .master
+        .write_chunk_end_calls()
+        .iter()
+        .map(|r| (r.index, r.file_length))
+        .collect();
+    ends.sort();
+    assert_eq!(ends, vec![(0, start + 250_000), (1, start + 250_000)]);
+    let got = ok(io.read(INODE, start - 10, 250_010)).await;
+    assert!(got[..10].iter().all(|&b| b == 0));
+    assert_eq!(&got[10..], &data[..]);
+    // A read inside chunk 0 that is a hole at the master reads zeros.
+    let got = ok(io.read(INODE, 0, 1000)).await;
+    assert_eq!(got, vec![0u8; 1000]);
+}
+
+#[tokio::test]
+async fn hole_chunk_reads_as_zeros_without_chunkservers() {
+    let c = FakeCluster::start(1, 1).await;
+    let io = io_for(&c, IoOptions::default()).await;
+    // Only chunk 1 exists; the file is 1.5 chunks long.
+    ok(io.write(INODE, CHUNK_SIZE, b"tail")).await;
+    ok(io.flush(INODE)).await;
+    c.master
+        .lengths
+        .lock()
+        .map(|mut l| l.insert(INODE, CHUNK_SIZE + CHUNK_SIZE / 2))
+        .ok();
+    let reads_before = c.cs(0).reads.load(Ordering::SeqCst);
+    let got = ok(io.read(INODE, 10, 5000)).await;
+    assert_eq!(got, vec![0u8; 5000]);
+    assert_eq!(c.cs(0).reads.load(Ordering::SeqCst), reads_before);
+    let got = ok(io.read(INODE, CHUNK_SIZE, 8)).await;
+    assert_eq!(got, b"tail\0\0\0\0");
+}
+
+#[tokio::test]
+async fn read_fails_over_to_the_second_copy_on_data_loss() {
+    let c = FakeCluster::start(2, 2).await;
+    let io = io_for(&c, IoOptions::default()).await;
+    let data = pattern(10_000, 3);
+    ok(io.write(INODE, 0, &data)).await;
+    ok(io.flush(INODE)).await;
+    c.cs(0).mode(Mode::BadReads);
+    let rc_before = c.master.read_chunk_calls.load(Ordering::SeqCst);
+    let got = ok(io.read(INODE, 0, 10_000)).await;
+    assert_eq!(got, data);
+    assert_eq!(c.cs(0).reads.load(Ordering::SeqCst), 1, "first copy tried");
+    assert_eq!(
+        c.cs(1).reads.load(Ordering::SeqCst),
+        1,
+        "second copy served"
+    );
+    assert_eq!(
+        c.master.read_chunk_calls.load(Ordering::SeqCst) - rc_before,
+        1,
+        "no need to ask the master again"
+    );
+}
+
+#[tokio::test]
+async fn stale_version_asks_the_master_again() {
+    let c = FakeCluster::start(2, 2).await;
+    let io = io_for(&c, IoOptions::default()).await;
+    let data = pattern(5000, 9);
+    ok(io.write(INODE, 0, &data)).await;
+    ok(io.flush(INODE)).await;
+    ok(io.read(INODE, 0, 100)).await; // caches the location
+    let rc = c.master.read_chunk_calls.load(Ordering::SeqCst);
+    // Another client's write moves the version on behind our back.
+    c.master.set_version(INODE, 0, vec![0, 1]);
+    let got = ok(io.read(INODE, 0, 5000)).await;
+    assert_eq!(got, data);
+    assert_eq!(
+        c.master.read_chunk_calls.load(Ordering::SeqCst) - rc,
+        1,
+        "ESTALE made the client ask ReadChunk once more"
+    );
+}
+
+#[tokio::test]
+async fn read_gives_up_after_the_time_limit_when_every_copy_is_bad() {
+    let c = FakeCluster::start(2, 2).await;
+    let opts = IoOptions {
+        timeout: Some(Duration::from_millis(400)),
+        ..IoOptions::default()
+    };
+    let io = io_for(&c, opts).await;
+    ok(io.write(INODE, 0, b"abc")).await;
+    ok(io.flush(INODE)).await;
+    c.cs(0).mode(Mode::BadReads);
+    c.cs(1).mode(Mode::Down);
+    match io.read(INODE, 0, 3).await {
+        Err(e @ ClientError::Data { .. }) => {
+            assert_eq!(e.errno(), crate::error::errno::EIO);
+            assert!(e.to_string().contains("read of inode 42 chunk 0"), "{e}");
+        }
+        other => panic!("expected a data error, got {other:?}"),
+    }
+    assert!(
+        c.master.read_chunk_calls.load(Ordering::SeqCst) >= 3,
+        "asked again while retrying"
+    );
+}
+
+#[tokio::test]
+async fn write_whose_chain_head_is_down_renews_the_lease() {
+    let c = FakeCluster::start(3, 3).await;
+    let io = io_for(&c, IoOptions::default()).await;
+    ok(io.write(INODE, 0, b"first")).await;
+    c.cs(0).mode(Mode::Down);
+    let data = pattern(100_000, 5);
+    ok(io.write(INODE, 10, &data)).await;
+    let calls = c.master.write_chunk_calls();
+    assert_eq!(calls.len(), 2);
+    assert!(!calls[0].renew && calls[1].renew, "{calls:?}");
+    assert_ne!(calls[0].id, calls[1].id, "a renewal is a new request");
+    let chunk = c.master.chunks.lock().map(|m| m[&(INODE, 0)].clone());
+    let Ok(chunk) = chunk else { panic!("poisoned") };
+    assert_eq!(chunk.copies, vec![1, 2]);
+    for i in [1, 2] {
+        let (v, d) = c.cs(i).data(chunk.id).unwrap_or_default();
+        assert_eq!(v, chunk.version);
+        assert_eq!(&d[..5], b"first");
+        assert_eq!(&d[10..], &data[..]);
+    }
+    ok(io.fsync(INODE)).await;
+    assert!(c.cs(1).syncs.load(Ordering::SeqCst) >= 1);
+    assert!(
+        c.cs(2).syncs.load(Ordering::SeqCst) >= 1,
+        "sync forwarded along the chain"
+    );
+    let ends = c.master.write_chunk_end_calls();
+    assert_eq!(ends.len(), 1);
+    assert_eq!(ends[0].file_length, 100_010);
+}
+
+#[tokio::test]
+async fn eagain_from_write_chunk_is_retried() {
+    let c = FakeCluster::start(1, 1).await;
+    let io = io_for(&c, IoOptions::default()).await;
+    c.master.eagain.store(2, Ordering::SeqCst);
+    ok(io.write(INODE, 0, b"hello")).await;
+    let calls = c.master.write_chunk_calls();
+    assert_eq!(calls.len(), 3, "two EAGAIN answers, then the lease");
+    ok(io.flush(INODE)).await;
+    assert_eq!(ok(io.read(INODE, 0, 100)).await, b"hello");
+}
+
+#[tokio::test]
+async fn eagain_gives_up_at_the_time_limit() {
+    let c = FakeCluster::start(1, 1).await;
+    let opts = IoOptions {
+        timeout: Some(Duration::from_millis(300)),
+        ..IoOptions::default()
+    };
+    let io = io_for(&c, opts).await;
+    c.master.eagain.store(u32::MAX, Ordering::SeqCst);
+    let r = io.write(INODE, 0, b"hello").await;
+    assert!(
+        matches!(&r, Err(ClientError::Data { op: "write", .. })),
+        "{r:?}"
+    );
+    assert_eq!(io.local_length(INODE), None);
+}
+
+#[tokio::test]
+async fn idle_writes_are_committed_in_the_background() {
+    let c = FakeCluster::start(1, 1).await;
+    let opts = IoOptions {
+        idle_flush: Duration::from_millis(100),
+        ..IoOptions::default()
+    };
+    let io = io_for(&c, opts).await;
+    ok(io.write(INODE, 0, b"0123456789")).await;
+    assert!(c.master.write_chunk_end_calls().is_empty());
+    let mut waited = Duration::ZERO;
+    while c.master.write_chunk_end_calls().is_empty() && waited < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        waited += Duration::from_millis(25);
+    }
+    let ends = c.master.write_chunk_end_calls();
+    assert_eq!(ends.len(), 1, "committed once the file was idle");
+    assert_eq!(ends[0].file_length, 10);
+    assert_eq!(io.local_length(INODE), None);
+    // A later write takes a new lease.
+    ok(io.write(INODE, 10, b"x")).await;
+    assert_eq!(c.master.write_chunk_calls().len(), 2);
+}
+
+#[tokio::test]
+async fn cached_length_is_refreshed_before_a_short_read() {
+    let c = FakeCluster::start(1, 1).await;
+    let io = io_for(&c, IoOptions::default()).await;
+    let other = io_for(&c, IoOptions::default()).await;
+    ok(io.write(INODE, 0, b"abc")).await;
+    ok(io.flush(INODE)).await;
+    assert_eq!(ok(other.read(INODE, 0, 100)).await, b"abc");
+    // The file grows through another client; the reader's cached location
+    // says 3 bytes, but a read past it asks the master.
+    ok(io.write(INODE, 3, b"defg")).await;
+    ok(io.flush(INODE)).await;
+    assert_eq!(ok(other.read(INODE, 0, 100)).await, b"abcdefg");
+}

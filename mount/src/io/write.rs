@@ -1,0 +1,416 @@
+//! The write path: write leases per chunk, pieces sent along the chain,
+//! renewal after a failure, committing lengths (flush), Sync (fsync), and the
+//! background task that commits idle files.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use mfs_proto::v1::{
+    ChunkLocation, ChunkSyncRequest, ChunkWriteRequest, WriteChunkEndRequest, WriteChunkRequest,
+};
+
+use super::conn::{classify, Failure};
+use super::split::{split, Piece};
+use super::{lock, Inner, Retry};
+use crate::error::{errno, ClientError};
+
+/// Files idle this long with nothing to commit are dropped from the table.
+const FORGET_IDLE: Duration = Duration::from_secs(60);
+
+/// What this client is writing to one inode.
+#[derive(Debug)]
+pub(crate) struct FileWrites {
+    /// Writes hold it shared; flush and fsync exclusively (so a commit sees
+    /// every write that returned, and no write runs under a released lease).
+    gate: tokio::sync::RwLock<()>,
+    /// Serializes WriteChunk calls for this inode (one lease per chunk even
+    /// when several pieces need it at once).
+    lease_lock: tokio::sync::Mutex<()>,
+    state: Mutex<WriteState>,
+}
+
+#[derive(Debug)]
+struct WriteState {
+    /// The write lease of each chunk being written: its location (chain).
+    leases: BTreeMap<u32, Arc<ChunkLocation>>,
+    /// The end of the furthest write not committed yet (`None`: all
+    /// committed).
+    uncommitted_end: Option<u64>,
+    /// Chunks written since the last fsync, with where they were written.
+    unsynced: BTreeMap<u32, Arc<ChunkLocation>>,
+    /// When the last write to this inode finished.
+    last_write: Instant,
+}
+
+impl FileWrites {
+    fn new() -> Self {
+        FileWrites {
+            gate: tokio::sync::RwLock::new(()),
+            lease_lock: tokio::sync::Mutex::new(()),
+            state: Mutex::new(WriteState {
+                leases: BTreeMap::new(),
+                uncommitted_end: None,
+                unsynced: BTreeMap::new(),
+                last_write: Instant::now(),
+            }),
+        }
+    }
+
+    fn lease(&self, index: u32) -> Option<Arc<ChunkLocation>> {
+        lock(&self.state).leases.get(&index).cloned()
+    }
+
+    /// True when there is nothing to commit. (Chunks not synced yet are
+    /// not kept for a later fsync once the file is forgotten: the
+    /// chunkservers write them back on their own.)
+    fn is_clean(&self) -> bool {
+        let s = lock(&self.state);
+        s.leases.is_empty() && s.uncommitted_end.is_none()
+    }
+}
+
+impl Inner {
+    fn file(&self, inode: u64) -> Arc<FileWrites> {
+        Arc::clone(
+            lock(&self.files)
+                .entry(inode)
+                .or_insert_with(|| Arc::new(FileWrites::new())),
+        )
+    }
+
+    fn existing_file(&self, inode: u64) -> Option<Arc<FileWrites>> {
+        lock(&self.files).get(&inode).cloned()
+    }
+
+    /// The chain of the write lease this client holds on a chunk, if any.
+    pub(crate) fn lease_location(&self, inode: u64, index: u32) -> Option<Arc<ChunkLocation>> {
+        self.existing_file(inode)?.lease(index)
+    }
+
+    pub(crate) fn local_length(&self, inode: u64) -> Option<u64> {
+        lock(&self.existing_file(inode)?.state).uncommitted_end
+    }
+
+    /// Drops the write state of `inode` if nothing is left to commit and no
+    /// one else is using it.
+    pub(crate) fn drop_idle_file(&self, inode: u64) {
+        let mut files = lock(&self.files);
+        if let Some(f) = files.get(&inode) {
+            // Under the table lock nobody can take a new reference: a count
+            // of one means no write or flush is running.
+            if Arc::strong_count(f) == 1 && f.is_clean() {
+                files.remove(&inode);
+            }
+        }
+    }
+
+    pub(crate) async fn write(
+        &self,
+        inode: u64,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<(), ClientError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let pieces = split(offset, data.len() as u64, self.opts.max_request)?;
+        let file = self.file(inode);
+        let _shared = file.gate.read().await;
+        let file = &file;
+        stream::iter(pieces)
+            .map(|p| async move { self.write_piece(file, inode, p, &data[p.buf_range()]).await })
+            .buffer_unordered(self.opts.parallelism)
+            .try_collect::<()>()
+            .await?;
+        let end = offset + data.len() as u64;
+        let mut s = lock(&file.state);
+        s.uncommitted_end = Some(s.uncommitted_end.map_or(end, |e| e.max(end)));
+        s.last_write = Instant::now();
+        Ok(())
+    }
+
+    /// Writes one piece on every copy of its chunk, renewing the lease and
+    /// sending again after a failure.
+    async fn write_piece(
+        &self,
+        file: &FileWrites,
+        inode: u64,
+        piece: Piece,
+        data: &[u8],
+    ) -> Result<(), ClientError> {
+        let mut retry = Retry::new("write", inode, piece.index, self.time_limit());
+        let mut failed: Option<u32> = None;
+        loop {
+            let loc = self.lease(file, inode, piece.index, failed.take()).await?;
+            let req = ChunkWriteRequest {
+                chunk_id: loc.chunk_id,
+                version: loc.version,
+                offset: u64::from(piece.chunk_offset),
+                data: data.to_vec(),
+                chain: Vec::new(),
+            };
+            match self.send_along_chain(&loc, req, ChunkCall::Write).await {
+                Ok(()) => {
+                    lock(&file.state).unsynced.insert(piece.index, loc);
+                    return Ok(());
+                }
+                Err(Failure::Final(e)) => return Err(e),
+                Err(Failure::Stale(text)) | Err(Failure::Copy(text)) => {
+                    failed = Some(loc.version);
+                    retry.failed(text).await?;
+                }
+            }
+        }
+    }
+
+    /// The write lease of chunk `index`: the one held, or a new one from the
+    /// master. With `renew_from` (the version a write just failed with), a
+    /// lease still at that version is renewed (WriteChunk with `renew`).
+    /// EAGAIN (another session writes the chunk) is retried with backoff.
+    async fn lease(
+        &self,
+        file: &FileWrites,
+        inode: u64,
+        index: u32,
+        renew_from: Option<u32>,
+    ) -> Result<Arc<ChunkLocation>, ClientError> {
+        let usable = |l: &Arc<ChunkLocation>| renew_from != Some(l.version);
+        if let Some(l) = file.lease(index).filter(usable) {
+            return Ok(l);
+        }
+        let _one = file.lease_lock.lock().await;
+        let held = file.lease(index);
+        if let Some(l) = held.clone().filter(usable) {
+            return Ok(l); // another piece renewed it meanwhile
+        }
+        let mut retry = Retry::new("write", inode, index, self.time_limit());
+        loop {
+            let req = WriteChunkRequest {
+                id: None,
+                cred: Some(self.credentials(inode)),
+                inode,
+                index,
+                renew: held.is_some(),
+            };
+            match self.master.write_chunk(req).await {
+                Ok(loc) => {
+                    if loc.chunk_id == 0 || loc.servers.is_empty() {
+                        return Err(ClientError::BadReply(format!(
+                            "WriteChunk for inode {inode} chunk {index} gave chunk {} with {} servers",
+                            loc.chunk_id,
+                            loc.servers.len()
+                        )));
+                    }
+                    let loc = Arc::new(loc);
+                    lock(&file.state).leases.insert(index, Arc::clone(&loc));
+                    // The version moved on: a cached read location is stale.
+                    self.forget_location(inode, index);
+                    return Ok(loc);
+                }
+                Err(ClientError::Errno(errno::EAGAIN, text)) => {
+                    retry
+                        .failed(format!("write lease held by another session: {text}"))
+                        .await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Sends a Write or Sync to the chain's first server, with the rest of
+    /// the chain for it to forward to.
+    async fn send_along_chain(
+        &self,
+        loc: &ChunkLocation,
+        mut req: ChunkWriteRequest,
+        call: ChunkCall,
+    ) -> Result<(), Failure> {
+        let Some((head, rest)) = loc.servers.split_first() else {
+            return Err(Failure::Copy(format!(
+                "chunk {:016X}_{:08X} has no chunkserver to write to",
+                loc.chunk_id, loc.version
+            )));
+        };
+        let addr = head.address.as_str();
+        let chain: Vec<String> = rest.iter().map(|s| s.address.clone()).collect();
+        let mut client = self.conns.client(addr)?;
+        let limit = self.opts.chunk_call_timeout;
+        let result = match call {
+            ChunkCall::Write => {
+                req.chain = chain;
+                tokio::time::timeout(limit, client.write(req))
+                    .await
+                    .map(|r| r.map(|_| ()))
+            }
+            ChunkCall::Sync => {
+                let sync = ChunkSyncRequest {
+                    chunk_id: loc.chunk_id,
+                    version: loc.version,
+                    chain,
+                };
+                tokio::time::timeout(limit, client.sync(sync))
+                    .await
+                    .map(|r| r.map(|_| ()))
+            }
+        };
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(status)) => Err(classify(addr, &status)),
+            Err(_) => Err(Failure::Copy(format!(
+                "chunkserver {addr}: no reply within {limit:.1?}"
+            ))),
+        }
+    }
+
+    /// Commits what was written to `inode` (and with `sync`, first makes it
+    /// durable on every copy).
+    pub(crate) async fn flush(&self, inode: u64, sync: bool) -> Result<(), ClientError> {
+        let Some(file) = self.existing_file(inode) else {
+            return Ok(());
+        };
+        let _exclusive = file.gate.write().await;
+        if sync {
+            self.sync_chunks(&file, inode).await?;
+        }
+        self.commit(&file, inode).await
+    }
+
+    /// WriteChunkEnd for every chunk with a lease, with the furthest end
+    /// written as the file length. Leases committed are dropped; on an
+    /// error the rest stay for the next flush.
+    async fn commit(&self, file: &FileWrites, inode: u64) -> Result<(), ClientError> {
+        let (leases, end) = {
+            let s = lock(&file.state);
+            (s.leases.clone(), s.uncommitted_end.unwrap_or(0))
+        };
+        let results = stream::iter(leases)
+            .map(|(index, loc)| async move {
+                let req = WriteChunkEndRequest {
+                    id: None,
+                    inode,
+                    index,
+                    chunk_id: loc.chunk_id,
+                    file_length: end,
+                };
+                (index, self.master.write_chunk_end(req).await)
+            })
+            .buffer_unordered(self.opts.parallelism)
+            .collect::<Vec<_>>()
+            .await;
+        let mut first_error = None;
+        let mut s = lock(&file.state);
+        for (index, r) in results {
+            match r {
+                Ok(_) => {
+                    s.leases.remove(&index);
+                    // Reads of this chunk go to the master again.
+                    self.forget_location(inode, index);
+                }
+                Err(e) => {
+                    tracing::warn!(inode, index, error = %e, "committing a write failed");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => {
+                s.uncommitted_end = None;
+                Ok(())
+            }
+        }
+    }
+
+    /// Sync on every copy of every chunk written since the last fsync.
+    async fn sync_chunks(&self, file: &FileWrites, inode: u64) -> Result<(), ClientError> {
+        let unsynced = lock(&file.state).unsynced.clone();
+        stream::iter(unsynced)
+            .map(|(index, loc)| async move { self.sync_chunk(file, inode, index, loc).await })
+            .buffer_unordered(self.opts.parallelism)
+            .try_collect::<()>()
+            .await
+    }
+
+    async fn sync_chunk(
+        &self,
+        file: &FileWrites,
+        inode: u64,
+        index: u32,
+        mut loc: Arc<ChunkLocation>,
+    ) -> Result<(), ClientError> {
+        let mut retry = Retry::new("sync", inode, index, self.time_limit());
+        loop {
+            let req = ChunkWriteRequest::default();
+            match self.send_along_chain(&loc, req, ChunkCall::Sync).await {
+                Ok(()) => {
+                    let mut s = lock(&file.state);
+                    if s.unsynced.get(&index).is_some_and(|l| Arc::ptr_eq(l, &loc)) {
+                        s.unsynced.remove(&index);
+                    }
+                    return Ok(());
+                }
+                Err(Failure::Final(e)) => return Err(e),
+                Err(Failure::Stale(text)) | Err(Failure::Copy(text)) => {
+                    retry.failed(text).await?;
+                    // Where the chunk is now: the lease if we hold one, else
+                    // the master's answer (the copies that are still valid
+                    // have every write that was acknowledged).
+                    loc = match file.lease(index).filter(|l| l.version != loc.version) {
+                        Some(l) => l,
+                        None => Arc::new(self.master.read_chunk(inode, index).await?),
+                    };
+                    if loc.chunk_id == 0 {
+                        return Ok(()); // truncated away meanwhile
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Which chunkserver call [`Inner::send_along_chain`] makes.
+#[derive(Debug, Clone, Copy)]
+enum ChunkCall {
+    Write,
+    Sync,
+}
+
+/// Commits files that have seen no write for [`super::IoOptions::idle_flush`]
+/// (releasing their leases for other sessions), and forgets files long
+/// idle with nothing left to commit. Runs until the [`Inner`] is dropped.
+pub(crate) async fn idle_flush_loop(weak: Weak<Inner>) {
+    loop {
+        let tick = match weak.upgrade() {
+            Some(inner) => (inner.opts.idle_flush / 4).max(Duration::from_millis(20)),
+            None => return,
+        };
+        tokio::time::sleep(tick).await;
+        let Some(inner) = weak.upgrade() else { return };
+        let idle = inner.opts.idle_flush;
+        let files: Vec<(u64, Arc<FileWrites>)> = lock(&inner.files)
+            .iter()
+            .map(|(i, f)| (*i, Arc::clone(f)))
+            .collect();
+        for (inode, file) in files {
+            let (pending, since) = {
+                let s = lock(&file.state);
+                (!s.leases.is_empty(), s.last_write.elapsed())
+            };
+            if pending && since >= idle {
+                // A write or flush running now will be followed by another
+                // look at the next tick.
+                let Ok(_exclusive) = file.gate.try_write() else {
+                    continue;
+                };
+                if let Err(e) = inner.commit(&file, inode).await {
+                    tracing::warn!(inode, error = %e, "committing idle writes failed; will retry");
+                }
+            } else if !pending && since >= FORGET_IDLE {
+                drop(file);
+                inner.drop_idle_file(inode);
+            }
+        }
+    }
+}
