@@ -402,7 +402,7 @@ peers_list() {
 # What `status` and `up` show as the process's address.
 address_of() {
 	case $1 in
-	master* | chunk*) echo "$HOST:${PORT[$1]}" ;;
+	master* | chunk* | metalogger*) echo "$HOST:${PORT[$1]}" ;;
 	mount) echo "$DIR/mnt" ;;
 	*) echo "-" ;;
 	esac
@@ -410,7 +410,7 @@ address_of() {
 
 http_of() {
 	case $1 in
-	master* | chunk*) echo "http://$HOST:${HTTP[$1]}/metrics" ;;
+	master* | chunk* | metalogger*) echo "http://$HOST:${HTTP[$1]}/metrics" ;;
 	*) echo "-" ;;
 	esac
 }
@@ -493,6 +493,9 @@ EOF
 # $name of the local cluster in $DIR, written by local-cluster.sh.
 MASTER_HOST = $(masters_list)
 DATA_PATH = $d/data
+LISTEN_HOST = $HOST
+LISTEN_PORT = ${PORT[$name]}
+HTTP_LISTEN = $HOST:${HTTP[$name]}
 EOF
 		;;
 	chunk*)
@@ -541,7 +544,7 @@ start_proc() {
 	local port ports=()
 	case $name in
 	master*) ports=("${PORT[$name]}" "${HTTP[$name]}") ;;
-	chunk*) ports=("${PORT[$name]}" "${HTTP[$name]}") ;;
+	chunk* | metalogger*) ports=("${PORT[$name]}" "${HTTP[$name]}") ;;
 	esac
 	for port in "${ports[@]}"; do
 		if port_in_use "$port"; then
@@ -792,7 +795,7 @@ cmd_start() {
 			die "$NAME exited right after starting (log: $DIR/$NAME/log)"
 		}
 		case $NAME in
-		master* | chunk*) port_in_use "${PORT[$NAME]}" && break ;;
+		master* | chunk* | metalogger*) port_in_use "${PORT[$NAME]}" && break ;;
 		mount) is_mounted && timeout 5 stat "$(mnt_dir)" >/dev/null 2>&1 && break ;;
 		*) break ;;
 		esac
@@ -942,7 +945,7 @@ cmd_up() {
 		printf '%-12s %-8s %-22s %s\n' "$name" "$pid" "$(address_of "$name")" "$DIR/$name/log"
 	done
 	echo
-	echo "metrics:  $(for name in $(names_of_role master) $(names_of_role chunk); do printf '%s ' "$(http_of "$name")"; done)"
+	echo "metrics:  $(for name in $(names_of_role master) $(names_of_role metalogger) $(names_of_role chunk); do printf '%s ' "$(http_of "$name")"; done)"
 	echo "binaries: $BIN_DIR"
 	echo
 	echo "  export MFS_MASTERS=$masters"

@@ -93,6 +93,7 @@ fn main() -> anyhow::Result<()> {
     let res = cfg
         .resolve(used_file)
         .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;
+    mfs_chunk::server::tune_malloc();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

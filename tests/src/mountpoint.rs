@@ -22,7 +22,10 @@ pub fn is_fuse_mounted(dir: &Path) -> bool {
     // Canonicalize the parent only: the mount point itself may be a dead
     // mount, where every access fails.
     let want = match (dir.parent(), dir.file_name()) {
-        (Some(p), Some(n)) => p.canonicalize().map(|p| p.join(n)).unwrap_or_else(|_| dir.to_path_buf()),
+        (Some(p), Some(n)) => p
+            .canonicalize()
+            .map(|p| p.join(n))
+            .unwrap_or_else(|_| dir.to_path_buf()),
         _ => dir.to_path_buf(),
     };
     let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
@@ -120,11 +123,17 @@ impl Mount {
             }
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(st)) = c.try_wait() {
-                    bail!("mfsmount exited with {st} before mounting:\n{}", self.log_text());
+                    bail!(
+                        "mfsmount exited with {st} before mounting:\n{}",
+                        self.log_text()
+                    );
                 }
             }
             if t.elapsed() > timeout {
-                bail!("mfsmount did not mount within {timeout:?}:\n{}", self.log_text());
+                bail!(
+                    "mfsmount did not mount within {timeout:?}:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -160,7 +169,10 @@ impl Mount {
             if t.elapsed() > timeout {
                 let _ = c.kill();
                 let _ = c.wait();
-                bail!("mfsmount did not exit within {timeout:?} of SIGTERM:\n{}", self.log_text());
+                bail!(
+                    "mfsmount did not exit within {timeout:?} of SIGTERM:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -191,7 +203,11 @@ impl Drop for Mount {
         }
         self.force_unmount();
         if std::thread::panicking() {
-            eprintln!("--- mfsmount log {}:\n{}", self.log.display(), tail(&self.log_text(), 30));
+            eprintln!(
+                "--- mfsmount log {}:\n{}",
+                self.log.display(),
+                tail(&self.log_text(), 30)
+            );
         }
     }
 }

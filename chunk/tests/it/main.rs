@@ -391,6 +391,8 @@ async fn orders_over_grpc() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore]
 async fn throughput() {
+    // As the binary does.
+    mfs_chunk::server::tune_malloc();
     let (a, b) = (start().await, start().await);
     let mut ca = client(&a.addr).await;
     let chunks = 8u64;

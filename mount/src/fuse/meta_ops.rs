@@ -360,7 +360,7 @@ impl Shared {
                     name: e.name.clone(),
                     inode: e.inode,
                     kind: e.r#type,
-                    attr: e.attr.clone(),
+                    attr: e.attr,
                 });
             }
             match r.entries.last() {
@@ -380,7 +380,7 @@ impl Shared {
                 name: name.to_vec(),
                 inode,
                 kind: dir,
-                attr: dot_attr.clone(),
+                attr: dot_attr,
             });
         }
         all.extend(out);
@@ -485,7 +485,7 @@ impl Shared {
                 continue;
             };
             let attr = match &e.attr {
-                Some(a) => a.clone(),
+                Some(a) => *a,
                 // A master that left attributes out: fetch them.
                 None => match self.master.getattr(e.inode).await {
                     Ok(a) => a,

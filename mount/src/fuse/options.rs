@@ -89,7 +89,8 @@ impl Default for MountConfig {
 }
 
 /// Settings given on the command line (`-o`, `-H`, `-P`, `-S`), only those
-/// present; they override the file and the environment.
+/// present; they override the file and the environment. Each field is the
+/// [`MountConfig`] setting of the same name.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]

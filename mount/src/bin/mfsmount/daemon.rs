@@ -17,7 +17,9 @@ pub fn run_in_background(args: &[String]) -> ExitCode {
     let exe = match std::env::current_exe() {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("mfsmount: cannot find its own executable to go to the background ({e}); use -f");
+            eprintln!(
+                "mfsmount: cannot find its own executable to go to the background ({e}); use -f"
+            );
             return ExitCode::from(1);
         }
     };

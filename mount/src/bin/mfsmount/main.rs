@@ -118,7 +118,8 @@ fn parse_spec(spec: &str) -> (Option<String>, Option<String>) {
         None => (spec, None),
     };
     let hosts = hosts.trim();
-    let masters = (!hosts.is_empty() && !PLACEHOLDER_SPECS.contains(&hosts)).then(|| hosts.to_string());
+    let masters =
+        (!hosts.is_empty() && !PLACEHOLDER_SPECS.contains(&hosts)).then(|| hosts.to_string());
     (masters, sub)
 }
 
@@ -214,9 +215,6 @@ mod tests {
         let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(from_helper_args(a(&["mount.mfs", "s", "/m", "-f"])), None);
         let got = from_helper_args(a(&["mount.mfs", "s", "/m", "-n", "-o", "ro", "-t", "mfs"]));
-        assert_eq!(
-            got,
-            Some(a(&["mount.mfs", "s", "/m", "-o", "ro"]))
-        );
+        assert_eq!(got, Some(a(&["mount.mfs", "s", "/m", "-o", "ro"])));
     }
 }

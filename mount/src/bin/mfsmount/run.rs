@@ -19,7 +19,11 @@ use crate::{daemon, Args};
 const SHUTDOWN_LIMIT: Duration = Duration::from_secs(30);
 
 pub fn run(args: &Args, cfg: MountConfig, mountpoint: PathBuf) -> ExitCode {
-    let level = if args.debug { "debug" } else { cfg.log_level.as_str() };
+    let level = if args.debug {
+        "debug"
+    } else {
+        cfg.log_level.as_str()
+    };
     mfs_common::logging::init(level);
     match mount_and_serve(args, &cfg, &mountpoint) {
         Ok(()) => ExitCode::SUCCESS,
@@ -143,9 +147,8 @@ fn mount_and_serve(args: &Args, cfg: &MountConfig, mountpoint: &Path) -> anyhow:
     }
     let served = session.run();
     tracing::info!("unmounted; committing open files and closing the session");
-    let done = rt.block_on(async {
-        tokio::time::timeout(SHUTDOWN_LIMIT, fs_handle.shutdown()).await
-    });
+    let done =
+        rt.block_on(async { tokio::time::timeout(SHUTDOWN_LIMIT, fs_handle.shutdown()).await });
     if done.is_err() {
         tracing::warn!("the masters did not answer at unmount; the session will expire on its own");
     }
