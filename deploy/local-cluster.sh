@@ -856,6 +856,19 @@ start_role() {
 	start_group "${names[@]}"
 }
 
+# The MooseFS tool names (mfsgetgoal, ...) as links to mfstools in BIN_DIR,
+# made when missing; `mfstools NAME ARGS` works without them.
+MFS_TOOL_NAMES=(mfsgetgoal mfssetgoal mfsgettrashtime mfssettrashtime mfscheckfile mfsfileinfo mfsdirinfo)
+link_tools() {
+	have_bin mfstools || return 0
+	local t
+	for t in "${MFS_TOOL_NAMES[@]}"; do
+		[[ -e $BIN_DIR/$t || -L $BIN_DIR/$t ]] && continue
+		ln -s mfstools "$BIN_DIR/$t" 2>/dev/null ||
+			{ echo "cannot link $BIN_DIR/$t to mfstools: use 'mfstools ${t#mfs} ARGS'" >&2; return 0; }
+	done
+}
+
 cmd_up() {
 	need_python
 	mkdir -p "$DIR"
@@ -935,6 +948,8 @@ cmd_up() {
 		fi
 	fi
 
+	link_tools
+
 	local pid leader
 	leader=$(cmd_leader 2>/dev/null) || leader="?"
 	echo
@@ -950,7 +965,10 @@ cmd_up() {
 	echo
 	echo "  export MFS_MASTERS=$masters"
 	echo "  $BIN_DIR/mfscli info"
-	if running_pid mount >/dev/null; then echo "  ls $(mnt_dir)"; fi
+	if running_pid mount >/dev/null; then
+		echo "  ls $(mnt_dir)"
+		have_bin mfstools && echo "  $BIN_DIR/mfsfileinfo $(mnt_dir)/FILE   # or: mfstools fileinfo ..."
+	fi
 	echo "  $0 status --dir $DIR"
 	echo "  $0 down --dir $DIR      # stop everything, keep the data"
 }

@@ -19,7 +19,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     let descriptor_path = out.join("mfs_descriptor.bin");
     std::fs::write(&descriptor_path, prost::Message::encode_to_vec(&fds))?;
+    // The big data fields are `bytes::Bytes`: decoding them takes a slice of
+    // the receive buffer instead of a copy, and a chunkserver forwards the
+    // same buffer down the chain.
     tonic_prost_build::configure()
+        .bytes(".mfs.v1.ChunkWriteRequest.data")
+        .bytes(".mfs.v1.ChunkReadReply.data")
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()
         .compile_fds(fds)?;

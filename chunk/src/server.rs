@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::config::{ChunkConfig, Resolved};
 use crate::master_link::{LinkConfig, MasterLink};
-use crate::service::ChunkSvc;
+use crate::service::{ChunkSvc, CONNECTION_WINDOW, MAX_FRAME, STREAM_WINDOW};
 use crate::store::{Store, StoreOptions};
 use crate::{hdd, http, scrub};
 
@@ -145,9 +145,9 @@ pub async fn serve_grpc(
         .with_keepalive(Some(Duration::from_secs(30)));
     tonic::transport::Server::builder()
         .tcp_nodelay(true)
-        .initial_stream_window_size(Some(8 << 20))
-        .initial_connection_window_size(Some(32 << 20))
-        .max_frame_size(Some(1 << 20))
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        .max_frame_size(Some(MAX_FRAME))
         .add_service(health)
         .add_service(ChunkSvc::new(store).into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)

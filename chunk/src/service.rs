@@ -19,6 +19,13 @@ use crate::store::{check_range, Store};
 pub const MAX_MESSAGE: usize = 24 << 20;
 /// Piece size of a replication.
 pub const REPLICATE_PIECE: u64 = 8 << 20;
+/// HTTP/2 stream window (server and peer client): several 4-16 MiB
+/// requests in flight on one stream never wait for a window update.
+pub const STREAM_WINDOW: u32 = 32 << 20;
+/// HTTP/2 connection window (server and peer client).
+pub const CONNECTION_WINDOW: u32 = 64 << 20;
+/// Largest HTTP/2 frame accepted (fewer frames per request).
+pub const MAX_FRAME: u32 = 1 << 20;
 
 /// Connections to other chunkservers, by "host:port".
 #[derive(Debug, Default)]
@@ -37,9 +44,9 @@ impl Peers {
             .map_err(|e| ChunkError::Invalid(format!("chunkserver address `{addr}`: {e}")))?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5))
-            .max_frame_size(Some(1 << 20))
-            .initial_stream_window_size(Some(8 << 20))
-            .initial_connection_window_size(Some(32 << 20));
+            .max_frame_size(Some(MAX_FRAME))
+            .initial_stream_window_size(Some(STREAM_WINDOW))
+            .initial_connection_window_size(Some(CONNECTION_WINDOW));
         let c = ChunkServiceClient::new(ep.connect_lazy())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
@@ -106,7 +113,8 @@ impl ChunkService for ChunkSvc {
             store.read(r.chunk_id, r.version, r.offset, r.size as u64)
         })
         .await?;
-        Ok(Response::new(pb::ChunkReadReply { data }))
+        // The buffer read into becomes the reply as it is (no copy).
+        Ok(Response::new(pb::ChunkReadReply { data: data.into() }))
     }
 
     async fn write(
@@ -124,6 +132,8 @@ impl ChunkService for ChunkSvc {
             return Ok(Response::new(pb::ChunkWriteReply { length }));
         }
         // Forward to chain[0] with the rest of the chain, while writing here.
+        // `data` is a `Bytes` slice of the receive buffer: the forwarded
+        // request and the local write share it (no copy).
         let next = r.chain.remove(0);
         let mut client = self.peers.client(&next).map_err(|e| e.to_status())?;
         let fwd = pb::ChunkWriteRequest {

@@ -1,6 +1,8 @@
 //! Wires a master together: the Raft node, the gRPC services (with health
 //! and reflection), the HTTP side, and a clean stop on SIGTERM/SIGINT.
 
+use std::time::Duration;
+
 use mfs_proto::v1::admin_service_server::AdminServiceServer;
 use mfs_proto::v1::chunk_registry_server::ChunkRegistryServer;
 use mfs_proto::v1::meta_service_server::MetaServiceServer;
@@ -12,6 +14,12 @@ use crate::service::{admin::Admin, chunks, http, meta::Meta};
 
 /// Largest request a client may send (bytes); bigger ones are refused.
 const MAX_REQUEST: usize = 4 << 20;
+/// How long calls in flight may take after SIGTERM: clients (mounts,
+/// chunkservers, peers) keep their connections open, and a graceful stop
+/// would wait for every one of them to close.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// How long the Raft node may take to stop before the process exits anyway.
+const RAFT_SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 
 pub async fn run(cfg: MasterConfig, res: Resolved) -> Result<(), String> {
     let prom = http::install_recorder()?;
@@ -69,7 +77,8 @@ pub async fn run(cfg: MasterConfig, res: Resolved) -> Result<(), String> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(std::time::Duration::from_secs(30)));
-    let shutdown = async {
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                 Ok(s) => s,
@@ -83,19 +92,40 @@ pub async fn run(cfg: MasterConfig, res: Resolved) -> Result<(), String> {
             _ = tokio::signal::ctrl_c() => {},
         }
         tracing::info!("stopping");
+        let _ = stop_tx.send(true);
     };
-    tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .layer(http::RpcMetricsLayer)
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(meta)
-        .add_service(admin)
-        .add_service(chunks)
-        .add_service(node.raft_service())
-        .serve_with_incoming_shutdown(incoming, shutdown)
+    let mut serve = Box::pin(
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .layer(http::RpcMetricsLayer)
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(meta)
+            .add_service(admin)
+            .add_service(chunks)
+            .add_service(node.raft_service())
+            .serve_with_incoming_shutdown(incoming, shutdown),
+    );
+    // After the signal, calls in flight get a grace period; then the server
+    // is dropped (closing the connections still open) and the node stops.
+    let grace = async {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let served = tokio::select! {
+        r = &mut serve => r.map_err(|e| format!("gRPC server: {e}")),
+        _ = grace => {
+            tracing::info!("connections still open after {SHUTDOWN_GRACE:?}; stopping anyway");
+            Ok(())
+        }
+    };
+    // Dropping the server future closes the listener and every connection.
+    drop(serve);
+    if tokio::time::timeout(RAFT_SHUTDOWN_LIMIT, node.shutdown())
         .await
-        .map_err(|e| format!("gRPC server: {e}"))?;
-    node.shutdown().await;
-    Ok(())
+        .is_err()
+    {
+        tracing::warn!("the Raft node did not stop within {RAFT_SHUTDOWN_LIMIT:?}; exiting anyway");
+    }
+    served
 }

@@ -8,12 +8,15 @@
 //! - [`io`]: [`io::FileIo`], reading and writing file data (chunk locations,
 //!   write leases, chunkservers).
 //! - [`info`]: the cluster overview `mfscli info` prints, and its JSON shape.
+//! - [`tools`]: what `mfstools` (mfsgetgoal, mfsfileinfo, ...) shares: from
+//!   a path to the cluster and inode, and MooseFS's output formats.
 
 pub mod error;
 pub mod fuse;
 pub mod info;
 pub mod io;
 pub mod master;
+pub mod tools;
 
 pub use error::ClientError;
 pub use master::{ClientOptions, ClientStats, MasterClient};

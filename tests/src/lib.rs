@@ -2,7 +2,7 @@
 //! real `mfsmaster` processes on 127.0.0.1 with free ports and a temp dir,
 //! and [`mountpoint::Mount`], a real `mfsmount` on it.
 
-pub mod cluster;
 pub mod chunkservers;
+pub mod cluster;
 pub mod metaloggers;
 pub mod mountpoint;

@@ -115,7 +115,7 @@ async fn read(
         size,
     })
     .await
-    .map(|r| r.into_inner().data)
+    .map(|r| r.into_inner().data.to_vec())
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -141,7 +141,7 @@ async fn write_with_a_chain_lands_on_every_copy() {
             chunk_id: 1,
             version: 1,
             offset: 12345,
-            data: data.clone(),
+            data: data.clone().into(),
             chain: vec![b.addr.clone(), c.addr.clone()],
         })
         .await
@@ -174,7 +174,7 @@ async fn chain_failure_names_the_failing_server() {
             chunk_id: 2,
             version: 1,
             offset: 0,
-            data: vec![1; 10],
+            data: vec![1; 10].into(),
             chain: vec![b.addr.clone()],
         })
         .await
@@ -192,7 +192,7 @@ async fn chain_failure_names_the_failing_server() {
             chunk_id: 2,
             version: 1,
             offset: 0,
-            data: vec![1; 10],
+            data: vec![1; 10].into(),
             chain: vec![dead.clone()],
         })
         .await
@@ -216,7 +216,7 @@ async fn bad_requests_get_clear_errors_and_write_nothing() {
             chunk_id: 3,
             version: 5,
             offset: 64 << 20,
-            data: vec![1],
+            data: vec![1].into(),
             chain: vec![],
         })
         .await
@@ -240,7 +240,7 @@ async fn flipped_byte_reads_as_data_loss_and_the_copy_is_dropped() {
         chunk_id: 7,
         version: 1,
         offset: 0,
-        data: pattern(200_000, 3),
+        data: pattern(200_000, 3).into(),
         chain: vec![],
     })
     .await
@@ -288,7 +288,7 @@ async fn replicate_copies_from_a_peer() {
             chunk_id: 9,
             version: 3,
             offset: (i * (10 << 20)) as u64,
-            data: piece.to_vec(),
+            data: piece.to_vec().into(),
             chain: vec![],
         })
         .await
@@ -346,7 +346,7 @@ async fn orders_over_grpc() {
         chunk_id: 1,
         version: 1,
         offset: 0,
-        data: vec![4; 1000],
+        data: vec![4; 1000].into(),
         chain: vec![],
     })
     .await
@@ -443,7 +443,7 @@ async fn throughput() {
                     chunk_id: id,
                     version: 1,
                     offset: k * (4 << 20),
-                    data: p.clone(),
+                    data: p.clone().into(),
                     chain: chain.clone(),
                 })
                 .await
@@ -596,7 +596,7 @@ async fn binary_serves_and_stops_cleanly_on_sigterm() {
         chunk_id: 0x1234,
         version: 1,
         offset: 5,
-        data: b"hello".to_vec(),
+        data: b"hello".to_vec().into(),
         chain: vec![],
     })
     .await

@@ -112,7 +112,9 @@ impl ChunkManager {
         last: bool,
         copies: Vec<(fsm::ChunkId, CopyInfo)>,
     ) -> Result<bool, ChunkError> {
-        Ok(self.leader_state()?.report(id, first, last, copies, Instant::now()))
+        Ok(self
+            .leader_state()?
+            .report(id, first, last, copies, Instant::now()))
     }
 
     /// A heartbeat; false: unknown server.

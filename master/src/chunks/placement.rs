@@ -9,15 +9,6 @@ use super::state::Server;
 use crate::fsm::CHUNK_SIZE;
 
 impl Server {
-    /// Free bytes on the disks that may take new chunks.
-    pub fn usable_free(&self) -> u64 {
-        self.disks
-            .iter()
-            .filter(|d| !d.marked && !d.damaged)
-            .map(|d| d.total.saturating_sub(d.used))
-            .sum()
-    }
-
     /// Whether a whole new chunk fits on one of its usable disks.
     pub fn can_take(&self) -> bool {
         self.disks
@@ -40,6 +31,20 @@ impl Server {
     }
 }
 
+/// Percent of the usable disks' space in use (100 with none).
+fn usable_usage_pct(s: &Server) -> u64 {
+    let (used, total) = s
+        .disks
+        .iter()
+        .filter(|d| !d.marked && !d.damaged)
+        .fold((0u64, 0u64), |(u, t), d| (u + d.used.min(d.total), t + d.total));
+    if total == 0 {
+        100
+    } else {
+        (used as u128 * 100 / total as u128) as u64
+    }
+}
+
 /// Whether `s` may receive a new copy now.
 pub fn is_target(s: &Server, now: Instant) -> bool {
     s.is_alive(now) && !s.maintenance && s.can_take()
@@ -48,7 +53,9 @@ pub fn is_target(s: &Server, now: Instant) -> bool {
 /// Up to `count` distinct servers for new copies, best first: never one of
 /// `exclude` (they already hold the chunk); among the rest, those sharing
 /// the fewest labels with the servers already chosen or in `exclude`, then
-/// the most free space, then the lowest id.
+/// the lowest usage of their usable disks (in whole percent), then at random
+/// (so that servers alike, e.g. on one file system, share new chunks rather
+/// than one taking them all between two heartbeats).
 pub fn choose(
     servers: &BTreeMap<u64, Server>,
     now: Instant,
@@ -64,7 +71,11 @@ pub fn choose(
         .values()
         .filter(|s| !exclude.contains(&s.id) && is_target(s, now))
         .collect();
-    candidates.sort_by(|a, b| b.usable_free().cmp(&a.usable_free()).then(a.id.cmp(&b.id)));
+    {
+        use rand::seq::SliceRandom;
+        candidates.shuffle(&mut rand::rng());
+    }
+    candidates.sort_by_key(|s| usable_usage_pct(s));
     let mut out = Vec::with_capacity(count);
     while out.len() < count && !candidates.is_empty() {
         let overlap = |s: &Server| {
@@ -126,6 +137,24 @@ mod tests {
         assert_eq!(choose(&m, now, 2, &[]), vec![2, 3]);
         assert_eq!(choose(&m, now, 5, &[]), vec![2, 3, 1], "no server twice");
         assert_eq!(choose(&m, now, 2, &[2]), vec![3, 1]);
+    }
+
+    #[test]
+    fn servers_alike_share_new_chunks() {
+        let m = map(vec![
+            server(1, 50, &[]),
+            server(2, 50, &[]),
+            server(3, 50, &[]),
+        ]);
+        let now = Instant::now();
+        let mut hits = [0u32; 4];
+        for _ in 0..300 {
+            let c = choose(&m, now, 1, &[]);
+            hits[c[0] as usize] += 1;
+        }
+        for id in 1..=3 {
+            assert!(hits[id] > 40, "server {id} got {} of 300: {hits:?}", hits[id]);
+        }
     }
 
     #[test]

@@ -16,7 +16,8 @@ pub const IMAGE_MAGIC: &[u8; 8] = b"MFSIMG01";
 /// Version of the image format (and of the serialized `Namespace`).
 /// 1: first version.
 /// 2: the data path: chunk ids counter, fresh chunks, chunk and tree replies.
-pub const IMAGE_VERSION: u32 = 2;
+/// 3: file locks.
+pub const IMAGE_VERSION: u32 = 3;
 
 const HEADER_LEN: usize = 8 + 4;
 

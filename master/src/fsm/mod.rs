@@ -14,10 +14,12 @@
 //! reads), `ops` (apply, sessions, create/open/setattr/xattr), `remove`
 //! (unlink, rmdir, link, rename, freeing), `chunks` (the data path's
 //! operations: chunk allocation and versions, writes, goal and trash time),
-//! `perm` (permission rules), `image` (snapshot format).
+//! `perm` (permission rules), `locks` (file locks), `image` (snapshot
+//! format).
 
 mod chunks;
 mod image;
+mod locks;
 mod namespace;
 mod ops;
 mod perm;
@@ -28,6 +30,7 @@ mod types;
 mod tests;
 
 pub use image::{ImageError, IMAGE_MAGIC, IMAGE_VERSION};
+pub use locks::{FileLock, LockKind, LockQuery, LockType, MAX_LOCKS_PER_INODE};
 pub use mfs_common::ids::{ChunkId, ChunkVersion, Inode, SessionId};
 pub use namespace::{check_name, ChunkInfo, Namespace};
 pub use types::*;

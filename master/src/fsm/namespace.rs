@@ -172,6 +172,8 @@ pub struct Namespace {
     pub(crate) pending_chunk_deletes: Vec<ChunkId>,
     /// Next chunk id to hand out (never 0, never reused).
     pub(crate) next_chunk: u64,
+    /// File locks per inode, sorted (see `locks`).
+    pub(crate) locks: BTreeMap<Inode, Vec<super::locks::FileLock>>,
 }
 
 impl Default for Namespace {
@@ -207,6 +209,7 @@ impl Namespace {
             chunks: BTreeMap::new(),
             pending_chunk_deletes: Vec::new(),
             next_chunk: 1,
+            locks: BTreeMap::new(),
         }
     }
 
@@ -562,6 +565,7 @@ impl Namespace {
         if chunk_refs.keys().any(|id| !self.chunks.contains_key(id)) {
             return Err("file refers to an absent chunk".into());
         }
+        self.check_locks()?;
         Ok(())
     }
 }

@@ -216,6 +216,26 @@ impl Namespace {
                 *recursive,
                 t,
             ),
+            Op::SetLock {
+                inode,
+                owner,
+                kind,
+                ltype,
+                start,
+                end,
+                pid,
+            } => {
+                let r = super::locks::LockRequest {
+                    inode: *inode,
+                    owner: *owner,
+                    kind: *kind,
+                    ltype: *ltype,
+                    start: *start,
+                    end: *end,
+                    pid: *pid,
+                };
+                self.set_lock(sid.ok_or(Errno::EBADF)?, &r)
+            }
         }
     }
 
@@ -246,6 +266,7 @@ impl Namespace {
         let Some(s) = self.sessions.remove(&sid) else {
             return;
         };
+        self.drop_session_locks(sid);
         for (ino, count) in s.open {
             self.drop_opens(ino, count);
         }
@@ -300,6 +321,7 @@ impl Namespace {
         *count -= 1;
         if *count == 0 {
             s.open.remove(&ino);
+            self.drop_inode_locks(sid, ino);
         }
         self.drop_opens(ino, 1);
         Ok(())

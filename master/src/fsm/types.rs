@@ -85,6 +85,7 @@ errnos! {
     EMLINK = 31,
     ERANGE = 34,
     ENAMETOOLONG = 36,
+    ENOLCK = 37,
     ENOSYS = 38,
     ENOTEMPTY = 39,
     ELOOP = 40,
@@ -409,6 +410,20 @@ pub enum Op {
         trash_time: u32,
         recursive: bool,
     },
+    /// A file lock (fcntl, OFD, flock) of (session, `owner`, `kind`) on
+    /// bytes `start..=end` of `inode`: set, changed or (`LockType::Unlock`)
+    /// removed. EAGAIN when another owner's lock conflicts (never waits);
+    /// EBADF when the session does not hold the inode open (to lock) or for
+    /// session 0. See `locks`.
+    SetLock {
+        inode: Inode,
+        owner: u64,
+        kind: super::locks::LockKind,
+        ltype: super::locks::LockType,
+        start: u64,
+        end: u64,
+        pid: u32,
+    },
 }
 
 impl Op {
@@ -439,6 +454,7 @@ impl Op {
             Op::ChunksDeleted { .. } => "ChunksDeleted",
             Op::SetGoal { .. } => "SetGoal",
             Op::SetTrashTime { .. } => "SetTrashTime",
+            Op::SetLock { .. } => "SetLock",
         }
     }
 

@@ -5,7 +5,10 @@ use mfs_proto::v1 as pb;
 
 use crate::chunks::state::{CopyInfo, Disk};
 use crate::chunks::Location;
-use crate::fsm::{Attr, ChunkId, Cred, FileType, Reply, Timespec};
+use crate::fsm::{self, Attr, ChunkId, Cred, FileType, Reply, Timespec};
+use tonic::Status;
+
+use super::error::invalid;
 
 pub fn ftype_to_pb(t: FileType) -> pb::FileType {
     match t {
@@ -134,5 +137,46 @@ pub fn tree_reply_to_pb(r: &Reply) -> Option<pb::SetTreeReply> {
             not_permitted,
         }),
         _ => None,
+    }
+}
+
+/// The fsm's lock kind of a protobuf `LockKind`.
+pub fn lock_kind_from_pb(kind: i32) -> Result<fsm::LockKind, Status> {
+    match pb::LockKind::try_from(kind) {
+        Ok(pb::LockKind::Posix) => Ok(fsm::LockKind::Posix),
+        Ok(pb::LockKind::Flock) => Ok(fsm::LockKind::Flock),
+        Err(_) => Err(invalid(format!(
+            "lock kind {kind} is not LOCK_KIND_POSIX (0) or LOCK_KIND_FLOCK (1)"
+        ))),
+    }
+}
+
+/// The fsm's lock type of a protobuf `LockType`; `what` names the call.
+pub fn lock_type_from_pb(ltype: i32, what: &str) -> Result<fsm::LockType, Status> {
+    match pb::LockType::try_from(ltype) {
+        Ok(pb::LockType::Unlock) => Ok(fsm::LockType::Unlock),
+        Ok(pb::LockType::Read) => Ok(fsm::LockType::Read),
+        Ok(pb::LockType::Write) => Ok(fsm::LockType::Write),
+        Err(_) => Err(invalid(format!(
+            "{what}: lock type {ltype} is not LOCK_TYPE_UNLOCK, _READ or _WRITE (0, 1, 2)"
+        ))),
+    }
+}
+
+/// A held lock as protobuf; `None` gives type LOCK_TYPE_UNLOCK (no lock).
+pub fn file_lock_to_pb(lock: Option<&fsm::FileLock>) -> pb::FileLock {
+    match lock {
+        None => pb::FileLock::default(),
+        Some(l) => pb::FileLock {
+            r#type: if l.write {
+                pb::LockType::Write
+            } else {
+                pb::LockType::Read
+            } as i32,
+            start: l.start,
+            end: l.end,
+            pid: l.pid,
+            session: l.session.0,
+        },
     }
 }

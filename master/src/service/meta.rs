@@ -491,4 +491,45 @@ impl MetaService for Meta {
         };
         tree_reply(self.mutate(r.id, op).await?)
     }
+
+    async fn set_lock(&self, req: Request<pb::SetLockRequest>) -> R<pb::Empty> {
+        let r = req.into_inner();
+        let op = Op::SetLock {
+            inode: Inode(r.inode),
+            owner: r.owner,
+            kind: lock_kind_from_pb(r.kind)?,
+            ltype: lock_type_from_pb(r.r#type, "SetLock")?,
+            start: r.start,
+            end: r.end,
+            pid: r.pid,
+        };
+        ok_reply(self.mutate(r.id, op).await?)
+    }
+
+    async fn get_lock(&self, req: Request<pb::GetLockRequest>) -> R<pb::GetLockReply> {
+        let r = req.into_inner();
+        let kind = lock_kind_from_pb(r.kind)?;
+        let write = match lock_type_from_pb(r.r#type, "GetLock")? {
+            fsm::LockType::Read => false,
+            fsm::LockType::Write => true,
+            fsm::LockType::Unlock => {
+                return Err(invalid(
+                    "GetLock: type must be LOCK_TYPE_READ or LOCK_TYPE_WRITE",
+                ))
+            }
+        };
+        let q = fsm::LockQuery {
+            inode: Inode(r.inode),
+            session: SessionId(r.session),
+            owner: r.owner,
+            kind,
+            write,
+            start: r.start,
+            end: r.end,
+        };
+        let found = self.read(|ns| ns.get_lock(&q)).await?;
+        Ok(Response::new(pb::GetLockReply {
+            lock: Some(file_lock_to_pb(found.as_ref())),
+        }))
+    }
 }

@@ -70,7 +70,12 @@ impl Shared {
             r = self.master.open(req(mode)).await;
         }
         match r {
-            Ok(_) => {
+            Ok(attr) => {
+                let mtime = attr.mtime.unwrap_or_default();
+                let keep = !truncate
+                    && self
+                        .handles
+                        .may_keep_cache(inode, (mtime.sec, mtime.nsec, attr.size));
                 if truncate {
                     self.io.invalidate(inode);
                 }
@@ -83,7 +88,12 @@ impl Shared {
                     self.io.invalidate(inode);
                 }
                 let fh = self.handles.add_file(inode, writable);
-                reply.opened(FileHandle(fh), FopenFlags::empty());
+                let flags = if keep {
+                    FopenFlags::FOPEN_KEEP_CACHE
+                } else {
+                    FopenFlags::empty()
+                };
+                reply.opened(FileHandle(fh), flags);
             }
             Err(e) => reply.error(errno(&e)),
         }
@@ -146,12 +156,12 @@ impl Shared {
             &self.attr_of(&attr),
             Generation(0),
             FileHandle(fh),
-            FopenFlags::empty(),
+            FopenFlags::FOPEN_KEEP_CACHE,
         );
     }
 
     pub(crate) async fn read(&self, ino: INodeNo, offset: u64, size: u32, reply: ReplyData) {
-        match self.io.read(self.map.to_master(ino), offset, size).await {
+        match self.io.read_bytes(self.map.to_master(ino), offset, size).await {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(&e)),
         }
@@ -176,7 +186,7 @@ impl Shared {
         if let Some(f) = self.handles.file(fh.0) {
             f.dirty.store(true, Ordering::Relaxed);
         }
-        match self.io.write(self.map.to_master(ino), offset, &data).await {
+        match self.io.write_bytes(self.map.to_master(ino), offset, data.into()).await {
             Ok(()) => reply.written(len),
             Err(e) => reply.error(errno(&e)),
         }

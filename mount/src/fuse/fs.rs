@@ -13,14 +13,15 @@ use std::time::{Duration, SystemTime};
 use fuser::{
     AccessFlags, BsdFileFlags, Errno, FileHandle, Filesystem, INodeNo, InitFlags, KernelConfig,
     LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
-    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr,
-    Request, TimeOrNow, WriteFlags,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLock, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use mfs_proto::v1::Credentials;
 
 use super::convert::InodeMap;
 use super::creds::GroupsCache;
 use super::handles::Handles;
+use super::locks::LockCall;
 use crate::io::FileIo;
 use crate::master::MasterClient;
 
@@ -61,6 +62,10 @@ pub(crate) struct Shared {
     pub(crate) writeback: std::sync::atomic::AtomicBool,
     /// Whether the kernel agreed to readdirplus.
     pub(crate) plus: std::sync::atomic::AtomicBool,
+    /// Lock owners per open file (see `locks`).
+    pub(crate) lock_owners: super::locks::LockOwners,
+    /// Inodes known to have no `security.capability` (see `meta_ops`).
+    pub(crate) no_caps: super::handles::NoCaps,
 }
 
 /// What the binary keeps to shut the file system down cleanly.
@@ -119,6 +124,8 @@ impl MfsFs {
                 handles: Handles::default(),
                 writeback: Default::default(),
                 plus: Default::default(),
+                lock_owners: Default::default(),
+                no_caps: Default::default(),
             }),
             rt,
         }
@@ -162,7 +169,10 @@ impl Filesystem for MfsFs {
             | InitFlags::FUSE_PARALLEL_DIROPS
             | InitFlags::FUSE_ASYNC_DIO
             | InitFlags::FUSE_DO_READDIRPLUS
-            | InitFlags::FUSE_MAX_PAGES;
+            | InitFlags::FUSE_MAX_PAGES
+            | InitFlags::FUSE_AUTO_INVAL_DATA
+            | InitFlags::FUSE_POSIX_LOCKS
+            | InitFlags::FUSE_FLOCK_LOCKS;
         if s.settings.writeback_cache && !s.settings.read_only {
             want |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
@@ -364,25 +374,31 @@ impl Filesystem for MfsFs {
     fn flush(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
-        _lock_owner: LockOwner,
+        lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |s| async move { s.flush(fh, reply).await });
+        self.spawn(move |s| async move {
+            s.unlock_on_flush(ino, lock_owner).await;
+            s.flush(fh, reply).await
+        });
     }
 
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
-        _lock_owner: Option<LockOwner>,
+        lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |s| async move { s.release(fh, reply).await });
+        self.spawn(move |s| async move {
+            s.unlock_on_release(ino, fh, lock_owner).await;
+            s.release(fh, reply).await
+        });
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _ds: bool, reply: ReplyEmpty) {
@@ -514,5 +530,56 @@ impl Filesystem for MfsFs {
         reply: ReplyEmpty,
     ) {
         reply.error(Errno::EOPNOTSUPP);
+    }
+
+    fn getlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        reply: ReplyLock,
+    ) {
+        let call = LockCall {
+            ino,
+            fh,
+            owner: lock_owner,
+            start,
+            end,
+            typ,
+            pid,
+            caller: req.pid(),
+        };
+        self.spawn(move |s| async move { s.getlk(call, reply).await });
+    }
+
+    fn setlk(
+        &self,
+        req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        lock_owner: LockOwner,
+        start: u64,
+        end: u64,
+        typ: i32,
+        pid: u32,
+        sleep: bool,
+        reply: ReplyEmpty,
+    ) {
+        let call = LockCall {
+            ino,
+            fh,
+            owner: lock_owner,
+            start,
+            end,
+            typ,
+            pid,
+            caller: req.pid(),
+        };
+        self.spawn(move |s| async move { s.setlk(call, sleep, reply).await });
     }
 }

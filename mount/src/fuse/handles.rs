@@ -65,9 +65,25 @@ enum Handle {
 pub struct Handles {
     next: AtomicU64,
     map: Mutex<HashMap<u64, Handle>>,
+    /// (mtime sec, mtime nsec, size) of each file at its last open here.
+    seen: Mutex<HashMap<u64, (i64, u32, u64)>>,
 }
 
 impl Handles {
+    /// Whether the kernel may keep the file's cached pages at this open:
+    /// the file is open here already (the cache is ours), or its mtime and
+    /// size are what they were at the last open (nobody changed it since:
+    /// close-to-open consistency). Records the version seen.
+    pub fn may_keep_cache(&self, inode: u64, version: (i64, u32, u64)) -> bool {
+        let open = self.is_open(inode);
+        let prev = self
+            .seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(inode, version);
+        open || prev == Some(version)
+    }
+
     fn insert(&self, h: Handle) -> u64 {
         let fh = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         self.map
@@ -164,5 +180,57 @@ mod tests {
         assert_eq!(h.drain_files().len(), 1);
         assert!(!h.is_open(10));
         assert!(h.dir(b).is_some());
+    }
+}
+
+/// Inodes known, for a short time, to have no `security.capability`
+/// attribute. The kernel asks for it before every write (to drop file
+/// capabilities); one master call per write would halve small-write rates.
+/// An entry lives as long as attributes may be cached, and a set or remove
+/// of that attribute through this mount drops it.
+#[derive(Debug, Default)]
+pub struct NoCaps {
+    map: Mutex<HashMap<u64, std::time::Instant>>,
+}
+
+impl NoCaps {
+    pub const NAME: &'static [u8] = b"security.capability";
+
+    /// Whether `inode` was seen without the attribute within `ttl`.
+    pub fn known(&self, inode: u64, ttl: std::time::Duration) -> bool {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(&inode).is_some_and(|t| t.elapsed() < ttl)
+    }
+
+    pub fn remember(&self, inode: u64) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() > 100_000 {
+            map.clear();
+        }
+        map.insert(inode, std::time::Instant::now());
+    }
+
+    pub fn forget(&self, inode: u64) {
+        self.map
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&inode);
+    }
+}
+
+#[cfg(test)]
+mod no_caps_tests {
+    use super::NoCaps;
+    use std::time::Duration;
+
+    #[test]
+    fn remembers_for_the_ttl_and_forgets_on_change() {
+        let c = NoCaps::default();
+        assert!(!c.known(5, Duration::from_secs(1)));
+        c.remember(5);
+        assert!(c.known(5, Duration::from_secs(1)));
+        assert!(!c.known(5, Duration::ZERO));
+        c.forget(5);
+        assert!(!c.known(5, Duration::from_secs(1)));
     }
 }

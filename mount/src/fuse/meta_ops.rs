@@ -544,6 +544,7 @@ impl Shared {
         flags: i32,
         reply: ReplyEmpty,
     ) {
+        self.no_caps.forget(self.map.to_master(ino));
         if let Err(e) = self.ro().and_then(|_| xattr_name_ok(&name)) {
             return reply.error(e);
         }
@@ -578,13 +579,20 @@ impl Shared {
                 e
             });
         }
-        match self
-            .master
-            .getxattr(&cred, self.map.to_master(ino), &name)
-            .await
-        {
+        let inode = self.map.to_master(ino);
+        let caps = name == super::handles::NoCaps::NAME;
+        if caps && self.no_caps.known(inode, self.settings.attr_ttl) {
+            return reply.error(Errno::ENODATA);
+        }
+        match self.master.getxattr(&cred, inode, &name).await {
             Ok(v) => xattr_reply(&v, size, reply),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => {
+                let e = errno(&e);
+                if caps && e == Errno::ENODATA {
+                    self.no_caps.remember(inode);
+                }
+                reply.error(e)
+            }
         }
     }
 
@@ -615,6 +623,7 @@ impl Shared {
         name: Vec<u8>,
         reply: ReplyEmpty,
     ) {
+        self.no_caps.forget(self.map.to_master(ino));
         if let Err(e) = self.ro().and_then(|_| xattr_name_ok(&name)) {
             return reply.error(if e == Errno::EOPNOTSUPP {
                 Errno::ENODATA

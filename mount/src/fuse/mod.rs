@@ -10,18 +10,20 @@
 //!   mount.
 //! - [`creds`]: the caller's supplementary groups from `/proc`.
 //! - [`handles`]: open files and directories.
+//! - `locks`: file locks (fcntl, OFD, flock) kept by the master.
 //!
 //! Kernel features asked for at init: several reader threads (fuser's
 //! `n_threads`, with a cloned `/dev/fuse` fd each), async reads, the
 //! writeback cache (optional), 1 MiB writes, read-ahead up to what the
 //! kernel allows, readdirplus, parallel directory operations, atomic
-//! O_TRUNC.
+//! O_TRUNC, POSIX and flock locks (sent to the master).
 
 pub mod convert;
 pub mod creds;
 mod data_ops;
 pub mod fs;
 pub mod handles;
+mod locks;
 mod meta_ops;
 pub mod options;
 

@@ -36,9 +36,10 @@ pub struct MountConfig {
     pub mfssubfolder: String,
     /// Seconds the kernel may cache attributes (MooseFS default 1).
     pub mfsattrcacheto: f64,
-    /// Seconds the kernel may cache a name found by lookup (MooseFS default
-    /// 0: every path walk asks the master, so renames by other clients show
-    /// at once).
+    /// Seconds the kernel may cache a name found by lookup (default 1, as
+    /// JuiceFS: a path walk does not ask the master for every component; a
+    /// rename by another client shows within this time. 0 asks every time,
+    /// as MooseFS does).
     pub mfsentrycacheto: f64,
     /// Seconds the kernel may cache names and attributes listed by readdir
     /// (readdirplus; MooseFS default 1).
@@ -75,7 +76,7 @@ impl Default for MountConfig {
             mfsport: crate::master::DEFAULT_PORT,
             mfssubfolder: "/".into(),
             mfsattrcacheto: 1.0,
-            mfsentrycacheto: 0.0,
+            mfsentrycacheto: 1.0,
             mfsdirentrycacheto: 1.0,
             mfsiotimeout: 0,
             mfswritebackcache: true,

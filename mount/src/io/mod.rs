@@ -49,6 +49,9 @@ use crate::error::ClientError;
 use crate::master::MasterClient;
 
 pub use split::{CHUNK_SIZE, MAX_FILE_SIZE};
+/// The buffer type of [`FileIo::write_bytes`] and [`FileIo::read_bytes`]
+/// (the `bytes` crate's `Bytes`, as re-exported by tonic).
+pub use tonic::codegen::Bytes;
 
 /// First pause before a data request is retried (the first retry after a
 /// stale version or a failed copy goes at once).
@@ -176,7 +179,24 @@ impl FileIo {
     /// Reads up to `size` bytes at `offset`: short only at the end of the
     /// file (its length at the master, or the end of what this client wrote
     /// and has not committed yet, whichever is larger); holes read as zeros.
+    ///
+    /// The data is copied once into the result (or not at all when the
+    /// buffer it arrived in can be taken over);
+    /// [`read_bytes`](FileIo::read_bytes) avoids that copy.
     pub async fn read(&self, inode: u64, offset: u64, size: u32) -> Result<Vec<u8>, ClientError> {
+        Ok(Vec::from(self.inner.read(inode, offset, size).await?))
+    }
+
+    /// [`read`](FileIo::read) without the copy into a `Vec`: a read that one
+    /// chunkserver call serves (inside one chunk and one
+    /// [`IoOptions::max_request`] window) is the slice of the reply's
+    /// receive buffer that holds it; a longer one is assembled with one copy.
+    pub async fn read_bytes(
+        &self,
+        inode: u64,
+        offset: u64,
+        size: u32,
+    ) -> Result<Bytes, ClientError> {
         self.inner.read(inode, offset, size).await
     }
 
@@ -184,7 +204,27 @@ impl FileIo {
     /// touches has it; the new length is committed to the master at
     /// [`flush`](FileIo::flush)/[`fsync`](FileIo::fsync) or once the file
     /// has been idle for [`IoOptions::idle_flush`].
+    ///
+    /// `data` is copied once; a caller that owns its buffer can hand it over
+    /// without a copy with [`write_bytes`](FileIo::write_bytes).
     pub async fn write(&self, inode: u64, offset: u64, data: &[u8]) -> Result<(), ClientError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .write(inode, offset, Bytes::copy_from_slice(data))
+            .await
+    }
+
+    /// [`write`](FileIo::write) of a buffer the caller hands over (e.g.
+    /// `Bytes::from(vec)`, which takes a `Vec<u8>` without copying it): the
+    /// pieces sent to the chunkservers are slices of it, never copies.
+    pub async fn write_bytes(
+        &self,
+        inode: u64,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), ClientError> {
         self.inner.write(inode, offset, data).await
     }
 
@@ -228,6 +268,21 @@ impl FileIo {
         self.inner.forget_locations(inode);
         lock(&self.inner.creds).remove(&inode);
         self.inner.drop_idle_file(inode);
+    }
+}
+
+/// Tunes glibc malloc for the data path's large buffers (pieces of up to
+/// 16 MiB): they stay on the heap, and freed heap memory is kept instead of
+/// being handed back to the kernel after every request, which would make
+/// every piece pay a page fault and a kernel zeroing per 4 KiB. A process
+/// setting: call it once at the start of a binary that moves file data
+/// (before its threads start), never from a library.
+pub fn tune_allocator() {
+    // SAFETY: mallopt only changes allocator parameters; it takes the
+    // allocator's own lock.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use mfs_proto::v1::{ChunkLocation, ChunkReadRequest};
+use tonic::codegen::Bytes;
 
 use super::conn::Failure;
 use super::split::{split, Piece, CHUNK_SIZE};
@@ -74,14 +75,18 @@ impl Inner {
         loc.file_length.max(self.local_length(inode).unwrap_or(0))
     }
 
+    /// Reads up to `size` bytes at `offset` (see [`super::FileIo::read`]).
+    /// A read served by one piece is the slice of the reply's receive buffer
+    /// that holds it (no copy); pieces of a longer read are copied once into
+    /// one buffer.
     pub(crate) async fn read(
         &self,
         inode: u64,
         offset: u64,
         size: u32,
-    ) -> Result<Vec<u8>, ClientError> {
+    ) -> Result<Bytes, ClientError> {
         if size == 0 {
-            return Ok(Vec::new());
+            return Ok(Bytes::new());
         }
         // The first chunk's location also tells the file's length. A read
         // that the cached length would cut short asks again, so a file that
@@ -94,7 +99,7 @@ impl Inner {
         }
         let end = want_end.min(self.readable_length(inode, &loc));
         if end <= offset {
-            return Ok(Vec::new());
+            return Ok(Bytes::new());
         }
         let pieces = split(offset, end - offset, self.opts.max_request)?;
         if let [piece] = pieces[..] {
@@ -108,17 +113,18 @@ impl Inner {
         while let Some((p, data)) = parts.try_next().await? {
             out[p.buf_range()].copy_from_slice(&data);
         }
-        Ok(out)
+        Ok(Bytes::from(out))
     }
 
-    /// Reads one piece: exactly `piece.len` bytes (zeros for a hole).
-    async fn read_piece(&self, inode: u64, piece: Piece) -> Result<Vec<u8>, ClientError> {
+    /// Reads one piece: exactly `piece.len` bytes (zeros for a hole), as
+    /// the slice of the reply's receive buffer that holds them.
+    async fn read_piece(&self, inode: u64, piece: Piece) -> Result<Bytes, ClientError> {
         let mut retry = Retry::new("read", inode, piece.index, self.time_limit());
         let mut fresh = false;
         loop {
             let (loc, _) = self.location(inode, piece.index, fresh).await?;
             if loc.chunk_id == 0 {
-                return Ok(vec![0u8; piece.len as usize]);
+                return Ok(Bytes::from(vec![0u8; piece.len as usize]));
             }
             let mut error = format!(
                 "chunk {:016X}_{:08X} has no valid copy (missing chunk)",
@@ -148,7 +154,7 @@ impl Inner {
         addr: &str,
         loc: &ChunkLocation,
         piece: Piece,
-    ) -> Result<Vec<u8>, Failure> {
+    ) -> Result<Bytes, Failure> {
         let mut client = self.conns.client(addr)?;
         let req = ChunkReadRequest {
             chunk_id: loc.chunk_id,

@@ -10,6 +10,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use mfs_proto::v1::{
     ChunkLocation, ChunkSyncRequest, ChunkWriteRequest, WriteChunkEndRequest, WriteChunkRequest,
 };
+use tonic::codegen::Bytes;
 
 use super::conn::{classify, Failure};
 use super::split::{split, Piece};
@@ -106,11 +107,13 @@ impl Inner {
         }
     }
 
+    /// Writes `data` at `offset`: each piece sent is a slice of `data` (no
+    /// copy), shared by its retries.
     pub(crate) async fn write(
         &self,
         inode: u64,
         offset: u64,
-        data: &[u8],
+        data: Bytes,
     ) -> Result<(), ClientError> {
         if data.is_empty() {
             return Ok(());
@@ -119,8 +122,12 @@ impl Inner {
         let file = self.file(inode);
         let _shared = file.gate.read().await;
         let file = &file;
+        let data = &data;
         stream::iter(pieces)
-            .map(|p| async move { self.write_piece(file, inode, p, &data[p.buf_range()]).await })
+            .map(|p| async move {
+                self.write_piece(file, inode, p, data.slice(p.buf_range()))
+                    .await
+            })
             .buffer_unordered(self.opts.parallelism)
             .try_collect::<()>()
             .await?;
@@ -138,7 +145,7 @@ impl Inner {
         file: &FileWrites,
         inode: u64,
         piece: Piece,
-        data: &[u8],
+        data: Bytes,
     ) -> Result<(), ClientError> {
         let mut retry = Retry::new("write", inode, piece.index, self.time_limit());
         let mut failed: Option<u32> = None;
@@ -148,7 +155,7 @@ impl Inner {
                 chunk_id: loc.chunk_id,
                 version: loc.version,
                 offset: u64::from(piece.chunk_offset),
-                data: data.to_vec(),
+                data: data.clone(),
                 chain: Vec::new(),
             };
             match self.send_along_chain(&loc, req, ChunkCall::Write).await {

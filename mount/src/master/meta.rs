@@ -19,6 +19,7 @@ use mfs_proto::v1::{
     ChunkLocation, ReadChunkRequest, SetGoalRequest, SetTrashTimeRequest, SetTreeReply,
     WriteChunkEndRequest, WriteChunkRequest,
 };
+use mfs_proto::v1::{FileLock, GetLockRequest, SetLockRequest};
 use tonic::transport::Channel;
 use tonic::Status;
 
@@ -59,6 +60,7 @@ mutating!(
     WriteChunkEndRequest,
     SetGoalRequest,
     SetTrashTimeRequest,
+    SetLockRequest,
 );
 
 fn attr_of(attr: Option<Attr>, method: &str) -> Result<Attr, ClientError> {
@@ -401,5 +403,30 @@ impl MasterClient {
             meta_client(ch).set_trash_time(r).await
         })
         .await
+    }
+
+    /// Sets, changes or removes a file lock of the session (never waits:
+    /// a conflict is `Errno(EAGAIN)`; the caller retries to wait).
+    pub async fn set_lock(&self, req: SetLockRequest) -> Result<(), ClientError> {
+        self.call_mut("SetLock", req, |ch, r| async move {
+            meta_client(ch).set_lock(r).await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// The first lock of another owner conflicting with the one described
+    /// (`session` is filled in with the current one); its type is
+    /// LOCK_TYPE_UNLOCK when there is none.
+    pub async fn get_lock(&self, mut req: GetLockRequest) -> Result<FileLock, ClientError> {
+        req.session = self.session_id();
+        let r = self
+            .inner
+            .call("GetLock", req, |ch, r| async move {
+                meta_client(ch).get_lock(r).await
+            })
+            .await?;
+        r.lock
+            .ok_or_else(|| ClientError::BadReply("GetLock reply without a lock".into()))
     }
 }

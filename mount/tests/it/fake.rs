@@ -322,6 +322,17 @@ impl MetaService for Svc {
     async fn set_trash_time(&self, _r: Request<SetTrashTimeRequest>) -> R<SetTreeReply> {
         Err(Status::unimplemented("set_trash_time"))
     }
+
+    async fn set_lock(&self, _r: Request<mfs_proto::v1::SetLockRequest>) -> R<Empty> {
+        Err(Status::unimplemented("set_lock"))
+    }
+
+    async fn get_lock(
+        &self,
+        _r: Request<mfs_proto::v1::GetLockRequest>,
+    ) -> R<mfs_proto::v1::GetLockReply> {
+        Err(Status::unimplemented("get_lock"))
+    }
 }
 
 #[tonic::async_trait]

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use mfs_mount::io::{FileIo, IoOptions};
+use mfs_mount::io::{Bytes, FileIo, IoOptions};
 use mfs_mount::master::{ClientOptions, MasterClient};
 use mfs_proto::v1::{
     CreateRequest, Credentials, MkdirRequest, ReleaseRequest, SetGoalRequest, UnlinkRequest,
@@ -145,9 +145,18 @@ fn io_options(a: &Args) -> IoOptions {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     let a = Args::parse();
+    // As mfsmount does: large buffers stay on the heap between requests.
+    mfs_mount::io::tune_allocator();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(run(a))
+}
+
+async fn run(a: Args) -> Result<()> {
     if a.size_mib == 0 || a.block_kib == 0 || a.depth == 0 || a.concurrency == 0 {
         bail!("--size-mib, --block-kib, --depth and --concurrency must be at least 1");
     }
@@ -231,9 +240,10 @@ async fn main() -> Result<()> {
             async move {
                 let off = n * block as u64;
                 let len = (size - off).min(block as u64) as usize;
-                let data = content.block(n);
+                // Handed over as it is: the library sends slices of it.
+                let data = Bytes::from(content.block(n)).slice(..len);
                 let t = Instant::now();
-                io.write(inode, off, &data[..len])
+                io.write_bytes(inode, off, data)
                     .await
                     .with_context(|| format!("write at {off}"))?;
                 Ok::<_, anyhow::Error>(t.elapsed())

@@ -234,13 +234,23 @@ async fn chunkserver_loss_and_return() {
     let cl = c.client("writer").await.unwrap();
     let io = FileIo::new(cl.clone(), IoOptions::default());
     let dir = goal_dir(&cl, "g2", 2).await;
-    let sizes = [MIB as usize, (CHUNK + 3 * MIB) as usize, 5 * MIB as usize + 7];
+    let sizes = [
+        MIB as usize,
+        (CHUNK + 3 * MIB) as usize,
+        5 * MIB as usize + 7,
+    ];
     let mut files = Vec::new();
     for (i, size) in sizes.iter().enumerate() {
         let data = pattern(100 + i as u64, *size);
-        files.push((write_file(&io, &cl, dir, &format!("f{i}"), &data).await, data));
+        files.push((
+            write_file(&io, &cl, dir, &format!("f{i}"), &data).await,
+            data,
+        ));
     }
-    let chunks: usize = sizes.iter().map(|s| (*s as u64).div_ceil(CHUNK) as usize).sum();
+    let chunks: usize = sizes
+        .iter()
+        .map(|s| (*s as u64).div_ceil(CHUNK) as usize)
+        .sum();
     c.wait_chunks_at_goal(Duration::from_secs(30))
         .await
         .unwrap();
@@ -327,11 +337,15 @@ async fn flipped_byte_is_repaired() {
     step("the bad copy is dropped and replaced");
     let t = Instant::now();
     loop {
-        let flipped_still_there = std::fs::read(&victim).is_ok_and(|b| b.get(at) == Some(&bytes[at]));
+        let flipped_still_there =
+            std::fs::read(&victim).is_ok_and(|b| b.get(at) == Some(&bytes[at]));
         if !flipped_still_there && c.wait_chunks_at_goal(Duration::from_secs(1)).await.is_ok() {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(60), "bad copy not repaired");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "bad copy not repaired"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     check_every_copy(&cl, ino, &data, 2).await;
@@ -379,7 +393,10 @@ async fn marked_disk_is_drained() {
     let mut files = Vec::new();
     for i in 0..12u64 {
         let data = pattern(50 + i, MIB as usize / 2);
-        files.push((write_file(&io, &cl, dir, &format!("f{i}"), &data).await, data));
+        files.push((
+            write_file(&io, &cl, dir, &format!("f{i}"), &data).await,
+            data,
+        ));
     }
     let disk = c.chunkserver(1).unwrap().disks[0].clone();
     let on_disk = |c: &Cluster| {
@@ -393,7 +410,10 @@ async fn marked_disk_is_drained() {
     if on_disk(&c) == 0 {
         for i in 12..40u64 {
             let data = pattern(50 + i, 4096);
-            files.push((write_file(&io, &cl, dir, &format!("f{i}"), &data).await, data));
+            files.push((
+                write_file(&io, &cl, dir, &format!("f{i}"), &data).await,
+                data,
+            ));
         }
     }
     assert!(on_disk(&c) > 0, "no chunk landed on the disk to drain");

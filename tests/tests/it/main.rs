@@ -5,7 +5,9 @@
 
 mod config;
 mod data;
+mod locks;
 mod masters;
 mod metalog;
 mod mount;
+mod tools;
 mod util;

@@ -36,7 +36,7 @@ use mfs_mount::fuse::{MountConfig, Overrides};
         mfsport=PORT             port for masters given without one (-P; default 9421)\n  \
         mfssubfolder=PATH        directory to mount as the root (-S; default /)\n  \
         mfsattrcacheto=SECS      attribute cache time (default 1)\n  \
-        mfsentrycacheto=SECS     lookup cache time (default 0)\n  \
+        mfsentrycacheto=SECS     lookup cache time (default 1)\n  \
         mfsdirentrycacheto=SECS  readdir entry cache time (default 1)\n  \
         mfsiotimeout=SECS        fail a call with EIO after this long without a master (0 = never; default)\n  \
         mfswritebackcache=0|1    kernel writeback cache (default 1)\n  \
@@ -124,6 +124,7 @@ fn parse_spec(spec: &str) -> (Option<String>, Option<String>) {
 }
 
 fn main() -> ExitCode {
+    mfs_mount::io::tune_allocator();
     let raw: Vec<String> = std::env::args().collect();
     let helper = raw
         .first()

@@ -96,7 +96,19 @@ fn mount_and_serve(args: &Args, cfg: &MountConfig, mountpoint: &Path) -> anyhow:
     let fs_handle = fs.handle();
 
     let mut config = Config::default();
-    let fsname = format!("mfs#{}", res.masters.join(","));
+    // `mfs#MASTERS[:/subfolder]`: mfstools finds the cluster and the
+    // subfolder's inode from this (the source column of /proc/mounts).
+    let sub: Vec<String> = res
+        .subfolder
+        .iter()
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    let sub = if sub.is_empty() {
+        String::new()
+    } else {
+        format!(":/{}", sub.join("/"))
+    };
+    let fsname = format!("mfs#{}{sub}", res.masters.join(","));
     config.mount_options = vec![
         MountOption::FSName(fsname),
         MountOption::Subtype("mfs".into()),

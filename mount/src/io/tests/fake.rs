@@ -119,7 +119,7 @@ impl ChunkService for Cs {
             let n = (data.len() - start).min(size);
             out[..n].copy_from_slice(&data[start..start + n]);
         }
-        Ok(Response::new(ChunkReadReply { data: out }))
+        Ok(Response::new(ChunkReadReply { data: out.into() }))
     }
 
     async fn write(&self, r: Request<ChunkWriteRequest>) -> R<ChunkWriteReply> {
@@ -431,6 +431,12 @@ impl MetaService for Meta {
         un()
     }
     async fn set_trash_time(&self, _r: Request<SetTrashTimeRequest>) -> R<SetTreeReply> {
+        un()
+    }
+    async fn set_lock(&self, _r: Request<SetLockRequest>) -> R<Empty> {
+        un()
+    }
+    async fn get_lock(&self, _r: Request<GetLockRequest>) -> R<GetLockReply> {
         un()
     }
 }

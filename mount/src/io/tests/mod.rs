@@ -279,7 +279,10 @@ async fn idle_writes_are_committed_in_the_background() {
     ok(io.write(INODE, 0, b"0123456789")).await;
     assert!(c.master.write_chunk_end_calls().is_empty());
     let mut waited = Duration::ZERO;
-    while c.master.write_chunk_end_calls().is_empty() && waited < Duration::from_secs(3) {
+    // Until the commit is recorded by the master and its reply handled here.
+    while (c.master.write_chunk_end_calls().is_empty() || io.local_length(INODE).is_some())
+        && waited < Duration::from_secs(3)
+    {
         tokio::time::sleep(Duration::from_millis(25)).await;
         waited += Duration::from_millis(25);
     }
@@ -305,4 +308,53 @@ async fn cached_length_is_refreshed_before_a_short_read() {
     ok(io.write(INODE, 3, b"defg")).await;
     ok(io.flush(INODE)).await;
     assert_eq!(ok(other.read(INODE, 0, 100)).await, b"abcdefg");
+}
+
+#[tokio::test]
+async fn write_bytes_sends_slices_of_the_buffer_across_chunks_and_retries() {
+    let c = FakeCluster::start(3, 2).await;
+    let opts = IoOptions {
+        max_request: 64 << 10,
+        parallelism: 3,
+        ..IoOptions::default()
+    };
+    let io = io_for(&c, opts).await;
+    ok(io.write(INODE, 0, b"x")).await;
+    // The lease's chain head goes down: every piece is sent again (the
+    // retry reuses the same slice) along the renewed chain.
+    c.cs(0).mode(Mode::Down);
+    // A buffer handed over as a slice of a bigger one, across a chunk edge.
+    let whole = super::Bytes::from(pattern(400_000, 9));
+    let part = whole.slice(50_000..350_000);
+    let start = CHUNK_SIZE - 120_000;
+    ok(io.write_bytes(INODE, start, part.clone())).await;
+    assert_eq!(io.local_length(INODE), Some(start + 300_000));
+    let got = ok(io.read(INODE, start, 300_000)).await;
+    assert_eq!(got, part[..]);
+    // The same through read_bytes: many pieces, then one piece (a slice of
+    // the reply), then one past the end (short).
+    assert_eq!(ok(io.read_bytes(INODE, start, 300_000)).await, part);
+    let one = ok(io.read_bytes(INODE, CHUNK_SIZE + 1000, 5000)).await;
+    assert_eq!(one, part[121_000..126_000]);
+    let tail = ok(io.read_bytes(INODE, start + 299_000, 5000)).await;
+    assert_eq!(tail, part[299_000..]);
+    // Every copy of both chunks (the down server dropped) holds it.
+    for (index, range) in [(0u32, 0..120_000usize), (1, 120_000..300_000)] {
+        let chunk = c.master.chunks.lock().map(|m| m[&(INODE, index)].clone());
+        let Ok(chunk) = chunk else { panic!("poisoned") };
+        assert!(!chunk.copies.is_empty(), "{chunk:?}");
+        assert!(!chunk.copies.contains(&0), "{chunk:?}");
+        let at = ((start + range.start as u64) % CHUNK_SIZE) as usize;
+        for &i in &chunk.copies {
+            let (_, d) = c.cs(i).data(chunk.id).unwrap_or_default();
+            assert_eq!(
+                &d[at..at + range.len()],
+                &part[range.clone()],
+                "copy on {i}"
+            );
+        }
+    }
+    // An empty buffer writes nothing.
+    ok(io.write_bytes(INODE, 0, super::Bytes::new())).await;
+    assert_eq!(io.local_length(INODE), Some(start + 300_000));
 }
