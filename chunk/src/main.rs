@@ -85,7 +85,7 @@ fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("mfschunkserver cannot start: fix the configuration")?;
     if args.print_config {
-        print!("{}", key_values(&cfg));
+        print!("{}", mfs_common::config::key_value_lines(&cfg));
         return Ok(());
     }
     mfs_common::logging::init(&cfg.log_level);
@@ -100,20 +100,4 @@ fn main() -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     rt.block_on(mfs_chunk::server::run(cfg, res))
         .map_err(|e| anyhow::anyhow!("mfschunkserver: {e}"))
-}
-
-/// The settings as `KEY = VALUE` lines, the form mfschunkserver.cfg takes.
-fn key_values(cfg: &ChunkConfig) -> String {
-    let v = serde_json::to_value(cfg).unwrap_or_default();
-    let mut out = String::new();
-    if let Some(map) = v.as_object() {
-        for (k, v) in map {
-            let val = match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            out.push_str(&format!("{} = {}\n", k.to_ascii_uppercase(), val));
-        }
-    }
-    out
 }

@@ -348,3 +348,50 @@ mod tests {
         .is_err());
     }
 }
+
+/// The settings as `KEY = VALUE` lines, the form the daemons' config files
+/// take (what `--print-config` prints).
+pub fn key_value_lines<T: Serialize>(cfg: &T) -> String {
+    let v = serde_json::to_value(cfg).unwrap_or_default();
+    let mut out = String::new();
+    if let Some(map) = v.as_object() {
+        for (k, v) in map {
+            let val = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            out.push_str(&format!("{} = {}\n", k.to_ascii_uppercase(), val));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod key_value_tests {
+    #[derive(serde::Serialize)]
+    struct Cfg {
+        data_path: String,
+        master_port: u16,
+        fsync: bool,
+    }
+
+    #[test]
+    fn prints_upper_case_keys_and_plain_values() {
+        let c = Cfg {
+            data_path: "/var/lib/mfs".into(),
+            master_port: 9421,
+            fsync: false,
+        };
+        let out = super::key_value_lines(&c);
+        let mut lines: Vec<&str> = out.lines().collect();
+        lines.sort();
+        assert_eq!(
+            lines,
+            [
+                "DATA_PATH = /var/lib/mfs",
+                "FSYNC = false",
+                "MASTER_PORT = 9421"
+            ]
+        );
+    }
+}

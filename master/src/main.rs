@@ -66,7 +66,7 @@ fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("mfsmaster cannot start: fix the configuration")?;
     if args.print_config {
-        println!("{}", toml_like(&cfg));
+        println!("{}", mfs_common::config::key_value_lines(&cfg));
         return Ok(());
     }
     mfs_common::logging::init(&cfg.log_level);
@@ -79,20 +79,4 @@ fn main() -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     rt.block_on(mfs_master::server::run(cfg, res))
         .map_err(|e| anyhow::anyhow!("mfsmaster: {e}"))
-}
-
-/// The settings as `KEY = VALUE` lines, the form mfsmaster.cfg takes.
-fn toml_like(cfg: &MasterConfig) -> String {
-    let v = serde_json::to_value(cfg).unwrap_or_default();
-    let mut out = String::new();
-    if let Some(map) = v.as_object() {
-        for (k, v) in map {
-            let val = match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            out.push_str(&format!("{} = {}\n", k.to_ascii_uppercase(), val));
-        }
-    }
-    out
 }

@@ -150,7 +150,7 @@ fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("mfsmetalogger cannot start: fix the configuration")?;
     if args.print_config {
-        println!("{}", key_value_lines(&cfg));
+        println!("{}", mfs_common::config::key_value_lines(&cfg));
         return Ok(());
     }
     mfs_common::logging::init(&cfg.log_level);
@@ -158,20 +158,4 @@ fn main() -> anyhow::Result<()> {
     runtime()?
         .block_on(mfs_metalog::daemon::run(cfg, res))
         .map_err(|e| anyhow::anyhow!("mfsmetalogger: {e}"))
-}
-
-/// The settings as `KEY = VALUE` lines, the form mfsmetalogger.cfg takes.
-fn key_value_lines(cfg: &MetaloggerConfig) -> String {
-    let v = serde_json::to_value(cfg).unwrap_or_default();
-    let mut out = String::new();
-    if let Some(map) = v.as_object() {
-        for (k, v) in map {
-            let val = match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            out.push_str(&format!("{} = {}\n", k.to_ascii_uppercase(), val));
-        }
-    }
-    out
 }

@@ -37,7 +37,9 @@ fn usable_usage_pct(s: &Server) -> u64 {
         .disks
         .iter()
         .filter(|d| !d.marked && !d.damaged)
-        .fold((0u64, 0u64), |(u, t), d| (u + d.used.min(d.total), t + d.total));
+        .fold((0u64, 0u64), |(u, t), d| {
+            (u + d.used.min(d.total), t + d.total)
+        });
     if total == 0 {
         100
     } else {
@@ -153,7 +155,11 @@ mod tests {
             hits[c[0] as usize] += 1;
         }
         for id in 1..=3 {
-            assert!(hits[id] > 40, "server {id} got {} of 300: {hits:?}", hits[id]);
+            assert!(
+                hits[id] > 40,
+                "server {id} got {} of 300: {hits:?}",
+                hits[id]
+            );
         }
     }
 

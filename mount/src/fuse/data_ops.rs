@@ -161,7 +161,11 @@ impl Shared {
     }
 
     pub(crate) async fn read(&self, ino: INodeNo, offset: u64, size: u32, reply: ReplyData) {
-        match self.io.read_bytes(self.map.to_master(ino), offset, size).await {
+        match self
+            .io
+            .read_bytes(self.map.to_master(ino), offset, size)
+            .await
+        {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(errno(&e)),
         }
@@ -186,7 +190,11 @@ impl Shared {
         if let Some(f) = self.handles.file(fh.0) {
             f.dirty.store(true, Ordering::Relaxed);
         }
-        match self.io.write_bytes(self.map.to_master(ino), offset, data.into()).await {
+        match self
+            .io
+            .write_bytes(self.map.to_master(ino), offset, data.into())
+            .await
+        {
             Ok(()) => reply.written(len),
             Err(e) => reply.error(errno(&e)),
         }

@@ -159,9 +159,13 @@ async fn two_mounts_see_each_others_changes() {
     step("rename and unlink on B show on A");
     std::fs::rename(b.path().join("dir/file"), b.path().join("moved")).unwrap();
     assert!(a.path().join("moved").is_file());
-    within_entry_ttl("the old name goes on A", || !a.path().join("dir/file").exists());
+    within_entry_ttl("the old name goes on A", || {
+        !a.path().join("dir/file").exists()
+    });
     std::fs::remove_file(b.path().join("moved")).unwrap();
-    within_entry_ttl("the unlinked name goes on A", || !a.path().join("moved").exists());
+    within_entry_ttl("the unlinked name goes on A", || {
+        !a.path().join("moved").exists()
+    });
 
     step("a subfolder mount shows only that subtree");
     std::fs::create_dir_all(a.path().join("sub/inner")).unwrap();
