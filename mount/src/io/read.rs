@@ -41,7 +41,17 @@ impl Inner {
                 }
             }
         }
-        let loc = Arc::new(self.master.read_chunk(inode, index).await?);
+        // EAGAIN: the leader knows no copy yet (it has just been elected and
+        // the chunkservers are reporting, or the slot is being written):
+        // ask again, within the read's time limit.
+        let mut retry = super::Retry::new("read", inode, index, self.time_limit());
+        let loc = loop {
+            match self.master.read_chunk(inode, index).await {
+                Ok(l) => break Arc::new(l),
+                Err(e) if e.errno() == libc::EAGAIN => retry.failed(e.to_string()).await?,
+                Err(e) => return Err(e),
+            }
+        };
         lock(&self.locations).insert(
             (inode, index),
             CachedLocation {
