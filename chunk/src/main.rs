@@ -75,11 +75,8 @@ fn overrides(args: &Args) -> anyhow::Result<Overrides> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let default_file = PathBuf::from("/etc/mfs/mfschunkserver.cfg");
-    let (file, required) = match &args.config {
-        Some(p) => (p.clone(), true),
-        None => (default_file, false),
-    };
+    let (file, required) =
+        mfs_common::config::config_file(args.config.as_deref(), "/etc/mfs/mfschunkserver.cfg");
     let over = overrides(&args)?;
     let cfg: ChunkConfig = mfs_common::config::load(Some(&file), required, ALIASES, &over)
         .map_err(|e| anyhow::anyhow!("{e}"))

@@ -146,6 +146,15 @@ pub fn flexible_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::
     }
 }
 
+/// The config file to read and whether it must exist: the one given with
+/// `-c` (required), else the daemon's default path (read only if present).
+pub fn config_file(given: Option<&Path>, default: &str) -> (PathBuf, bool) {
+    match given {
+        Some(p) => (p.to_path_buf(), true),
+        None => (PathBuf::from(default), false),
+    }
+}
+
 /// Loads a daemon's configuration.
 ///
 /// `file`: the config file, if any (a missing file is an error only when
@@ -368,6 +377,19 @@ pub fn key_value_lines<T: Serialize>(cfg: &T) -> String {
 
 #[cfg(test)]
 mod key_value_tests {
+    #[test]
+    fn a_given_file_is_required_the_default_is_not() {
+        let p = std::path::Path::new("/x/my.cfg");
+        assert_eq!(
+            super::config_file(Some(p), "/etc/mfs/a.cfg"),
+            (p.to_path_buf(), true)
+        );
+        assert_eq!(
+            super::config_file(None, "/etc/mfs/a.cfg"),
+            ("/etc/mfs/a.cfg".into(), false)
+        );
+    }
+
     #[derive(serde::Serialize)]
     struct Cfg {
         data_path: String,

@@ -57,11 +57,8 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let default_file = PathBuf::from("/etc/mfs/mfsmaster.cfg");
-    let (file, required) = match &args.config {
-        Some(p) => (p.clone(), true),
-        None => (default_file, false),
-    };
+    let (file, required) =
+        mfs_common::config::config_file(args.config.as_deref(), "/etc/mfs/mfsmaster.cfg");
     let cfg: MasterConfig = mfs_common::config::load(Some(&file), required, ALIASES, &args)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("mfsmaster cannot start: fix the configuration")?;

@@ -141,11 +141,8 @@ fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let default_file = PathBuf::from("/etc/mfs/mfsmetalogger.cfg");
-    let (file, required) = match &args.config {
-        Some(p) => (p.clone(), true),
-        None => (default_file, false),
-    };
+    let (file, required) =
+        mfs_common::config::config_file(args.config.as_deref(), "/etc/mfs/mfsmetalogger.cfg");
     let cfg: MetaloggerConfig = mfs_common::config::load(Some(&file), required, ALIASES, &args)
         .map_err(|e| anyhow::anyhow!("{e}"))
         .context("mfsmetalogger cannot start: fix the configuration")?;

@@ -90,7 +90,7 @@ impl ChunkManager {
     /// The soft state, made the current leadership's (leader only).
     fn leader_state(&self) -> Result<MutexGuard<'_, SoftState>, ChunkError> {
         self.node.ensure_leader()?;
-        let term = self.node.view().term;
+        let term = self.node.term();
         let mut st = self.state();
         if st.enter_term(term, Instant::now()) {
             *self.inflight() = InFlight::default();

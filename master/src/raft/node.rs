@@ -263,8 +263,16 @@ impl MasterNode {
     }
 
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics().borrow_watched().clone();
+        // Every client call asks this: read the metrics in place, no copy of
+        // the membership and replication maps.
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
         m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    /// The current Raft term (cheap: no copy of the metrics).
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow_watched().current_term
     }
 
     /// Fails with a redirect unless this master leads.

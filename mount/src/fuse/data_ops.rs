@@ -71,21 +71,21 @@ impl Shared {
         }
         match r {
             Ok(attr) => {
+                let open_here = self.handles.is_open(inode);
                 let mtime = attr.mtime.unwrap_or_default();
                 let keep = !truncate
-                    && self
-                        .handles
-                        .may_keep_cache(inode, (mtime.sec, mtime.nsec, attr.size));
-                if truncate {
+                    && self.handles.may_keep_cache(
+                        inode,
+                        open_here,
+                        (mtime.sec, mtime.nsec, attr.size),
+                    );
+                if truncate || !open_here {
+                    // Cut, or nothing of ours is open: forget cached
+                    // locations, so what other clients wrote is read afresh.
                     self.io.invalidate(inode);
                 }
                 if writable {
                     self.io.set_credentials(inode, cred);
-                }
-                if !self.handles.is_open(inode) {
-                    // Nothing of ours is open: forget cached locations, so
-                    // what other clients wrote is read afresh.
-                    self.io.invalidate(inode);
                 }
                 let fh = self.handles.add_file(inode, writable);
                 let flags = if keep {

@@ -71,17 +71,16 @@ pub struct Handles {
 
 impl Handles {
     /// Whether the kernel may keep the file's cached pages at this open:
-    /// the file is open here already (the cache is ours), or its mtime and
+    /// the file is `open_here` already (the cache is ours), or its mtime and
     /// size are what they were at the last open (nobody changed it since:
     /// close-to-open consistency). Records the version seen.
-    pub fn may_keep_cache(&self, inode: u64, version: (i64, u32, u64)) -> bool {
-        let open = self.is_open(inode);
+    pub fn may_keep_cache(&self, inode: u64, open_here: bool, version: (i64, u32, u64)) -> bool {
         let prev = self
             .seen
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(inode, version);
-        open || prev == Some(version)
+        open_here || prev == Some(version)
     }
 
     fn insert(&self, h: Handle) -> u64 {

@@ -156,16 +156,28 @@ async fn read_every_copy(cl: &MasterClient, inode: u64, want: &[u8]) -> Result<u
 /// Waits (the leader's view of copies trails the chunkservers' by a
 /// heartbeat) until every listed copy reads right and there are `expect`.
 async fn check_every_copy(cl: &MasterClient, inode: u64, want: &[u8], expect: usize) {
+    eventually(Duration::from_secs(30), || async {
+        match read_every_copy(cl, inode, want).await {
+            Ok(n) if n == expect => Ok(()),
+            r => Err(format!("copies of inode {inode}: {r:?}, want {expect}")),
+        }
+    })
+    .await;
+}
+
+/// Polls `check` every 500 ms until it passes; panics with its last
+/// complaint after `within`. Returns how long it took.
+async fn eventually<F, Fut>(within: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
     let t = Instant::now();
     loop {
-        let r = read_every_copy(cl, inode, want).await;
-        if r == Ok(expect) {
-            return;
+        match check().await {
+            Ok(()) => return t.elapsed(),
+            Err(why) => assert!(t.elapsed() < within, "{why}"),
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "copies of inode {inode}: {r:?}, want {expect}"
-        );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -261,20 +273,19 @@ async fn chunkserver_loss_and_return() {
         check_file(&c, *ino, data).await;
     }
     step("back at goal on the two others within a minute");
-    let t = Instant::now();
-    loop {
+    let took = eventually(Duration::from_secs(60), || async {
         let on_others = c.chunk_files(2).unwrap().len() + c.chunk_files(3).unwrap().len();
         if on_others == 2 * chunks {
-            break;
+            Ok(())
+        } else {
+            Err(format!(
+                "{on_others} copies on the live chunkservers, want {}",
+                2 * chunks
+            ))
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "{on_others} copies on the live chunkservers, want {}",
-            2 * chunks
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    eprintln!("re-replicated in {:?}", t.elapsed());
+    })
+    .await;
+    eprintln!("re-replicated in {took:?}");
     c.wait_chunks_at_goal(Duration::from_secs(30))
         .await
         .unwrap();
@@ -287,16 +298,13 @@ async fn chunkserver_loss_and_return() {
     c.wait_chunkservers(3, Duration::from_secs(30))
         .await
         .unwrap();
-    let t = Instant::now();
-    while total_chunk_files(&c) != 2 * chunks {
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "{} copies on disk, want {}",
-            total_chunk_files(&c),
-            2 * chunks
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually(Duration::from_secs(60), || async {
+        match total_chunk_files(&c) {
+            n if n == 2 * chunks => Ok(()),
+            n => Err(format!("{n} copies on disk, want {}", 2 * chunks)),
+        }
+    })
+    .await;
     c.wait_chunks_at_goal(Duration::from_secs(30))
         .await
         .unwrap();
@@ -335,19 +343,16 @@ async fn flipped_byte_is_repaired() {
         check_file(&c, ino, &data).await;
     }
     step("the bad copy is dropped and replaced");
-    let t = Instant::now();
-    loop {
+    eventually(Duration::from_secs(60), || async {
         let flipped_still_there =
             std::fs::read(&victim).is_ok_and(|b| b.get(at) == Some(&bytes[at]));
         if !flipped_still_there && c.wait_chunks_at_goal(Duration::from_secs(1)).await.is_ok() {
-            break;
+            Ok(())
+        } else {
+            Err("bad copy not repaired".into())
         }
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "bad copy not repaired"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    })
+    .await;
     check_every_copy(&cl, ino, &data, 2).await;
 }
 
@@ -420,15 +425,13 @@ async fn marked_disk_is_drained() {
 
     step("mark disk 1 of chunkserver 1 for removal");
     c.mark_disk_for_removal(1, 0).await.unwrap();
-    let t = Instant::now();
-    while on_disk(&c) > 0 {
-        assert!(
-            t.elapsed() < Duration::from_secs(90),
-            "{} chunks still on the marked disk",
-            on_disk(&c)
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    eventually(Duration::from_secs(90), || async {
+        match on_disk(&c) {
+            0 => Ok(()),
+            n => Err(format!("{n} chunks still on the marked disk")),
+        }
+    })
+    .await;
     c.wait_chunks_at_goal(Duration::from_secs(30))
         .await
         .unwrap();

@@ -184,10 +184,8 @@ fn load(args: &Args) -> anyhow::Result<(MountConfig, PathBuf)> {
     if let Some(s) = &args.subfolder {
         o.mfssubfolder = Some(s.clone());
     }
-    let (file, required) = match &args.config {
-        Some(p) => (p.clone(), true),
-        None => (PathBuf::from("/etc/mfs/mfsmount.cfg"), false),
-    };
+    let (file, required) =
+        mfs_common::config::config_file(args.config.as_deref(), "/etc/mfs/mfsmount.cfg");
     let cfg: MountConfig =
         mfs_common::config::load(Some(&file), required, mfs_mount::fuse::options::ALIASES, &o)
             .map_err(|e| anyhow::anyhow!("{e} (fix the configuration)"))?;
