@@ -237,6 +237,32 @@ impl Namespace {
         Ok(self.node(inode)?.attr(inode))
     }
 
+    /// Answers a SetAttr of `mtime` alone that changes nothing, without a log
+    /// entry: the mtime is the one the inode has and its ctime moved less
+    /// than a second before `now`. That is the kernel writing back the times
+    /// it keeps after a rename, link or unlink (or a chmod) it has just made
+    /// here. `None` means the change must go through the log (it changes
+    /// something, or the caller may not set times, which the log's apply
+    /// answers with EPERM). A missing inode answers ENOENT, as the apply
+    /// would.
+    pub fn setattr_unchanged(
+        &self,
+        cred: &Cred,
+        inode: Inode,
+        mtime: Timespec,
+        now: Timespec,
+    ) -> Option<Result<Attr, Errno>> {
+        let node = match self.node(inode) {
+            Ok(n) => n,
+            Err(e) => return Some(Err(e)),
+        };
+        let nanos = |t: Timespec| i128::from(t.sec) * 1_000_000_000 + i128::from(t.nsec);
+        let since_ctime = nanos(now) - nanos(node.ctime);
+        let recent = (0..1_000_000_000).contains(&since_ctime);
+        (node.mtime == mtime && recent && perm::owner_or_root(node, cred))
+            .then(|| Ok(node.attr(inode)))
+    }
+
     /// Look `name` up in `parent` (needs search permission on `parent`).
     /// "." and ".." are answered too (".." of the root is the root).
     pub fn lookup(&self, cred: &Cred, parent: Inode, name: &[u8]) -> Result<Attr, Errno> {

@@ -127,6 +127,14 @@ impl Namespace {
                 self.release(sid.ok_or(Errno::EBADF)?, *inode)?;
                 Ok(Reply::Ok)
             }
+            Op::ReleaseMany { inodes } => {
+                let sid = sid.ok_or(Errno::EBADF)?;
+                for &inode in inodes {
+                    // A release of an inode not held changes nothing.
+                    let _ = self.release(sid, inode);
+                }
+                Ok(Reply::Ok)
+            }
             Op::SetAttr {
                 cred,
                 inode,

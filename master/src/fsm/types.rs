@@ -424,6 +424,10 @@ pub enum Op {
         end: u64,
         pid: u32,
     },
+    /// `Release` of each inode listed (an inode listed twice, twice), in one
+    /// entry: mounts send the releases of closed files in batches. An inode
+    /// the session does not hold is skipped; replies `Ok`.
+    ReleaseMany { inodes: Vec<Inode> },
 }
 
 impl Op {
@@ -455,6 +459,7 @@ impl Op {
             Op::SetGoal { .. } => "SetGoal",
             Op::SetTrashTime { .. } => "SetTrashTime",
             Op::SetLock { .. } => "SetLock",
+            Op::ReleaseMany { .. } => "ReleaseMany",
         }
     }
 

@@ -168,8 +168,11 @@ async fn flusher(db: Arc<dyn MetaStore>, mut rx: mpsc::UnboundedReceiver<Ack>) {
         while let Ok(more) = rx.try_recv() {
             acks.push(more);
         }
+        let started = std::time::Instant::now();
         let res = db.flush_async().await.map_err(other);
         metrics::counter!("mfs_raft_log_flushes_total").increment(1);
+        metrics::histogram!("mfs_raft_log_flush_seconds").record(started.elapsed().as_secs_f64());
+        metrics::histogram!("mfs_raft_log_flush_appends").record(acks.len() as f64);
         for a in acks {
             a.io_completed(match &res {
                 Ok(()) => Ok(()),

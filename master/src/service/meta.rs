@@ -18,6 +18,8 @@ use crate::raft::MasterNode;
 
 /// Entries returned by one Readdir page at most.
 const READDIR_MAX: usize = 10_000;
+/// Inodes one Release call may list.
+const MAX_RELEASES: usize = 4096;
 
 pub struct Meta {
     pub node: Arc<MasterNode>,
@@ -181,6 +183,25 @@ impl MetaService for Meta {
     async fn set_attr(&self, req: Request<pb::SetAttrRequest>) -> R<pb::AttrReply> {
         let r = req.into_inner();
         let cred = cred_from_pb(r.cred);
+        let mtime_only = r.mode.is_none()
+            && r.uid.is_none()
+            && r.gid.is_none()
+            && r.size.is_none()
+            && r.atime.is_none()
+            && !r.atime_now
+            && !r.mtime_now;
+        if let (true, Some(m)) = (mtime_only, r.mtime.as_ref().and_then(ts_from_pb)) {
+            let t = now();
+            let same = self
+                .read(|ns| Ok(ns.setattr_unchanged(&cred, Inode(r.inode), m, t)))
+                .await?;
+            if let Some(a) = same {
+                let a = a.map_err(errno_status)?;
+                return Ok(Response::new(pb::AttrReply {
+                    attr: Some(attr_to_pb(&a)),
+                }));
+            }
+        }
         if let Some(size) = r.size {
             // Shrinking into the middle of a chunk: its copies are cut first.
             let id = rid(r.id)?;
@@ -262,15 +283,23 @@ impl MetaService for Meta {
 
     async fn release(&self, req: Request<pb::ReleaseRequest>) -> R<pb::Empty> {
         let r = req.into_inner();
-        ok_reply(
-            self.mutate(
-                r.id,
-                Op::Release {
-                    inode: Inode(r.inode),
-                },
-            )
-            .await?,
-        )
+        let op = if r.more.is_empty() {
+            Op::Release {
+                inode: Inode(r.inode),
+            }
+        } else {
+            if r.more.len() >= MAX_RELEASES {
+                return Err(invalid(format!(
+                    "Release: {} inodes in one call; at most {MAX_RELEASES}",
+                    r.more.len() + 1
+                )));
+            }
+            let inodes = std::iter::once(r.inode).chain(r.more).map(Inode);
+            Op::ReleaseMany {
+                inodes: inodes.collect(),
+            }
+        };
+        ok_reply(self.mutate(r.id, op).await?)
     }
 
     async fn unlink(&self, req: Request<pb::UnlinkRequest>) -> R<pb::Empty> {

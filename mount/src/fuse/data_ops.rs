@@ -12,7 +12,7 @@ use fuser::{
 use mfs_proto::v1::{CreateRequest, Credentials, OpenMode, OpenRequest, SetAttrRequest};
 
 use super::convert::errno;
-use super::fs::{release_req, Shared};
+use super::fs::Shared;
 use super::meta_ops::check_name;
 
 impl Shared {
@@ -140,7 +140,7 @@ impl Shared {
             match self.master.setattr(cut).await {
                 Ok(a) => attr = a,
                 Err(e) => {
-                    let _ = self.master.release(release_req(inode)).await;
+                    self.releases.push(inode);
                     return reply.error(errno(&e));
                 }
             }
@@ -231,7 +231,8 @@ impl Shared {
     }
 
     /// The last close of an open file: commit, then tell the master (an
-    /// unlinked file goes away when no session holds it any more).
+    /// unlinked file goes away when no session holds it any more), in a
+    /// batch with other releases (see `releases`).
     pub(crate) async fn release(&self, fh: FileHandle, reply: ReplyEmpty) {
         let Some(f) = self.handles.remove(fh.0) else {
             return reply.ok();
@@ -240,11 +241,8 @@ impl Shared {
         if f.writable {
             result = self.io.flush(f.inode).await;
         }
-        let released = self.master.release(release_req(f.inode)).await;
-        if let Err(e) = &released {
-            tracing::warn!(inode = f.inode, error = %e, "release at the master failed");
-        }
-        match result.and(released) {
+        self.releases.push(f.inode);
+        match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }

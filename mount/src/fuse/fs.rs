@@ -22,6 +22,7 @@ use super::convert::InodeMap;
 use super::creds::GroupsCache;
 use super::handles::Handles;
 use super::locks::LockCall;
+use super::releases::Releases;
 use crate::io::FileIo;
 use crate::master::MasterClient;
 
@@ -66,6 +67,8 @@ pub(crate) struct Shared {
     pub(crate) lock_owners: super::locks::LockOwners,
     /// Inodes known to have no `security.capability` (see `meta_ops`).
     pub(crate) no_caps: super::handles::NoCaps,
+    /// Releases of closed files not sent to the master yet.
+    pub(crate) releases: Arc<Releases>,
 }
 
 /// What the binary keeps to shut the file system down cleanly.
@@ -85,16 +88,13 @@ impl FsHandle {
                     tracing::error!(inode = f.inode, error = %e, "writes to a file still open at unmount could not be committed");
                 }
             }
-            let _ = s.master.release(release_req(f.inode)).await;
+            s.releases.push(f.inode);
         }
+        s.releases.send(&s.master).await;
         if let Err(e) = s.master.close_session().await {
             tracing::warn!(error = %e, "closing the session at the master failed (it expires on its own)");
         }
     }
-}
-
-pub(crate) fn release_req(inode: u64) -> mfs_proto::v1::ReleaseRequest {
-    mfs_proto::v1::ReleaseRequest { id: None, inode }
 }
 
 /// The fuser file system of one mount.
@@ -114,8 +114,11 @@ impl MfsFs {
         settings: FsSettings,
         rt: tokio::runtime::Handle,
     ) -> MfsFs {
+        let releases = Arc::new(Releases::default());
+        rt.spawn(Arc::clone(&releases).run(master.clone()));
         MfsFs {
             shared: Arc::new(Shared {
+                releases,
                 master,
                 io,
                 map: InodeMap::new(root),

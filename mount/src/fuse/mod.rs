@@ -11,6 +11,7 @@
 //! - [`creds`]: the caller's supplementary groups from `/proc`.
 //! - [`handles`]: open files and directories.
 //! - `locks`: file locks (fcntl, OFD, flock) kept by the master.
+//! - `releases`: releases of closed files, sent to the master in batches.
 //!
 //! Kernel features asked for at init: several reader threads (fuser's
 //! `n_threads`, with a cloned `/dev/fuse` fd each), async reads, the
@@ -26,6 +27,7 @@ pub mod handles;
 mod locks;
 mod meta_ops;
 pub mod options;
+mod releases;
 
 pub use fs::{FsHandle, FsSettings, MfsFs};
 pub use options::{MountConfig, Overrides, Resolved};

@@ -359,7 +359,13 @@ async fn run(a: Args) -> Result<()> {
     }
 
     // ---- clean up ----
-    let release = master.release(ReleaseRequest { id: None, inode }).await;
+    let release = master
+        .release(ReleaseRequest {
+            id: None,
+            inode,
+            ..Default::default()
+        })
+        .await;
     if let Err(e) = release {
         eprintln!("release of the test file failed: {e}");
     }

@@ -420,6 +420,24 @@ fn unlinked_open_file_lives_until_release() {
 }
 
 #[test]
+fn releases_in_one_entry() {
+    let mut h = H::new();
+    let c = root();
+    let f = h.create(&c, R, "f", 0o644);
+    let g = h.create(&c, R, "g", 0o644);
+    h.ok(open(&c, f.inode, OpenMode::Read, false));
+    h.ok(unlink(&c, R, "f"));
+    h.ok(unlink(&c, R, "g"));
+    // f twice (both opens), g once, and an inode not held: skipped.
+    h.ok(Op::ReleaseMany {
+        inodes: vec![f.inode, Inode(9999), g.inode, f.inode],
+    });
+    assert_eq!(h.ns.getattr(f.inode), Err(Errno::ENOENT));
+    assert_eq!(h.ns.getattr(g.inode), Err(Errno::ENOENT));
+    assert_eq!(h.ns.sustained().count(), 0);
+}
+
+#[test]
 fn rename_over_an_open_file_sustains_it() {
     let mut h = H::new();
     let c = root();
@@ -525,4 +543,38 @@ fn freed_files_queue_their_chunks() {
         &[ChunkId(12), ChunkId(10), ChunkId(11)]
     );
     assert_eq!(h.ns.statfs().chunks, 0);
+}
+
+#[test]
+fn kernel_time_write_back_needs_no_change() {
+    let mut h = H::new();
+    let c = root();
+    let f = h.create(&c, R, "f", 0o644);
+    h.ok(rename(&c, R, "f", R, "g"));
+    let a = h.ns.getattr(f.inode).expect("renamed file");
+    let soon = Timespec::new(a.ctime.sec, a.ctime.nsec + 5);
+    let answer = h.ns.setattr_unchanged(&c, f.inode, a.mtime, soon);
+    assert_eq!(
+        answer,
+        Some(Ok(a.clone())),
+        "same mtime just after the rename"
+    );
+    // Another mtime, or a ctime a second old, or a caller who may not set
+    // times: through the log.
+    let other = Timespec::new(a.mtime.sec - 7, 0);
+    assert_eq!(h.ns.setattr_unchanged(&c, f.inode, other, soon), None);
+    let later = Timespec::new(a.ctime.sec + 1, a.ctime.nsec);
+    assert_eq!(h.ns.setattr_unchanged(&c, f.inode, a.mtime, later), None);
+    assert_eq!(
+        h.ns.setattr_unchanged(&user(1000), f.inode, a.mtime, soon),
+        None
+    );
+    let before = Timespec::new(a.ctime.sec - 1, 0);
+    assert_eq!(h.ns.setattr_unchanged(&c, f.inode, a.mtime, before), None);
+    h.ok(unlink(&c, R, "g"));
+    h.ok(Op::Release { inode: f.inode });
+    assert_eq!(
+        h.ns.setattr_unchanged(&c, f.inode, a.mtime, soon),
+        Some(Err(Errno::ENOENT))
+    );
 }

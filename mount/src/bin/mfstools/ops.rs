@@ -209,6 +209,7 @@ impl Ctx {
             .release(ReleaseRequest {
                 id: None,
                 inode: t.inode,
+                ..Default::default()
             })
             .await
             .map_err(|e| format!("release: {e}"))
