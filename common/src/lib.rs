@@ -1,4 +1,5 @@
 //! Small pieces every rmfs role shares.
 pub mod config;
+pub mod eattr;
 pub mod ids;
 pub mod logging;

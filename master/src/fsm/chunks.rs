@@ -16,6 +16,11 @@ use std::collections::BTreeSet;
 pub(crate) enum TreeSetting {
     Goal(u8),
     TrashTime(u32),
+    /// Extra attribute bits to set and to clear.
+    Eattr {
+        set: u8,
+        clear: u8,
+    },
 }
 
 impl Namespace {
@@ -158,8 +163,16 @@ impl Namespace {
                 return Err(Errno::EINVAL);
             }
         }
+        if let TreeSetting::Eattr { set, clear } = setting {
+            if (set | clear) & !eattr::ALL != 0 {
+                return Err(Errno::EINVAL);
+            }
+        }
+        // Extra attributes go on any inode; goal and trash time on files
+        // and directories.
+        let any_type = matches!(setting, TreeSetting::Eattr { .. });
         let top = self.node(inode)?;
-        if !matches!(top.ftype, FileType::Regular | FileType::Directory) {
+        if !any_type && !matches!(top.ftype, FileType::Regular | FileType::Directory) {
             return Err(Errno::EINVAL);
         }
         let (mut changed, mut not_changed, mut not_permitted) = (0u64, 0u64, 0u64);
@@ -174,7 +187,7 @@ impl Namespace {
                     stack.extend(entries.values().rev().copied());
                 }
             }
-            if !matches!(node.ftype, FileType::Regular | FileType::Directory) {
+            if !any_type && !matches!(node.ftype, FileType::Regular | FileType::Directory) {
                 continue;
             }
             if !perm::owner_or_root(node, cred) {
@@ -184,6 +197,7 @@ impl Namespace {
             let same = match setting {
                 TreeSetting::Goal(g) => node.goal == g,
                 TreeSetting::TrashTime(s) => node.trash_time == s,
+                TreeSetting::Eattr { set, clear } => (node.eattr | set) & !clear == node.eattr,
             };
             if same {
                 not_changed += 1;
@@ -196,6 +210,7 @@ impl Namespace {
             n.ctime = t;
             match setting {
                 TreeSetting::TrashTime(s) => n.trash_time = s,
+                TreeSetting::Eattr { set, clear } => n.eattr = (n.eattr | set) & !clear,
                 TreeSetting::Goal(g) => {
                     n.goal = g;
                     if let NodeData::File { chunks } = &n.data {

@@ -17,7 +17,8 @@ pub const IMAGE_MAGIC: &[u8; 8] = b"MFSIMG01";
 /// 1: first version.
 /// 2: the data path: chunk ids counter, fresh chunks, chunk and tree replies.
 /// 3: file locks.
-pub const IMAGE_VERSION: u32 = 3;
+/// 4: extra attributes (eattr) of inodes.
+pub const IMAGE_VERSION: u32 = 4;
 
 const HEADER_LEN: usize = 8 + 4;
 

@@ -28,6 +28,8 @@ pub struct Node {
     pub rdev: u32,
     pub goal: u8,
     pub trash_time: u32,
+    /// Extra attributes (`eattr` bits).
+    pub eattr: u8,
     pub xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
     pub data: NodeData,
 }
@@ -68,6 +70,7 @@ impl Node {
             rdev: 0,
             goal: DEFAULT_GOAL,
             trash_time: DEFAULT_TRASH_TIME,
+            eattr: 0,
             xattrs: BTreeMap::new(),
             data,
         }
@@ -119,6 +122,7 @@ impl Node {
             goal: self.goal,
             trash_time: self.trash_time,
             blocks_bytes,
+            eattr: self.eattr,
         }
     }
 }
@@ -431,7 +435,9 @@ impl Namespace {
 
     /// Whether `cred` may change the size of `inode` (the SetAttr rule).
     pub fn may_truncate(&self, cred: &Cred, inode: Inode) -> Result<(), Errno> {
-        perm::access(self.node(inode)?, cred, perm::MAY_WRITE)
+        let node = self.node(inode)?;
+        perm::may_change(node)?;
+        perm::access(node, cred, perm::MAY_WRITE)
     }
 
     /// Whether `cred` may write `inode` (its mode bits), or `session` has it
@@ -444,6 +450,9 @@ impl Namespace {
         inode: Inode,
     ) -> Result<(), Errno> {
         let node = self.node(inode)?;
+        if node.eattr & eattr::IMMUTABLE != 0 {
+            return Err(Errno::EPERM);
+        }
         if perm::access(node, cred, perm::MAY_WRITE).is_ok() {
             return Ok(());
         }

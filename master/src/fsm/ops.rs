@@ -127,6 +127,22 @@ impl Namespace {
                 self.release(sid.ok_or(Errno::EBADF)?, *inode)?;
                 Ok(Reply::Ok)
             }
+            Op::SetEattr {
+                cred,
+                inode,
+                set,
+                clear,
+                recursive,
+            } => self.set_tree(
+                cred,
+                *inode,
+                TreeSetting::Eattr {
+                    set: *set,
+                    clear: *clear,
+                },
+                *recursive,
+                t,
+            ),
             Op::ReleaseMany { inodes } => {
                 let sid = sid.ok_or(Errno::EBADF)?;
                 for &inode in inodes {
@@ -552,6 +568,9 @@ impl Namespace {
             mask |= MAY_WRITE;
         }
         perm::access(node, cred, mask)?;
+        if truncate {
+            perm::may_change(node)?;
+        }
         self.can_track_open(ino)?;
         if truncate && node.ftype == FileType::Regular {
             self.set_file_size(ino, 0);
@@ -582,6 +601,19 @@ impl Namespace {
     ) -> Result<Reply, Errno> {
         let node = self.node(ino)?;
         let owner = perm::owner_or_root(node, cred);
+        // immutable: nothing; appendonly: only times set to now.
+        let only_touch = c.mode.is_none()
+            && c.uid.is_none()
+            && c.gid.is_none()
+            && c.size.is_none()
+            && !matches!(c.atime, Some(TimeSet::At(_)))
+            && !matches!(c.mtime, Some(TimeSet::At(_)));
+        if node.eattr & eattr::IMMUTABLE != 0 && !c.is_empty() {
+            return Err(Errno::EPERM);
+        }
+        if !only_touch {
+            perm::may_change(node)?;
+        }
         if let Some(size) = c.size {
             match node.ftype {
                 FileType::Regular => {}

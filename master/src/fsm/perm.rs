@@ -5,7 +5,7 @@
 //! directories, privileged xattr namespaces).
 
 use super::namespace::Node;
-use super::types::{Cred, Errno, FileType, S_ISVTX, XATTR_NAME_MAX, XATTR_SIZE_MAX};
+use super::types::{eattr, Cred, Errno, FileType, S_ISVTX, XATTR_NAME_MAX, XATTR_SIZE_MAX};
 
 pub const MAY_EXEC: u32 = 1;
 pub const MAY_WRITE: u32 = 2;
@@ -13,15 +13,20 @@ pub const MAY_READ: u32 = 4;
 
 /// `inode_permission`: check `mask` (MAY_* bits) against the mode bits of the
 /// first class that matches the caller (owner, then group, then other). Root
-/// passes, except that executing a non-directory needs some x bit.
+/// passes, except that executing a non-directory needs some x bit. Writing
+/// an `immutable` inode is EPERM for everyone; with `noowner` the caller
+/// counts as the owner.
 pub fn access(node: &Node, cred: &Cred, mask: u32) -> Result<(), Errno> {
+    if mask & MAY_WRITE != 0 && node.eattr & eattr::IMMUTABLE != 0 {
+        return Err(Errno::EPERM);
+    }
     if cred.is_root() {
         if mask & MAY_EXEC != 0 && node.ftype != FileType::Directory && node.mode & 0o111 == 0 {
             return Err(Errno::EACCES);
         }
         return Ok(());
     }
-    let bits = if cred.uid == node.uid {
+    let bits = if cred.uid == node.uid || node.eattr & eattr::NOOWNER != 0 {
         node.mode >> 6
     } else if cred.in_group(node.gid) {
         node.mode >> 3
@@ -35,9 +40,19 @@ pub fn access(node: &Node, cred: &Cred, mask: u32) -> Result<(), Errno> {
     }
 }
 
-/// `inode_owner_or_capable`.
+/// `inode_owner_or_capable` (everyone owns a `noowner` inode).
 pub fn owner_or_root(node: &Node, cred: &Cred) -> bool {
-    cred.is_root() || cred.uid == node.uid
+    cred.is_root() || cred.uid == node.uid || node.eattr & eattr::NOOWNER != 0
+}
+
+/// An inode whose attributes, extended attributes and names may not change
+/// (`immutable`, `appendonly`): EPERM, as Linux's `IS_IMMUTABLE ||
+/// IS_APPEND` checks.
+pub fn may_change(node: &Node) -> Result<(), Errno> {
+    if node.eattr & (eattr::IMMUTABLE | eattr::APPENDONLY) != 0 {
+        return Err(Errno::EPERM);
+    }
+    Ok(())
 }
 
 /// In a sticky directory only the owner of the entry, the owner of the
@@ -51,9 +66,18 @@ pub fn sticky(dir: &Node, victim: &Node, cred: &Cred) -> Result<(), Errno> {
 
 /// `may_delete`: remove `victim` from `dir`; `want_dir` says whether the
 /// operation removes a directory (rmdir, or rename of a directory).
+///
+/// Then the extra attributes: nothing leaves an `appendonly` (or
+/// `immutable`) directory, and an `undeletable`, `appendonly` or
+/// `immutable` inode keeps its names (EPERM).
 pub fn may_delete(dir: &Node, victim: &Node, cred: &Cred, want_dir: bool) -> Result<(), Errno> {
     access(dir, cred, MAY_WRITE | MAY_EXEC)?;
     sticky(dir, victim, cred)?;
+    if dir.eattr & eattr::APPENDONLY != 0
+        || victim.eattr & (eattr::UNDELETABLE | eattr::APPENDONLY | eattr::IMMUTABLE) != 0
+    {
+        return Err(Errno::EPERM);
+    }
     let is_dir = victim.ftype == FileType::Directory;
     if want_dir && !is_dir {
         return Err(Errno::ENOTDIR);
@@ -114,6 +138,9 @@ pub fn xattr_value(value: &[u8]) -> Result<(), Errno> {
 ///   (EACCES).
 pub fn xattr_access(node: &Node, cred: &Cred, ns: XattrNs, write: bool) -> Result<(), Errno> {
     let refuse = if write { Errno::EPERM } else { Errno::ENODATA };
+    if write {
+        may_change(node)?;
+    }
     match ns {
         XattrNs::Trusted => {
             if !cred.is_root() {

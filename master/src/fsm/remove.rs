@@ -74,6 +74,7 @@ impl Namespace {
         if node.is_dir() {
             return Err(Errno::EPERM);
         }
+        perm::may_change(node)?;
         if node.nlink == 0 {
             return Err(Errno::ENOENT);
         }

@@ -199,7 +199,12 @@ pub struct Attr {
     pub trash_time: u32,
     /// Space used, in bytes (st_blocks * 512).
     pub blocks_bytes: u64,
+    /// Extra attributes (`eattr` bits).
+    pub eattr: u8,
 }
+
+/// Extra attributes of an inode (mfsseteattr).
+pub use mfs_common::eattr;
 
 /// A new value for atime or mtime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -428,6 +433,17 @@ pub enum Op {
     /// entry: mounts send the releases of closed files in batches. An inode
     /// the session does not hold is skipped; replies `Ok`.
     ReleaseMany { inodes: Vec<Inode> },
+    /// mfsseteattr / mfsdeleattr: the extra attributes of `inode` (any
+    /// type) become `(eattr | set) & !clear`, and below it with `recursive`;
+    /// bits outside `eattr::ALL`: EINVAL. Only the owner or root may change
+    /// an inode; the others are counted. Replies `Reply::Tree`.
+    SetEattr {
+        cred: Cred,
+        inode: Inode,
+        set: u8,
+        clear: u8,
+        recursive: bool,
+    },
 }
 
 impl Op {
@@ -460,6 +476,7 @@ impl Op {
             Op::SetTrashTime { .. } => "SetTrashTime",
             Op::SetLock { .. } => "SetLock",
             Op::ReleaseMany { .. } => "ReleaseMany",
+            Op::SetEattr { .. } => "SetEattr",
         }
     }
 

@@ -66,6 +66,7 @@ pub fn attr_to_pb(a: &Attr) -> pb::Attr {
         goal: a.goal as u32,
         trash_time: a.trash_time,
         blocks_bytes: a.blocks_bytes,
+        eattr: u32::from(a.eattr),
     }
 }
 

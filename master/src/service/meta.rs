@@ -521,6 +521,29 @@ impl MetaService for Meta {
         tree_reply(self.mutate(r.id, op).await?)
     }
 
+    async fn set_eattr(&self, req: Request<pb::SetEattrRequest>) -> R<pb::SetTreeReply> {
+        let r = req.into_inner();
+        let bits = |v: u32, what: &str| {
+            u8::try_from(v)
+                .ok()
+                .filter(|b| b & !fsm::eattr::ALL == 0)
+                .ok_or_else(|| {
+                    invalid(format!(
+                        "SetEattr: {what} {v:#x} has bits outside {:#x}",
+                        fsm::eattr::ALL
+                    ))
+                })
+        };
+        let op = Op::SetEattr {
+            cred: cred_from_pb(r.cred),
+            inode: Inode(r.inode),
+            set: bits(r.set, "set")?,
+            clear: bits(r.clear, "clear")?,
+            recursive: r.recursive,
+        };
+        tree_reply(self.mutate(r.id, op).await?)
+    }
+
     async fn set_lock(&self, req: Request<pb::SetLockRequest>) -> R<pb::Empty> {
         let r = req.into_inner();
         let op = Op::SetLock {

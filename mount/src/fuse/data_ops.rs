@@ -70,6 +70,10 @@ impl Shared {
             r = self.master.open(req(mode)).await;
         }
         match r {
+            Ok(attr) if writable && appends_only(&attr, flags.0) => {
+                self.releases.push(inode);
+                reply.error(Errno::EPERM)
+            }
             Ok(attr) => {
                 let open_here = self.handles.is_open(inode);
                 let mtime = attr.mtime.unwrap_or_default();
@@ -127,6 +131,10 @@ impl Shared {
             Err(e) => return reply.error(errno(&e)),
         };
         let inode = attr.inode;
+        if flags & libc::O_ACCMODE != libc::O_RDONLY && appends_only(&attr, flags) {
+            self.releases.push(inode);
+            return reply.error(Errno::EPERM);
+        }
         if flags & libc::O_TRUNC != 0 && attr.size > 0 {
             // An existing file was opened (a race with another client's
             // create): O_TRUNC still applies.
@@ -158,8 +166,11 @@ impl Shared {
             self.no_caps.remember(inode);
         }
         let fh = self.handles.add_file(inode, writable);
+        let ttl = self
+            .entry_ttl(self.map.to_master(parent), &attr, self.settings.entry_ttl)
+            .min(self.attr_ttl(&attr));
         reply.created(
-            &self.settings.entry_ttl,
+            &ttl,
             &self.attr_of(&attr),
             Generation(0),
             FileHandle(fh),
@@ -247,4 +258,10 @@ impl Shared {
             Err(e) => reply.error(errno(&e)),
         }
     }
+}
+
+/// A write open without O_APPEND of an `appendonly` file: Linux's may_open
+/// refuses it (EPERM); the master refuses truncates and removals itself.
+fn appends_only(attr: &mfs_proto::v1::Attr, flags: i32) -> bool {
+    flags & libc::O_APPEND == 0 && super::meta_ops::has_eattr(attr, mfs_common::eattr::APPENDONLY)
 }

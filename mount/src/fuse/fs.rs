@@ -69,6 +69,8 @@ pub(crate) struct Shared {
     pub(crate) no_caps: super::handles::NoCaps,
     /// Releases of closed files not sent to the master yet.
     pub(crate) releases: Arc<Releases>,
+    /// Directories whose names the kernel must not cache (`noentrycache`).
+    pub(crate) no_entry_cache: super::handles::NoEntryCache,
 }
 
 /// What the binary keeps to shut the file system down cleanly.
@@ -129,6 +131,7 @@ impl MfsFs {
                 plus: Default::default(),
                 lock_owners: Default::default(),
                 no_caps: Default::default(),
+                no_entry_cache: Default::default(),
             }),
             rt,
         }

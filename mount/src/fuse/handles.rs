@@ -217,6 +217,30 @@ impl NoCaps {
     }
 }
 
+/// Directories seen with the `noentrycache` extra attribute: names looked
+/// up in them are not cached by the kernel.
+#[derive(Debug, Default)]
+pub struct NoEntryCache {
+    dirs: Mutex<std::collections::HashSet<u64>>,
+}
+
+impl NoEntryCache {
+    /// Notes the extra attributes of directory `inode` from a reply.
+    pub fn note(&self, inode: u64, no_entry_cache: bool) {
+        let mut dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+        if no_entry_cache {
+            dirs.insert(inode);
+        } else if !dirs.is_empty() {
+            dirs.remove(&inode);
+        }
+    }
+
+    pub fn contains(&self, inode: u64) -> bool {
+        let dirs = self.dirs.lock().unwrap_or_else(|p| p.into_inner());
+        !dirs.is_empty() && dirs.contains(&inode)
+    }
+}
+
 #[cfg(test)]
 mod no_caps_tests {
     use super::NoCaps;

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use fuser::{
     Errno, FileHandle, FopenFlags, Generation, INodeNo, RenameFlags, ReplyAttr, ReplyData,
@@ -19,6 +20,7 @@ use super::convert::{self, errno, file_attr, NAME_MAX};
 use super::fs::Shared;
 use super::handles::Entry;
 use crate::error::ClientError;
+use mfs_common::eattr;
 
 /// The changes of one setattr call.
 #[derive(Debug, Clone)]
@@ -60,14 +62,39 @@ impl Shared {
         } else {
             None
         };
+        if a.r#type == FileType::Directory as i32 {
+            self.no_entry_cache
+                .note(a.inode, has_eattr(a, eattr::NOENTRYCACHE));
+        }
         file_attr(a, &self.map, local)
     }
 
-    pub(crate) fn reply_entry(&self, r: Result<Attr, ClientError>, reply: ReplyEntry) {
+    /// How long the kernel may keep `a`'s attributes: not at all with the
+    /// `noattrcache` extra attribute.
+    pub(crate) fn attr_ttl(&self, a: &Attr) -> Duration {
+        if has_eattr(a, eattr::NOATTRCACHE) {
+            Duration::ZERO
+        } else {
+            self.settings.attr_ttl
+        }
+    }
+
+    /// How long the kernel may keep the name of `a` in directory `parent`
+    /// (master inode): not at all when either has `noentrycache`.
+    pub(crate) fn entry_ttl(&self, parent: u64, a: &Attr, ttl: Duration) -> Duration {
+        if has_eattr(a, eattr::NOENTRYCACHE) || self.no_entry_cache.contains(parent) {
+            Duration::ZERO
+        } else {
+            ttl
+        }
+    }
+
+    /// Answers a lookup (or a call that made a name) of `a` in `parent`.
+    pub(crate) fn reply_entry(&self, parent: u64, r: Result<Attr, ClientError>, reply: ReplyEntry) {
         match r {
             Ok(a) => reply.entry_with_ttls(
-                &self.settings.attr_ttl,
-                &self.settings.entry_ttl,
+                &self.attr_ttl(&a),
+                &self.entry_ttl(parent, &a, self.settings.entry_ttl),
                 &self.attr_of(&a),
                 Generation(0),
             ),
@@ -87,12 +114,12 @@ impl Shared {
         }
         let parent = self.map.to_master(parent);
         let r = self.master.lookup(&cred, parent, &name).await;
-        self.reply_entry(r, reply);
+        self.reply_entry(parent, r, reply);
     }
 
     pub(crate) async fn getattr(&self, ino: INodeNo, reply: ReplyAttr) {
         match self.master.getattr(self.map.to_master(ino)).await {
-            Ok(a) => reply.attr(&self.settings.attr_ttl, &self.attr_of(&a)),
+            Ok(a) => reply.attr(&self.attr_ttl(&a), &self.attr_of(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -143,7 +170,7 @@ impl Shared {
             self.io.invalidate(inode);
         }
         match r {
-            Ok(a) => reply.attr(&self.settings.attr_ttl, &self.attr_of(&a)),
+            Ok(a) => reply.attr(&self.attr_ttl(&a), &self.attr_of(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -183,7 +210,7 @@ impl Shared {
             rdev,
         };
         let r = self.master.mknod(req).await;
-        self.reply_entry(r, reply);
+        self.reply_entry(self.map.to_master(parent), r, reply);
     }
 
     pub(crate) async fn mkdir(
@@ -207,7 +234,7 @@ impl Shared {
             umask,
         };
         let r = self.master.mkdir(req).await;
-        self.reply_entry(r, reply);
+        self.reply_entry(self.map.to_master(parent), r, reply);
     }
 
     /// unlink, or rmdir when `dir`.
@@ -270,7 +297,7 @@ impl Shared {
             target,
         };
         let r = self.master.symlink(req).await;
-        self.reply_entry(r, reply);
+        self.reply_entry(self.map.to_master(parent), r, reply);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -331,7 +358,7 @@ impl Shared {
             new_name: newname,
         };
         let r = self.master.link(req).await;
-        self.reply_entry(r, reply);
+        self.reply_entry(self.map.to_master(newparent), r, reply);
     }
 
     /// The whole listing of directory `inode`, "." and ".." first.
@@ -480,6 +507,7 @@ impl Shared {
         // its attributes: the shorter of the two caches, so attributes are
         // never kept longer than MFSATTRCACHETO says.
         let ttl = self.settings.direntry_ttl.min(self.settings.attr_ttl);
+        let dir = self.map.to_master(ino);
         for (i, e) in list.iter().enumerate().skip(start) {
             let Some(name) = os_name(&e.name) else {
                 continue;
@@ -496,7 +524,7 @@ impl Shared {
                 self.map.to_kernel(e.inode),
                 i as u64 + 1,
                 &name,
-                &ttl,
+                &self.entry_ttl(dir, &attr, self.attr_ttl(&attr).min(ttl)),
                 &self.attr_of(&attr),
                 Generation(0),
             ) {
@@ -668,6 +696,11 @@ impl Shared {
 
 /// A name as the kernel wants it (None: not representable, never the case
 /// on Unix).
+/// Whether `a` carries extra attribute `bit`.
+pub(crate) fn has_eattr(a: &Attr, bit: u8) -> bool {
+    a.eattr & u32::from(bit) != 0
+}
+
 fn os_name(name: &[u8]) -> Option<std::ffi::OsString> {
     use std::os::unix::ffi::OsStrExt;
     Some(std::ffi::OsStr::from_bytes(name).to_owned())

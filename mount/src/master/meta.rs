@@ -16,8 +16,8 @@ use mfs_proto::v1::{
     StatfsRequest, SymlinkRequest, UnlinkRequest,
 };
 use mfs_proto::v1::{
-    ChunkLocation, ReadChunkRequest, SetGoalRequest, SetTrashTimeRequest, SetTreeReply,
-    WriteChunkEndRequest, WriteChunkRequest,
+    ChunkLocation, ReadChunkRequest, SetEattrRequest, SetGoalRequest, SetTrashTimeRequest,
+    SetTreeReply, WriteChunkEndRequest, WriteChunkRequest,
 };
 use mfs_proto::v1::{FileLock, GetLockRequest, SetLockRequest};
 use tonic::transport::Channel;
@@ -60,6 +60,7 @@ mutating!(
     WriteChunkEndRequest,
     SetGoalRequest,
     SetTrashTimeRequest,
+    SetEattrRequest,
     SetLockRequest,
 );
 
@@ -401,6 +402,15 @@ impl MasterClient {
     ) -> Result<SetTreeReply, ClientError> {
         self.call_mut("SetTrashTime", req, |ch, r| async move {
             meta_client(ch).set_trash_time(r).await
+        })
+        .await
+    }
+
+    /// Sets and clears extra attributes of an inode (or a tree, with
+    /// `recursive`).
+    pub async fn set_eattr(&self, req: SetEattrRequest) -> Result<SetTreeReply, ClientError> {
+        self.call_mut("SetEattr", req, |ch, r| async move {
+            meta_client(ch).set_eattr(r).await
         })
         .await
     }

@@ -75,6 +75,23 @@ pub fn value_counts(path: &str, what: &str, c: &ValueCounts) -> String {
     out
 }
 
+/// `mfsgeteattr -r` output: files and directories by their set of extra
+/// attributes (`-` for none).
+pub fn eattr_counts(path: &str, c: &ValueCounts) -> String {
+    let width = "directories with attributes".len() + 2;
+    let mut out = format!("{path}:\n");
+    for (label, map) in [
+        ("files with attributes", &c.files),
+        ("directories with attributes", &c.dirs),
+    ] {
+        for (v, n) in map {
+            let names = mfs_common::eattr::names(u8::try_from(*v).unwrap_or(u8::MAX));
+            let _ = writeln!(out, " {label:<width$}{names} : {n:>NUM_WIDTH$}");
+        }
+    }
+    out
+}
+
 /// `mfssetgoal -r` / `mfssettrashtime -r` output; `what` is `goal` or
 /// `trashtime`.
 pub fn set_tree(path: &str, what: &str, r: &SetTreeReply) -> String {

@@ -323,6 +323,10 @@ impl MetaService for Svc {
         Err(Status::unimplemented("set_trash_time"))
     }
 
+    async fn set_eattr(&self, _r: Request<mfs_proto::v1::SetEattrRequest>) -> R<SetTreeReply> {
+        Err(Status::unimplemented("set_eattr"))
+    }
+
     async fn set_lock(&self, _r: Request<mfs_proto::v1::SetLockRequest>) -> R<Empty> {
         Err(Status::unimplemented("set_lock"))
     }

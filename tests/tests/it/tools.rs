@@ -1,5 +1,6 @@
 //! `mfstools` (mfsgetgoal, mfssetgoal, mfsgettrashtime, mfssettrashtime,
-//! mfscheckfile, mfsfileinfo, mfsdirinfo): the real binary on a real mount,
+//! mfsgeteattr, mfsseteattr, mfsdeleattr, mfscheckfile, mfsfileinfo, mfsdirinfo):
+//! the real binary on a real mount,
 //! checked against what the test created and against the chunk files on the
 //! chunkservers' disks.
 //!
@@ -300,4 +301,108 @@ async fn goal_trash_and_info_tools_on_a_mount() {
     step("a file of the mount reads back what was written (tools changed no data)");
     assert_eq!(std::fs::read(Path::new(&ap)).unwrap(), a_data);
     drop(m);
+}
+
+/// mfsseteattr / mfsgeteattr / mfsdeleattr on a mount, each attribute
+/// checked through ordinary system calls (as root: immutable and
+/// appendonly bind root too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_attributes_are_enforced_on_a_mount() {
+    use std::io::Write;
+    if !fuse_available() {
+        eprintln!("skipped: mounting needs root and /dev/fuse");
+        return;
+    }
+    let mut c = Cluster::start(1, &[]).await.unwrap();
+    c.add_chunkservers(1, 1).await.unwrap();
+    let m = Mount::start(&c, "mnt", &[]).unwrap();
+    let d = m.path().join("d");
+    std::fs::create_dir(&d).unwrap();
+    let f = d.join("f");
+    std::fs::write(&f, b"first\n").unwrap();
+    let (dp, fp) = (d.display().to_string(), f.display().to_string());
+    let perm = |r: std::io::Result<()>, what: &str| {
+        let e = r.expect_err(what);
+        assert_eq!(e.raw_os_error(), Some(libc::EPERM), "{what}: {e}");
+    };
+
+    step("geteattr of a plain file: -");
+    assert_eq!(ok("mfsgeteattr", &[&fp]), format!("{fp}: -\n"));
+    let (code, _, err) = tool("mfsseteattr", &["-f", "nosuch", &fp]);
+    assert_eq!(code, 1);
+    assert!(err.contains("unknown extra attribute"), "{err}");
+
+    step("immutable: no write, truncate, chmod, unlink, rename, link");
+    assert_eq!(
+        ok("mfsseteattr", &["-f", "immutable", &fp]),
+        format!("{fp}: immutable\n")
+    );
+    perm(
+        std::fs::OpenOptions::new().write(true).open(&f).map(drop),
+        "open for writing",
+    );
+    perm(
+        std::fs::set_permissions(&f, std::os::unix::fs::PermissionsExt::from_mode(0o600)),
+        "chmod",
+    );
+    perm(std::fs::remove_file(&f), "unlink");
+    perm(std::fs::rename(&f, d.join("g")), "rename");
+    perm(std::fs::hard_link(&f, d.join("h")), "link");
+    assert_eq!(std::fs::read(&f).unwrap(), b"first\n", "still readable");
+
+    step("deleattr: everything works again");
+    assert_eq!(
+        ok("mfsdeleattr", &["-f", "immutable", &fp]),
+        format!("{fp}: -\n")
+    );
+    std::fs::write(&f, b"second\n").unwrap();
+
+    step("appendonly: appends only, no truncate, no removal");
+    ok(
+        "mfsseteattr",
+        &["-f", "appendonly", "-f", "noattrcache", &fp],
+    );
+    assert_eq!(
+        ok("mfsgeteattr", &[&fp]),
+        format!("{fp}: noattrcache,appendonly\n")
+    );
+    perm(
+        std::fs::OpenOptions::new().write(true).open(&f).map(drop),
+        "write without O_APPEND",
+    );
+    perm(
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&f)
+            .and_then(|h| h.set_len(0)),
+        "truncate",
+    );
+    let mut h = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
+    h.write_all(b"third\n").unwrap();
+    drop(h);
+    assert_eq!(std::fs::read(&f).unwrap(), b"second\nthird\n");
+    perm(std::fs::remove_file(&f), "unlink");
+
+    step("undeletable -r on the directory: nothing below goes, writes do");
+    ok("mfsdeleattr", &["-f", "appendonly", &fp]);
+    let out = ok("mfsseteattr", &["-r", "-f", "undeletable", &dp]);
+    assert_eq!(
+        number_after(&out, " inodes with attributes changed:"),
+        2,
+        "{out}"
+    );
+    perm(std::fs::remove_file(&f), "unlink");
+    std::fs::write(&f, b"fourth\n").unwrap();
+    let out = ok("mfsgeteattr", &["-r", &dp]);
+    assert_eq!(
+        number_after(
+            &out,
+            " files with attributes        noattrcache,undeletable :"
+        ),
+        1,
+        "{out}"
+    );
+    ok("mfsdeleattr", &["-r", "-f", "undeletable", &dp]);
+    std::fs::remove_file(&f).unwrap();
+    std::fs::remove_dir(&d).unwrap();
 }

@@ -4,6 +4,7 @@
 
 mod chunks;
 mod determinism;
+mod extra_attrs;
 mod model;
 mod model_run;
 mod perms;

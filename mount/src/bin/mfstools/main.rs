@@ -39,6 +39,22 @@ const TOOLS: &[Tool] = &[
             "set the trash time (seconds a deleted file stays in the trash); -r: of a whole tree",
     },
     Tool {
+        name: "mfsgeteattr",
+        args: "[-r] PATH...",
+        about: "print the extra attributes; -r: count a tree by extra attributes",
+    },
+    Tool {
+        name: "mfsseteattr",
+        args: "[-r] -f ATTR [-f ATTR]... PATH...",
+        about: "set extra attributes (noowner, noattrcache, noentrycache, undeletable, \
+                appendonly, immutable); -r: on a whole tree",
+    },
+    Tool {
+        name: "mfsdeleattr",
+        args: "[-r] -f ATTR [-f ATTR]... PATH...",
+        about: "remove extra attributes; -r: from a whole tree",
+    },
+    Tool {
         name: "mfscheckfile",
         args: "PATH...",
         about: "count the chunks of files by their number of valid copies",
@@ -96,12 +112,15 @@ pub struct Args {
     pub rest: Vec<String>,
     /// -h given.
     pub help: bool,
+    /// -f values (extra attribute names).
+    pub flags: Vec<String>,
 }
 
 fn parse_args(tool: &Tool, raw: &[String]) -> Result<Args, String> {
     let mut a = Args::default();
     let mut it = raw.iter();
     let takes_r = tool.args.starts_with("[-r]");
+    let takes_f = tool.args.contains("-f ATTR");
     while let Some(s) = it.next() {
         match s.as_str() {
             "--" => {
@@ -118,6 +137,12 @@ fn parse_args(tool: &Tool, raw: &[String]) -> Result<Args, String> {
                 a.masters = Some(v.clone());
             }
             o if o.starts_with("-H") => a.masters = Some(o[2..].to_string()),
+            "-f" if takes_f => {
+                let v = it.next().ok_or_else(|| {
+                    "-f needs an extra attribute name (e.g. immutable)".to_string()
+                })?;
+                a.flags.push(v.clone());
+            }
             o if o.starts_with('-') && o.len() > 1 => {
                 return Err(format!("unknown option {o}"));
             }

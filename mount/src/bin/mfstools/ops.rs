@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use fuser::INodeNo;
+use mfs_common::eattr;
 use mfs_mount::fuse::convert::InodeMap;
 use mfs_mount::master::{parse_masters, ClientOptions, MasterClient, MASTERS_ENV};
 use mfs_mount::tools::locate::{locate, Located};
@@ -15,7 +16,7 @@ use mfs_mount::tools::report::{self, ChunkSlot, DirInfo, ValueCounts};
 use mfs_mount::ClientError;
 use mfs_proto::v1::{
     Attr, Credentials, FileType, OpenMode, OpenRequest, ReaddirRequest, ReleaseRequest,
-    SetGoalRequest, SetTrashTimeRequest,
+    SetEattrRequest, SetGoalRequest, SetTrashTimeRequest,
 };
 
 use crate::Args;
@@ -309,12 +310,31 @@ pub async fn run(tool: &'static str, args: Args) -> anyhow::Result<bool> {
     if paths.is_empty() {
         bail!("missing PATH");
     }
+    let mut bits = 0u8;
+    for f in &args.flags {
+        bits |= eattr::bit(f).with_context(|| {
+            let known: Vec<&str> = eattr::NAMES.iter().map(|(n, _)| *n).collect();
+            format!(
+                "unknown extra attribute {f:?} (known: {})",
+                known.join(", ")
+            )
+        })?;
+    }
+    if matches!(tool, "mfsseteattr" | "mfsdeleattr") && bits == 0 {
+        bail!("missing -f ATTR");
+    }
+    let value = if bits != 0 { u32::from(bits) } else { value };
     let mut ctx = Ctx {
         tool,
         masters_override: args.masters,
         needs_session: matches!(
             tool,
-            "mfssetgoal" | "mfssettrashtime" | "mfscheckfile" | "mfsfileinfo"
+            "mfssetgoal"
+                | "mfssettrashtime"
+                | "mfsseteattr"
+                | "mfsdeleattr"
+                | "mfscheckfile"
+                | "mfsfileinfo"
         ),
         clients: HashMap::new(),
         roots: HashMap::new(),
@@ -408,6 +428,47 @@ async fn one_path(
                 Err("permission denied (only the owner or root may change it)".into())
             } else {
                 Ok(format!("{path}: {value}\n"))
+            }
+        }
+        "mfsgeteattr" => {
+            let bits = |a: &Attr| u8::try_from(a.eattr).unwrap_or(u8::MAX);
+            if !recursive {
+                let a = t.client.getattr(t.inode).await.map_err(err)?;
+                return Ok(format!("{path}: {}\n", eattr::names(bits(&a))));
+            }
+            let mut counts = ValueCounts::default();
+            ctx.walk(path, t, |a| counts.add(a.r#type, u32::from(bits(a))))
+                .await
+                .map_err(err)?;
+            Ok(report::eattr_counts(path, &counts))
+        }
+        "mfsseteattr" | "mfsdeleattr" => {
+            let bits = u8::try_from(value).unwrap_or(0);
+            let (set, clear) = if tool == "mfsseteattr" {
+                (bits, 0)
+            } else {
+                (0, bits)
+            };
+            let r = t
+                .client
+                .set_eattr(SetEattrRequest {
+                    id: None,
+                    cred: Some(ctx.cred.clone()),
+                    inode: t.inode,
+                    set: u32::from(set),
+                    clear: u32::from(clear),
+                    recursive,
+                })
+                .await
+                .map_err(err)?;
+            if recursive {
+                Ok(report::set_tree(path, "attributes", &r))
+            } else if r.not_permitted > 0 {
+                Err("permission denied (only the owner or root may change it)".into())
+            } else {
+                let a = t.client.getattr(t.inode).await.map_err(err)?;
+                let now = u8::try_from(a.eattr).unwrap_or(u8::MAX);
+                Ok(format!("{path}: {}\n", eattr::names(now)))
             }
         }
         "mfscheckfile" => Ok(report::check_file(path, &ctx.chunk_slots(t).await?)),

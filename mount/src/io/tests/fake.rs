@@ -433,6 +433,9 @@ impl MetaService for Meta {
     async fn set_trash_time(&self, _r: Request<SetTrashTimeRequest>) -> R<SetTreeReply> {
         un()
     }
+    async fn set_eattr(&self, _r: Request<mfs_proto::v1::SetEattrRequest>) -> R<SetTreeReply> {
+        un()
+    }
     async fn set_lock(&self, _r: Request<SetLockRequest>) -> R<Empty> {
         un()
     }
