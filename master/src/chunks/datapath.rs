@@ -11,8 +11,8 @@ use super::placement;
 use super::state::{CopyInfo, Lease, LEASE_TIME};
 use super::{ChunkError, ChunkManager, GRACE};
 use crate::fsm::{
-    Attr, ChunkId, ChunkVersion, Cred, Errno, Inode, Op, Reply, Request, SessionId, CHUNK_SIZE,
-    MAX_CHUNK_INDEX,
+    Attr, ChunkId, ChunkInfo, ChunkVersion, Cred, Errno, Inode, Op, Reply, Request, SessionId,
+    CHUNK_SIZE, MAX_CHUNK_INDEX,
 };
 use crate::raft::node::now as clock;
 
@@ -252,10 +252,11 @@ impl ChunkManager {
             .chunk(id)
             .cloned()
             .ok_or(Errno::EAGAIN)?;
-        if info.refcount > 1 {
-            tracing::warn!(chunk = %id, inode = inode.0, "write to a shared chunk: copy-on-write is not supported yet");
-            return Err(Errno::EIO.into());
-        }
+        let (id, info) = if info.refcount > 1 {
+            self.copy_on_write(inode, index, id, &info).await?
+        } else {
+            (id, info)
+        };
         let _busy = self.claim_chunk(id)?;
         let v = info.version.0;
         let now = Instant::now();
@@ -308,6 +309,62 @@ impl ChunkManager {
             servers: self.addresses(&chain),
             lease_secs: LEASE_TIME.as_secs() as u32,
         })
+    }
+
+    /// Copy-on-write: slot `index` of `inode` names `old`, which snapshots
+    /// share. Before a write or a cut changes it, the file gets its own
+    /// duplicate: a reserved id, made from `old` on every server holding a
+    /// valid copy, then committed in the slot (`old` loses a reference).
+    /// Duplicates left by a failure are orphans the replication loop
+    /// deletes. The new chunk and its table entry.
+    async fn copy_on_write(
+        &self,
+        inode: Inode,
+        index: u32,
+        old: ChunkId,
+        info: &ChunkInfo,
+    ) -> Result<(ChunkId, ChunkInfo), ChunkError> {
+        let _old = self.claim_chunk(old)?;
+        let v = info.version.0;
+        let holders = self.state().holders_at(old, v, Instant::now());
+        if holders.is_empty() {
+            return Err(stale_or_retry(self, "copy-on-write", old));
+        }
+        let new = match self.internal(Op::ReserveChunkId).await? {
+            Reply::Chunk { id, .. } => id,
+            other => return Err(other.errno().unwrap_or(Errno::EIO).into()),
+        };
+        let _new = self.claim_chunk(new)?;
+        let nv = 1;
+        let addrs = self.addresses(&holders);
+        let calls = addrs
+            .iter()
+            .map(|(s, a)| async move { (*s, self.orders.duplicate(a, old, v, new, nv).await) });
+        if self
+            .took(new, nv, join_all(calls).await, "duplicate")
+            .is_empty()
+        {
+            return Err(Errno::EAGAIN.into());
+        }
+        let op = Op::CowChunk {
+            inode,
+            index,
+            old,
+            new,
+            version: ChunkVersion(nv),
+        };
+        if let Some(e) = self.internal(op).await?.errno() {
+            return Err(e.into());
+        }
+        tracing::debug!(chunk = %old, new = %new, inode = inode.0, index, "copy-on-write");
+        let info = self
+            .node
+            .shared
+            .ns()
+            .chunk(new)
+            .cloned()
+            .ok_or(Errno::EAGAIN)?;
+        Ok((new, info))
     }
 
     /// Gives chunk `id` (committed at version `v`) a new version on its live
@@ -479,10 +536,11 @@ impl ChunkManager {
             };
             (id, info)
         };
-        if info.refcount > 1 {
-            tracing::warn!(chunk = %id, "truncating a shared chunk: copy-on-write is not supported yet");
-            return Err(Errno::EIO.into());
-        }
+        let (id, info) = if info.refcount > 1 {
+            self.copy_on_write(inode, index, id, &info).await?
+        } else {
+            (id, info)
+        };
         // A write lease being granted finishes within a few seconds: wait
         // for it rather than fail the truncate.
         let mut tries = 0;

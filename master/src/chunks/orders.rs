@@ -150,6 +150,25 @@ impl Orders {
         .await
     }
 
+    /// Makes chunk `new` at `new_version` on `addr` from its copy of
+    /// `chunk` at `version` (copy-on-write of a chunk shared by snapshots).
+    pub async fn duplicate(
+        &self,
+        addr: &str,
+        chunk: ChunkId,
+        version: u32,
+        new: ChunkId,
+        new_version: u32,
+    ) -> Result<(), OrderError> {
+        let mut o = order(chunk, version);
+        o.new_chunk_id = new.0;
+        o.new_version = new_version;
+        self.call(addr, chunk, REPLICATE_TIMEOUT, |mut c| async move {
+            c.duplicate(o).await
+        })
+        .await
+    }
+
     /// Copies the chunk at `version` to `addr` from one of `sources`.
     pub async fn replicate(
         &self,

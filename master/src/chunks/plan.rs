@@ -364,7 +364,10 @@ fn deletes(inp: &Input, b: &mut Budget, out: &mut Vec<Action>) {
         .copies
         .keys()
         .copied()
-        .filter(|&id| id < inp.next_chunk && !known(id) && !pending.contains(&id))
+        .filter(|&id| {
+            // A busy id may be a copy-on-write duplicate not committed yet.
+            id < inp.next_chunk && !known(id) && !pending.contains(&id) && !st.busy.contains(&id)
+        })
         .collect();
     orphans.sort();
     for id in orphans {

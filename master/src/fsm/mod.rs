@@ -14,8 +14,9 @@
 //! reads), `ops` (apply, sessions, create/open/setattr/xattr), `remove`
 //! (unlink, rmdir, link, rename, freeing), `chunks` (the data path's
 //! operations: chunk allocation and versions, writes, goal and trash time),
-//! `perm` (permission rules), `locks` (file locks), `image` (snapshot
-//! format).
+//! `perm` (permission rules), `locks` (file locks), `snapshot`
+//! (mfsmakesnapshot's tree copy sharing chunks, copy-on-write of a shared
+//! chunk), `image` (snapshot format).
 
 mod chunks;
 mod image;
@@ -24,6 +25,7 @@ mod namespace;
 mod ops;
 mod perm;
 mod remove;
+mod snapshot;
 mod types;
 
 #[cfg(test)]

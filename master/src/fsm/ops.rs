@@ -143,6 +143,20 @@ impl Namespace {
                 *recursive,
                 t,
             ),
+            Op::Snapshot {
+                cred,
+                src,
+                parent,
+                name,
+            } => self.snapshot(cred, *src, *parent, name, t),
+            Op::ReserveChunkId => self.reserve_chunk_id(),
+            Op::CowChunk {
+                inode,
+                index,
+                old,
+                new,
+                version,
+            } => self.cow_chunk(*inode, *index, *old, *new, *version),
             Op::ReleaseMany { inodes } => {
                 let sid = sid.ok_or(Errno::EBADF)?;
                 for &inode in inodes {

@@ -89,7 +89,7 @@ impl Namespace {
     }
 
     /// Whether `a` is `b` or one of its ancestors.
-    fn is_ancestor(&self, a: Inode, b: Inode) -> bool {
+    pub(crate) fn is_ancestor(&self, a: Inode, b: Inode) -> bool {
         let mut cur = b;
         for _ in 0..=self.nodes.len() {
             if cur == a {

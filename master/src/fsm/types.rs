@@ -444,6 +444,28 @@ pub enum Op {
         clear: u8,
         recursive: bool,
     },
+    /// mfsmakesnapshot: a copy of `src` (a whole tree for a directory) as
+    /// `name` in `parent`, sharing the files' chunks. See
+    /// `Namespace::snapshot`. Replies `Reply::Attr` of the copy.
+    Snapshot {
+        cred: Cred,
+        src: Inode,
+        parent: Inode,
+        name: Vec<u8>,
+    },
+    /// Internal: a chunk id for a copy-on-write duplicate. Replies
+    /// `Reply::Chunk`.
+    ReserveChunkId,
+    /// Internal: slot `index` of `inode` names `new` (a duplicate of the
+    /// shared chunk `old`, at `version`) instead of `old`. Replies
+    /// `Reply::Chunk`.
+    CowChunk {
+        inode: Inode,
+        index: u32,
+        old: ChunkId,
+        new: ChunkId,
+        version: ChunkVersion,
+    },
 }
 
 impl Op {
@@ -477,6 +499,9 @@ impl Op {
             Op::SetLock { .. } => "SetLock",
             Op::ReleaseMany { .. } => "ReleaseMany",
             Op::SetEattr { .. } => "SetEattr",
+            Op::Snapshot { .. } => "Snapshot",
+            Op::ReserveChunkId => "ReserveChunkId",
+            Op::CowChunk { .. } => "CowChunk",
         }
     }
 
@@ -489,6 +514,8 @@ impl Op {
                 | Op::AllocChunk { .. }
                 | Op::SetChunkVersion { .. }
                 | Op::ChunksDeleted { .. }
+                | Op::ReserveChunkId
+                | Op::CowChunk { .. }
         )
     }
 }

@@ -544,6 +544,17 @@ impl MetaService for Meta {
         tree_reply(self.mutate(r.id, op).await?)
     }
 
+    async fn snapshot(&self, req: Request<pb::SnapshotRequest>) -> R<pb::EntryReply> {
+        let r = req.into_inner();
+        let op = Op::Snapshot {
+            cred: cred_from_pb(r.cred),
+            src: Inode(r.src),
+            parent: Inode(r.parent),
+            name: r.name,
+        };
+        entry(self.mutate(r.id, op).await?)
+    }
+
     async fn set_lock(&self, req: Request<pb::SetLockRequest>) -> R<pb::Empty> {
         let r = req.into_inner();
         let op = Op::SetLock {

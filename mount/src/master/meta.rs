@@ -17,7 +17,7 @@ use mfs_proto::v1::{
 };
 use mfs_proto::v1::{
     ChunkLocation, ReadChunkRequest, SetEattrRequest, SetGoalRequest, SetTrashTimeRequest,
-    SetTreeReply, WriteChunkEndRequest, WriteChunkRequest,
+    SetTreeReply, SnapshotRequest, WriteChunkEndRequest, WriteChunkRequest,
 };
 use mfs_proto::v1::{FileLock, GetLockRequest, SetLockRequest};
 use tonic::transport::Channel;
@@ -61,6 +61,7 @@ mutating!(
     SetGoalRequest,
     SetTrashTimeRequest,
     SetEattrRequest,
+    SnapshotRequest,
     SetLockRequest,
 );
 
@@ -413,6 +414,16 @@ impl MasterClient {
             meta_client(ch).set_eattr(r).await
         })
         .await
+    }
+
+    /// Copies a file or a tree, sharing chunks (mfsmakesnapshot).
+    pub async fn snapshot(&self, req: SnapshotRequest) -> Result<Attr, ClientError> {
+        let r = self
+            .call_mut("Snapshot", req, |ch, r| async move {
+                meta_client(ch).snapshot(r).await
+            })
+            .await?;
+        entry(r, "Snapshot")
     }
 
     /// Sets, changes or removes a file lock of the session (never waits:

@@ -326,6 +326,12 @@ impl MetaService for Svc {
     async fn set_eattr(&self, _r: Request<mfs_proto::v1::SetEattrRequest>) -> R<SetTreeReply> {
         Err(Status::unimplemented("set_eattr"))
     }
+    async fn snapshot(
+        &self,
+        _r: Request<mfs_proto::v1::SnapshotRequest>,
+    ) -> R<mfs_proto::v1::EntryReply> {
+        Err(Status::unimplemented("snapshot"))
+    }
 
     async fn set_lock(&self, _r: Request<mfs_proto::v1::SetLockRequest>) -> R<Empty> {
         Err(Status::unimplemented("set_lock"))

@@ -9,6 +9,7 @@ mod model;
 mod model_run;
 mod perms;
 mod posix;
+mod snapshots;
 
 use super::*;
 

@@ -499,7 +499,7 @@ fn expired_session_frees_its_sustained_files() {
 }
 
 /// Give regular file `ino` the chunks `ids` (one reference each).
-fn give_chunks(ns: &mut Namespace, ino: Inode, ids: &[u64]) {
+pub(super) fn give_chunks(ns: &mut Namespace, ino: Inode, ids: &[u64]) {
     if let Some(NodeData::File { chunks }) = ns.nodes.get_mut(&ino).map(|n| &mut n.data) {
         *chunks = ids.iter().map(|&i| Some(ChunkId(i))).collect();
     }

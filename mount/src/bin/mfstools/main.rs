@@ -4,6 +4,7 @@
 //! `mfstools` alone lists them.
 
 mod ops;
+mod snapshot;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -53,6 +54,17 @@ const TOOLS: &[Tool] = &[
         name: "mfsdeleattr",
         args: "[-r] -f ATTR [-f ATTR]... PATH...",
         about: "remove extra attributes; -r: from a whole tree",
+    },
+    Tool {
+        name: "mfsmakesnapshot",
+        args: "SOURCE... DESTINATION",
+        about: "copy files or trees at once, sharing chunks until either side writes \
+                (DESTINATION an existing directory: the copies go in it)",
+    },
+    Tool {
+        name: "mfsrmsnapshot",
+        args: "PATH...",
+        about: "remove trees (snapshots or any), deepest names first",
     },
     Tool {
         name: "mfscheckfile",

@@ -30,20 +30,22 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 const EAGAIN_PATIENCE: Duration = Duration::from_secs(5);
 
 /// A path resolved to the master's inode.
-struct Target {
-    client: MasterClient,
-    inode: u64,
+pub(crate) struct Target {
+    pub(crate) client: MasterClient,
+    pub(crate) inode: u64,
+    /// The masters asked for it (as given: -H, MFS_MASTERS or the mount's).
+    pub(crate) masters: String,
 }
 
 /// State shared by the paths of one run: a client per master list, the
 /// master inode of each mounted subfolder, the caller's credentials.
-struct Ctx {
+pub(crate) struct Ctx {
     tool: &'static str,
     masters_override: Option<String>,
     needs_session: bool,
     clients: HashMap<String, MasterClient>,
     roots: HashMap<(String, String), u64>,
-    cred: Credentials,
+    pub(crate) cred: Credentials,
 }
 
 /// The caller's effective uid, gid and supplementary groups.
@@ -89,7 +91,7 @@ impl Ctx {
         }
     }
 
-    async fn target(&mut self, path: &str) -> Result<Target, String> {
+    pub(crate) async fn target(&mut self, path: &str) -> Result<Target, String> {
         let loc = locate(Path::new(path)).map_err(|e| e.to_string())?;
         let masters = self.masters_for(&loc);
         let client = self.client(&masters).await?;
@@ -117,7 +119,11 @@ impl Ctx {
             }
         };
         let inode = InodeMap::new(root).to_master(INodeNo(loc.kernel_inode));
-        Ok(Target { client, inode })
+        Ok(Target {
+            client,
+            inode,
+            masters,
+        })
     }
 
     /// Calls `f` on the attributes of `t`'s inode and, when it is a
@@ -333,6 +339,8 @@ pub async fn run(tool: &'static str, args: Args) -> anyhow::Result<bool> {
                 | "mfssettrashtime"
                 | "mfsseteattr"
                 | "mfsdeleattr"
+                | "mfsmakesnapshot"
+                | "mfsrmsnapshot"
                 | "mfscheckfile"
                 | "mfsfileinfo"
         ),
@@ -340,6 +348,17 @@ pub async fn run(tool: &'static str, args: Args) -> anyhow::Result<bool> {
         roots: HashMap::new(),
         cred: caller_credentials(),
     };
+    let snapshots = match tool {
+        "mfsmakesnapshot" => Some(crate::snapshot::make(&mut ctx, &paths).await),
+        "mfsrmsnapshot" => Some(crate::snapshot::remove(&mut ctx, &paths).await),
+        _ => None,
+    };
+    if let Some(result) = snapshots {
+        for c in ctx.clients.values() {
+            let _ = c.close_session().await;
+        }
+        return result.map_err(anyhow::Error::msg);
+    }
     let mut ok = true;
     let mut warned = false;
     for path in &paths {

@@ -436,6 +436,12 @@ impl MetaService for Meta {
     async fn set_eattr(&self, _r: Request<mfs_proto::v1::SetEattrRequest>) -> R<SetTreeReply> {
         un()
     }
+    async fn snapshot(
+        &self,
+        _r: Request<mfs_proto::v1::SnapshotRequest>,
+    ) -> R<mfs_proto::v1::EntryReply> {
+        un()
+    }
     async fn set_lock(&self, _r: Request<SetLockRequest>) -> R<Empty> {
         un()
     }
