@@ -12,7 +12,7 @@ use super::state::{CopyInfo, Lease, LEASE_TIME};
 use super::{ChunkError, ChunkManager, GRACE};
 use crate::fsm::{
     Attr, ChunkId, ChunkInfo, ChunkVersion, Cred, Errno, Inode, Op, Reply, Request, SessionId,
-    CHUNK_SIZE, MAX_CHUNK_INDEX,
+    Timespec, CHUNK_SIZE, MAX_CHUNK_INDEX,
 };
 use crate::raft::node::now as clock;
 
@@ -469,20 +469,30 @@ impl ChunkManager {
         inode: Inode,
         index: u32,
         chunk: ChunkId,
-        length: u64,
+        (length, mtime): (u64, Option<Timespec>),
     ) -> Result<Attr, ChunkError> {
         self.node.ensure_leader()?;
-        let req = Request {
-            session: rid.session,
-            seq: rid.seq,
-            acked: rid.acked,
-            time: clock(),
-            op: Op::WriteChunkEnd {
+        let op = match mtime {
+            None => Op::WriteChunkEnd {
                 inode,
                 index,
                 chunk,
                 length,
             },
+            Some(mtime) => Op::WriteChunkEndAt {
+                inode,
+                index,
+                chunk,
+                length,
+                mtime,
+            },
+        };
+        let req = Request {
+            session: rid.session,
+            seq: rid.seq,
+            acked: rid.acked,
+            time: clock(),
+            op,
         };
         let reply = self.node.write(req).await;
         {

@@ -125,7 +125,7 @@ impl Namespace {
         index: u32,
         id: ChunkId,
         length: u64,
-        t: Timespec,
+        (mtime, t): (Timespec, Timespec),
     ) -> Result<Reply, Errno> {
         if self.chunk_slot(inode, index)? != Some(id) {
             return Err(Errno::EINVAL);
@@ -138,7 +138,7 @@ impl Namespace {
         }
         let n = self.nodes.get_mut(&inode).ok_or(Errno::ENOENT)?;
         n.size = n.size.max(length);
-        n.mtime = t;
+        n.mtime = mtime;
         n.ctime = t;
         Ok(Reply::Attr(n.attr(inode)))
     }

@@ -234,7 +234,14 @@ impl Namespace {
                 index,
                 chunk,
                 length,
-            } => self.write_end(*inode, *index, *chunk, *length, t),
+            } => self.write_end(*inode, *index, *chunk, *length, (t, t)),
+            Op::WriteChunkEndAt {
+                inode,
+                index,
+                chunk,
+                length,
+                mtime,
+            } => self.write_end(*inode, *index, *chunk, *length, (*mtime, t)),
             Op::ChunksDeleted { ids } => Ok(self.chunks_deleted(ids)),
             Op::SetGoal {
                 cred,

@@ -466,6 +466,15 @@ pub enum Op {
         new: ChunkId,
         version: ChunkVersion,
     },
+    /// `WriteChunkEnd` with the mtime the writer's kernel keeps (ctime is
+    /// the request's time).
+    WriteChunkEndAt {
+        inode: Inode,
+        index: u32,
+        chunk: ChunkId,
+        length: u64,
+        mtime: Timespec,
+    },
 }
 
 impl Op {
@@ -502,6 +511,7 @@ impl Op {
             Op::Snapshot { .. } => "Snapshot",
             Op::ReserveChunkId => "ReserveChunkId",
             Op::CowChunk { .. } => "CowChunk",
+            Op::WriteChunkEndAt { .. } => "WriteChunkEndAt",
         }
     }
 

@@ -480,6 +480,13 @@ impl MetaService for Meta {
     async fn write_chunk_end(&self, req: Request<pb::WriteChunkEndRequest>) -> R<pb::AttrReply> {
         let r = req.into_inner();
         let id = rid(r.id)?;
+        let mtime = match &r.mtime {
+            Some(t) => Some(
+                ts_from_pb(t)
+                    .ok_or_else(|| invalid("WriteChunkEnd: mtime nanoseconds must be below 1e9"))?,
+            ),
+            None => None,
+        };
         let a = self
             .chunks
             .write_chunk_end(
@@ -487,7 +494,7 @@ impl MetaService for Meta {
                 Inode(r.inode),
                 r.index,
                 ChunkId(r.chunk_id),
-                r.file_length,
+                (r.file_length, mtime),
             )
             .await?;
         Ok(Response::new(pb::AttrReply {

@@ -158,6 +158,17 @@ impl Shared {
             Some(TimeOrNow::SpecificTime(t)) => req.mtime = Some(convert::timespec(t)),
             None => {}
         }
+        if let (Some(mtime), true) = (req.mtime, only_mtime(&c)) {
+            // The kernel's time write-back before a flush: carried by the
+            // commit of the pending writes, when the caller may set it.
+            if let Ok(mut a) = self.master.getattr(inode).await {
+                let may = cred_uid(&req) == Some(0) || cred_uid(&req) == Some(a.uid);
+                if may && self.io.defer_mtime(inode, mtime).await {
+                    a.mtime = Some(mtime);
+                    return reply.attr(&self.attr_ttl(&a), &self.attr_of(&a));
+                }
+            }
+        }
         if c.size.is_some() {
             // Commit what was written before cutting the file, so a late
             // length commit cannot undo the truncate.
@@ -696,6 +707,20 @@ impl Shared {
 
 /// A name as the kernel wants it (None: not representable, never the case
 /// on Unix).
+/// A change of the mtime alone (to a given time).
+fn only_mtime(c: &AttrChange) -> bool {
+    c.mode.is_none()
+        && c.uid.is_none()
+        && c.gid.is_none()
+        && c.size.is_none()
+        && c.atime.is_none()
+        && matches!(c.mtime, Some(TimeOrNow::SpecificTime(_)))
+}
+
+fn cred_uid(req: &SetAttrRequest) -> Option<u32> {
+    req.cred.as_ref().map(|c| c.uid)
+}
+
 /// Whether `a` carries extra attribute `bit`.
 pub(crate) fn has_eattr(a: &Attr, bit: u8) -> bool {
     a.eattr & u32::from(bit) != 0

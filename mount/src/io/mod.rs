@@ -248,6 +248,14 @@ impl FileIo {
         self.inner.local_length(inode)
     }
 
+    /// Keeps `mtime` to be committed with the writes of `inode` not
+    /// committed yet, instead of a SetAttr of its own (the kernel's
+    /// writeback cache sends the time of the write just before the flush
+    /// that commits it). False if nothing waits to be committed.
+    pub async fn defer_mtime(&self, inode: u64, mtime: mfs_proto::v1::Timespec) -> bool {
+        self.inner.defer_mtime(inode, mtime).await
+    }
+
     /// Forgets the cached chunk locations of `inode` (after a truncate, or
     /// when its data may have moved).
     pub fn invalidate(&self, inode: u64) {

@@ -43,6 +43,9 @@ struct WriteState {
     unsynced: BTreeMap<u32, Arc<ChunkLocation>>,
     /// When the last write to this inode finished.
     last_write: Instant,
+    /// The mtime to commit with the writes (the kernel's, see
+    /// `FileIo::defer_mtime`); `None`: the master's time.
+    mtime: Option<mfs_proto::v1::Timespec>,
 }
 
 impl FileWrites {
@@ -55,6 +58,7 @@ impl FileWrites {
                 uncommitted_end: None,
                 unsynced: BTreeMap::new(),
                 last_write: Instant::now(),
+                mtime: None,
             }),
         }
     }
@@ -92,6 +96,21 @@ impl Inner {
 
     pub(crate) fn local_length(&self, inode: u64) -> Option<u64> {
         lock(&self.existing_file(inode)?.state).uncommitted_end
+    }
+
+    /// Keeps `mtime` for the next commit of `inode` if it has writes not
+    /// committed yet (no commit runs meanwhile); false if it has none.
+    pub(crate) async fn defer_mtime(&self, inode: u64, mtime: mfs_proto::v1::Timespec) -> bool {
+        let Some(file) = self.existing_file(inode) else {
+            return false;
+        };
+        let _shared = file.gate.read().await;
+        let mut s = lock(&file.state);
+        if s.uncommitted_end.is_none() {
+            return false;
+        }
+        s.mtime = Some(mtime);
+        true
     }
 
     /// Drops the write state of `inode` if nothing is left to commit and no
@@ -288,9 +307,9 @@ impl Inner {
     /// written as the file length. Leases committed are dropped; on an
     /// error the rest stay for the next flush.
     async fn commit(&self, file: &FileWrites, inode: u64) -> Result<(), ClientError> {
-        let (leases, end) = {
+        let (leases, end, mtime) = {
             let s = lock(&file.state);
-            (s.leases.clone(), s.uncommitted_end.unwrap_or(0))
+            (s.leases.clone(), s.uncommitted_end.unwrap_or(0), s.mtime)
         };
         let results = stream::iter(leases)
             .map(|(index, loc)| async move {
@@ -300,6 +319,7 @@ impl Inner {
                     index,
                     chunk_id: loc.chunk_id,
                     file_length: end,
+                    mtime,
                 };
                 (index, self.master.write_chunk_end(req).await)
             })
@@ -325,6 +345,7 @@ impl Inner {
             Some(e) => Err(e),
             None => {
                 s.uncommitted_end = None;
+                s.mtime = None;
                 Ok(())
             }
         }

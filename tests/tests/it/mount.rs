@@ -475,3 +475,39 @@ async fn io_timeout_gives_eio() {
         "failed after {took:?}"
     );
 }
+
+/// File times through the writeback cache: the mtime a written file shows
+/// at close stays once the caches expire (the commit carries it), and an
+/// explicit utime made while writes are pending is the one kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtime_of_written_files_holds() {
+    use std::io::Write;
+    if skip_without_fuse() {
+        return;
+    }
+    let c = cluster_with_chunkservers(1).await;
+    let m = Mount::start(&c, "mnt", &[]).unwrap();
+    let p = m.path().join("f");
+    let mut f = std::fs::File::create(&p).unwrap();
+    f.write_all(b"data").unwrap();
+    drop(f);
+    let first = std::fs::metadata(&p).unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let later = std::fs::metadata(&p).unwrap();
+    assert_eq!(
+        (later.mtime(), later.mtime_nsec(), later.len()),
+        (first.mtime(), first.mtime_nsec(), 4),
+        "the mtime moved after close"
+    );
+
+    step("utime while writes are pending");
+    let mut f = std::fs::OpenOptions::new().write(true).open(&p).unwrap();
+    f.write_all(b"more").unwrap();
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(2_000_000);
+    f.set_modified(when).unwrap();
+    drop(f);
+    std::thread::sleep(Duration::from_millis(2500));
+    let meta = std::fs::metadata(&p).unwrap();
+    assert_eq!((meta.mtime(), meta.len()), (2_000_000, 4));
+    assert_eq!(std::fs::read(&p).unwrap(), b"more");
+}

@@ -146,6 +146,15 @@ fn write_then_end_grows_the_file() {
     // The length never shrinks through a write end.
     let a = h.attr(write_end(f.inode, 1, id, 10));
     assert_eq!(a.size, end);
+    // With the writer's mtime: that mtime, ctime the request's time.
+    let a = h.attr(Op::WriteChunkEndAt {
+        inode: f.inode,
+        index: 1,
+        chunk: id,
+        length: end + 1,
+        mtime: ts(77),
+    });
+    assert_eq!((a.size, a.mtime, a.ctime), (end + 1, ts(77), ts(h.now)));
 }
 
 #[test]
