@@ -92,7 +92,7 @@ impl ChunkManager {
     }
 
     /// Proposes an internal operation (session 0).
-    async fn internal(&self, op: Op) -> Result<Reply, ChunkError> {
+    pub(super) async fn internal(&self, op: Op) -> Result<Reply, ChunkError> {
         let req = Request {
             session: SessionId::NONE,
             seq: 0,
@@ -234,16 +234,8 @@ impl ChunkManager {
             slot
         };
         let _slot = self.claim_slot(inode, index)?;
-        let (id, allocated) = match slot {
-            Some(id) => (id, false),
-            None => match self.internal(Op::AllocChunk { inode, index }).await? {
-                Reply::Chunk { id, .. } => (id, true),
-                Reply::Err(Errno::EEXIST) => {
-                    let again = self.node.shared.ns().chunk_slot(inode, index)?;
-                    (again.ok_or(Errno::EAGAIN)?, false)
-                }
-                other => return Err(other.errno().unwrap_or(Errno::EIO).into()),
-            },
+        let Some(id) = slot else {
+            return self.write_new_chunk(rid, cred, inode, index).await;
         };
         let info = self
             .node
@@ -270,10 +262,7 @@ impl ChunkManager {
         };
         let (version, chain) = match same_lease {
             Some(chain) => (v, chain),
-            None => {
-                self.new_version(id, v, info.goal, info.fresh, allocated)
-                    .await?
-            }
+            None => self.new_version(id, v, info.goal, info.fresh).await?,
         };
         let op = Op::WriteChunk {
             cred,
@@ -289,6 +278,19 @@ impl ChunkManager {
             time: clock(),
             op,
         };
+        self.commit_lease(req, id, version, chain).await
+    }
+
+    /// Commits the lease request `req` (WriteChunk or WriteNewChunk) on
+    /// chunk `id` at `version` with `chain`; the lease holds from now.
+    async fn commit_lease(
+        &self,
+        req: Request,
+        id: ChunkId,
+        version: u32,
+        chain: Vec<u64>,
+    ) -> Result<Location, ChunkError> {
+        let session = req.session.0;
         let reply = self.node.write(req).await?;
         let Reply::Chunk { length, .. } = reply else {
             return Err(reply.errno().unwrap_or(Errno::EIO).into());
@@ -296,7 +298,7 @@ impl ChunkManager {
         self.state().leases.insert(
             id,
             Lease {
-                session: rid.session.0,
+                session,
                 version,
                 chain: chain.clone(),
                 expires: Instant::now() + LEASE_TIME,
@@ -309,6 +311,67 @@ impl ChunkManager {
             servers: self.addresses(&chain),
             lease_secs: LEASE_TIME.as_secs() as u32,
         })
+    }
+
+    /// WriteChunk of an empty slot: a new chunk (a reserved id) made on
+    /// the file's goal of servers at version 1, then allocation and lease
+    /// in one entry. Copies made for a commit that fails are orphans the
+    /// replication loop deletes.
+    async fn write_new_chunk(
+        &self,
+        rid: ReqId,
+        cred: Cred,
+        inode: Inode,
+        index: u32,
+    ) -> Result<Location, ChunkError> {
+        let goal = self.node.shared.ns().getattr(inode)?.goal;
+        let id = self.new_chunk_id().await?;
+        let _busy = self.claim_chunk(id)?;
+        let version = 1;
+        let chain = self.create_copies(id, version, goal, &[]).await?;
+        let req = Request {
+            session: rid.session,
+            seq: rid.seq,
+            acked: rid.acked,
+            time: clock(),
+            op: Op::WriteNewChunk {
+                cred,
+                inode,
+                index,
+                chunk: id,
+                version: ChunkVersion(version),
+            },
+        };
+        self.commit_lease(req, id, version, chain).await
+    }
+
+    /// Creates chunk `id` at `version` on `goal` servers chosen by
+    /// placement (none of `avoid`); the servers that made it (ENOSPC when
+    /// none could).
+    async fn create_copies(
+        &self,
+        id: ChunkId,
+        version: u32,
+        goal: u8,
+        avoid: &[u64],
+    ) -> Result<Vec<u64>, ChunkError> {
+        let targets = {
+            let st = self.state();
+            placement::choose(&st.servers, Instant::now(), usize::from(goal.max(1)), avoid)
+        };
+        if targets.is_empty() {
+            tracing::warn!(chunk = %id, "no chunkserver can take a new chunk (none alive with free space)");
+            return Err(Errno::ENOSPC.into());
+        }
+        let addrs = self.addresses(&targets);
+        let calls = addrs
+            .iter()
+            .map(|(s, a)| async move { (*s, self.orders.create(a, id, version).await) });
+        let ok = self.took(id, version, join_all(calls).await, "create");
+        if ok.is_empty() {
+            return Err(Errno::ENOSPC.into());
+        }
+        Ok(ok)
     }
 
     /// Copy-on-write: slot `index` of `inode` names `old`, which snapshots
@@ -330,10 +393,7 @@ impl ChunkManager {
         if holders.is_empty() {
             return Err(stale_or_retry(self, "copy-on-write", old));
         }
-        let new = match self.internal(Op::ReserveChunkId).await? {
-            Reply::Chunk { id, .. } => id,
-            other => return Err(other.errno().unwrap_or(Errno::EIO).into()),
-        };
+        let new = self.new_chunk_id().await?;
         let _new = self.claim_chunk(new)?;
         let nv = 1;
         let addrs = self.addresses(&holders);
@@ -377,7 +437,6 @@ impl ChunkManager {
         v: u32,
         goal: u8,
         fresh: bool,
-        allocated: bool,
     ) -> Result<(u32, Vec<u64>), ChunkError> {
         let now = Instant::now();
         let (valid, all) = {
@@ -389,32 +448,14 @@ impl ChunkManager {
                 .unwrap_or_default();
             (st.holders_at(id, v, now), all)
         };
-        let nv = if valid.is_empty() && allocated {
-            v
-        } else {
-            v + 1
-        };
+        let nv = v + 1;
         if valid.is_empty() {
             if !fresh {
                 return Err(stale_or_retry(self, "WriteChunk", id));
             }
-            let targets = {
-                let st = self.state();
-                placement::choose(&st.servers, now, usize::from(goal.max(1)), &all)
-            };
-            if targets.is_empty() {
-                tracing::warn!(chunk = %id, "no chunkserver can take a new chunk (none alive with free space)");
-                return Err(Errno::ENOSPC.into());
-            }
-            let addrs = self.addresses(&targets);
-            let calls = addrs
-                .iter()
-                .map(|(s, a)| async move { (*s, self.orders.create(a, id, nv).await) });
-            let ok = self.took(id, nv, join_all(calls).await, "create");
-            if ok.is_empty() {
-                return Err(Errno::ENOSPC.into());
-            }
-            return Ok((nv, ok));
+            // A new chunk whose copies are gone before any write ended:
+            // made again (a hole until then).
+            return Ok((nv, self.create_copies(id, nv, goal, &all).await?));
         }
         let addrs = self.addresses(&valid);
         let calls = addrs

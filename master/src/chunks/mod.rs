@@ -21,6 +21,7 @@
 
 pub mod datapath;
 pub mod duties;
+mod ids;
 pub mod orders;
 pub mod placement;
 pub mod plan;
@@ -65,6 +66,8 @@ pub struct ChunkManager {
     state: Mutex<SoftState>,
     pub orders: orders::Orders,
     inflight: Mutex<InFlight>,
+    /// Chunk ids reserved for this leader to hand out.
+    ids: ids::ChunkIds,
 }
 
 impl ChunkManager {
@@ -74,6 +77,7 @@ impl ChunkManager {
             state: Mutex::new(SoftState::default()),
             orders: orders::Orders::default(),
             inflight: Mutex::new(InFlight::default()),
+            ids: ids::ChunkIds::default(),
         })
     }
 

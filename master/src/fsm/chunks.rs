@@ -72,6 +72,79 @@ impl Namespace {
         })
     }
 
+    /// Internal: `count` chunk ids (1..=65536, else EINVAL) taken from the
+    /// counter for the leader to hand out: new chunks (`WriteNewChunk`)
+    /// and copy-on-write duplicates (`CowChunk`). Ids it never uses are
+    /// skipped for good. Replies `Reply::Chunk` with the first id.
+    pub(crate) fn reserve_chunk_ids(&mut self, count: u32) -> Result<Reply, Errno> {
+        if !(1..=65536).contains(&count) {
+            return Err(Errno::EINVAL);
+        }
+        let id = ChunkId(self.next_chunk);
+        self.next_chunk = self
+            .next_chunk
+            .checked_add(u64::from(count))
+            .ok_or(Errno::ENOSPC)?;
+        Ok(Reply::Chunk {
+            id,
+            version: ChunkVersion(1),
+            length: 0,
+        })
+    }
+
+    /// A write lease on a new chunk `id` (reserved, made on the chunkservers
+    /// at `version`) for the empty slot `index` of `inode`, in one entry:
+    /// EEXIST if the slot holds a chunk now (the client asks again), EFBIG
+    /// past the last slot, EINVAL for an id not reserved or in use, then
+    /// the rule of `WriteChunk` for the permission. The chunk takes the
+    /// file's goal and is fresh until a write ends on it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn write_new_chunk(
+        &mut self,
+        sid: Option<SessionId>,
+        cred: &Cred,
+        inode: Inode,
+        index: u32,
+        id: ChunkId,
+        version: ChunkVersion,
+    ) -> Result<Reply, Errno> {
+        if self.chunk_slot(inode, index)?.is_some() {
+            return Err(Errno::EEXIST);
+        }
+        if index > MAX_CHUNK_INDEX {
+            return Err(Errno::EFBIG);
+        }
+        if id.0 == 0 || id.0 >= self.next_chunk || self.chunks.contains_key(&id) {
+            return Err(Errno::EINVAL);
+        }
+        self.may_write_data(sid.unwrap_or(SessionId::NONE), cred, inode)?;
+        let node = self.nodes.get_mut(&inode).ok_or(Errno::ENOENT)?;
+        let goal = node.goal;
+        let length = node.size;
+        let NodeData::File { chunks } = &mut node.data else {
+            return Err(Errno::EINVAL);
+        };
+        let slot = index as usize;
+        if chunks.len() <= slot {
+            chunks.resize(slot + 1, None);
+        }
+        chunks[slot] = Some(id);
+        self.chunks.insert(
+            id,
+            ChunkInfo {
+                version,
+                refcount: 1,
+                goal,
+                fresh: true,
+            },
+        );
+        Ok(Reply::Chunk {
+            id,
+            version,
+            length,
+        })
+    }
+
     pub(crate) fn set_chunk_version(
         &mut self,
         id: ChunkId,

@@ -149,7 +149,14 @@ impl Namespace {
                 parent,
                 name,
             } => self.snapshot(cred, *src, *parent, name, t),
-            Op::ReserveChunkId => self.reserve_chunk_id(),
+            Op::ReserveChunkIds { count } => self.reserve_chunk_ids(*count),
+            Op::WriteNewChunk {
+                cred,
+                inode,
+                index,
+                chunk,
+                version,
+            } => self.write_new_chunk(sid, cred, *inode, *index, *chunk, *version),
             Op::CowChunk {
                 inode,
                 index,

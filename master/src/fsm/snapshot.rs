@@ -137,25 +137,9 @@ impl Namespace {
         ino
     }
 
-    /// Internal: a chunk id for a copy-on-write duplicate, taken from the
-    /// counter before the chunkservers make the copy (`CowChunk` then puts
-    /// it in place). Replies `Reply::Chunk` with the id (version 1).
-    pub(crate) fn reserve_chunk_id(&mut self) -> Result<Reply, Errno> {
-        if self.next_chunk == u64::MAX {
-            return Err(Errno::ENOSPC);
-        }
-        let id = ChunkId(self.next_chunk);
-        self.next_chunk += 1;
-        Ok(Reply::Chunk {
-            id,
-            version: ChunkVersion(1),
-            length: 0,
-        })
-    }
-
     /// Internal: slot `index` of `inode`, which names the shared chunk
-    /// `old`, names `new` (made from `old` on the chunkservers, at
-    /// `version`) instead: `new` enters the chunk table with this file's
+    /// `old`, names `new` (a reserved id, made from `old` on the
+    /// chunkservers, at `version`) instead: `new` enters the chunk table with this file's
     /// goal, `old` loses a reference. EAGAIN if the slot changed meanwhile
     /// or `old` is no longer shared; EEXIST if `new` is taken; an id not
     /// reserved (at or above the counter): EINVAL.

@@ -362,7 +362,8 @@ pub enum Op {
     /// the next chunk id, version 1, refcount 1, the file's goal, "fresh"
     /// (no write has ended on it). Replies `Reply::Chunk`; EEXIST when the
     /// slot already holds a chunk (nothing changes), EFBIG past
-    /// `MAX_CHUNK_INDEX`.
+    /// `MAX_CHUNK_INDEX`. Leaders now use `WriteNewChunk`; this stays for
+    /// the logs and changelogs that hold it.
     AllocChunk { inode: Inode, index: u32 },
     /// Internal (session 0 only): a chunk's copies took a new version on the
     /// chunkservers; record it. EINVAL unless `version` is above the current
@@ -453,9 +454,9 @@ pub enum Op {
         parent: Inode,
         name: Vec<u8>,
     },
-    /// Internal: a chunk id for a copy-on-write duplicate. Replies
-    /// `Reply::Chunk`.
-    ReserveChunkId,
+    /// Internal: `count` chunk ids for the leader to hand out (new chunks,
+    /// copy-on-write duplicates). Replies `Reply::Chunk` with the first.
+    ReserveChunkIds { count: u32 },
     /// Internal: slot `index` of `inode` names `new` (a duplicate of the
     /// shared chunk `old`, at `version`) instead of `old`. Replies
     /// `Reply::Chunk`.
@@ -464,6 +465,16 @@ pub enum Op {
         index: u32,
         old: ChunkId,
         new: ChunkId,
+        version: ChunkVersion,
+    },
+    /// `WriteChunk` of an empty slot with a new chunk (a reserved id, made
+    /// on the chunkservers at `version`): allocation and lease in one
+    /// entry. See `Namespace::write_new_chunk`. Replies `Reply::Chunk`.
+    WriteNewChunk {
+        cred: Cred,
+        inode: Inode,
+        index: u32,
+        chunk: ChunkId,
         version: ChunkVersion,
     },
     /// `WriteChunkEnd` with the mtime the writer's kernel keeps (ctime is
@@ -509,9 +520,10 @@ impl Op {
             Op::ReleaseMany { .. } => "ReleaseMany",
             Op::SetEattr { .. } => "SetEattr",
             Op::Snapshot { .. } => "Snapshot",
-            Op::ReserveChunkId => "ReserveChunkId",
+            Op::ReserveChunkIds { .. } => "ReserveChunkIds",
             Op::CowChunk { .. } => "CowChunk",
             Op::WriteChunkEndAt { .. } => "WriteChunkEndAt",
+            Op::WriteNewChunk { .. } => "WriteNewChunk",
         }
     }
 
@@ -524,7 +536,7 @@ impl Op {
                 | Op::AllocChunk { .. }
                 | Op::SetChunkVersion { .. }
                 | Op::ChunksDeleted { .. }
-                | Op::ReserveChunkId
+                | Op::ReserveChunkIds { .. }
                 | Op::CowChunk { .. }
         )
     }

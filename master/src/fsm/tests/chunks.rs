@@ -13,7 +13,7 @@ fn harness() -> H {
     h
 }
 
-fn internal(ns: &mut Namespace, op: Op) -> Reply {
+pub(super) fn internal(ns: &mut Namespace, op: Op) -> Reply {
     let r = ns.apply(&Request {
         session: SessionId(0),
         seq: 0,
@@ -304,4 +304,54 @@ fn set_goal_counts_and_recursion() {
     });
     // d, f1, sub changed; f2, f3, sub2 are not the owner's.
     assert_eq!(r, tree(3, 0, 3));
+}
+
+#[test]
+fn a_new_chunk_in_one_entry() {
+    let mut h = harness();
+    let c = user(1000);
+    let f = h.create(&c, R, "f", 0o644);
+    let Reply::Chunk { id: first, .. } = internal(&mut h.ns, Op::ReserveChunkIds { count: 4 })
+    else {
+        panic!("no ids reserved")
+    };
+    let new = |chunk: ChunkId, index: u32| Op::WriteNewChunk {
+        cred: c.clone(),
+        inode: f.inode,
+        index,
+        chunk,
+        version: ChunkVersion(1),
+    };
+    // An id not reserved: refused.
+    assert_eq!(h.err(new(ChunkId(first.0 + 4), 2)), Errno::EINVAL);
+    let r = h.run(new(first, 2));
+    assert_eq!(
+        r,
+        Reply::Chunk {
+            id: first,
+            version: ChunkVersion(1),
+            length: 0
+        }
+    );
+    assert_eq!(
+        h.ns.file_chunks(f.inode),
+        Ok(&[None, None, Some(first)][..])
+    );
+    assert!(h.ns.chunk(first).expect("chunk").fresh);
+    // The slot is taken; the id is in use.
+    assert_eq!(h.err(new(ChunkId(first.0 + 1), 2)), Errno::EEXIST);
+    assert_eq!(h.err(new(first, 0)), Errno::EINVAL);
+    // Somebody without write permission gets none.
+    let other = Op::WriteNewChunk {
+        cred: user(2000),
+        inode: f.inode,
+        index: 0,
+        chunk: ChunkId(first.0 + 1),
+        version: ChunkVersion(1),
+    };
+    assert_eq!(h.err(other), Errno::EACCES);
+    assert_eq!(
+        internal(&mut h.ns, Op::ReserveChunkIds { count: 0 }),
+        Reply::Err(Errno::EINVAL)
+    );
 }

@@ -1,5 +1,6 @@
 //! Snapshots share chunks; copy-on-write gives a file its own.
 
+use super::chunks::internal;
 use super::posix::give_chunks;
 use super::*;
 
@@ -12,19 +13,6 @@ fn snapshot(cred: &Cred, src: Inode, parent: Inode, name: &str) -> Op {
         parent,
         name: name.as_bytes().to_vec(),
     }
-}
-
-/// Runs an internal op (session 0).
-fn internal(h: &mut H, op: Op) -> Reply {
-    let reply = h.ns.apply(&Request {
-        session: SessionId(0),
-        seq: 0,
-        acked: 0,
-        time: ts(h.now),
-        op,
-    });
-    h.ns.check().expect("invariants");
-    reply
 }
 
 fn chunks_of(h: &H, ino: Inode) -> Vec<Option<ChunkId>> {
@@ -98,7 +86,7 @@ fn copy_on_write_gives_a_file_its_own_chunk() {
     let f = h.create(&c, R, "f", 0o644);
     give_chunks(&mut h.ns, f.inode, &[10]);
     let s = h.attr(snapshot(&c, f.inode, R, "s"));
-    let Reply::Chunk { id: new, .. } = internal(&mut h, Op::ReserveChunkId) else {
+    let Reply::Chunk { id: new, .. } = internal(&mut h.ns, Op::ReserveChunkIds { count: 1 }) else {
         panic!("no id reserved")
     };
     let cow = |inode: Inode, old: u64, new: ChunkId| Op::CowChunk {
@@ -110,26 +98,27 @@ fn copy_on_write_gives_a_file_its_own_chunk() {
     };
     // A chunk id not reserved, or a slot naming another chunk: refused.
     assert_eq!(
-        internal(&mut h, cow(s.inode, 10, ChunkId(new.0 + 5))),
+        internal(&mut h.ns, cow(s.inode, 10, ChunkId(new.0 + 5))),
         Reply::Err(Errno::EINVAL)
     );
     assert_eq!(
-        internal(&mut h, cow(s.inode, 11, new)),
+        internal(&mut h.ns, cow(s.inode, 11, new)),
         Reply::Err(Errno::EAGAIN)
     );
     assert!(matches!(
-        internal(&mut h, cow(s.inode, 10, new)),
+        internal(&mut h.ns, cow(s.inode, 10, new)),
         Reply::Chunk { .. }
     ));
     assert_eq!(chunks_of(&h, s.inode), vec![Some(new)]);
     assert_eq!(chunks_of(&h, f.inode), vec![Some(ChunkId(10))]);
     assert_eq!(h.ns.chunk(ChunkId(10)).map(|c| c.refcount), Some(1));
     // No longer shared: a second copy-on-write is refused.
-    let Reply::Chunk { id: other, .. } = internal(&mut h, Op::ReserveChunkId) else {
+    let Reply::Chunk { id: other, .. } = internal(&mut h.ns, Op::ReserveChunkIds { count: 1 })
+    else {
         panic!("no id reserved")
     };
     assert_eq!(
-        internal(&mut h, cow(f.inode, 10, other)),
+        internal(&mut h.ns, cow(f.inode, 10, other)),
         Reply::Err(Errno::EAGAIN)
     );
 }
