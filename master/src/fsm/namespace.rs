@@ -241,19 +241,21 @@ impl Namespace {
         Ok(self.node(inode)?.attr(inode))
     }
 
-    /// Answers a SetAttr of `mtime` alone that changes nothing, without a log
-    /// entry: the mtime is the one the inode has and its ctime moved less
-    /// than a second before `now`. That is the kernel writing back the times
-    /// it keeps after a rename, link or unlink (or a chmod) it has just made
-    /// here. `None` means the change must go through the log (it changes
-    /// something, or the caller may not set times, which the log's apply
-    /// answers with EPERM). A missing inode answers ENOENT, as the apply
-    /// would.
+    /// Answers without a log entry a SetAttr that changes nothing: each
+    /// field of `same` given is the value the inode has, and its ctime moved
+    /// less than a second before `now`. That is the kernel writing back the
+    /// times it keeps after a rename, link or unlink it has just made, or an
+    /// archiver setting the owner a file it has just created already has.
+    /// `None` means the change must go through the log: it changes
+    /// something (a chown that would clear SUID/SGID does, or a chmod that
+    /// would clear SGID), the inode's ctime is older, it is immutable or
+    /// append-only, or the caller is not the owner (the apply answers with
+    /// EPERM). A missing inode answers ENOENT, as the apply would.
     pub fn setattr_unchanged(
         &self,
         cred: &Cred,
         inode: Inode,
-        mtime: Timespec,
+        same: &SameAttrs,
         now: Timespec,
     ) -> Option<Result<Attr, Errno>> {
         let node = match self.node(inode) {
@@ -263,7 +265,20 @@ impl Namespace {
         let nanos = |t: Timespec| i128::from(t.sec) * 1_000_000_000 + i128::from(t.nsec);
         let since_ctime = nanos(now) - nanos(node.ctime);
         let recent = (0..1_000_000_000).contains(&since_ctime);
-        (node.mtime == mtime && recent && perm::owner_or_root(node, cred))
+        let chown = same.uid.is_some() || same.gid.is_some();
+        let kills_bits = (chown && !node.is_dir() && node.mode & (S_ISUID | S_ISGID) != 0)
+            || (same.mode.is_some()
+                && node.mode & S_ISGID != 0
+                && !cred.is_root()
+                && !cred.in_group(node.gid));
+        let frozen = node.eattr & (eattr::IMMUTABLE | eattr::APPENDONLY) != 0;
+        let unchanged = same
+            .mode
+            .is_none_or(|m| m & MODE_MASK == node.mode & MODE_MASK)
+            && same.uid.is_none_or(|u| u == node.uid)
+            && same.gid.is_none_or(|g| g == node.gid)
+            && same.mtime.is_none_or(|t| t == node.mtime);
+        (unchanged && !kills_bits && !frozen && recent && perm::owner_or_root(node, cred))
             .then(|| Ok(node.attr(inode)))
     }
 

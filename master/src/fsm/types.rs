@@ -206,6 +206,16 @@ pub struct Attr {
 /// Extra attributes of an inode (mfsseteattr).
 pub use mfs_common::eattr;
 
+/// The fields of a SetAttr that `Namespace::setattr_unchanged` may find
+/// unchanged (`None`: not set by the request).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SameAttrs {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub mtime: Option<Timespec>,
+}
+
 /// A new value for atime or mtime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TimeSet {

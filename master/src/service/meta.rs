@@ -183,17 +183,22 @@ impl MetaService for Meta {
     async fn set_attr(&self, req: Request<pb::SetAttrRequest>) -> R<pb::AttrReply> {
         let r = req.into_inner();
         let cred = cred_from_pb(r.cred);
-        let mtime_only = r.mode.is_none()
-            && r.uid.is_none()
-            && r.gid.is_none()
-            && r.size.is_none()
+        let same = fsm::SameAttrs {
+            mode: r.mode,
+            uid: r.uid,
+            gid: r.gid,
+            mtime: r.mtime.as_ref().and_then(ts_from_pb),
+        };
+        let may_be_same = r.size.is_none()
             && r.atime.is_none()
             && !r.atime_now
-            && !r.mtime_now;
-        if let (true, Some(m)) = (mtime_only, r.mtime.as_ref().and_then(ts_from_pb)) {
+            && !r.mtime_now
+            && (r.mtime.is_none() || same.mtime.is_some())
+            && same != fsm::SameAttrs::default();
+        if may_be_same {
             let t = now();
             let same = self
-                .read(|ns| Ok(ns.setattr_unchanged(&cred, Inode(r.inode), m, t)))
+                .read(|ns| Ok(ns.setattr_unchanged(&cred, Inode(r.inode), &same, t)))
                 .await?;
             if let Some(a) = same {
                 let a = a.map_err(errno_status)?;

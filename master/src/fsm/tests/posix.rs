@@ -545,6 +545,13 @@ fn freed_files_queue_their_chunks() {
     assert_eq!(h.ns.statfs().chunks, 0);
 }
 
+fn mt(mtime: Timespec) -> SameAttrs {
+    SameAttrs {
+        mtime: Some(mtime),
+        ..SameAttrs::default()
+    }
+}
+
 #[test]
 fn kernel_time_write_back_needs_no_change() {
     let mut h = H::new();
@@ -553,7 +560,7 @@ fn kernel_time_write_back_needs_no_change() {
     h.ok(rename(&c, R, "f", R, "g"));
     let a = h.ns.getattr(f.inode).expect("renamed file");
     let soon = Timespec::new(a.ctime.sec, a.ctime.nsec + 5);
-    let answer = h.ns.setattr_unchanged(&c, f.inode, a.mtime, soon);
+    let answer = h.ns.setattr_unchanged(&c, f.inode, &mt(a.mtime), soon);
     assert_eq!(
         answer,
         Some(Ok(a.clone())),
@@ -562,19 +569,73 @@ fn kernel_time_write_back_needs_no_change() {
     // Another mtime, or a ctime a second old, or a caller who may not set
     // times: through the log.
     let other = Timespec::new(a.mtime.sec - 7, 0);
-    assert_eq!(h.ns.setattr_unchanged(&c, f.inode, other, soon), None);
+    assert_eq!(h.ns.setattr_unchanged(&c, f.inode, &mt(other), soon), None);
     let later = Timespec::new(a.ctime.sec + 1, a.ctime.nsec);
-    assert_eq!(h.ns.setattr_unchanged(&c, f.inode, a.mtime, later), None);
     assert_eq!(
-        h.ns.setattr_unchanged(&user(1000), f.inode, a.mtime, soon),
+        h.ns.setattr_unchanged(&c, f.inode, &mt(a.mtime), later),
+        None
+    );
+    assert_eq!(
+        h.ns.setattr_unchanged(&user(1000), f.inode, &mt(a.mtime), soon),
         None
     );
     let before = Timespec::new(a.ctime.sec - 1, 0);
-    assert_eq!(h.ns.setattr_unchanged(&c, f.inode, a.mtime, before), None);
+    assert_eq!(
+        h.ns.setattr_unchanged(&c, f.inode, &mt(a.mtime), before),
+        None
+    );
     h.ok(unlink(&c, R, "g"));
     h.ok(Op::Release { inode: f.inode });
     assert_eq!(
-        h.ns.setattr_unchanged(&c, f.inode, a.mtime, soon),
+        h.ns.setattr_unchanged(&c, f.inode, &mt(a.mtime), soon),
         Some(Err(Errno::ENOENT))
     );
+}
+
+#[test]
+fn chown_and_chmod_to_what_is_there_need_no_change() {
+    let mut h = H::new();
+    let c = root();
+    let f = h.create(&c, R, "f", 0o644);
+    let soon = Timespec::new(f.ctime.sec, f.ctime.nsec + 1);
+    let same = SameAttrs {
+        mode: Some(0o644),
+        uid: Some(0),
+        gid: Some(0),
+        mtime: None,
+    };
+    assert_eq!(
+        h.ns.setattr_unchanged(&c, f.inode, &same, soon),
+        Some(Ok(h.ns.getattr(f.inode).unwrap()))
+    );
+    let other_mode = SameAttrs {
+        mode: Some(0o600),
+        ..same
+    };
+    assert_eq!(h.ns.setattr_unchanged(&c, f.inode, &other_mode, soon), None);
+    let other_owner = SameAttrs {
+        uid: Some(7),
+        ..same
+    };
+    assert_eq!(
+        h.ns.setattr_unchanged(&c, f.inode, &other_owner, soon),
+        None
+    );
+    // A chown clears SUID: a change even to the same owner.
+    h.ok(chmod(&c, f.inode, 0o4755));
+    let a = h.ns.getattr(f.inode).unwrap();
+    let soon = Timespec::new(a.ctime.sec, a.ctime.nsec + 1);
+    let chown = SameAttrs {
+        uid: Some(0),
+        ..SameAttrs::default()
+    };
+    assert_eq!(h.ns.setattr_unchanged(&c, f.inode, &chown, soon), None);
+    let chmod_same = SameAttrs {
+        mode: Some(0o4755),
+        ..SameAttrs::default()
+    };
+    assert!(h
+        .ns
+        .setattr_unchanged(&c, f.inode, &chmod_same, soon)
+        .is_some());
 }
