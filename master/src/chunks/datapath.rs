@@ -295,6 +295,19 @@ impl ChunkManager {
         let Reply::Chunk { length, .. } = reply else {
             return Err(reply.errno().unwrap_or(Errno::EIO).into());
         };
+        Ok(self.grant(session, id, version, chain, length))
+    }
+
+    /// Records the lease of `session` on chunk `id` (committed at
+    /// `version`, written through `chain`) and the answer to give.
+    fn grant(
+        &self,
+        session: u64,
+        id: ChunkId,
+        version: u32,
+        chain: Vec<u64>,
+        length: u64,
+    ) -> Location {
         self.state().leases.insert(
             id,
             Lease {
@@ -304,19 +317,21 @@ impl ChunkManager {
                 expires: Instant::now() + LEASE_TIME,
             },
         );
-        Ok(Location {
+        Location {
             id,
             version,
             length,
             servers: self.addresses(&chain),
             lease_secs: LEASE_TIME.as_secs() as u32,
-        })
+        }
     }
 
     /// WriteChunk of an empty slot: a new chunk (a reserved id) made on
-    /// the file's goal of servers at version 1, then allocation and lease
-    /// in one entry. Copies made for a commit that fails are orphans the
-    /// replication loop deletes.
+    /// the file's goal of servers at version 1 while its allocation and
+    /// lease are committed in one entry. Both at once are safe for a new
+    /// chunk: committed with no copy made, it is fresh (a hole, made again
+    /// by the next WriteChunk); copies made for a commit that fails are
+    /// orphans the replication loop deletes.
     async fn write_new_chunk(
         &self,
         rid: ReqId,
@@ -328,7 +343,6 @@ impl ChunkManager {
         let id = self.new_chunk_id().await?;
         let _busy = self.claim_chunk(id)?;
         let version = 1;
-        let chain = self.create_copies(id, version, goal, &[]).await?;
         let req = Request {
             session: rid.session,
             seq: rid.seq,
@@ -342,7 +356,17 @@ impl ChunkManager {
                 version: ChunkVersion(version),
             },
         };
-        self.commit_lease(req, id, version, chain).await
+        let session = req.session.0;
+        let (chain, reply) = futures::join!(
+            self.create_copies(id, version, goal, &[]),
+            self.node.write(req)
+        );
+        let reply = reply?;
+        let Reply::Chunk { length, .. } = reply else {
+            return Err(reply.errno().unwrap_or(Errno::EIO).into());
+        };
+        let chain = chain?;
+        Ok(self.grant(session, id, version, chain, length))
     }
 
     /// Creates chunk `id` at `version` on `goal` servers chosen by

@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 use crate::master::MasterClient;
 
 /// How long releases gather before they are sent.
-pub(crate) const WINDOW: Duration = Duration::from_millis(20);
+pub(crate) const WINDOW: Duration = Duration::from_millis(100);
 
 /// Inodes sent in one call at most (the master takes up to 4096).
 const BATCH: usize = 1024;
