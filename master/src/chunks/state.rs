@@ -145,7 +145,14 @@ pub struct SoftState {
     /// The Raft term this state was learnt in (0: none): what a chunkserver
     /// told an earlier leadership may be stale, what it told this one is not.
     pub term: u64,
+    /// When an order last set the version of a copy (chunk, server): a
+    /// heartbeat taken before the order may arrive after its answer.
+    ordered: HashMap<(ChunkId, u64), Instant>,
 }
+
+/// How long a copy's version set by an order outranks what heartbeats say
+/// of it (a heartbeat is sent every second; one in flight is older).
+pub const ORDER_WINS: Duration = Duration::from_secs(5);
 
 impl SoftState {
     /// Forget everything (leadership gained or lost).
@@ -255,8 +262,16 @@ impl SoftState {
         s.load = b.load;
         s.maintenance = b.maintenance;
         s.last_seen = now;
+        self.ordered.retain(|_, t| now.saturating_duration_since(*t) < ORDER_WINS);
         for (chunk, c) in b.added {
-            self.set_copy(chunk, id, c);
+            let current = self.copies.get(&chunk).and_then(|h| h.get(&id));
+            let stale = self.ordered.contains_key(&(chunk, id))
+                && current.is_some_and(|cur| cur.version != c.version);
+            if stale {
+                tracing::debug!(chunk = %chunk, server = id, reported = c.version, "a heartbeat older than an order: ignored");
+                continue;
+            }
+            self.copies.entry(chunk).or_default().insert(id, c);
         }
         for (chunk, c) in b.removed {
             self.remove_copy(chunk, id, Some(c.version));
@@ -264,8 +279,10 @@ impl SoftState {
         true
     }
 
-    /// Record a copy (a report, or an order that succeeded).
+    /// Record a copy an order made or changed (it outranks heartbeats for
+    /// `ORDER_WINS`).
     pub fn set_copy(&mut self, chunk: ChunkId, server: u64, c: CopyInfo) {
+        self.ordered.insert((chunk, server), Instant::now());
         self.copies.entry(chunk).or_default().insert(server, c);
     }
 
@@ -434,6 +451,26 @@ mod tests {
         let later = now + LOST_AFTER + Duration::from_secs(1);
         assert!(!s.heartbeat(id, Beat::default(), later));
         assert!(s.servers.is_empty() && s.copies.is_empty());
+    }
+
+    #[test]
+    fn a_heartbeat_older_than_an_order_does_not_undo_it() {
+        let mut s = SoftState::default();
+        let now = Instant::now();
+        let id = s.register(reg("a:1", 0), now);
+        // Created at 1 (queued for the heartbeat), then bumped to 2 by an
+        // order whose answer arrives before that heartbeat.
+        s.set_copy(ChunkId(1), id, copy(2));
+        let old = Beat {
+            added: vec![(ChunkId(1), copy(1))],
+            ..Beat::default()
+        };
+        assert!(s.heartbeat(id, old.clone(), now));
+        assert_eq!(s.copies[&ChunkId(1)][&id], copy(2), "the order's version stays");
+        // Long after the order, a heartbeat says what the server holds.
+        let later = now + ORDER_WINS + Duration::from_secs(1);
+        assert!(s.heartbeat(id, old, later));
+        assert_eq!(s.copies[&ChunkId(1)][&id], copy(1));
     }
 
     #[test]
