@@ -59,11 +59,19 @@ impl Drop for Claim<'_> {
 }
 
 fn stale_or_retry(mgr: &ChunkManager, what: &str, id: ChunkId) -> ChunkError {
-    if mgr.state().may_learn_more(Instant::now(), GRACE) {
+    // The namespace before the soft state, never both at once.
+    let committed = mgr.node.shared.ns().chunk(id).map(|c| c.version.0);
+    let st = mgr.state();
+    if st.may_learn_more(Instant::now(), GRACE) {
         tracing::debug!(chunk = %id, "{what}: no copy known yet; the client retries");
         ChunkError::Errno(Errno::EAGAIN)
     } else {
-        tracing::warn!(chunk = %id, "{what}: no valid copy of the chunk on any chunkserver");
+        let copies: Vec<(u64, u32)> = st
+            .copies
+            .get(&id)
+            .map(|h| h.iter().map(|(s, c)| (*s, c.version)).collect())
+            .unwrap_or_default();
+        tracing::warn!(chunk = %id, ?committed, ?copies, "{what}: no valid copy of the chunk on any chunkserver (copies as (server, version))");
         ChunkError::Errno(Errno::EIO)
     }
 }

@@ -46,6 +46,7 @@ impl ChunkManager {
     pub(crate) async fn new_chunk_id(&self) -> Result<ChunkId, ChunkError> {
         loop {
             if let Some(id) = self.ids.take() {
+                self.state().note_new_id(id, std::time::Instant::now());
                 return Ok(id);
             }
             let _one = self.ids.refill.lock().await;

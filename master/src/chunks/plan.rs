@@ -23,7 +23,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use super::placement::{self, is_target};
-use super::state::{ServerState, SoftState};
+use super::state::{ServerState, SoftState, NEW_ID_GRACE};
 use crate::fsm::ChunkId;
 
 /// One entry of the chunk table, as the plan needs it.
@@ -365,8 +365,17 @@ fn deletes(inp: &Input, b: &mut Budget, out: &mut Vec<Action>) {
         .keys()
         .copied()
         .filter(|&id| {
-            // A busy id may be a copy-on-write duplicate not committed yet.
-            id < inp.next_chunk && !known(id) && !pending.contains(&id) && !st.busy.contains(&id)
+            // An id handed out lately may have copies before its commit is
+            // in the chunk list this plan sees.
+            let recent = st
+                .new_ids
+                .get(&id)
+                .is_some_and(|t| now.saturating_duration_since(*t) < NEW_ID_GRACE);
+            id < inp.next_chunk
+                && !known(id)
+                && !pending.contains(&id)
+                && !st.busy.contains(&id)
+                && !recent
         })
         .collect();
     orphans.sort();

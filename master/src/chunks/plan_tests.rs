@@ -277,6 +277,10 @@ fn pending_deletes_and_orphans() {
     let a = run(&st, &[], &[ChunkId(7), ChunkId(8)]);
     assert_eq!(deletes(&a), vec![(7, 1, 2), (7, 2, 1), (9, 2, 1)]);
     assert!(a.contains(&Action::DeletesDone(vec![ChunkId(8)])));
+    // An id handed out lately: its commit may not be in the list yet.
+    st.note_new_id(ChunkId(9), Instant::now());
+    let a = run(&st, &[], &[ChunkId(7), ChunkId(8)]);
+    assert_eq!(deletes(&a), vec![(7, 1, 2), (7, 2, 1)]);
 }
 
 #[test]

@@ -148,7 +148,13 @@ pub struct SoftState {
     /// When an order last set the version of a copy (chunk, server): a
     /// heartbeat taken before the order may arrive after its answer.
     ordered: HashMap<(ChunkId, u64), Instant>,
+    /// Chunk ids handed out lately (new chunks, duplicates): their copies
+    /// may exist before their commit is seen, so they are no orphans yet.
+    pub new_ids: HashMap<ChunkId, Instant>,
 }
+
+/// How long an id handed out is not taken for an orphan.
+pub const NEW_ID_GRACE: Duration = Duration::from_secs(60);
 
 /// How long a copy's version set by an order outranks what heartbeats say
 /// of it (a heartbeat is sent every second; one in flight is older).
@@ -262,7 +268,8 @@ impl SoftState {
         s.load = b.load;
         s.maintenance = b.maintenance;
         s.last_seen = now;
-        self.ordered.retain(|_, t| now.saturating_duration_since(*t) < ORDER_WINS);
+        self.ordered
+            .retain(|_, t| now.saturating_duration_since(*t) < ORDER_WINS);
         for (chunk, c) in b.added {
             let current = self.copies.get(&chunk).and_then(|h| h.get(&id));
             let stale = self.ordered.contains_key(&(chunk, id))
@@ -277,6 +284,15 @@ impl SoftState {
             self.remove_copy(chunk, id, Some(c.version));
         }
         true
+    }
+
+    /// Notes an id handed out for a new chunk or a duplicate.
+    pub fn note_new_id(&mut self, id: ChunkId, now: Instant) {
+        if self.new_ids.len() >= 1024 {
+            self.new_ids
+                .retain(|_, t| now.saturating_duration_since(*t) < NEW_ID_GRACE);
+        }
+        self.new_ids.insert(id, now);
     }
 
     /// Record a copy an order made or changed (it outranks heartbeats for
@@ -466,7 +482,11 @@ mod tests {
             ..Beat::default()
         };
         assert!(s.heartbeat(id, old.clone(), now));
-        assert_eq!(s.copies[&ChunkId(1)][&id], copy(2), "the order's version stays");
+        assert_eq!(
+            s.copies[&ChunkId(1)][&id],
+            copy(2),
+            "the order's version stays"
+        );
         // Long after the order, a heartbeat says what the server holds.
         let later = now + ORDER_WINS + Duration::from_secs(1);
         assert!(s.heartbeat(id, old, later));
