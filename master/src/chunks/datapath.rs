@@ -395,15 +395,14 @@ impl ChunkManager {
             tracing::warn!(chunk = %id, "no chunkserver can take a new chunk (none alive with free space)");
             return Err(Errno::ENOSPC.into());
         }
-        let addrs = self.addresses(&targets);
-        let calls = addrs
-            .iter()
-            .map(|(s, a)| async move { (*s, self.orders.create(a, id, version).await) });
-        let ok = self.took(id, version, join_all(calls).await, "create");
-        if ok.is_empty() {
-            return Err(Errno::ENOSPC.into());
-        }
-        Ok(ok)
+        self.order_copies(
+            &targets,
+            (id, version),
+            "create",
+            Errno::ENOSPC,
+            |a| async move { self.orders.create(&a, id, version).await },
+        )
+        .await
     }
 
     /// Copy-on-write: slot `index` of `inode` names `old`, which snapshots
@@ -428,16 +427,14 @@ impl ChunkManager {
         let new = self.new_chunk_id().await?;
         let _new = self.claim_chunk(new)?;
         let nv = 1;
-        let addrs = self.addresses(&holders);
-        let calls = addrs
-            .iter()
-            .map(|(s, a)| async move { (*s, self.orders.duplicate(a, old, v, new, nv).await) });
-        if self
-            .took(new, nv, join_all(calls).await, "duplicate")
-            .is_empty()
-        {
-            return Err(Errno::EAGAIN.into());
-        }
+        self.order_copies(
+            &holders,
+            (new, nv),
+            "duplicate",
+            Errno::EAGAIN,
+            |a| async move { self.orders.duplicate(&a, old, v, new, nv).await },
+        )
+        .await?;
         let op = Op::CowChunk {
             inode,
             index,
@@ -489,15 +486,42 @@ impl ChunkManager {
             // made again (a hole until then).
             return Ok((nv, self.create_copies(id, nv, goal, &all).await?));
         }
-        let addrs = self.addresses(&valid);
-        let calls = addrs
-            .iter()
-            .map(|(s, a)| async move { (*s, self.orders.set_version(a, id, v, nv).await) });
-        let ok = self.took(id, nv, join_all(calls).await, "set version");
-        if ok.is_empty() {
-            return Err(Errno::EAGAIN.into());
-        }
+        let ok = self
+            .order_copies(
+                &valid,
+                (id, nv),
+                "set version",
+                Errno::EAGAIN,
+                |a| async move { self.orders.set_version(&a, id, v, nv).await },
+            )
+            .await?;
         Ok((nv, ok))
+    }
+
+    /// Runs `order` on each of `servers` at once (given the address) and
+    /// records copy `id` at version `nv` on those that took it: their ids,
+    /// or `none` when no server did.
+    async fn order_copies<F, Fut>(
+        &self,
+        servers: &[u64],
+        (id, nv): (ChunkId, u32),
+        what: &str,
+        none: Errno,
+        order: F,
+    ) -> Result<Vec<u64>, ChunkError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<(), OrderError>>,
+    {
+        let calls = self.addresses(servers).into_iter().map(|(s, a)| {
+            let call = order(a);
+            async move { (s, call.await) }
+        });
+        let ok = self.took(id, nv, join_all(calls).await, what);
+        if ok.is_empty() {
+            return Err(none.into());
+        }
+        Ok(ok)
     }
 
     /// Records the copies that took version `nv`; their server ids.
@@ -651,16 +675,14 @@ impl ChunkManager {
         }
         let nv = v + 1;
         let length = size % CHUNK_SIZE;
-        let addrs = self.addresses(&valid);
-        let calls = addrs
-            .iter()
-            .map(|(s, a)| async move { (*s, self.orders.truncate(a, id, v, nv, length).await) });
-        if self
-            .took(id, nv, join_all(calls).await, "truncate")
-            .is_empty()
-        {
-            return Err(Errno::EAGAIN.into());
-        }
+        self.order_copies(
+            &valid,
+            (id, nv),
+            "truncate",
+            Errno::EAGAIN,
+            |a| async move { self.orders.truncate(&a, id, v, nv, length).await },
+        )
+        .await?;
         let op = Op::SetChunkVersion {
             chunk: id,
             version: ChunkVersion(nv),

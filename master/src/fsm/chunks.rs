@@ -43,6 +43,23 @@ impl Namespace {
             return Err(Errno::ENOSPC);
         }
         let id = ChunkId(self.next_chunk);
+        let reply = self.place_chunk(inode, index, id, ChunkVersion(1), true)?;
+        self.next_chunk += 1;
+        Ok(reply)
+    }
+
+    /// Puts chunk `id` (new to the table, at `version`, with the file's
+    /// goal and one reference) in slot `index` of regular file `inode`,
+    /// the chunk list growing with holes as needed. EINVAL for another
+    /// type. Replies `Reply::Chunk` with the file's length.
+    pub(crate) fn place_chunk(
+        &mut self,
+        inode: Inode,
+        index: u32,
+        id: ChunkId,
+        version: ChunkVersion,
+        fresh: bool,
+    ) -> Result<Reply, Errno> {
         let node = self.nodes.get_mut(&inode).ok_or(Errno::ENOENT)?;
         let goal = node.goal;
         let length = node.size;
@@ -54,15 +71,13 @@ impl Namespace {
             chunks.resize(slot + 1, None);
         }
         chunks[slot] = Some(id);
-        self.next_chunk += 1;
-        let version = ChunkVersion(1);
         self.chunks.insert(
             id,
             ChunkInfo {
                 version,
                 refcount: 1,
                 goal,
-                fresh: true,
+                fresh,
             },
         );
         Ok(Reply::Chunk {
@@ -118,31 +133,7 @@ impl Namespace {
             return Err(Errno::EINVAL);
         }
         self.may_write_data(sid.unwrap_or(SessionId::NONE), cred, inode)?;
-        let node = self.nodes.get_mut(&inode).ok_or(Errno::ENOENT)?;
-        let goal = node.goal;
-        let length = node.size;
-        let NodeData::File { chunks } = &mut node.data else {
-            return Err(Errno::EINVAL);
-        };
-        let slot = index as usize;
-        if chunks.len() <= slot {
-            chunks.resize(slot + 1, None);
-        }
-        chunks[slot] = Some(id);
-        self.chunks.insert(
-            id,
-            ChunkInfo {
-                version,
-                refcount: 1,
-                goal,
-                fresh: true,
-            },
-        );
-        Ok(Reply::Chunk {
-            id,
-            version,
-            length,
-        })
+        self.place_chunk(inode, index, id, version, true)
     }
 
     pub(crate) fn set_chunk_version(

@@ -3,7 +3,7 @@
 //! `refcount` counts the slots naming it); and the copy-on-write step that
 //! gives a file its own chunk before a write or a cut changes a shared one.
 
-use super::namespace::{ChunkInfo, Namespace, Node, NodeData};
+use super::namespace::{Namespace, Node, NodeData};
 use super::perm::{self, MAY_EXEC, MAY_READ};
 use super::types::*;
 use mfs_common::ids::{ChunkId, ChunkVersion, Inode};
@@ -163,29 +163,8 @@ impl Namespace {
         if self.chunks.get(&old).is_none_or(|c| c.refcount < 2) {
             return Err(Errno::EAGAIN);
         }
-        let node = self.nodes.get_mut(&inode).ok_or(Errno::ENOENT)?;
-        let goal = node.goal;
-        let length = node.size;
-        let NodeData::File { chunks } = &mut node.data else {
-            return Err(Errno::EINVAL);
-        };
-        if let Some(slot) = chunks.get_mut(index as usize) {
-            *slot = Some(new);
-        }
-        self.chunks.insert(
-            new,
-            ChunkInfo {
-                version,
-                refcount: 1,
-                goal,
-                fresh: false,
-            },
-        );
+        let reply = self.place_chunk(inode, index, new, version, false)?;
         self.release_chunk(old);
-        Ok(Reply::Chunk {
-            id: new,
-            version,
-            length,
-        })
+        Ok(reply)
     }
 }

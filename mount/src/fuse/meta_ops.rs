@@ -158,12 +158,14 @@ impl Shared {
             Some(TimeOrNow::SpecificTime(t)) => req.mtime = Some(convert::timespec(t)),
             None => {}
         }
-        if let (Some(mtime), true) = (req.mtime, only_mtime(&c)) {
+        let pending = self.io.local_length(inode).is_some();
+        if let (Some(mtime), true, true) = (req.mtime, only_mtime(&c), pending) {
             // The kernel's time write-back before a flush: carried by the
             // commit of the pending writes, when the caller may set it.
             if let Ok(mut a) = self.master.getattr(inode).await {
-                let may = cred_uid(&req) == Some(0) || cred_uid(&req) == Some(a.uid);
-                if may && self.io.defer_mtime(inode, mtime).await {
+                let uid = req.cred.as_ref().map(|c| c.uid);
+                if (uid == Some(0) || uid == Some(a.uid)) && self.io.defer_mtime(inode, mtime).await
+                {
                     a.mtime = Some(mtime);
                     return reply.attr(&self.attr_ttl(&a), &self.attr_of(&a));
                 }
@@ -715,10 +717,6 @@ fn only_mtime(c: &AttrChange) -> bool {
         && c.size.is_none()
         && c.atime.is_none()
         && matches!(c.mtime, Some(TimeOrNow::SpecificTime(_)))
-}
-
-fn cred_uid(req: &SetAttrRequest) -> Option<u32> {
-    req.cred.as_ref().map(|c| c.uid)
 }
 
 /// Whether `a` carries extra attribute `bit`.

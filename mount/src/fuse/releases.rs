@@ -32,16 +32,10 @@ pub(crate) struct Releases {
 impl Releases {
     /// Notes one release of `inode` (one open of it ends).
     pub(crate) fn push(&self, inode: u64) {
-        let first = match self.pending.lock() {
-            Ok(mut p) => {
-                p.push(inode);
-                p.len() == 1
-            }
-            Err(poisoned) => {
-                let mut p = poisoned.into_inner();
-                p.push(inode);
-                p.len() == 1
-            }
+        let first = {
+            let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            p.push(inode);
+            p.len() == 1
         };
         if first {
             self.wake.notify_one();
@@ -49,10 +43,7 @@ impl Releases {
     }
 
     fn take(&self, max: usize) -> Vec<u64> {
-        let mut p = match self.pending.lock() {
-            Ok(p) => p,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         let n = p.len().min(max);
         p.drain(..n).collect()
     }

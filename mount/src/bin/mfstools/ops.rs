@@ -440,23 +440,19 @@ async fn one_path(
                     .await
             }
             .map_err(err)?;
-            if recursive {
-                let what = if goal { "goal" } else { "trashtime" };
-                Ok(report::set_tree(path, what, &r))
-            } else if r.not_permitted > 0 {
-                Err("permission denied (only the owner or root may change it)".into())
-            } else {
-                Ok(format!("{path}: {value}\n"))
+            let what = if goal { "goal" } else { "trashtime" };
+            match tree_outcome(path, what, recursive, &r)? {
+                Some(report) => Ok(report),
+                None => Ok(format!("{path}: {value}\n")),
             }
         }
         "mfsgeteattr" => {
-            let bits = |a: &Attr| u8::try_from(a.eattr).unwrap_or(u8::MAX);
             if !recursive {
                 let a = t.client.getattr(t.inode).await.map_err(err)?;
-                return Ok(format!("{path}: {}\n", eattr::names(bits(&a))));
+                return Ok(format!("{path}: {}\n", eattr::names(eattr_of(&a))));
             }
             let mut counts = ValueCounts::default();
-            ctx.walk(path, t, |a| counts.add(a.r#type, u32::from(bits(a))))
+            ctx.walk(path, t, |a| counts.add(a.r#type, u32::from(eattr_of(a))))
                 .await
                 .map_err(err)?;
             Ok(report::eattr_counts(path, &counts))
@@ -480,14 +476,12 @@ async fn one_path(
                 })
                 .await
                 .map_err(err)?;
-            if recursive {
-                Ok(report::set_tree(path, "attributes", &r))
-            } else if r.not_permitted > 0 {
-                Err("permission denied (only the owner or root may change it)".into())
-            } else {
-                let a = t.client.getattr(t.inode).await.map_err(err)?;
-                let now = u8::try_from(a.eattr).unwrap_or(u8::MAX);
-                Ok(format!("{path}: {}\n", eattr::names(now)))
+            match tree_outcome(path, "attributes", recursive, &r)? {
+                Some(report) => Ok(report),
+                None => {
+                    let a = t.client.getattr(t.inode).await.map_err(err)?;
+                    Ok(format!("{path}: {}\n", eattr::names(eattr_of(&a))))
+                }
             }
         }
         "mfscheckfile" => Ok(report::check_file(path, &ctx.chunk_slots(t).await?)),
@@ -498,5 +492,28 @@ async fn one_path(
             Ok(info.render(path))
         }
         other => Err(format!("{other} is not a tool of mfstools")),
+    }
+}
+
+/// The extra attribute bits of `a` (a value past 8 bits shows every name).
+fn eattr_of(a: &Attr) -> u8 {
+    u8::try_from(a.eattr).unwrap_or(u8::MAX)
+}
+
+/// What a set tool prints for its answer `r`: the tree counts with `-r`
+/// (`Some`), an error when the caller may not change the inode, else
+/// `None` (the tool prints the new value).
+fn tree_outcome(
+    path: &str,
+    what: &str,
+    recursive: bool,
+    r: &mfs_proto::v1::SetTreeReply,
+) -> Result<Option<String>, String> {
+    if recursive {
+        Ok(Some(report::set_tree(path, what, r)))
+    } else if r.not_permitted > 0 {
+        Err("permission denied (only the owner or root may change it)".into())
+    } else {
+        Ok(None)
     }
 }
