@@ -40,30 +40,10 @@ pub fn is_fuse_mounted(dir: &Path) -> bool {
             .and_then(|i| f.get(i + 1))
             .copied()
             .unwrap_or("");
-        f.get(4).is_some_and(|mp| Path::new(&unescape(mp)) == want) && fstype.starts_with("fuse")
+        f.get(4)
+            .is_some_and(|mp| Path::new(&mfs_mount::tools::locate::unescape(mp)) == want)
+            && fstype.starts_with("fuse")
     })
-}
-
-/// mountinfo escapes blanks and backslashes as octal (`\040`).
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 4])
-                .ok()
-                .and_then(|o| u8::from_str_radix(o, 8).ok())
-            {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// One running mfsmount.
