@@ -18,7 +18,21 @@ pub const IMAGE_MAGIC: &[u8; 8] = b"MFSIMG01";
 /// 2: the data path: chunk ids counter, fresh chunks, chunk and tree replies.
 /// 3: file locks.
 /// 4: extra attributes (eattr) of inodes.
-pub const IMAGE_VERSION: u32 = 4;
+/// 5: the trash and the paths of sustained files.
+pub const IMAGE_VERSION: u32 = 5;
+/// Oldest format this build reads.
+pub const IMAGE_VERSION_MIN: u32 = 4;
+
+/// What an image of format `v` lacks at the end of its namespace: the
+/// fields added since, each an empty map, which bincode writes as one zero
+/// byte (its length). Appending them reads an older image as the current
+/// format.
+fn missing_tail(v: u32) -> &'static [u8] {
+    match v {
+        4 => &[0, 0],
+        _ => &[],
+    }
+}
 
 const HEADER_LEN: usize = 8 + 4;
 
@@ -27,7 +41,7 @@ pub enum ImageError {
     #[error("not a metadata image (bad magic)")]
     BadMagic,
     #[error(
-        "metadata image format version {found} is not supported (this build reads {IMAGE_VERSION})"
+        "metadata image format version {found} is not supported (this build reads {IMAGE_VERSION_MIN} to {IMAGE_VERSION})"
     )]
     Version { found: u32 },
     #[error("metadata image is truncated")]
@@ -104,7 +118,7 @@ impl Namespace {
         let mut v = [0u8; 4];
         v.copy_from_slice(take(bytes, &mut pos, 4)?);
         let found = u32::from_le_bytes(v);
-        if found != IMAGE_VERSION {
+        if !(IMAGE_VERSION_MIN..=IMAGE_VERSION).contains(&found) {
             return Err(ImageError::Version { found });
         }
         if bytes.len() < HEADER_LEN + 8 + 8 + 4 {
@@ -126,6 +140,14 @@ impl Namespace {
         if pos != body.len() {
             return Err(ImageError::Trailing(body.len() - pos));
         }
+        let tail = missing_tail(found);
+        let upgraded;
+        let payload = if tail.is_empty() {
+            payload
+        } else {
+            upgraded = [payload, tail].concat();
+            &upgraded[..]
+        };
         let (ns, read): (Namespace, usize) =
             bincode::serde::decode_from_slice(payload, bincode::config::standard())
                 .map_err(|e| ImageError::Decode(e.to_string()))?;

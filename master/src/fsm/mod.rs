@@ -16,7 +16,8 @@
 //! operations: chunk allocation and versions, writes, goal and trash time),
 //! `perm` (permission rules), `locks` (file locks), `snapshot`
 //! (mfsmakesnapshot's tree copy sharing chunks, copy-on-write of a shared
-//! chunk), `image` (snapshot format).
+//! chunk), `trash` (deleted files kept for their trash time, undelete),
+//! `image` (snapshot format).
 
 mod chunks;
 mod image;
@@ -26,6 +27,7 @@ mod ops;
 mod perm;
 mod remove;
 mod snapshot;
+mod trash;
 mod types;
 
 #[cfg(test)]
@@ -35,4 +37,5 @@ pub use image::{ImageError, IMAGE_MAGIC, IMAGE_VERSION};
 pub use locks::{FileLock, LockKind, LockQuery, LockType, MAX_LOCKS_PER_INODE};
 pub use mfs_common::ids::{ChunkId, ChunkVersion, Inode, SessionId};
 pub use namespace::{check_name, ChunkInfo, Namespace};
+pub use trash::{RemovedFile, TrashEntry};
 pub use types::*;

@@ -178,6 +178,12 @@ pub struct Namespace {
     pub(crate) next_chunk: u64,
     /// File locks per inode, sorted (see `locks`).
     pub(crate) locks: BTreeMap<Inode, Vec<super::locks::FileLock>>,
+    /// Files in the trash (see `trash`). Fields from here on were added
+    /// after image format 4: `image` reads older images as if they were
+    /// empty.
+    pub(crate) trash: BTreeMap<Inode, super::trash::TrashEntry>,
+    /// Where each sustained inode was when its last name went.
+    pub(crate) sustained_paths: BTreeMap<Inode, Vec<u8>>,
 }
 
 impl Default for Namespace {
@@ -214,6 +220,8 @@ impl Namespace {
             pending_chunk_deletes: Vec::new(),
             next_chunk: 1,
             locks: BTreeMap::new(),
+            trash: BTreeMap::new(),
+            sustained_paths: BTreeMap::new(),
         }
     }
 
@@ -554,7 +562,11 @@ impl Namespace {
             } else if node.nlink != r {
                 return Err(format!("inode {ino}: nlink {} but {r} names", node.nlink));
             }
-            if ino != Inode::ROOT && r == 0 && !self.sustained.contains(&ino) {
+            if ino != Inode::ROOT
+                && r == 0
+                && !self.sustained.contains(&ino)
+                && !self.trash.contains_key(&ino)
+            {
                 return Err(format!("inode {ino} is orphaned"));
             }
         }
@@ -616,6 +628,7 @@ impl Namespace {
             return Err("file refers to an absent chunk".into());
         }
         self.check_locks()?;
+        self.check_trash()?;
         Ok(())
     }
 }

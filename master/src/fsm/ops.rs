@@ -288,6 +288,10 @@ impl Namespace {
                 };
                 self.set_lock(sid.ok_or(Errno::EBADF)?, &r)
             }
+            Op::PurgeTrash { inodes } => Ok(self.purge_trash(inodes, t)),
+            Op::TrashDelete { cred, inode } => self.trash_delete(cred, *inode),
+            Op::Undelete { cred, inode } => self.undelete(cred, *inode, t),
+            Op::SetTrashPath { cred, inode, path } => self.set_trash_path(cred, *inode, path),
         }
     }
 
@@ -413,7 +417,7 @@ impl Namespace {
     /// inherited. Fails only if inode numbers ran out or the parent can take
     /// no more subdirectories.
     #[allow(clippy::too_many_arguments)]
-    fn new_child(
+    pub(crate) fn new_child(
         &self,
         cred: &Cred,
         parent: Inode,
@@ -457,7 +461,7 @@ impl Namespace {
 
     /// Give `node` the next inode number and the name `name` in `parent`.
     /// Call only after `may_create` and `new_child` succeeded.
-    fn insert_child(
+    pub(crate) fn insert_child(
         &mut self,
         parent: Inode,
         name: &[u8],

@@ -32,7 +32,7 @@ impl Namespace {
         let victim = self.lookup_victim(cred, parent, name)?;
         perm::may_delete(self.node(parent)?, self.node(victim)?, cred, false)?;
         self.remove_entry(parent, name, t);
-        self.drop_link(victim, t);
+        self.drop_link(victim, (parent, name), t);
         Ok(Reply::Ok)
     }
 
@@ -220,7 +220,7 @@ impl Namespace {
                     }
                     self.free_inode(d);
                 } else {
-                    self.drop_link(d, t);
+                    self.drop_link(d, (new_parent, new_name), t);
                 }
             }
             self.remove_entry(parent, name, t);
@@ -277,30 +277,24 @@ impl Namespace {
         }
     }
 
-    /// A name of non-directory `ino` is gone. At its last name, the inode is
-    /// kept as sustained while a session has it open, else freed.
-    pub(crate) fn drop_link(&mut self, ino: Inode, t: Timespec) {
+    /// Name `from` of non-directory `ino` is gone. At its last name, the
+    /// inode goes to the trash, is sustained or freed (`unnamed`).
+    pub(crate) fn drop_link(&mut self, ino: Inode, from: Place, t: Timespec) {
         let Some(n) = self.nodes.get_mut(&ino) else {
             return;
         };
         n.nlink = n.nlink.saturating_sub(1);
         n.ctime = t;
-        if n.nlink > 0 {
-            return;
-        }
-        if self.open_refs.contains_key(&ino) {
-            self.sustained.insert(ino);
-        } else {
-            // TRASH: this is where a file with trash_time > 0 will move to the
-            // trash (kept with its chunks, listed in the meta mount) instead
-            // of being freed; `trash_time` is already on every inode.
-            self.free_inode(ino);
+        if n.nlink == 0 {
+            self.unnamed(ino, from.0, from.1, t);
         }
     }
 
     /// Forget inode `ino`; its chunks lose a reference.
     pub(crate) fn free_inode(&mut self, ino: Inode) {
         self.sustained.remove(&ino);
+        self.sustained_paths.remove(&ino);
+        self.trash.remove(&ino);
         let Some(node) = self.nodes.remove(&ino) else {
             return;
         };

@@ -496,6 +496,22 @@ pub enum Op {
         length: u64,
         mtime: Timespec,
     },
+    /// Internal: the listed files leave the trash if their trash time is
+    /// over at the request's time (freed, or sustained while open).
+    PurgeTrash { inodes: Vec<Inode> },
+    /// rm in the meta mount's trash: `inode` leaves the trash now. ENOENT
+    /// when it is not in the trash, EPERM unless root or the owner.
+    TrashDelete { cred: Cred, inode: Inode },
+    /// mv into the meta mount's `trash/undel/`: `inode` goes back to its
+    /// path. See `Namespace::undelete`. Replies `Reply::Attr`.
+    Undelete { cred: Cred, inode: Inode },
+    /// A path written into a trashed file in the meta mount: where
+    /// `Undelete` will put it. EINVAL for an empty path or a bad component.
+    SetTrashPath {
+        cred: Cred,
+        inode: Inode,
+        path: Vec<u8>,
+    },
 }
 
 impl Op {
@@ -534,6 +550,10 @@ impl Op {
             Op::CowChunk { .. } => "CowChunk",
             Op::WriteChunkEndAt { .. } => "WriteChunkEndAt",
             Op::WriteNewChunk { .. } => "WriteNewChunk",
+            Op::PurgeTrash { .. } => "PurgeTrash",
+            Op::TrashDelete { .. } => "TrashDelete",
+            Op::Undelete { .. } => "Undelete",
+            Op::SetTrashPath { .. } => "SetTrashPath",
         }
     }
 
@@ -548,6 +568,7 @@ impl Op {
                 | Op::ChunksDeleted { .. }
                 | Op::ReserveChunkIds { .. }
                 | Op::CowChunk { .. }
+                | Op::PurgeTrash { .. }
         )
     }
 }

@@ -561,13 +561,19 @@ async fn bootstrap(node: Arc<MasterNode>, peers: BTreeMap<u64, String>) {
     }
 }
 
+/// Files leaving the trash in one log entry at most.
+const TRASH_PURGE_BATCH: usize = 4096;
+
 /// What the leader does on its own: record the cluster id in the namespace
-/// once, and close sessions that stopped sending heartbeats.
+/// once, close sessions that stopped sending heartbeats, and empty the trash
+/// of files whose trash time is over (every 5 s).
 async fn leader_duties(node: Arc<MasterNode>) {
     let mut was_leader = false;
     let mut last_leader = None;
+    let mut ticks: u64 = 0;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
+        ticks += 1;
         if node.raft.metrics().borrow_watched().state == ServerState::Shutdown {
             return;
         }
@@ -639,6 +645,39 @@ async fn leader_duties(node: Arc<MasterNode>) {
             if let Err(e) = node.write(req).await {
                 tracing::warn!("expiring sessions: {e}");
             }
+        }
+        if ticks % 10 == 0 {
+            purge_trash(&node).await;
+        }
+    }
+}
+
+/// Files whose trash time is over leave the trash (their chunks are then
+/// deleted), a batch per entry until none is due.
+async fn purge_trash(node: &MasterNode) {
+    loop {
+        let t = now();
+        let due = node.shared.ns().expired_trash(t.sec, TRASH_PURGE_BATCH);
+        if due.is_empty() {
+            return;
+        }
+        let n = due.len();
+        let req = Request {
+            session: SessionId(0),
+            seq: 0,
+            acked: 0,
+            time: t,
+            op: Op::PurgeTrash { inodes: due },
+        };
+        match node.write(req).await {
+            Ok(_) => tracing::debug!(files = n, "trash time over: files removed for good"),
+            Err(e) => {
+                tracing::warn!("emptying the trash: {e}");
+                return;
+            }
+        }
+        if n < TRASH_PURGE_BATCH {
+            return;
         }
     }
 }

@@ -50,6 +50,16 @@ pub fn ts_from_pb(t: &pb::Timespec) -> Option<Timespec> {
     })
 }
 
+/// A trashed or sustained file (meta mount).
+pub fn removed_to_pb(f: &crate::fsm::RemovedFile) -> pb::RemovedFile {
+    pb::RemovedFile {
+        inode: f.inode.0,
+        path: f.path.clone(),
+        expires: f.expires,
+        attr: Some(attr_to_pb(&f.attr)),
+    }
+}
+
 pub fn attr_to_pb(a: &Attr) -> pb::Attr {
     pb::Attr {
         inode: a.inode.0,

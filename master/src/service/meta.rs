@@ -607,4 +607,48 @@ impl MetaService for Meta {
             lock: Some(file_lock_to_pb(found.as_ref())),
         }))
     }
+
+    async fn list_removed(&self, req: Request<pb::ListRemovedRequest>) -> R<pb::ListRemovedReply> {
+        let r = req.into_inner();
+        let limit = match r.limit {
+            0 => 1000,
+            n => n.min(100_000) as usize,
+        };
+        let files = self
+            .read(|ns| Ok(ns.removed_files(r.sustained, Inode(r.after_inode), limit)))
+            .await?;
+        Ok(Response::new(pb::ListRemovedReply {
+            files: files.iter().map(removed_to_pb).collect(),
+        }))
+    }
+
+    async fn trash_delete(&self, req: Request<pb::TrashFileRequest>) -> R<pb::Empty> {
+        let r = req.into_inner();
+        let op = Op::TrashDelete {
+            cred: cred_from_pb(r.cred),
+            inode: Inode(r.inode),
+        };
+        ok_reply(self.mutate(r.id, op).await?)
+    }
+
+    async fn undelete(&self, req: Request<pb::TrashFileRequest>) -> R<pb::AttrReply> {
+        let r = req.into_inner();
+        let op = Op::Undelete {
+            cred: cred_from_pb(r.cred),
+            inode: Inode(r.inode),
+        };
+        Ok(Response::new(pb::AttrReply {
+            attr: Some(attr_reply(self.mutate(r.id, op).await?)?),
+        }))
+    }
+
+    async fn set_trash_path(&self, req: Request<pb::SetTrashPathRequest>) -> R<pb::Empty> {
+        let r = req.into_inner();
+        let op = Op::SetTrashPath {
+            cred: cred_from_pb(r.cred),
+            inode: Inode(r.inode),
+            path: r.path,
+        };
+        ok_reply(self.mutate(r.id, op).await?)
+    }
 }

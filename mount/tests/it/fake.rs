@@ -343,6 +343,18 @@ impl MetaService for Svc {
     ) -> R<mfs_proto::v1::GetLockReply> {
         Err(Status::unimplemented("get_lock"))
     }
+    async fn list_removed(&self, _r: Request<ListRemovedRequest>) -> R<ListRemovedReply> {
+        Err(Status::unimplemented("trash"))
+    }
+    async fn trash_delete(&self, _r: Request<TrashFileRequest>) -> R<Empty> {
+        Err(Status::unimplemented("trash"))
+    }
+    async fn undelete(&self, _r: Request<TrashFileRequest>) -> R<AttrReply> {
+        Err(Status::unimplemented("trash"))
+    }
+    async fn set_trash_path(&self, _r: Request<SetTrashPathRequest>) -> R<Empty> {
+        Err(Status::unimplemented("trash"))
+    }
 }
 
 #[tonic::async_trait]

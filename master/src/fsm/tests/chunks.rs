@@ -299,7 +299,7 @@ fn set_goal_counts_and_recursion() {
     let r = h.run(Op::SetTrashTime {
         cred: owner.clone(),
         inode: d.inode,
-        trash_time: 0,
+        trash_time: 9,
         recursive: true,
     });
     // d, f1, sub changed; f2, f3, sub2 are not the owner's.

@@ -10,6 +10,7 @@ mod model_run;
 mod perms;
 mod posix;
 mod snapshots;
+mod trash;
 
 use super::*;
 
@@ -57,6 +58,20 @@ impl H {
         let Reply::Session { id } = reply else {
             panic!("register: {reply:?}")
         };
+        // Deleted files are freed at once unless a test sets a trash time.
+        let reply = ns.apply(&Request {
+            session: SessionId(0),
+            seq: 0,
+            acked: 0,
+            time: ts(1000),
+            op: Op::SetTrashTime {
+                cred: root(),
+                inode: Inode::ROOT,
+                trash_time: 0,
+                recursive: false,
+            },
+        });
+        assert!(matches!(reply, Reply::Tree { .. }), "{reply:?}");
         H {
             ns,
             sid: id,

@@ -448,6 +448,18 @@ impl MetaService for Meta {
     async fn get_lock(&self, _r: Request<GetLockRequest>) -> R<GetLockReply> {
         un()
     }
+    async fn list_removed(&self, _r: Request<ListRemovedRequest>) -> R<ListRemovedReply> {
+        un()
+    }
+    async fn trash_delete(&self, _r: Request<TrashFileRequest>) -> R<Empty> {
+        un()
+    }
+    async fn undelete(&self, _r: Request<TrashFileRequest>) -> R<AttrReply> {
+        un()
+    }
+    async fn set_trash_path(&self, _r: Request<SetTrashPathRequest>) -> R<Empty> {
+        un()
+    }
 }
 
 /// A fake master and `n` fake chunkservers.
