@@ -24,7 +24,8 @@ use crate::master::MasterClient;
 ///                    "total_bytes": 1000, "used_bytes": 10, "chunks": 3, "labels": [],
 ///                    "last_seen_secs": 1}],
 ///  "chunk_health": {"chunks": 3, "missing": 0, "undergoal": 0, "overgoal": 0, "stale": 0},
-///  "sessions": 1, "inodes": 7}
+///  "sessions": 1, "inodes": 7, "trash_files": 2, "trash_bytes": 4096,
+///  "sustained_files": 0}
 /// ```
 ///
 /// - `masters`: one entry per listed master (`-H`, names expanded to their
@@ -35,7 +36,8 @@ use crate::master::MasterClient;
 ///   "shutdown", "unknown". `leader_id` is the leader that master knows (null:
 ///   none).
 /// - `leader`, `leader_address`, `members`, `metaloggers` (the learners among
-///   the members), `chunkservers`, `chunk_health`, `sessions`, `inodes`: as
+///   the members), `chunkservers`, `chunk_health`, `sessions`, `inodes`, `trash_files`,
+///   `trash_bytes`, `sustained_files`: as
 ///   the leader answered ClusterInfo. When no leader answered, `leader` and
 ///   `leader_address` are null, the lists empty and the counts 0; `term` and
 ///   `cluster_id` then come from the masters that answered.
@@ -52,6 +54,12 @@ pub struct ClusterView {
     pub chunk_health: ChunkHealthView,
     pub sessions: u64,
     pub inodes: u64,
+    #[serde(default)]
+    pub trash_files: u64,
+    #[serde(default)]
+    pub trash_bytes: u64,
+    #[serde(default)]
+    pub sustained_files: u64,
 }
 
 /// One master's own view (its NodeStatus).
@@ -253,6 +261,9 @@ pub fn build_view(
         },
         sessions: ci.sessions.len() as u64,
         inodes: ci.inodes,
+        trash_files: ci.trash_files,
+        trash_bytes: ci.trash_bytes,
+        sustained_files: ci.sustained_files,
     }
 }
 

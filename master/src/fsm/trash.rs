@@ -148,7 +148,12 @@ impl Namespace {
     /// EEXIST when the name is taken, ENOTDIR when a component is not a
     /// directory, EPERM when the directory that gets a new entry is
     /// immutable. Replies the file's attributes.
-    pub(crate) fn undelete(&mut self, cred: &Cred, ino: Inode, t: Timespec) -> Result<Reply, Errno> {
+    pub(crate) fn undelete(
+        &mut self,
+        cred: &Cred,
+        ino: Inode,
+        t: Timespec,
+    ) -> Result<Reply, Errno> {
         let path = self.trash_entry(cred, ino)?.path.clone();
         let parts = split_path(&path)?;
         let Some((last, dirs)) = parts.split_last() else {
@@ -255,10 +260,16 @@ impl Namespace {
         for ino in self.trash.keys() {
             let n = self.nodes.get(ino).ok_or("absent trashed inode")?;
             if n.nlink != 0 || n.ftype != FileType::Regular || self.sustained.contains(ino) {
-                return Err(format!("trashed {ino} has links, is no file or is sustained"));
+                return Err(format!(
+                    "trashed {ino} has links, is no file or is sustained"
+                ));
             }
         }
-        if self.sustained_paths.keys().any(|i| !self.sustained.contains(i)) {
+        if self
+            .sustained_paths
+            .keys()
+            .any(|i| !self.sustained.contains(i))
+        {
             return Err("path kept for an inode that is not sustained".into());
         }
         Ok(())
@@ -268,7 +279,10 @@ impl Namespace {
 /// The components of a trash path ('/'-separated, empty ones skipped), each
 /// a valid name; EINVAL for none or a bad one.
 fn split_path(path: &[u8]) -> Result<Vec<&[u8]>, Errno> {
-    let parts: Vec<&[u8]> = path.split(|&b| b == b'/').filter(|p| !p.is_empty()).collect();
+    let parts: Vec<&[u8]> = path
+        .split(|&b| b == b'/')
+        .filter(|p| !p.is_empty())
+        .collect();
     if parts.is_empty() {
         return Err(Errno::EINVAL);
     }

@@ -646,7 +646,7 @@ async fn leader_duties(node: Arc<MasterNode>) {
                 tracing::warn!("expiring sessions: {e}");
             }
         }
-        if ticks % 10 == 0 {
+        if ticks.is_multiple_of(10) {
             purge_trash(&node).await;
         }
     }

@@ -76,6 +76,8 @@ impl AdminService for Admin {
             })
             .collect();
         let inodes = ns.inode_count();
+        let (trash_files, trash_bytes) = ns.trash_usage();
+        let sustained_files = ns.sustained().count() as u64;
         drop(ns);
         let chunkservers = self
             .chunks
@@ -120,6 +122,9 @@ impl AdminService for Admin {
             sessions,
             cluster_id: v.cluster_id.unwrap_or_default(),
             inodes,
+            trash_files,
+            trash_bytes,
+            sustained_files,
         }))
     }
 

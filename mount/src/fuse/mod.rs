@@ -12,6 +12,8 @@
 //! - [`handles`]: open files and directories.
 //! - `locks`: file locks (fcntl, OFD, flock) kept by the master.
 //! - `releases`: releases of closed files, sent to the master in batches.
+//! - [`metafs`]: the meta file system of `mfsmount -m` (trash, undel,
+//!   sustained).
 //!
 //! Kernel features asked for at init: several reader threads (fuser's
 //! `n_threads`, with a cloned `/dev/fuse` fd each), async reads, the
@@ -26,10 +28,12 @@ pub mod fs;
 pub mod handles;
 mod locks;
 mod meta_ops;
+pub mod metafs;
 pub mod options;
 mod releases;
 
 pub use fs::{FsHandle, FsSettings, MfsFs};
+pub use metafs::MetaFs;
 pub use options::{MountConfig, Overrides, Resolved};
 
 use crate::error::ClientError;

@@ -22,6 +22,7 @@ mod addr;
 mod meta;
 mod retry;
 mod session;
+mod trash;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};

@@ -416,6 +416,9 @@ impl AdminService for Svc {
             sessions: vec![SessionInfo::default()],
             cluster_id: "fake".into(),
             inodes: 5,
+            trash_files: 2,
+            trash_bytes: 4096,
+            sustained_files: 1,
         }))
     }
 

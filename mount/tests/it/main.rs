@@ -253,6 +253,10 @@ async fn gather_cluster_view() {
     assert_eq!(view.metaloggers.len(), 1);
     assert_eq!(view.chunk_health.undergoal, 1);
     assert_eq!((view.sessions, view.inodes), (1, 5));
+    assert_eq!(
+        (view.trash_files, view.trash_bytes, view.sustained_files),
+        (2, 4096, 1)
+    );
 }
 
 async fn mfscli(args: &[&str]) -> (i32, String, String) {

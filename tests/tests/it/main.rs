@@ -10,4 +10,5 @@ mod masters;
 mod metalog;
 mod mount;
 mod tools;
+mod trash;
 mod util;

@@ -21,7 +21,7 @@ fn tools_bin() -> std::path::PathBuf {
 
 /// Runs `mfstools TOOL ARGS` (without MFS_MASTERS, so the mount's own masters
 /// are used); returns (exit code, stdout, stderr).
-fn tool(name: &str, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn tool(name: &str, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(tools_bin())
         .arg(name)
         .args(args)
@@ -40,7 +40,7 @@ fn split(out: Output) -> (i32, String, String) {
 }
 
 /// Runs a tool that must succeed; returns its stdout.
-fn ok(name: &str, args: &[&str]) -> String {
+pub(crate) fn ok(name: &str, args: &[&str]) -> String {
     let (code, out, err) = tool(name, args);
     assert_eq!(
         code, 0,
@@ -416,7 +416,8 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 /// mfsmakesnapshot of a 100 MiB tree takes no new chunk on the disks; a
 /// write or a cut on either side copies just the chunk it touches;
-/// mfsrmsnapshot removes the copy and the chunks only it held.
+/// mfsrmsnapshot removes the copy (to the trash, as rm does); emptying the
+/// trash frees the chunks only it held.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_share_chunks_and_diverge() {
     use std::io::{Seek, SeekFrom, Write};
@@ -522,5 +523,17 @@ async fn snapshots_share_chunks_and_diverge() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(std::fs::read(t.join("sub/b")).unwrap(), b2);
-    settle(&c, 3, "after removing the copy");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(on_disk(&c), 6, "the copy's files wait in the trash");
+
+    step("emptying the trash (meta mount): the chunks only the copy held go");
+    let meta = Mount::start(&c, "meta", &["-m"]).unwrap();
+    let trash = meta.path().join("trash");
+    for e in std::fs::read_dir(&trash).unwrap() {
+        let e = e.unwrap();
+        if e.file_name() != "undel" {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    settle(&c, 3, "after emptying the trash");
 }

@@ -81,10 +81,22 @@ fn a_deleted_file_waits_in_the_trash_with_its_chunks() {
     // Not due yet: stays. Due: freed, its chunk queued for deletion.
     let due = listed.expires;
     assert!(h.ns.expired_trash(due - 1, 10).is_empty());
-    internal_at(&mut h, due - 1, Op::PurgeTrash { inodes: vec![f.inode] });
+    internal_at(
+        &mut h,
+        due - 1,
+        Op::PurgeTrash {
+            inodes: vec![f.inode],
+        },
+    );
     assert_eq!(trash_paths(&h).len(), 1);
     assert_eq!(h.ns.expired_trash(due, 10), vec![f.inode]);
-    internal_at(&mut h, due, Op::PurgeTrash { inodes: vec![f.inode] });
+    internal_at(
+        &mut h,
+        due,
+        Op::PurgeTrash {
+            inodes: vec![f.inode],
+        },
+    );
     assert!(trash_paths(&h).is_empty());
     assert_eq!(h.ns.getattr(f.inode), Err(Errno::ENOENT));
     assert_eq!(h.ns.pending_chunk_deletes(), &[chunk]);

@@ -117,18 +117,21 @@ pub fn info(v: &ClusterView, style: Style) -> String {
             &v.cluster_id
         };
         out.push_str(&format!(
-            "cluster {cid}  term {}  leader {leader}  sessions {}  inodes {}\n",
-            v.term, v.sessions, v.inodes
+            "cluster {cid}  term {}  leader {leader}  sessions {}  inodes {}  trash {} files ({} bytes)  sustained {}\n",
+            v.term, v.sessions, v.inodes, v.trash_files, v.trash_bytes, v.sustained_files
         ));
     } else {
         out.push_str(&format!(
-            "cluster\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            "cluster\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
             v.cluster_id,
             v.term,
             opt(v.leader),
             opt(v.leader_address.as_ref()),
             v.sessions,
-            v.inodes
+            v.inodes,
+            v.trash_files,
+            v.trash_bytes,
+            v.sustained_files
         ));
     }
     let masters = Table {
@@ -317,7 +320,7 @@ mod tests {
             },
         );
         let lines: Vec<&str> = s.lines().collect();
-        assert_eq!(lines[0], "cluster\tc1\t3\t1\t127.0.0.1:9421\t0\t0");
+        assert_eq!(lines[0], "cluster\tc1\t3\t1\t127.0.0.1:9421\t0\t0\t0\t0\t0");
         assert_eq!(
             lines[1],
             "master\t1\t127.0.0.1:9421\tleader\t3\t1234\t0\t0\t0\t1\t-"

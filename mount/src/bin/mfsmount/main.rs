@@ -75,6 +75,11 @@ pub struct Args {
     /// Log debugging detail.
     #[arg(short = 'd', long = "debug")]
     pub debug: bool,
+    /// Mount the meta file system instead: trash/ (deleted files, named
+    /// INODE|path; rm removes one for good, mv into trash/undel/ puts it
+    /// back) and sustained/ (deleted while open). Root only.
+    #[arg(short = 'm', long = "meta")]
+    pub meta: bool,
     /// Print the effective settings and exit.
     #[arg(long)]
     pub print_config: bool,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use fuser::{Config, MountOption, Session, SessionACL};
-use mfs_mount::fuse::{self, FsSettings, MfsFs, MountConfig};
+use mfs_mount::fuse::{self, FsSettings, MetaFs, MfsFs, MountConfig};
 use mfs_mount::io::{FileIo, IoOptions};
 use mfs_mount::master::{ClientOptions, MasterClient};
 
@@ -78,6 +78,41 @@ fn mount_and_serve(args: &Args, cfg: &MountConfig, mountpoint: &Path) -> anyhow:
         .build()
         .context("cannot start the async runtime")?;
     let master = rt.block_on(connect(&res, mountpoint))?;
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::Subtype("mfs".into()),
+        MountOption::NoDev,
+        MountOption::NoSuid,
+    ];
+    config.acl = if cfg.allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    config.n_threads = Some(cfg.mfsworkers);
+    config.clone_fd = true;
+    let mount = Mount {
+        rt: &rt,
+        master: &master,
+        mountpoint,
+        canonical,
+        daemon_child: args.daemon_child,
+    };
+    if args.meta {
+        // `mfsmeta#MASTERS`; root only (the kernel checks the modes).
+        config.mount_options.push(MountOption::FSName(format!(
+            "mfsmeta#{}",
+            res.masters.join(",")
+        )));
+        config.mount_options.push(MountOption::DefaultPermissions);
+        let fs = MetaFs::new(master.clone(), rt.handle().clone());
+        let served = mount.serve(fs, &config, "meta file system")?;
+        let _ = rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), master.close_session()).await
+        });
+        rt.shutdown_timeout(Duration::from_secs(1));
+        return served.context("the FUSE session ended with an error");
+    }
     let root = rt
         .block_on(fuse::resolve_root(&master, &res.subfolder))
         .with_context(|| format!("cannot mount subfolder {}", cfg.mfssubfolder))?;
@@ -95,7 +130,6 @@ fn mount_and_serve(args: &Args, cfg: &MountConfig, mountpoint: &Path) -> anyhow:
     let fs = MfsFs::new(master.clone(), io, root, settings, rt.handle().clone());
     let fs_handle = fs.handle();
 
-    let mut config = Config::default();
     // `mfs#MASTERS[:/subfolder]`: mfstools finds the cluster and the
     // subfolder's inode from this (the source column of /proc/mounts).
     let sub: Vec<String> = res
@@ -109,55 +143,14 @@ fn mount_and_serve(args: &Args, cfg: &MountConfig, mountpoint: &Path) -> anyhow:
         format!(":/{}", sub.join("/"))
     };
     let fsname = format!("mfs#{}{sub}", res.masters.join(","));
-    config.mount_options = vec![
-        MountOption::FSName(fsname),
-        MountOption::Subtype("mfs".into()),
-        MountOption::NoDev,
-        MountOption::NoSuid,
-    ];
+    config.mount_options.push(MountOption::FSName(fsname));
     if cfg.ro {
         config.mount_options.push(MountOption::RO);
     }
     if cfg.default_permissions {
         config.mount_options.push(MountOption::DefaultPermissions);
     }
-    config.acl = if cfg.allow_other {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
-    config.n_threads = Some(cfg.mfsworkers);
-    config.clone_fd = true;
-
-    let mut session = match Session::new(fs, mountpoint, &config) {
-        Ok(s) => s,
-        Err(e) => {
-            rt.block_on(async {
-                let _ = tokio::time::timeout(Duration::from_secs(5), master.close_session()).await;
-            });
-            return Err(e).with_context(|| {
-                format!(
-                    "cannot mount on {} (is it an existing directory, not mounted already, and is /dev/fuse usable by this user?)",
-                    mountpoint.display()
-                )
-            });
-        }
-    };
-    let unmounter = std::sync::Arc::new(std::sync::Mutex::new(session.unmount_callable()));
-    rt.spawn(unmount_on_signal(unmounter, canonical.clone()));
-    // Touching the mount point blocks until the session serves: do it
-    // beside the session.
-    rt.spawn_blocking(move || raise_readahead(&canonical));
-    tracing::info!(
-        mountpoint = %mountpoint.display(),
-        masters = %res.masters.join(","),
-        subfolder = %cfg.mfssubfolder,
-        "mounted"
-    );
-    if args.daemon_child {
-        daemon::report_ready();
-    }
-    let served = session.run();
+    let served = mount.serve(fs, &config, &format!("subfolder {}", cfg.mfssubfolder))?;
     tracing::info!("unmounted; committing open files and closing the session");
     let done =
         rt.block_on(async { tokio::time::timeout(SHUTDOWN_LIMIT, fs_handle.shutdown()).await });
@@ -166,6 +159,60 @@ fn mount_and_serve(args: &Args, cfg: &MountConfig, mountpoint: &Path) -> anyhow:
     }
     rt.shutdown_timeout(Duration::from_secs(1));
     served.context("the FUSE session ended with an error")
+}
+
+/// What serving a mount needs besides the file system.
+struct Mount<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    master: &'a MasterClient,
+    mountpoint: &'a Path,
+    canonical: PathBuf,
+    daemon_child: bool,
+}
+
+impl Mount<'_> {
+    /// Mounts `fs` and serves it until unmounted; the outer error is a
+    /// failed mount, the inner one the session's end.
+    fn serve<F: fuser::Filesystem + Send + Sync + 'static>(
+        self,
+        fs: F,
+        config: &Config,
+        what: &str,
+    ) -> anyhow::Result<std::io::Result<()>> {
+        let mut session = match Session::new(fs, self.mountpoint, config) {
+            Ok(s) => s,
+            Err(e) => {
+                let master = self.master;
+                self.rt.block_on(async {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), master.close_session()).await;
+                });
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot mount on {} (is it an existing directory, not mounted already, and is /dev/fuse usable by this user?)",
+                        self.mountpoint.display()
+                    )
+                });
+            }
+        };
+        let unmounter = std::sync::Arc::new(std::sync::Mutex::new(session.unmount_callable()));
+        self.rt
+            .spawn(unmount_on_signal(unmounter, self.canonical.clone()));
+        // Touching the mount point blocks until the session serves: do it
+        // beside the session.
+        let canonical = self.canonical.clone();
+        self.rt.spawn_blocking(move || raise_readahead(&canonical));
+        tracing::info!(
+            mountpoint = %self.mountpoint.display(),
+            masters = %self.master.masters().join(","),
+            %what,
+            "mounted"
+        );
+        if self.daemon_child {
+            daemon::report_ready();
+        }
+        Ok(session.run())
+    }
 }
 
 /// Unmounts at SIGTERM, SIGINT or SIGHUP: a plain unmount first, and a lazy
