@@ -201,10 +201,13 @@ impl Namespace {
             c.fresh = false;
         }
         let n = self.nodes.get_mut(&inode).ok_or(Errno::ENOENT)?;
+        let before = super::quota::contrib(n);
         n.size = n.size.max(length);
         n.mtime = mtime;
         n.ctime = t;
-        Ok(Reply::Attr(n.attr(inode)))
+        let attr = n.attr(inode);
+        self.recharge(inode, before);
+        Ok(Reply::Attr(attr))
     }
 
     pub(crate) fn chunks_deleted(&mut self, ids: &[ChunkId]) -> Reply {
@@ -268,6 +271,7 @@ impl Namespace {
                 continue;
             }
             changed += 1;
+            let before = super::quota::contrib(node);
             let Some(n) = self.nodes.get_mut(&ino) else {
                 continue;
             };
@@ -286,6 +290,7 @@ impl Namespace {
                             }
                         }
                     }
+                    self.recharge(ino, before);
                 }
             }
         }

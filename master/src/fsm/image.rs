@@ -18,7 +18,7 @@ pub const IMAGE_MAGIC: &[u8; 8] = b"MFSIMG01";
 /// 2: the data path: chunk ids counter, fresh chunks, chunk and tree replies.
 /// 3: file locks.
 /// 4: extra attributes (eattr) of inodes.
-/// 5: the trash and the paths of sustained files.
+/// 5: the trash, the paths of sustained files, quotas.
 pub const IMAGE_VERSION: u32 = 5;
 /// Oldest format this build reads.
 pub const IMAGE_VERSION_MIN: u32 = 4;
@@ -29,7 +29,7 @@ pub const IMAGE_VERSION_MIN: u32 = 4;
 /// format.
 fn missing_tail(v: u32) -> &'static [u8] {
     match v {
-        4 => &[0, 0],
+        4 => &[0, 0, 0],
         _ => &[],
     }
 }
@@ -148,7 +148,7 @@ impl Namespace {
             upgraded = [payload, tail].concat();
             &upgraded[..]
         };
-        let (ns, read): (Namespace, usize) =
+        let (mut ns, read): (Namespace, usize) =
             bincode::serde::decode_from_slice(payload, bincode::config::standard())
                 .map_err(|e| ImageError::Decode(e.to_string()))?;
         if read != payload.len() {
@@ -157,6 +157,7 @@ impl Namespace {
                 payload.len() - read
             )));
         }
+        ns.rebuild_file_parents();
         ns.check().map_err(ImageError::Inconsistent)?;
         Ok((ns, extra.to_vec()))
     }

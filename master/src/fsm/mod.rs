@@ -16,7 +16,8 @@
 //! operations: chunk allocation and versions, writes, goal and trash time),
 //! `perm` (permission rules), `locks` (file locks), `snapshot`
 //! (mfsmakesnapshot's tree copy sharing chunks, copy-on-write of a shared
-//! chunk), `trash` (deleted files kept for their trash time, undelete),
+//! chunk), `trash` (deleted files kept for their trash time, undelete), `quota`
+//! (directory quotas and their usage),
 //! `image` (snapshot format).
 
 mod chunks;
@@ -25,6 +26,7 @@ mod locks;
 mod namespace;
 mod ops;
 mod perm;
+mod quota;
 mod remove;
 mod snapshot;
 mod trash;
@@ -37,5 +39,6 @@ pub use image::{ImageError, IMAGE_MAGIC, IMAGE_VERSION};
 pub use locks::{FileLock, LockKind, LockQuery, LockType, MAX_LOCKS_PER_INODE};
 pub use mfs_common::ids::{ChunkId, ChunkVersion, Inode, SessionId};
 pub use namespace::{check_name, ChunkInfo, Namespace};
+pub use quota::{Limits, Quota, QuotaSetting, Usage, DEFAULT_GRACE};
 pub use trash::{RemovedFile, TrashEntry};
 pub use types::*;

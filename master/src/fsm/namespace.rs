@@ -184,6 +184,12 @@ pub struct Namespace {
     pub(crate) trash: BTreeMap<Inode, super::trash::TrashEntry>,
     /// Where each sustained inode was when its last name went.
     pub(crate) sustained_paths: BTreeMap<Inode, Vec<u8>>,
+    /// Directory quotas with their usage (see `quota`).
+    pub(crate) quotas: BTreeMap<Inode, super::quota::Quota>,
+    /// (non-directory, directory) → names of it there: derived from the
+    /// tree, kept up to date, rebuilt at load (not in images).
+    #[serde(skip)]
+    pub(crate) file_parents: BTreeMap<(Inode, Inode), u32>,
 }
 
 impl Default for Namespace {
@@ -222,6 +228,8 @@ impl Namespace {
             locks: BTreeMap::new(),
             trash: BTreeMap::new(),
             sustained_paths: BTreeMap::new(),
+            quotas: BTreeMap::new(),
+            file_parents: BTreeMap::new(),
         }
     }
 
@@ -629,6 +637,7 @@ impl Namespace {
         }
         self.check_locks()?;
         self.check_trash()?;
+        self.check_quotas()?;
         Ok(())
     }
 }

@@ -74,6 +74,14 @@ impl Namespace {
     }
 
     fn execute(&mut self, sid: Option<SessionId>, t: Timespec, op: &Op) -> Result<Reply, Errno> {
+        let r = self.execute_op(sid, t, op);
+        if !self.quotas.is_empty() {
+            self.update_soft_times(t.sec);
+        }
+        r
+    }
+
+    fn execute_op(&mut self, sid: Option<SessionId>, t: Timespec, op: &Op) -> Result<Reply, Errno> {
         match op {
             // Handled in `apply`; reaching here means session 0.
             Op::RegisterSession { .. } | Op::CloseSession => Err(Errno::UNKNOWN_SESSION),
@@ -292,6 +300,11 @@ impl Namespace {
             Op::TrashDelete { cred, inode } => self.trash_delete(cred, *inode),
             Op::Undelete { cred, inode } => self.undelete(cred, *inode, t),
             Op::SetTrashPath { cred, inode, path } => self.set_trash_path(cred, *inode, path),
+            Op::SetQuota {
+                cred,
+                inode,
+                setting,
+            } => self.set_quota(cred, *inode, *setting),
         }
     }
 
@@ -431,6 +444,11 @@ impl Namespace {
         if self.next_inode == u64::MAX {
             return Err(Errno::ENOSPC);
         }
+        let one = super::quota::Usage {
+            inodes: 1,
+            ..Default::default()
+        };
+        self.quota_check(&[parent], one, t.sec)?;
         let is_dir = ftype == FileType::Directory;
         if is_dir && p.nlink >= u32::MAX - 1 {
             return Err(Errno::EMLINK);
@@ -481,6 +499,8 @@ impl Namespace {
         }
         self.next_inode += 1;
         self.nodes.insert(ino, node);
+        self.index_name(parent, ino, true);
+        self.charge_tree(parent, ino, true);
         Ok(attr)
     }
 
@@ -656,6 +676,9 @@ impl Namespace {
                 return Err(Errno::EFBIG);
             }
             perm::access(node, cred, MAY_WRITE)?;
+            if size > node.size {
+                self.quota_check_growth(ino, size, t.sec)?;
+            }
         }
         if let Some(uid) = c.uid {
             let keeps_owner = uid == node.uid && cred.uid == node.uid;
@@ -731,7 +754,12 @@ impl Namespace {
         let Some(n) = self.nodes.get_mut(&ino) else {
             return;
         };
+        let before = super::quota::contrib(n);
         n.size = size;
+        self.recharge(ino, before);
+        let Some(n) = self.nodes.get_mut(&ino) else {
+            return;
+        };
         let NodeData::File { chunks } = &mut n.data else {
             return;
         };

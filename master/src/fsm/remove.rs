@@ -31,6 +31,7 @@ impl Namespace {
     ) -> Result<Reply, Errno> {
         let victim = self.lookup_victim(cred, parent, name)?;
         perm::may_delete(self.node(parent)?, self.node(victim)?, cred, false)?;
+        self.charge_tree(parent, victim, false);
         self.remove_entry(parent, name, t);
         self.drop_link(victim, (parent, name), t);
         Ok(Reply::Ok)
@@ -50,6 +51,7 @@ impl Namespace {
         if vnode.entries().is_some_and(|e| !e.is_empty()) {
             return Err(Errno::ENOTEMPTY);
         }
+        self.charge_tree(parent, victim, false);
         self.remove_entry(parent, name, t);
         if let Some(p) = self.nodes.get_mut(&parent) {
             p.nlink = p.nlink.saturating_sub(1);
@@ -81,7 +83,9 @@ impl Namespace {
         if node.nlink >= LINK_MAX {
             return Err(Errno::EMLINK);
         }
+        self.quota_check(&[new_parent], super::quota::contrib(node), t.sec)?;
         self.add_entry(new_parent, new_name, ino, t);
+        self.charge_tree(new_parent, ino, true);
         let n = self.nodes.get_mut(&ino).ok_or(Errno::ENOENT)?;
         n.nlink += 1;
         n.ctime = t;
@@ -195,6 +199,11 @@ impl Namespace {
             }
         }
 
+        self.quota_check_move(src, parent, new_parent, t.sec)?;
+        if let (true, Some(d)) = (exchange, dst) {
+            self.quota_check_move(d, new_parent, parent, t.sec)?;
+        }
+
         // All checked; now change.
         if exchange {
             let Some(d) = dst else {
@@ -202,6 +211,8 @@ impl Namespace {
             };
             self.add_entry(parent, name, d, t);
             self.add_entry(new_parent, new_name, src, t);
+            self.move_usage(src, parent, new_parent);
+            self.move_usage(d, new_parent, parent);
             if moves {
                 if src_dir {
                     self.reparent(src, parent, new_parent);
@@ -213,6 +224,7 @@ impl Namespace {
             self.touch_ctime(d, t);
         } else {
             if let Some(d) = dst {
+                self.charge_tree(new_parent, d, false);
                 self.remove_entry(new_parent, new_name, t);
                 if dst_dir {
                     if let Some(p) = self.nodes.get_mut(&new_parent) {
@@ -225,6 +237,7 @@ impl Namespace {
             }
             self.remove_entry(parent, name, t);
             self.add_entry(new_parent, new_name, src, t);
+            self.move_usage(src, parent, new_parent);
             if moves && src_dir {
                 self.reparent(src, parent, new_parent);
             }
@@ -257,23 +270,32 @@ impl Namespace {
 
     /// Set entry `name` of directory `dir` to `ino`; stamp the directory.
     fn add_entry(&mut self, dir: Inode, name: &[u8], ino: Inode, t: Timespec) {
+        let mut replaced = None;
         if let Some(d) = self.nodes.get_mut(&dir) {
             if let Some(e) = d.entries_mut() {
-                e.insert(name.to_vec(), ino);
+                replaced = e.insert(name.to_vec(), ino);
             }
             d.mtime = t;
             d.ctime = t;
         }
+        if let Some(old) = replaced {
+            self.index_name(dir, old, false);
+        }
+        self.index_name(dir, ino, true);
     }
 
     /// Remove entry `name` of directory `dir`; stamp the directory.
     fn remove_entry(&mut self, dir: Inode, name: &[u8], t: Timespec) {
+        let mut removed = None;
         if let Some(d) = self.nodes.get_mut(&dir) {
             if let Some(e) = d.entries_mut() {
-                e.remove(name);
+                removed = e.remove(name);
             }
             d.mtime = t;
             d.ctime = t;
+        }
+        if let Some(old) = removed {
+            self.index_name(dir, old, false);
         }
     }
 
@@ -295,6 +317,7 @@ impl Namespace {
         self.sustained.remove(&ino);
         self.sustained_paths.remove(&ino);
         self.trash.remove(&ino);
+        self.quotas.remove(&ino);
         let Some(node) = self.nodes.remove(&ino) else {
             return;
         };

@@ -42,6 +42,7 @@ impl Namespace {
         if dirs > 0 && top.is_dir() && self.dir(parent)?.nlink >= u32::MAX - 1 {
             return Err(Errno::EMLINK);
         }
+        self.quota_check(&[parent], self.tree_usage(src), t.sec)?;
 
         // All checked; now copy, parents before children.
         let new_top = self.copy_node(src, parent, t);
@@ -57,6 +58,7 @@ impl Namespace {
                 if let Some(entries) = self.nodes.get_mut(&to).and_then(|n| n.entries_mut()) {
                     entries.insert(child_name, copy);
                 }
+                self.index_name(to, copy, true);
                 stack.push((child, copy));
             }
         }
@@ -70,6 +72,8 @@ impl Namespace {
         if is_dir {
             p.nlink = p.nlink.saturating_add(1);
         }
+        self.index_name(parent, new_top, true);
+        self.charge_tree(parent, new_top, true);
         Ok(Reply::Attr(self.node(new_top)?.attr(new_top)))
     }
 

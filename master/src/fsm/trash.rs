@@ -61,6 +61,25 @@ impl Namespace {
         parts.join(&b'/')
     }
 
+    /// The path of directory `dir` relative to the root ("" for the root).
+    pub(crate) fn dir_path(&self, dir: Inode) -> Vec<u8> {
+        if dir == Inode::ROOT {
+            return Vec::new();
+        }
+        let Some(up) = self.nodes.get(&dir).and_then(|n| n.dir_parent()) else {
+            return Vec::new();
+        };
+        let name = self
+            .nodes
+            .get(&up)
+            .and_then(|n| n.entries())
+            .and_then(|e| e.iter().find(|(_, &c)| c == dir).map(|(n, _)| n.clone()));
+        match name {
+            Some(n) => self.path_of(up, &n),
+            None => Vec::new(),
+        }
+    }
+
     /// The last name of file `ino` went (from `parent`/`name`, already
     /// removed): to the trash (regular file, trash time above 0), sustained
     /// (open), or freed.
@@ -180,6 +199,12 @@ impl Namespace {
         if d.eattr & eattr::IMMUTABLE != 0 {
             return Err(Errno::EPERM);
         }
+        let missing = super::quota::Usage {
+            inodes: (dirs.len() - existing) as u64,
+            ..Default::default()
+        };
+        let file = self.node(ino).map(super::quota::contrib)?;
+        self.quota_check(&[dir], file.plus(missing), t.sec)?;
         let owner = {
             let n = self.node(ino)?;
             Cred::user(n.uid, n.gid)
@@ -203,7 +228,10 @@ impl Namespace {
         let n = self.nodes.get_mut(&ino).ok_or(Errno::ENOENT)?;
         n.nlink = 1;
         n.ctime = t;
-        Ok(Reply::Attr(n.attr(ino)))
+        let attr = n.attr(ino);
+        self.index_name(dir, ino, true);
+        self.charge_tree(dir, ino, true);
+        Ok(Reply::Attr(attr))
     }
 
     /// Files in the trash (or, with `sustained`, the sustained ones) with

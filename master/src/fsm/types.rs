@@ -512,6 +512,13 @@ pub enum Op {
         inode: Inode,
         path: Vec<u8>,
     },
+    /// mfssetquota / mfsdelquota (`None`) on directory `inode`: root only
+    /// (EPERM), ENOTDIR for another type. See `quota`.
+    SetQuota {
+        cred: Cred,
+        inode: Inode,
+        setting: Option<super::quota::QuotaSetting>,
+    },
 }
 
 impl Op {
@@ -554,6 +561,7 @@ impl Op {
             Op::TrashDelete { .. } => "TrashDelete",
             Op::Undelete { .. } => "Undelete",
             Op::SetTrashPath { .. } => "SetTrashPath",
+            Op::SetQuota { .. } => "SetQuota",
         }
     }
 

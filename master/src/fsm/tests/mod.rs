@@ -9,6 +9,7 @@ mod model;
 mod model_run;
 mod perms;
 mod posix;
+mod quotas;
 mod snapshots;
 mod trash;
 
@@ -72,6 +73,29 @@ impl H {
             },
         });
         assert!(matches!(reply, Reply::Tree { .. }), "{reply:?}");
+        // A quota on the root that never refuses: every test then checks
+        // (in `check`, after each request) that quota usage follows every
+        // change. Tests of quotas remove it.
+        let unlimited = Limits {
+            inodes: Some(u64::MAX),
+            ..Limits::default()
+        };
+        let reply = ns.apply(&Request {
+            session: SessionId(0),
+            seq: 0,
+            acked: 0,
+            time: ts(1000),
+            op: Op::SetQuota {
+                cred: root(),
+                inode: Inode::ROOT,
+                setting: Some(QuotaSetting {
+                    soft: Limits::default(),
+                    hard: unlimited,
+                    grace: DEFAULT_GRACE,
+                }),
+            },
+        });
+        assert_eq!(reply, Reply::Ok);
         H {
             ns,
             sid: id,

@@ -516,7 +516,9 @@ pub(super) fn give_chunks(ns: &mut Namespace, ino: Inode, ids: &[u64]) {
         ns.next_chunk = ns.next_chunk.max(i + 1);
     }
     if let Some(n) = ns.nodes.get_mut(&ino) {
+        let before = crate::fsm::quota::contrib(n);
         n.size = ids.len() as u64 * CHUNK_SIZE;
+        ns.recharge(ino, before);
     }
 }
 

@@ -224,17 +224,22 @@ fn the_trash_survives_an_image_and_older_images_load() {
     assert_eq!((back, extra), (h.ns.clone(), b"x".to_vec()));
 
     // A format 4 image: the same namespace without the fields added since
-    // (two empty maps, one zero byte each).
+    // (three empty maps, one zero byte each).
     let mut plain = H::new();
+    plain.ok(Op::SetQuota {
+        cred: root(),
+        inode: R,
+        setting: None,
+    });
     plain.create(&root(), R, "g", 0o644);
     let cur = plain.ns.to_image(b"");
     let n = u64::from_le_bytes(cur[12..20].try_into().expect("8 bytes")) as usize;
     let payload = &cur[20..20 + n];
-    assert_eq!(&payload[n - 2..], &[0, 0]);
+    assert_eq!(&payload[n - 3..], &[0, 0, 0]);
     let mut old = IMAGE_MAGIC.to_vec();
     old.extend_from_slice(&4u32.to_le_bytes());
-    old.extend_from_slice(&((n - 2) as u64).to_le_bytes());
-    old.extend_from_slice(&payload[..n - 2]);
+    old.extend_from_slice(&((n - 3) as u64).to_le_bytes());
+    old.extend_from_slice(&payload[..n - 3]);
     old.extend_from_slice(&0u64.to_le_bytes());
     let crc = crc32fast::hash(&old);
     old.extend_from_slice(&crc.to_le_bytes());
