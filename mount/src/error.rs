@@ -41,6 +41,8 @@ pub mod errno {
     pub const ENOTCONN: i32 = 107;
     /// Stale file handle (also: unknown session).
     pub const ESTALE: i32 = 116;
+    /// Disk quota exceeded (a write past a directory quota's room).
+    pub const EDQUOT: i32 = 122;
 }
 
 /// What a call to the master group can fail with.

@@ -444,6 +444,16 @@ impl Namespace {
         Ok(Reply::Ok)
     }
 
+    /// The path of quota directory `ino`.
+    pub fn quota_path(&self, ino: Inode) -> Vec<u8> {
+        self.dir_path(ino)
+    }
+
+    /// ENOENT unless inode `ino` exists.
+    pub fn node_exists(&self, ino: Inode) -> Result<(), Errno> {
+        self.node(ino).map(|_| ())
+    }
+
     /// The quota of directory `ino`, if it has one.
     pub fn quota(&self, ino: Inode) -> Option<&Quota> {
         self.quotas.get(&ino)

@@ -132,6 +132,7 @@ pub fn location_to_pb(l: Location) -> pb::ChunkLocation {
             .map(|(id, address)| pb::ChunkServerAddr { id, address })
             .collect(),
         lease_secs: l.lease_secs,
+        quota_room: None,
     }
 }
 

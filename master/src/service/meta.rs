@@ -27,7 +27,7 @@ pub struct Meta {
     pub chunks: Arc<ChunkManager>,
 }
 
-type R<T> = Result<Response<T>, Status>;
+pub(super) type R<T> = Result<Response<T>, Status>;
 
 fn rid(id: Option<pb::RequestId>) -> Result<pb::RequestId, Status> {
     match id {
@@ -57,7 +57,7 @@ fn tree_reply(r: Reply) -> R<pb::SetTreeReply> {
     }
 }
 
-fn attr_reply(r: Reply) -> Result<pb::Attr, Status> {
+pub(super) fn attr_reply(r: Reply) -> Result<pb::Attr, Status> {
     match r {
         Reply::Attr(a) => Ok(attr_to_pb(&a)),
         Reply::Err(e) => Err(errno_status(e)),
@@ -65,7 +65,7 @@ fn attr_reply(r: Reply) -> Result<pb::Attr, Status> {
     }
 }
 
-fn ok_reply(r: Reply) -> R<pb::Empty> {
+pub(super) fn ok_reply(r: Reply) -> R<pb::Empty> {
     match r {
         Reply::Err(e) => Err(errno_status(e)),
         _ => Ok(Response::new(pb::Empty {})),
@@ -79,7 +79,7 @@ fn entry(r: Reply) -> R<pb::EntryReply> {
 }
 
 impl Meta {
-    async fn mutate(&self, id: Option<pb::RequestId>, op: Op) -> Result<Reply, Status> {
+    pub(super) async fn mutate(&self, id: Option<pb::RequestId>, op: Op) -> Result<Reply, Status> {
         let id = rid(id)?;
         let req = fsm::Request {
             session: SessionId(id.session),
@@ -91,7 +91,7 @@ impl Meta {
         Ok(self.node.write(req).await?)
     }
 
-    async fn read<T>(
+    pub(super) async fn read<T>(
         &self,
         f: impl FnOnce(&fsm::Namespace) -> Result<T, Errno>,
     ) -> Result<T, Status> {
@@ -479,7 +479,14 @@ impl MetaService for Meta {
                 r.renew,
             )
             .await?;
-        Ok(Response::new(location_to_pb(loc)))
+        let room = self
+            .node
+            .shared
+            .ns()
+            .quota_room(Inode(r.inode), now().sec);
+        let mut loc = location_to_pb(loc);
+        loc.quota_room = room;
+        Ok(Response::new(loc))
     }
 
     async fn write_chunk_end(&self, req: Request<pb::WriteChunkEndRequest>) -> R<pb::AttrReply> {
@@ -609,17 +616,7 @@ impl MetaService for Meta {
     }
 
     async fn list_removed(&self, req: Request<pb::ListRemovedRequest>) -> R<pb::ListRemovedReply> {
-        let r = req.into_inner();
-        let limit = match r.limit {
-            0 => 1000,
-            n => n.min(100_000) as usize,
-        };
-        let files = self
-            .read(|ns| Ok(ns.removed_files(r.sustained, Inode(r.after_inode), limit)))
-            .await?;
-        Ok(Response::new(pb::ListRemovedReply {
-            files: files.iter().map(removed_to_pb).collect(),
-        }))
+        self.list_removed_files(req.into_inner()).await
     }
 
     async fn trash_delete(&self, req: Request<pb::TrashFileRequest>) -> R<pb::Empty> {
@@ -650,5 +647,18 @@ impl MetaService for Meta {
             path: r.path,
         };
         ok_reply(self.mutate(r.id, op).await?)
+    }
+
+    async fn set_quota(&self, req: Request<pb::SetQuotaRequest>) -> R<pb::QuotaReply> {
+        self.set_dir_quota(req.into_inner()).await
+    }
+
+    async fn get_quota(&self, req: Request<pb::GetQuotaRequest>) -> R<pb::QuotaReply> {
+        let inode = Inode(req.into_inner().inode);
+        self.dir_quota(inode).await
+    }
+
+    async fn list_quotas(&self, _req: Request<pb::ListQuotasRequest>) -> R<pb::ListQuotasReply> {
+        self.all_quotas().await
     }
 }

@@ -8,3 +8,4 @@ pub mod convert;
 pub mod error;
 pub mod http;
 pub mod meta;
+mod quotas;

@@ -30,7 +30,6 @@ pub(crate) struct Piece {
 
 impl Piece {
     /// The piece's offset in the file.
-    #[cfg(test)]
     pub(crate) fn file_offset(&self) -> u64 {
         u64::from(self.index) * CHUNK_SIZE + u64::from(self.chunk_offset)
     }

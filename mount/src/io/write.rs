@@ -170,6 +170,18 @@ impl Inner {
         let mut failed: Option<u32> = None;
         loop {
             let loc = self.lease(file, inode, piece.index, failed.take()).await?;
+            if let Some(room) = loc.quota_room {
+                let end = piece.file_offset() + u64::from(piece.len);
+                if end > loc.file_length.saturating_add(room) {
+                    return Err(ClientError::Errno(
+                        errno::EDQUOT,
+                        format!(
+                            "inode {inode}: a write to byte {end} passes a directory quota (room {room} bytes past length {})",
+                            loc.file_length
+                        ),
+                    ));
+                }
+            }
             let req = ChunkWriteRequest {
                 chunk_id: loc.chunk_id,
                 version: loc.version,

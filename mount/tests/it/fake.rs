@@ -355,6 +355,15 @@ impl MetaService for Svc {
     async fn set_trash_path(&self, _r: Request<SetTrashPathRequest>) -> R<Empty> {
         Err(Status::unimplemented("trash"))
     }
+    async fn set_quota(&self, _r: Request<SetQuotaRequest>) -> R<QuotaReply> {
+        Err(Status::unimplemented("quota"))
+    }
+    async fn get_quota(&self, _r: Request<GetQuotaRequest>) -> R<QuotaReply> {
+        Err(Status::unimplemented("quota"))
+    }
+    async fn list_quotas(&self, _r: Request<ListQuotasRequest>) -> R<ListQuotasReply> {
+        Err(Status::unimplemented("quota"))
+    }
 }
 
 #[tonic::async_trait]

@@ -235,6 +235,8 @@ pub struct MasterState {
     next_chunk: AtomicU64,
     /// WriteChunk answers EAGAIN this many more times.
     pub eagain: AtomicU32,
+    /// The quota room WriteChunk gives (`None`: no quota).
+    pub quota_room: Mutex<Option<u64>>,
     pub read_chunk_calls: AtomicU64,
     /// Every WriteChunk request seen (retries included).
     pub write_chunk_calls: Mutex<Vec<WriteChunkRequest>>,
@@ -256,6 +258,7 @@ impl MasterState {
             file_length: lk(&self.lengths).get(&inode).copied().unwrap_or(0),
             servers: c.copies.iter().map(|&i| self.addr(i)).collect(),
             lease_secs: 10,
+            quota_room: *lk(&self.quota_room),
         }
     }
 
@@ -460,6 +463,15 @@ impl MetaService for Meta {
     async fn set_trash_path(&self, _r: Request<SetTrashPathRequest>) -> R<Empty> {
         un()
     }
+    async fn set_quota(&self, _r: Request<SetQuotaRequest>) -> R<QuotaReply> {
+        un()
+    }
+    async fn get_quota(&self, _r: Request<GetQuotaRequest>) -> R<QuotaReply> {
+        un()
+    }
+    async fn list_quotas(&self, _r: Request<ListQuotasRequest>) -> R<ListQuotasReply> {
+        un()
+    }
 }
 
 /// A fake master and `n` fake chunkservers.
@@ -489,6 +501,7 @@ impl FakeCluster {
             lengths: Mutex::new(HashMap::new()),
             next_chunk: AtomicU64::new(0x100),
             eagain: AtomicU32::new(0),
+            quota_room: Mutex::new(None),
             read_chunk_calls: AtomicU64::new(0),
             write_chunk_calls: Mutex::new(Vec::new()),
             write_chunk_end_calls: Mutex::new(Vec::new()),

@@ -240,6 +240,22 @@ async fn write_whose_chain_head_is_down_renews_the_lease() {
 }
 
 #[tokio::test]
+async fn writes_past_the_quota_room_get_edquot() {
+    let c = FakeCluster::start(1, 1).await;
+    let io = io_for(&c, IoOptions::default()).await;
+    *c.master.quota_room.lock().unwrap_or_else(|p| p.into_inner()) = Some(10);
+    ok(io.write(INODE, 0, b"0123456789")).await;
+    match io.write(INODE, 10, b"x").await {
+        Err(ClientError::Errno(122, _)) => {}
+        other => panic!("a write past the room: {other:?}"),
+    }
+    // Inside what was allowed, overwrites still work.
+    ok(io.write(INODE, 2, b"ab")).await;
+    ok(io.flush(INODE)).await;
+    assert_eq!(ok(io.read(INODE, 0, 100)).await, b"01ab456789");
+}
+
+#[tokio::test]
 async fn eagain_from_write_chunk_is_retried() {
     let c = FakeCluster::start(1, 1).await;
     let io = io_for(&c, IoOptions::default()).await;
