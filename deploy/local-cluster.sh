@@ -858,7 +858,7 @@ start_role() {
 
 # The MooseFS tool names (mfsgetgoal, ...) as links to mfstools in BIN_DIR,
 # made when missing; `mfstools NAME ARGS` works without them.
-MFS_TOOL_NAMES=(mfsgetgoal mfssetgoal mfsgettrashtime mfssettrashtime mfsgeteattr mfsseteattr mfsdeleattr mfsmakesnapshot mfsrmsnapshot mfscheckfile mfsfileinfo mfsdirinfo)
+MFS_TOOL_NAMES=(mfsgetgoal mfssetgoal mfsgettrashtime mfssettrashtime mfsgeteattr mfsseteattr mfsdeleattr mfsmakesnapshot mfsrmsnapshot mfsgetquota mfssetquota mfsdelquota mfscheckfile mfsfileinfo mfsdirinfo)
 link_tools() {
 	have_bin mfstools || return 0
 	local t

@@ -479,11 +479,7 @@ impl MetaService for Meta {
                 r.renew,
             )
             .await?;
-        let room = self
-            .node
-            .shared
-            .ns()
-            .quota_room(Inode(r.inode), now().sec);
+        let room = self.node.shared.ns().quota_room(Inode(r.inode), now().sec);
         let mut loc = location_to_pb(loc);
         loc.quota_room = room;
         Ok(Response::new(loc))

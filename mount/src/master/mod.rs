@@ -22,7 +22,7 @@ mod addr;
 mod meta;
 mod retry;
 mod session;
-mod trash;
+mod trash_quota;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};

@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use mfs_proto::v1::{Attr, FileType, SetTreeReply};
+use mfs_proto::v1::{Attr, FileType, QuotaInfo, SetTreeReply};
 
 /// Bytes of file data one chunk holds.
 pub const CHUNK_SIZE: u64 = 64 << 20;
@@ -128,6 +128,56 @@ pub enum ChunkSlot {
     /// A chunk the master knows no valid copy of (it answered EIO, so its
     /// id is not known here).
     Lost,
+}
+
+/// Seven days: the grace period MooseFS calls "default".
+pub const DEFAULT_GRACE_SECS: u32 = 7 * 86400;
+
+/// `mfsgetquota` / `mfssetquota` output for one directory, as MooseFS's
+/// (plain numbers, `-` for no limit), with a line when a soft limit is
+/// exceeded (`now`: Unix seconds). `None`: "PATH: no quota".
+pub fn quota(path: &str, q: Option<&QuotaInfo>, now: i64) -> String {
+    let Some(q) = q else {
+        return format!("{path}: no quota\n");
+    };
+    let grace = if q.grace_secs == DEFAULT_GRACE_SECS {
+        "default".to_string()
+    } else {
+        format!("{} seconds", q.grace_secs)
+    };
+    let mut out = format!(
+        "{path}: (current values | soft quota | hard quota) ; soft quota grace period: {grace}\n"
+    );
+    let u = q.usage.unwrap_or_default();
+    let (soft, hard) = (q.soft.unwrap_or_default(), q.hard.unwrap_or_default());
+    let rows = [
+        ("inodes  ", u.inodes, soft.inodes, hard.inodes),
+        ("length  ", u.length, soft.length, hard.length),
+        ("size    ", u.size, soft.size, hard.size),
+        ("realsize", u.realsize, soft.realsize, hard.realsize),
+    ];
+    let limit = |l: Option<u64>| l.map_or_else(|| "-".to_string(), |v| v.to_string());
+    for (name, cur, s, h) in rows {
+        out.push_str(&format!(
+            " {name} | {cur:>20} | {:>20} | {:>20} |\n",
+            limit(s),
+            limit(h)
+        ));
+    }
+    if q.soft_exceeded_since != 0 {
+        let left = q
+            .soft_exceeded_since
+            .saturating_add(i64::from(q.grace_secs))
+            .saturating_sub(now);
+        if left > 0 {
+            out.push_str(&format!(
+                " soft quota exceeded: acts as hard in {left} seconds\n"
+            ));
+        } else {
+            out.push_str(" soft quota exceeded for longer than the grace period: acts as hard\n");
+        }
+    }
+    out
 }
 
 /// `mfscheckfile` output: chunks counted by their number of valid copies

@@ -9,6 +9,7 @@ mod locks;
 mod masters;
 mod metalog;
 mod mount;
+mod quota;
 mod tools;
 mod trash;
 mod util;

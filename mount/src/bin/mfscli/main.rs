@@ -29,6 +29,7 @@ use output::Style;
         mfscli info                          masters, metaloggers, chunkservers, chunk health\n  \
         mfscli -H m1:9421,m2:9421 info --json\n  \
         mfscli wait-leader --timeout 60      block until the cluster has a leader\n  \
+        mfscli quota                         directory quotas and their usage\n  \
         mfscli add-master 4 10.0.0.4:9421    grow the Raft group"
 )]
 struct Cli {
@@ -90,6 +91,14 @@ enum Cmd {
     Snapshot,
     /// Wait until the cluster has a leader that answers; print its id.
     WaitLeader,
+    /// Directory quotas: each directory's usage with its soft and hard
+    /// limits ("usage/soft/hard", "-": no limit), grace period and since
+    /// when a soft limit is exceeded.
+    Quota {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -175,6 +184,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(e) = cluster_err {
                 eprintln!("mfscli: warning: no leader answered ClusterInfo: {e}");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Quota { json } => {
+            let client = connect(
+                &masters,
+                Duration::from_secs(5),
+                seconds(cli.timeout, 30.0)?,
+            )
+            .await?;
+            let list = client.list_quotas().await.context("listing quotas")?;
+            let text = if json {
+                serde_json::to_string_pretty(&output::quotas_json(&list))? + "\n"
+            } else {
+                output::quotas(&list)
+            };
+            emit(&text)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::AddMaster { id, addr } => {

@@ -256,6 +256,59 @@ pub fn membership(r: &MembershipReply) -> String {
     )
 }
 
+/// `mfscli quota`: one line per quota directory, "usage/soft/hard" per
+/// kind ("-": no limit), tab-separated with a header.
+pub fn quotas(list: &[mfs_proto::v1::QuotaInfo]) -> String {
+    let mut out =
+        String::from("PATH\tINODES\tLENGTH\tSIZE\tREALSIZE\tGRACE\tSOFT_EXCEEDED_SINCE\n");
+    let lim = |l: Option<u64>| l.map_or_else(|| "-".to_string(), |v| v.to_string());
+    for q in list {
+        let u = q.usage.unwrap_or_default();
+        let (s, h) = (q.soft.unwrap_or_default(), q.hard.unwrap_or_default());
+        let cell =
+            |cur: u64, s: Option<u64>, h: Option<u64>| format!("{cur}/{}/{}", lim(s), lim(h));
+        out.push_str(&format!(
+            "/{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            String::from_utf8_lossy(&q.path),
+            cell(u.inodes, s.inodes, h.inodes),
+            cell(u.length, s.length, h.length),
+            cell(u.size, s.size, h.size),
+            cell(u.realsize, s.realsize, h.realsize),
+            q.grace_secs,
+            if q.soft_exceeded_since == 0 {
+                "-".to_string()
+            } else {
+                q.soft_exceeded_since.to_string()
+            }
+        ));
+    }
+    out
+}
+
+/// `mfscli quota --json`: a list of objects (null: no limit).
+pub fn quotas_json(list: &[mfs_proto::v1::QuotaInfo]) -> serde_json::Value {
+    let limits = |l: Option<mfs_proto::v1::QuotaLimits>| {
+        let l = l.unwrap_or_default();
+        serde_json::json!({"inodes": l.inodes, "length": l.length, "size": l.size, "realsize": l.realsize})
+    };
+    serde_json::Value::Array(
+        list.iter()
+            .map(|q| {
+                let u = q.usage.unwrap_or_default();
+                serde_json::json!({
+                    "path": format!("/{}", String::from_utf8_lossy(&q.path)),
+                    "inode": q.inode,
+                    "usage": {"inodes": u.inodes, "length": u.length, "size": u.size, "realsize": u.realsize},
+                    "soft": limits(q.soft),
+                    "hard": limits(q.hard),
+                    "grace_secs": q.grace_secs,
+                    "soft_exceeded_since": (q.soft_exceeded_since != 0).then_some(q.soft_exceeded_since),
+                })
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,5 +424,37 @@ mod tests {
             learners: vec![],
         };
         assert_eq!(membership(&r), "voters: 1 2\nlearners: -\n");
+    }
+
+    #[test]
+    fn quota_lines_show_usage_soft_and_hard() {
+        let q = mfs_proto::v1::QuotaInfo {
+            inode: 5,
+            path: b"projects".to_vec(),
+            soft: Some(mfs_proto::v1::QuotaLimits {
+                inodes: Some(6),
+                ..Default::default()
+            }),
+            hard: Some(mfs_proto::v1::QuotaLimits {
+                length: Some(1000),
+                ..Default::default()
+            }),
+            grace_secs: 60,
+            usage: Some(mfs_proto::v1::QuotaUsage {
+                inodes: 7,
+                length: 10,
+                size: 512,
+                realsize: 1024,
+            }),
+            soft_exceeded_since: 0,
+        };
+        let text = quotas(std::slice::from_ref(&q));
+        assert_eq!(
+            text.lines().nth(1),
+            Some("/projects\t7/6/-\t10/-/1000\t512/-/-\t1024/-/-\t60\t-")
+        );
+        let j = quotas_json(&[q]);
+        assert_eq!(j[0]["hard"]["length"], 1000);
+        assert_eq!(j[0]["soft"]["length"], serde_json::Value::Null);
     }
 }

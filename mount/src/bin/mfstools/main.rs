@@ -4,6 +4,7 @@
 //! `mfstools` alone lists them.
 
 mod ops;
+mod quota;
 mod snapshot;
 
 use std::path::Path;
@@ -65,6 +66,23 @@ const TOOLS: &[Tool] = &[
         name: "mfsrmsnapshot",
         args: "PATH...",
         about: "remove trees (snapshots or any), deepest names first",
+    },
+    Tool {
+        name: "mfsgetquota",
+        args: "PATH...",
+        about: "print the quota of directories: usage, soft and hard limits of inodes, \
+                length, size and realsize",
+    },
+    Tool {
+        name: "mfssetquota",
+        args: "[-iI INODES] [-lL LENGTH] [-sS SIZE] [-rR REALSIZE] [-p GRACE_SECS] DIR...",
+        about: "set quota limits of directories (lowercase: soft, uppercase: hard; \
+                numbers take k, M, G, T or Ki, Mi, Gi, Ti); other limits are kept",
+    },
+    Tool {
+        name: "mfsdelquota",
+        args: "[-a] [-iI] [-lL] [-sS] [-rR] DIR...",
+        about: "remove quota limits of directories (-a: the whole quota)",
     },
     Tool {
         name: "mfscheckfile",
@@ -187,6 +205,9 @@ fn main() -> ExitCode {
             },
         },
     };
+    if tool.name.ends_with("quota") {
+        return run_quota(tool, args);
+    }
     let args = match parse_args(tool, args) {
         Ok(a) => a,
         Err(e) => {
@@ -198,15 +219,8 @@ fn main() -> ExitCode {
         println!("{}", usage(tool));
         return ExitCode::SUCCESS;
     }
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("{}: cannot start the async runtime: {e}", tool.name);
-            return ExitCode::from(1);
-        }
+    let Some(rt) = runtime(tool) else {
+        return ExitCode::from(1);
     };
     match rt.block_on(ops::run(tool.name, args)) {
         Ok(true) => ExitCode::SUCCESS,
@@ -215,6 +229,43 @@ fn main() -> ExitCode {
             eprintln!("{}: {e}\n{}", tool.name, usage(tool));
             ExitCode::from(1)
         }
+    }
+}
+
+/// A runtime for one tool run (None: said why on stderr).
+fn runtime(tool: &Tool) -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("{}: cannot start the async runtime: {e}", tool.name);
+            None
+        }
+    }
+}
+
+/// The quota tools: their own options (MooseFS's -i/-I ...).
+fn run_quota(tool: &'static Tool, raw: &[String]) -> ExitCode {
+    let args = match quota::parse(tool.name, raw) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{}: {e}\n{}", tool.name, usage(tool));
+            return ExitCode::from(1);
+        }
+    };
+    if args.help {
+        println!("{}", usage(tool));
+        return ExitCode::SUCCESS;
+    }
+    let Some(rt) = runtime(tool) else {
+        return ExitCode::from(1);
+    };
+    if rt.block_on(quota::run(tool.name, args)) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

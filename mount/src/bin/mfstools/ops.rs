@@ -60,6 +60,28 @@ fn caller_credentials() -> Credentials {
 }
 
 impl Ctx {
+    /// A context for `tool`; `needs_session` for tools that change things
+    /// (or open files).
+    pub(crate) fn new(tool: &'static str, masters: Option<String>, needs_session: bool) -> Ctx {
+        Ctx {
+            tool,
+            masters_override: masters,
+            needs_session,
+            clients: HashMap::new(),
+            roots: HashMap::new(),
+            cred: caller_credentials(),
+        }
+    }
+
+    /// Closes the sessions the run opened.
+    pub(crate) async fn close(&self) {
+        for c in self.clients.values() {
+            if c.session_id() != 0 {
+                let _ = c.close_session().await;
+            }
+        }
+    }
+
     async fn client(&mut self, masters: &str) -> Result<MasterClient, String> {
         if let Some(c) = self.clients.get(masters) {
             return Ok(c.clone());
@@ -330,24 +352,18 @@ pub async fn run(tool: &'static str, args: Args) -> anyhow::Result<bool> {
         bail!("missing -f ATTR");
     }
     let value = if bits != 0 { u32::from(bits) } else { value };
-    let mut ctx = Ctx {
+    let needs_session = matches!(
         tool,
-        masters_override: args.masters,
-        needs_session: matches!(
-            tool,
-            "mfssetgoal"
-                | "mfssettrashtime"
-                | "mfsseteattr"
-                | "mfsdeleattr"
-                | "mfsmakesnapshot"
-                | "mfsrmsnapshot"
-                | "mfscheckfile"
-                | "mfsfileinfo"
-        ),
-        clients: HashMap::new(),
-        roots: HashMap::new(),
-        cred: caller_credentials(),
-    };
+        "mfssetgoal"
+            | "mfssettrashtime"
+            | "mfsseteattr"
+            | "mfsdeleattr"
+            | "mfsmakesnapshot"
+            | "mfsrmsnapshot"
+            | "mfscheckfile"
+            | "mfsfileinfo"
+    );
+    let mut ctx = Ctx::new(tool, args.masters, needs_session);
     let snapshots = match tool {
         "mfsmakesnapshot" => Some(crate::snapshot::make(&mut ctx, &paths).await),
         "mfsrmsnapshot" => Some(crate::snapshot::remove(&mut ctx, &paths).await),
@@ -384,11 +400,7 @@ pub async fn run(tool: &'static str, args: Args) -> anyhow::Result<bool> {
             }
         }
     }
-    for c in ctx.clients.values() {
-        if c.session_id() != 0 {
-            let _ = c.close_session().await;
-        }
-    }
+    ctx.close().await;
     Ok(ok)
 }
 

@@ -243,7 +243,10 @@ async fn write_whose_chain_head_is_down_renews_the_lease() {
 async fn writes_past_the_quota_room_get_edquot() {
     let c = FakeCluster::start(1, 1).await;
     let io = io_for(&c, IoOptions::default()).await;
-    *c.master.quota_room.lock().unwrap_or_else(|p| p.into_inner()) = Some(10);
+    *c.master
+        .quota_room
+        .lock()
+        .unwrap_or_else(|p| p.into_inner()) = Some(10);
     ok(io.write(INODE, 0, b"0123456789")).await;
     match io.write(INODE, 10, b"x").await {
         Err(ClientError::Errno(122, _)) => {}

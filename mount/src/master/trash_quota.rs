@@ -1,9 +1,10 @@
 //! The trash calls of the meta mount (`mfsmount -m`): list trashed and
-//! sustained files, undelete, set the path to restore to, remove for good.
+//! sustained files, undelete, set the path to restore to, remove for good;
+//! and the quota calls of the tools and mfscli.
 
 use mfs_proto::v1::{
-    Attr, Credentials, ListRemovedRequest, RemovedFile, RequestId, SetTrashPathRequest,
-    TrashFileRequest,
+    Attr, Credentials, GetQuotaRequest, ListQuotasRequest, ListRemovedRequest, QuotaInfo,
+    RemovedFile, RequestId, SetQuotaRequest, SetTrashPathRequest, TrashFileRequest,
 };
 
 use super::meta::Mutating;
@@ -118,5 +119,46 @@ impl MasterClient {
         })
         .await
         .map(|_| ())
+    }
+}
+
+impl Mutating for SetQuotaRequest {
+    fn set_request_id(&mut self, id: RequestId) {
+        self.id = Some(id);
+    }
+}
+
+impl MasterClient {
+    /// Sets (or with `delete`, removes) a directory's quota; returns the
+    /// quota as it is after.
+    pub async fn set_quota(&self, req: SetQuotaRequest) -> Result<Option<QuotaInfo>, ClientError> {
+        let r = self
+            .call_mut("SetQuota", req, |ch, r| async move {
+                meta_client(ch).set_quota(r).await
+            })
+            .await?;
+        Ok(r.quota)
+    }
+
+    /// The quota of directory `inode` (`None`: it has none).
+    pub async fn get_quota(&self, inode: u64) -> Result<Option<QuotaInfo>, ClientError> {
+        let r = self
+            .inner
+            .call("GetQuota", GetQuotaRequest { inode }, |ch, r| async move {
+                meta_client(ch).get_quota(r).await
+            })
+            .await?;
+        Ok(r.quota)
+    }
+
+    /// Every quota of the file system.
+    pub async fn list_quotas(&self) -> Result<Vec<QuotaInfo>, ClientError> {
+        let r = self
+            .inner
+            .call("ListQuotas", ListQuotasRequest {}, |ch, r| async move {
+                meta_client(ch).list_quotas(r).await
+            })
+            .await?;
+        Ok(r.quotas)
     }
 }
