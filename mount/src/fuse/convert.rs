@@ -141,6 +141,32 @@ pub fn file_attr(a: &Attr, map: &InodeMap, local_size: Option<u64>) -> FileAttr 
     }
 }
 
+/// Answers a statfs with the master's figures (block size 4096 and
+/// NAME_MAX when it gives none).
+pub fn reply_statfs(s: &mfs_proto::v1::StatfsReply, reply: fuser::ReplyStatfs) {
+    let bsize = if s.block_size == 0 {
+        4096
+    } else {
+        s.block_size
+    };
+    let b = u64::from(bsize);
+    let namelen = if s.name_max == 0 {
+        NAME_MAX as u32
+    } else {
+        s.name_max
+    };
+    reply.statfs(
+        s.total_bytes / b,
+        s.free_bytes / b,
+        s.available_bytes / b,
+        s.total_inodes,
+        s.free_inodes,
+        bsize,
+        namelen,
+        bsize,
+    )
+}
+
 /// May a caller with these credentials access a file with these
 /// attributes as `mask` (R_OK/W_OK/X_OK bits) asks? POSIX rules: root may
 /// read and write anything and execute what has an execute bit.

@@ -549,29 +549,7 @@ impl Shared {
 
     pub(crate) async fn statfs(&self, reply: ReplyStatfs) {
         match self.master.statfs().await {
-            Ok(s) => {
-                let bsize = if s.block_size == 0 {
-                    4096
-                } else {
-                    s.block_size
-                };
-                let b = u64::from(bsize);
-                let namelen = if s.name_max == 0 {
-                    NAME_MAX as u32
-                } else {
-                    s.name_max
-                };
-                reply.statfs(
-                    s.total_bytes / b,
-                    s.free_bytes / b,
-                    s.available_bytes / b,
-                    s.total_inodes,
-                    s.free_inodes,
-                    bsize,
-                    namelen,
-                    bsize,
-                )
-            }
+            Ok(s) => super::convert::reply_statfs(&s, reply),
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -306,19 +306,7 @@ impl Shared {
 
     async fn statfs(&self, reply: ReplyStatfs) {
         match self.master.statfs().await {
-            Ok(s) => {
-                let b = u64::from(s.block_size.max(512));
-                reply.statfs(
-                    s.total_bytes / b,
-                    s.free_bytes / b,
-                    s.available_bytes / b,
-                    s.total_inodes,
-                    s.free_inodes,
-                    s.block_size.max(512),
-                    NAME_MAX as u32,
-                    s.block_size.max(512),
-                )
-            }
+            Ok(s) => super::convert::reply_statfs(&s, reply),
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -10,17 +10,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mfs_tests::cluster::Cluster;
-use mfs_tests::mountpoint::{fuse_available, Mount};
+use mfs_tests::mountpoint::Mount;
 
-use crate::util::step;
-
-fn skip_without_fuse() -> bool {
-    if fuse_available() {
-        return false;
-    }
-    eprintln!("skipped: mounting needs root and /dev/fuse");
-    true
-}
+use crate::util::{skip_without_fuse, step};
 
 fn open_rw(p: &Path) -> File {
     OpenOptions::new()

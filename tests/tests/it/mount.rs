@@ -11,18 +11,10 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use mfs_tests::cluster::Cluster;
-use mfs_tests::mountpoint::{fuse_available, is_fuse_mounted, Mount};
+use mfs_tests::mountpoint::{is_fuse_mounted, Mount};
 
-use crate::util::step;
+use crate::util::{skip_without_fuse, step};
 use sys::{removexattr, rename2, setxattr, xattrs};
-
-fn skip_without_fuse() -> bool {
-    if fuse_available() {
-        return false;
-    }
-    eprintln!("skipped: mounting needs root and /dev/fuse");
-    true
-}
 
 fn errno_of(r: std::io::Result<impl Sized>) -> i32 {
     match r {

@@ -10,8 +10,7 @@ use std::io::Write;
 use std::process::Command;
 use std::time::Duration;
 
-use mfs_tests::cluster::{bin_dir, Cluster};
-use mfs_tests::mountpoint::{fuse_available, Mount};
+use mfs_tests::cluster::bin_dir;
 
 use crate::tools::{ok, tool};
 use crate::util::step;
@@ -36,13 +35,9 @@ fn errno_of<T: std::fmt::Debug>(r: std::io::Result<T>) -> i32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotas_refuse_creates_and_writes_at_the_hard_limit() {
-    if !fuse_available() {
-        eprintln!("skipped: mounting needs root and /dev/fuse");
+    let Some((c, m)) = crate::util::mounted_cluster(2).await else {
         return;
-    }
-    let mut c = Cluster::start(1, &[]).await.unwrap();
-    c.add_chunkservers(2, 1).await.unwrap();
-    let m = Mount::start(&c, "mnt", &[]).unwrap();
+    };
     let q = m.path().join("q");
     std::fs::create_dir(&q).unwrap();
     let qp = q.display().to_string();

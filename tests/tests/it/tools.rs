@@ -11,7 +11,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use mfs_tests::cluster::{bin_dir, Cluster};
-use mfs_tests::mountpoint::{fuse_available, Mount};
+use mfs_tests::mountpoint::Mount;
 
 use crate::util::step;
 
@@ -134,13 +134,9 @@ fn dispatch_by_name_and_paths_outside_a_mount() {
 /// trash time tools; mfsdirinfo against the tree the test made.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn goal_trash_and_info_tools_on_a_mount() {
-    if !fuse_available() {
-        eprintln!("skipped: mounting needs root and /dev/fuse");
+    let Some((c, m)) = crate::util::mounted_cluster(3).await else {
         return;
-    }
-    let mut c = Cluster::start(1, &[]).await.unwrap();
-    c.add_chunkservers(3, 1).await.unwrap();
-    let m = Mount::start(&c, "mnt", &[]).unwrap();
+    };
     let r = m.path();
 
     step("a small tree: d/a (100 KiB), d/sub/b (1000 B), d/sub/e (empty)");
@@ -309,13 +305,9 @@ async fn goal_trash_and_info_tools_on_a_mount() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn extra_attributes_are_enforced_on_a_mount() {
     use std::io::Write;
-    if !fuse_available() {
-        eprintln!("skipped: mounting needs root and /dev/fuse");
+    let Some((_c, m)) = crate::util::mounted_cluster(1).await else {
         return;
-    }
-    let mut c = Cluster::start(1, &[]).await.unwrap();
-    c.add_chunkservers(1, 1).await.unwrap();
-    let m = Mount::start(&c, "mnt", &[]).unwrap();
+    };
     let d = m.path().join("d");
     std::fs::create_dir(&d).unwrap();
     let f = d.join("f");
@@ -421,13 +413,9 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshots_share_chunks_and_diverge() {
     use std::io::{Seek, SeekFrom, Write};
-    if !fuse_available() {
-        eprintln!("skipped: mounting needs root and /dev/fuse");
+    let Some((c, m)) = crate::util::mounted_cluster(2).await else {
         return;
-    }
-    let mut c = Cluster::start(1, &[]).await.unwrap();
-    c.add_chunkservers(2, 1).await.unwrap();
-    let m = Mount::start(&c, "mnt", &[]).unwrap();
+    };
     let r = m.path();
     let on_disk = |c: &Cluster| c.chunk_files(1).unwrap().len() + c.chunk_files(2).unwrap().len();
     let settle = |c: &Cluster, want: usize, what: &str| {

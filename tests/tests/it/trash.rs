@@ -9,14 +9,14 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mfs_tests::cluster::Cluster;
-use mfs_tests::mountpoint::{fuse_available, Mount};
+use mfs_tests::mountpoint::Mount;
 
 use crate::data::pattern;
 use crate::tools::{ok, tool};
-use crate::util::step;
+use crate::util::{step, wait_for};
 
 /// The names in directory `dir`, sorted.
 fn names(dir: &Path) -> Vec<String> {
@@ -28,24 +28,11 @@ fn names(dir: &Path) -> Vec<String> {
     v
 }
 
-/// Waits up to `secs` for `cond`, panicking with `what`.
-fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < until, "{what}: not within {secs} s");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trash_undel_and_expiry_through_the_meta_mount() {
-    if !fuse_available() {
-        eprintln!("skipped: mounting needs root and /dev/fuse");
+    let Some((c, m)) = crate::util::mounted_cluster(2).await else {
         return;
-    }
-    let mut c = Cluster::start(1, &[]).await.unwrap();
-    c.add_chunkservers(2, 1).await.unwrap();
-    let m = Mount::start(&c, "mnt", &[]).unwrap();
+    };
     let meta = Mount::start(&c, "meta", &["-m"]).unwrap();
     let r = m.path();
     let trash = meta.path().join("trash");

@@ -53,3 +53,39 @@ pub async fn list_dir(c: &MasterClient, inode: u64) -> anyhow::Result<Vec<(Strin
     }
     Ok(out)
 }
+
+/// True (after saying so) when the mount tests cannot run here: they need
+/// root and /dev/fuse.
+pub fn skip_without_fuse() -> bool {
+    if mfs_tests::mountpoint::fuse_available() {
+        return false;
+    }
+    eprintln!("skipped: mounting needs root and /dev/fuse");
+    true
+}
+
+/// One master, `servers` chunkservers (one disk each) and a mount at
+/// `ROOT/mnt`; `None` (said why) when mounting is not possible here.
+pub async fn mounted_cluster(
+    servers: usize,
+) -> Option<(mfs_tests::cluster::Cluster, mfs_tests::mountpoint::Mount)> {
+    if skip_without_fuse() {
+        return None;
+    }
+    let mut c = mfs_tests::cluster::Cluster::start(1, &[]).await.unwrap();
+    c.add_chunkservers(servers, 1).await.unwrap();
+    let m = mfs_tests::mountpoint::Mount::start(&c, "mnt", &[]).unwrap();
+    Some((c, m))
+}
+
+/// Waits up to `secs` for `cond`, panicking with `what` after.
+pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < until,
+            "{what}: not within {secs} s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}

@@ -205,24 +205,34 @@ fn main() -> ExitCode {
             },
         },
     };
-    if tool.name.ends_with("quota") {
-        return run_quota(tool, args);
-    }
-    let args = match parse_args(tool, args) {
-        Ok(a) => a,
+    let parsed = if tool.name.ends_with("quota") {
+        quota::parse(tool.name, args).map(Parsed::Quota)
+    } else {
+        parse_args(tool, args).map(Parsed::Plain)
+    };
+    let parsed = match parsed {
+        Ok(p) => p,
         Err(e) => {
             eprintln!("{}: {e}\n{}", tool.name, usage(tool));
             return ExitCode::from(1);
         }
     };
-    if args.help {
+    let help = match &parsed {
+        Parsed::Plain(a) => a.help,
+        Parsed::Quota(a) => a.help,
+    };
+    if help {
         println!("{}", usage(tool));
         return ExitCode::SUCCESS;
     }
     let Some(rt) = runtime(tool) else {
         return ExitCode::from(1);
     };
-    match rt.block_on(ops::run(tool.name, args)) {
+    let result = match parsed {
+        Parsed::Plain(a) => rt.block_on(ops::run(tool.name, a)),
+        Parsed::Quota(a) => Ok(rt.block_on(quota::run(tool.name, a))),
+    };
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -230,6 +240,12 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// A tool's command line: the quota tools have options of their own.
+enum Parsed {
+    Plain(Args),
+    Quota(quota::QuotaArgs),
 }
 
 /// A runtime for one tool run (None: said why on stderr).
@@ -243,29 +259,6 @@ fn runtime(tool: &Tool) -> Option<tokio::runtime::Runtime> {
             eprintln!("{}: cannot start the async runtime: {e}", tool.name);
             None
         }
-    }
-}
-
-/// The quota tools: their own options (MooseFS's -i/-I ...).
-fn run_quota(tool: &'static Tool, raw: &[String]) -> ExitCode {
-    let args = match quota::parse(tool.name, raw) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{}: {e}\n{}", tool.name, usage(tool));
-            return ExitCode::from(1);
-        }
-    };
-    if args.help {
-        println!("{}", usage(tool));
-        return ExitCode::SUCCESS;
-    }
-    let Some(rt) = runtime(tool) else {
-        return ExitCode::from(1);
-    };
-    if rt.block_on(quota::run(tool.name, args)) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
     }
 }
 

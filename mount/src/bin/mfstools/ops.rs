@@ -309,6 +309,25 @@ impl Ctx {
     }
 }
 
+/// Prints a path's output, or its error on stderr (prefixed with the path
+/// unless it starts with it); false for an error.
+pub(crate) fn print_outcome(path: &str, result: Result<String, String>) -> bool {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            true
+        }
+        Err(e) => {
+            if e.starts_with(path) {
+                eprintln!("{e}");
+            } else {
+                eprintln!("{path}: {e}");
+            }
+            false
+        }
+    }
+}
+
 fn parse_number(what: &str, s: &str) -> anyhow::Result<u32> {
     s.parse::<u32>()
         .with_context(|| format!("{what} {s:?} is not a number"))
@@ -388,17 +407,7 @@ pub async fn run(tool: &'static str, args: Args) -> anyhow::Result<bool> {
                 one_path(&ctx, tool, path, &t, args.recursive, value).await
             }
         };
-        match result {
-            Ok(text) => print!("{text}"),
-            Err(e) => {
-                ok = false;
-                if e.starts_with(path.as_str()) {
-                    eprintln!("{e}");
-                } else {
-                    eprintln!("{path}: {e}");
-                }
-            }
-        }
+        ok &= print_outcome(path, result);
     }
     ctx.close().await;
     Ok(ok)

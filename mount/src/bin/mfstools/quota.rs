@@ -185,17 +185,7 @@ pub async fn run(tool: &'static str, a: QuotaArgs) -> bool {
     let mut ctx = Ctx::new(tool, a.masters.clone(), tool != "mfsgetquota");
     let mut ok = true;
     for path in &a.paths {
-        match one(&mut ctx, tool, &a, path).await {
-            Ok(text) => print!("{text}"),
-            Err(e) => {
-                ok = false;
-                if e.starts_with(path.as_str()) {
-                    eprintln!("{e}");
-                } else {
-                    eprintln!("{path}: {e}");
-                }
-            }
-        }
+        ok &= crate::ops::print_outcome(path, one(&mut ctx, tool, &a, path).await);
     }
     ctx.close().await;
     ok
