@@ -39,6 +39,6 @@ pub use image::{ImageError, IMAGE_MAGIC, IMAGE_VERSION};
 pub use locks::{FileLock, LockKind, LockQuery, LockType, MAX_LOCKS_PER_INODE};
 pub use mfs_common::ids::{ChunkId, ChunkVersion, Inode, SessionId};
 pub use namespace::{check_name, ChunkInfo, Namespace};
-pub use quota::{Limits, Quota, QuotaSetting, Usage, DEFAULT_GRACE};
+pub use quota::{DirStats, Limits, Quota, QuotaSetting, Usage, DEFAULT_GRACE};
 pub use trash::{RemovedFile, TrashEntry};
 pub use types::*;

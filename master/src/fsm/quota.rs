@@ -127,6 +127,24 @@ pub struct QuotaSetting {
     pub grace: u32,
 }
 
+/// What mfsdirinfo counts below a directory (itself included), each name
+/// once, but each chunk once however many files share it (snapshots).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DirStats {
+    pub inodes: u64,
+    pub dirs: u64,
+    pub files: u64,
+    /// Distinct chunks (holes are none).
+    pub chunks: u64,
+    /// Sum of the files' lengths.
+    pub length: u64,
+    /// Bytes one copy of the distinct chunks takes (each chunk's part of
+    /// its file, rounded up to 512 bytes).
+    pub size: u64,
+    /// Size × each chunk's goal.
+    pub realsize: u64,
+}
+
 /// What one inode adds to the quotas above it.
 pub(crate) fn contrib(n: &Node) -> Usage {
     if n.ftype != FileType::Regular {
@@ -303,6 +321,47 @@ impl Namespace {
                 self.charge(d, after, true);
             }
         }
+    }
+
+    /// mfsdirinfo of `ino` (any type): see [`DirStats`].
+    pub fn dir_stats(&self, ino: Inode) -> Result<DirStats, Errno> {
+        self.node(ino)?;
+        let mut st = DirStats::default();
+        // chunk -> bytes of it in use (the most any sharing file covers).
+        let mut chunks: BTreeMap<mfs_common::ids::ChunkId, u64> = BTreeMap::new();
+        let mut stack = vec![ino];
+        while let Some(i) = stack.pop() {
+            let Some(n) = self.nodes.get(&i) else {
+                continue;
+            };
+            st.inodes += 1;
+            match &n.data {
+                super::namespace::NodeData::Dir { entries, .. } => {
+                    st.dirs += 1;
+                    stack.extend(entries.values().copied());
+                }
+                super::namespace::NodeData::File { chunks: slots } => {
+                    st.files += 1;
+                    st.length = st.length.saturating_add(n.size);
+                    for (k, c) in slots.iter().enumerate() {
+                        let Some(c) = c else { continue };
+                        let start = (k as u64).saturating_mul(CHUNK_SIZE);
+                        let used = n.size.saturating_sub(start).min(CHUNK_SIZE);
+                        let e = chunks.entry(*c).or_default();
+                        *e = (*e).max(used);
+                    }
+                }
+                _ => {}
+            }
+        }
+        st.chunks = chunks.len() as u64;
+        for (id, used) in chunks {
+            let bytes = used.div_ceil(512).saturating_mul(512);
+            let goal = self.chunks.get(&id).map_or(1, |c| u64::from(c.goal));
+            st.size = st.size.saturating_add(bytes);
+            st.realsize = st.realsize.saturating_add(bytes.saturating_mul(goal));
+        }
+        Ok(st)
     }
 
     /// EDQUOT if adding `add` under `dirs` would go past a limit in force

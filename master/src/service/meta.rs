@@ -657,4 +657,18 @@ impl MetaService for Meta {
     async fn list_quotas(&self, _req: Request<pb::ListQuotasRequest>) -> R<pb::ListQuotasReply> {
         self.all_quotas().await
     }
+
+    async fn dir_info(&self, req: Request<pb::DirInfoRequest>) -> R<pb::DirInfoReply> {
+        let inode = Inode(req.into_inner().inode);
+        let s = self.read(|ns| ns.dir_stats(inode)).await?;
+        Ok(Response::new(pb::DirInfoReply {
+            inodes: s.inodes,
+            dirs: s.dirs,
+            files: s.files,
+            chunks: s.chunks,
+            length: s.length,
+            size: s.size,
+            realsize: s.realsize,
+        }))
+    }
 }

@@ -3,8 +3,9 @@
 //! and the quota calls of the tools and mfscli.
 
 use mfs_proto::v1::{
-    Attr, Credentials, GetQuotaRequest, ListQuotasRequest, ListRemovedRequest, QuotaInfo,
-    RemovedFile, RequestId, SetQuotaRequest, SetTrashPathRequest, TrashFileRequest,
+    Attr, Credentials, DirInfoReply, DirInfoRequest, GetQuotaRequest, ListQuotasRequest,
+    ListRemovedRequest, QuotaInfo, RemovedFile, RequestId, SetQuotaRequest, SetTrashPathRequest,
+    TrashFileRequest,
 };
 
 use super::meta::Mutating;
@@ -160,5 +161,15 @@ impl MasterClient {
             })
             .await?;
         Ok(r.quotas)
+    }
+
+    /// mfsdirinfo's counts for `inode`, from the master (shared chunks
+    /// counted once).
+    pub async fn dir_info(&self, inode: u64) -> Result<DirInfoReply, ClientError> {
+        self.inner
+            .call("DirInfo", DirInfoRequest { inode }, |ch, r| async move {
+                meta_client(ch).dir_info(r).await
+            })
+            .await
     }
 }

@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use mfs_proto::v1::{Attr, FileType, QuotaInfo, SetTreeReply};
+use mfs_proto::v1::{FileType, QuotaInfo, SetTreeReply};
 
 /// Bytes of file data one chunk holds.
 pub const CHUNK_SIZE: u64 = 64 << 20;
@@ -240,7 +240,7 @@ pub fn file_info(path: &str, slots: &[ChunkSlot]) -> String {
     out
 }
 
-/// What `mfsdirinfo` sums over a tree.
+/// What `mfsdirinfo` prints (the master counts it: `DirInfo` call).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DirInfo {
     /// Every inode (the directory itself included).
@@ -249,35 +249,31 @@ pub struct DirInfo {
     pub dirs: u64,
     /// Regular files among them.
     pub files: u64,
-    /// Chunk slots of the files (`ceil(length / 64 MiB)` each; holes are
-    /// counted, as the namespace alone cannot tell them).
+    /// Distinct chunks (one shared by snapshots counts once).
     pub chunks: u64,
     /// Sum of the files' lengths.
     pub length: u64,
-    /// Space one copy of the data takes (the files' `blocks_bytes`).
+    /// Space one copy of the distinct chunks takes.
     pub size: u64,
-    /// Space all copies take: each file's size × its goal (MooseFS's
-    /// approximation for chunks at goal).
+    /// Space all copies take: each chunk's size × its goal.
     pub realsize: u64,
 }
 
-impl DirInfo {
-    /// Counts one inode.
-    pub fn add(&mut self, a: &Attr) {
-        self.inodes += 1;
-        if a.r#type == FileType::Directory as i32 {
-            self.dirs += 1;
-        } else if a.r#type == FileType::Regular as i32 {
-            self.files += 1;
-            self.chunks += chunk_count(a.size);
-            self.length = self.length.saturating_add(a.size);
-            self.size = self.size.saturating_add(a.blocks_bytes);
-            self.realsize = self
-                .realsize
-                .saturating_add(a.blocks_bytes.saturating_mul(u64::from(a.goal)));
+impl From<mfs_proto::v1::DirInfoReply> for DirInfo {
+    fn from(r: mfs_proto::v1::DirInfoReply) -> DirInfo {
+        DirInfo {
+            inodes: r.inodes,
+            dirs: r.dirs,
+            files: r.files,
+            chunks: r.chunks,
+            length: r.length,
+            size: r.size,
+            realsize: r.realsize,
         }
     }
+}
 
+impl DirInfo {
     /// `mfsdirinfo` output.
     pub fn render(&self, path: &str) -> String {
         let rows = [
@@ -300,16 +296,6 @@ impl DirInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn attr(t: FileType, size: u64, goal: u32) -> Attr {
-        Attr {
-            r#type: t as i32,
-            size,
-            blocks_bytes: size.div_ceil(512) * 512,
-            goal,
-            ..Default::default()
-        }
-    }
 
     #[test]
     fn getgoal_recursive_lists_files_then_directories_by_value() {
@@ -426,20 +412,16 @@ mod tests {
     }
 
     #[test]
-    fn dirinfo_sums_files_and_multiplies_by_goal() {
-        let mut d = DirInfo::default();
-        d.add(&attr(FileType::Directory, 4096, 2));
-        d.add(&attr(FileType::Regular, 1000, 2));
-        d.add(&attr(FileType::Regular, CHUNK_SIZE + 1, 3));
-        d.add(&attr(FileType::Regular, 0, 3));
-        d.add(&attr(FileType::Symlink, 5, 1));
-        assert_eq!(d.inodes, 5);
-        assert_eq!(d.dirs, 1);
-        assert_eq!(d.files, 3);
-        assert_eq!(d.chunks, 1 + 2);
-        assert_eq!(d.length, 1000 + CHUNK_SIZE + 1);
-        assert_eq!(d.size, 1024 + CHUNK_SIZE + 512);
-        assert_eq!(d.realsize, 1024 * 2 + (CHUNK_SIZE + 512) * 3);
+    fn dirinfo_renders_every_count() {
+        let d = DirInfo::from(mfs_proto::v1::DirInfoReply {
+            inodes: 5,
+            dirs: 1,
+            files: 3,
+            chunks: 3,
+            length: 1000,
+            size: 1024,
+            realsize: 2048,
+        });
         let text = d.render("d");
         assert!(text.starts_with("d:\n inodes:"), "{text}");
         assert!(text.contains("\n  files:       "), "{text}");

@@ -450,6 +450,18 @@ async fn snapshots_share_chunks_and_diverge() {
     assert_eq!(std::fs::read(s.join("sub/b")).unwrap(), b);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(on_disk(&c), 3, "a snapshot takes no space");
+    let whole = ok("mfsdirinfo", &[&r.display().to_string()]);
+    let tree = ok("mfsdirinfo", &[&t.display().to_string()]);
+    assert_eq!(number_after(&whole, " chunks:"), 3, "{whole}");
+    assert_eq!(
+        number_after(&whole, " realsize:"),
+        number_after(&tree, " realsize:"),
+        "shared chunks count once:\n{whole}\n{tree}"
+    );
+    assert_eq!(
+        number_after(&whole, " length:"),
+        2 * number_after(&tree, " length:")
+    );
     let (code, _, err) = tool(
         "mfsmakesnapshot",
         &[
@@ -500,6 +512,19 @@ async fn snapshots_share_chunks_and_diverge() {
     assert_eq!(std::fs::read(t.join("a")).unwrap(), a[..cut]);
     assert_eq!(std::fs::read(s.join("a")).unwrap(), a2);
     settle(&c, 6, "after a cut of the original");
+
+    step("-o: a snapshot over an existing name replaces it");
+    let tb = t.join("sub/b").display().to_string();
+    let sb = s.join("sub/b").display().to_string();
+    let (code, _, err) = tool("mfsmakesnapshot", &[&tb, &sb]);
+    assert_ne!(code, 0, "an existing name without -o");
+    assert!(err.contains("EEXIST"), "{err}");
+    ok("mfsmakesnapshot", &["-o", &tb, &sb]);
+    // The mount may show the old file for its entry cache time (1 s).
+    crate::util::wait_for(5, "the replaced copy", || {
+        std::fs::read(s.join("sub/b")).ok().as_deref() == Some(&b2[..])
+    });
+    assert_eq!(on_disk(&c), 6, "the new copy shares the original's chunk");
 
     step("rmsnapshot: the copy goes, with the chunks only it held");
     ok("mfsrmsnapshot", &[&s.display().to_string()]);

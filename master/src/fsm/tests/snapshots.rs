@@ -48,6 +48,15 @@ fn a_tree_copy_shares_chunks() {
     assert!(h.lookup(top.inode, "l").is_ok());
     assert_eq!(h.ns.getxattr(&c, f2.inode, b"user.k"), Ok(b"v".to_vec()));
 
+    // mfsdirinfo of the root: every name, each shared chunk once.
+    let st = h.ns.dir_stats(R).expect("stats");
+    let one = h.ns.dir_stats(d.inode).expect("stats");
+    assert_eq!((st.inodes, st.dirs, st.files), (11, 5, 4));
+    assert_eq!((one.chunks, st.chunks), (3, 3));
+    assert_eq!((st.size, st.realsize), (one.size, one.realsize));
+    assert_eq!(st.length, 2 * one.length);
+    assert_eq!(one.size, 3 * CHUNK_SIZE);
+
     // Removing either side keeps the chunks for the other.
     h.ok(unlink(&c, d.inode, "f"));
     h.ok(Op::Release { inode: f.inode });

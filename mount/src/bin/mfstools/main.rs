@@ -58,9 +58,10 @@ const TOOLS: &[Tool] = &[
     },
     Tool {
         name: "mfsmakesnapshot",
-        args: "SOURCE... DESTINATION",
+        args: "[-o] SOURCE... DESTINATION",
         about: "copy files or trees at once, sharing chunks until either side writes \
-                (DESTINATION an existing directory: the copies go in it)",
+                (DESTINATION an existing directory: the copies go in it; -o: replace \
+                what has the copy's name)",
     },
     Tool {
         name: "mfsrmsnapshot",
@@ -144,6 +145,8 @@ pub struct Args {
     pub help: bool,
     /// -f values (extra attribute names).
     pub flags: Vec<String>,
+    /// -o given (mfsmakesnapshot: overwrite).
+    pub overwrite: bool,
 }
 
 fn parse_args(tool: &Tool, raw: &[String]) -> Result<Args, String> {
@@ -151,6 +154,7 @@ fn parse_args(tool: &Tool, raw: &[String]) -> Result<Args, String> {
     let mut it = raw.iter();
     let takes_r = tool.args.starts_with("[-r]");
     let takes_f = tool.args.contains("-f ATTR");
+    let takes_o = tool.args.starts_with("[-o]");
     while let Some(s) = it.next() {
         match s.as_str() {
             "--" => {
@@ -159,6 +163,7 @@ fn parse_args(tool: &Tool, raw: &[String]) -> Result<Args, String> {
             }
             "-h" | "--help" => a.help = true,
             "-r" if takes_r => a.recursive = true,
+            "-o" if takes_o => a.overwrite = true,
             "-n" => {}
             "-H" => {
                 let v = it

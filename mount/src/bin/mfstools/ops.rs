@@ -384,7 +384,7 @@ pub async fn run(tool: &'static str, args: Args) -> anyhow::Result<bool> {
     );
     let mut ctx = Ctx::new(tool, args.masters, needs_session);
     let snapshots = match tool {
-        "mfsmakesnapshot" => Some(crate::snapshot::make(&mut ctx, &paths).await),
+        "mfsmakesnapshot" => Some(crate::snapshot::make(&mut ctx, &paths, args.overwrite).await),
         "mfsrmsnapshot" => Some(crate::snapshot::remove(&mut ctx, &paths).await),
         _ => None,
     };
@@ -508,9 +508,8 @@ async fn one_path(
         "mfscheckfile" => Ok(report::check_file(path, &ctx.chunk_slots(t).await?)),
         "mfsfileinfo" => Ok(report::file_info(path, &ctx.chunk_slots(t).await?)),
         "mfsdirinfo" => {
-            let mut info = DirInfo::default();
-            ctx.walk(path, t, |a| info.add(a)).await.map_err(err)?;
-            Ok(info.render(path))
+            let r = t.client.dir_info(t.inode).await.map_err(err)?;
+            Ok(DirInfo::from(r).render(path))
         }
         other => Err(format!("{other} is not a tool of mfstools")),
     }

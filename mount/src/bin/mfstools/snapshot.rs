@@ -26,10 +26,12 @@ fn split(path: &str) -> Result<(String, Vec<u8>), String> {
     Ok((dir, name.as_bytes().to_vec()))
 }
 
-/// mfsmakesnapshot SRC... DST: a copy of each SRC, made at once and sharing
-/// chunks. DST an existing directory: the copies go in it under their own
-/// names; otherwise (one SRC) DST is the copy's new name.
-pub async fn make(ctx: &mut Ctx, paths: &[String]) -> Result<bool, String> {
+/// mfsmakesnapshot [-o] SRC... DST: a copy of each SRC, made at once and
+/// sharing chunks. DST an existing directory: the copies go in it under
+/// their own names; otherwise (one SRC) DST is the copy's new name. With
+/// `overwrite`, what has the copy's name is removed first (as
+/// mfsrmsnapshot would).
+pub async fn make(ctx: &mut Ctx, paths: &[String], overwrite: bool) -> Result<bool, String> {
     let Some((dst, srcs)) = paths.split_last().filter(|(_, s)| !s.is_empty()) else {
         return Err("needs a SOURCE and a DESTINATION".into());
     };
@@ -41,7 +43,7 @@ pub async fn make(ctx: &mut Ctx, paths: &[String]) -> Result<bool, String> {
     }
     let mut ok = true;
     for src in srcs {
-        if let Err(e) = make_one(ctx, src, dst, into_dir).await {
+        if let Err(e) = make_one(ctx, src, dst, into_dir, overwrite).await {
             eprintln!("{src}: {e}");
             ok = false;
         }
@@ -49,7 +51,13 @@ pub async fn make(ctx: &mut Ctx, paths: &[String]) -> Result<bool, String> {
     Ok(ok)
 }
 
-async fn make_one(ctx: &mut Ctx, src: &str, dst: &str, into_dir: bool) -> Result<(), String> {
+async fn make_one(
+    ctx: &mut Ctx,
+    src: &str,
+    dst: &str,
+    into_dir: bool,
+    overwrite: bool,
+) -> Result<(), String> {
     let from = ctx.target(src).await?;
     let (parent, name) = if into_dir {
         (ctx.target(dst).await?, split(src)?.1)
@@ -62,6 +70,18 @@ async fn make_one(ctx: &mut Ctx, src: &str, dst: &str, into_dir: bool) -> Result
             "{dst} is on another rmfs cluster (masters {}, not {}): a snapshot stays in its cluster",
             parent.masters, from.masters
         ));
+    }
+    if overwrite {
+        match parent.client.lookup(&ctx.cred, parent.inode, &name).await {
+            Ok(_) => {
+                let shown = format!("{dst} (to overwrite)");
+                remove_tree(ctx, &shown, &parent, name.clone())
+                    .await
+                    .map_err(|e| format!("removing {shown}: {e}"))?;
+            }
+            Err(ClientError::Errno(libc::ENOENT, _)) => {}
+            Err(e) => return Err(format!("{dst}: {e}")),
+        }
     }
     from.client
         .snapshot(SnapshotRequest {
