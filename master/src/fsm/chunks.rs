@@ -210,6 +210,41 @@ impl Namespace {
         Ok(Reply::Attr(attr))
     }
 
+    /// `Op::PunchChunks`: slots `first..first + count` become holes.
+    pub(crate) fn punch_chunks(
+        &mut self,
+        cred: &Cred,
+        inode: Inode,
+        (first, count): (u32, u32),
+        t: Timespec,
+    ) -> Result<Reply, Errno> {
+        match self.node(inode)?.ftype {
+            FileType::Regular => {}
+            FileType::Directory => return Err(Errno::EISDIR),
+            _ => return Err(Errno::EINVAL),
+        }
+        self.may_truncate(cred, inode)?;
+        let n = self.nodes.get_mut(&inode).ok_or(Errno::ENOENT)?;
+        let mut gone = Vec::new();
+        if let NodeData::File { chunks } = &mut n.data {
+            let start = (first as usize).min(chunks.len());
+            let end = (first as usize)
+                .saturating_add(count as usize)
+                .min(chunks.len());
+            gone.extend(chunks[start..end].iter_mut().filter_map(Option::take));
+            while chunks.last().is_some_and(Option::is_none) {
+                chunks.pop();
+            }
+        }
+        n.mtime = t;
+        n.ctime = t;
+        let attr = n.attr(inode);
+        for id in gone {
+            self.release_chunk(id);
+        }
+        Ok(Reply::Attr(attr))
+    }
+
     pub(crate) fn chunks_deleted(&mut self, ids: &[ChunkId]) -> Reply {
         let done: BTreeSet<ChunkId> = ids.iter().copied().collect();
         self.pending_chunk_deletes.retain(|id| !done.contains(id));

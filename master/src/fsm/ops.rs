@@ -305,6 +305,12 @@ impl Namespace {
                 inode,
                 setting,
             } => self.set_quota(cred, *inode, *setting),
+            Op::PunchChunks {
+                cred,
+                inode,
+                first,
+                count,
+            } => self.punch_chunks(cred, *inode, (*first, *count), t),
         }
     }
 

@@ -519,6 +519,16 @@ pub enum Op {
         inode: Inode,
         setting: Option<super::quota::QuotaSetting>,
     },
+    /// fallocate(PUNCH_HOLE) of whole chunks: slots `first..first+count`
+    /// of regular file `inode` become holes (their chunks lose a
+    /// reference); the length stays. The rules of a truncate (EACCES,
+    /// EPERM, EISDIR/EINVAL for other types). Replies `Reply::Attr`.
+    PunchChunks {
+        cred: Cred,
+        inode: Inode,
+        first: u32,
+        count: u32,
+    },
 }
 
 impl Op {
@@ -562,6 +572,7 @@ impl Op {
             Op::Undelete { .. } => "Undelete",
             Op::SetTrashPath { .. } => "SetTrashPath",
             Op::SetQuota { .. } => "SetQuota",
+            Op::PunchChunks { .. } => "PunchChunks",
         }
     }
 

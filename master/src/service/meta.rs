@@ -645,6 +645,19 @@ impl MetaService for Meta {
         ok_reply(self.mutate(r.id, op).await?)
     }
 
+    async fn punch_chunks(&self, req: Request<pb::PunchChunksRequest>) -> R<pb::AttrReply> {
+        let r = req.into_inner();
+        let op = Op::PunchChunks {
+            cred: cred_from_pb(r.cred),
+            inode: Inode(r.inode),
+            first: r.first,
+            count: r.count,
+        };
+        Ok(Response::new(pb::AttrReply {
+            attr: Some(attr_reply(self.mutate(r.id, op).await?)?),
+        }))
+    }
+
     async fn set_quota(&self, req: Request<pb::SetQuotaRequest>) -> R<pb::QuotaReply> {
         self.set_dir_quota(req.into_inner()).await
     }

@@ -24,6 +24,7 @@
 pub mod convert;
 pub mod creds;
 mod data_ops;
+mod fallocate;
 pub mod fs;
 pub mod handles;
 mod locks;

@@ -19,7 +19,7 @@ use mfs_proto::v1::{
     ChunkLocation, ReadChunkRequest, SetEattrRequest, SetGoalRequest, SetTrashTimeRequest,
     SetTreeReply, SnapshotRequest, WriteChunkEndRequest, WriteChunkRequest,
 };
-use mfs_proto::v1::{FileLock, GetLockRequest, SetLockRequest};
+use mfs_proto::v1::{FileLock, GetLockRequest, PunchChunksRequest, SetLockRequest};
 use tonic::transport::Channel;
 use tonic::Status;
 
@@ -63,6 +63,7 @@ mutating!(
     SetEattrRequest,
     SnapshotRequest,
     SetLockRequest,
+    PunchChunksRequest,
 );
 
 fn attr_of(attr: Option<Attr>, method: &str) -> Result<Attr, ClientError> {
@@ -386,6 +387,16 @@ impl MasterClient {
             })
             .await?;
         attr(r, "WriteChunkEnd")
+    }
+
+    /// Makes whole chunks of a file holes (fallocate PUNCH_HOLE).
+    pub async fn punch_chunks(&self, req: PunchChunksRequest) -> Result<Attr, ClientError> {
+        let r = self
+            .call_mut("PunchChunks", req, |ch, r| async move {
+                meta_client(ch).punch_chunks(r).await
+            })
+            .await?;
+        attr(r, "PunchChunks")
     }
 
     /// Sets the goal of an inode (or a tree, with `recursive`).

@@ -5,6 +5,7 @@
 
 mod config;
 mod data;
+mod fallocate;
 mod locks;
 mod masters;
 mod metalog;

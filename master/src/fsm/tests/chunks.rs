@@ -355,3 +355,33 @@ fn a_new_chunk_in_one_entry() {
         Reply::Err(Errno::EINVAL)
     );
 }
+
+#[test]
+fn punched_chunks_become_holes() {
+    let mut h = harness();
+    let c = user(1000);
+    let f = h.create(&c, R, "f", 0o644);
+    h.ok(Op::Release { inode: f.inode });
+    super::posix::give_chunks(&mut h.ns, f.inode, &[10, 11, 12]);
+    let punch = |cred: &Cred, inode: Inode, first: u32, count: u32| Op::PunchChunks {
+        cred: cred.clone(),
+        inode,
+        first,
+        count,
+    };
+    assert_eq!(h.err(punch(&user(1001), f.inode, 1, 1)), Errno::EACCES);
+    assert_eq!(h.err(punch(&c, R, 0, 1)), Errno::EISDIR);
+    let size = h.ns.getattr(f.inode).expect("f").size;
+    let a = h.attr(punch(&c, f.inode, 1, 1));
+    assert_eq!(a.size, size, "the length stays");
+    assert_eq!(
+        h.ns.file_chunks(f.inode).expect("f"),
+        &[Some(ChunkId(10)), None, Some(ChunkId(12))]
+    );
+    assert_eq!(h.ns.pending_chunk_deletes(), &[ChunkId(11)]);
+    // Past the end and over holes: nothing more to free; a trailing run
+    // of holes is dropped from the list.
+    h.ok(punch(&c, f.inode, 1, 100));
+    assert_eq!(h.ns.file_chunks(f.inode).expect("f"), &[Some(ChunkId(10))]);
+    assert_eq!(h.ns.pending_chunk_deletes(), &[ChunkId(11), ChunkId(12)]);
+}

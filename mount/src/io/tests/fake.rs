@@ -472,6 +472,9 @@ impl MetaService for Meta {
     async fn list_quotas(&self, _r: Request<ListQuotasRequest>) -> R<ListQuotasReply> {
         un()
     }
+    async fn punch_chunks(&self, _r: Request<PunchChunksRequest>) -> R<AttrReply> {
+        un()
+    }
     async fn dir_info(&self, _r: Request<DirInfoRequest>) -> R<DirInfoReply> {
         un()
     }
