@@ -18,8 +18,10 @@
 //! (mfsmakesnapshot's tree copy sharing chunks, copy-on-write of a shared
 //! chunk), `trash` (deleted files kept for their trash time, undelete), `quota`
 //! (directory quotas and their usage),
-//! `image` (snapshot format).
+//! `acl` (POSIX ACLs: parsing, checks, chmod,
+//! inheritance), `image` (snapshot format).
 
+mod acl;
 mod chunks;
 mod image;
 mod locks;

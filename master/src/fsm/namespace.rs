@@ -465,6 +465,13 @@ impl Namespace {
     }
 
     /// Whether `cred` may change the size of `inode` (the SetAttr rule).
+    /// access(2): may `cred` have `mask` (R=4, W=2, X=1) on `inode`, by
+    /// its mode bits, ACL and extra attributes? EACCES, EPERM (immutable)
+    /// or ENOENT.
+    pub fn access(&self, cred: &Cred, inode: Inode, mask: u32) -> Result<(), Errno> {
+        perm::access(self.node(inode)?, cred, mask & 7)
+    }
+
     pub fn may_truncate(&self, cred: &Cred, inode: Inode) -> Result<(), Errno> {
         let node = self.node(inode)?;
         perm::may_change(node)?;

@@ -462,6 +462,12 @@ impl Namespace {
         let mut node = Node::new(ftype, data, t);
         let keep = if is_dir { 0o1777 } else { MODE_MASK };
         node.mode = mode & keep & !umask;
+        if let Some((m, xattrs)) = super::acl::inherited(p, ftype, mode & keep) {
+            node.mode = m;
+            for (k, v) in xattrs {
+                node.xattrs.insert(k.to_vec(), v);
+            }
+        }
         node.uid = cred.uid;
         node.gid = cred.gid;
         if p.mode & S_ISGID != 0 {
@@ -732,7 +738,11 @@ impl Namespace {
             self.set_file_size(ino, size);
         }
         let n = self.nodes.get_mut(&ino).ok_or(Errno::ENOENT)?;
+        let chmod = n.mode != new_mode;
         n.mode = new_mode;
+        if chmod {
+            super::acl::follow_mode(n);
+        }
         n.uid = c.uid.unwrap_or(n.uid);
         n.gid = new_gid;
         if resize.is_some() {
@@ -805,6 +815,9 @@ impl Namespace {
         }
         if replace_only && !exists {
             return Err(Errno::ENODATA);
+        }
+        if name == super::acl::ACCESS || name == super::acl::DEFAULT {
+            return self.set_acl(ino, name, value, t);
         }
         let n = self.nodes.get_mut(&ino).ok_or(Errno::ENOENT)?;
         n.xattrs.insert(name.to_vec(), value.to_vec());

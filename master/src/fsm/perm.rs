@@ -26,7 +26,15 @@ pub fn access(node: &Node, cred: &Cred, mask: u32) -> Result<(), Errno> {
         }
         return Ok(());
     }
-    let bits = if cred.uid == node.uid || node.eattr & eattr::NOOWNER != 0 {
+    let owner = cred.uid == node.uid || node.eattr & eattr::NOOWNER != 0;
+    if let Some(acl) = super::acl::access_acl(node) {
+        return if acl.permits(cred, (owner, node.gid), mask) {
+            Ok(())
+        } else {
+            Err(Errno::EACCES)
+        };
+    }
+    let bits = if owner {
         node.mode >> 6
     } else if cred.in_group(node.gid) {
         node.mode >> 3

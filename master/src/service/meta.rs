@@ -645,6 +645,14 @@ impl MetaService for Meta {
         ok_reply(self.mutate(r.id, op).await?)
     }
 
+    async fn access(&self, req: Request<pb::AccessRequest>) -> R<pb::Empty> {
+        let r = req.into_inner();
+        let cred = cred_from_pb(r.cred);
+        self.read(|ns| ns.access(&cred, Inode(r.inode), r.mask))
+            .await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
     async fn punch_chunks(&self, req: Request<pb::PunchChunksRequest>) -> R<pb::AttrReply> {
         let r = req.into_inner();
         let op = Op::PunchChunks {

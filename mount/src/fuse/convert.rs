@@ -167,28 +167,6 @@ pub fn reply_statfs(s: &mfs_proto::v1::StatfsReply, reply: fuser::ReplyStatfs) {
     )
 }
 
-/// May a caller with these credentials access a file with these
-/// attributes as `mask` (R_OK/W_OK/X_OK bits) asks? POSIX rules: root may
-/// read and write anything and execute what has an execute bit.
-pub fn access_allowed(a: &Attr, uid: u32, gid: u32, groups: &[u32], mask: u32) -> bool {
-    let mask = mask & 7;
-    if mask == 0 {
-        return true;
-    }
-    if uid == 0 {
-        let is_dir = a.r#type == FileType::Directory as i32;
-        return mask & 1 == 0 || is_dir || a.mode & 0o111 != 0;
-    }
-    let bits = if a.uid == uid {
-        (a.mode >> 6) & 7
-    } else if a.gid == gid || groups.contains(&a.gid) {
-        (a.mode >> 3) & 7
-    } else {
-        a.mode & 7
-    };
-    bits & mask == mask
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,24 +214,6 @@ mod tests {
         assert_eq!(f.size, 20);
         assert_eq!(f.blocks, 2);
         assert_eq!(file_attr(&a, &InodeMap::new(1), Some(3)).size, 10);
-    }
-
-    #[test]
-    fn access_checks_owner_group_other_and_root() {
-        let a = Attr {
-            r#type: FileType::Regular as i32,
-            mode: 0o640,
-            uid: 10,
-            gid: 20,
-            ..Default::default()
-        };
-        assert!(access_allowed(&a, 10, 99, &[], 6));
-        assert!(!access_allowed(&a, 10, 99, &[], 1));
-        assert!(access_allowed(&a, 11, 99, &[20], 4));
-        assert!(!access_allowed(&a, 11, 99, &[20], 2));
-        assert!(!access_allowed(&a, 11, 99, &[], 4));
-        assert!(access_allowed(&a, 0, 0, &[], 6));
-        assert!(!access_allowed(&a, 0, 0, &[], 1));
     }
 
     #[test]

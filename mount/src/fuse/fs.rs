@@ -48,6 +48,9 @@ pub struct FsSettings {
     /// Refuse every change with EROFS (the kernel does too for a `ro`
     /// mount; this covers callers that slip past it).
     pub read_only: bool,
+    /// The kernel checks permissions itself (`default_permissions`): then
+    /// it is asked to honour POSIX ACLs too (FUSE_POSIX_ACL).
+    pub kernel_permissions: bool,
 }
 
 /// The state every task of the file system shares.
@@ -178,7 +181,12 @@ impl Filesystem for MfsFs {
             | InitFlags::FUSE_MAX_PAGES
             | InitFlags::FUSE_AUTO_INVAL_DATA
             | InitFlags::FUSE_POSIX_LOCKS
-            | InitFlags::FUSE_FLOCK_LOCKS;
+            | InitFlags::FUSE_FLOCK_LOCKS
+            // The master applies the umask, unless a default ACL decides.
+            | InitFlags::FUSE_DONT_MASK;
+        if s.settings.kernel_permissions {
+            want |= InitFlags::FUSE_POSIX_ACL;
+        }
         if s.settings.writeback_cache && !s.settings.read_only {
             want |= InitFlags::FUSE_WRITEBACK_CACHE;
         }

@@ -669,17 +669,15 @@ impl Shared {
         mask: u32,
         reply: ReplyEmpty,
     ) {
-        match self.master.getattr(self.map.to_master(ino)).await {
-            Ok(a) => {
-                if mask & (libc::W_OK as u32) != 0 && self.settings.read_only {
-                    return reply.error(Errno::EROFS);
-                }
-                if convert::access_allowed(&a, cred.uid, cred.gid, &cred.groups, mask) {
-                    reply.ok()
-                } else {
-                    reply.error(Errno::EACCES)
-                }
-            }
+        if mask & (libc::W_OK as u32) != 0 && self.settings.read_only {
+            return reply.error(Errno::EROFS);
+        }
+        match self
+            .master
+            .access(&cred, self.map.to_master(ino), mask)
+            .await
+        {
+            Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -707,12 +705,10 @@ fn os_name(name: &[u8]) -> Option<std::ffi::OsString> {
     Some(std::ffi::OsStr::from_bytes(name).to_owned())
 }
 
-/// POSIX ACLs are not kept: their xattr names are refused as unsupported
-/// (so `cp -a` and friends carry on), every other name goes to the master.
+/// The length of an xattr name (the master checks the rest, POSIX ACL
+/// names included).
 fn xattr_name_ok(name: &[u8]) -> Result<(), Errno> {
-    if name.starts_with(b"system.posix_acl_") {
-        Err(Errno::EOPNOTSUPP)
-    } else if name.is_empty() || name.len() > 255 {
+    if name.is_empty() || name.len() > 255 {
         Err(Errno::ERANGE)
     } else {
         Ok(())
@@ -741,10 +737,8 @@ mod tests {
         assert_eq!(check_name(&[b'a'; 256]), Err(Errno::ENAMETOOLONG));
         assert_eq!(check_name(&[b'a'; 255]), Ok(()));
         assert_eq!(check_name(b"a/b"), Err(Errno::EINVAL));
-        assert_eq!(
-            xattr_name_ok(b"system.posix_acl_access"),
-            Err(Errno::EOPNOTSUPP)
-        );
+        assert_eq!(xattr_name_ok(b"system.posix_acl_access"), Ok(()));
+        assert_eq!(xattr_name_ok(&[b'u'; 256]), Err(Errno::ERANGE));
         assert_eq!(xattr_name_ok(b"user.x"), Ok(()));
     }
 }

@@ -389,6 +389,26 @@ impl MasterClient {
         attr(r, "WriteChunkEnd")
     }
 
+    /// access(2) at the master: Ok, or the errno (EACCES, EPERM).
+    pub async fn access(
+        &self,
+        cred: &Credentials,
+        inode: u64,
+        mask: u32,
+    ) -> Result<(), ClientError> {
+        let req = mfs_proto::v1::AccessRequest {
+            cred: Some(cred.clone()),
+            inode,
+            mask,
+        };
+        self.inner
+            .call("Access", req, |ch, r| async move {
+                meta_client(ch).access(r).await
+            })
+            .await
+            .map(drop)
+    }
+
     /// Makes whole chunks of a file holes (fallocate PUNCH_HOLE).
     pub async fn punch_chunks(&self, req: PunchChunksRequest) -> Result<Attr, ClientError> {
         let r = self

@@ -364,6 +364,9 @@ impl MetaService for Svc {
     async fn list_quotas(&self, _r: Request<ListQuotasRequest>) -> R<ListQuotasReply> {
         Err(Status::unimplemented("quota"))
     }
+    async fn access(&self, _r: Request<AccessRequest>) -> R<Empty> {
+        Err(Status::unimplemented("access"))
+    }
     async fn punch_chunks(&self, _r: Request<PunchChunksRequest>) -> R<AttrReply> {
         Err(Status::unimplemented("punch"))
     }

@@ -3,6 +3,7 @@
 //! Each test starts its own cluster (free ports, a temp dir kept on failure)
 //! and prints `===` lines for its steps.
 
+mod acl;
 mod config;
 mod data;
 mod fallocate;

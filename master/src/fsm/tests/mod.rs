@@ -2,6 +2,7 @@
 //! determinism and images (`determinism`), exactly-once sessions, and targeted
 //! POSIX cases (`posix`, `perms`).
 
+mod acls;
 mod chunks;
 mod determinism;
 mod extra_attrs;

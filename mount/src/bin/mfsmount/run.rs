@@ -126,6 +126,7 @@ fn mount_and_serve(args: &Args, cfg: &MountConfig, mountpoint: &Path) -> anyhow:
         direntry_ttl: res.direntry_ttl,
         writeback_cache: cfg.mfswritebackcache,
         read_only: cfg.ro,
+        kernel_permissions: cfg.default_permissions,
     };
     let fs = MfsFs::new(master.clone(), io, root, settings, rt.handle().clone());
     let fs_handle = fs.handle();

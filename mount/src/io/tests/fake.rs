@@ -472,6 +472,9 @@ impl MetaService for Meta {
     async fn list_quotas(&self, _r: Request<ListQuotasRequest>) -> R<ListQuotasReply> {
         un()
     }
+    async fn access(&self, _r: Request<AccessRequest>) -> R<Empty> {
+        un()
+    }
     async fn punch_chunks(&self, _r: Request<PunchChunksRequest>) -> R<AttrReply> {
         un()
     }
