@@ -214,15 +214,14 @@ pub fn follow_mode(node: &mut Node) {
     }
 }
 
+/// An xattr to give a new inode: name and value.
+pub type Xattr = (&'static [u8], Vec<u8>);
+
 /// A new inode of type `ftype` asked with `mode` (its permission and
 /// special bits, umask not applied) in a directory whose xattrs are
 /// `parent`: with a default ACL there, the inherited ACLs to give it and
 /// its mode; `None`: no default ACL (the umask applies).
-pub fn inherited(
-    parent: &Node,
-    ftype: FileType,
-    mode: u32,
-) -> Option<(u32, Vec<(&'static [u8], Vec<u8>)>)> {
+pub fn inherited(parent: &Node, ftype: FileType, mode: u32) -> Option<(u32, Vec<Xattr>)> {
     if ftype == FileType::Symlink {
         return None;
     }
