@@ -379,7 +379,8 @@ impl ChunkManager {
 
     /// Creates chunk `id` at `version` on `goal` servers chosen by
     /// placement (none of `avoid`); the servers that made it (ENOSPC when
-    /// none could).
+    /// none could; EAGAIN when none is known yet in a new leader's grace
+    /// period, so the client asks again).
     async fn create_copies(
         &self,
         id: ChunkId,
@@ -387,11 +388,17 @@ impl ChunkManager {
         goal: u8,
         avoid: &[u64],
     ) -> Result<Vec<u64>, ChunkError> {
-        let targets = {
+        let (targets, waiting) = {
             let st = self.state();
-            placement::choose(&st.servers, Instant::now(), usize::from(goal.max(1)), avoid)
+            let now = Instant::now();
+            let t = placement::choose(&st.servers, now, usize::from(goal.max(1)), avoid);
+            (t, st.in_grace(now, GRACE))
         };
         if targets.is_empty() {
+            if waiting {
+                // A new leader: the chunkservers are still registering.
+                return Err(Errno::EAGAIN.into());
+            }
             tracing::warn!(chunk = %id, "no chunkserver can take a new chunk (none alive with free space)");
             return Err(Errno::ENOSPC.into());
         }

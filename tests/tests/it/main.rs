@@ -6,12 +6,14 @@
 mod acl;
 mod config;
 mod data;
+mod failover;
 mod fallocate;
 mod locks;
 mod masters;
 mod metalog;
 mod mount;
 mod quota;
+mod realworld;
 mod tools;
 mod trash;
 mod util;
