@@ -6,8 +6,10 @@
 //! The script is found at `$RMFS_REALWORLD_SH`, else at
 //! `../shared/tools/realworld.sh` beside the repository; without it (or
 //! without root and /dev/fuse) the test says so and passes. Sources are
-//! `$RW_INCLUDE_SRC` and `$RW_DOC_SRC` (defaults: /usr/include and
-//! /usr/share/doc/git, small enough for CI).
+//! `$RW_INCLUDE_SRC` and `$RW_DOC_SRC` (defaults: /usr/include/linux and
+//! /usr/share/doc/git, small enough for a debug build in CI; the script's
+//! own defaults, all of /usr/include and /usr/share/doc, suit a release
+//! build).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -40,11 +42,15 @@ async fn realworld_workloads_pass_on_a_mount() {
     let m = Mount::start(&c, "mnt", &[]).unwrap();
     ok("mfssetgoal", &["2", &m.path().display().to_string()]);
     step(&format!("{} on the mount", script.display()));
-    let doc = std::env::var("RW_DOC_SRC").unwrap_or_else(|_| "/usr/share/doc/git".into());
+    let src = |var: &str, default: &str| std::env::var(var).unwrap_or_else(|_| default.into());
     let out = Command::new("bash")
         .arg(&script)
         .arg(m.path())
-        .env("RW_DOC_SRC", doc)
+        .env(
+            "RW_INCLUDE_SRC",
+            src("RW_INCLUDE_SRC", "/usr/include/linux"),
+        )
+        .env("RW_DOC_SRC", src("RW_DOC_SRC", "/usr/share/doc/git"))
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
