@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use mfs_proto::v1::{FileType, QuotaInfo, SetTreeReply};
+use mfs_proto::v1::{DirInfoReply, FileType, QuotaInfo, SetTreeReply};
 
 /// Bytes of file data one chunk holds.
 pub const CHUNK_SIZE: u64 = 64 << 20;
@@ -240,57 +240,23 @@ pub fn file_info(path: &str, slots: &[ChunkSlot]) -> String {
     out
 }
 
-/// What `mfsdirinfo` prints (the master counts it: `DirInfo` call).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DirInfo {
-    /// Every inode (the directory itself included).
-    pub inodes: u64,
-    /// Directories among them.
-    pub dirs: u64,
-    /// Regular files among them.
-    pub files: u64,
-    /// Distinct chunks (one shared by snapshots counts once).
-    pub chunks: u64,
-    /// Sum of the files' lengths.
-    pub length: u64,
-    /// Space one copy of the distinct chunks takes.
-    pub size: u64,
-    /// Space all copies take: each chunk's size × its goal.
-    pub realsize: u64,
-}
-
-impl From<mfs_proto::v1::DirInfoReply> for DirInfo {
-    fn from(r: mfs_proto::v1::DirInfoReply) -> DirInfo {
-        DirInfo {
-            inodes: r.inodes,
-            dirs: r.dirs,
-            files: r.files,
-            chunks: r.chunks,
-            length: r.length,
-            size: r.size,
-            realsize: r.realsize,
-        }
+/// `mfsdirinfo` output of what the master counted (its `DirInfo` call: a
+/// chunk shared by snapshots counts once).
+pub fn dir_info(path: &str, d: &DirInfoReply) -> String {
+    let rows = [
+        (" inodes:       ", d.inodes),
+        ("  directories: ", d.dirs),
+        ("  files:       ", d.files),
+        (" chunks:       ", d.chunks),
+        (" length:       ", d.length),
+        (" size:         ", d.size),
+        (" realsize:     ", d.realsize),
+    ];
+    let mut out = format!("{path}:\n");
+    for (label, n) in rows {
+        let _ = writeln!(out, "{label}{n:>NUM_WIDTH$}");
     }
-}
-
-impl DirInfo {
-    /// `mfsdirinfo` output.
-    pub fn render(&self, path: &str) -> String {
-        let rows = [
-            (" inodes:       ", self.inodes),
-            ("  directories: ", self.dirs),
-            ("  files:       ", self.files),
-            (" chunks:       ", self.chunks),
-            (" length:       ", self.length),
-            (" size:         ", self.size),
-            (" realsize:     ", self.realsize),
-        ];
-        let mut out = format!("{path}:\n");
-        for (label, n) in rows {
-            let _ = writeln!(out, "{label}{n:>NUM_WIDTH$}");
-        }
-        out
-    }
+    out
 }
 
 #[cfg(test)]
@@ -413,7 +379,7 @@ mod tests {
 
     #[test]
     fn dirinfo_renders_every_count() {
-        let d = DirInfo::from(mfs_proto::v1::DirInfoReply {
+        let d = DirInfoReply {
             inodes: 5,
             dirs: 1,
             files: 3,
@@ -421,8 +387,8 @@ mod tests {
             length: 1000,
             size: 1024,
             realsize: 2048,
-        });
-        let text = d.render("d");
+        };
+        let text = dir_info("d", &d);
         assert!(text.starts_with("d:\n inodes:"), "{text}");
         assert!(text.contains("\n  files:       "), "{text}");
         assert!(text

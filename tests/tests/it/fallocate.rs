@@ -5,24 +5,14 @@
 //!
 //! Needs root and /dev/fuse; without them it says so and passes.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use crate::data::pattern;
-use crate::util::{step, wait_for};
+use crate::util::{open_rw, step, wait_for};
 
 const CHUNK: i64 = 64 << 20;
-
-fn open(p: &Path) -> File {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(p)
-        .unwrap_or_else(|e| panic!("open {}: {e}", p.display()))
-}
 
 /// fallocate on both files: the same result (0 or the same errno).
 fn both(files: &[&File; 2], mode: i32, offset: i64, len: i64) -> i32 {
@@ -62,7 +52,7 @@ async fn fallocate_matches_a_local_file() {
     let data = pattern(3, (2 * CHUNK as usize) + (2 << 20));
     std::fs::write(&pm, &data).unwrap();
     std::fs::write(&pl, &data).unwrap();
-    let (fm, fl) = (open(&pm), open(&pl));
+    let (fm, fl) = (open_rw(&pm), open_rw(&pl));
     let files = [&fm, &fl];
     wait_for(10, "three chunk files", || {
         c.chunk_files(1).unwrap().len() == 3
@@ -99,7 +89,7 @@ async fn fallocate_matches_a_local_file() {
     // Writes after a punch land in the hole.
     for p in [&pm, &pl] {
         use std::io::{Seek, SeekFrom, Write};
-        let mut f = open(p);
+        let mut f = open_rw(p);
         f.seek(SeekFrom::Start(CHUNK as u64 + 7)).unwrap();
         f.write_all(b"again").unwrap();
     }

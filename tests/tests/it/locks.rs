@@ -4,25 +4,14 @@
 //!
 //! Needs root and /dev/fuse; without them each test says so and passes.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mfs_tests::cluster::Cluster;
 use mfs_tests::mountpoint::Mount;
 
-use crate::util::{skip_without_fuse, step};
-
-fn open_rw(p: &Path) -> File {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(p)
-        .unwrap_or_else(|e| panic!("open {}: {e}", p.display()))
-}
+use crate::util::{open_rw, skip_without_fuse, step};
 
 fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap_or(-1)

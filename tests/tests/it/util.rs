@@ -89,3 +89,14 @@ pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
+
+/// Opens (creating if needed) `p` for reading and writing.
+pub fn open_rw(p: &std::path::Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(p)
+        .unwrap_or_else(|e| panic!("open {}: {e}", p.display()))
+}

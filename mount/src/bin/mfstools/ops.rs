@@ -12,7 +12,7 @@ use mfs_common::eattr;
 use mfs_mount::fuse::convert::InodeMap;
 use mfs_mount::master::{parse_masters, ClientOptions, MasterClient, MASTERS_ENV};
 use mfs_mount::tools::locate::{locate, Located};
-use mfs_mount::tools::report::{self, ChunkSlot, DirInfo, ValueCounts};
+use mfs_mount::tools::report::{self, ChunkSlot, ValueCounts};
 use mfs_mount::ClientError;
 use mfs_proto::v1::{
     Attr, Credentials, FileType, OpenMode, OpenRequest, ReaddirRequest, ReleaseRequest,
@@ -509,7 +509,7 @@ async fn one_path(
         "mfsfileinfo" => Ok(report::file_info(path, &ctx.chunk_slots(t).await?)),
         "mfsdirinfo" => {
             let r = t.client.dir_info(t.inode).await.map_err(err)?;
-            Ok(DirInfo::from(r).render(path))
+            Ok(report::dir_info(path, &r))
         }
         other => Err(format!("{other} is not a tool of mfstools")),
     }
