@@ -79,7 +79,8 @@ impl Cluster {
             self.start_chunkserver(num)?;
         }
         let want = self.chunkservers.len();
-        self.wait_chunkservers(want, Duration::from_secs(30)).await
+        // Generous: a loaded 2-core machine runs many tests at once.
+        self.wait_chunkservers(want, Duration::from_secs(60)).await
     }
 
     pub fn chunkserver(&self, num: usize) -> Result<&Chunkserver> {
@@ -157,7 +158,14 @@ impl Cluster {
                 let logs: String = self
                     .chunkservers
                     .iter()
-                    .map(|c| format!("\n--- chunk{} log:\n{}", c.num, tail(&c.dir.join("log"))))
+                    .map(|c| {
+                        format!(
+                            "\n--- chunk{} ({}) log:\n{}",
+                            c.num,
+                            process_state(c.pid()),
+                            tail(&c.dir.join("log"))
+                        )
+                    })
                     .collect();
                 bail!("{n} chunkservers did not register within {timeout:?}{logs}");
             }
@@ -225,4 +233,20 @@ fn tail(path: &std::path::Path) -> String {
     let s = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(8)..].join("\n")
+}
+
+/// What the kernel says of process `pid` ("State: S (sleeping)"), for
+/// failure reports.
+fn process_state(pid: Option<u32>) -> String {
+    let Some(pid) = pid else {
+        return "not started".into();
+    };
+    match std::fs::read_to_string(format!("/proc/{pid}/status")) {
+        Ok(s) => s
+            .lines()
+            .find(|l| l.starts_with("State:"))
+            .map(|l| format!("pid {pid}, {}", l.trim()))
+            .unwrap_or_else(|| format!("pid {pid}")),
+        Err(_) => format!("pid {pid} exited"),
+    }
 }
