@@ -147,16 +147,21 @@ pub struct DirStats {
 
 /// What one inode adds to the quotas above it.
 pub(crate) fn contrib(n: &Node) -> Usage {
+    contrib_at(n, n.size)
+}
+
+/// What `n` would add with length `length`.
+fn contrib_at(n: &Node, length: u64) -> Usage {
     if n.ftype != FileType::Regular {
         return Usage {
             inodes: 1,
             ..Usage::default()
         };
     }
-    let size = n.size.div_ceil(512).saturating_mul(512);
+    let size = length.div_ceil(512).saturating_mul(512);
     Usage {
         inodes: 1,
-        length: n.size,
+        length,
         size,
         realsize: size.saturating_mul(u64::from(n.goal)),
     }
@@ -256,26 +261,28 @@ impl Namespace {
         m
     }
 
-    /// Adds (`add`) or takes `u` from the quotas at or above `dir`.
-    fn charge(&mut self, dir: Inode, u: Usage, add: bool) {
-        for q in self.quotas_above(dir) {
-            if let Some(q) = self.quotas.get_mut(&q) {
-                q.usage = if add {
-                    q.usage.plus(u)
-                } else {
-                    q.usage.minus(u)
-                };
+    /// Quotas `qs` lose `sub` and gain `add`.
+    fn adjust(&mut self, qs: &[Inode], sub: Usage, add: Usage) {
+        for q in qs {
+            if let Some(q) = self.quotas.get_mut(q) {
+                q.usage = q.usage.minus(sub).plus(add);
             }
         }
     }
 
     /// The tree of `ino` gained (`add`) or lost a name in `dir`.
     pub(crate) fn charge_tree(&mut self, dir: Inode, ino: Inode, add: bool) {
-        if self.quotas_above(dir).is_empty() {
+        let qs = self.quotas_above(dir);
+        if qs.is_empty() {
             return;
         }
         let u = self.tree_usage(ino);
-        self.charge(dir, u, add);
+        let none = Usage::default();
+        if add {
+            self.adjust(&qs, none, u);
+        } else {
+            self.adjust(&qs, u, none);
+        }
     }
 
     /// The tree of `ino` moves from directory `from` to `to`: the quotas
@@ -290,18 +297,9 @@ impl Namespace {
         if lose.is_empty() && gain.is_empty() {
             return;
         }
-        let u = self.tree_usage(ino);
-        for (qs, add) in [(lose, false), (gain, true)] {
-            for q in qs {
-                if let Some(q) = self.quotas.get_mut(&q) {
-                    q.usage = if add {
-                        q.usage.plus(u)
-                    } else {
-                        q.usage.minus(u)
-                    };
-                }
-            }
-        }
+        let (u, none) = (self.tree_usage(ino), Usage::default());
+        self.adjust(&lose, u, none);
+        self.adjust(&gain, none, u);
     }
 
     /// File `ino`'s length or goal changed from what gave `before`.
@@ -316,9 +314,9 @@ impl Namespace {
             return;
         }
         for (d, names) in self.parents_of(ino) {
+            let qs = self.quotas_above(d);
             for _ in 0..names {
-                self.charge(d, before, false);
-                self.charge(d, after, true);
+                self.adjust(&qs, before, after);
             }
         }
     }
@@ -415,10 +413,7 @@ impl Namespace {
         let Some(n) = self.nodes.get(&ino) else {
             return Ok(());
         };
-        let before = contrib(n);
-        let mut grown = n.clone();
-        grown.size = size;
-        let add = contrib(&grown).minus(before);
+        let add = contrib_at(n, size).minus(contrib(n));
         let dirs: Vec<Inode> = self.parents_of(ino).into_iter().map(|(d, _)| d).collect();
         self.quota_check(&dirs, add, now)
     }

@@ -39,11 +39,21 @@ const MAX_PATH_DEPTH: usize = 4096;
 
 impl Namespace {
     /// The path of name `name` in directory `parent`, relative to the root.
+    pub(crate) fn path_of(&self, parent: Inode, name: &[u8]) -> Vec<u8> {
+        let mut path = self.dir_path(parent);
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        path.extend_from_slice(name);
+        path
+    }
+
+    /// The path of directory `dir` relative to the root ("" for the root).
     /// Costs one scan of each ancestor's entries (directories know their
     /// parent, not their name).
-    pub(crate) fn path_of(&self, parent: Inode, name: &[u8]) -> Vec<u8> {
-        let mut parts: Vec<&[u8]> = vec![name];
-        let mut dir = parent;
+    pub(crate) fn dir_path(&self, dir: Inode) -> Vec<u8> {
+        let mut parts: Vec<&[u8]> = Vec::new();
+        let mut dir = dir;
         while dir != Inode::ROOT && parts.len() < MAX_PATH_DEPTH {
             let Some(up) = self.nodes.get(&dir).and_then(|n| n.dir_parent()) else {
                 break;
@@ -59,25 +69,6 @@ impl Namespace {
         }
         parts.reverse();
         parts.join(&b'/')
-    }
-
-    /// The path of directory `dir` relative to the root ("" for the root).
-    pub(crate) fn dir_path(&self, dir: Inode) -> Vec<u8> {
-        if dir == Inode::ROOT {
-            return Vec::new();
-        }
-        let Some(up) = self.nodes.get(&dir).and_then(|n| n.dir_parent()) else {
-            return Vec::new();
-        };
-        let name = self
-            .nodes
-            .get(&up)
-            .and_then(|n| n.entries())
-            .and_then(|e| e.iter().find(|(_, &c)| c == dir).map(|(n, _)| n.clone()));
-        match name {
-            Some(n) => self.path_of(up, &n),
-            None => Vec::new(),
-        }
     }
 
     /// The last name of file `ino` went (from `parent`/`name`, already
