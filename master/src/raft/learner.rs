@@ -99,7 +99,7 @@ impl LearnerNode {
             s.cluster_secret.clone(),
             Box::new(move |id| dd.set_cluster_id(id).map_err(|e| e.to_string())),
         ));
-        let log = LogStore::open(db)
+        let log = LogStore::open(db, &datadir.log_dir())
             .map_err(|e| format!("cannot open the Raft log in {}: {e}", s.raft_dir.display()))?;
         let sm = StateMachine::open(datadir.snapshot_dir(), s.snapshot_files.max(1))?;
         let shared = sm.shared.clone();

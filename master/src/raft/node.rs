@@ -107,7 +107,7 @@ impl MasterNode {
             cfg.cluster_secret.clone(),
             Box::new(move |id| dd.set_cluster_id(id).map_err(|e| e.to_string())),
         ));
-        let log = LogStore::open(db).map_err(|e| {
+        let log = LogStore::open(db, &datadir.log_dir()).map_err(|e| {
             format!(
                 "cannot open the Raft log in {}: {e}",
                 cfg.data_path.display()

@@ -88,7 +88,7 @@ pub async fn write_master_dir(
     let name = snapfile::snapshot_name(pos.index, pos.term);
     snapfile::write_atomic(&datadir.snapshot_dir(), &name, &image).map_err(|e| e.to_string())?;
 
-    let mut log = LogStore::open(db.clone())?;
+    let mut log = LogStore::open(db.clone(), &datadir.log_dir())?;
     log.save_vote(&Vote::new(pos.term, master_id))
         .await
         .map_err(|e| format!("cannot save the vote: {e}"))?;

@@ -1,27 +1,35 @@
-//! The Raft log, vote and committed id on our storage engine.
+//! The Raft log in segment files ([`crate::store::wal`]); the vote, committed
+//! id and purge point in the storage engine.
 //!
-//! Trees: `raft_log` (key: index as 8 big-endian bytes, value: the entry) and
-//! `raft_meta` (`vote`, `committed`, `purged`). Every value is a record with a
-//! format version and a CRC (`crate::store::record`). Appends are group
-//! committed: a single flusher makes each batch of appends durable with one
-//! flush and only then tells openraft, so an entry is acknowledged only once it
-//! is on disk.
+//! Every log record's body is a record of the store's codec (format version
+//! and CRC, `crate::store::record`) of the entry; the segment frame adds its
+//! own CRC. Meta tree `raft_meta`: `vote`, `committed`, `purged`.
+//!
+//! Appends are group committed: one flusher thread `fdatasync`s the segment
+//! for every batch of appends queued since its last sync and only then tells
+//! openraft, so an entry is acknowledged only once it is on disk.
+//!
+//! A data dir written before the log had files of its own keeps its entries
+//! in the engine's `raft_log` tree; the first open moves them over.
 
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::mpsc;
 use std::sync::Arc;
 
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 use openraft::OptionalSend;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use super::types::*;
-use crate::store::{record, Batch, MetaStore, Tree};
+use crate::store::wal::{Wal, Written};
+use crate::store::{record, MetaStore, Tree};
 
-const LOG: &str = "raft_log";
+/// The engine tree older data dirs kept the log in.
+const OLD_LOG: &str = "raft_log";
 const META: &str = "raft_meta";
 /// Format version of the records this file writes.
 const REC: u8 = 1;
@@ -47,42 +55,44 @@ fn dec<T: DeserializeOwned>(what: &str, raw: &[u8]) -> Result<T, io::Error> {
     Ok(v)
 }
 
-fn key(index: u64) -> [u8; 8] {
-    index.to_be_bytes()
+fn decode_entry(index: u64, raw: &[u8]) -> Result<Entry, io::Error> {
+    let e: Entry = dec("log entry", raw)?;
+    if e.log_id.index != index {
+        return Err(other(format!(
+            "log entry {} stored as record {index}",
+            e.log_id.index
+        )));
+    }
+    Ok(e)
 }
 
 /// Reads the log (cheap to clone; openraft's replication tasks hold copies).
 #[derive(Clone)]
 pub struct LogReader {
-    log: Tree,
+    wal: Wal,
     meta: Tree,
 }
 
 impl LogReader {
     fn entries(&self, lo: Bound<u64>, hi: Bound<u64>) -> Result<Vec<Entry>, io::Error> {
         let lo = match lo {
-            Bound::Included(i) => Bound::Included(key(i).to_vec()),
-            Bound::Excluded(i) => Bound::Excluded(key(i).to_vec()),
-            Bound::Unbounded => Bound::Unbounded,
+            Bound::Included(i) => i,
+            Bound::Excluded(i) => i.saturating_add(1),
+            Bound::Unbounded => 0,
         };
         let hi = match hi {
-            Bound::Included(i) => Bound::Included(key(i).to_vec()),
-            Bound::Excluded(i) => Bound::Excluded(key(i).to_vec()),
-            Bound::Unbounded => Bound::Unbounded,
+            Bound::Included(i) => i.saturating_add(1),
+            Bound::Excluded(i) => i,
+            Bound::Unbounded => u64::MAX,
         };
-        let mut out = Vec::new();
-        for kv in self.log.range::<Vec<u8>, _>((lo, hi)) {
-            let (k, v) = kv.map_err(other)?;
-            let e: Entry = dec("log entry", &v)?;
-            if k.as_slice() != key(e.log_id.index) {
-                return Err(other(format!(
-                    "log entry stored under the wrong key (index {})",
-                    e.log_id.index
-                )));
-            }
-            out.push(e);
+        if lo >= hi {
+            return Ok(Vec::new());
         }
-        Ok(out)
+        self.wal
+            .read(lo, hi)?
+            .iter()
+            .map(|(i, raw)| decode_entry(*i, raw))
+            .collect()
     }
 
     fn meta_get<T: DeserializeOwned>(&self, k: &str) -> Result<Option<T>, io::Error> {
@@ -98,11 +108,9 @@ impl RaftLogReader<TypeConfig> for LogReader {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        let (lo, hi) = (range.start_bound().cloned(), range.end_bound().cloned());
-        let r = self.clone();
-        tokio::task::spawn_blocking(move || r.entries(lo, hi))
-            .await
-            .map_err(other)?
+        // Read in place: the entries replication asks for are the newest ones,
+        // in the page cache; a thread hop per batch cost more than the read.
+        self.entries(range.start_bound().cloned(), range.end_bound().cloned())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
@@ -110,29 +118,45 @@ impl RaftLogReader<TypeConfig> for LogReader {
     }
 }
 
-/// Pending acknowledgements for the flusher.
-type Ack = IOFlushed;
+/// An append waiting for its sync: the segment written and openraft's callback.
+type Ack = (Written, IOFlushed);
 
 pub struct LogStore {
     reader: LogReader,
     db: Arc<dyn MetaStore>,
-    flusher: mpsc::UnboundedSender<Ack>,
+    flusher: mpsc::Sender<Ack>,
+    /// The last entry's id (None: empty log; then the purge point counts).
+    last: Option<LogId>,
 }
 
 impl LogStore {
-    /// Opens the log; a torn record at the tail (a crash mid-write) is dropped
-    /// with a warning, damage anywhere else is an error.
-    pub fn open(db: Arc<dyn MetaStore>) -> Result<LogStore, String> {
-        let log = db.tree(LOG).map_err(|e| e.to_string())?;
+    /// Opens the log in `dir` (segment files) with its meta in `db`; a torn
+    /// record at the tail (a crash mid-write) is dropped with a warning,
+    /// damage anywhere else is an error.
+    pub fn open(db: Arc<dyn MetaStore>, dir: &Path) -> Result<LogStore, String> {
         let meta = db.tree(META).map_err(|e| e.to_string())?;
-        let reader = LogReader { log, meta };
-        drop_torn_tail(&reader)?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(flusher(db.clone(), rx));
+        let purged: Option<LogId> = match meta.get("purged").map_err(|e| e.to_string())? {
+            Some(v) => Some(dec("purged", &v).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let wal = Wal::open(dir, purged.map(|p| p.index)).map_err(|e| e.to_string())?;
+        migrate_old_log(&db, &wal)?;
+        let reader = LogReader { wal, meta };
+        let last = match reader.wal.last().map_err(|e| e.to_string())? {
+            Some((i, raw)) => Some(decode_entry(i, &raw).map_err(|e| e.to_string())?.log_id),
+            None => None,
+        };
+        let (tx, rx) = mpsc::channel();
+        let wal = reader.wal.clone();
+        std::thread::Builder::new()
+            .name("raft-log-flush".into())
+            .spawn(move || flusher(wal, rx))
+            .map_err(|e| format!("cannot start the log flusher thread: {e}"))?;
         Ok(LogStore {
             reader,
             db,
             flusher: tx,
+            last,
         })
     }
 
@@ -141,39 +165,74 @@ impl LogStore {
     }
 }
 
-fn drop_torn_tail(r: &LogReader) -> Result<(), String> {
-    loop {
-        let Some((k, v)) = r.log.last().map_err(|e| e.to_string())? else {
-            return Ok(());
-        };
-        if dec::<Entry>("log entry", &v).is_ok() {
-            return Ok(());
-        }
-        let idx = <[u8; 8]>::try_from(k.as_slice())
+/// Moves a log kept in the engine (data dirs from before the segment files)
+/// into the segment files, durably, then empties the tree.
+fn migrate_old_log(db: &Arc<dyn MetaStore>, wal: &Wal) -> Result<(), String> {
+    let old = db.tree(OLD_LOG).map_err(|e| e.to_string())?;
+    let mut records = Vec::new();
+    for kv in old.range::<Vec<u8>, _>(..) {
+        let (k, v) = kv.map_err(|e| e.to_string())?;
+        let index = <[u8; 8]>::try_from(k.as_slice())
             .map(u64::from_be_bytes)
-            .unwrap_or(0);
-        tracing::warn!(
-            index = idx,
-            "torn Raft log record at the tail (crash mid-write): dropped; the leader resends it"
-        );
-        r.log.remove(&k).map_err(|e| e.to_string())?;
-        r.log.flush().map_err(|e| e.to_string())?;
+            .map_err(|_| format!("bad key in the old log tree: {} bytes", k.len()))?;
+        match dec::<Entry>("log entry", &v) {
+            Ok(_) => records.push((index, v)),
+            // The old store dropped a torn record at its tail too.
+            Err(e) => {
+                tracing::warn!(index, "old log: record dropped ({e})");
+                break;
+            }
+        }
     }
+    if records.is_empty() {
+        return Ok(());
+    }
+    if wal.bounds().is_none() {
+        let first = records.first().map_or(0, |r| r.0);
+        let last = records.last().map_or(0, |r| r.0);
+        if let Some(w) = wal.append(&records).map_err(|e| e.to_string())? {
+            wal.sync(&w).map_err(|e| e.to_string())?;
+        }
+        tracing::info!(
+            first,
+            last,
+            "Raft log moved from the storage engine into segment files"
+        );
+    }
+    // The segment files hold the log (just written and synced, or by an
+    // earlier open that stopped before this): the tree goes.
+    old.remove_range::<Vec<u8>, _>(..)
+        .map_err(|e| e.to_string())?;
+    db.flush().map_err(|e| e.to_string())
 }
 
-/// Group commit: one flush for every append queued since the last one.
-async fn flusher(db: Arc<dyn MetaStore>, mut rx: mpsc::UnboundedReceiver<Ack>) {
-    while let Some(first) = rx.recv().await {
+/// Group commit: one sync for every append queued since the last one.
+///
+/// A thread of its own, blocking on `fdatasync`: no task hop or thread-pool
+/// wake-up between an append and its sync. It ends when the log store is
+/// dropped (the channel closes).
+fn flusher(wal: Wal, rx: mpsc::Receiver<Ack>) {
+    while let Ok(first) = rx.recv() {
         let mut acks = vec![first];
         while let Ok(more) = rx.try_recv() {
             acks.push(more);
         }
         let started = std::time::Instant::now();
-        let res = db.flush_async().await.map_err(other);
+        let mut res: Result<(), io::Error> = Ok(());
+        let mut synced: Vec<&Written> = Vec::new();
+        for (w, _) in &acks {
+            if res.is_ok() && !synced.iter().any(|s| s.same(w)) {
+                res = wal.sync(w).map_err(io::Error::from);
+                synced.push(w);
+            }
+        }
         metrics::counter!("mfs_raft_log_flushes_total").increment(1);
         metrics::histogram!("mfs_raft_log_flush_seconds").record(started.elapsed().as_secs_f64());
         metrics::histogram!("mfs_raft_log_flush_appends").record(acks.len() as f64);
-        for a in acks {
+        if let Err(e) = &res {
+            tracing::error!("cannot make the Raft log durable: {e}");
+        }
+        for (_, a) in acks {
             a.io_completed(match &res {
                 Ok(()) => Ok(()),
                 Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
@@ -187,13 +246,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState, io::Error> {
         let purged: Option<LogId> = self.reader.meta_get("purged")?;
-        let last = match self.reader.log.last().map_err(other)? {
-            Some((_, v)) => Some(dec::<Entry>("log entry", &v)?.log_id),
-            None => purged,
-        };
         Ok(LogState {
             last_purged_log_id: purged,
-            last_log_id: last,
+            last_log_id: self.last.or(purged),
         })
     }
 
@@ -224,33 +279,41 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = Batch::new();
+        let mut records = Vec::new();
+        let mut last = None;
         for e in entries {
-            batch.insert(key(e.log_id.index).to_vec(), enc(&e)?);
+            records.push((e.log_id.index, enc(&e)?));
+            last = Some(e.log_id);
         }
-        self.reader.log.apply_batch(batch).map_err(other)?;
+        let Some(written) = self.reader.wal.append(&records)? else {
+            callback.io_completed(Ok(()));
+            return Ok(());
+        };
+        self.last = last;
         self.flusher
-            .send(callback)
+            .send((written, callback))
             .map_err(|_| other("the log flusher has stopped"))?;
         Ok(())
     }
 
     async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
         let from = last.map(|l| l.index + 1).unwrap_or(0);
-        self.reader
-            .log
-            .remove_range(key(from).to_vec()..)
-            .map_err(other)?;
-        self.db.flush_async().await.map_err(other)
+        self.reader.wal.truncate_from(from)?;
+        self.last = match self.reader.wal.last()? {
+            Some((i, raw)) => Some(decode_entry(i, &raw)?.log_id),
+            None => None,
+        };
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        // The purge point is durable before any segment goes.
         self.meta_put("purged", &log_id)?;
         self.db.flush_async().await.map_err(other)?;
-        self.reader
-            .log
-            .remove_range(..=key(log_id.index).to_vec())
-            .map_err(other)?;
+        self.reader.wal.purge(log_id.index)?;
+        if self.last.is_some_and(|l| l.index <= log_id.index) {
+            self.last = None;
+        }
         Ok(())
     }
 }

@@ -1,5 +1,5 @@
-//! openraft's storage suite on our real log store (sled) and state machine,
-//! and the torn-tail recovery of the log.
+//! openraft's storage suite on our real log store (segment files, meta in
+//! sled) and state machine, and the log's recovery and upgrade paths.
 
 use std::sync::Arc;
 
@@ -20,7 +20,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let dir = tempfile::tempdir().expect("temp dir");
         let db: Arc<dyn MetaStore> =
             Arc::new(SledStore::open(&dir.path().join("db")).expect("open sled"));
-        let log = LogStore::open(db).expect("open log");
+        let log = LogStore::open(db, &dir.path().join("raftlog")).expect("open log");
         let sm = StateMachine::open(dir.path().join("snapshots"), 3).expect("open state machine");
         Ok((dir, log, sm))
     }
@@ -33,12 +33,14 @@ async fn openraft_storage_suite() {
         .expect("openraft storage suite");
 }
 
-/// A record at the tail whose CRC does not match (a write torn by a crash)
-/// is dropped at open; the entries before it stay.
+/// A log kept in the engine's `raft_log` tree (data dirs from before the
+/// segment files) is moved into segment files at open; a torn record at
+/// its tail is dropped, the entries before it stay.
 #[tokio::test]
-async fn torn_tail_record_is_dropped() {
+async fn an_old_log_tree_is_moved_into_segments() {
     use openraft::storage::{RaftLogReader, RaftLogStorage};
 
+    let tmp = tempfile::tempdir().unwrap();
     let db: Arc<dyn MetaStore> = Arc::new(MemStore::new());
     let log = db.tree("raft_log").unwrap();
     let mut b = Batch::new();
@@ -53,9 +55,60 @@ async fn torn_tail_record_is_dropped() {
         b.insert(i.to_be_bytes().to_vec(), rec);
     }
     log.apply_batch(b).unwrap();
-    let mut store = LogStore::open(db.clone()).unwrap();
+    let dir = tmp.path().join("raftlog");
+    let mut store = LogStore::open(db.clone(), &dir).unwrap();
     let st = store.get_log_state().await.unwrap();
     assert_eq!(st.last_log_id.map(|l| l.index), Some(3));
     let mut r = store.get_log_reader().await;
     assert_eq!(r.try_get_log_entries(0..10).await.unwrap().len(), 4);
+    assert!(
+        log.range::<Vec<u8>, _>(..).next().is_none(),
+        "old tree emptied"
+    );
+    drop((store, r));
+    // Opened again: the entries are read from the segment files.
+    let mut store = LogStore::open(db, &dir).unwrap();
+    let st = store.get_log_state().await.unwrap();
+    assert_eq!(st.last_log_id.map(|l| l.index), Some(3));
+}
+
+/// Entries appended survive a reopen, with the purge point and a
+/// truncation.
+#[tokio::test]
+async fn appended_entries_survive_a_reopen() {
+    use openraft::storage::{RaftLogReader, RaftLogStorage};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let db: Arc<dyn MetaStore> = Arc::new(SledStore::open(&tmp.path().join("db")).unwrap());
+    let dir = tmp.path().join("raftlog");
+    let mut store = LogStore::open(db.clone(), &dir).unwrap();
+    let entries: Vec<Entry> = (1..=20u64)
+        .map(|i| openraft::testing::blank_ent::<TypeConfig>(1, 1, i))
+        .collect();
+    use openraft::type_config::TypeConfigExt;
+    let (tx, rx) = TypeConfig::oneshot();
+    store
+        .append(entries.clone(), IOFlushed::signal(tx))
+        .await
+        .unwrap();
+    rx.await.unwrap().expect("append flushed");
+    store.purge(entries[4].log_id).await.unwrap();
+    store
+        .truncate_after(Some(entries[14].log_id))
+        .await
+        .unwrap();
+    drop(store);
+    let mut store = LogStore::open(db, &dir).unwrap();
+    let st = store.get_log_state().await.unwrap();
+    assert_eq!(st.last_purged_log_id.map(|l| l.index), Some(5));
+    assert_eq!(st.last_log_id.map(|l| l.index), Some(15));
+    let mut r = store.get_log_reader().await;
+    let got: Vec<u64> = r
+        .try_get_log_entries(0..100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.log_id.index)
+        .collect();
+    assert_eq!(got, (6..=15).collect::<Vec<_>>());
 }

@@ -31,6 +31,8 @@ const UPGRADE_WITH: &str = "the rmfs release that wrote it, then each newer rele
 pub const LOCK_FILE: &str = "LOCK";
 pub const DB_DIR: &str = "meta.sled";
 pub const SNAPSHOT_DIR: &str = "snapshots";
+/// The Raft log's segment files.
+pub const LOG_DIR: &str = "raftlog";
 /// The tree holding the header; the Raft layer may keep its own small records
 /// here too, under other keys.
 pub const META_TREE: &str = "meta";
@@ -164,6 +166,11 @@ impl DataDir {
     /// Where snapshot files go (`<path>/snapshots`, created by `open`).
     pub fn snapshot_dir(&self) -> PathBuf {
         self.dir.join(SNAPSHOT_DIR)
+    }
+
+    /// Where the Raft log's segment files go (`<path>/raftlog`).
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.join(LOG_DIR)
     }
 
     pub fn store(&self) -> Arc<dyn MetaStore> {

@@ -2,7 +2,8 @@
 //!
 //! Shaped like Garage's db layer: a [`MetaStore`] hands out named [`Tree`]s,
 //! each an ordered map from key bytes to value bytes. The Raft layer keeps its
-//! log, vote, committed id and small metadata records here; the engine is sled
+//! vote, committed id and small metadata records here, and its log in
+//! segment files of its own ([`wal`]); the engine is sled
 //! ([`sled_engine`]) in production and a `BTreeMap` ([`mem_engine`]) in tests.
 //! Both pass the one suite in `suite.rs`.
 //!
@@ -24,6 +25,7 @@ pub mod sled_engine;
 pub mod snapfile;
 #[cfg(test)]
 mod suite;
+pub mod wal;
 
 use std::future::Future;
 use std::ops::{Bound, RangeBounds};

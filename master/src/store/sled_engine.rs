@@ -116,8 +116,18 @@ fn engine_error(e: sled::Error) -> StoreError {
     }
 }
 
+/// Flushes on tokio's blocking pool, not sled's own `flush_async`: sled's
+/// pool wakes every idle thread of it for each job.
 fn flush_future(tree: sled::Tree) -> FlushFuture {
-    Box::pin(async move { tree.flush_async().await.map(drop).map_err(engine_error) })
+    Box::pin(async move {
+        match tokio::task::spawn_blocking(move || tree.flush()).await {
+            Ok(res) => res.map(drop).map_err(engine_error),
+            Err(e) => Err(StoreError::Engine {
+                engine: ENGINE,
+                source: Box::new(std::io::Error::other(format!("flush task failed: {e}"))),
+            }),
+        }
+    })
 }
 
 impl MetaStore for SledStore {
