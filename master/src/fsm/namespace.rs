@@ -378,6 +378,12 @@ impl Namespace {
             .collect())
     }
 
+    /// Whether `inode` has any extended attribute at all (POSIX ACLs
+    /// included, whoever may read them); false for a missing inode.
+    pub fn has_xattrs(&self, inode: Inode) -> bool {
+        self.nodes.get(&inode).is_some_and(|n| !n.xattrs.is_empty())
+    }
+
     pub fn statfs(&self) -> StatFs {
         let mut s = StatFs {
             inodes: self.nodes.len() as u64,

@@ -5,7 +5,7 @@ use mfs_proto::v1 as pb;
 
 use crate::chunks::state::{CopyInfo, Disk};
 use crate::chunks::Location;
-use crate::fsm::{self, Attr, ChunkId, Cred, FileType, Reply, Timespec};
+use crate::fsm::{self, Attr, ChunkId, Cred, FileType, Namespace, Reply, Timespec};
 use tonic::Status;
 
 use super::error::invalid;
@@ -50,17 +50,21 @@ pub fn ts_from_pb(t: &pb::Timespec) -> Option<Timespec> {
     })
 }
 
-/// A trashed or sustained file (meta mount).
-pub fn removed_to_pb(f: &crate::fsm::RemovedFile) -> pb::RemovedFile {
+/// A trashed or sustained file (meta mount); `ns` as in [`attr_to_pb`].
+pub fn removed_to_pb(f: &crate::fsm::RemovedFile, ns: &Namespace) -> pb::RemovedFile {
     pb::RemovedFile {
         inode: f.inode.0,
         path: f.path.clone(),
         expires: f.expires,
-        attr: Some(attr_to_pb(&f.attr)),
+        attr: Some(attr_to_pb(&f.attr, ns)),
     }
 }
 
-pub fn attr_to_pb(a: &Attr) -> pb::Attr {
+/// Attributes as the wire carries them. `has_xattrs` is not one of the
+/// fsm's `Attr` fields (those are kept in reply caches, inside images): it
+/// is read from `ns`, the namespace as it is now (false when the inode is
+/// gone).
+pub fn attr_to_pb(a: &Attr, ns: &Namespace) -> pb::Attr {
     pb::Attr {
         inode: a.inode.0,
         r#type: ftype_to_pb(a.ftype) as i32,
@@ -77,6 +81,7 @@ pub fn attr_to_pb(a: &Attr) -> pb::Attr {
         trash_time: a.trash_time,
         blocks_bytes: a.blocks_bytes,
         eattr: u32::from(a.eattr),
+        has_xattrs: Some(ns.has_xattrs(a.inode)),
     }
 }
 
@@ -190,5 +195,164 @@ pub fn file_lock_to_pb(lock: Option<&fsm::FileLock>) -> pb::FileLock {
             pid: l.pid,
             session: l.session.0,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fsm::{Inode, Op, Request, SessionId};
+
+    /// A namespace with a session that applies requests in order.
+    struct Ns {
+        ns: Namespace,
+        sid: SessionId,
+        seq: u64,
+    }
+
+    impl Ns {
+        fn new() -> Ns {
+            let mut ns = Namespace::new();
+            let req = |op| Request {
+                session: SessionId(0),
+                seq: 0,
+                acked: 0,
+                time: Timespec::new(1000, 0),
+                op,
+            };
+            ns.apply(&req(Op::SetClusterId { id: "t".into() }));
+            let Reply::Session { id } = ns.apply(&req(Op::RegisterSession { info: "t".into() }))
+            else {
+                panic!("no session")
+            };
+            Ns {
+                ns,
+                sid: id,
+                seq: 0,
+            }
+        }
+
+        fn run(&mut self, op: Op) -> Reply {
+            self.seq += 1;
+            let reply = self.ns.apply(&Request {
+                session: self.sid,
+                seq: self.seq,
+                acked: self.seq - 1,
+                time: Timespec::new(1000 + self.seq as i64, 0),
+                op,
+            });
+            assert!(!matches!(reply, Reply::Err(_)), "{reply:?}");
+            reply
+        }
+
+        /// The wire attributes of a reply.
+        fn attr_of(&self, r: &Reply) -> pb::Attr {
+            match r {
+                Reply::Attr(a) => attr_to_pb(a, &self.ns),
+                r => panic!("{r:?}"),
+            }
+        }
+
+        /// `has_xattrs` of `inode` as GetAttr sends it.
+        fn flag(&self, inode: u64) -> Option<bool> {
+            let a = self.ns.getattr(Inode(inode)).expect("inode");
+            attr_to_pb(&a, &self.ns).has_xattrs
+        }
+
+        fn set(&mut self, inode: u64, name: &str, value: Vec<u8>) {
+            self.run(Op::SetXattr {
+                cred: Cred::root(),
+                inode: Inode(inode),
+                name: name.as_bytes().to_vec(),
+                value,
+                create_only: false,
+                replace_only: false,
+            });
+        }
+
+        fn remove(&mut self, inode: u64, name: &str) {
+            self.run(Op::RemoveXattr {
+                cred: Cred::root(),
+                inode: Inode(inode),
+                name: name.as_bytes().to_vec(),
+            });
+        }
+    }
+
+    fn create(parent: u64, name: &str) -> Op {
+        Op::Create {
+            cred: Cred::root(),
+            parent: Inode(parent),
+            name: name.as_bytes().to_vec(),
+            mode: 0o644,
+            umask: 0o022,
+            exclusive: true,
+        }
+    }
+
+    /// An ACL beyond the mode bits (so it is kept): owner rwx, user 2000
+    /// rw-, group r--, mask rw-, other ---.
+    fn acl() -> Vec<u8> {
+        let mut out = 2u32.to_le_bytes().to_vec();
+        for (tag, perm, id) in [
+            (0x01u16, 7u16, u32::MAX),
+            (0x02, 6, 2000),
+            (0x04, 4, u32::MAX),
+            (0x10, 6, u32::MAX),
+            (0x20, 0, u32::MAX),
+        ] {
+            out.extend_from_slice(&tag.to_le_bytes());
+            out.extend_from_slice(&perm.to_le_bytes());
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+        out
+    }
+
+    #[test]
+    fn has_xattrs_follows_user_xattrs_and_acls() {
+        let mut t = Ns::new();
+        let r = t.run(create(1, "f"));
+        let f = t.attr_of(&r);
+        assert_eq!(f.has_xattrs, Some(false), "a fresh file has none");
+        let f = f.inode;
+        t.set(f, "user.x", b"1".to_vec());
+        assert_eq!(t.flag(f), Some(true), "user.x set");
+        t.remove(f, "user.x");
+        assert_eq!(t.flag(f), Some(false), "user.x removed");
+        t.set(f, "system.posix_acl_access", acl());
+        assert_eq!(t.flag(f), Some(true), "access ACL set");
+        t.set(f, "trusted.t", b"2".to_vec());
+        t.remove(f, "system.posix_acl_access");
+        assert_eq!(t.flag(f), Some(true), "trusted.t is left");
+        t.remove(f, "trusted.t");
+        assert_eq!(t.flag(f), Some(false), "all removed");
+        t.set(f, "user.y", b"3".to_vec());
+        let mut gone = t.ns.getattr(Inode(f)).expect("inode");
+        gone.inode = Inode(1 << 40);
+        assert_eq!(
+            attr_to_pb(&gone, &t.ns).has_xattrs,
+            Some(false),
+            "an inode that is gone"
+        );
+    }
+
+    #[test]
+    fn a_file_made_under_a_default_acl_has_xattrs_in_the_create_reply() {
+        let mut t = Ns::new();
+        let r = t.run(Op::Mkdir {
+            cred: Cred::root(),
+            parent: Inode::ROOT,
+            name: b"d".to_vec(),
+            mode: 0o755,
+            umask: 0,
+        });
+        let d = t.attr_of(&r).inode;
+        assert_eq!(t.flag(d), Some(false));
+        t.set(d, "system.posix_acl_default", acl());
+        assert_eq!(t.flag(d), Some(true), "default ACL set");
+        let r = t.run(create(d, "g"));
+        assert_eq!(t.attr_of(&r).has_xattrs, Some(true), "inherited ACL");
+        let r = t.run(create(1, "h"));
+        assert_eq!(t.attr_of(&r).has_xattrs, Some(false), "no default ACL");
     }
 }

@@ -57,14 +57,6 @@ fn tree_reply(r: Reply) -> R<pb::SetTreeReply> {
     }
 }
 
-pub(super) fn attr_reply(r: Reply) -> Result<pb::Attr, Status> {
-    match r {
-        Reply::Attr(a) => Ok(attr_to_pb(&a)),
-        Reply::Err(e) => Err(errno_status(e)),
-        other => Err(Status::internal(format!("unexpected reply {other:?}"))),
-    }
-}
-
 pub(super) fn ok_reply(r: Reply) -> R<pb::Empty> {
     match r {
         Reply::Err(e) => Err(errno_status(e)),
@@ -72,13 +64,29 @@ pub(super) fn ok_reply(r: Reply) -> R<pb::Empty> {
     }
 }
 
-fn entry(r: Reply) -> R<pb::EntryReply> {
-    Ok(Response::new(pb::EntryReply {
-        attr: Some(attr_reply(r)?),
-    }))
-}
-
 impl Meta {
+    /// The attributes of a change's reply, with `has_xattrs` from the
+    /// namespace as the change left it (or as later changes did).
+    pub(super) fn attr_reply(&self, r: Reply) -> Result<pb::Attr, Status> {
+        match r {
+            Reply::Attr(a) => Ok(self.attr_now(&a)),
+            Reply::Err(e) => Err(errno_status(e)),
+            other => Err(Status::internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    /// `a` as protobuf, `has_xattrs` read under the namespace's read lock
+    /// (never call it while holding that lock: see [`Meta::read`]).
+    fn attr_now(&self, a: &fsm::Attr) -> pb::Attr {
+        attr_to_pb(a, &self.node.shared.ns())
+    }
+
+    fn entry(&self, r: Reply) -> R<pb::EntryReply> {
+        Ok(Response::new(pb::EntryReply {
+            attr: Some(self.attr_reply(r)?),
+        }))
+    }
+
     pub(super) async fn mutate(&self, id: Option<pb::RequestId>, op: Op) -> Result<Reply, Status> {
         let id = rid(id)?;
         let req = fsm::Request {
@@ -91,6 +99,10 @@ impl Meta {
         Ok(self.node.write(req).await?)
     }
 
+    /// Runs `f` on the namespace after a read barrier, under its read
+    /// lock: `f` converts attributes with the `ns` it is given, never
+    /// through `attr_now` (a second read lock may wait forever behind a
+    /// queued apply).
     pub(super) async fn read<T>(
         &self,
         f: impl FnOnce(&fsm::Namespace) -> Result<T, Errno>,
@@ -165,19 +177,20 @@ impl MetaService for Meta {
         let r = req.into_inner();
         let cred = cred_from_pb(r.cred);
         let a = self
-            .read(|ns| ns.lookup(&cred, Inode(r.parent), &r.name))
+            .read(|ns| {
+                ns.lookup(&cred, Inode(r.parent), &r.name)
+                    .map(|a| attr_to_pb(&a, ns))
+            })
             .await?;
-        Ok(Response::new(pb::EntryReply {
-            attr: Some(attr_to_pb(&a)),
-        }))
+        Ok(Response::new(pb::EntryReply { attr: Some(a) }))
     }
 
     async fn get_attr(&self, req: Request<pb::GetAttrRequest>) -> R<pb::AttrReply> {
         let ino = Inode(req.into_inner().inode);
-        let a = self.read(|ns| ns.getattr(ino)).await?;
-        Ok(Response::new(pb::AttrReply {
-            attr: Some(attr_to_pb(&a)),
-        }))
+        let a = self
+            .read(|ns| ns.getattr(ino).map(|a| attr_to_pb(&a, ns)))
+            .await?;
+        Ok(Response::new(pb::AttrReply { attr: Some(a) }))
     }
 
     async fn set_attr(&self, req: Request<pb::SetAttrRequest>) -> R<pb::AttrReply> {
@@ -198,13 +211,15 @@ impl MetaService for Meta {
         if may_be_same {
             let t = now();
             let same = self
-                .read(|ns| Ok(ns.setattr_unchanged(&cred, Inode(r.inode), &same, t)))
+                .read(|ns| {
+                    Ok(ns
+                        .setattr_unchanged(&cred, Inode(r.inode), &same, t)
+                        .map(|a| a.map(|a| attr_to_pb(&a, ns))))
+                })
                 .await?;
             if let Some(a) = same {
                 let a = a.map_err(errno_status)?;
-                return Ok(Response::new(pb::AttrReply {
-                    attr: Some(attr_to_pb(&a)),
-                }));
+                return Ok(Response::new(pb::AttrReply { attr: Some(a) }));
             }
         }
         if let Some(size) = r.size {
@@ -224,7 +239,7 @@ impl MetaService for Meta {
             atime: time_set(r.atime_now, r.atime, "atime")?,
             mtime: time_set(r.mtime_now, r.mtime, "mtime")?,
         };
-        let a = attr_reply(self.mutate(r.id, op).await?)?;
+        let a = self.attr_reply(self.mutate(r.id, op).await?)?;
         Ok(Response::new(pb::AttrReply { attr: Some(a) }))
     }
 
@@ -237,7 +252,7 @@ impl MetaService for Meta {
             mode: r.mode,
             umask: r.umask,
         };
-        entry(self.mutate(r.id, op).await?)
+        self.entry(self.mutate(r.id, op).await?)
     }
 
     async fn mknod(&self, req: Request<pb::MknodRequest>) -> R<pb::EntryReply> {
@@ -252,7 +267,7 @@ impl MetaService for Meta {
             umask: r.umask,
             rdev: r.rdev,
         };
-        entry(self.mutate(r.id, op).await?)
+        self.entry(self.mutate(r.id, op).await?)
     }
 
     async fn create(&self, req: Request<pb::CreateRequest>) -> R<pb::EntryReply> {
@@ -265,7 +280,7 @@ impl MetaService for Meta {
             umask: r.umask,
             exclusive: r.exclusive,
         };
-        entry(self.mutate(r.id, op).await?)
+        self.entry(self.mutate(r.id, op).await?)
     }
 
     async fn open(&self, req: Request<pb::OpenRequest>) -> R<pb::AttrReply> {
@@ -282,7 +297,7 @@ impl MetaService for Meta {
             mode,
             truncate: r.truncate,
         };
-        let a = attr_reply(self.mutate(r.id, op).await?)?;
+        let a = self.attr_reply(self.mutate(r.id, op).await?)?;
         Ok(Response::new(pb::AttrReply { attr: Some(a) }))
     }
 
@@ -349,7 +364,7 @@ impl MetaService for Meta {
             new_parent: Inode(r.new_parent),
             new_name: r.new_name,
         };
-        entry(self.mutate(r.id, op).await?)
+        self.entry(self.mutate(r.id, op).await?)
     }
 
     async fn symlink(&self, req: Request<pb::SymlinkRequest>) -> R<pb::EntryReply> {
@@ -360,7 +375,7 @@ impl MetaService for Meta {
             name: r.name,
             target: r.target,
         };
-        entry(self.mutate(r.id, op).await?)
+        self.entry(self.mutate(r.id, op).await?)
     }
 
     async fn readlink(&self, req: Request<pb::ReadlinkRequest>) -> R<pb::ReadlinkReply> {
@@ -377,17 +392,20 @@ impl MetaService for Meta {
             n => n.min(READDIR_MAX),
         };
         let (entries, more) = self
-            .read(|ns| ns.readdir(&cred, Inode(r.inode), &r.after, limit, r.plus))
-            .await?;
-        let entries = entries
-            .into_iter()
-            .map(|e| pb::DirEntry {
-                name: e.name,
-                inode: e.inode.0,
-                r#type: ftype_to_pb(e.ftype) as i32,
-                attr: e.attr.as_ref().map(attr_to_pb),
+            .read(|ns| {
+                let (entries, more) = ns.readdir(&cred, Inode(r.inode), &r.after, limit, r.plus)?;
+                let entries = entries
+                    .into_iter()
+                    .map(|e| pb::DirEntry {
+                        attr: e.attr.as_ref().map(|a| attr_to_pb(a, ns)),
+                        name: e.name,
+                        inode: e.inode.0,
+                        r#type: ftype_to_pb(e.ftype) as i32,
+                    })
+                    .collect();
+                Ok((entries, more))
             })
-            .collect();
+            .await?;
         Ok(Response::new(pb::ReaddirReply { entries, more }))
     }
 
@@ -506,7 +524,7 @@ impl MetaService for Meta {
             )
             .await?;
         Ok(Response::new(pb::AttrReply {
-            attr: Some(attr_to_pb(&a)),
+            attr: Some(self.attr_now(&a)),
         }))
     }
 
@@ -567,7 +585,7 @@ impl MetaService for Meta {
             parent: Inode(r.parent),
             name: r.name,
         };
-        entry(self.mutate(r.id, op).await?)
+        self.entry(self.mutate(r.id, op).await?)
     }
 
     async fn set_lock(&self, req: Request<pb::SetLockRequest>) -> R<pb::Empty> {
@@ -631,7 +649,7 @@ impl MetaService for Meta {
             inode: Inode(r.inode),
         };
         Ok(Response::new(pb::AttrReply {
-            attr: Some(attr_reply(self.mutate(r.id, op).await?)?),
+            attr: Some(self.attr_reply(self.mutate(r.id, op).await?)?),
         }))
     }
 
@@ -662,7 +680,7 @@ impl MetaService for Meta {
             count: r.count,
         };
         Ok(Response::new(pb::AttrReply {
-            attr: Some(attr_reply(self.mutate(r.id, op).await?)?),
+            attr: Some(self.attr_reply(self.mutate(r.id, op).await?)?),
         }))
     }
 

@@ -20,11 +20,12 @@ impl Meta {
             n => n.min(100_000) as usize,
         };
         let files = self
-            .read(|ns| Ok(ns.removed_files(r.sustained, Inode(r.after_inode), limit)))
+            .read(|ns| {
+                let files = ns.removed_files(r.sustained, Inode(r.after_inode), limit);
+                Ok(files.iter().map(|f| removed_to_pb(f, ns)).collect())
+            })
             .await?;
-        Ok(Response::new(pb::ListRemovedReply {
-            files: files.iter().map(removed_to_pb).collect(),
-        }))
+        Ok(Response::new(pb::ListRemovedReply { files }))
     }
 
     /// SetQuota: one log entry, then the quota as it is.

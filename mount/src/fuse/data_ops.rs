@@ -126,6 +126,7 @@ impl Shared {
             umask,
             exclusive: flags & libc::O_EXCL != 0,
         };
+        let mut fetched = self.no_xattrs.fetch();
         let mut attr = match self.master.create(req).await {
             Ok(a) => a,
             Err(e) => return reply.error(errno(&e)),
@@ -145,6 +146,7 @@ impl Shared {
                 size: Some(0),
                 ..Default::default()
             };
+            fetched = self.no_xattrs.fetch();
             match self.master.setattr(cut).await {
                 Ok(a) => attr = a,
                 Err(e) => {
@@ -171,7 +173,7 @@ impl Shared {
             .min(self.attr_ttl(&attr));
         reply.created(
             &ttl,
-            &self.attr_of(&attr),
+            &self.attr_of(&attr, fetched),
             Generation(0),
             FileHandle(fh),
             FopenFlags::FOPEN_KEEP_CACHE,

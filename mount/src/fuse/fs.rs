@@ -68,8 +68,10 @@ pub(crate) struct Shared {
     pub(crate) plus: std::sync::atomic::AtomicBool,
     /// Lock owners per open file (see `locks`).
     pub(crate) lock_owners: super::locks::LockOwners,
-    /// Inodes known to have no `security.capability` (see `meta_ops`).
+    /// Inodes known to have no `security.capability` (see `xattrs`).
     pub(crate) no_caps: super::handles::NoCaps,
+    /// Inodes known to have no xattrs at all (see `xattrs`).
+    pub(crate) no_xattrs: super::xattrs::NoXattrs,
     /// Releases of closed files not sent to the master yet.
     pub(crate) releases: Arc<Releases>,
     /// Directories whose names the kernel must not cache (`noentrycache`).
@@ -134,6 +136,7 @@ impl MfsFs {
                 plus: Default::default(),
                 lock_owners: Default::default(),
                 no_caps: Default::default(),
+                no_xattrs: Default::default(),
                 no_entry_cache: Default::default(),
             }),
             rt,

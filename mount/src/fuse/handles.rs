@@ -29,6 +29,8 @@ pub struct Entry {
     pub kind: i32,
     /// Attributes (readdirplus only).
     pub attr: Option<Attr>,
+    /// When the master was asked for them.
+    pub fetched: super::xattrs::Fetch,
 }
 
 /// One open directory: the listing taken when reading starts at offset 0,

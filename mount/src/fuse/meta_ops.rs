@@ -7,18 +7,17 @@ use std::time::Duration;
 
 use fuser::{
     Errno, FileHandle, FopenFlags, Generation, INodeNo, RenameFlags, ReplyAttr, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyXattr,
-    TimeOrNow,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, TimeOrNow,
 };
 use mfs_proto::v1::{
     Attr, Credentials, FileType, LinkRequest, MkdirRequest, MknodRequest, ReaddirRequest,
-    RemoveXattrRequest, RenameRequest, RmdirRequest, SetAttrRequest, SetXattrRequest,
-    SymlinkRequest, UnlinkRequest,
+    RenameRequest, RmdirRequest, SetAttrRequest, SymlinkRequest, UnlinkRequest,
 };
 
 use super::convert::{self, errno, file_attr, NAME_MAX};
 use super::fs::Shared;
 use super::handles::Entry;
+use super::xattrs::Fetch;
 use crate::error::ClientError;
 use mfs_common::eattr;
 
@@ -48,7 +47,7 @@ pub(crate) fn check_name(name: &[u8]) -> Result<(), Errno> {
 }
 
 impl Shared {
-    fn ro(&self) -> Result<(), Errno> {
+    pub(crate) fn ro(&self) -> Result<(), Errno> {
         if self.settings.read_only {
             Err(Errno::EROFS)
         } else {
@@ -56,7 +55,11 @@ impl Shared {
         }
     }
 
-    pub(crate) fn attr_of(&self, a: &Attr) -> fuser::FileAttr {
+    /// The kernel's attributes of `a`, from the reply to a call sent at
+    /// `f` (which also tells whether the inode has xattrs: see `xattrs`).
+    pub(crate) fn attr_of(&self, a: &Attr, f: Fetch) -> fuser::FileAttr {
+        self.no_xattrs
+            .note(a.inode, a.has_xattrs, self.attr_ttl(a), f);
         let local = if a.r#type == FileType::Regular as i32 {
             self.io.local_length(a.inode)
         } else {
@@ -89,13 +92,20 @@ impl Shared {
         }
     }
 
-    /// Answers a lookup (or a call that made a name) of `a` in `parent`.
-    pub(crate) fn reply_entry(&self, parent: u64, r: Result<Attr, ClientError>, reply: ReplyEntry) {
+    /// Answers a lookup (or a call that made a name) of `a` in `parent`,
+    /// asked of the master at `f`.
+    pub(crate) fn reply_entry(
+        &self,
+        parent: u64,
+        r: Result<Attr, ClientError>,
+        f: Fetch,
+        reply: ReplyEntry,
+    ) {
         match r {
             Ok(a) => reply.entry_with_ttls(
                 &self.attr_ttl(&a),
                 &self.entry_ttl(parent, &a, self.settings.entry_ttl),
-                &self.attr_of(&a),
+                &self.attr_of(&a, f),
                 Generation(0),
             ),
             Err(e) => reply.error(errno(&e)),
@@ -113,13 +123,15 @@ impl Shared {
             return reply.error(e);
         }
         let parent = self.map.to_master(parent);
+        let f = self.no_xattrs.fetch();
         let r = self.master.lookup(&cred, parent, &name).await;
-        self.reply_entry(parent, r, reply);
+        self.reply_entry(parent, r, f, reply);
     }
 
     pub(crate) async fn getattr(&self, ino: INodeNo, reply: ReplyAttr) {
+        let f = self.no_xattrs.fetch();
         match self.master.getattr(self.map.to_master(ino)).await {
-            Ok(a) => reply.attr(&self.attr_ttl(&a), &self.attr_of(&a)),
+            Ok(a) => reply.attr(&self.attr_ttl(&a), &self.attr_of(&a, f)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -162,12 +174,13 @@ impl Shared {
         if let (Some(mtime), true, true) = (req.mtime, only_mtime(&c), pending) {
             // The kernel's time write-back before a flush: carried by the
             // commit of the pending writes, when the caller may set it.
+            let f = self.no_xattrs.fetch();
             if let Ok(mut a) = self.master.getattr(inode).await {
                 let uid = req.cred.as_ref().map(|c| c.uid);
                 if (uid == Some(0) || uid == Some(a.uid)) && self.io.defer_mtime(inode, mtime).await
                 {
                     a.mtime = Some(mtime);
-                    return reply.attr(&self.attr_ttl(&a), &self.attr_of(&a));
+                    return reply.attr(&self.attr_ttl(&a), &self.attr_of(&a, f));
                 }
             }
         }
@@ -178,12 +191,18 @@ impl Shared {
                 return reply.error(errno(&e));
             }
         }
+        if c.mode.is_some() {
+            // A chmod rewrites the mask of an access ACL: forget what is
+            // known, the reply says what is there after it.
+            self.no_xattrs.changing(inode);
+        }
+        let f = self.no_xattrs.fetch();
         let r = self.master.setattr(req).await;
         if c.size.is_some() {
             self.io.invalidate(inode);
         }
         match r {
-            Ok(a) => reply.attr(&self.attr_ttl(&a), &self.attr_of(&a)),
+            Ok(a) => reply.attr(&self.attr_ttl(&a), &self.attr_of(&a, f)),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -222,8 +241,9 @@ impl Shared {
             umask,
             rdev,
         };
+        let f = self.no_xattrs.fetch();
         let r = self.master.mknod(req).await;
-        self.reply_entry(self.map.to_master(parent), r, reply);
+        self.reply_entry(self.map.to_master(parent), r, f, reply);
     }
 
     pub(crate) async fn mkdir(
@@ -246,8 +266,9 @@ impl Shared {
             mode: mode & 0o7777,
             umask,
         };
+        let f = self.no_xattrs.fetch();
         let r = self.master.mkdir(req).await;
-        self.reply_entry(self.map.to_master(parent), r, reply);
+        self.reply_entry(self.map.to_master(parent), r, f, reply);
     }
 
     /// unlink, or rmdir when `dir`.
@@ -309,8 +330,9 @@ impl Shared {
             name,
             target,
         };
+        let f = self.no_xattrs.fetch();
         let r = self.master.symlink(req).await;
-        self.reply_entry(self.map.to_master(parent), r, reply);
+        self.reply_entry(self.map.to_master(parent), r, f, reply);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -370,8 +392,9 @@ impl Shared {
             new_parent: self.map.to_master(newparent),
             new_name: newname,
         };
+        let f = self.no_xattrs.fetch();
         let r = self.master.link(req).await;
-        self.reply_entry(self.map.to_master(newparent), r, reply);
+        self.reply_entry(self.map.to_master(newparent), r, f, reply);
     }
 
     /// The whole listing of directory `inode`, "." and ".." first.
@@ -385,6 +408,7 @@ impl Shared {
         let mut out = Vec::new();
         let mut after = Vec::new();
         loop {
+            let fetched = self.no_xattrs.fetch();
             let r = self
                 .master
                 .readdir(ReaddirRequest {
@@ -401,6 +425,7 @@ impl Shared {
                     inode: e.inode,
                     kind: e.r#type,
                     attr: e.attr,
+                    fetched,
                 });
             }
             match r.entries.last() {
@@ -408,6 +433,7 @@ impl Shared {
                 _ => break,
             }
         }
+        let fetched = self.no_xattrs.fetch();
         let dot_attr = if plus {
             Some(self.master.getattr(inode).await?)
         } else {
@@ -421,6 +447,7 @@ impl Shared {
                 inode,
                 kind: dir,
                 attr: dot_attr,
+                fetched,
             });
         }
         all.extend(out);
@@ -525,20 +552,23 @@ impl Shared {
             let Some(name) = os_name(&e.name) else {
                 continue;
             };
-            let attr = match &e.attr {
-                Some(a) => *a,
+            let (attr, fetched) = match &e.attr {
+                Some(a) => (*a, e.fetched),
                 // A master that left attributes out: fetch them.
-                None => match self.master.getattr(e.inode).await {
-                    Ok(a) => a,
-                    Err(_) => continue,
-                },
+                None => {
+                    let f = self.no_xattrs.fetch();
+                    match self.master.getattr(e.inode).await {
+                        Ok(a) => (a, f),
+                        Err(_) => continue,
+                    }
+                }
             };
             if reply.add(
                 self.map.to_kernel(e.inode),
                 i as u64 + 1,
                 &name,
                 &self.entry_ttl(dir, &attr, self.attr_ttl(&attr).min(ttl)),
-                &self.attr_of(&attr),
+                &self.attr_of(&attr, fetched),
                 Generation(0),
             ) {
                 break;
@@ -550,114 +580,6 @@ impl Shared {
     pub(crate) async fn statfs(&self, reply: ReplyStatfs) {
         match self.master.statfs().await {
             Ok(s) => super::convert::reply_statfs(&s, reply),
-            Err(e) => reply.error(errno(&e)),
-        }
-    }
-
-    pub(crate) async fn setxattr(
-        &self,
-        cred: Credentials,
-        ino: INodeNo,
-        name: Vec<u8>,
-        value: Vec<u8>,
-        flags: i32,
-        reply: ReplyEmpty,
-    ) {
-        self.no_caps.forget(self.map.to_master(ino));
-        if let Err(e) = self.ro().and_then(|_| xattr_name_ok(&name)) {
-            return reply.error(e);
-        }
-        let req = SetXattrRequest {
-            id: None,
-            cred: Some(cred),
-            inode: self.map.to_master(ino),
-            name,
-            value,
-            create_only: flags & libc::XATTR_CREATE != 0,
-            replace_only: flags & libc::XATTR_REPLACE != 0,
-        };
-        match self.master.setxattr(req).await {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
-        }
-    }
-
-    pub(crate) async fn getxattr(
-        &self,
-        cred: Credentials,
-        ino: INodeNo,
-        name: Vec<u8>,
-        size: u32,
-        reply: ReplyXattr,
-    ) {
-        if let Err(e) = xattr_name_ok(&name) {
-            // No ACLs are kept: "none" is ENODATA, as on a file without one.
-            return reply.error(if e == Errno::EOPNOTSUPP {
-                Errno::ENODATA
-            } else {
-                e
-            });
-        }
-        let inode = self.map.to_master(ino);
-        let caps = name == super::handles::NoCaps::NAME;
-        if caps && self.no_caps.known(inode, self.settings.attr_ttl) {
-            return reply.error(Errno::ENODATA);
-        }
-        match self.master.getxattr(&cred, inode, &name).await {
-            Ok(v) => xattr_reply(&v, size, reply),
-            Err(e) => {
-                let e = errno(&e);
-                if caps && e == Errno::ENODATA {
-                    self.no_caps.remember(inode);
-                }
-                reply.error(e)
-            }
-        }
-    }
-
-    pub(crate) async fn listxattr(
-        &self,
-        cred: Credentials,
-        ino: INodeNo,
-        size: u32,
-        reply: ReplyXattr,
-    ) {
-        match self.master.listxattr(&cred, self.map.to_master(ino)).await {
-            Ok(names) => {
-                let mut buf = Vec::new();
-                for n in names {
-                    buf.extend_from_slice(&n);
-                    buf.push(0);
-                }
-                xattr_reply(&buf, size, reply)
-            }
-            Err(e) => reply.error(errno(&e)),
-        }
-    }
-
-    pub(crate) async fn removexattr(
-        &self,
-        cred: Credentials,
-        ino: INodeNo,
-        name: Vec<u8>,
-        reply: ReplyEmpty,
-    ) {
-        self.no_caps.forget(self.map.to_master(ino));
-        if let Err(e) = self.ro().and_then(|_| xattr_name_ok(&name)) {
-            return reply.error(if e == Errno::EOPNOTSUPP {
-                Errno::ENODATA
-            } else {
-                e
-            });
-        }
-        let req = RemoveXattrRequest {
-            id: None,
-            cred: Some(cred),
-            inode: self.map.to_master(ino),
-            name,
-        };
-        match self.master.removexattr(req).await {
-            Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -683,8 +605,6 @@ impl Shared {
     }
 }
 
-/// A name as the kernel wants it (None: not representable, never the case
-/// on Unix).
 /// A change of the mtime alone (to a given time).
 fn only_mtime(c: &AttrChange) -> bool {
     c.mode.is_none()
@@ -700,32 +620,11 @@ pub(crate) fn has_eattr(a: &Attr, bit: u8) -> bool {
     a.eattr & u32::from(bit) != 0
 }
 
+/// A name as the kernel wants it (None: not representable, never the case
+/// on Unix).
 fn os_name(name: &[u8]) -> Option<std::ffi::OsString> {
     use std::os::unix::ffi::OsStrExt;
     Some(std::ffi::OsStr::from_bytes(name).to_owned())
-}
-
-/// The length of an xattr name (the master checks the rest, POSIX ACL
-/// names included).
-fn xattr_name_ok(name: &[u8]) -> Result<(), Errno> {
-    if name.is_empty() || name.len() > 255 {
-        Err(Errno::ERANGE)
-    } else {
-        Ok(())
-    }
-}
-
-/// Answers getxattr/listxattr: the size when asked with size 0, ERANGE when
-/// the buffer is too small, else the value.
-fn xattr_reply(value: &[u8], size: u32, reply: ReplyXattr) {
-    let len = u32::try_from(value.len()).unwrap_or(u32::MAX);
-    if size == 0 {
-        reply.size(len)
-    } else if len > size {
-        reply.error(Errno::ERANGE)
-    } else {
-        reply.data(value)
-    }
 }
 
 #[cfg(test)]
@@ -737,8 +636,5 @@ mod tests {
         assert_eq!(check_name(&[b'a'; 256]), Err(Errno::ENAMETOOLONG));
         assert_eq!(check_name(&[b'a'; 255]), Ok(()));
         assert_eq!(check_name(b"a/b"), Err(Errno::EINVAL));
-        assert_eq!(xattr_name_ok(b"system.posix_acl_access"), Ok(()));
-        assert_eq!(xattr_name_ok(&[b'u'; 256]), Err(Errno::ERANGE));
-        assert_eq!(xattr_name_ok(b"user.x"), Ok(()));
     }
 }

@@ -10,6 +10,8 @@
 //!   mount.
 //! - [`creds`]: the caller's supplementary groups from `/proc`.
 //! - [`handles`]: open files and directories.
+//! - [`xattrs`]: extended attributes; inodes known to have none are
+//!   answered without the master.
 //! - `locks`: file locks (fcntl, OFD, flock) kept by the master.
 //! - `releases`: releases of closed files, sent to the master in batches.
 //! - [`metafs`]: the meta file system of `mfsmount -m` (trash, undel,
@@ -32,6 +34,7 @@ mod meta_ops;
 pub mod metafs;
 pub mod options;
 mod releases;
+pub mod xattrs;
 
 pub use fs::{FsHandle, FsSettings, MfsFs};
 pub use metafs::MetaFs;

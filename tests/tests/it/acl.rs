@@ -14,7 +14,7 @@ use std::process::Command;
 use mfs_tests::cluster::Cluster;
 use mfs_tests::mountpoint::Mount;
 
-use crate::util::{skip_without_fuse, step};
+use crate::util::{rpc_count, skip_without_fuse, step};
 
 const NONE: u32 = u32::MAX;
 
@@ -49,6 +49,51 @@ fn set_xattr(p: &Path, name: &str, value: &[u8]) {
         "setxattr {name:?}: {}",
         std::io::Error::last_os_error()
     );
+}
+
+fn cpath(p: &Path) -> std::ffi::CString {
+    std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
+}
+
+/// getxattr(2): the value, or the errno.
+fn get_xattr(p: &Path, name: &str) -> Result<Vec<u8>, i32> {
+    let (path, name) = (cpath(p), std::ffi::CString::new(name).unwrap());
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: valid NUL-terminated strings and a buffer of `buf.len()`.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0));
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+/// listxattr(2): the names.
+fn list_xattr(p: &Path) -> Vec<String> {
+    let path = cpath(p);
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: a valid NUL-terminated string and a buffer of `buf.len()`.
+    let n = unsafe { libc::listxattr(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(n >= 0, "listxattr: {}", std::io::Error::last_os_error());
+    buf.truncate(n as usize);
+    buf.split(|&b| b == 0)
+        .filter(|n| !n.is_empty())
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect()
+}
+
+fn remove_xattr(p: &Path, name: &str) {
+    let (path, name) = (cpath(p), std::ffi::CString::new(name).unwrap());
+    // SAFETY: valid NUL-terminated strings.
+    let rc = unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) };
+    assert_eq!(rc, 0, "removexattr: {}", std::io::Error::last_os_error());
 }
 
 /// Runs `script` with sh as uid/gid `id` (no supplementary groups) in
@@ -135,4 +180,88 @@ async fn acls_grant_narrow_and_inherit() {
     let sub = std::fs::metadata(d.join("sub")).unwrap().mode() & 0o777;
     assert_eq!(sub, 0o770);
     assert!(as_user(2000, &d.join("sub"), "echo x > inside"));
+}
+
+/// `ls -l` asks getxattr for the ACLs and the SELinux label of every file:
+/// a file without xattrs (the master's `has_xattrs` in its attributes) is
+/// answered by the mount. An xattr or ACL set through the mount, or
+/// inherited at creation, shows at once. Attributes are cached for 60 s
+/// here, so a stale "no xattrs" would show, and a slow `ls` still finds
+/// them fresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ls_l_asks_the_master_nothing_for_files_without_xattrs() {
+    if skip_without_fuse() {
+        return;
+    }
+    let c = Cluster::start(1, &[]).await.unwrap();
+    let m = Mount::start(&c, "mnt", &["-o", "mfsattrcacheto=60"]).unwrap();
+    let master = c.master(1).unwrap();
+    let d = m.path().join("many");
+    std::fs::create_dir(&d).unwrap();
+    for i in 0..50 {
+        std::fs::File::create(d.join(format!("f{i:02}"))).unwrap();
+    }
+
+    step("ls -l of 50 files");
+    let before = rpc_count(master, "GetXattr");
+    let out = Command::new("ls").arg("-l").arg(&d).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(listed.lines().filter(|l| l.contains(" f")).count(), 50);
+    let asked = rpc_count(master, "GetXattr") - before;
+    eprintln!("GetXattr calls for ls -l of 50 files: {asked}");
+    assert!(asked < 5, "{asked} GetXattr calls for 50 files");
+
+    step("user.x set through the mount is seen at once, and its removal");
+    let f = d.join("f07");
+    assert_eq!(get_xattr(&f, "user.x"), Err(libc::ENODATA));
+    set_xattr(&f, "user.x", b"1");
+    let before = rpc_count(master, "GetXattr");
+    assert_eq!(get_xattr(&f, "user.x"), Ok(b"1".to_vec()));
+    assert_eq!(
+        rpc_count(master, "GetXattr"),
+        before + 1,
+        "read from the master (and the counter is read right)"
+    );
+    assert_eq!(list_xattr(&f), ["user.x"]);
+    remove_xattr(&f, "user.x");
+    assert_eq!(get_xattr(&f, "user.x"), Err(libc::ENODATA));
+    assert!(list_xattr(&f).is_empty());
+    set_xattr(&f, "user.x", b"2");
+    assert_eq!(get_xattr(&f, "user.x"), Ok(b"2".to_vec()));
+
+    step("an access ACL set through the mount is seen at once");
+    let g = d.join("f08");
+    assert_eq!(get_xattr(&g, "system.posix_acl_access"), Err(libc::ENODATA));
+    let grant = acl(&[
+        (1, 6, NONE),
+        (2, 4, 2000),
+        (4, 0, NONE),
+        (16, 4, NONE),
+        (32, 0, NONE),
+    ]);
+    set_xattr(&g, "system.posix_acl_access", &grant);
+    assert_eq!(get_xattr(&g, "system.posix_acl_access"), Ok(grant));
+
+    step("a file made under a default ACL has its ACL at once");
+    let sub = d.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    assert_eq!(
+        get_xattr(&sub, "system.posix_acl_default"),
+        Err(libc::ENODATA)
+    );
+    let default = acl(&[
+        (1, 7, NONE),
+        (2, 7, 2000),
+        (4, 5, NONE),
+        (16, 7, NONE),
+        (32, 0, NONE),
+    ]);
+    set_xattr(&sub, "system.posix_acl_default", &default);
+    assert_eq!(get_xattr(&sub, "system.posix_acl_default"), Ok(default));
+    let new = sub.join("new");
+    std::fs::File::create(&new).unwrap();
+    let inherited = get_xattr(&new, "system.posix_acl_access");
+    assert!(inherited.is_ok(), "inherited access ACL: {inherited:?}");
+    assert_eq!(list_xattr(&new), ["system.posix_acl_access"]);
 }

@@ -100,3 +100,25 @@ pub fn open_rw(p: &std::path::Path) -> std::fs::File {
         .open(p)
         .unwrap_or_else(|e| panic!("open {}: {e}", p.display()))
 }
+
+/// The master's count of `method` calls (`mfs_rpc_requests_total`, from
+/// its Prometheus `/metrics`); 0 before the first call.
+pub fn rpc_count(master: &mfs_tests::cluster::Master, method: &str) -> u64 {
+    use std::io::{Read, Write};
+    let addr = format!("127.0.0.1:{}", master.http_port);
+    let mut s = std::net::TcpStream::connect(&addr)
+        .unwrap_or_else(|e| panic!("metrics of the master at {addr}: {e}"));
+    // HTTP/1.0: one response, no chunked encoding, then the server closes.
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let series = format!("mfs_rpc_requests_total{{method=\"{method}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map(|v| {
+            v.trim()
+                .parse::<f64>()
+                .unwrap_or_else(|e| panic!("{series}{v}: {e}")) as u64
+        })
+        .unwrap_or(0)
+}
