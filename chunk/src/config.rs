@@ -58,6 +58,11 @@ pub struct ChunkConfig {
     /// the client's Sync only.
     #[serde(deserialize_with = "mfs_common::config::flexible_bool")]
     pub hdd_fsync_before_close: bool,
+    /// HDD_DIRECT_WRITES: write whole pages of chunk data with `O_DIRECT`,
+    /// past the page cache (falls back to buffered writes where the file
+    /// system refuses it). Default on.
+    #[serde(deserialize_with = "mfs_common::config::flexible_bool")]
+    pub hdd_direct_writes: bool,
     /// HDD_TEST_FREQ: seconds between two chunks checked by the background
     /// scrub (round robin); 0 disables it. Default 10.
     pub hdd_test_freq: u64,
@@ -90,6 +95,7 @@ impl Default for ChunkConfig {
             labels: String::new(),
             http_listen: "0.0.0.0:9427".into(),
             hdd_fsync_before_close: false,
+            hdd_direct_writes: true,
             hdd_test_freq: 10,
             hdd_leave_space_default: "256MiB".into(),
             maintenance: false,

@@ -31,7 +31,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -196,6 +196,57 @@ pub struct ChunkFile {
     path: PathBuf,
     header: Header,
     table: Vec<Slot>,
+    direct: Direct,
+}
+
+/// Whole pages of data may go to disk with `O_DIRECT`: no copy into the
+/// page cache (the most expensive part of a buffered write here: 1 GiB
+/// buffered + fdatasync ran at 380 MB/s on this project's machine, direct
+/// at 1.4-2 GB/s), and a later fsync has little left to do. The header,
+/// the block table and partial pages stay buffered; Linux keeps the two
+/// views coherent (a direct write flushes and drops cached pages of its
+/// range).
+#[derive(Debug)]
+enum Direct {
+    /// Buffered writes only.
+    Off,
+    /// Allowed; the second descriptor is opened at the first aligned write.
+    Untried,
+    Open(File),
+    /// The file system refused `O_DIRECT` (tmpfs, some network file systems).
+    Unsupported,
+}
+
+/// Alignment of direct writes (offset, length and buffer).
+const DIRECT_ALIGN: usize = 4096;
+/// Bytes a direct write goes down in: the size of each thread's bounce buffer.
+const DIRECT_PIECE: usize = 1 << 20;
+
+thread_local! {
+    /// Page-aligned bounce buffer for direct writes (the data arrives in
+    /// buffers of any alignment), one per I/O thread, allocated once.
+    static BOUNCE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Writes `data` (length a multiple of [`DIRECT_ALIGN`]) at `pos` (aligned)
+/// through the `O_DIRECT` descriptor `f`.
+fn write_direct(f: &File, data: &[u8], pos: u64) -> io::Result<()> {
+    BOUNCE.with(|cell| {
+        let mut v = cell.borrow_mut();
+        if v.len() < DIRECT_PIECE + DIRECT_ALIGN {
+            v.resize(DIRECT_PIECE + DIRECT_ALIGN, 0);
+        }
+        let start = v.as_ptr().align_offset(DIRECT_ALIGN);
+        let buf = &mut v[start..start + DIRECT_PIECE];
+        let mut done = 0;
+        while done < data.len() {
+            let n = (data.len() - done).min(DIRECT_PIECE);
+            buf[..n].copy_from_slice(&data[done..done + n]);
+            f.write_all_at(&buf[..n], pos + done as u64)?;
+            done += n;
+        }
+        Ok(())
+    })
 }
 
 /// A block range covering `[offset, end)`.
@@ -243,6 +294,7 @@ impl ChunkFile {
             path: path.to_owned(),
             header,
             table,
+            direct: Direct::Off,
         })
     }
 
@@ -272,7 +324,53 @@ impl ChunkFile {
             path: path.to_owned(),
             header,
             table,
+            direct: Direct::Off,
         })
+    }
+
+    /// Lets whole pages of data go to disk with `O_DIRECT` (see [`Direct`]).
+    pub fn allow_direct(&mut self) {
+        if matches!(self.direct, Direct::Off) {
+            self.direct = Direct::Untried;
+        }
+    }
+
+    /// Writes data bytes at `pos` in the file: directly when allowed and
+    /// aligned, else through the page cache.
+    fn write_data(&mut self, data: &[u8], pos: u64) -> io::Result<()> {
+        let aligned =
+            pos.is_multiple_of(DIRECT_ALIGN as u64) && data.len().is_multiple_of(DIRECT_ALIGN);
+        if aligned && matches!(self.direct, Direct::Untried) {
+            self.direct = match OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DIRECT)
+                .open(&self.path)
+            {
+                Ok(f) => Direct::Open(f),
+                Err(e) => {
+                    tracing::debug!(
+                        "O_DIRECT refused for {} ({e}); writing through the page cache",
+                        self.path.display()
+                    );
+                    Direct::Unsupported
+                }
+            };
+        }
+        if let (true, Direct::Open(f)) = (aligned, &self.direct) {
+            match write_direct(f, data, pos) {
+                Ok(()) => return Ok(()),
+                // An alignment the device does not take: buffered from now on.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    tracing::debug!(
+                        "O_DIRECT write refused for {} ({e}); writing through the page cache",
+                        self.path.display()
+                    );
+                    self.direct = Direct::Unsupported;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.file.write_all_at(data, pos)
     }
 
     /// The header as it is now.
@@ -442,7 +540,7 @@ impl ChunkFile {
         }
         let slots = self.plan_write(offset, data)?;
         self.commit_table(offset, data.len(), &slots)?;
-        self.file.write_all_at(data, HEADER_SIZE + offset)?;
+        self.write_data(data, HEADER_SIZE + offset)?;
         Ok(self.header.length)
     }
 

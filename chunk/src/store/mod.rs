@@ -37,6 +37,8 @@ pub struct StoreOptions {
     pub fsync_before_close: bool,
     /// Open chunk files kept in the cache.
     pub open_files: usize,
+    /// Write whole pages of data with `O_DIRECT` (HDD_DIRECT_WRITES).
+    pub direct_writes: bool,
 }
 
 impl Default for StoreOptions {
@@ -45,6 +47,7 @@ impl Default for StoreOptions {
             reserve: 256 << 20,
             fsync_before_close: false,
             open_files: 1000,
+            direct_writes: true,
         }
     }
 }
@@ -341,8 +344,11 @@ impl Store {
         if s.file.is_some() {
             return Ok(());
         }
-        let f = ChunkFile::open(&s.path, slot.id, s.version)
+        let mut f = ChunkFile::open(&s.path, slot.id, s.version)
             .map_err(|e| self.fail(slot, s, e, "opening"))?;
+        if self.opts.direct_writes {
+            f.allow_direct();
+        }
         s.file = Some(f);
         self.open_count.fetch_add(1, Ordering::Relaxed);
         lock(&self.open_order).push_back(slot.id);

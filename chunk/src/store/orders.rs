@@ -150,8 +150,11 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .map_err(|e| ChunkError::io(format!("creating folder {}", dir.display()), e))?;
         }
-        let f = ChunkFile::create(&path, id, version)
+        let mut f = ChunkFile::create(&path, id, version)
             .map_err(|e| ChunkError::io(format!("creating {}", path.display()), e))?;
+        if self.opts.direct_writes {
+            f.allow_direct();
+        }
         let slot = self.new_slot(id, disk, version, 0, path, Some(f));
         map.insert(id, slot);
         drop(map);
@@ -357,7 +360,7 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .map_err(|e| ChunkError::io(format!("creating folder {}", dir.display()), e))?;
         }
-        let f = ChunkFile::create(&temp, id, version).map_err(|e| {
+        let mut f = ChunkFile::create(&temp, id, version).map_err(|e| {
             ChunkError::io(
                 format!(
                     "creating {} (is a replication of this chunk already running?)",
@@ -366,6 +369,9 @@ impl Store {
                 e,
             )
         })?;
+        if self.opts.direct_writes {
+            f.allow_direct();
+        }
         Ok(Some(ReplicaWriter {
             file: Some(f),
             disk,

@@ -17,6 +17,7 @@ fn opts() -> StoreOptions {
         reserve: 0,
         fsync_before_close: false,
         open_files: 4,
+        direct_writes: true,
     }
 }
 

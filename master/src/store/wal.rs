@@ -100,7 +100,7 @@ struct Segment {
     /// Index of the first record (also the file's name).
     first: u64,
     /// Offset and body length of each record, in index order.
-    locs: Vec<(u64, u32)>,
+    locs: Locs,
     /// Bytes in the file.
     size: u64,
 }
@@ -187,8 +187,12 @@ enum ScanEnd {
     },
 }
 
+/// Offset and body length of each record of a segment, in index order.
+type Locs = Vec<(u64, u32)>;
+
 /// Reads a segment's frames, checking CRCs and that indexes follow on.
-fn scan(path: &Path, first: u64) -> Result<(Vec<(u64, u32)>, u64, ScanEnd)> {
+/// Returns where the records are, the bytes of whole frames, and how it ended.
+fn scan(path: &Path, first: u64) -> Result<(Locs, u64, ScanEnd)> {
     let mut f = File::open(path).map_err(io_err("open", path))?;
     let mut bytes = Vec::new();
     f.read_to_end(&mut bytes).map_err(io_err("read", path))?;
