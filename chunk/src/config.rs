@@ -58,9 +58,9 @@ pub struct ChunkConfig {
     /// the client's Sync only.
     #[serde(deserialize_with = "mfs_common::config::flexible_bool")]
     pub hdd_fsync_before_close: bool,
-    /// HDD_DIRECT_WRITES: write whole pages of chunk data with `O_DIRECT`,
-    /// past the page cache (falls back to buffered writes where the file
-    /// system refuses it). Default on.
+    /// HDD_DIRECT_WRITES: write whole pages of chunk data (64 KiB or more at
+    /// a time) with `O_DIRECT`, past the page cache (falls back to buffered
+    /// writes where the file system refuses it). Default on.
     #[serde(deserialize_with = "mfs_common::config::flexible_bool")]
     pub hdd_direct_writes: bool,
     /// HDD_TEST_FREQ: seconds between two chunks checked by the background

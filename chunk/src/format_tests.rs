@@ -261,9 +261,9 @@ fn direct_and_buffered_writes_mix() {
     let mut model = vec![0u8; 40 * BLOCK_SIZE];
     let writes = [
         (0u64, 3 * DIRECT_PIECE / 2, 1u8), // aligned, 1.5 bounce buffers
-        (4096 * 3, 4096 * 5, 2),           // aligned pages inside a block
+        (4096 * 3, 4096 * 5, 2),           // aligned but small: buffered
         (1000, 5000, 3),                   // unaligned: buffered
-        (DIRECT_PIECE as u64, 8192, 4),    // aligned over a buffered page
+        (0, BLOCK_SIZE, 4),                // direct over the buffered pages
         (20 * BLOCK_SIZE as u64, 16 * BLOCK_SIZE, 5),
     ];
     for (off, len, seed) in writes {
