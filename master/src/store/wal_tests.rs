@@ -21,6 +21,16 @@ fn indexes(w: &Wal, lo: u64, hi: u64) -> Vec<u64> {
     got.into_iter().map(|(i, _)| i).collect()
 }
 
+/// A log in `dir` with 200-byte segments, holding records 1..=`last`
+/// (appended two at a time).
+fn filled(dir: &Path, last: u64) -> Wal {
+    let w = Wal::open_sized(dir, None, 200).unwrap();
+    for lo in (1..last).step_by(2) {
+        append_range(&w, lo, lo + 2);
+    }
+    w
+}
+
 fn segments(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
         .unwrap()
@@ -95,10 +105,7 @@ fn a_torn_tail_is_dropped_and_the_rest_kept() {
 #[test]
 fn damage_before_the_last_segment_refuses_to_open() {
     let tmp = tempfile::tempdir().unwrap();
-    let w = Wal::open_sized(tmp.path(), None, 200).unwrap();
-    for lo in (1..40).step_by(2) {
-        append_range(&w, lo, lo + 2);
-    }
+    let w = filled(tmp.path(), 40);
     drop(w);
     let first = tmp.path().join(segment_name(1));
     let f = fs::OpenOptions::new().write(true).open(&first).unwrap();
@@ -126,10 +133,7 @@ fn damage_before_the_last_segment_refuses_to_open() {
 #[test]
 fn a_missing_segment_is_a_gap_not_silence() {
     let tmp = tempfile::tempdir().unwrap();
-    let w = Wal::open_sized(tmp.path(), None, 200).unwrap();
-    for lo in (1..40).step_by(2) {
-        append_range(&w, lo, lo + 2);
-    }
+    let w = filled(tmp.path(), 40);
     drop(w);
     let names = segments(tmp.path());
     assert!(names.len() >= 3, "{names:?}");
@@ -141,10 +145,7 @@ fn a_missing_segment_is_a_gap_not_silence() {
 #[test]
 fn truncation_is_durable_across_segments() {
     let tmp = tempfile::tempdir().unwrap();
-    let w = Wal::open_sized(tmp.path(), None, 200).unwrap();
-    for lo in (1..60).step_by(2) {
-        append_range(&w, lo, lo + 2);
-    }
+    let w = filled(tmp.path(), 60);
     w.truncate_from(23).unwrap();
     assert_eq!(w.bounds(), Some((1, 23)));
     append_range(&w, 23, 25);
@@ -161,10 +162,7 @@ fn truncation_is_durable_across_segments() {
 #[test]
 fn purging_deletes_whole_segments_and_skips_the_rest() {
     let tmp = tempfile::tempdir().unwrap();
-    let w = Wal::open_sized(tmp.path(), None, 200).unwrap();
-    for lo in (1..60).step_by(2) {
-        append_range(&w, lo, lo + 2);
-    }
+    let w = filled(tmp.path(), 60);
     let before = w.segment_count();
     w.purge(30).unwrap();
     assert!(w.segment_count() < before);
@@ -187,10 +185,7 @@ fn purging_deletes_whole_segments_and_skips_the_rest() {
 #[test]
 fn segments_left_behind_by_a_purge_are_removed_at_open() {
     let tmp = tempfile::tempdir().unwrap();
-    let w = Wal::open_sized(tmp.path(), None, 200).unwrap();
-    for lo in (1..40).step_by(2) {
-        append_range(&w, lo, lo + 2);
-    }
+    let w = filled(tmp.path(), 40);
     drop(w);
     let n = segments(tmp.path()).len();
     // The purge was recorded, then the process died before deleting.
