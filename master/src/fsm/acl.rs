@@ -30,6 +30,18 @@ const MASK: u16 = 0x10;
 const OTHER: u16 = 0x20;
 const NO_ID: u32 = u32::MAX;
 
+/// The xattr value of `(tag, permissions, id)` entries as given: no check,
+/// no sorting (tests build good and bad values with it).
+pub fn xattr_value(entries: impl IntoIterator<Item = (u16, u16, u32)>) -> Vec<u8> {
+    let mut out = VERSION.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&perm.to_le_bytes());
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    out
+}
+
 /// One entry: tag, permissions (0..=7), id (users and groups).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
@@ -98,18 +110,14 @@ impl Acl {
     pub fn encode(&self) -> Vec<u8> {
         let mut entries = self.entries.clone();
         entries.sort_by_key(|e| (e.tag, e.id));
-        let mut out = VERSION.to_le_bytes().to_vec();
-        for e in entries {
+        xattr_value(entries.into_iter().map(|e| {
             let id = if matches!(e.tag, USER | GROUP) {
                 e.id
             } else {
                 NO_ID
             };
-            out.extend_from_slice(&e.tag.to_le_bytes());
-            out.extend_from_slice(&e.perm.to_le_bytes());
-            out.extend_from_slice(&id.to_le_bytes());
-        }
-        out
+            (e.tag, e.perm, id)
+        }))
     }
 
     fn perm_of(&self, tag: u16) -> Option<u16> {
@@ -274,13 +282,7 @@ mod tests {
     use super::*;
 
     fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
-        let mut out = VERSION.to_le_bytes().to_vec();
-        for &(t, p, id) in entries {
-            out.extend_from_slice(&t.to_le_bytes());
-            out.extend_from_slice(&p.to_le_bytes());
-            out.extend_from_slice(&id.to_le_bytes());
-        }
-        out
+        xattr_value(entries.iter().copied())
     }
 
     fn sample() -> Acl {

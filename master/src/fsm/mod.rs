@@ -37,6 +37,7 @@ mod types;
 #[cfg(test)]
 mod tests;
 
+pub use acl::xattr_value as acl_xattr_value;
 pub use image::{ImageError, IMAGE_MAGIC, IMAGE_VERSION};
 pub use locks::{FileLock, LockKind, LockQuery, LockType, MAX_LOCKS_PER_INODE};
 pub use mfs_common::ids::{ChunkId, ChunkVersion, Inode, SessionId};

@@ -293,19 +293,13 @@ mod tests {
     /// An ACL beyond the mode bits (so it is kept): owner rwx, user 2000
     /// rw-, group r--, mask rw-, other ---.
     fn acl() -> Vec<u8> {
-        let mut out = 2u32.to_le_bytes().to_vec();
-        for (tag, perm, id) in [
-            (0x01u16, 7u16, u32::MAX),
+        crate::fsm::acl_xattr_value([
+            (0x01, 7, u32::MAX),
             (0x02, 6, 2000),
             (0x04, 4, u32::MAX),
             (0x10, 6, u32::MAX),
             (0x20, 0, u32::MAX),
-        ] {
-            out.extend_from_slice(&tag.to_le_bytes());
-            out.extend_from_slice(&perm.to_le_bytes());
-            out.extend_from_slice(&id.to_le_bytes());
-        }
-        out
+        ])
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub(super) fn ok_reply(r: Reply) -> R<pb::Empty> {
 impl Meta {
     /// The attributes of a change's reply, with `has_xattrs` from the
     /// namespace as the change left it (or as later changes did).
-    pub(super) fn attr_reply(&self, r: Reply) -> Result<pb::Attr, Status> {
+    fn attr_reply(&self, r: Reply) -> Result<pb::Attr, Status> {
         match r {
             Reply::Attr(a) => Ok(self.attr_now(&a)),
             Reply::Err(e) => Err(errno_status(e)),
@@ -79,6 +79,12 @@ impl Meta {
     /// (never call it while holding that lock: see [`Meta::read`]).
     fn attr_now(&self, a: &fsm::Attr) -> pb::Attr {
         attr_to_pb(a, &self.node.shared.ns())
+    }
+
+    fn attr_response(&self, r: Reply) -> R<pb::AttrReply> {
+        Ok(Response::new(pb::AttrReply {
+            attr: Some(self.attr_reply(r)?),
+        }))
     }
 
     fn entry(&self, r: Reply) -> R<pb::EntryReply> {
@@ -239,8 +245,7 @@ impl MetaService for Meta {
             atime: time_set(r.atime_now, r.atime, "atime")?,
             mtime: time_set(r.mtime_now, r.mtime, "mtime")?,
         };
-        let a = self.attr_reply(self.mutate(r.id, op).await?)?;
-        Ok(Response::new(pb::AttrReply { attr: Some(a) }))
+        self.attr_response(self.mutate(r.id, op).await?)
     }
 
     async fn mkdir(&self, req: Request<pb::MkdirRequest>) -> R<pb::EntryReply> {
@@ -297,8 +302,7 @@ impl MetaService for Meta {
             mode,
             truncate: r.truncate,
         };
-        let a = self.attr_reply(self.mutate(r.id, op).await?)?;
-        Ok(Response::new(pb::AttrReply { attr: Some(a) }))
+        self.attr_response(self.mutate(r.id, op).await?)
     }
 
     async fn release(&self, req: Request<pb::ReleaseRequest>) -> R<pb::Empty> {
@@ -648,9 +652,7 @@ impl MetaService for Meta {
             cred: cred_from_pb(r.cred),
             inode: Inode(r.inode),
         };
-        Ok(Response::new(pb::AttrReply {
-            attr: Some(self.attr_reply(self.mutate(r.id, op).await?)?),
-        }))
+        self.attr_response(self.mutate(r.id, op).await?)
     }
 
     async fn set_trash_path(&self, req: Request<pb::SetTrashPathRequest>) -> R<pb::Empty> {
@@ -679,9 +681,7 @@ impl MetaService for Meta {
             first: r.first,
             count: r.count,
         };
-        Ok(Response::new(pb::AttrReply {
-            attr: Some(self.attr_reply(self.mutate(r.id, op).await?)?),
-        }))
+        self.attr_response(self.mutate(r.id, op).await?)
     }
 
     async fn set_quota(&self, req: Request<pb::SetQuotaRequest>) -> R<pb::QuotaReply> {

@@ -107,6 +107,22 @@ pub enum StoreError {
 
     #[error("cannot encode {what}: {msg}")]
     Encode { what: &'static str, msg: String },
+
+    #[error(
+        "Raft log segment {} is damaged at byte {offset}: {why}. The entries after it cannot be \
+         read; wipe this master's data dir and let it catch up from the leader (mfscli member \
+         remove, then add), or restore it from a metalogger",
+        path.display()
+    )]
+    LogDamaged {
+        path: PathBuf,
+        offset: u64,
+        why: String,
+    },
+
+    /// An append or truncation the log cannot take (a bug in the caller).
+    #[error("Raft log: {0}")]
+    LogMisuse(String),
 }
 
 impl StoreError {
@@ -130,7 +146,10 @@ impl StoreError {
             StoreError::Engine { source, .. } => source
                 .downcast_ref::<io::Error>()
                 .map_or(io::ErrorKind::Other, io::Error::kind),
-            StoreError::Corrupt { .. } => io::ErrorKind::InvalidData,
+            StoreError::Corrupt { .. } | StoreError::LogDamaged { .. } => {
+                io::ErrorKind::InvalidData
+            }
+            StoreError::LogMisuse(_) => io::ErrorKind::InvalidInput,
             StoreError::Encode { .. } => io::ErrorKind::InvalidInput,
             StoreError::Locked { .. } => io::ErrorKind::WouldBlock,
             _ => io::ErrorKind::Other,

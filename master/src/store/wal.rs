@@ -32,6 +32,8 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::StoreError;
+
 /// Magic at the start of every segment.
 const MAGIC: &[u8; 8] = b"RMFSLOG\0";
 /// The segment format this build writes and reads.
@@ -44,47 +46,18 @@ pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// No body is larger; a length above this is damage, not data.
 const MAX_BODY: u32 = 256 << 20;
 
-/// What went wrong in the log, with the file and offset.
-#[derive(Debug, thiserror::Error)]
-pub enum WalError {
-    #[error("Raft log: {op} {}: {source}", path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    #[error(
-        "Raft log segment {} is damaged at byte {offset}: {why}. The entries after it cannot be \
-         read; wipe this master's data dir and let it catch up from the leader (mfscli member \
-         remove, then add), or restore it from a metalogger",
-        path.display()
-    )]
-    Damaged {
-        path: PathBuf,
-        offset: u64,
-        why: String,
-    },
-    #[error("Raft log: {0}")]
-    Misuse(String),
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+    StoreError::io(op, path)
 }
 
-impl From<WalError> for io::Error {
-    fn from(e: WalError) -> io::Error {
-        let kind = match &e {
-            WalError::Io { source, .. } => source.kind(),
-            WalError::Damaged { .. } => io::ErrorKind::InvalidData,
-            WalError::Misuse(_) => io::ErrorKind::InvalidInput,
-        };
-        io::Error::new(kind, e)
+fn damaged(path: &Path, offset: u64, why: String) -> StoreError {
+    StoreError::LogDamaged {
+        path: path.to_path_buf(),
+        offset,
+        why,
     }
-}
-
-type Result<T, E = WalError> = std::result::Result<T, E>;
-
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> WalError {
-    let path = path.to_path_buf();
-    move |source| WalError::Io { op, path, source }
 }
 
 /// An open segment file with its path (for messages).
@@ -95,7 +68,6 @@ struct SegFile {
 
 /// One segment file and where its records sit in it.
 struct Segment {
-    path: PathBuf,
     file: Arc<SegFile>,
     /// Index of the first record (also the file's name).
     first: u64,
@@ -204,21 +176,21 @@ fn scan(path: &Path, first: u64) -> Result<(Locs, u64, ScanEnd)> {
         return Ok((Vec::new(), 0, end));
     }
     if &bytes[..8] != MAGIC {
-        return Err(WalError::Damaged {
-            path: path.to_path_buf(),
-            offset: 0,
-            why: "not a Raft log segment (bad magic)".into(),
-        });
+        return Err(damaged(
+            path,
+            0,
+            "not a Raft log segment (bad magic)".into(),
+        ));
     }
     let format = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
     if format != FORMAT {
-        return Err(WalError::Damaged {
-            path: path.to_path_buf(),
-            offset: 8,
-            why: format!(
+        return Err(damaged(
+            path,
+            8,
+            format!(
                 "segment format {format}; this build reads {FORMAT} (written by a newer rmfs?)"
             ),
-        });
+        ));
     }
     let mut locs = Vec::new();
     let mut off = HEADER as usize;
@@ -282,11 +254,7 @@ fn create_segment(dir: &Path, first: u64) -> Result<Segment> {
         .map_err(io_err("write header of", &path))?;
     sync_dir(dir)?;
     Ok(Segment {
-        file: Arc::new(SegFile {
-            file,
-            path: path.clone(),
-        }),
-        path,
+        file: Arc::new(SegFile { file, path }),
         first,
         locs: Vec::new(),
         size: HEADER,
@@ -327,7 +295,7 @@ impl Wal {
             let (locs, size, end) = scan(&path, first)?;
             if let ScanEnd::Bad { offset, why } = end {
                 if !last_segment {
-                    return Err(WalError::Damaged { path, offset, why });
+                    return Err(damaged(&path, offset, why));
                 }
                 let len = fs::metadata(&path).map_err(io_err("stat", &path))?.len();
                 tracing::warn!(
@@ -358,11 +326,7 @@ impl Wal {
             segments.insert(
                 first,
                 Segment {
-                    file: Arc::new(SegFile {
-                        file,
-                        path: path.clone(),
-                    }),
-                    path,
+                    file: Arc::new(SegFile { file, path }),
                     first,
                     locs,
                     size,
@@ -380,49 +344,46 @@ impl Wal {
                 .collect();
             for f in stale {
                 if let Some(s) = segments.remove(&f) {
-                    fs::remove_file(&s.path).map_err(io_err("remove", &s.path))?;
+                    fs::remove_file(&s.file.path).map_err(io_err("remove", &s.file.path))?;
                 }
             }
         }
-        // Indexes must follow on from one segment to the next.
-        let mut prev: Option<(u64, &Path)> = None;
-        for s in segments.values() {
-            if let Some((next, _)) = prev {
-                if s.first != next {
-                    return Err(WalError::Damaged {
-                        path: s.path.clone(),
-                        offset: 0,
-                        why: format!(
-                            "the log has a gap: the previous segment ends before index {next}, \
-                             this one starts at {} (a segment file missing?)",
-                            s.first
-                        ),
-                    });
-                }
+        // Indexes must follow on from the purge point and from one
+        // segment to the next.
+        if let (Some(p), Some(first)) = (purged, segments.keys().next()) {
+            if *first > p + 1 {
+                return Err(damaged(
+                    dir,
+                    0,
+                    format!(
+                        "the log was purged up to {p} but its first record is {first}: \
+                         entries {}..{first} are missing",
+                        p + 1
+                    ),
+                ));
             }
-            prev = Some((s.next_index(), &s.path));
+        }
+        let mut next: Option<u64> = None;
+        for s in segments.values() {
+            if next.is_some_and(|n| n != s.first) {
+                return Err(damaged(
+                    &s.file.path,
+                    0,
+                    format!(
+                        "the log has a gap: the previous segment ends before index {}, \
+                         this one starts at {} (a segment file missing?)",
+                        next.unwrap_or_default(),
+                        s.first
+                    ),
+                ));
+            }
+            next = Some(s.next_index());
         }
         let wal = Wal {
             dir: dir.to_path_buf(),
             state: Arc::new(Mutex::new(State { segments, purged })),
             segment_bytes,
         };
-        if let Some(p) = purged {
-            let st = wal.lock();
-            if let Some(first) = st.segments.values().next().map(|s| s.first) {
-                if first > p + 1 {
-                    return Err(WalError::Damaged {
-                        path: dir.to_path_buf(),
-                        offset: 0,
-                        why: format!(
-                            "the log was purged up to {p} but its first record is {first}: \
-                             entries {}..{first} are missing",
-                            p + 1
-                        ),
-                    });
-                }
-            }
-        }
         Ok(wal)
     }
 
@@ -448,7 +409,7 @@ impl Wal {
         let mut buf = Vec::with_capacity(records.iter().map(|r| r.1.len() + FRAME_HEAD).sum());
         for (i, (index, body)) in records.iter().enumerate() {
             if *index != first_new + i as u64 {
-                return Err(WalError::Misuse(format!(
+                return Err(StoreError::LogMisuse(format!(
                     "append of index {index} after {}",
                     first_new + i as u64 - 1
                 )));
@@ -456,7 +417,7 @@ impl Wal {
             let len = u32::try_from(body.len())
                 .ok()
                 .filter(|l| *l <= MAX_BODY)
-                .ok_or_else(|| WalError::Misuse(format!("record {index} is too large")))?;
+                .ok_or_else(|| StoreError::LogMisuse(format!("record {index} is too large")))?;
             buf.extend_from_slice(&len.to_le_bytes());
             buf.extend_from_slice(&frame_crc(*index, body).to_le_bytes());
             buf.extend_from_slice(&index.to_le_bytes());
@@ -473,13 +434,13 @@ impl Wal {
                 let old: Vec<u64> = st.segments.keys().copied().collect();
                 for f in old {
                     if let Some(s) = st.segments.remove(&f) {
-                        fs::remove_file(&s.path).map_err(io_err("remove", &s.path))?;
+                        fs::remove_file(&s.file.path).map_err(io_err("remove", &s.file.path))?;
                     }
                 }
                 true
             }
             Some(s) => {
-                return Err(WalError::Misuse(format!(
+                return Err(StoreError::LogMisuse(format!(
                     "append of index {first_new}, the log's next index is {}",
                     s.next_index()
                 )))
@@ -490,12 +451,12 @@ impl Wal {
             st.segments.insert(*first_new, seg);
         }
         let Some(seg) = st.segments.values_mut().next_back() else {
-            return Err(WalError::Misuse("no segment to append to".into()));
+            return Err(StoreError::LogMisuse("no segment to append to".into()));
         };
         seg.file
             .file
             .write_all_at(&buf, seg.size)
-            .map_err(io_err("append to", &seg.path))?;
+            .map_err(io_err("append to", &seg.file.path))?;
         let mut off = seg.size;
         for (_, body) in records {
             seg.locs.push((off + FRAME_HEAD as u64, body.len() as u32));
@@ -558,7 +519,7 @@ impl Wal {
         let doomed: Vec<u64> = st.segments.range(index..).map(|(f, _)| *f).collect();
         for f in doomed {
             if let Some(s) = st.segments.remove(&f) {
-                fs::remove_file(&s.path).map_err(io_err("remove", &s.path))?;
+                fs::remove_file(&s.file.path).map_err(io_err("remove", &s.file.path))?;
             }
         }
         if let Some(s) = st.segments.values_mut().next_back() {
@@ -572,7 +533,7 @@ impl Wal {
                     .file
                     .set_len(cut)
                     .and_then(|()| s.file.file.sync_all())
-                    .map_err(io_err("truncate", &s.path))?;
+                    .map_err(io_err("truncate", &s.file.path))?;
                 s.locs.truncate(keep);
                 s.size = cut;
             }
@@ -597,7 +558,7 @@ impl Wal {
         }
         for f in doomed {
             if let Some(s) = st.segments.remove(&f) {
-                fs::remove_file(&s.path).map_err(io_err("remove", &s.path))?;
+                fs::remove_file(&s.file.path).map_err(io_err("remove", &s.file.path))?;
             }
         }
         sync_dir(&self.dir)

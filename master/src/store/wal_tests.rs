@@ -69,7 +69,7 @@ fn an_append_that_does_not_follow_on_is_refused() {
     let err = w.append(&[(9, body(9))]).err().unwrap();
     assert!(err.to_string().contains("next index is 8"), "{err}");
     let err = w.append(&[(8, body(8)), (10, body(10))]).err().unwrap();
-    assert!(matches!(err, WalError::Misuse(_)), "{err}");
+    assert!(matches!(err, StoreError::LogMisuse(_)), "{err}");
     assert_eq!(w.bounds(), Some((5, 8)));
 }
 
@@ -114,7 +114,7 @@ fn damage_before_the_last_segment_refuses_to_open() {
     drop(f);
     let err = Wal::open_sized(tmp.path(), None, 200).err().unwrap();
     let msg = err.to_string();
-    assert!(matches!(err, WalError::Damaged { .. }), "{msg}");
+    assert!(matches!(err, StoreError::LogDamaged { .. }), "{msg}");
     assert!(msg.contains(&first.display().to_string()), "{msg}");
     assert!(msg.contains("bad CRC"), "{msg}");
 

@@ -9,13 +9,7 @@ const DEFAULT: &str = "system.posix_acl_default";
 
 /// An ACL xattr value from (tag, perm, id) entries.
 fn acl(entries: &[(u16, u16, u32)]) -> Vec<u8> {
-    let mut out = 2u32.to_le_bytes().to_vec();
-    for &(t, p, id) in entries {
-        out.extend_from_slice(&t.to_le_bytes());
-        out.extend_from_slice(&p.to_le_bytes());
-        out.extend_from_slice(&id.to_le_bytes());
-    }
-    out
+    crate::fsm::acl::xattr_value(entries.iter().copied())
 }
 
 const NONE: u32 = u32::MAX;
