@@ -136,7 +136,7 @@ impl ChunkManager {
                 return Err(Errno::UNKNOWN_SESSION.into());
             }
             let slot = ns.chunk_slot(inode, index)?;
-            if !ns.session_has_open(session, inode) {
+            if !ns.session_has_open(session, inode) && !self.node.opened_early(session.0, inode.0) {
                 return Err(Errno::EBADF.into());
             }
             let length = ns.getattr(inode)?.size;

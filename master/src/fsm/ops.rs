@@ -618,6 +618,26 @@ impl Namespace {
         truncate: bool,
         t: Timespec,
     ) -> Result<Reply, Errno> {
+        let node = self.open_checks(cred, ino, mode, truncate)?;
+        if truncate && node.ftype == FileType::Regular {
+            self.set_file_size(ino, 0);
+            if let Some(n) = self.nodes.get_mut(&ino) {
+                n.mtime = t;
+                n.ctime = t;
+            }
+        }
+        self.track_open(sid, ino);
+        self.getattr(ino).map(Reply::Attr)
+    }
+
+    /// Everything `open` checks before it changes anything.
+    fn open_checks(
+        &self,
+        cred: &Cred,
+        ino: Inode,
+        mode: OpenMode,
+        truncate: bool,
+    ) -> Result<&Node, Errno> {
         let node = self.node(ino)?;
         match node.ftype {
             FileType::Directory if mode.writes() || truncate => return Err(Errno::EISDIR),
@@ -636,15 +656,33 @@ impl Namespace {
             perm::may_change(node)?;
         }
         self.can_track_open(ino)?;
-        if truncate && node.ftype == FileType::Regular {
-            self.set_file_size(ino, 0);
-            if let Some(n) = self.nodes.get_mut(&ino) {
-                n.mtime = t;
-                n.ctime = t;
-            }
+        Ok(node)
+    }
+
+    /// The attributes `apply(req)` would answer now, without changing
+    /// anything, when `req` is an open without truncation of a client
+    /// session that `apply` would carry out and that would succeed. Its
+    /// only lasting effect is the open count, which matters to requests
+    /// logged after it: so the leader may answer it from this and log it
+    /// without waiting for the commit (see `MasterNode::write_previewed`).
+    /// `None` for anything else (retries, errors, other operations).
+    pub fn preview_open(&self, req: &Request) -> Option<Attr> {
+        let Op::Open {
+            cred,
+            inode,
+            mode,
+            truncate: false,
+        } = &req.op
+        else {
+            return None;
+        };
+        let s = self.sessions.get(&req.session)?;
+        if req.session == SessionId::NONE || req.seq <= s.acked || s.replies.contains_key(&req.seq)
+        {
+            return None;
         }
-        self.track_open(sid, ino);
-        self.getattr(ino).map(Reply::Attr)
+        let node = self.open_checks(cred, *inode, *mode, false).ok()?;
+        Some(node.attr(*inode))
     }
 
     // ---- attributes ---------------------------------------------------------------

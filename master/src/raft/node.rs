@@ -3,7 +3,7 @@
 //! session expiry, stamping the cluster id into the namespace).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -73,6 +73,39 @@ pub struct MasterNode {
     /// serve reads without asking anyone (the shortest election timeout:
     /// no other leader can be elected sooner).
     lease: Duration,
+    /// Held while a write is handed to openraft (see `write_previewed`).
+    submit_order: tokio::sync::Mutex<()>,
+    /// Writes handed to openraft here and not yet applied.
+    pending_writes: AtomicUsize,
+    /// Opens answered before their entry was applied, per (session, inode).
+    early_opens: Mutex<HashMap<(u64, u64), u32>>,
+}
+
+type WriteResult = Result<ClientWriteResponse, ClientWriteError>;
+type WriteReceiver = tokio::sync::oneshot::Receiver<WriteResult>;
+type RecvError = tokio::sync::oneshot::error::RecvError;
+
+/// Counts one write as pending while it lives.
+struct PendingWrite<'a>(Option<&'a AtomicUsize>);
+
+impl<'a> PendingWrite<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        PendingWrite(Some(count))
+    }
+
+    /// Leaves the count up; whoever calls this takes it down later.
+    fn forget(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for PendingWrite<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.0 {
+            c.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// The leader's clock, stamped into each request it proposes.
@@ -162,6 +195,9 @@ impl MasterNode {
             seen: Mutex::new(HashMap::new()),
             barrier_term: AtomicU64::new(0),
             lease: Duration::from_millis(cfg.election_timeout_ms),
+            submit_order: tokio::sync::Mutex::new(()),
+            pending_writes: AtomicUsize::new(0),
+            early_opens: Mutex::new(HashMap::new()),
         });
         tokio::spawn(bootstrap(node.clone(), res.peers.clone()));
         tokio::spawn(leader_duties(node.clone()));
@@ -204,14 +240,113 @@ impl MasterNode {
         if req.session.0 != 0 {
             self.touch_session(req.session.0);
         }
-        match self.raft.client_write(req).await {
-            Ok(r) => Ok(r.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(self.forward(&f)),
-            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => {
-                Err(self.forward(&f))
-            }
-            Err(e) => Err(NodeError::Unavailable(format!("raft: {e}"))),
+        let (rx, _pending) = {
+            let _order = self.submit_order.lock().await;
+            self.submit(req).await?
+        };
+        self.outcome(rx.await)
+    }
+
+    /// Hands `req` to openraft (which gives it the next log index) and
+    /// returns where its result will come, with the mark that counts it
+    /// as pending until then. The caller holds `submit_order`.
+    async fn submit(&self, req: Request) -> Result<(WriteReceiver, PendingWrite<'_>), NodeError> {
+        let pending = PendingWrite::new(&self.pending_writes);
+        let (responder, rx) = openraft::impls::ProgressResponder::complete_only();
+        self.raft
+            .client_write_ff(req, Some(responder))
+            .await
+            .map_err(|e| NodeError::Unavailable(format!("raft: {e}")))?;
+        Ok((rx, pending))
+    }
+
+    fn outcome(&self, r: Result<WriteResult, RecvError>) -> Result<Reply, NodeError> {
+        match r {
+            Ok(Ok(r)) => Ok(r.data),
+            Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(self.forward(&f)),
+            Ok(Err(ClientWriteError::LogEntryDiscarded(f))) => Err(self.forward(&f)),
+            Ok(Err(e)) => Err(NodeError::Unavailable(format!("raft: {e}"))),
+            Err(_) => Err(NodeError::Unavailable(
+                "raft: the write was dropped (shutting down?)".into(),
+            )),
         }
+    }
+
+    /// Answers `req` from `preview` (what its apply would answer now) and
+    /// logs it without waiting for the commit, when that is safe: this
+    /// node leads with a valid lease or read index (everything committed
+    /// is applied here) and no write submitted here is still unapplied, so
+    /// the preview sees every entry ahead of `req` in the log; the
+    /// submission lock keeps any other write from coming between the
+    /// preview and the submission. Otherwise, or when `preview` declines,
+    /// it is an ordinary [`Self::write`].
+    ///
+    /// For requests whose only lasting effect is bookkeeping that later
+    /// requests queue behind (an open without truncation: the open count an
+    /// unlink logged after it sees). If this leader dies before the entry
+    /// commits, the open is not counted by the next leader.
+    pub async fn write_previewed(
+        self: &Arc<Self>,
+        req: Request,
+        preview: impl FnOnce(&crate::fsm::Namespace, &Request) -> Option<Reply>,
+    ) -> Result<Reply, NodeError> {
+        self.linearize().await?;
+        let order = self.submit_order.lock().await;
+        let early = if self.pending_writes.load(Ordering::Acquire) == 0 {
+            preview(&self.shared.ns(), &req)
+        } else {
+            None
+        };
+        let Some(reply) = early else {
+            drop(order);
+            return self.write(req).await;
+        };
+        if req.session.0 != 0 {
+            self.touch_session(req.session.0);
+        }
+        let opened = match &req.op {
+            Op::Open { inode, .. } => Some((req.session.0, inode.0)),
+            _ => None,
+        };
+        let (rx, pending) = self.submit(req).await?;
+        if let Some(key) = opened {
+            *self.early_opens().entry(key).or_default() += 1;
+        }
+        drop(order);
+        // The count stays up until the entry is applied; the task owns it.
+        pending.forget();
+        let node = Arc::clone(self);
+        tokio::spawn(async move {
+            let r = node.outcome(rx.await);
+            if let Some(key) = opened {
+                let mut early = node.early_opens();
+                if let Some(n) = early.get_mut(&key) {
+                    *n -= 1;
+                    if *n == 0 {
+                        early.remove(&key);
+                    }
+                }
+            }
+            node.pending_writes.fetch_sub(1, Ordering::AcqRel);
+            metrics::counter!("mfs_early_answers_total").increment(1);
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "an open answered before its commit was not logged");
+            }
+        });
+        Ok(reply)
+    }
+
+    fn early_opens(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, u64), u32>> {
+        self.early_opens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `session` holds `inode` open by an open answered before its
+    /// entry was applied (see [`Self::write_previewed`]); calls that need
+    /// the open (reading the file's chunks) count these too. Ask with the
+    /// namespace's lock held after finding no open there: the mark goes
+    /// only after the apply.
+    pub fn opened_early(&self, session: u64, inode: u64) -> bool {
+        self.early_opens().contains_key(&(session, inode))
     }
 
     /// The lease read without a trip through openraft's core: this node

@@ -39,6 +39,7 @@ pub type RPCError = openraft::error::RPCError<TypeConfig>;
 pub type StreamingError = openraft::error::StreamingError<TypeConfig>;
 pub type RaftError<E = openraft::error::Infallible> = openraft::error::RaftError<TypeConfig, E>;
 pub type ClientWriteError = openraft::error::ClientWriteError<TypeConfig>;
+pub type ClientWriteResponse = openraft::raft::ClientWriteResponse<TypeConfig>;
 pub type LinearizableReadError = openraft::error::LinearizableReadError<TypeConfig>;
 pub type ForwardToLeader = openraft::error::ForwardToLeader<TypeConfig>;
 pub type IOFlushed = openraft::storage::IOFlushed<TypeConfig>;

@@ -94,15 +94,21 @@ impl Meta {
     }
 
     pub(super) async fn mutate(&self, id: Option<pb::RequestId>, op: Op) -> Result<Reply, Status> {
+        let req = self.request(id, op)?;
+        Ok(self.node.write(req).await?)
+    }
+
+    /// `op` as a request of the caller's session, stamped with this
+    /// leader's clock.
+    fn request(&self, id: Option<pb::RequestId>, op: Op) -> Result<fsm::Request, Status> {
         let id = rid(id)?;
-        let req = fsm::Request {
+        Ok(fsm::Request {
             session: SessionId(id.session),
             seq: id.seq,
             acked: id.acked,
             time: now(),
             op,
-        };
-        Ok(self.node.write(req).await?)
+        })
     }
 
     /// Runs `f` on the namespace after a read barrier, under its read
@@ -302,7 +308,17 @@ impl MetaService for Meta {
             mode,
             truncate: r.truncate,
         };
-        self.attr_response(self.mutate(r.id, op).await?)
+        if r.truncate {
+            return self.attr_response(self.mutate(r.id, op).await?);
+        }
+        // Answered before the commit when nothing else is in flight: an
+        // open's only lasting effect is the count later unlinks see.
+        let req = self.request(r.id, op)?;
+        let reply = self
+            .node
+            .write_previewed(req, |ns, req| ns.preview_open(req).map(Reply::Attr))
+            .await?;
+        self.attr_response(reply)
     }
 
     async fn release(&self, req: Request<pb::ReleaseRequest>) -> R<pb::Empty> {

@@ -76,6 +76,8 @@ pub(crate) struct Shared {
     pub(crate) releases: Arc<Releases>,
     /// Directories whose names the kernel must not cache (`noentrycache`).
     pub(crate) no_entry_cache: super::handles::NoEntryCache,
+    /// What the master last said of each inode (see `known_attrs`).
+    pub(crate) known: super::known_attrs::KnownAttrs,
 }
 
 /// What the binary keeps to shut the file system down cleanly.
@@ -138,6 +140,7 @@ impl MfsFs {
                 no_caps: Default::default(),
                 no_xattrs: Default::default(),
                 no_entry_cache: Default::default(),
+                known: Default::default(),
             }),
             rt,
         }
@@ -222,6 +225,7 @@ impl Filesystem for MfsFs {
 
     fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
         let inode = self.shared.map.to_master(ino);
+        self.shared.known.forget(inode);
         if !self.shared.handles.is_open(inode) {
             self.shared.io.forget(inode);
         }
@@ -241,7 +245,7 @@ impl Filesystem for MfsFs {
         size: Option<u64>,
         atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
-        _ctime: Option<SystemTime>,
+        ctime: Option<SystemTime>,
         _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
@@ -257,6 +261,7 @@ impl Filesystem for MfsFs {
             size,
             atime,
             mtime,
+            ctime,
         };
         self.spawn(move |s| async move { s.setattr(cred, ino, change, reply).await });
     }

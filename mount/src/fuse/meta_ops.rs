@@ -30,7 +30,13 @@ pub struct AttrChange {
     pub size: Option<u64>,
     pub atime: Option<TimeOrNow>,
     pub mtime: Option<TimeOrNow>,
+    /// The ctime the kernel keeps (sent with its time write-back).
+    pub ctime: Option<std::time::SystemTime>,
 }
+
+/// How long what the master said of an inode's mtime is used to answer
+/// the kernel's time write-back (see `known_attrs`).
+const KNOWN_ATTRS_FRESH: Duration = Duration::from_secs(60);
 
 /// Entries asked of the master per Readdir page.
 const PAGE: u32 = 1000;
@@ -58,6 +64,7 @@ impl Shared {
     /// The kernel's attributes of `a`, from the reply to a call sent at
     /// `f` (which also tells whether the inode has xattrs: see `xattrs`).
     pub(crate) fn attr_of(&self, a: &Attr, f: Fetch) -> fuser::FileAttr {
+        self.known.note(a);
         self.no_xattrs
             .note(a.inode, a.has_xattrs, self.attr_ttl(a), f);
         let local = if a.r#type == FileType::Regular as i32 {
@@ -171,6 +178,14 @@ impl Shared {
             None => {}
         }
         let pending = self.io.local_length(inode).is_some();
+        if let (Some(mtime), true, false) = (req.mtime, only_mtime(&c), pending) {
+            // The kernel's time write-back after a rename, link or unlink.
+            let fresh = KNOWN_ATTRS_FRESH;
+            if let Some(a) = self.known.time_writeback(inode, &mtime, c.ctime, fresh) {
+                let attr = convert::file_attr(&a, &self.map, None);
+                return reply.attr(&Duration::ZERO, &attr);
+            }
+        }
         if let (Some(mtime), true, true) = (req.mtime, only_mtime(&c), pending) {
             // The kernel's time write-back before a flush: carried by the
             // commit of the pending writes, when the caller may set it.

@@ -10,6 +10,8 @@
 //!   mount.
 //! - [`creds`]: the caller's supplementary groups from `/proc`.
 //! - [`handles`]: open files and directories.
+//! - `known_attrs`: the master's last attributes of each inode; the
+//!   kernel's time write-back after a rename or unlink is answered here.
 //! - [`xattrs`]: extended attributes; inodes known to have none are
 //!   answered without the master.
 //! - `locks`: file locks (fcntl, OFD, flock) kept by the master.
@@ -29,6 +31,7 @@ mod data_ops;
 mod fallocate;
 pub mod fs;
 pub mod handles;
+mod known_attrs;
 mod locks;
 mod meta_ops;
 pub mod metafs;

@@ -641,3 +641,45 @@ fn chown_and_chmod_to_what_is_there_need_no_change() {
         .setattr_unchanged(&c, f.inode, &chmod_same, soon)
         .is_some());
 }
+
+/// An open the leader answers before its commit (`preview_open`) gets the
+/// reply its apply then gives, and is declined whenever the apply would
+/// fail, is a retry, truncates, or is no open at all.
+#[test]
+fn preview_open_agrees_with_apply() {
+    let mut h = H::new();
+    let dir = h.mkdir(&root(), Inode::ROOT, "d", 0o777).inode;
+    let mine = h.create(&user(1000), dir, "mine", 0o600).inode;
+    let shared = h.create(&root(), dir, "shared", 0o644).inode;
+    let link = h.attr(symlink(&root(), dir, "link", "mine")).inode;
+    let cases = [
+        (open(&user(1000), mine, OpenMode::ReadWrite, false), true),
+        (open(&user(2000), mine, OpenMode::Read, false), false),
+        (open(&user(2000), shared, OpenMode::Read, false), true),
+        (open(&user(2000), shared, OpenMode::Write, false), false),
+        (open(&root(), dir, OpenMode::Read, false), true),
+        (open(&root(), dir, OpenMode::Write, false), false),
+        (open(&root(), link, OpenMode::Read, false), false),
+        (open(&root(), Inode(9999), OpenMode::Read, false), false),
+        (open(&root(), shared, OpenMode::Write, true), false),
+        (Op::Release { inode: shared }, false),
+    ];
+    for (op, early) in cases {
+        let req = h.next_req(op.clone());
+        let preview = h.ns.preview_open(&req);
+        assert_eq!(preview.is_some(), early, "{op:?}: {preview:?}");
+        let reply = h.ns.apply(&req);
+        if let Some(a) = preview {
+            assert_eq!(reply, Reply::Attr(a), "{op:?}");
+            // A retry of the applied open gets the stored reply: no preview.
+            assert_eq!(h.ns.preview_open(&req), None, "retry of {op:?}");
+        }
+        if let Err(e) = h.ns.check() {
+            panic!("after {op:?}: {e}");
+        }
+    }
+    // A request of an unknown session is left to the apply.
+    let mut req = h.next_req(open(&root(), shared, OpenMode::Read, false));
+    req.session = SessionId(4242);
+    assert_eq!(h.ns.preview_open(&req), None);
+}
