@@ -38,7 +38,7 @@ impl KnownAttrs {
         if m.len() >= MAX_ENTRIES && !m.contains_key(&a.inode) {
             m.clear();
         }
-        m.insert(a.inode, (a.clone(), Instant::now()));
+        m.insert(a.inode, (*a, Instant::now()));
     }
 
     /// Forgets an inode (the kernel forgot it).
@@ -71,7 +71,7 @@ impl KnownAttrs {
         if seen.elapsed() > fresh || a.mtime.as_ref() != Some(mtime) {
             return None;
         }
-        let mut a = a.clone();
+        let mut a = *a;
         let since = ctime.duration_since(UNIX_EPOCH).ok()?;
         a.ctime = Some(Timespec {
             sec: i64::try_from(since.as_secs()).ok()?,
