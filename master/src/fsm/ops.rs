@@ -664,7 +664,7 @@ impl Namespace {
     /// session that `apply` would carry out and that would succeed. Its
     /// only lasting effect is the open count, which matters to requests
     /// logged after it: so the leader may answer it from this and log it
-    /// without waiting for the commit (see `MasterNode::write_previewed`).
+    /// without waiting for the commit (see `MasterNode::open_before_commit`).
     /// `None` for anything else (retries, errors, other operations).
     pub fn preview_open(&self, req: &Request) -> Option<Attr> {
         let Op::Open {

@@ -73,7 +73,7 @@ pub struct MasterNode {
     /// serve reads without asking anyone (the shortest election timeout:
     /// no other leader can be elected sooner).
     lease: Duration,
-    /// Held while a write is handed to openraft (see `write_previewed`).
+    /// Held while a write is handed to openraft (see `open_before_commit`).
     submit_order: tokio::sync::Mutex<()>,
     /// Writes handed to openraft here and not yet applied.
     pending_writes: AtomicUsize,
@@ -237,9 +237,6 @@ impl MasterNode {
     /// Proposes a change and waits for its reply (after it is committed on a
     /// quorum and applied here).
     pub async fn write(&self, req: Request) -> Result<Reply, NodeError> {
-        if req.session.0 != 0 {
-            self.touch_session(req.session.0);
-        }
         let (rx, _pending) = {
             let _order = self.submit_order.lock().await;
             self.submit(req).await?
@@ -251,6 +248,9 @@ impl MasterNode {
     /// returns where its result will come, with the mark that counts it
     /// as pending until then. The caller holds `submit_order`.
     async fn submit(&self, req: Request) -> Result<(WriteReceiver, PendingWrite<'_>), NodeError> {
+        if req.session.0 != 0 {
+            self.touch_session(req.session.0);
+        }
         let pending = PendingWrite::new(&self.pending_writes);
         let (responder, rx) = openraft::impls::ProgressResponder::complete_only();
         self.raft
@@ -272,53 +272,49 @@ impl MasterNode {
         }
     }
 
-    /// Answers `req` from `preview` (what its apply would answer now) and
-    /// logs it without waiting for the commit, when that is safe: this
-    /// node leads with a valid lease or read index (everything committed
-    /// is applied here) and no write submitted here is still unapplied, so
-    /// the preview sees every entry ahead of `req` in the log; the
-    /// submission lock keeps any other write from coming between the
-    /// preview and the submission. Otherwise, or when `preview` declines,
-    /// it is an ordinary [`Self::write`].
+    /// Answers an open without truncation from `Namespace::preview_open`
+    /// (what its apply will answer) and logs it without waiting for the
+    /// commit, when that is safe: this node leads with a valid lease or
+    /// read index (everything committed is applied here) and no write
+    /// submitted here is still unapplied, so the preview sees every entry
+    /// ahead of it in the log; the submission lock keeps any other write
+    /// from coming between the preview and the submission. An unlink
+    /// logged after it then sees the file open. Otherwise, or when the
+    /// preview declines (errors, retries, truncation, other requests), it
+    /// is an ordinary [`Self::write`].
     ///
-    /// For requests whose only lasting effect is bookkeeping that later
-    /// requests queue behind (an open without truncation: the open count an
-    /// unlink logged after it sees). If this leader dies before the entry
-    /// commits, the open is not counted by the next leader.
-    pub async fn write_previewed(
-        self: &Arc<Self>,
-        req: Request,
-        preview: impl FnOnce(&crate::fsm::Namespace, &Request) -> Option<Reply>,
-    ) -> Result<Reply, NodeError> {
+    /// If this leader dies before the entry commits, the open is not
+    /// counted by the next leader.
+    pub async fn open_before_commit(self: &Arc<Self>, req: Request) -> Result<Reply, NodeError> {
+        let Op::Open {
+            inode,
+            truncate: false,
+            ..
+        } = req.op
+        else {
+            return self.write(req).await;
+        };
         self.linearize().await?;
         let order = self.submit_order.lock().await;
         let early = if self.pending_writes.load(Ordering::Acquire) == 0 {
-            preview(&self.shared.ns(), &req)
+            self.shared.ns().preview_open(&req)
         } else {
             None
         };
-        let Some(reply) = early else {
+        let Some(attr) = early else {
             drop(order);
             return self.write(req).await;
         };
-        if req.session.0 != 0 {
-            self.touch_session(req.session.0);
-        }
-        let opened = match &req.op {
-            Op::Open { inode, .. } => Some((req.session.0, inode.0)),
-            _ => None,
-        };
+        let key = (req.session.0, inode.0);
         let (rx, pending) = self.submit(req).await?;
-        if let Some(key) = opened {
-            *self.early_opens().entry(key).or_default() += 1;
-        }
+        *self.early_opens().entry(key).or_default() += 1;
         drop(order);
         // The count stays up until the entry is applied; the task owns it.
         pending.forget();
         let node = Arc::clone(self);
         tokio::spawn(async move {
             let r = node.outcome(rx.await);
-            if let Some(key) = opened {
+            {
                 let mut early = node.early_opens();
                 if let Some(n) = early.get_mut(&key) {
                     *n -= 1;
@@ -333,7 +329,7 @@ impl MasterNode {
                 tracing::warn!(error = %e, "an open answered before its commit was not logged");
             }
         });
-        Ok(reply)
+        Ok(Reply::Attr(attr))
     }
 
     fn early_opens(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, u64), u32>> {
@@ -341,7 +337,7 @@ impl MasterNode {
     }
 
     /// Whether `session` holds `inode` open by an open answered before its
-    /// entry was applied (see [`Self::write_previewed`]); calls that need
+    /// entry was applied (see [`Self::open_before_commit`]); calls that need
     /// the open (reading the file's chunks) count these too. Ask with the
     /// namespace's lock held after finding no open there: the mark goes
     /// only after the apply.

@@ -308,17 +308,10 @@ impl MetaService for Meta {
             mode,
             truncate: r.truncate,
         };
-        if r.truncate {
-            return self.attr_response(self.mutate(r.id, op).await?);
-        }
         // Answered before the commit when nothing else is in flight: an
         // open's only lasting effect is the count later unlinks see.
         let req = self.request(r.id, op)?;
-        let reply = self
-            .node
-            .write_previewed(req, |ns, req| ns.preview_open(req).map(Reply::Attr))
-            .await?;
-        self.attr_response(reply)
+        self.attr_response(self.node.open_before_commit(req).await?)
     }
 
     async fn release(&self, req: Request<pb::ReleaseRequest>) -> R<pb::Empty> {

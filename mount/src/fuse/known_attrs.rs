@@ -12,12 +12,15 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use mfs_proto::v1::{Attr, Timespec};
 
 /// Entries kept at most; past it the map starts afresh.
 const MAX_ENTRIES: usize = 65_536;
+
+/// How long what the master said of an inode's mtime is used.
+pub(crate) const FRESH: Duration = Duration::from_secs(60);
 
 /// How far from now the kernel's ctime of a time write-back may be.
 const CTIME_SLACK: Duration = Duration::from_secs(1);
@@ -72,11 +75,7 @@ impl KnownAttrs {
             return None;
         }
         let mut a = *a;
-        let since = ctime.duration_since(UNIX_EPOCH).ok()?;
-        a.ctime = Some(Timespec {
-            sec: i64::try_from(since.as_secs()).ok()?,
-            nsec: since.subsec_nanos(),
-        });
+        a.ctime = Some(super::convert::timespec(ctime));
         Some(a)
     }
 }
@@ -99,7 +98,7 @@ mod tests {
     #[test]
     fn only_the_known_mtime_with_a_current_ctime_is_answered_here() {
         let k = KnownAttrs::default();
-        let fresh = Duration::from_secs(60);
+        let fresh = FRESH;
         let now = Some(SystemTime::now());
         let same = Timespec { sec: 100, nsec: 5 };
         assert!(k.time_writeback(7, &same, now, fresh).is_none(), "unknown");

@@ -34,10 +34,6 @@ pub struct AttrChange {
     pub ctime: Option<std::time::SystemTime>,
 }
 
-/// How long what the master said of an inode's mtime is used to answer
-/// the kernel's time write-back (see `known_attrs`).
-const KNOWN_ATTRS_FRESH: Duration = Duration::from_secs(60);
-
 /// Entries asked of the master per Readdir page.
 const PAGE: u32 = 1000;
 
@@ -178,24 +174,26 @@ impl Shared {
             None => {}
         }
         let pending = self.io.local_length(inode).is_some();
-        if let (Some(mtime), true, false) = (req.mtime, only_mtime(&c), pending) {
-            // The kernel's time write-back after a rename, link or unlink.
-            let fresh = KNOWN_ATTRS_FRESH;
-            if let Some(a) = self.known.time_writeback(inode, &mtime, c.ctime, fresh) {
-                let attr = convert::file_attr(&a, &self.map, None);
-                return reply.attr(&Duration::ZERO, &attr);
-            }
-        }
-        if let (Some(mtime), true, true) = (req.mtime, only_mtime(&c), pending) {
-            // The kernel's time write-back before a flush: carried by the
-            // commit of the pending writes, when the caller may set it.
-            let f = self.no_xattrs.fetch();
-            if let Ok(mut a) = self.master.getattr(inode).await {
-                let uid = req.cred.as_ref().map(|c| c.uid);
-                if (uid == Some(0) || uid == Some(a.uid)) && self.io.defer_mtime(inode, mtime).await
-                {
-                    a.mtime = Some(mtime);
-                    return reply.attr(&self.attr_ttl(&a), &self.attr_of(&a, f));
+        if let (Some(mtime), true) = (req.mtime, only_mtime(&c)) {
+            if !pending {
+                // The kernel's time write-back after a rename, link or unlink.
+                let fresh = super::known_attrs::FRESH;
+                if let Some(a) = self.known.time_writeback(inode, &mtime, c.ctime, fresh) {
+                    let attr = convert::file_attr(&a, &self.map, None);
+                    return reply.attr(&Duration::ZERO, &attr);
+                }
+            } else {
+                // The kernel's time write-back before a flush: carried by the
+                // commit of the pending writes, when the caller may set it.
+                let f = self.no_xattrs.fetch();
+                if let Ok(mut a) = self.master.getattr(inode).await {
+                    let uid = req.cred.as_ref().map(|c| c.uid);
+                    if (uid == Some(0) || uid == Some(a.uid))
+                        && self.io.defer_mtime(inode, mtime).await
+                    {
+                        a.mtime = Some(mtime);
+                        return reply.attr(&self.attr_ttl(&a), &self.attr_of(&a, f));
+                    }
                 }
             }
         }
