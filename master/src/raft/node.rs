@@ -16,7 +16,7 @@ use super::identity::Identity;
 use super::network::Network;
 use super::service::RaftGrpc;
 use super::sm::{Shared, StateMachine};
-use super::store::LogStore;
+use super::store::{LogStore, SyncPolicy};
 use super::types::*;
 use crate::config::{MasterConfig, Resolved};
 use crate::fsm::{Op, Reply, Request, SessionId, Timespec};
@@ -144,7 +144,7 @@ impl MasterNode {
             cfg.cluster_secret.clone(),
             Box::new(move |id| dd.set_cluster_id(id).map_err(|e| e.to_string())),
         ));
-        let log = LogStore::open(db, &datadir.log_dir()).map_err(|e| {
+        let log = LogStore::open(db, &datadir.log_dir(), SyncPolicy::Immediate).map_err(|e| {
             format!(
                 "cannot open the Raft log in {}: {e}",
                 cfg.data_path.display()

@@ -21,7 +21,7 @@ use openraft::storage::RaftLogStorage;
 use super::learner::make_image;
 use super::observer::LogPosition;
 use super::sm::parse_image;
-use super::store::LogStore;
+use super::store::{LogStore, SyncPolicy};
 use super::types::*;
 use crate::fsm::Namespace;
 use crate::store::{snapfile, DataDir};
@@ -88,7 +88,7 @@ pub async fn write_master_dir(
     let name = snapfile::snapshot_name(pos.index, pos.term);
     snapfile::write_atomic(&datadir.snapshot_dir(), &name, &image).map_err(|e| e.to_string())?;
 
-    let mut log = LogStore::open(db.clone(), &datadir.log_dir())?;
+    let mut log = LogStore::open(db.clone(), &datadir.log_dir(), SyncPolicy::Immediate)?;
     log.save_vote(&Vote::new(pos.term, master_id))
         .await
         .map_err(|e| format!("cannot save the vote: {e}"))?;

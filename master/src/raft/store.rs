@@ -18,6 +18,7 @@ use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 use openraft::OptionalSend;
@@ -118,8 +119,31 @@ impl RaftLogReader<TypeConfig> for LogReader {
     }
 }
 
-/// An append waiting for its sync: the segment written and openraft's callback.
-type Ack = (Written, IOFlushed);
+/// An append waiting for its sync: the segment written, openraft's
+/// callback and how many entries it carried.
+struct Ack {
+    written: Written,
+    callback: IOFlushed,
+    entries: usize,
+}
+
+/// When appends are made durable, and so acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// At once, grouping only the appends that queued during the last
+    /// sync: a voter, whose acknowledgement commits entries.
+    Immediate,
+    /// After waiting up to this long for more appends to share the sync,
+    /// or at once when [`GROUPED_SYNC_ENTRIES`] are waiting: a learner
+    /// (the metalogger), whose acknowledgement nobody waits for. The leader
+    /// sends a peer its next entries once it acknowledged the last ones, so
+    /// this also turns many small messages into a few large ones.
+    Grouped(Duration),
+}
+
+/// Entries waiting that make a [`SyncPolicy::Grouped`] log sync at once
+/// (a learner catching up is not slowed down).
+pub const GROUPED_SYNC_ENTRIES: usize = 256;
 
 pub struct LogStore {
     reader: LogReader,
@@ -133,7 +157,11 @@ impl LogStore {
     /// Opens the log in `dir` (segment files) with its meta in `db`; a torn
     /// record at the tail (a crash mid-write) is dropped with a warning,
     /// damage anywhere else is an error.
-    pub fn open(db: Arc<dyn MetaStore>, dir: &Path) -> Result<LogStore, String> {
+    pub fn open(
+        db: Arc<dyn MetaStore>,
+        dir: &Path,
+        policy: SyncPolicy,
+    ) -> Result<LogStore, String> {
         let meta = db.tree(META).map_err(|e| e.to_string())?;
         let purged: Option<LogId> = match meta.get("purged").map_err(|e| e.to_string())? {
             Some(v) => Some(dec("purged", &v).map_err(|e| e.to_string())?),
@@ -150,7 +178,7 @@ impl LogStore {
         let wal = reader.wal.clone();
         std::thread::Builder::new()
             .name("raft-log-flush".into())
-            .spawn(move || flusher(wal, rx))
+            .spawn(move || flusher(wal, rx, policy))
             .map_err(|e| format!("cannot start the log flusher thread: {e}"))?;
         Ok(LogStore {
             reader,
@@ -206,24 +234,39 @@ fn migrate_old_log(db: &Arc<dyn MetaStore>, wal: &Wal) -> Result<(), String> {
     db.flush().map_err(|e| e.to_string())
 }
 
-/// Group commit: one sync for every append queued since the last one.
+/// Group commit: one sync for every append queued since the last one (and,
+/// with [`SyncPolicy::Grouped`], for those that come while it waits).
 ///
 /// A thread of its own, blocking on `fdatasync`: no task hop or thread-pool
 /// wake-up between an append and its sync. It ends when the log store is
 /// dropped (the channel closes).
-fn flusher(wal: Wal, rx: mpsc::Receiver<Ack>) {
+fn flusher(wal: Wal, rx: mpsc::Receiver<Ack>, policy: SyncPolicy) {
     while let Ok(first) = rx.recv() {
+        let mut entries = first.entries;
         let mut acks = vec![first];
+        if let SyncPolicy::Grouped(wait) = policy {
+            let until = Instant::now() + wait;
+            while entries < GROUPED_SYNC_ENTRIES {
+                let left = until.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(more) => {
+                        entries += more.entries;
+                        acks.push(more);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
         while let Ok(more) = rx.try_recv() {
             acks.push(more);
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let mut res: Result<(), io::Error> = Ok(());
         let mut synced: Vec<&Written> = Vec::new();
-        for (w, _) in &acks {
-            if res.is_ok() && !synced.iter().any(|s| s.same(w)) {
-                res = wal.sync(w).map_err(io::Error::from);
-                synced.push(w);
+        for a in &acks {
+            if res.is_ok() && !synced.iter().any(|s| s.same(&a.written)) {
+                res = wal.sync(&a.written).map_err(io::Error::from);
+                synced.push(&a.written);
             }
         }
         metrics::counter!("mfs_raft_log_flushes_total").increment(1);
@@ -232,8 +275,8 @@ fn flusher(wal: Wal, rx: mpsc::Receiver<Ack>) {
         if let Err(e) = &res {
             tracing::error!("cannot make the Raft log durable: {e}");
         }
-        for (_, a) in acks {
-            a.io_completed(match &res {
+        for a in acks {
+            a.callback.io_completed(match &res {
                 Ok(()) => Ok(()),
                 Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
             });
@@ -291,7 +334,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         };
         self.last = last;
         self.flusher
-            .send((written, callback))
+            .send(Ack {
+                written,
+                callback,
+                entries: records.len(),
+            })
             .map_err(|_| other("the log flusher has stopped"))?;
         Ok(())
     }

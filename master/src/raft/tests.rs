@@ -7,7 +7,7 @@ use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::StorageError;
 
 use super::sm::StateMachine;
-use super::store::LogStore;
+use super::store::{LogStore, SyncPolicy};
 use super::types::*;
 use crate::store::{record, Batch, MemStore, MetaStore, SledStore};
 
@@ -20,7 +20,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let dir = tempfile::tempdir().expect("temp dir");
         let db: Arc<dyn MetaStore> =
             Arc::new(SledStore::open(&dir.path().join("db")).expect("open sled"));
-        let log = LogStore::open(db, &dir.path().join("raftlog")).expect("open log");
+        let log = LogStore::open(db, &dir.path().join("raftlog"), SyncPolicy::Immediate).expect("open log");
         let sm = StateMachine::open(dir.path().join("snapshots"), 3).expect("open state machine");
         Ok((dir, log, sm))
     }
