@@ -105,8 +105,12 @@ impl LearnerNode {
             s.cluster_secret.clone(),
             Box::new(move |id| dd.set_cluster_id(id).map_err(|e| e.to_string())),
         ));
-        let log = LogStore::open(db, &datadir.log_dir(), SyncPolicy::Grouped(LEARNER_SYNC_WAIT))
-            .map_err(|e| format!("cannot open the Raft log in {}: {e}", s.raft_dir.display()))?;
+        let log = LogStore::open(
+            db,
+            &datadir.log_dir(),
+            SyncPolicy::Grouped(LEARNER_SYNC_WAIT),
+        )
+        .map_err(|e| format!("cannot open the Raft log in {}: {e}", s.raft_dir.display()))?;
         let sm = StateMachine::open(datadir.snapshot_dir(), s.snapshot_files.max(1))?;
         let shared = sm.shared.clone();
         let (meta, image) = shared

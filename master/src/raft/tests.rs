@@ -2,16 +2,17 @@
 //! sled) and state machine, and the log's recovery and upgrade paths.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::StorageError;
 
 use super::sm::StateMachine;
-use super::store::{LogStore, SyncPolicy};
+use super::store::{LogStore, SyncPolicy, GROUPED_SYNC_ENTRIES};
 use super::types::*;
 use crate::store::{record, Batch, MemStore, MetaStore, SledStore};
 
-struct Builder;
+struct Builder(SyncPolicy);
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
     async fn build(
@@ -20,7 +21,7 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let dir = tempfile::tempdir().expect("temp dir");
         let db: Arc<dyn MetaStore> =
             Arc::new(SledStore::open(&dir.path().join("db")).expect("open sled"));
-        let log = LogStore::open(db, &dir.path().join("raftlog"), SyncPolicy::Immediate).expect("open log");
+        let log = LogStore::open(db, &dir.path().join("raftlog"), self.0).expect("open log");
         let sm = StateMachine::open(dir.path().join("snapshots"), 3).expect("open state machine");
         Ok((dir, log, sm))
     }
@@ -28,9 +29,60 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openraft_storage_suite() {
-    Suite::test_all(Builder)
+    Suite::test_all(Builder(SyncPolicy::Immediate))
         .await
         .expect("openraft storage suite");
+}
+
+/// The learner's log passes the same suite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openraft_storage_suite_grouped_sync() {
+    Suite::test_all(Builder(SyncPolicy::Grouped(Duration::from_millis(2))))
+        .await
+        .expect("openraft storage suite");
+}
+
+/// A learner's log acknowledges an append after a sync that waits for
+/// company: a lone entry waits the whole time, a batch of
+/// GROUPED_SYNC_ENTRIES is synced at once; both are in the log after a
+/// reopen.
+#[tokio::test]
+async fn grouped_sync_waits_for_more_entries_or_enough_of_them() {
+    use openraft::storage::{RaftLogReader, RaftLogStorage, RaftLogStorageExt};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let db: Arc<dyn MetaStore> = Arc::new(MemStore::new());
+    let dir = tmp.path().join("raftlog");
+    let wait = Duration::from_millis(800);
+    let mut store = LogStore::open(db.clone(), &dir, SyncPolicy::Grouped(wait)).unwrap();
+    let blank = |i: u64| -> Entry { openraft::testing::blank_ent::<TypeConfig>(1, 1, i) };
+
+    let t = Instant::now();
+    store.blocking_append([blank(0)]).await.unwrap();
+    let lone = t.elapsed();
+    assert!(
+        lone >= wait,
+        "a lone entry was acknowledged after {lone:?}, before the {wait:?} wait"
+    );
+
+    let t = Instant::now();
+    let n = GROUPED_SYNC_ENTRIES as u64;
+    store.blocking_append((1..=n).map(blank)).await.unwrap();
+    let many = t.elapsed();
+    assert!(
+        many < wait,
+        "{n} entries waited {many:?}: they should be synced at once"
+    );
+    drop(store);
+
+    let mut store = LogStore::open(db, &dir, SyncPolicy::Immediate).unwrap();
+    let st = store.get_log_state().await.unwrap();
+    assert_eq!(st.last_log_id.map(|l| l.index), Some(n));
+    let mut reader = store.get_log_reader().await;
+    assert_eq!(
+        reader.try_get_log_entries(0..=n).await.unwrap().len() as u64,
+        n + 1
+    );
 }
 
 /// A log kept in the engine's `raft_log` tree (data dirs from before the
@@ -56,7 +108,7 @@ async fn an_old_log_tree_is_moved_into_segments() {
     }
     log.apply_batch(b).unwrap();
     let dir = tmp.path().join("raftlog");
-    let mut store = LogStore::open(db.clone(), &dir).unwrap();
+    let mut store = LogStore::open(db.clone(), &dir, SyncPolicy::Immediate).unwrap();
     let st = store.get_log_state().await.unwrap();
     assert_eq!(st.last_log_id.map(|l| l.index), Some(3));
     let mut r = store.get_log_reader().await;
@@ -67,7 +119,7 @@ async fn an_old_log_tree_is_moved_into_segments() {
     );
     drop((store, r));
     // Opened again: the entries are read from the segment files.
-    let mut store = LogStore::open(db, &dir).unwrap();
+    let mut store = LogStore::open(db, &dir, SyncPolicy::Immediate).unwrap();
     let st = store.get_log_state().await.unwrap();
     assert_eq!(st.last_log_id.map(|l| l.index), Some(3));
 }
@@ -81,7 +133,7 @@ async fn appended_entries_survive_a_reopen() {
     let tmp = tempfile::tempdir().unwrap();
     let db: Arc<dyn MetaStore> = Arc::new(SledStore::open(&tmp.path().join("db")).unwrap());
     let dir = tmp.path().join("raftlog");
-    let mut store = LogStore::open(db.clone(), &dir).unwrap();
+    let mut store = LogStore::open(db.clone(), &dir, SyncPolicy::Immediate).unwrap();
     let entries: Vec<Entry> = (1..=20u64)
         .map(|i| openraft::testing::blank_ent::<TypeConfig>(1, 1, i))
         .collect();
@@ -98,7 +150,7 @@ async fn appended_entries_survive_a_reopen() {
         .await
         .unwrap();
     drop(store);
-    let mut store = LogStore::open(db, &dir).unwrap();
+    let mut store = LogStore::open(db, &dir, SyncPolicy::Immediate).unwrap();
     let st = store.get_log_state().await.unwrap();
     assert_eq!(st.last_purged_log_id.map(|l| l.index), Some(5));
     assert_eq!(st.last_log_id.map(|l| l.index), Some(15));
