@@ -40,6 +40,83 @@ fn segments(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Where the records of segment `path` (first index `first`) end.
+fn records_end(path: &Path, first: u64) -> u64 {
+    let (_, end, how) = scan(path, first).unwrap();
+    assert!(
+        matches!(how, ScanEnd::Clean),
+        "{} does not end cleanly",
+        path.display()
+    );
+    end
+}
+
+#[test]
+fn segments_grow_ahead_of_their_records_and_zeros_end_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = Wal::open(tmp.path(), None).unwrap();
+    append_range(&w, 1, 11);
+    let seg = tmp.path().join(segment_name(1));
+    let end = records_end(&seg, 1);
+    let len = fs::metadata(&seg).unwrap().len();
+    assert!(
+        len >= end + PREALLOC_BYTES,
+        "file {len} bytes, records end at {end}"
+    );
+    drop(w);
+    // Reopened: the zeros are not a torn write; appends go on at the end
+    // of the records, inside the grown file.
+    let w = Wal::open(tmp.path(), None).unwrap();
+    assert_eq!(w.bounds(), Some((1, 11)));
+    append_range(&w, 11, 13);
+    assert_eq!(fs::metadata(&seg).unwrap().len(), len);
+    drop(w);
+    let w = Wal::open(tmp.path(), None).unwrap();
+    assert_eq!(indexes(&w, 0, 100), (1..13).collect::<Vec<_>>());
+    drop(w);
+    // Fewer zeros than a frame header (the file grown to just past the
+    // records) end them too.
+    let end = records_end(&seg, 1);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(end + 5)
+        .unwrap();
+    let w = Wal::open(tmp.path(), None).unwrap();
+    assert_eq!(w.bounds(), Some((1, 13)));
+}
+
+#[test]
+fn a_segment_is_cut_to_its_records_when_the_next_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = filled(tmp.path(), 40);
+    let names = segments(tmp.path());
+    assert!(names.len() >= 3, "{names:?}");
+    for n in &names[..names.len() - 1] {
+        let path = tmp.path().join(n);
+        let first: u64 = n.trim_end_matches(".log").parse().unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().len(),
+            records_end(&path, first),
+            "{n}"
+        );
+    }
+    drop(w);
+    // A crash before the cut reached the disk leaves zeros after the
+    // records of a segment that is not the last: still a clean end.
+    let first = tmp.path().join(&names[0]);
+    let len = fs::metadata(&first).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&first)
+        .unwrap()
+        .set_len(len + 300)
+        .unwrap();
+    let w = Wal::open_sized(tmp.path(), None, 200).unwrap();
+    assert_eq!(indexes(&w, 0, 100), (1..41).collect::<Vec<_>>());
+}
+
 #[test]
 fn records_survive_reopen_across_segments() {
     let tmp = tempfile::tempdir().unwrap();
@@ -80,7 +157,7 @@ fn a_torn_tail_is_dropped_and_the_rest_kept() {
     append_range(&w, 1, 11);
     drop(w);
     let seg = tmp.path().join(segment_name(1));
-    let len = fs::metadata(&seg).unwrap().len();
+    let len = records_end(&seg, 1);
     // Cut the last frame in the middle of its body.
     fs::OpenOptions::new()
         .write(true)
@@ -93,7 +170,7 @@ fn a_torn_tail_is_dropped_and_the_rest_kept() {
     append_range(&w, 10, 12);
     drop(w);
     // A flipped byte in the last frame's body: a bad CRC at the tail.
-    let len = fs::metadata(&seg).unwrap().len();
+    let len = records_end(&seg, 1);
     let f = fs::OpenOptions::new().write(true).open(&seg).unwrap();
     f.write_all_at(b"\xff", len - 1).unwrap();
     drop(f);
