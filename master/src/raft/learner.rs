@@ -25,7 +25,7 @@ use super::identity::Identity;
 use super::network::Network;
 use super::node::NodeError;
 use super::observer::{ApplyObserver, LogPosition};
-use super::service::RaftGrpc;
+use super::service::{AppendReplies, RaftGrpc};
 use super::sm::{parse_image, position, Shared, StateMachine};
 use super::store::{LogStore, SyncPolicy};
 use super::types::*;
@@ -222,6 +222,15 @@ const NO_VOTE: &str = "this node is a metalogger (a Raft learner): it never vote
 
 #[tonic::async_trait]
 impl RaftService for LearnerRaftService {
+    type AppendStreamStream = AppendReplies;
+
+    async fn append_stream(
+        &self,
+        req: Request<Streaming<RaftPayload>>,
+    ) -> Result<Response<AppendReplies>, Status> {
+        self.inner.append_stream(req).await
+    }
+
     async fn append_entries(
         &self,
         req: Request<RaftPayload>,

@@ -3,8 +3,13 @@
 //! `types::codec`); snapshots stream in pieces.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use openraft::base::{BoxFuture, BoxStream};
+use openraft::OptionalSend;
 
 use mfs_proto::v1::raft_service_client::RaftServiceClient;
 use mfs_proto::v1::{RaftPayload, SnapshotPiece};
@@ -42,6 +47,16 @@ pub struct PeerClient {
 
 fn unreachable(msg: String) -> RPCError {
     RPCError::Unreachable(Unreachable::from_string(msg))
+}
+
+fn status_error(target: NodeId, addr: &str, what: &str, s: tonic::Status) -> RPCError {
+    let msg = format!("{what} to master {target} at {addr}: {}", s.message());
+    match s.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
+            unreachable(msg)
+        }
+        _ => RPCError::Network(NetworkError::from_string(msg)),
+    }
 }
 
 impl PeerClient {
@@ -83,18 +98,7 @@ impl PeerClient {
     }
 
     fn status_error(&self, what: &str, s: tonic::Status) -> RPCError {
-        let msg = format!(
-            "{what} to master {} at {}: {}",
-            self.target,
-            self.addr,
-            s.message()
-        );
-        match s.code() {
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
-                unreachable(msg)
-            }
-            _ => RPCError::Network(NetworkError::from_string(msg)),
-        }
+        status_error(self.target, &self.addr, what, s)
     }
 
     async fn unary<Req, Resp, F, Fut>(
@@ -137,6 +141,82 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             c.append_entries(r).await
         })
         .await
+    }
+
+    /// Replication over one `AppendStream` call: requests go as openraft
+    /// makes them, without waiting for the replies (one message each way
+    /// per request instead of a call of its own). A reply that does not
+    /// come within the RPC timeout while requests wait for one ends the
+    /// stream as unreachable; openraft then starts another.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult, RPCError>>, RPCError>>
+    where
+        S: Stream<Item = AppendEntriesRequest> + OptionalSend + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let mut client = self.client()?;
+            let sent = Arc::new(AtomicU64::new(0));
+            let counted = sent.clone();
+            let target = self.target;
+            let requests =
+                tokio_stream::StreamExt::map_while(input, move |r| match codec::encode(&r) {
+                    Ok(data) => {
+                        counted.fetch_add(1, Ordering::AcqRel);
+                        Some(RaftPayload { data })
+                    }
+                    Err(e) => {
+                        // Ending the call makes openraft start a new one.
+                        tracing::error!(
+                            "cannot encode a replication request to master {target}: {e}"
+                        );
+                        None
+                    }
+                });
+            let mut req = tonic::Request::new(requests);
+            self.ident.stamp(req.metadata_mut());
+            let replies = client
+                .append_stream(req)
+                .await
+                .map_err(|s| self.status_error("append stream", s))?
+                .into_inner();
+            let ttl = option.hard_ttl();
+            let addr = self.addr.clone();
+            let state = Some((replies, 0u64));
+            let out = futures::stream::unfold(state, move |state| {
+                let sent = sent.clone();
+                let addr = addr.clone();
+                async move {
+                    let (mut replies, received) = state?;
+                    let msg = loop {
+                        match tokio::time::timeout(ttl, replies.next()).await {
+                            Ok(m) => break m,
+                            // Idle (every request answered): keep waiting.
+                            Err(_) if sent.load(Ordering::Acquire) <= received => continue,
+                            Err(_) => {
+                                let e = unreachable(format!(
+                                    "no replication reply from master {target} at {addr} within {ttl:?}"
+                                ));
+                                return Some((Err(e), None));
+                            }
+                        }
+                    };
+                    let item = match msg? {
+                        Ok(p) => codec::decode::<StreamAppendResult>(&p.data).map_err(|e| {
+                            RPCError::Network(NetworkError::from_string(format!(
+                                "replication reply from {addr}: {e}"
+                            )))
+                        }),
+                        Err(s) => Err(status_error(target, &addr, "append stream", s)),
+                    };
+                    let next = item.is_ok().then_some((replies, received + 1));
+                    Some((item, next))
+                }
+            });
+            Ok(Box::pin(out) as BoxStream<'s, _>)
+        })
     }
 
     async fn vote(

@@ -1,11 +1,12 @@
 //! The receiving side of Raft traffic: our `RaftService` gRPC service handing
 //! messages to the local openraft node.
 
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 
+use futures::{Stream, StreamExt};
 use mfs_proto::v1::raft_service_server::RaftService;
 use mfs_proto::v1::{RaftPayload, SnapshotPiece};
-use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::identity::Identity;
@@ -28,8 +29,49 @@ fn reply<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
     Ok(Response::new(RaftPayload { data }))
 }
 
+/// The replies of an `AppendStream` call.
+pub type AppendReplies = Pin<Box<dyn Stream<Item = Result<RaftPayload, Status>> + Send + 'static>>;
+
 #[tonic::async_trait]
 impl RaftService for RaftGrpc {
+    type AppendStreamStream = AppendReplies;
+
+    /// Each request goes to openraft as it comes (pipelined); the replies
+    /// go back in order. A request that does not decode ends the call with
+    /// INVALID_ARGUMENT after the replies to those before it; a conflict or
+    /// a higher vote is the last reply (openraft's stream ends there).
+    async fn append_stream(
+        &self,
+        req: Request<Streaming<RaftPayload>>,
+    ) -> Result<Response<AppendReplies>, Status> {
+        self.ident.check(req.metadata())?;
+        let failed: Arc<Mutex<Option<Status>>> = Arc::default();
+        let on_fail = failed.clone();
+        let fail = move |s: Status| {
+            *on_fail.lock().unwrap_or_else(|p| p.into_inner()) = Some(s);
+            None
+        };
+        let requests = tokio_stream::StreamExt::map_while(req.into_inner(), move |m| match m {
+            Ok(p) => match codec::decode::<AppendEntriesRequest>(&p.data) {
+                Ok(r) => Some(r),
+                Err(e) => fail(bad("append", e)),
+            },
+            // The sender went away or broke the call: nothing to answer.
+            Err(s) => fail(s),
+        });
+        let replies = self.raft.stream_append(requests).map(|r| match r {
+            Ok(res) => codec::encode(&res)
+                .map(|data| RaftPayload { data })
+                .map_err(Status::internal),
+            Err(fatal) => Err(Status::unavailable(format!("raft: {fatal}"))),
+        });
+        let last = futures::stream::once(async move {
+            failed.lock().unwrap_or_else(|p| p.into_inner()).take()
+        })
+        .filter_map(|e| async move { e.map(Err) });
+        Ok(Response::new(Box::pin(replies.chain(last))))
+    }
+
     async fn append_entries(
         &self,
         req: Request<RaftPayload>,

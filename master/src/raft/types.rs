@@ -32,6 +32,7 @@ pub type Raft = openraft::Raft<TypeConfig, super::sm::StateMachine>;
 pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
 pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
 pub type AppendEntriesResponse = openraft::raft::AppendEntriesResponse<TypeConfig>;
+pub type StreamAppendResult = openraft::raft::StreamAppendResult<TypeConfig>;
 pub type VoteRequest = openraft::raft::VoteRequest<TypeConfig>;
 pub type VoteResponse = openraft::raft::VoteResponse<TypeConfig>;
 pub type SnapshotResponse = openraft::raft::SnapshotResponse<TypeConfig>;

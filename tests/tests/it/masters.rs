@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use mfs_mount::master::MasterClient;
 use mfs_proto::v1::meta_service_client::MetaServiceClient;
-use mfs_proto::v1::{GetAttrRequest, MkdirRequest, RenameRequest};
+use mfs_proto::v1::raft_service_client::RaftServiceClient;
+use mfs_proto::v1::{GetAttrRequest, MkdirRequest, RaftPayload, RenameRequest};
 use mfs_tests::cluster::Cluster;
 
 use crate::util::{create_req, list_dir, root_cred, step};
@@ -106,6 +107,29 @@ async fn election_and_redirect() {
         2,
         "the refused mkdir must not have happened: {e}"
     );
+
+    step("malformed Raft traffic is refused; the follower goes on following");
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", follower.addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut rc = RaftServiceClient::new(ch);
+    let err = rc
+        .append_entries(RaftPayload { data: vec![0xff] })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    let garbage = futures::stream::iter(vec![RaftPayload {
+        data: vec![1, 2, 3],
+    }]);
+    let mut replies = rc.append_stream(garbage).await.unwrap().into_inner();
+    let err = replies.message().await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("malformed append"), "{err:?}");
+    let g = c.client("g").await.unwrap();
+    g.create(create_req("after-garbage")).await.unwrap();
+    assert_eq!(c.wait_leader(Duration::from_secs(5)).await.unwrap(), leader);
 
     step("errno travels as mfs-errno");
     let s = c.client("t").await.unwrap();
