@@ -12,12 +12,13 @@
 //! A data dir written before the log had files of its own keeps its entries
 //! in the engine's `raft_log` tree; the first open moves them over.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use openraft::storage::{RaftLogReader, RaftLogStorage};
@@ -67,14 +68,71 @@ fn decode_entry(index: u64, raw: &[u8]) -> Result<Entry, io::Error> {
     Ok(e)
 }
 
+/// Entries most recently appended, kept decoded: replication to each peer
+/// and the apply read what was just appended, and cloning an entry costs
+/// less than reading and decoding it again.
+const RECENT_ENTRIES: usize = 4096;
+
+/// The newest appended entries, with consecutive indexes from `first`.
+#[derive(Default)]
+struct Recent {
+    first: u64,
+    entries: VecDeque<Entry>,
+}
+
+impl Recent {
+    fn end(&self) -> u64 {
+        self.first + self.entries.len() as u64
+    }
+
+    fn push(&mut self, e: &Entry) {
+        if self.entries.is_empty() || e.log_id.index != self.end() {
+            self.entries.clear();
+            self.first = e.log_id.index;
+        }
+        self.entries.push_back(e.clone());
+        if self.entries.len() > RECENT_ENTRIES {
+            self.entries.pop_front();
+            self.first += 1;
+        }
+    }
+
+    /// Forgets the entries from `index` on.
+    fn cut_from(&mut self, index: u64) {
+        let keep = index.saturating_sub(self.first) as usize;
+        self.entries.truncate(keep);
+    }
+
+    /// Forgets the entries up to `index`.
+    fn drop_through(&mut self, index: u64) {
+        while self.first <= index && self.entries.pop_front().is_some() {
+            self.first += 1;
+        }
+    }
+
+    /// The entries `lo..hi`, if all are here.
+    fn get(&self, lo: u64, hi: u64) -> Option<Vec<Entry>> {
+        if lo < self.first || hi > self.end() {
+            return None;
+        }
+        let (a, b) = ((lo - self.first) as usize, (hi - self.first) as usize);
+        Some(self.entries.range(a..b).cloned().collect())
+    }
+}
+
 /// Reads the log (cheap to clone; openraft's replication tasks hold copies).
 #[derive(Clone)]
 pub struct LogReader {
     wal: Wal,
     meta: Tree,
+    recent: Arc<Mutex<Recent>>,
 }
 
 impl LogReader {
+    fn recent(&self) -> MutexGuard<'_, Recent> {
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn entries(&self, lo: Bound<u64>, hi: Bound<u64>) -> Result<Vec<Entry>, io::Error> {
         let lo = match lo {
             Bound::Included(i) => i,
@@ -88,6 +146,9 @@ impl LogReader {
         };
         if lo >= hi {
             return Ok(Vec::new());
+        }
+        if let Some(v) = self.recent().get(lo, hi) {
+            return Ok(v);
         }
         self.wal
             .read(lo, hi)?
@@ -169,7 +230,11 @@ impl LogStore {
         };
         let wal = Wal::open(dir, purged.map(|p| p.index)).map_err(|e| e.to_string())?;
         migrate_old_log(&db, &wal)?;
-        let reader = LogReader { wal, meta };
+        let reader = LogReader {
+            wal,
+            meta,
+            recent: Arc::default(),
+        };
         let last = match reader.wal.last().map_err(|e| e.to_string())? {
             Some((i, raw)) => Some(decode_entry(i, &raw).map_err(|e| e.to_string())?.log_id),
             None => None,
@@ -323,16 +388,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut records = Vec::new();
-        let mut last = None;
+        let mut kept = Vec::new();
         for e in entries {
             records.push((e.log_id.index, enc(&e)?));
-            last = Some(e.log_id);
+            kept.push(e);
         }
         let Some(written) = self.reader.wal.append(&records)? else {
             callback.io_completed(Ok(()));
             return Ok(());
         };
-        self.last = last;
+        self.last = kept.last().map(|e| e.log_id);
+        {
+            let mut recent = self.reader.recent();
+            for e in &kept {
+                recent.push(e);
+            }
+        }
         self.flusher
             .send(Ack {
                 written,
@@ -345,6 +416,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last: Option<LogId>) -> Result<(), io::Error> {
         let from = last.map(|l| l.index + 1).unwrap_or(0);
+        self.reader.recent().cut_from(from);
         self.reader.wal.truncate_from(from)?;
         self.last = match self.reader.wal.last()? {
             Some((i, raw)) => Some(decode_entry(i, &raw)?.log_id),
@@ -357,10 +429,54 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // The purge point is durable before any segment goes.
         self.meta_put("purged", &log_id)?;
         self.db.flush_async().await.map_err(other)?;
+        self.reader.recent().drop_through(log_id.index);
         self.reader.wal.purge(log_id.index)?;
         if self.last.is_some_and(|l| l.index <= log_id.index) {
             self.last = None;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod recent_tests {
+    use super::*;
+
+    fn ent(i: u64) -> Entry {
+        openraft::testing::blank_ent::<TypeConfig>(1, 1, i)
+    }
+
+    fn indexes(v: Option<Vec<Entry>>) -> Option<Vec<u64>> {
+        v.map(|v| v.iter().map(|e| e.log_id.index).collect())
+    }
+
+    /// The cache answers only ranges it holds whole, and follows appends,
+    /// truncations, purges and a log that starts over elsewhere.
+    #[test]
+    fn recent_entries_answer_only_what_they_hold() {
+        let mut r = Recent::default();
+        assert_eq!(indexes(r.get(0, 1)), None);
+        for i in 5..10 {
+            r.push(&ent(i));
+        }
+        assert_eq!(indexes(r.get(6, 9)), Some(vec![6, 7, 8]));
+        assert_eq!(indexes(r.get(4, 6)), None);
+        assert_eq!(indexes(r.get(8, 11)), None);
+        r.cut_from(8);
+        assert_eq!(indexes(r.get(5, 8)), Some(vec![5, 6, 7]));
+        assert_eq!(indexes(r.get(7, 9)), None);
+        r.drop_through(5);
+        assert_eq!(indexes(r.get(5, 7)), None);
+        assert_eq!(indexes(r.get(6, 8)), Some(vec![6, 7]));
+        // Not following on (a snapshot installed, say): starts afresh.
+        r.push(&ent(100));
+        assert_eq!(indexes(r.get(6, 8)), None);
+        assert_eq!(indexes(r.get(100, 101)), Some(vec![100]));
+        for i in 101..(101 + RECENT_ENTRIES as u64) {
+            r.push(&ent(i));
+        }
+        assert_eq!(r.entries.len(), RECENT_ENTRIES);
+        assert_eq!(indexes(r.get(100, 102)), None);
+        assert_eq!(indexes(r.get(101, 102)), Some(vec![101]));
     }
 }
