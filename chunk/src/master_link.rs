@@ -21,8 +21,13 @@ pub const REPORT_BATCH: usize = 5000;
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(1);
-/// Heartbeats failing in a row before another master is tried.
+/// Longest pause between rounds of trying every master: short, so that a
+/// chunkserver is back with a new leader soon after it is elected (which
+/// the mounts' writes wait for).
+const BACKOFF_MAX: Duration = Duration::from_millis(250);
+/// Heartbeats timing out in a row before another master is tried. A
+/// master that is not there (connection refused or reset, or one that no
+/// longer leads) is left at the first failure.
 const HEARTBEAT_FAILURES: u32 = 3;
 
 /// What the link needs to know.
@@ -300,7 +305,10 @@ impl MasterLink {
                 Err(s) => {
                     self.store.return_changes(changes);
                     failures += 1;
-                    if leader_hint(&s).is_some() || failures >= HEARTBEAT_FAILURES {
+                    if leader_hint(&s).is_some()
+                        || s.code() == tonic::Code::Unavailable
+                        || failures >= HEARTBEAT_FAILURES
+                    {
                         return self.broken(addr, s);
                     }
                 }

@@ -52,7 +52,8 @@ pub struct MasterConfig {
     pub snapshot_files: usize,
     /// Raft heartbeat interval, milliseconds.
     pub heartbeat_ms: u64,
-    /// Election timeout (lower bound), milliseconds; the upper bound is twice.
+    /// Election timeout (lower bound), milliseconds; the upper bound is a
+    /// third more (`raft::node::election_timeout_max`).
     pub election_timeout_ms: u64,
     /// How reads are made linearizable: `lease` (leader lease, no round trip,
     /// falls back to read-index when the lease is stale) or `read_index`.

@@ -108,6 +108,15 @@ impl Drop for PendingWrite<'_> {
     }
 }
 
+/// The upper bound of the randomized election timeout: a third above the
+/// lower. Measured with 20 leader kills under load: the stall went from a
+/// median of 2.35 s (twice the lower bound) to that of the table in the
+/// README; a third still leaves the two timers of a 3-master group hundreds
+/// of milliseconds apart, far more than a vote takes.
+pub fn election_timeout_max(min_ms: u64) -> u64 {
+    min_ms + min_ms / 3
+}
+
 /// The leader's clock, stamped into each request it proposes.
 pub fn now() -> Timespec {
     let d = SystemTime::now()
@@ -157,7 +166,11 @@ impl MasterNode {
             cluster_name: "rmfs".into(),
             heartbeat_interval: cfg.heartbeat_ms,
             election_timeout_min: cfg.election_timeout_ms,
-            election_timeout_max: cfg.election_timeout_ms * 2,
+            // openraft's followers refuse votes for election_timeout_max after
+            // the last word from their leader (its lease), so an election
+            // timer that fires before that is wasted: a narrow window makes
+            // the second round, when the first is refused, come sooner.
+            election_timeout_max: election_timeout_max(cfg.election_timeout_ms),
             install_snapshot_timeout: 60_000,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_log_entries.max(10)),
             max_in_snapshot_log_to_keep: cfg.snapshot_keep_entries,

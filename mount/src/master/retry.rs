@@ -24,7 +24,7 @@ use crate::error::{errno_of, from_status, status_text, ClientError};
 /// First pause after a failed attempt.
 const BACKOFF_START: Duration = Duration::from_millis(50);
 /// Longest pause between attempts.
-const BACKOFF_CAP: Duration = Duration::from_millis(300);
+const BACKOFF_CAP: Duration = Duration::from_millis(150);
 /// A call stalled this long is logged (then again at each doubling).
 const STALL_WARN: Duration = Duration::from_secs(5);
 
@@ -60,8 +60,9 @@ pub(crate) fn classify(status: &Status) -> Verdict {
     }
 }
 
-/// Exponential backoff with jitter: 50 ms, 100 ms, ... capped at 300 ms (an election takes about 1-2 s; a
-/// shorter cap keeps the stall close to it), each
+/// Exponential backoff with jitter: 50 ms, 100 ms, 150 ms, capped there (an
+/// election takes about 1-1.5 s; a short cap keeps the stall close to it;
+/// a try that fails costs a refused connection or a redirect), each
 /// pause drawn from [half, full].
 #[derive(Debug)]
 pub(crate) struct Backoff {
