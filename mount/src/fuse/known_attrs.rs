@@ -49,6 +49,13 @@ impl KnownAttrs {
         self.map().remove(&inode);
     }
 
+    /// What the master said of `inode` less than `fresh` ago.
+    pub(crate) fn recent(&self, inode: u64, fresh: Duration) -> Option<Attr> {
+        let m = self.map();
+        let (a, seen) = m.get(&inode)?;
+        (seen.elapsed() <= fresh).then_some(*a)
+    }
+
     /// The attributes to answer a SETATTR of only `mtime` (and the
     /// kernel's `ctime`) with, when it is the kernel's time write-back:
     /// `mtime` is the one the master gave less than `fresh` ago, and
@@ -124,10 +131,14 @@ mod tests {
             k.time_writeback(7, &same, now, Duration::ZERO).is_none(),
             "stale"
         );
+        assert_eq!(k.recent(7, fresh).map(|a| a.mtime), Some(Some(same)));
+        std::thread::sleep(Duration::from_millis(2));
+        assert!(k.recent(7, Duration::from_millis(1)).is_none(), "stale");
         k.forget(7);
         assert!(
             k.time_writeback(7, &same, now, fresh).is_none(),
             "forgotten"
         );
+        assert!(k.recent(7, fresh).is_none(), "forgotten");
     }
 }

@@ -184,9 +184,16 @@ impl Shared {
                 }
             } else {
                 // The kernel's time write-back before a flush: carried by the
-                // commit of the pending writes, when the caller may set it.
+                // commit of the pending writes, when the caller may set it
+                // (the owner as last heard of: it is the writer's own time
+                // of writing, which its writes set on the master anyway).
                 let f = self.no_xattrs.fetch();
-                if let Ok(mut a) = self.master.getattr(inode).await {
+                let fresh = super::known_attrs::FRESH;
+                let known = match self.known.recent(inode, fresh) {
+                    Some(a) => Ok(a),
+                    None => self.master.getattr(inode).await,
+                };
+                if let Ok(mut a) = known {
                     let uid = req.cred.as_ref().map(|c| c.uid);
                     if (uid == Some(0) || uid == Some(a.uid))
                         && self.io.defer_mtime(inode, mtime).await
