@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use openraft::base::{BoxFuture, BoxStream};
-use openraft::OptionalSend;
-
 use mfs_proto::v1::raft_service_client::RaftServiceClient;
 use mfs_proto::v1::{RaftPayload, SnapshotPiece};
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{NetworkError, ReplicationClosed, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::OptionalSend;
 use tonic::transport::{Channel, Endpoint};
 
 use super::identity::Identity;
@@ -191,10 +190,13 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 async move {
                     let (mut replies, received) = state?;
                     let msg = loop {
+                        // Only a request already waiting when this wait began
+                        // has waited a whole `ttl` when it ends.
+                        let waiting = sent.load(Ordering::Acquire) > received;
                         match tokio::time::timeout(ttl, replies.next()).await {
                             Ok(m) => break m,
-                            // Idle (every request answered): keep waiting.
-                            Err(_) if sent.load(Ordering::Acquire) <= received => continue,
+                            // Idle, or the requests are younger: wait on.
+                            Err(_) if !waiting => continue,
                             Err(_) => {
                                 let e = unreachable(format!(
                                     "no replication reply from master {target} at {addr} within {ttl:?}"
@@ -285,5 +287,105 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         codec::decode(&resp.into_inner().data).map_err(|e| {
             StreamingError::Network(NetworkError::from_string(format!("snapshot reply: {e}")))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use mfs_proto::v1::raft_service_server::{RaftService, RaftServiceServer};
+    use tonic::{Request, Response, Status, Streaming};
+
+    use super::*;
+    use crate::raft::service::AppendReplies;
+
+    /// A peer that takes replication requests and never answers them.
+    struct Silent;
+
+    #[tonic::async_trait]
+    impl RaftService for Silent {
+        type AppendStreamStream = AppendReplies;
+
+        async fn append_stream(
+            &self,
+            req: Request<Streaming<RaftPayload>>,
+        ) -> Result<Response<AppendReplies>, Status> {
+            let mut inbound = req.into_inner();
+            tokio::spawn(async move { while inbound.next().await.is_some() {} });
+            Ok(Response::new(Box::pin(futures::stream::pending())))
+        }
+
+        async fn append_entries(
+            &self,
+            _: Request<RaftPayload>,
+        ) -> Result<Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("silent"))
+        }
+
+        async fn vote(&self, _: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("silent"))
+        }
+
+        async fn pre_vote(&self, _: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("silent"))
+        }
+
+        async fn install_snapshot(
+            &self,
+            _: Request<Streaming<SnapshotPiece>>,
+        ) -> Result<Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("silent"))
+        }
+    }
+
+    /// A replication stream to a peer that stops answering ends as
+    /// unreachable once a request has waited the RPC timeout, not before
+    /// (also when it was sent in the middle of an idle wait); an idle
+    /// stream is left open.
+    #[tokio::test]
+    async fn an_unanswered_request_ends_the_stream_after_the_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftServiceServer::new(Silent))
+                .serve_with_incoming(incoming),
+        );
+        let ident = Arc::new(Identity::new(1, None, String::new(), Box::new(|_| Ok(()))));
+        let mut peer = PeerClient::new(2, &addr.to_string(), ident);
+        let (tx, rx) = futures::channel::mpsc::unbounded::<AppendEntriesRequest>();
+        let ttl = Duration::from_millis(400);
+        let mut out = peer.stream_append(rx, RPCOption::new(ttl)).await.unwrap();
+
+        let idle = tokio::time::timeout(ttl * 3 / 2, out.next()).await;
+        assert!(
+            idle.is_err(),
+            "an idle stream ended: {:?}",
+            idle.map(|r| r.map(|x| x.map(|_| ())))
+        );
+        tx.unbounded_send(AppendEntriesRequest {
+            vote: Vote::new(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries: Vec::new(),
+        })
+        .unwrap();
+        let sent = Instant::now();
+        let r = tokio::time::timeout(ttl * 4, out.next())
+            .await
+            .expect("no end within four timeouts")
+            .expect("an item");
+        let waited = sent.elapsed();
+        assert!(
+            matches!(r, Err(RPCError::Unreachable(_))),
+            "{:?}",
+            r.map(|_| ())
+        );
+        assert!(
+            waited >= ttl,
+            "ended after {waited:?}, before the {ttl:?} timeout"
+        );
     }
 }
