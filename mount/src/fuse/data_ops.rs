@@ -64,17 +64,17 @@ impl Shared {
         // the caller may read.
         let mut r = Err(crate::ClientError::BadReply(String::new()));
         if mode == OpenMode::Write && self.writeback.load(Ordering::Relaxed) {
-            r = self.master.open(req(OpenMode::ReadWrite)).await;
+            r = self.master.open_for_reading(req(OpenMode::ReadWrite)).await;
         }
         if r.is_err() {
-            r = self.master.open(req(mode)).await;
+            r = self.master.open_for_reading(req(mode)).await;
         }
         match r {
-            Ok(attr) if writable && appends_only(&attr, flags.0) => {
+            Ok((attr, _)) if writable && appends_only(&attr, flags.0) => {
                 self.releases.push(inode);
                 reply.error(Errno::EPERM)
             }
-            Ok(attr) => {
+            Ok((attr, first_chunk)) => {
                 let open_here = self.handles.is_open(inode);
                 let mtime = attr.mtime.unwrap_or_default();
                 let keep = !truncate
@@ -87,6 +87,9 @@ impl Shared {
                     // Cut, or nothing of ours is open: forget cached
                     // locations, so what other clients wrote is read afresh.
                     self.io.invalidate(inode);
+                }
+                if let (Some(loc), false) = (first_chunk, truncate) {
+                    self.io.note_location(inode, 0, loc);
                 }
                 if writable {
                     self.io.set_credentials(inode, cred);

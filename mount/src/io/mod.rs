@@ -42,7 +42,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mfs_proto::v1::Credentials;
+use mfs_proto::v1::{ChunkLocation, Credentials};
 use rand::Rng;
 
 use crate::error::ClientError;
@@ -254,6 +254,12 @@ impl FileIo {
     /// that commits it). False if nothing waits to be committed.
     pub async fn defer_mtime(&self, inode: u64, mtime: mfs_proto::v1::Timespec) -> bool {
         self.inner.defer_mtime(inode, mtime).await
+    }
+
+    /// Keeps `loc` as where chunk `index` of `inode` is, as if ReadChunk
+    /// had just answered it (Open's first chunk).
+    pub fn note_location(&self, inode: u64, index: u32, loc: ChunkLocation) {
+        self.inner.note_location(inode, index, loc);
     }
 
     /// Forgets the cached chunk locations of `inode` (after a truncate, or

@@ -18,6 +18,9 @@ use crate::error::ClientError;
 pub(crate) struct CachedLocation {
     pub(crate) loc: Arc<ChunkLocation>,
     pub(crate) fetched: Instant,
+    /// Came with the Open of the file and not used yet: as good as a
+    /// ReadChunk answer asked for now (its length is the file's at the open).
+    pub(crate) from_open: bool,
 }
 
 impl Inner {
@@ -35,9 +38,10 @@ impl Inner {
             return Ok((loc, false));
         }
         if !fresh {
-            if let Some(c) = lock(&self.locations).get(&(inode, index)) {
+            if let Some(c) = lock(&self.locations).get_mut(&(inode, index)) {
                 if c.fetched.elapsed() < self.opts.location_ttl {
-                    return Ok((Arc::clone(&c.loc), true));
+                    let cached = !std::mem::take(&mut c.from_open);
+                    return Ok((Arc::clone(&c.loc), cached));
                 }
             }
         }
@@ -57,9 +61,23 @@ impl Inner {
             CachedLocation {
                 loc: Arc::clone(&loc),
                 fetched: Instant::now(),
+                from_open: false,
             },
         );
         Ok((loc, false))
+    }
+
+    /// Caches a location the master gave some other way (Open's first
+    /// chunk). A write lease of this client wins over it, as over any.
+    pub(crate) fn note_location(&self, inode: u64, index: u32, loc: ChunkLocation) {
+        lock(&self.locations).insert(
+            (inode, index),
+            CachedLocation {
+                loc: Arc::new(loc),
+                fetched: Instant::now(),
+                from_open: true,
+            },
+        );
     }
 
     /// Drops the cached location of one chunk.

@@ -199,6 +199,15 @@ impl MasterClient {
 
     /// Opens an inode for the session.
     pub async fn open(&self, req: OpenRequest) -> Result<Attr, ClientError> {
+        self.open_for_reading(req).await.map(|(a, _)| a)
+    }
+
+    /// [`open`](MasterClient::open), with where the file's first chunk is
+    /// when the master says (an open that may read a non-empty file).
+    pub async fn open_for_reading(
+        &self,
+        req: OpenRequest,
+    ) -> Result<(Attr, Option<ChunkLocation>), ClientError> {
         let r = self
             .call_mut(
                 "Open",
@@ -206,7 +215,7 @@ impl MasterClient {
                 |ch, r| async move { meta_client(ch).open(r).await },
             )
             .await?;
-        attr(r, "Open")
+        Ok((attr_of(r.attr, "Open")?, r.first_chunk))
     }
 
     /// Releases what Open took.

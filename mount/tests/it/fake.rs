@@ -250,7 +250,7 @@ impl MetaService for Svc {
         Err(Status::unimplemented("mknod"))
     }
 
-    async fn open(&self, _r: Request<OpenRequest>) -> R<AttrReply> {
+    async fn open(&self, _r: Request<OpenRequest>) -> R<OpenReply> {
         Err(Status::unimplemented("open"))
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use mfs_tests::cluster::Cluster;
 use mfs_tests::mountpoint::{is_fuse_mounted, Mount};
 
-use crate::util::{skip_without_fuse, step};
+use crate::util::{rpc_count, skip_without_fuse, step};
 use sys::{removexattr, rename2, setxattr, xattrs};
 
 fn errno_of(r: std::io::Result<impl Sized>) -> i32 {
@@ -113,6 +113,42 @@ async fn errno_for_bad_input() {
     assert_eq!(
         xattrs(&r.join("d")).get("user.a").map(Vec::as_slice),
         Some(&b"1"[..])
+    );
+}
+
+/// A small file opened for reading is read without asking the master where
+/// its chunk is: the Open reply says. Read on a second mount, whose caches
+/// know nothing of the files; the bytes are the ones written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_files_are_read_with_the_location_open_gave() {
+    if skip_without_fuse() {
+        return;
+    }
+    let mut c = Cluster::start(1, &[]).await.unwrap();
+    c.add_chunkservers(2, 1).await.unwrap();
+    let a = Mount::start(&c, "a", &[]).unwrap();
+    let b = Mount::start(&c, "b", &[]).unwrap();
+    step("write 20 small files on A");
+    let body = |i: usize| format!("small file {i} ").repeat(100 + i).into_bytes();
+    for i in 0..20 {
+        std::fs::write(a.path().join(format!("f{i}")), body(i)).unwrap();
+    }
+    step("read them on B: one Open each, no ReadChunk");
+    let leader = c.wait_leader(Duration::from_secs(10)).await.unwrap();
+    let m = c.master(leader).unwrap();
+    let (opens, reads) = (rpc_count(m, "Open"), rpc_count(m, "ReadChunk"));
+    for i in 0..20 {
+        assert_eq!(
+            std::fs::read(b.path().join(format!("f{i}"))).unwrap(),
+            body(i),
+            "f{i}"
+        );
+    }
+    assert!(rpc_count(m, "Open") >= opens + 20, "an Open per file");
+    assert_eq!(
+        rpc_count(m, "ReadChunk"),
+        reads,
+        "ReadChunk calls while reading"
     );
 }
 

@@ -388,7 +388,7 @@ impl MetaService for Meta {
     async fn create(&self, _r: Request<CreateRequest>) -> R<EntryReply> {
         un()
     }
-    async fn open(&self, _r: Request<OpenRequest>) -> R<AttrReply> {
+    async fn open(&self, _r: Request<OpenRequest>) -> R<OpenReply> {
         un()
     }
     async fn release(&self, _r: Request<ReleaseRequest>) -> R<Empty> {
