@@ -203,6 +203,19 @@ async fn changelog_survives_kills_and_restores_the_cluster() {
         c.restart(leader).unwrap();
         if round == 0 {
             tokio::time::sleep(Duration::from_millis(800)).await;
+            // Its first image (a few seconds after it started) comes before
+            // its kill: the restore at the end then has changes to replay
+            // after it.
+            let image = ml_dir.join("metadata_ml.mfs");
+            let t = Instant::now();
+            while !image.exists() {
+                assert!(
+                    t.elapsed() < Duration::from_secs(30),
+                    "no metadata image after 30 s; log:\n{}",
+                    c.metalogger(ml).unwrap().log()
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
             step("kill -9 the metalogger, restart it a moment later");
             c.kill_metalogger(ml).unwrap();
             tokio::time::sleep(Duration::from_millis(1000)).await;
