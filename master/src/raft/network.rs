@@ -128,6 +128,50 @@ impl PeerClient {
     }
 }
 
+/// The reply side of an `AppendStream` call, with what its timeout needs.
+struct Replies {
+    replies: tonic::Streaming<RaftPayload>,
+    /// Replies taken so far.
+    received: u64,
+    /// Requests handed to the call so far (counted as they are sent).
+    sent: Arc<AtomicU64>,
+    ttl: Duration,
+    target: NodeId,
+    addr: String,
+}
+
+impl Replies {
+    /// The next reply; `None` when the call ended. An error ends the stream.
+    async fn next(&mut self) -> Option<Result<StreamAppendResult, RPCError>> {
+        let msg = loop {
+            // Only a request already waiting when this wait began has waited
+            // a whole `ttl` when it ends.
+            let waiting = self.sent.load(Ordering::Acquire) > self.received;
+            match tokio::time::timeout(self.ttl, self.replies.next()).await {
+                Ok(m) => break m?,
+                // Idle, or the requests are younger: wait on.
+                Err(_) if !waiting => continue,
+                Err(_) => {
+                    return Some(Err(unreachable(format!(
+                        "no replication reply from master {} at {} within {:?}",
+                        self.target, self.addr, self.ttl
+                    ))))
+                }
+            }
+        };
+        self.received += 1;
+        Some(match msg {
+            Ok(p) => codec::decode::<StreamAppendResult>(&p.data).map_err(|e| {
+                RPCError::Network(NetworkError::from_string(format!(
+                    "replication reply from {}: {e}",
+                    self.addr
+                )))
+            }),
+            Err(s) => Err(status_error(self.target, &self.addr, "append stream", s)),
+        })
+    }
+}
+
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = SnapshotData;
 
@@ -181,41 +225,19 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 .await
                 .map_err(|s| self.status_error("append stream", s))?
                 .into_inner();
-            let ttl = option.hard_ttl();
-            let addr = self.addr.clone();
-            let state = Some((replies, 0u64));
-            let out = futures::stream::unfold(state, move |state| {
-                let sent = sent.clone();
-                let addr = addr.clone();
-                async move {
-                    let (mut replies, received) = state?;
-                    let msg = loop {
-                        // Only a request already waiting when this wait began
-                        // has waited a whole `ttl` when it ends.
-                        let waiting = sent.load(Ordering::Acquire) > received;
-                        match tokio::time::timeout(ttl, replies.next()).await {
-                            Ok(m) => break m,
-                            // Idle, or the requests are younger: wait on.
-                            Err(_) if !waiting => continue,
-                            Err(_) => {
-                                let e = unreachable(format!(
-                                    "no replication reply from master {target} at {addr} within {ttl:?}"
-                                ));
-                                return Some((Err(e), None));
-                            }
-                        }
-                    };
-                    let item = match msg? {
-                        Ok(p) => codec::decode::<StreamAppendResult>(&p.data).map_err(|e| {
-                            RPCError::Network(NetworkError::from_string(format!(
-                                "replication reply from {addr}: {e}"
-                            )))
-                        }),
-                        Err(s) => Err(status_error(target, &addr, "append stream", s)),
-                    };
-                    let next = item.is_ok().then_some((replies, received + 1));
-                    Some((item, next))
-                }
+            let state = Replies {
+                replies,
+                received: 0,
+                sent,
+                ttl: option.hard_ttl(),
+                target,
+                addr: self.addr.clone(),
+            };
+            let out = futures::stream::unfold(Some(state), |state| async move {
+                let mut st = state?;
+                let item = st.next().await?;
+                let more = item.is_ok().then_some(st);
+                Some((item, more))
             });
             Ok(Box::pin(out) as BoxStream<'s, _>)
         })

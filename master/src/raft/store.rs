@@ -85,12 +85,12 @@ impl Recent {
         self.first + self.entries.len() as u64
     }
 
-    fn push(&mut self, e: &Entry) {
+    fn push(&mut self, e: Entry) {
         if self.entries.is_empty() || e.log_id.index != self.end() {
             self.entries.clear();
             self.first = e.log_id.index;
         }
-        self.entries.push_back(e.clone());
+        self.entries.push_back(e);
         if self.entries.len() > RECENT_ENTRIES {
             self.entries.pop_front();
             self.first += 1;
@@ -398,12 +398,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             return Ok(());
         };
         self.last = kept.last().map(|e| e.log_id);
-        {
-            let mut recent = self.reader.recent();
-            for e in &kept {
-                recent.push(e);
-            }
+        let mut recent = self.reader.recent();
+        for e in kept {
+            recent.push(e);
         }
+        drop(recent);
         self.flusher
             .send(Ack {
                 written,
@@ -457,7 +456,7 @@ mod recent_tests {
         let mut r = Recent::default();
         assert_eq!(indexes(r.get(0, 1)), None);
         for i in 5..10 {
-            r.push(&ent(i));
+            r.push(ent(i));
         }
         assert_eq!(indexes(r.get(6, 9)), Some(vec![6, 7, 8]));
         assert_eq!(indexes(r.get(4, 6)), None);
@@ -469,11 +468,11 @@ mod recent_tests {
         assert_eq!(indexes(r.get(5, 7)), None);
         assert_eq!(indexes(r.get(6, 8)), Some(vec![6, 7]));
         // Not following on (a snapshot installed, say): starts afresh.
-        r.push(&ent(100));
+        r.push(ent(100));
         assert_eq!(indexes(r.get(6, 8)), None);
         assert_eq!(indexes(r.get(100, 101)), Some(vec![100]));
         for i in 101..(101 + RECENT_ENTRIES as u64) {
-            r.push(&ent(i));
+            r.push(ent(i));
         }
         assert_eq!(r.entries.len(), RECENT_ENTRIES);
         assert_eq!(indexes(r.get(100, 102)), None);

@@ -297,7 +297,6 @@ impl MetaService for Meta {
     async fn open(&self, req: Request<pb::OpenRequest>) -> R<pb::OpenReply> {
         let r = req.into_inner();
         let (session, inode) = (r.id.as_ref().map_or(0, |i| i.session), r.inode);
-        let reads = r.mode != pb::OpenMode::Write as i32;
         let mode = match pb::OpenMode::try_from(r.mode) {
             Ok(pb::OpenMode::Read) => fsm::OpenMode::Read,
             Ok(pb::OpenMode::Write) => fsm::OpenMode::Write,
@@ -316,7 +315,7 @@ impl MetaService for Meta {
         let attr = self.attr_reply(self.node.open_before_commit(req).await?)?;
         // Where a reader will read first, found now: one call less for a
         // small file. Whatever keeps ReadChunk from answering leaves it out.
-        let first_chunk = if reads && attr.size > 0 {
+        let first_chunk = if mode != fsm::OpenMode::Write && attr.size > 0 {
             self.chunks
                 .read_chunk(SessionId(session), Inode(inode), 0)
                 .await

@@ -88,7 +88,8 @@ impl Shared {
                     // locations, so what other clients wrote is read afresh.
                     self.io.invalidate(inode);
                 }
-                if let (Some(loc), false) = (first_chunk, truncate) {
+                // (Never given for a truncating open: the file is empty.)
+                if let Some(loc) = first_chunk {
                     self.io.note_location(inode, 0, loc);
                 }
                 if writable {

@@ -56,28 +56,24 @@ impl Inner {
                 Err(e) => return Err(e),
             }
         };
-        lock(&self.locations).insert(
-            (inode, index),
-            CachedLocation {
-                loc: Arc::clone(&loc),
-                fetched: Instant::now(),
-                from_open: false,
-            },
-        );
+        self.cache_location(inode, index, Arc::clone(&loc), false);
         Ok((loc, false))
     }
 
     /// Caches a location the master gave some other way (Open's first
     /// chunk). A write lease of this client wins over it, as over any.
     pub(crate) fn note_location(&self, inode: u64, index: u32, loc: ChunkLocation) {
-        lock(&self.locations).insert(
-            (inode, index),
-            CachedLocation {
-                loc: Arc::new(loc),
-                fetched: Instant::now(),
-                from_open: true,
-            },
-        );
+        self.cache_location(inode, index, Arc::new(loc), true);
+    }
+
+    fn cache_location(&self, inode: u64, index: u32, loc: Arc<ChunkLocation>, from_open: bool) {
+        let fetched = Instant::now();
+        let c = CachedLocation {
+            loc,
+            fetched,
+            from_open,
+        };
+        lock(&self.locations).insert((inode, index), c);
     }
 
     /// Drops the cached location of one chunk.
