@@ -20,7 +20,11 @@ pub const ALIASES: &[(&str, &str)] = &[
     ("iotimeout", "mfsiotimeout"),
     ("writebackcache", "mfswritebackcache"),
     ("workers", "mfsworkers"),
+    ("readcachesize", "mfsreadcachesize"),
 ];
+
+/// Largest read block cache (MiB).
+const MAX_READ_CACHE_MIB: u64 = 1 << 20;
 
 /// Every setting of mfsmount.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -55,6 +59,10 @@ pub struct MountConfig {
     /// FUSE worker threads reading requests from the kernel (each request
     /// then runs as its own task, so a slow call never blocks the others).
     pub mfsworkers: usize,
+    /// MiB of 64 KiB data blocks kept for small reads (each small read
+    /// fetches its whole block; the next reads of the block are answered
+    /// here while the chunk's version stays and for 3 s at most). 0: off.
+    pub mfsreadcachesize: u64,
     /// Let users other than the one mounting use the mount.
     #[serde(deserialize_with = "mfs_common::config::flexible_bool")]
     pub allow_other: bool,
@@ -81,6 +89,7 @@ impl Default for MountConfig {
             mfsiotimeout: 0,
             mfswritebackcache: true,
             mfsworkers: 4,
+            mfsreadcachesize: 128,
             allow_other: false,
             default_permissions: false,
             ro: false,
@@ -112,6 +121,8 @@ pub struct Overrides {
     pub mfswritebackcache: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mfsworkers: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfsreadcachesize: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_other: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -236,6 +247,18 @@ impl Overrides {
                             .ok_or_else(|| format!("-o {key}={v}: expected 1 to 64 threads"))?,
                     );
                 }
+                "mfsreadcachesize" => {
+                    let v = need(key, value)?;
+                    self.mfsreadcachesize = Some(
+                        v.trim()
+                            .parse()
+                            .ok()
+                            .filter(|n| *n <= MAX_READ_CACHE_MIB)
+                            .ok_or_else(|| {
+                                format!("-o {key}={v}: expected 0 to {MAX_READ_CACHE_MIB} MiB")
+                            })?,
+                    );
+                }
                 "allow_other" => self.allow_other = Some(flag(key, value)?),
                 "default_permissions" => self.default_permissions = Some(flag(key, value)?),
                 "ro" => self.ro = Some(flag(key, value)?),
@@ -266,6 +289,8 @@ pub struct Resolved {
     pub direntry_ttl: Duration,
     /// Overall timeout of a call to the masters (None: wait for ever).
     pub io_timeout: Option<Duration>,
+    /// Bytes of the read block cache.
+    pub read_cache: usize,
 }
 
 impl MountConfig {
@@ -330,6 +355,12 @@ impl MountConfig {
                 Err(format!("{name} = {v}: expected 0 to 86400 seconds"))
             }
         };
+        if self.mfsreadcachesize > MAX_READ_CACHE_MIB {
+            return Err(format!(
+                "MFSREADCACHESIZE = {}: expected 0 to {MAX_READ_CACHE_MIB} MiB",
+                self.mfsreadcachesize
+            ));
+        }
         if self.mfsworkers == 0 || self.mfsworkers > 64 {
             return Err(format!(
                 "MFSWORKERS = {}: expected 1 to 64 threads",
@@ -343,6 +374,7 @@ impl MountConfig {
             entry_ttl: ttl("MFSENTRYCACHETO", self.mfsentrycacheto)?,
             direntry_ttl: ttl("MFSDIRENTRYCACHETO", self.mfsdirentrycacheto)?,
             io_timeout: (self.mfsiotimeout > 0).then(|| Duration::from_secs(self.mfsiotimeout)),
+            read_cache: (self.mfsreadcachesize << 20) as usize,
         })
     }
 }

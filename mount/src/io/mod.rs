@@ -30,6 +30,7 @@
 //! # Ok(()) }
 //! ```
 
+mod blocks;
 mod conn;
 mod read;
 mod split;
@@ -86,6 +87,9 @@ pub struct IoOptions {
     /// Credentials sent with WriteChunk for inodes that
     /// [`FileIo::set_credentials`] was not called for.
     pub credentials: Credentials,
+    /// Bytes of 64 KiB blocks kept for small reads (0: none kept; see
+    /// `io/blocks.rs`).
+    pub block_cache: usize,
 }
 
 impl Default for IoOptions {
@@ -103,6 +107,7 @@ impl Default for IoOptions {
                 gid: 0,
                 groups: Vec::new(),
             },
+            block_cache: 128 << 20,
         }
     }
 }
@@ -126,6 +131,8 @@ pub(crate) struct Inner {
     pub(crate) files: Mutex<HashMap<u64, Arc<write::FileWrites>>>,
     /// Credentials for WriteChunk, per inode.
     pub(crate) creds: Mutex<HashMap<u64, Credentials>>,
+    /// Blocks kept for small reads.
+    pub(crate) blocks: blocks::Blocks,
     pub(crate) flusher: Mutex<Option<tokio::task::AbortHandle>>,
 }
 
@@ -147,6 +154,7 @@ impl FileIo {
         opts.parallelism = opts.parallelism.max(1);
         let inner = Arc::new(Inner {
             conns: conn::Conns::new(opts.connect_timeout),
+            blocks: blocks::Blocks::new(opts.block_cache, opts.location_ttl),
             master,
             opts,
             locations: Mutex::new(BTreeMap::new()),
@@ -262,10 +270,11 @@ impl FileIo {
         self.inner.note_location(inode, index, loc);
     }
 
-    /// Forgets the cached chunk locations of `inode` (after a truncate, or
-    /// when its data may have moved).
+    /// Forgets the cached chunk locations and data blocks of `inode` (after
+    /// a truncate, or when its data may have moved or changed).
     pub fn invalidate(&self, inode: u64) {
         self.inner.forget_locations(inode);
+        self.inner.blocks.forget(inode);
     }
 
     /// Credentials to send with WriteChunk for `inode` (the opener's); the
@@ -280,6 +289,7 @@ impl FileIo {
     /// forgets it.
     pub fn forget(&self, inode: u64) {
         self.inner.forget_locations(inode);
+        self.inner.blocks.forget(inode);
         lock(&self.inner.creds).remove(&inode);
         self.inner.drop_idle_file(inode);
     }

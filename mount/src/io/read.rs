@@ -8,6 +8,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use mfs_proto::v1::{ChunkLocation, ChunkReadRequest};
 use tonic::codegen::Bytes;
 
+use super::blocks::{self, BLOCK};
 use super::conn::Failure;
 use super::split::{split, Piece, CHUNK_SIZE};
 use super::{lock, Inner, Retry};
@@ -150,13 +151,32 @@ impl Inner {
             if loc.chunk_id == 0 {
                 return Ok(Bytes::from(vec![0u8; piece.len as usize]));
             }
+            let wide = self.block_around(inode, &loc, piece);
+            if wide.is_some() {
+                let b = &self.blocks;
+                let (id, v) = (loc.chunk_id, loc.version);
+                if let Some(d) = b.get(inode, piece.index, id, v, piece.chunk_offset, piece.len) {
+                    return Ok(d);
+                }
+            }
             let mut error = format!(
                 "chunk {:016X}_{:08X} has no valid copy (missing chunk)",
                 loc.chunk_id, loc.version
             );
+            let fetch = wide.map_or(piece, |(w, _)| w);
             for server in &loc.servers {
-                match self.read_from(&server.address, &loc, piece).await {
-                    Ok(data) => return Ok(data),
+                match self.read_from(&server.address, &loc, fetch).await {
+                    Ok(data) => {
+                        let Some((w, epoch)) = wide else {
+                            return Ok(data);
+                        };
+                        let (id, v) = (loc.chunk_id, loc.version);
+                        let from = (piece.chunk_offset - w.chunk_offset) as usize;
+                        let part = data.slice(from..from + piece.len as usize);
+                        self.blocks
+                            .insert(inode, piece.index, id, v, w.chunk_offset, data, epoch);
+                        return Ok(part);
+                    }
                     Err(Failure::Final(e)) => return Err(e),
                     Err(Failure::Stale(text)) => {
                         error = text;
@@ -170,6 +190,39 @@ impl Inner {
             fresh = true;
             retry.failed(error).await?;
         }
+    }
+
+    /// For a read smaller than a block and inside one: the whole block
+    /// around it (cut at the end of the file) to fetch and keep, with the
+    /// inode's epoch now. `None`: read just the piece.
+    fn block_around(
+        &self,
+        inode: u64,
+        loc: &ChunkLocation,
+        piece: Piece,
+    ) -> Option<(Piece, blocks::Epoch)> {
+        let end = piece.chunk_offset + piece.len;
+        if !self.blocks.enabled()
+            || piece.len >= BLOCK
+            || piece.chunk_offset / BLOCK != (end - 1) / BLOCK
+        {
+            return None;
+        }
+        let epoch = self.blocks.epoch(inode);
+        let start = piece.chunk_offset - piece.chunk_offset % BLOCK;
+        let base = u64::from(piece.index) * CHUNK_SIZE;
+        let in_chunk = self.readable_length(inode, loc).saturating_sub(base);
+        let block_end = u64::from(start + BLOCK).min(in_chunk);
+        if block_end < u64::from(end) {
+            return None;
+        }
+        let wide = Piece {
+            index: piece.index,
+            chunk_offset: start,
+            len: block_end as u32 - start,
+            buf_offset: 0,
+        };
+        Some((wide, epoch))
     }
 
     /// One Read call to one chunkserver.

@@ -138,18 +138,28 @@ impl Inner {
             return Ok(());
         }
         let pieces = split(offset, data.len() as u64, self.opts.max_request)?;
+        // Before and after: a block read while the write lands is not kept.
+        let drop_blocks = || {
+            for p in &pieces {
+                let (index, start) = (p.index, p.chunk_offset);
+                self.blocks.changing(inode, index, start, start + p.len);
+            }
+        };
+        drop_blocks();
         let file = self.file(inode);
         let _shared = file.gate.read().await;
         let file = &file;
         let data = &data;
-        stream::iter(pieces)
+        let sent = stream::iter(pieces.iter().copied())
             .map(|p| async move {
                 self.write_piece(file, inode, p, data.slice(p.buf_range()))
                     .await
             })
             .buffer_unordered(self.opts.parallelism)
             .try_collect::<()>()
-            .await?;
+            .await;
+        drop_blocks();
+        sent?;
         let end = offset + data.len() as u64;
         let mut s = lock(&file.state);
         s.uncommitted_end = Some(s.uncommitted_end.map_or(end, |e| e.max(end)));

@@ -204,6 +204,81 @@ async fn two_mounts_see_each_others_changes() {
     assert!(a.path().join("sub/from-s").is_dir());
 }
 
+/// Reads 4 KiB at `off` through `f` (opened with readahead off, so the
+/// mount gets exactly this read).
+fn read_page(f: &std::fs::File, off: u64) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 4096];
+    f.read_exact_at(&mut buf, off).unwrap();
+    buf
+}
+
+fn open_for_random_reads(path: &std::path::Path) -> std::fs::File {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).unwrap();
+    // SAFETY: advice on a descriptor we own; no memory is passed.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+    assert_eq!(rc, 0, "posix_fadvise");
+    f
+}
+
+/// The read block cache (small reads fetch and keep the 64 KiB block
+/// around them) never hides another mount's write for long: a reopen reads
+/// it at once, and a file kept open sees it within the location time (3 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_reads_see_another_mounts_write() {
+    use std::io::Write;
+    if skip_without_fuse() {
+        return;
+    }
+    let c = cluster_with_chunkservers(2).await;
+    let a = Mount::start(&c, "a", &[]).unwrap();
+    let b = Mount::start(&c, "b", &[]).unwrap();
+    let old = vec![1u8; 256 << 10];
+    std::fs::write(a.path().join("f"), &old).unwrap();
+
+    step("B reads pages of block 0, then A rewrites the block");
+    let fb = open_for_random_reads(&b.path().join("f"));
+    assert_eq!(read_page(&fb, 0), vec![1u8; 4096]);
+    assert_eq!(read_page(&fb, 8192), vec![1u8; 4096]);
+    let mut fa = std::fs::OpenOptions::new()
+        .write(true)
+        .open(a.path().join("f"))
+        .unwrap();
+    fa.write_all(&vec![2u8; 64 << 10]).unwrap();
+    fa.sync_all().unwrap();
+    drop(fa);
+
+    step("B, keeping the file open, sees the write within 3 s");
+    let t = Instant::now();
+    let mut off = 12288;
+    while read_page(&fb, off) != vec![2u8; 4096] {
+        assert!(
+            t.elapsed() < Duration::from_millis(4500),
+            "B still reads the old block after {:?}",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(350));
+        off += 4096;
+        assert!(off < 64 << 10, "ran out of unread pages in the block");
+    }
+    drop(fb);
+
+    step("A rewrites it again; B reopens and reads the new data at once");
+    let fb = open_for_random_reads(&b.path().join("f"));
+    assert_eq!(read_page(&fb, 4096)[0], 2);
+    drop(fb);
+    let mut fa = std::fs::OpenOptions::new()
+        .write(true)
+        .open(a.path().join("f"))
+        .unwrap();
+    fa.write_all(&vec![3u8; 64 << 10]).unwrap();
+    drop(fa);
+    let fb = open_for_random_reads(&b.path().join("f"));
+    assert_eq!(read_page(&fb, 32768), vec![3u8; 4096]);
+    assert_eq!(read_page(&fb, 65536), vec![1u8; 4096], "block 1 unchanged");
+}
+
 /// Waits until `cond` holds, for a bit more than the default entry cache
 /// time (a name cached by the kernel may outlive a change elsewhere that
 /// long, and no longer).

@@ -118,7 +118,11 @@ fn mount_and_serve(args: &Args, cfg: &MountConfig, mountpoint: &Path) -> anyhow:
         .with_context(|| format!("cannot mount subfolder {}", cfg.mfssubfolder))?;
     let io = {
         let _guard = rt.enter();
-        FileIo::new(master.clone(), IoOptions::default())
+        let opts = IoOptions {
+            block_cache: res.read_cache,
+            ..IoOptions::default()
+        };
+        FileIo::new(master.clone(), opts)
     };
     let settings = FsSettings {
         attr_ttl: res.attr_ttl,

@@ -165,7 +165,12 @@ async fn read_fails_over_to_the_second_copy_on_data_loss() {
 #[tokio::test]
 async fn stale_version_asks_the_master_again() {
     let c = FakeCluster::start(2, 2).await;
-    let io = io_for(&c, IoOptions::default()).await;
+    // Without the block cache, which would answer the second read itself.
+    let opts = IoOptions {
+        block_cache: 0,
+        ..IoOptions::default()
+    };
+    let io = io_for(&c, opts).await;
     let data = pattern(5000, 9);
     ok(io.write(INODE, 0, &data)).await;
     ok(io.flush(INODE)).await;
@@ -180,6 +185,48 @@ async fn stale_version_asks_the_master_again() {
         1,
         "ESTALE made the client ask ReadChunk once more"
     );
+}
+
+#[tokio::test]
+async fn small_reads_of_one_block_ask_a_chunkserver_once() {
+    let c = FakeCluster::start(1, 1).await;
+    let io = io_for(&c, IoOptions::default()).await;
+    let mut data = pattern(200_000, 5);
+    ok(io.write(INODE, 0, &data)).await;
+    ok(io.flush(INODE)).await;
+    let reads = || c.cs(0).reads.load(Ordering::SeqCst);
+    let check = |got: Vec<u8>, data: &[u8], off: usize| {
+        assert_eq!(got, data[off..off + got.len()].to_vec(), "at {off}");
+    };
+    let r0 = reads();
+    for off in [0usize, 4096, 60_000, 8192] {
+        check(ok(io.read(INODE, off as u64, 4096)).await, &data, off);
+    }
+    assert_eq!(reads() - r0, 1, "block 0 fetched once");
+    check(ok(io.read(INODE, 70_000, 4096)).await, &data, 70_000);
+    assert_eq!(reads() - r0, 2, "block 1 fetched");
+    // The last block is short; a read past the end of the file stops there.
+    check(ok(io.read(INODE, 196_608, 1000)).await, &data, 196_608);
+    let tail = ok(io.read(INODE, 197_608, 4096)).await;
+    assert_eq!(tail.len(), 200_000 - 197_608);
+    check(tail, &data, 197_608);
+    assert_eq!(reads() - r0, 3, "the short last block fetched once");
+    // A read of a whole block or more is not kept.
+    ok(io.read(INODE, 0, 65_536)).await;
+    assert_eq!(reads() - r0, 4);
+
+    // This client's write: the next read of the block sees it.
+    ok(io.write(INODE, 100, b"new")).await;
+    data[100..103].copy_from_slice(b"new");
+    check(ok(io.read(INODE, 0, 4096)).await, &data, 0);
+    ok(io.flush(INODE)).await;
+    check(ok(io.read(INODE, 0, 4096)).await, &data, 0);
+    // Another client's write under a new version: read afresh.
+    let before = reads();
+    c.master.set_version(INODE, 0, vec![0]);
+    io.invalidate(INODE);
+    check(ok(io.read(INODE, 4096, 4096)).await, &data, 4096);
+    assert_eq!(reads() - before, 1, "asked the chunkserver again");
 }
 
 #[tokio::test]

@@ -1,0 +1,337 @@
+//! The block cache: 64 KiB blocks of file data read from chunkservers, so a
+//! run of small reads (random 4 KiB reads, a database's pages) asks a
+//! chunkserver once per block instead of once per read.
+//!
+//! A read smaller than a block fetches the whole block around it (the
+//! chunkserver reads and checks the whole block for its CRC anyway), keeps
+//! it here and answers from it while it is valid:
+//! - for the chunk's id and version it was read at: a write lease taken by
+//!   any client, a snapshot's copy-on-write, a new chunk all change them;
+//! - for [`IoOptions::location_ttl`](super::IoOptions::location_ttl), as
+//!   long as the location (and the file length) it was read through is
+//!   trusted: a write by another client under a lease already held shows
+//!   within that time, as a length change does;
+//! - until this client writes to the block, truncates or punches the file,
+//!   or opens it while nothing of it is open here (close-to-open: what
+//!   others wrote is read afresh).
+//!
+//! A read in flight when one of those happens does not keep what it read
+//! (each inode has an epoch, bumped by every change; a block is kept only
+//! if the epoch it was fetched under is still the current one).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tonic::codegen::Bytes;
+
+/// Bytes in a block (the chunkserver's CRC block).
+pub(crate) const BLOCK: u32 = 64 << 10;
+
+/// Inodes with an epoch, at most; past it every epoch and block goes.
+const MAX_EPOCHS: usize = 1 << 16;
+
+/// (inode, chunk index, block index in the chunk).
+type Key = (u64, u32, u32);
+
+#[derive(Debug)]
+struct Block {
+    chunk_id: u64,
+    version: u32,
+    data: Bytes,
+    fetched: Instant,
+    /// Its place in `lru`.
+    tick: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    blocks: BTreeMap<Key, Block>,
+    /// Least recently used first: tick -> key.
+    lru: BTreeMap<u64, Key>,
+    tick: u64,
+    bytes: usize,
+    /// Per inode: the epoch of its last change (absent: 0).
+    epochs: HashMap<u64, u64>,
+    /// Source of epochs.
+    changes: u64,
+    /// Times `epochs` was emptied (part of every epoch a read takes).
+    resets: u64,
+}
+
+/// What a read takes before fetching, to give back with the block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Epoch(u64, u64);
+
+/// The cache; `capacity` 0 turns it off.
+#[derive(Debug)]
+pub(crate) struct Blocks {
+    state: Mutex<State>,
+    capacity: usize,
+    ttl: Duration,
+}
+
+/// The blocks of chunk `index` covering `[start, end)` of it.
+fn block_range(inode: u64, index: u32, start: u32, end: u32) -> std::ops::RangeInclusive<Key> {
+    let last = end.saturating_sub(1).max(start) / BLOCK;
+    (inode, index, start / BLOCK)..=(inode, index, last)
+}
+
+impl State {
+    fn remove(&mut self, key: &Key) {
+        if let Some(b) = self.blocks.remove(key) {
+            self.lru.remove(&b.tick);
+            self.bytes -= b.data.len();
+        }
+    }
+
+    fn remove_range(&mut self, range: std::ops::RangeInclusive<Key>) {
+        let keys: Vec<Key> = self.blocks.range(range).map(|(k, _)| *k).collect();
+        for k in keys {
+            self.remove(&k);
+        }
+    }
+
+    fn bump(&mut self, inode: u64) {
+        if self.epochs.len() >= MAX_EPOCHS && !self.epochs.contains_key(&inode) {
+            self.epochs.clear();
+            self.blocks.clear();
+            self.lru.clear();
+            self.bytes = 0;
+            self.resets += 1;
+        }
+        self.changes += 1;
+        self.epochs.insert(inode, self.changes);
+    }
+
+    fn epoch(&self, inode: u64) -> Epoch {
+        Epoch(self.resets, self.epochs.get(&inode).copied().unwrap_or(0))
+    }
+}
+
+impl Blocks {
+    pub(crate) fn new(capacity: usize, ttl: Duration) -> Self {
+        Blocks {
+            state: Mutex::default(),
+            capacity,
+            ttl,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
+    /// Bytes `[start, start + len)` of chunk `index` (of `chunk_id` at
+    /// `version`) if one valid block holds them all.
+    pub(crate) fn get(
+        &self,
+        inode: u64,
+        index: u32,
+        chunk_id: u64,
+        version: u32,
+        start: u32,
+        len: u32,
+    ) -> Option<Bytes> {
+        let key = (inode, index, start / BLOCK);
+        let mut st = self.state();
+        let b = st.blocks.get(&key)?;
+        let valid =
+            b.chunk_id == chunk_id && b.version == version && b.fetched.elapsed() < self.ttl;
+        if !valid {
+            st.remove(&key);
+            return None;
+        }
+        let from = (start % BLOCK) as usize;
+        let to = from + len as usize;
+        if to > b.data.len() {
+            return None;
+        }
+        let data = b.data.slice(from..to);
+        let old = b.tick;
+        st.tick += 1;
+        let tick = st.tick;
+        st.lru.remove(&old);
+        st.lru.insert(tick, key);
+        if let Some(b) = st.blocks.get_mut(&key) {
+            b.tick = tick;
+        }
+        Some(data)
+    }
+
+    /// The epoch of `inode` now: take it before fetching a block.
+    pub(crate) fn epoch(&self, inode: u64) -> Epoch {
+        self.state().epoch(inode)
+    }
+
+    /// Keeps a block fetched under `epoch` (starting at a multiple of
+    /// [`BLOCK`] of chunk `index`), unless `inode` changed since.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn insert(
+        &self,
+        inode: u64,
+        index: u32,
+        chunk_id: u64,
+        version: u32,
+        start: u32,
+        data: Bytes,
+        epoch: Epoch,
+    ) {
+        if data.is_empty() || data.len() > self.capacity {
+            return;
+        }
+        let mut st = self.state();
+        if st.epoch(inode) != epoch {
+            return;
+        }
+        let key = (inode, index, start / BLOCK);
+        st.remove(&key);
+        st.tick += 1;
+        let tick = st.tick;
+        st.bytes += data.len();
+        st.lru.insert(tick, key);
+        st.blocks.insert(
+            key,
+            Block {
+                chunk_id,
+                version,
+                data,
+                fetched: Instant::now(),
+                tick,
+            },
+        );
+        while st.bytes > self.capacity {
+            let Some((_, oldest)) = st.lru.pop_first() else {
+                break;
+            };
+            if let Some(b) = st.blocks.remove(&oldest) {
+                st.bytes -= b.data.len();
+            }
+        }
+    }
+
+    /// This client is about to change bytes `[start, end)` of chunk `index`.
+    pub(crate) fn changing(&self, inode: u64, index: u32, start: u32, end: u32) {
+        let mut st = self.state();
+        st.bump(inode);
+        st.remove_range(block_range(inode, index, start, end));
+    }
+
+    /// Drops every block of `inode`; reads in flight keep nothing.
+    pub(crate) fn forget(&self, inode: u64) {
+        let mut st = self.state();
+        st.bump(inode);
+        st.remove_range((inode, 0, 0)..=(inode, u32::MAX, u32::MAX));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block(fill: u8, len: usize) -> Bytes {
+        Bytes::from(vec![fill; len])
+    }
+
+    fn blocks(capacity: usize) -> Blocks {
+        Blocks::new(capacity, Duration::from_secs(60))
+    }
+
+    #[test]
+    fn a_block_answers_reads_inside_it_for_its_version_only() {
+        let c = blocks(1 << 20);
+        let e = c.epoch(7);
+        c.insert(7, 0, 100, 1, 0, block(5, BLOCK as usize), e);
+        assert_eq!(c.get(7, 0, 100, 1, 4096, 4096), Some(block(5, 4096)));
+        assert_eq!(c.get(7, 0, 100, 1, BLOCK - 10, 10), Some(block(5, 10)));
+        // Another version, another chunk id, another block: not here.
+        assert_eq!(c.get(7, 0, 100, 2, 4096, 4096), None);
+        assert_eq!(
+            c.get(7, 0, 100, 1, 0, 16),
+            None,
+            "the stale version dropped it"
+        );
+        c.insert(7, 0, 100, 1, 0, block(5, BLOCK as usize), c.epoch(7));
+        assert_eq!(c.get(7, 0, 101, 1, 0, 16), None);
+        assert_eq!(c.get(7, 0, 100, 1, BLOCK, 16), None);
+    }
+
+    #[test]
+    fn a_short_block_does_not_answer_past_its_end() {
+        let c = blocks(1 << 20);
+        c.insert(1, 2, 9, 1, BLOCK * 3, block(1, 5000), c.epoch(1));
+        assert_eq!(
+            c.get(1, 2, 9, 1, BLOCK * 3 + 4096, 904),
+            Some(block(1, 904))
+        );
+        assert_eq!(c.get(1, 2, 9, 1, BLOCK * 3 + 4096, 4096), None);
+    }
+
+    #[test]
+    fn a_change_drops_the_blocks_it_touches_and_what_reads_in_flight_bring() {
+        let c = blocks(1 << 20);
+        for b in 0..4 {
+            c.insert(
+                3,
+                0,
+                1,
+                1,
+                b * BLOCK,
+                block(b as u8, BLOCK as usize),
+                c.epoch(3),
+            );
+        }
+        let before = c.epoch(3);
+        c.changing(3, 0, BLOCK + 100, 2 * BLOCK + 1);
+        assert!(c.get(3, 0, 1, 1, 0, 10).is_some());
+        assert!(c.get(3, 0, 1, 1, BLOCK, 10).is_none());
+        assert!(c.get(3, 0, 1, 1, 2 * BLOCK, 10).is_none());
+        assert!(c.get(3, 0, 1, 1, 3 * BLOCK, 10).is_some());
+        // A read that took its epoch before the change keeps nothing.
+        c.insert(3, 0, 1, 1, BLOCK, block(9, BLOCK as usize), before);
+        assert!(c.get(3, 0, 1, 1, BLOCK, 10).is_none());
+        c.forget(3);
+        assert!(c.get(3, 0, 1, 1, 0, 10).is_none());
+        assert!(c.get(3, 0, 1, 1, 3 * BLOCK, 10).is_none());
+    }
+
+    #[test]
+    fn the_least_recently_used_block_goes_first() {
+        let c = blocks(3 * BLOCK as usize);
+        for b in 0..3 {
+            c.insert(
+                1,
+                0,
+                1,
+                1,
+                b * BLOCK,
+                block(b as u8, BLOCK as usize),
+                c.epoch(1),
+            );
+        }
+        assert!(c.get(1, 0, 1, 1, 0, 1).is_some());
+        c.insert(1, 0, 1, 1, 3 * BLOCK, block(3, BLOCK as usize), c.epoch(1));
+        assert!(c.get(1, 0, 1, 1, 0, 1).is_some(), "used last: kept");
+        assert!(
+            c.get(1, 0, 1, 1, BLOCK, 1).is_none(),
+            "least recently used: gone"
+        );
+        assert!(c.get(1, 0, 1, 1, 2 * BLOCK, 1).is_some());
+        assert!(c.get(1, 0, 1, 1, 3 * BLOCK, 1).is_some());
+        assert!(c.state().bytes <= 3 * BLOCK as usize);
+    }
+
+    #[test]
+    fn a_block_expires() {
+        let c = Blocks::new(1 << 20, Duration::from_millis(30));
+        c.insert(1, 0, 1, 1, 0, block(1, 100), c.epoch(1));
+        assert!(c.get(1, 0, 1, 1, 0, 10).is_some());
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(c.get(1, 0, 1, 1, 0, 10).is_none());
+        assert_eq!(c.state().bytes, 0);
+    }
+}
