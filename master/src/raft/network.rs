@@ -346,47 +346,8 @@ mod tests {
     use super::*;
     use crate::raft::service::AppendReplies;
 
-    /// A peer that takes replication requests and never answers them.
-    struct Silent;
-
-    #[tonic::async_trait]
-    impl RaftService for Silent {
-        type AppendStreamStream = AppendReplies;
-
-        async fn append_stream(
-            &self,
-            req: Request<Streaming<RaftPayload>>,
-        ) -> Result<Response<AppendReplies>, Status> {
-            let mut inbound = req.into_inner();
-            tokio::spawn(async move { while inbound.next().await.is_some() {} });
-            Ok(Response::new(Box::pin(futures::stream::pending())))
-        }
-
-        async fn append_entries(
-            &self,
-            _: Request<RaftPayload>,
-        ) -> Result<Response<RaftPayload>, Status> {
-            Err(Status::unimplemented("silent"))
-        }
-
-        async fn vote(&self, _: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-            Err(Status::unimplemented("silent"))
-        }
-
-        async fn pre_vote(&self, _: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-            Err(Status::unimplemented("silent"))
-        }
-
-        async fn install_snapshot(
-            &self,
-            _: Request<Streaming<SnapshotPiece>>,
-        ) -> Result<Response<RaftPayload>, Status> {
-            Err(Status::unimplemented("silent"))
-        }
-    }
-
     /// A peer that counts the replication requests it gets and answers
-    /// one each time it is told to.
+    /// one each time it is given a permit (never, with none given).
     struct Held {
         got: Arc<AtomicU64>,
         answer: Arc<Semaphore>,
@@ -509,7 +470,11 @@ mod tests {
     /// stream is left open.
     #[tokio::test]
     async fn an_unanswered_request_ends_the_stream_after_the_timeout() {
-        let mut peer = serve(Silent).await;
+        let mut peer = serve(Held {
+            got: Arc::default(),
+            answer: Arc::new(Semaphore::new(0)),
+        })
+        .await;
         let (tx, rx) = futures::channel::mpsc::unbounded::<AppendEntriesRequest>();
         let ttl = Duration::from_millis(400);
         let mut out = peer.stream_append(rx, RPCOption::new(ttl)).await.unwrap();

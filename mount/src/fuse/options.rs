@@ -181,6 +181,30 @@ fn need<'a>(key: &str, v: Option<&'a str>) -> Result<&'a str, String> {
     v.ok_or_else(|| format!("-o {key} needs a value ({key}=...)"))
 }
 
+/// A whole number in `range`; the error says what was expected (`unit`).
+fn ranged<T>(
+    key: &str,
+    v: Option<&str>,
+    range: std::ops::RangeInclusive<T>,
+    unit: &str,
+) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display,
+{
+    let v = need(key, v)?;
+    v.trim()
+        .parse()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| {
+            format!(
+                "-o {key}={v}: expected {} to {} {unit}",
+                range.start(),
+                range.end()
+            )
+        })
+}
+
 impl Overrides {
     /// Adds the comma-separated options of one `-o` argument. Unknown
     /// options are refused with their name; the mount(8) generic ones
@@ -237,27 +261,9 @@ impl Overrides {
                     })?);
                 }
                 "mfswritebackcache" => self.mfswritebackcache = Some(flag(key, value)?),
-                "mfsworkers" => {
-                    let v = need(key, value)?;
-                    self.mfsworkers = Some(
-                        v.trim()
-                            .parse()
-                            .ok()
-                            .filter(|n| (1..=64).contains(n))
-                            .ok_or_else(|| format!("-o {key}={v}: expected 1 to 64 threads"))?,
-                    );
-                }
+                "mfsworkers" => self.mfsworkers = Some(ranged(key, value, 1..=64, "threads")?),
                 "mfsreadcachesize" => {
-                    let v = need(key, value)?;
-                    self.mfsreadcachesize = Some(
-                        v.trim()
-                            .parse()
-                            .ok()
-                            .filter(|n| *n <= MAX_READ_CACHE_MIB)
-                            .ok_or_else(|| {
-                                format!("-o {key}={v}: expected 0 to {MAX_READ_CACHE_MIB} MiB")
-                            })?,
-                    );
+                    self.mfsreadcachesize = Some(ranged(key, value, 0..=MAX_READ_CACHE_MIB, "MiB")?)
                 }
                 "allow_other" => self.allow_other = Some(flag(key, value)?),
                 "default_permissions" => self.default_permissions = Some(flag(key, value)?),

@@ -63,6 +63,22 @@ struct State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Epoch(u64, u64);
 
+/// Which chunk of which file, as read now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ChunkAt {
+    pub(crate) inode: u64,
+    /// Chunk number in the file.
+    pub(crate) index: u32,
+    pub(crate) chunk_id: u64,
+    pub(crate) version: u32,
+}
+
+impl ChunkAt {
+    fn key(&self, start: u32) -> Key {
+        (self.inode, self.index, start / BLOCK)
+    }
+}
+
 /// The cache; `capacity` 0 turns it off.
 #[derive(Debug)]
 pub(crate) struct Blocks {
@@ -126,22 +142,14 @@ impl Blocks {
         self.capacity > 0
     }
 
-    /// Bytes `[start, start + len)` of chunk `index` (of `chunk_id` at
-    /// `version`) if one valid block holds them all.
-    pub(crate) fn get(
-        &self,
-        inode: u64,
-        index: u32,
-        chunk_id: u64,
-        version: u32,
-        start: u32,
-        len: u32,
-    ) -> Option<Bytes> {
-        let key = (inode, index, start / BLOCK);
+    /// Bytes `[start, start + len)` of the chunk `at` if one valid block
+    /// holds them all.
+    pub(crate) fn get(&self, at: ChunkAt, start: u32, len: u32) -> Option<Bytes> {
+        let key = at.key(start);
         let mut st = self.state();
         let b = st.blocks.get(&key)?;
         let valid =
-            b.chunk_id == chunk_id && b.version == version && b.fetched.elapsed() < self.ttl;
+            b.chunk_id == at.chunk_id && b.version == at.version && b.fetched.elapsed() < self.ttl;
         if !valid {
             st.remove(&key);
             return None;
@@ -168,27 +176,17 @@ impl Blocks {
         self.state().epoch(inode)
     }
 
-    /// Keeps a block fetched under `epoch` (starting at a multiple of
-    /// [`BLOCK`] of chunk `index`), unless `inode` changed since.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn insert(
-        &self,
-        inode: u64,
-        index: u32,
-        chunk_id: u64,
-        version: u32,
-        start: u32,
-        data: Bytes,
-        epoch: Epoch,
-    ) {
+    /// Keeps a block of the chunk `at` (starting at a multiple of
+    /// [`BLOCK`]) fetched under `epoch`, unless the file changed since.
+    pub(crate) fn insert(&self, at: ChunkAt, start: u32, data: Bytes, epoch: Epoch) {
         if data.is_empty() || data.len() > self.capacity {
             return;
         }
         let mut st = self.state();
-        if st.epoch(inode) != epoch {
+        if st.epoch(at.inode) != epoch {
             return;
         }
-        let key = (inode, index, start / BLOCK);
+        let key = at.key(start);
         st.remove(&key);
         st.tick += 1;
         let tick = st.tick;
@@ -197,8 +195,8 @@ impl Blocks {
         st.blocks.insert(
             key,
             Block {
-                chunk_id,
-                version,
+                chunk_id: at.chunk_id,
+                version: at.version,
                 data,
                 fetched: Instant::now(),
                 tick,
@@ -237,6 +235,23 @@ mod tests {
         Bytes::from(vec![fill; len])
     }
 
+    fn at(inode: u64, index: u32, chunk_id: u64, version: u32) -> ChunkAt {
+        ChunkAt {
+            inode,
+            index,
+            chunk_id,
+            version,
+        }
+    }
+
+    /// Blocks `0..n` of chunk 0 (id 1, version 1) of `inode`, whole.
+    fn fill(c: &Blocks, inode: u64, n: u32) {
+        for b in 0..n {
+            let data = block(b as u8, BLOCK as usize);
+            c.insert(at(inode, 0, 1, 1), b * BLOCK, data, c.epoch(inode));
+        }
+    }
+
     fn blocks(capacity: usize) -> Blocks {
         Blocks::new(capacity, Duration::from_secs(60))
     }
@@ -245,93 +260,78 @@ mod tests {
     fn a_block_answers_reads_inside_it_for_its_version_only() {
         let c = blocks(1 << 20);
         let e = c.epoch(7);
-        c.insert(7, 0, 100, 1, 0, block(5, BLOCK as usize), e);
-        assert_eq!(c.get(7, 0, 100, 1, 4096, 4096), Some(block(5, 4096)));
-        assert_eq!(c.get(7, 0, 100, 1, BLOCK - 10, 10), Some(block(5, 10)));
+        c.insert(at(7, 0, 100, 1), 0, block(5, BLOCK as usize), e);
+        assert_eq!(c.get(at(7, 0, 100, 1), 4096, 4096), Some(block(5, 4096)));
+        assert_eq!(c.get(at(7, 0, 100, 1), BLOCK - 10, 10), Some(block(5, 10)));
         // Another version, another chunk id, another block: not here.
-        assert_eq!(c.get(7, 0, 100, 2, 4096, 4096), None);
+        assert_eq!(c.get(at(7, 0, 100, 2), 4096, 4096), None);
         assert_eq!(
-            c.get(7, 0, 100, 1, 0, 16),
+            c.get(at(7, 0, 100, 1), 0, 16),
             None,
             "the stale version dropped it"
         );
-        c.insert(7, 0, 100, 1, 0, block(5, BLOCK as usize), c.epoch(7));
-        assert_eq!(c.get(7, 0, 101, 1, 0, 16), None);
-        assert_eq!(c.get(7, 0, 100, 1, BLOCK, 16), None);
+        c.insert(at(7, 0, 100, 1), 0, block(5, BLOCK as usize), c.epoch(7));
+        assert_eq!(c.get(at(7, 0, 101, 1), 0, 16), None);
+        assert_eq!(c.get(at(7, 0, 100, 1), BLOCK, 16), None);
     }
 
     #[test]
     fn a_short_block_does_not_answer_past_its_end() {
         let c = blocks(1 << 20);
-        c.insert(1, 2, 9, 1, BLOCK * 3, block(1, 5000), c.epoch(1));
+        c.insert(at(1, 2, 9, 1), BLOCK * 3, block(1, 5000), c.epoch(1));
         assert_eq!(
-            c.get(1, 2, 9, 1, BLOCK * 3 + 4096, 904),
+            c.get(at(1, 2, 9, 1), BLOCK * 3 + 4096, 904),
             Some(block(1, 904))
         );
-        assert_eq!(c.get(1, 2, 9, 1, BLOCK * 3 + 4096, 4096), None);
+        assert_eq!(c.get(at(1, 2, 9, 1), BLOCK * 3 + 4096, 4096), None);
     }
 
     #[test]
     fn a_change_drops_the_blocks_it_touches_and_what_reads_in_flight_bring() {
         let c = blocks(1 << 20);
-        for b in 0..4 {
-            c.insert(
-                3,
-                0,
-                1,
-                1,
-                b * BLOCK,
-                block(b as u8, BLOCK as usize),
-                c.epoch(3),
-            );
-        }
+        fill(&c, 3, 4);
         let before = c.epoch(3);
         c.changing(3, 0, BLOCK + 100, 2 * BLOCK + 1);
-        assert!(c.get(3, 0, 1, 1, 0, 10).is_some());
-        assert!(c.get(3, 0, 1, 1, BLOCK, 10).is_none());
-        assert!(c.get(3, 0, 1, 1, 2 * BLOCK, 10).is_none());
-        assert!(c.get(3, 0, 1, 1, 3 * BLOCK, 10).is_some());
+        assert!(c.get(at(3, 0, 1, 1), 0, 10).is_some());
+        assert!(c.get(at(3, 0, 1, 1), BLOCK, 10).is_none());
+        assert!(c.get(at(3, 0, 1, 1), 2 * BLOCK, 10).is_none());
+        assert!(c.get(at(3, 0, 1, 1), 3 * BLOCK, 10).is_some());
         // A read that took its epoch before the change keeps nothing.
-        c.insert(3, 0, 1, 1, BLOCK, block(9, BLOCK as usize), before);
-        assert!(c.get(3, 0, 1, 1, BLOCK, 10).is_none());
+        c.insert(at(3, 0, 1, 1), BLOCK, block(9, BLOCK as usize), before);
+        assert!(c.get(at(3, 0, 1, 1), BLOCK, 10).is_none());
         c.forget(3);
-        assert!(c.get(3, 0, 1, 1, 0, 10).is_none());
-        assert!(c.get(3, 0, 1, 1, 3 * BLOCK, 10).is_none());
+        assert!(c.get(at(3, 0, 1, 1), 0, 10).is_none());
+        assert!(c.get(at(3, 0, 1, 1), 3 * BLOCK, 10).is_none());
     }
 
     #[test]
     fn the_least_recently_used_block_goes_first() {
         let c = blocks(3 * BLOCK as usize);
-        for b in 0..3 {
-            c.insert(
-                1,
-                0,
-                1,
-                1,
-                b * BLOCK,
-                block(b as u8, BLOCK as usize),
-                c.epoch(1),
-            );
-        }
-        assert!(c.get(1, 0, 1, 1, 0, 1).is_some());
-        c.insert(1, 0, 1, 1, 3 * BLOCK, block(3, BLOCK as usize), c.epoch(1));
-        assert!(c.get(1, 0, 1, 1, 0, 1).is_some(), "used last: kept");
+        fill(&c, 1, 3);
+        assert!(c.get(at(1, 0, 1, 1), 0, 1).is_some());
+        c.insert(
+            at(1, 0, 1, 1),
+            3 * BLOCK,
+            block(3, BLOCK as usize),
+            c.epoch(1),
+        );
+        assert!(c.get(at(1, 0, 1, 1), 0, 1).is_some(), "used last: kept");
         assert!(
-            c.get(1, 0, 1, 1, BLOCK, 1).is_none(),
+            c.get(at(1, 0, 1, 1), BLOCK, 1).is_none(),
             "least recently used: gone"
         );
-        assert!(c.get(1, 0, 1, 1, 2 * BLOCK, 1).is_some());
-        assert!(c.get(1, 0, 1, 1, 3 * BLOCK, 1).is_some());
+        assert!(c.get(at(1, 0, 1, 1), 2 * BLOCK, 1).is_some());
+        assert!(c.get(at(1, 0, 1, 1), 3 * BLOCK, 1).is_some());
         assert!(c.state().bytes <= 3 * BLOCK as usize);
     }
 
     #[test]
     fn a_block_expires() {
         let c = Blocks::new(1 << 20, Duration::from_millis(30));
-        c.insert(1, 0, 1, 1, 0, block(1, 100), c.epoch(1));
-        assert!(c.get(1, 0, 1, 1, 0, 10).is_some());
+        c.insert(at(1, 0, 1, 1), 0, block(1, 100), c.epoch(1));
+        assert!(c.get(at(1, 0, 1, 1), 0, 10).is_some());
         std::thread::sleep(Duration::from_millis(40));
-        assert!(c.get(1, 0, 1, 1, 0, 10).is_none());
+        assert!(c.get(at(1, 0, 1, 1), 0, 10).is_none());
         assert_eq!(c.state().bytes, 0);
     }
 }

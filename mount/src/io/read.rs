@@ -8,7 +8,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 use mfs_proto::v1::{ChunkLocation, ChunkReadRequest};
 use tonic::codegen::Bytes;
 
-use super::blocks::{self, BLOCK};
+use super::blocks::{self, ChunkAt, BLOCK};
 use super::conn::Failure;
 use super::split::{split, Piece, CHUNK_SIZE};
 use super::{lock, Inner, Retry};
@@ -151,11 +151,15 @@ impl Inner {
             if loc.chunk_id == 0 {
                 return Ok(Bytes::from(vec![0u8; piece.len as usize]));
             }
+            let at = ChunkAt {
+                inode,
+                index: piece.index,
+                chunk_id: loc.chunk_id,
+                version: loc.version,
+            };
             let wide = self.block_around(inode, &loc, piece);
             if wide.is_some() {
-                let b = &self.blocks;
-                let (id, v) = (loc.chunk_id, loc.version);
-                if let Some(d) = b.get(inode, piece.index, id, v, piece.chunk_offset, piece.len) {
+                if let Some(d) = self.blocks.get(at, piece.chunk_offset, piece.len) {
                     return Ok(d);
                 }
             }
@@ -170,11 +174,9 @@ impl Inner {
                         let Some((w, epoch)) = wide else {
                             return Ok(data);
                         };
-                        let (id, v) = (loc.chunk_id, loc.version);
                         let from = (piece.chunk_offset - w.chunk_offset) as usize;
                         let part = data.slice(from..from + piece.len as usize);
-                        self.blocks
-                            .insert(inode, piece.index, id, v, w.chunk_offset, data, epoch);
+                        self.blocks.insert(at, w.chunk_offset, data, epoch);
                         return Ok(part);
                     }
                     Err(Failure::Final(e)) => return Err(e),
