@@ -28,6 +28,8 @@ pub struct Location {
     pub servers: Vec<(u64, String)>,
     /// Write lease time, seconds (0 for reads).
     pub lease_secs: u32,
+    /// ReadChunk: another session holds the write lease now.
+    pub written_by_others: bool,
 }
 
 /// Which request of a client a mutating call is.
@@ -150,15 +152,18 @@ impl ChunkManager {
             return Ok(hole);
         };
         let now = Instant::now();
-        let mut holders: Vec<(u32, u32, u64)> = {
+        let (mut holders, written_by_others): (Vec<(u32, u32, u64)>, bool) = {
             let st = self.state();
-            st.holders_at(id, info.version.0, now)
+            let others = st.lease(id, now).is_some_and(|l| l.session != session.0);
+            let holders = st
+                .holders_at(id, info.version.0, now)
                 .into_iter()
                 .map(|s| {
                     let load = st.servers.get(&s).map_or(0, |x| x.load);
                     (load, rand::random::<u32>(), s)
                 })
-                .collect()
+                .collect();
+            (holders, others)
         };
         if holders.is_empty() {
             if info.fresh {
@@ -174,6 +179,7 @@ impl ChunkManager {
             length,
             servers: self.addresses(&ids),
             lease_secs: 0,
+            written_by_others,
         })
     }
 
@@ -211,6 +217,7 @@ impl ChunkManager {
             length,
             servers: self.addresses(&chain),
             lease_secs: LEASE_TIME.as_secs() as u32,
+            written_by_others: false,
         })
     }
 
@@ -331,6 +338,7 @@ impl ChunkManager {
             length,
             servers: self.addresses(&chain),
             lease_secs: LEASE_TIME.as_secs() as u32,
+            written_by_others: false,
         }
     }
 

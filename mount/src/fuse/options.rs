@@ -61,7 +61,8 @@ pub struct MountConfig {
     pub mfsworkers: usize,
     /// MiB of 64 KiB data blocks kept for small reads (each small read
     /// fetches its whole block; the next reads of the block are answered
-    /// here while the chunk's version stays and for 3 s at most). 0: off.
+    /// here while the chunk's location, asked again every 3 s, shows the
+    /// same version and no other writer). 0: off.
     pub mfsreadcachesize: u64,
     /// Let users other than the one mounting use the mount.
     #[serde(deserialize_with = "mfs_common::config::flexible_bool")]

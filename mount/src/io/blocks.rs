@@ -5,12 +5,14 @@
 //! A read smaller than a block fetches the whole block around it (the
 //! chunkserver reads and checks the whole block for its CRC anyway), keeps
 //! it here and answers from it while it is valid:
-//! - for the chunk's id and version it was read at: a write lease taken by
-//!   any client, a snapshot's copy-on-write, a new chunk all change them;
-//! - for [`IoOptions::location_ttl`](super::IoOptions::location_ttl), as
-//!   long as the location (and the file length) it was read through is
-//!   trusted: a write by another client under a lease already held shows
-//!   within that time, as a length change does;
+//! - for the chunk id and version it was read at, as the chunk's location
+//!   says (asked again every
+//!   [`IoOptions::location_ttl`](super::IoOptions::location_ttl)): a write
+//!   lease taken by any client, a snapshot's copy-on-write, a new chunk all
+//!   change them. A chunk whose location says another session holds its
+//!   write lease (its data may change under the same version) is never
+//!   kept nor answered from here. So another client's write shows within
+//!   the location time, as a length change does;
 //! - until this client writes to the block, truncates or punches the file,
 //!   or opens it while nothing of it is open here (close-to-open: what
 //!   others wrote is read afresh).
@@ -21,7 +23,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use tonic::codegen::Bytes;
 
@@ -39,7 +40,6 @@ struct Block {
     chunk_id: u64,
     version: u32,
     data: Bytes,
-    fetched: Instant,
     /// Its place in `lru`.
     tick: u64,
 }
@@ -84,7 +84,6 @@ impl ChunkAt {
 pub(crate) struct Blocks {
     state: Mutex<State>,
     capacity: usize,
-    ttl: Duration,
 }
 
 /// The blocks of chunk `index` covering `[start, end)` of it.
@@ -126,11 +125,10 @@ impl State {
 }
 
 impl Blocks {
-    pub(crate) fn new(capacity: usize, ttl: Duration) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Blocks {
             state: Mutex::default(),
             capacity,
-            ttl,
         }
     }
 
@@ -148,9 +146,7 @@ impl Blocks {
         let key = at.key(start);
         let mut st = self.state();
         let b = st.blocks.get(&key)?;
-        let valid =
-            b.chunk_id == at.chunk_id && b.version == at.version && b.fetched.elapsed() < self.ttl;
-        if !valid {
+        if b.chunk_id != at.chunk_id || b.version != at.version {
             st.remove(&key);
             return None;
         }
@@ -198,7 +194,6 @@ impl Blocks {
                 chunk_id: at.chunk_id,
                 version: at.version,
                 data,
-                fetched: Instant::now(),
                 tick,
             },
         );
@@ -253,7 +248,7 @@ mod tests {
     }
 
     fn blocks(capacity: usize) -> Blocks {
-        Blocks::new(capacity, Duration::from_secs(60))
+        Blocks::new(capacity)
     }
 
     #[test]
@@ -323,15 +318,5 @@ mod tests {
         assert!(c.get(at(1, 0, 1, 1), 2 * BLOCK, 1).is_some());
         assert!(c.get(at(1, 0, 1, 1), 3 * BLOCK, 1).is_some());
         assert!(c.state().bytes <= 3 * BLOCK as usize);
-    }
-
-    #[test]
-    fn a_block_expires() {
-        let c = Blocks::new(1 << 20, Duration::from_millis(30));
-        c.insert(at(1, 0, 1, 1), 0, block(1, 100), c.epoch(1));
-        assert!(c.get(at(1, 0, 1, 1), 0, 10).is_some());
-        std::thread::sleep(Duration::from_millis(40));
-        assert!(c.get(at(1, 0, 1, 1), 0, 10).is_none());
-        assert_eq!(c.state().bytes, 0);
     }
 }

@@ -154,7 +154,7 @@ impl FileIo {
         opts.parallelism = opts.parallelism.max(1);
         let inner = Arc::new(Inner {
             conns: conn::Conns::new(opts.connect_timeout),
-            blocks: blocks::Blocks::new(opts.block_cache, opts.location_ttl),
+            blocks: blocks::Blocks::new(opts.block_cache),
             master,
             opts,
             locations: Mutex::new(BTreeMap::new()),

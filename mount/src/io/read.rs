@@ -194,9 +194,10 @@ impl Inner {
         }
     }
 
-    /// For a read smaller than a block and inside one: the whole block
-    /// around it (cut at the end of the file) to fetch and keep, with the
-    /// inode's epoch now. `None`: read just the piece.
+    /// For a read smaller than a block and inside one, of a chunk no other
+    /// session is writing: the whole block around it (cut at the end of
+    /// the file) to fetch and keep, with the inode's epoch now. `None`:
+    /// read just the piece, past the cache.
     fn block_around(
         &self,
         inode: u64,
@@ -205,6 +206,7 @@ impl Inner {
     ) -> Option<(Piece, blocks::Epoch)> {
         let end = piece.chunk_offset + piece.len;
         if !self.blocks.enabled()
+            || loc.written_by_others
             || piece.len >= BLOCK
             || piece.chunk_offset / BLOCK != (end - 1) / BLOCK
         {

@@ -238,6 +238,46 @@ async fn sizes_round_trip_with_goal_2() {
     assert_eq!(total_chunk_files(&c), 2 * chunks, "chunk files on disk");
 }
 
+/// ReadChunk tells a reader when another session holds the chunk's write
+/// lease (its data may change under the same version, so the reader's
+/// block cache keeps none of it), and stops saying so once the write is
+/// committed (at a new version).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_location_says_when_another_session_writes() {
+    let c = cluster(1, 2, 1).await;
+    let w = c.client("writer").await.unwrap();
+    let io = FileIo::new(w.clone(), IoOptions::default());
+    let dir = goal_dir(&w, "d", 2).await;
+    let inode = write_file(&io, &w, dir, "f", &pattern(1, 100_000)).await;
+    let r = c.client("reader").await.unwrap();
+    r.open(OpenRequest {
+        id: None,
+        cred: Some(root_cred()),
+        inode,
+        mode: OpenMode::Read as i32,
+        truncate: false,
+    })
+    .await
+    .unwrap();
+    let before = r.read_chunk(inode, 0).await.unwrap();
+    assert!(!before.written_by_others, "nobody writes yet");
+
+    step("the writer holds the lease");
+    io.write(inode, 0, b"new").await.unwrap();
+    let during = r.read_chunk(inode, 0).await.unwrap();
+    assert!(during.written_by_others, "{during:?}");
+    assert!(
+        !w.read_chunk(inode, 0).await.unwrap().written_by_others,
+        "the writer's own session is not another"
+    );
+
+    step("the write is committed");
+    io.flush(inode).await.unwrap();
+    let after = r.read_chunk(inode, 0).await.unwrap();
+    assert!(!after.written_by_others, "{after:?}");
+    assert!(after.version > before.version);
+}
+
 /// kill -9 of a chunkserver: files still read right, chunks are back at goal
 /// on the others within a minute; when it returns, the extras go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

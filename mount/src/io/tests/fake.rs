@@ -3,7 +3,7 @@
 //! forwarding writes along the chain for real. Each can be told to fail.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use mfs_proto::v1::chunk_service_client::ChunkServiceClient;
@@ -238,6 +238,8 @@ pub struct MasterState {
     /// The quota room WriteChunk gives (`None`: no quota).
     pub quota_room: Mutex<Option<u64>>,
     pub read_chunk_calls: AtomicU64,
+    /// ReadChunk says another session holds the write lease.
+    pub others_writing: AtomicBool,
     /// Every WriteChunk request seen (retries included).
     pub write_chunk_calls: Mutex<Vec<WriteChunkRequest>>,
     pub write_chunk_end_calls: Mutex<Vec<WriteChunkEndRequest>>,
@@ -259,6 +261,7 @@ impl MasterState {
             servers: c.copies.iter().map(|&i| self.addr(i)).collect(),
             lease_secs: 10,
             quota_room: *lk(&self.quota_room),
+            written_by_others: self.others_writing.load(Ordering::SeqCst),
         }
     }
 
@@ -512,6 +515,7 @@ impl FakeCluster {
             eagain: AtomicU32::new(0),
             quota_room: Mutex::new(None),
             read_chunk_calls: AtomicU64::new(0),
+            others_writing: AtomicBool::new(false),
             write_chunk_calls: Mutex::new(Vec::new()),
             write_chunk_end_calls: Mutex::new(Vec::new()),
         });

@@ -227,6 +227,14 @@ async fn small_reads_of_one_block_ask_a_chunkserver_once() {
     io.invalidate(INODE);
     check(ok(io.read(INODE, 4096, 4096)).await, &data, 4096);
     assert_eq!(reads() - before, 1, "asked the chunkserver again");
+    // A chunk another session holds the write lease of: nothing kept.
+    c.master.others_writing.store(true, Ordering::SeqCst);
+    io.invalidate(INODE);
+    let before = reads();
+    for off in [0usize, 4096, 8192] {
+        check(ok(io.read(INODE, off as u64, 4096)).await, &data, off);
+    }
+    assert_eq!(reads() - before, 3, "every read asked a chunkserver");
 }
 
 #[tokio::test]
