@@ -41,9 +41,25 @@ pub fn bin_dir() -> PathBuf {
 }
 
 /// A free TCP port on 127.0.0.1.
+/// Ports handed out are taken from here: below Linux's ephemeral range
+/// (32768-60999), where the source ports of the tests' own outgoing
+/// connections come from, so a connection never takes a port between the
+/// pick and the bind.
+const PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A port on 127.0.0.1 that nothing listens on, never the same twice in
+/// this process (two servers started together cannot be given one port).
 pub fn free_port() -> u16 {
-    // Bind to 0 and let the OS choose; the tiny race with other processes
-    // taking it before the master binds is acceptable for tests.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..PORTS.len() {
+        let port = rand::random_range(PORTS);
+        if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
+    // Every port of the range tried: let the OS choose.
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
