@@ -263,6 +263,10 @@ fn blocks_of(offset: u64, end: u64) -> (usize, usize) {
 }
 
 /// Reads as much of `buf` as the file holds from `off` (short at EOF).
+/// What a read gives: the data, and the blocks found in their state from
+/// before an interrupted write (to repair).
+pub type Read = (Vec<u8>, Vec<usize>);
+
 fn read_full_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
@@ -274,6 +278,42 @@ fn read_full_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// [`read_full_at`] from the page cache only (`preadv2` with
+/// `RWF_NOWAIT`): `None` when some of the range would have to come from
+/// the disk.
+fn read_cached_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<Option<usize>> {
+    let mut n = 0;
+    while n < buf.len() {
+        let rest = &mut buf[n..];
+        let iov = libc::iovec {
+            iov_base: rest.as_mut_ptr().cast(),
+            iov_len: rest.len(),
+        };
+        let Ok(at) = libc::off_t::try_from(off + n as u64) else {
+            return Ok(None);
+        };
+        // SAFETY: one iovec over a live, exclusively borrowed buffer, on a
+        // descriptor this file owns.
+        let k = unsafe { libc::preadv2(f.as_raw_fd(), &iov, 1, at, libc::RWF_NOWAIT) };
+        match k {
+            0 => break,
+            k if k > 0 => n += k as usize,
+            _ => {
+                let e = io::Error::last_os_error();
+                match e.raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    // Not cached, or no RWF_NOWAIT here: the blocking path.
+                    Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) => {
+                        return Ok(None)
+                    }
+                    _ => return Err(e),
+                }
+            }
+        }
+    }
+    Ok(Some(n))
 }
 
 impl ChunkFile {
@@ -402,16 +442,42 @@ impl ChunkFile {
     /// checking the CRC of every block it touches below the written length.
     /// Returns the data and the blocks found in their previous state (an
     /// interrupted write): pass them to [`ChunkFile::repair`].
-    pub fn read(&self, offset: u64, size: usize) -> Result<(Vec<u8>, Vec<usize>), FormatError> {
+    pub fn read(&self, offset: u64, size: usize) -> Result<Read, FormatError> {
+        match self.read_with(offset, size, false)? {
+            Some(r) => Ok(r),
+            None => Err(FormatError::Io(io::Error::other("a blocking read gave up"))),
+        }
+    }
+
+    /// [`ChunkFile::read`] when every block is in the page cache; `None`
+    /// when the disk would have to be read (never blocks on it).
+    pub fn read_cached(&self, offset: u64, size: usize) -> Result<Option<Read>, FormatError> {
+        self.read_with(offset, size, true)
+    }
+
+    fn read_with(
+        &self,
+        offset: u64,
+        size: usize,
+        cached_only: bool,
+    ) -> Result<Option<Read>, FormatError> {
         let end = offset + size as u64;
         let data_end = end.min(self.header.length);
         if offset >= data_end {
-            return Ok((vec![0u8; size], Vec::new()));
+            return Ok(Some((vec![0u8; size], Vec::new())));
         }
         let (b0, b1) = blocks_of(offset, data_end);
-        self.prefetch_after(offset, data_end);
         let mut buf = vec![0u8; (b1 - b0) * BLOCK_SIZE];
-        read_full_at(&self.file, &mut buf, HEADER_SIZE + (b0 * BLOCK_SIZE) as u64)?;
+        let at = HEADER_SIZE + (b0 * BLOCK_SIZE) as u64;
+        if cached_only {
+            if read_cached_at(&self.file, &mut buf, at)?.is_none() {
+                return Ok(None);
+            }
+            self.prefetch_after(offset, data_end);
+        } else {
+            self.prefetch_after(offset, data_end);
+            read_full_at(&self.file, &mut buf, at)?;
+        }
         let mut repairs = Vec::new();
         for (i, block) in buf.chunks_exact(BLOCK_SIZE).enumerate() {
             let b = b0 + i;
@@ -435,7 +501,7 @@ impl ChunkFile {
         // Past the written length: zeros (the block buffer already holds
         // zeros there, but the tail may extend past the last block read).
         buf.resize(size, 0);
-        Ok((buf, repairs))
+        Ok(Some((buf, repairs)))
     }
 
     /// A sequential reader (this read starts at 0 or where the last one

@@ -286,3 +286,42 @@ fn direct_and_buffered_writes_mix() {
     let (got, _) = c.read(0, model.len()).unwrap();
     assert_eq!(&got[..c.length() as usize], &model[..c.length() as usize]);
 }
+
+/// A read from the page cache only gives what a blocking read gives (past
+/// the written length too), and gives up rather than wait for the disk.
+#[test]
+fn a_cached_read_agrees_with_a_blocking_read_or_gives_up() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = new_chunk(d.path());
+    let data = pattern(BLOCK_SIZE + 5000, 9);
+    c.write(0, &data).unwrap();
+    if c.read_cached(0, 4096).unwrap().is_none() {
+        // tmpfs, for one, takes no RWF_NOWAIT read: every read blocks.
+        eprintln!("no page-cache-only reads on this file system; nothing more to check");
+        return;
+    }
+    for (off, size) in [
+        (0u64, 4096usize),
+        (BLOCK_SIZE as u64 + 100, 8192),
+        (3, BLOCK_SIZE * 2),
+    ] {
+        let want = c.read(off, size).unwrap();
+        let got = c.read_cached(off, size).unwrap();
+        assert_eq!(
+            got,
+            Some(want),
+            "at {off}, {size} bytes, just written (cached)"
+        );
+    }
+    // Evicted from the page cache (synced first: only clean pages go).
+    c.sync().unwrap();
+    // SAFETY: advice on a descriptor the chunk file owns.
+    unsafe {
+        libc::posix_fadvise(c.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+    assert_eq!(
+        c.read_cached(0, 4096).unwrap(),
+        None,
+        "a read of evicted blocks did not give up"
+    );
+}

@@ -79,6 +79,10 @@ impl ChunkSvc {
     }
 }
 
+/// Largest read tried from the page cache on the request's own task: a
+/// copy and CRC of more would hold up the other requests of the thread.
+const CACHED_READ_MAX: u64 = 256 << 10;
+
 /// Runs blocking store work on the blocking pool.
 async fn blocking<T: Send + 'static>(
     op: &'static str,
@@ -108,6 +112,19 @@ impl ChunkService for ChunkSvc {
         req: Request<pb::ChunkReadRequest>,
     ) -> Result<Response<pb::ChunkReadReply>, Status> {
         let r = req.into_inner();
+        // Served here when the page cache holds it (no hop to the blocking
+        // pool and back); else read on the pool, which may wait for the disk.
+        let cached = (u64::from(r.size) <= CACHED_READ_MAX)
+            .then(|| {
+                self.store
+                    .read_cached(r.chunk_id, r.version, r.offset, r.size as u64)
+            })
+            .flatten();
+        if let Some(data) = cached {
+            metrics::counter!("mfs_chunk_ops_total", "op" => "read").increment(1);
+            metrics::counter!("mfs_chunk_cached_reads_total").increment(1);
+            return Ok(Response::new(pb::ChunkReadReply { data: data.into() }));
+        }
         let store = self.store.clone();
         let data = blocking("read", move || {
             store.read(r.chunk_id, r.version, r.offset, r.size as u64)

@@ -557,6 +557,23 @@ impl Store {
         }
     }
 
+    /// [`Store::read`] without blocking: the data when the chunk's file is
+    /// open and every block read is in the page cache, else `None` (also
+    /// for any error: the blocking read finds and handles it).
+    pub fn read_cached(&self, id: u64, version: u32, offset: u64, size: u64) -> Option<Vec<u8>> {
+        check_range(offset, size).ok()?;
+        let _busy = self.busy();
+        let slot = self.slot(id).ok()?;
+        let s = slot.state.try_read().ok()?;
+        Self::check(&slot, &s, version).ok()?;
+        let (data, repairs) = s.file.as_ref()?.read_cached(offset, size as usize).ok()??;
+        if !repairs.is_empty() {
+            return None;
+        }
+        metrics::counter!("mfs_chunk_bytes_read_total").increment(data.len() as u64);
+        Some(data)
+    }
+
     /// Writes `data` at `offset` of chunk (id, version); returns the written
     /// length after it.
     pub fn write(
