@@ -74,21 +74,23 @@ async fn write_at(io: &FileIo, inode: u64, offset: u64, data: &[u8]) {
     io.fsync(inode).await.unwrap();
 }
 
+/// An Open of `inode` for reading, as root.
+fn open_to_read(inode: u64) -> OpenRequest {
+    OpenRequest {
+        id: None,
+        cred: Some(root_cred()),
+        inode,
+        mode: OpenMode::Read as i32,
+        truncate: false,
+    }
+}
+
 /// Reads the whole file through a fresh client (no cached locations) and
 /// compares it with `want`.
 async fn check_file(c: &Cluster, inode: u64, want: &[u8]) {
     let cl = c.client("reader").await.unwrap();
     let io = FileIo::new(cl.clone(), IoOptions::default());
-    let a = cl
-        .open(OpenRequest {
-            id: None,
-            cred: Some(root_cred()),
-            inode,
-            mode: OpenMode::Read as i32,
-            truncate: false,
-        })
-        .await
-        .unwrap();
+    let a = cl.open(open_to_read(inode)).await.unwrap();
     assert_eq!(a.size, want.len() as u64, "length of inode {inode}");
     let mut off = 0usize;
     while off < want.len() {
@@ -250,15 +252,7 @@ async fn a_read_location_says_when_another_session_writes() {
     let dir = goal_dir(&w, "d", 2).await;
     let inode = write_file(&io, &w, dir, "f", &pattern(1, 100_000)).await;
     let r = c.client("reader").await.unwrap();
-    r.open(OpenRequest {
-        id: None,
-        cred: Some(root_cred()),
-        inode,
-        mode: OpenMode::Read as i32,
-        truncate: false,
-    })
-    .await
-    .unwrap();
+    r.open(open_to_read(inode)).await.unwrap();
     let before = r.read_chunk(inode, 0).await.unwrap();
     assert!(!before.written_by_others, "nobody writes yet");
 
