@@ -73,8 +73,10 @@ pub struct MasterNode {
     /// serve reads without asking anyone (the shortest election timeout:
     /// no other leader can be elected sooner).
     lease: Duration,
-    /// Held while a write is handed to openraft (see `open_before_commit`).
-    submit_order: tokio::sync::Mutex<()>,
+    /// Held shared while a write is handed to openraft, exclusively by an
+    /// open answered before its commit (see `open_before_commit`): writes
+    /// do not wait for each other, only for such an open.
+    submit_order: tokio::sync::RwLock<()>,
     /// Writes handed to openraft here and not yet applied.
     pending_writes: AtomicUsize,
     /// Opens answered before their entry was applied, per (session, inode).
@@ -208,7 +210,7 @@ impl MasterNode {
             seen: Mutex::new(HashMap::new()),
             barrier_term: AtomicU64::new(0),
             lease: Duration::from_millis(cfg.election_timeout_ms),
-            submit_order: tokio::sync::Mutex::new(()),
+            submit_order: tokio::sync::RwLock::new(()),
             pending_writes: AtomicUsize::new(0),
             early_opens: Mutex::new(HashMap::new()),
         });
@@ -251,7 +253,7 @@ impl MasterNode {
     /// quorum and applied here).
     pub async fn write(&self, req: Request) -> Result<Reply, NodeError> {
         let (rx, _pending) = {
-            let _order = self.submit_order.lock().await;
+            let _order = self.submit_order.read().await;
             self.submit(req).await?
         };
         self.outcome(rx.await)
@@ -259,7 +261,8 @@ impl MasterNode {
 
     /// Hands `req` to openraft (which gives it the next log index) and
     /// returns where its result will come, with the mark that counts it
-    /// as pending until then. The caller holds `submit_order`.
+    /// as pending until then. The caller holds `submit_order` (shared or
+    /// exclusive).
     async fn submit(&self, req: Request) -> Result<(WriteReceiver, PendingWrite<'_>), NodeError> {
         if req.session.0 != 0 {
             self.touch_session(req.session.0);
@@ -308,7 +311,7 @@ impl MasterNode {
             return self.write(req).await;
         };
         self.linearize().await?;
-        let order = self.submit_order.lock().await;
+        let order = self.submit_order.write().await;
         let early = if self.pending_writes.load(Ordering::Acquire) == 0 {
             self.shared.ns().preview_open(&req)
         } else {
