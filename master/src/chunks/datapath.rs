@@ -32,6 +32,15 @@ pub struct Location {
     pub written_by_others: bool,
 }
 
+/// Attribute changes committed with the end of a write (see
+/// `Op::WriteChunkEndWith`).
+#[derive(Clone, Debug)]
+pub struct EndChange {
+    pub cred: Cred,
+    pub mode: Option<u32>,
+    pub atime: Option<Timespec>,
+}
+
 /// Which request of a client a mutating call is.
 #[derive(Clone, Copy, Debug)]
 pub struct ReqId {
@@ -582,16 +591,27 @@ impl ChunkManager {
         index: u32,
         chunk: ChunkId,
         (length, mtime): (u64, Option<Timespec>),
+        change: Option<EndChange>,
     ) -> Result<Attr, ChunkError> {
         self.node.ensure_leader()?;
-        let op = match mtime {
-            None => Op::WriteChunkEnd {
+        let op = match (mtime, change) {
+            (_, Some(c)) => Op::WriteChunkEndWith {
+                cred: c.cred,
+                inode,
+                index,
+                chunk,
+                length,
+                mtime,
+                mode: c.mode,
+                atime: c.atime,
+            },
+            (None, None) => Op::WriteChunkEnd {
                 inode,
                 index,
                 chunk,
                 length,
             },
-            Some(mtime) => Op::WriteChunkEndAt {
+            (Some(mtime), None) => Op::WriteChunkEndAt {
                 inode,
                 index,
                 chunk,

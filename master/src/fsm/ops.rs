@@ -311,6 +311,30 @@ impl Namespace {
                 first,
                 count,
             } => self.punch_chunks(cred, *inode, (*first, *count), t),
+            Op::WriteChunkEndWith {
+                cred,
+                inode,
+                index,
+                chunk,
+                length,
+                mtime,
+                mode,
+                atime,
+            } => {
+                let times = (mtime.unwrap_or(t), t);
+                let ended = self.write_end(*inode, *index, *chunk, *length, times)?;
+                let change = AttrChange {
+                    mode: *mode,
+                    atime: atime.map(TimeSet::At),
+                    ..AttrChange::default()
+                };
+                if change.is_empty() {
+                    return Ok(ended);
+                }
+                // A change the writer may not make is left out; the write
+                // stands either way.
+                Ok(self.setattr(cred, *inode, &change, t).unwrap_or(ended))
+            }
         }
     }
 
@@ -884,6 +908,7 @@ impl Namespace {
 }
 
 /// The optional fields of a SetAttr.
+#[derive(Default)]
 struct AttrChange {
     mode: Option<u32>,
     uid: Option<u32>,

@@ -529,6 +529,23 @@ pub enum Op {
         first: u32,
         count: u32,
     },
+    /// `WriteChunkEnd` with the attribute changes a client kept while it
+    /// wrote the file (a chmod and utimes of a file being written, as tar
+    /// makes them before close), in one entry. The write ends as
+    /// `WriteChunkEndAt` (mtime `None`: the request's time); the changes
+    /// are then applied as a SetAttr by `cred` would apply them, or left
+    /// out when it would refuse them (the reply shows what is there).
+    /// Replies `Reply::Attr`.
+    WriteChunkEndWith {
+        cred: Cred,
+        inode: Inode,
+        index: u32,
+        chunk: ChunkId,
+        length: u64,
+        mtime: Option<Timespec>,
+        mode: Option<u32>,
+        atime: Option<Timespec>,
+    },
 }
 
 impl Op {
@@ -573,6 +590,7 @@ impl Op {
             Op::SetTrashPath { .. } => "SetTrashPath",
             Op::SetQuota { .. } => "SetQuota",
             Op::PunchChunks { .. } => "PunchChunks",
+            Op::WriteChunkEndWith { .. } => "WriteChunkEndWith",
         }
     }
 

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::convert::*;
 use super::error::{errno_status, invalid};
-use crate::chunks::datapath::ReqId;
+use crate::chunks::datapath::{EndChange, ReqId};
 use crate::chunks::ChunkManager;
 use crate::fsm::{self, ChunkId, Errno, Inode, Op, Reply, SessionId, TimeSet, MAX_GOAL};
 use crate::raft::node::now;
@@ -543,6 +543,31 @@ impl MetaService for Meta {
             ),
             None => None,
         };
+        let atime = match &r.atime {
+            Some(t) => Some(
+                ts_from_pb(t)
+                    .ok_or_else(|| invalid("WriteChunkEnd: atime nanoseconds must be below 1e9"))?,
+            ),
+            None => None,
+        };
+        if r.mode.is_some_and(|m| m > 0o7777) {
+            return Err(invalid("WriteChunkEnd: mode has bits above 0o7777"));
+        }
+        let change = match (r.mode, atime) {
+            (None, None) => None,
+            (mode, atime) => {
+                if r.cred.is_none() {
+                    return Err(invalid(
+                        "WriteChunkEnd: an attribute change (mode, atime) needs cred",
+                    ));
+                }
+                Some(EndChange {
+                    cred: cred_from_pb(r.cred),
+                    mode,
+                    atime,
+                })
+            }
+        };
         let a = self
             .chunks
             .write_chunk_end(
@@ -551,6 +576,7 @@ impl MetaService for Meta {
                 r.index,
                 ChunkId(r.chunk_id),
                 (r.file_length, mtime),
+                change,
             )
             .await?;
         Ok(Response::new(pb::AttrReply {

@@ -158,6 +158,48 @@ fn write_then_end_grows_the_file() {
 }
 
 #[test]
+fn write_end_with_attribute_changes() {
+    let mut h = harness();
+    let owner = user(1000);
+    let other = user(2000);
+    let f = h.create(&owner, R, "f", 0o600);
+    let id = alloc(&mut h, f.inode, 0).expect("alloc");
+    h.run(write_chunk(&owner, f.inode, 0, id, 1));
+    let with = |cred: &Cred, (index, length): (u32, u64), mtime: Option<i64>, mode| {
+        Op::WriteChunkEndWith {
+            cred: cred.clone(),
+            inode: f.inode,
+            index,
+            chunk: id,
+            length,
+            mtime: mtime.map(ts),
+            mode,
+            atime: Some(ts(5)),
+        }
+    };
+    // The owner's chmod and utimes ride on the end of its write.
+    let a = h.attr(with(&owner, (0, 100), Some(77), Some(0o644)));
+    assert_eq!(a.size, 100);
+    assert_eq!(a.mode & 0o7777, 0o644);
+    assert_eq!((a.atime, a.mtime, a.ctime), (ts(5), ts(77), ts(h.now)));
+    // Without an mtime: the request's time.
+    let a = h.attr(with(&owner, (0, 200), None, None));
+    assert_eq!((a.size, a.mtime), (200, ts(h.now)));
+    // Someone who may not chmod the file: the write ends, the mode and
+    // the atime stay as they were.
+    h.run(write_chunk(&owner, f.inode, 0, id, 2));
+    let a = h.attr(with(&other, (0, 300), Some(88), Some(0o666)));
+    assert_eq!(a.size, 300);
+    assert_eq!(a.mode & 0o7777, 0o644);
+    assert_eq!((a.atime, a.mtime), (ts(5), ts(88)));
+    // A write end on a slot the chunk is not in changes nothing at all.
+    let e = h.err(with(&owner, (1, 400), Some(99), Some(0o600)));
+    assert_eq!(e, Errno::EINVAL);
+    let a = h.ns.getattr(f.inode).expect("getattr");
+    assert_eq!((a.size, a.mode & 0o7777, a.mtime), (300, 0o644, ts(88)));
+}
+
+#[test]
 fn write_permission() {
     let mut h = harness();
     let owner = user(1000);
