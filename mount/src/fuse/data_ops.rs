@@ -58,6 +58,8 @@ impl Shared {
             if let Err(e) = self.io.flush(inode).await {
                 return reply.error(errno(&e));
             }
+        } else if let Err(e) = self.settle(inode).await {
+            return reply.error(e);
         }
         // With the writeback cache the kernel reads pages it fills partly,
         // also through a write-only handle: open for reading as well when
@@ -95,7 +97,7 @@ impl Shared {
                 if writable {
                     self.io.set_credentials(inode, cred);
                 }
-                let fh = self.handles.add_file(inode, writable);
+                let fh = self.handles.add_file(inode, writable, false);
                 let flags = if keep {
                     FopenFlags::FOPEN_KEEP_CACHE
                 } else {
@@ -163,6 +165,8 @@ impl Shared {
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         if writable {
             self.io.set_credentials(inode, cred);
+            // Its maker's chmod and utimes before close ride on the commit.
+            self.io.hold(inode);
         }
         // A file just made has no xattrs: spare the kernel's capability
         // check before each write a call to the master. (An existing file
@@ -171,7 +175,7 @@ impl Shared {
         if flags & libc::O_EXCL != 0 || (attr.ctime == attr.mtime && attr.ctime.is_some()) {
             self.no_caps.remember(inode);
         }
-        let fh = self.handles.add_file(inode, writable);
+        let fh = self.handles.add_file(inode, writable, writable);
         let ttl = self
             .entry_ttl(self.map.to_master(parent), &attr, self.settings.entry_ttl)
             .min(self.attr_ttl(&attr));
@@ -257,6 +261,9 @@ impl Shared {
         let mut result = Ok(());
         if f.writable {
             result = self.io.flush(f.inode).await;
+        }
+        if f.held {
+            self.io.unhold(f.inode);
         }
         self.releases.push(f.inode);
         match result {

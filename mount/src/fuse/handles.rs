@@ -16,6 +16,9 @@ pub struct OpenFile {
     pub writable: bool,
     /// Some data was written through this handle since the last flush.
     pub dirty: AtomicBool,
+    /// The handle of the create that made the file, holding it in the
+    /// I/O layer (`FileIo::hold`) until released.
+    pub held: bool,
 }
 
 /// One entry of a directory listing, as readdir hands them out.
@@ -95,11 +98,12 @@ impl Handles {
     }
 
     /// Registers an open file; returns its handle number.
-    pub fn add_file(&self, inode: u64, writable: bool) -> u64 {
+    pub fn add_file(&self, inode: u64, writable: bool, held: bool) -> u64 {
         self.insert(Handle::File(Arc::new(OpenFile {
             inode,
             writable,
             dirty: AtomicBool::new(false),
+            held,
         })))
     }
 
@@ -170,9 +174,9 @@ mod tests {
     #[test]
     fn handles_are_typed_unique_and_removable() {
         let h = Handles::default();
-        let a = h.add_file(10, true);
+        let a = h.add_file(10, true, false);
         let b = h.add_dir();
-        let c = h.add_file(10, false);
+        let c = h.add_file(10, false, false);
         assert!(a != b && b != c && a != c);
         assert!(h.file(b).is_none() && h.dir(a).is_none());
         assert_eq!(h.file(a).map(|f| f.inode), Some(10));

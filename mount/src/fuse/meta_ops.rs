@@ -19,6 +19,7 @@ use super::fs::Shared;
 use super::handles::Entry;
 use super::xattrs::Fetch;
 use crate::error::ClientError;
+use crate::io::Deferred;
 use mfs_common::eattr;
 
 /// The changes of one setattr call.
@@ -63,16 +64,28 @@ impl Shared {
         self.known.note(a);
         self.no_xattrs
             .note(a.inode, a.has_xattrs, self.attr_ttl(a), f);
-        let local = if a.r#type == FileType::Regular as i32 {
-            self.io.local_length(a.inode)
-        } else {
-            None
-        };
         if a.r#type == FileType::Directory as i32 {
             self.no_entry_cache
                 .note(a.inode, has_eattr(a, eattr::NOENTRYCACHE));
         }
-        file_attr(a, &self.map, local)
+        if a.r#type != FileType::Regular as i32 {
+            return file_attr(a, &self.map, None);
+        }
+        let local = self.io.local_length(a.inode);
+        match self.io.deferred(a.inode) {
+            // Changes kept for the commit show here before the master has
+            // them.
+            Some(d) => {
+                let mut a = *a;
+                if let Some(m) = d.mode {
+                    a.mode = (a.mode & !0o7777) | m;
+                }
+                a.atime = d.atime.or(a.atime);
+                a.mtime = d.mtime.or(a.mtime);
+                file_attr(&a, &self.map, local)
+            }
+            None => file_attr(a, &self.map, local),
+        }
     }
 
     /// How long the kernel may keep `a`'s attributes: not at all with the
@@ -173,40 +186,24 @@ impl Shared {
             Some(TimeOrNow::SpecificTime(t)) => req.mtime = Some(convert::timespec(t)),
             None => {}
         }
-        let pending = self.io.local_length(inode).is_some();
-        if let (Some(mtime), true) = (req.mtime, only_mtime(&c)) {
-            if !pending {
-                // The kernel's time write-back after a rename, link or unlink.
-                let fresh = super::known_attrs::FRESH;
-                if let Some(a) = self.known.time_writeback(inode, &mtime, c.ctime, fresh) {
-                    let attr = convert::file_attr(&a, &self.map, None);
-                    return reply.attr(&Duration::ZERO, &attr);
-                }
-            } else {
-                // The kernel's time write-back before a flush: carried by the
-                // commit of the pending writes, when the caller may set it
-                // (the owner as last heard of: it is the writer's own time
-                // of writing, which its writes set on the master anyway).
-                let f = self.no_xattrs.fetch();
-                let fresh = super::known_attrs::FRESH;
-                let known = match self.known.recent(inode, fresh) {
-                    Some(a) => Ok(a),
-                    None => self.master.getattr(inode).await,
-                };
-                if let Ok(mut a) = known {
-                    let uid = req.cred.as_ref().map(|c| c.uid);
-                    if (uid == Some(0) || uid == Some(a.uid))
-                        && self.io.defer_mtime(inode, mtime).await
-                    {
-                        a.mtime = Some(mtime);
-                        return reply.attr(&self.attr_ttl(&a), &self.attr_of(&a, f));
-                    }
-                }
+        let may_defer = self.io.may_defer(inode);
+        if let (Some(mtime), true, false) = (req.mtime, only_mtime(&c), may_defer) {
+            // The kernel's time write-back after a rename, link or unlink.
+            let fresh = super::known_attrs::FRESH;
+            if let Some(a) = self.known.time_writeback(inode, &mtime, c.ctime, fresh) {
+                let attr = convert::file_attr(&a, &self.map, None);
+                return reply.attr(&Duration::ZERO, &attr);
             }
         }
-        if c.size.is_some() {
-            // Commit what was written before cutting the file, so a late
-            // length commit cannot undo the truncate.
+        if may_defer && c.size.is_none() {
+            if let Some((a, f)) = self.defer_setattr(&req).await {
+                return reply.attr(&self.attr_ttl(&a), &self.attr_of(&a, f));
+            }
+        }
+        if c.size.is_some() || self.io.deferred(inode).is_some() {
+            // Commit what was written (and the changes kept with it) first:
+            // a late length commit cannot undo the truncate, and the master
+            // checks this change against the attributes the caller saw.
             if let Err(e) = self.io.flush(inode).await {
                 return reply.error(errno(&e));
             }
@@ -614,6 +611,9 @@ impl Shared {
         if mask & (libc::W_OK as u32) != 0 && self.settings.read_only {
             return reply.error(Errno::EROFS);
         }
+        if let Err(e) = self.settle(self.map.to_master(ino)).await {
+            return reply.error(e);
+        }
         match self
             .master
             .access(&cred, self.map.to_master(ino), mask)
@@ -626,6 +626,66 @@ impl Shared {
 }
 
 /// A change of the mtime alone (to a given time).
+impl Shared {
+    /// Commits the attribute changes kept for `inode` (see
+    /// `defer_setattr`) before a call the master answers from them: an
+    /// open, access, an xattr change (an ACL's mask is the mode's group
+    /// bits).
+    pub(crate) async fn settle(&self, inode: u64) -> Result<(), Errno> {
+        if self.io.deferred(inode).is_some() {
+            self.io.flush(inode).await.map_err(|e| errno(&e))?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the change `req` for the commit of the file's writes (see
+    /// `FileIo::defer_attrs`) when the master would surely accept it: a
+    /// regular file, changed by its owner or root, with explicit times (a
+    /// time set to now is the master's), and for a chmod or chown no ACL
+    /// or other xattr, no SUID/SGID bit before or after, and owner and
+    /// group left as they are (tar's fchown to who made the file). The
+    /// master's attributes of the file and when they were asked, or `None`:
+    /// send it.
+    async fn defer_setattr(&self, req: &SetAttrRequest) -> Option<(Attr, Fetch)> {
+        if req.atime_now || req.mtime_now || req.size.is_some() {
+            return None;
+        }
+        let f = self.no_xattrs.fetch();
+        let a = match self.known.recent(req.inode, super::known_attrs::FRESH) {
+            Some(a) => a,
+            None => self.master.getattr(req.inode).await.ok()?,
+        };
+        let uid = req.cred.as_ref().map(|c| c.uid)?;
+        let owner = uid == 0 || uid == a.uid;
+        let locked = has_eattr(&a, eattr::IMMUTABLE) || has_eattr(&a, eattr::APPENDONLY);
+        if a.r#type != FileType::Regular as i32 || !owner || locked {
+            return None;
+        }
+        if req.mode.is_some() || req.uid.is_some() || req.gid.is_some() {
+            let setid = 0o6000;
+            if a.has_xattrs != Some(false)
+                || a.mode & setid != 0
+                || req.mode.is_some_and(|m| m & setid != 0)
+                || req.uid.is_some_and(|u| u != a.uid)
+                || req.gid.is_some_and(|g| g != a.gid)
+            {
+                return None;
+            }
+        }
+        let change = Deferred {
+            mode: req.mode,
+            atime: req.atime,
+            mtime: req.mtime,
+            cred: req.cred.clone(),
+        };
+        let same_owner = req.uid.is_some() || req.gid.is_some();
+        if change.is_empty() && !same_owner {
+            return None;
+        }
+        (change.is_empty() || self.io.defer_attrs(req.inode, change).await).then_some((a, f))
+    }
+}
+
 fn only_mtime(c: &AttrChange) -> bool {
     c.mode.is_none()
         && c.uid.is_none()

@@ -127,6 +127,9 @@ impl Shared {
         if let Err(e) = self.ro().and_then(|_| xattr_name_ok(&name)) {
             return reply.error(e);
         }
+        if let Err(e) = self.settle(inode).await {
+            return reply.error(e);
+        }
         let req = SetXattrRequest {
             id: None,
             cred: Some(cred),
@@ -211,6 +214,9 @@ impl Shared {
         let inode = self.map.to_master(ino);
         self.no_caps.forget(inode);
         if let Err(e) = self.ro().and_then(|_| xattr_name_ok(&name)) {
+            return reply.error(e);
+        }
+        if let Err(e) = self.settle(inode).await {
             return reply.error(e);
         }
         let req = RemoveXattrRequest {

@@ -53,6 +53,7 @@ pub use split::{CHUNK_SIZE, MAX_FILE_SIZE};
 /// The buffer type of [`FileIo::write_bytes`] and [`FileIo::read_bytes`]
 /// (the `bytes` crate's `Bytes`, as re-exported by tonic).
 pub use tonic::codegen::Bytes;
+pub use write::Deferred;
 
 /// First pause before a data request is retried (the first retry after a
 /// stale version or a failed copy goes at once).
@@ -256,12 +257,43 @@ impl FileIo {
         self.inner.local_length(inode)
     }
 
-    /// Keeps `mtime` to be committed with the writes of `inode` not
-    /// committed yet, instead of a SetAttr of its own (the kernel's
-    /// writeback cache sends the time of the write just before the flush
-    /// that commits it). False if nothing waits to be committed.
-    pub async fn defer_mtime(&self, inode: u64, mtime: mfs_proto::v1::Timespec) -> bool {
-        self.inner.defer_mtime(inode, mtime).await
+    /// Keeps the attribute changes `change` to be committed with the
+    /// writes of `inode` (in the same log entry as their WriteChunkEnd),
+    /// or in one SetAttr at the next flush when nothing else waits,
+    /// instead of a SetAttr of their own now: the kernel's writeback cache
+    /// sends the time of a write just before the flush that commits it,
+    /// and tar sets a file's times and mode before closing it. Possible
+    /// while `inode` has writes not committed yet or a holder
+    /// ([`hold`](FileIo::hold)); false otherwise. The caller checks that
+    /// the master would accept the change. Other clients see it once
+    /// committed (at the latest when the file has been idle for
+    /// [`IoOptions::idle_flush`]); [`deferred`](FileIo::deferred) gives it
+    /// to this client's own answers meanwhile.
+    pub async fn defer_attrs(&self, inode: u64, change: Deferred) -> bool {
+        self.inner.defer_attrs(inode, change).await
+    }
+
+    /// Whether [`defer_attrs`](FileIo::defer_attrs) may keep a change of
+    /// `inode` now.
+    pub fn may_defer(&self, inode: u64) -> bool {
+        self.inner.may_defer(inode)
+    }
+
+    /// The attribute changes of `inode` kept and not committed yet.
+    pub fn deferred(&self, inode: u64) -> Option<Deferred> {
+        self.inner.deferred(inode)
+    }
+
+    /// `inode` is open here through a handle that made the file: until
+    /// [`unhold`](FileIo::unhold), its attribute changes may be kept for
+    /// the commit of its writes before any write reached this layer.
+    pub fn hold(&self, inode: u64) {
+        self.inner.hold(inode, true);
+    }
+
+    /// Ends one [`hold`](FileIo::hold) (after the handle's last flush).
+    pub fn unhold(&self, inode: u64) {
+        self.inner.hold(inode, false);
     }
 
     /// Keeps `loc` as where chunk `index` of `inode` is, as if ReadChunk

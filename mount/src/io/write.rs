@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use mfs_proto::v1::{
-    ChunkLocation, ChunkSyncRequest, ChunkWriteRequest, WriteChunkEndRequest, WriteChunkRequest,
+    ChunkLocation, ChunkSyncRequest, ChunkWriteRequest, Credentials, SetAttrRequest, Timespec,
+    WriteChunkEndRequest, WriteChunkRequest,
 };
 use tonic::codegen::Bytes;
 
@@ -41,11 +42,43 @@ struct WriteState {
     uncommitted_end: Option<u64>,
     /// Chunks written since the last fsync, with where they were written.
     unsynced: BTreeMap<u32, Arc<ChunkLocation>>,
-    /// When the last write to this inode finished.
+    /// When the last write to this inode finished (or the last change
+    /// was kept in `deferred`).
     last_write: Instant,
-    /// The mtime to commit with the writes (the kernel's, see
-    /// `FileIo::defer_mtime`); `None`: the master's time.
-    mtime: Option<mfs_proto::v1::Timespec>,
+    /// Attribute changes to commit with the writes (see
+    /// `FileIo::defer_attrs`); no mtime: the master's time.
+    deferred: Deferred,
+    /// Open handles of this client that made the file (`FileIo::hold`):
+    /// while there are any, attribute changes may be kept in `deferred`
+    /// even before a write reached this layer.
+    holders: u32,
+}
+
+/// Attribute changes of a file being written, kept by this client and
+/// committed with its writes (WriteChunkEnd) or, with none to commit, in
+/// one SetAttr: at flush, fsync, close, or once the file is idle.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Deferred {
+    /// New permission bits (never SUID/SGID: see the caller's rules).
+    pub mode: Option<u32>,
+    pub atime: Option<Timespec>,
+    pub mtime: Option<Timespec>,
+    /// Whose changes they are (the last caller's).
+    pub cred: Option<Credentials>,
+}
+
+impl Deferred {
+    pub fn is_empty(&self) -> bool {
+        self.mode.is_none() && self.atime.is_none() && self.mtime.is_none()
+    }
+
+    /// `later` on top of these.
+    fn merge(&mut self, later: Deferred) {
+        self.mode = later.mode.or(self.mode);
+        self.atime = later.atime.or(self.atime);
+        self.mtime = later.mtime.or(self.mtime);
+        self.cred = later.cred.or(self.cred.take());
+    }
 }
 
 impl FileWrites {
@@ -58,7 +91,8 @@ impl FileWrites {
                 uncommitted_end: None,
                 unsynced: BTreeMap::new(),
                 last_write: Instant::now(),
-                mtime: None,
+                deferred: Deferred::default(),
+                holders: 0,
             }),
         }
     }
@@ -72,7 +106,10 @@ impl FileWrites {
     /// chunkservers write them back on their own.)
     fn is_clean(&self) -> bool {
         let s = lock(&self.state);
-        s.leases.is_empty() && s.uncommitted_end.is_none()
+        s.leases.is_empty()
+            && s.uncommitted_end.is_none()
+            && s.deferred.is_empty()
+            && s.holders == 0
     }
 }
 
@@ -98,19 +135,53 @@ impl Inner {
         lock(&self.existing_file(inode)?.state).uncommitted_end
     }
 
-    /// Keeps `mtime` for the next commit of `inode` if it has writes not
-    /// committed yet (no commit runs meanwhile); false if it has none.
-    pub(crate) async fn defer_mtime(&self, inode: u64, mtime: mfs_proto::v1::Timespec) -> bool {
+    /// Keeps `change` for the next commit of `inode` if it has writes not
+    /// committed yet or a holder (no commit runs meanwhile); false if
+    /// neither.
+    pub(crate) async fn defer_attrs(&self, inode: u64, change: Deferred) -> bool {
         let Some(file) = self.existing_file(inode) else {
             return false;
         };
         let _shared = file.gate.read().await;
         let mut s = lock(&file.state);
-        if s.uncommitted_end.is_none() {
+        if s.uncommitted_end.is_none() && s.holders == 0 {
             return false;
         }
-        s.mtime = Some(mtime);
+        s.deferred.merge(change);
+        s.last_write = Instant::now();
         true
+    }
+
+    /// Whether `defer_attrs` may keep a change of `inode` now.
+    pub(crate) fn may_defer(&self, inode: u64) -> bool {
+        self.existing_file(inode).is_some_and(|f| {
+            let s = lock(&f.state);
+            s.uncommitted_end.is_some() || s.holders > 0
+        })
+    }
+
+    /// The changes of `inode` kept and not committed yet.
+    pub(crate) fn deferred(&self, inode: u64) -> Option<Deferred> {
+        let file = self.existing_file(inode)?;
+        let s = lock(&file.state);
+        (!s.deferred.is_empty()).then(|| s.deferred.clone())
+    }
+
+    /// One more (`true`) or one less holder of `inode`.
+    pub(crate) fn hold(&self, inode: u64, more: bool) {
+        let file = if more {
+            Some(self.file(inode))
+        } else {
+            self.existing_file(inode)
+        };
+        if let Some(f) = file {
+            let mut s = lock(&f.state);
+            s.holders = if more {
+                s.holders + 1
+            } else {
+                s.holders.saturating_sub(1)
+            };
+        }
     }
 
     /// Drops the write state of `inode` if nothing is left to commit and no
@@ -326,22 +397,45 @@ impl Inner {
     }
 
     /// WriteChunkEnd for every chunk with a lease, with the furthest end
-    /// written as the file length. Leases committed are dropped; on an
-    /// error the rest stay for the next flush.
+    /// written as the file length and the kept attribute changes (on the
+    /// first chunk's; a SetAttr of their own when no chunk has a lease).
+    /// Leases committed are dropped; on an error the rest stay for the
+    /// next flush.
     async fn commit(&self, file: &FileWrites, inode: u64) -> Result<(), ClientError> {
-        let (leases, end, mtime) = {
+        let (leases, end, deferred) = {
             let s = lock(&file.state);
-            (s.leases.clone(), s.uncommitted_end.unwrap_or(0), s.mtime)
+            (
+                s.leases.clone(),
+                s.uncommitted_end.unwrap_or(0),
+                s.deferred.clone(),
+            )
         };
+        if leases.is_empty() {
+            if !deferred.is_empty() {
+                self.commit_attrs(inode, &deferred).await?;
+            }
+            let mut s = lock(&file.state);
+            s.uncommitted_end = None;
+            if s.deferred == deferred {
+                s.deferred = Deferred::default();
+            }
+            return Ok(());
+        }
+        let first = leases.keys().next().copied();
+        let deferred = &deferred;
         let results = stream::iter(leases)
             .map(|(index, loc)| async move {
+                let with = Some(index) == first;
                 let req = WriteChunkEndRequest {
                     id: None,
                     inode,
                     index,
                     chunk_id: loc.chunk_id,
                     file_length: end,
-                    mtime,
+                    mtime: deferred.mtime,
+                    mode: deferred.mode.filter(|_| with),
+                    atime: deferred.atime.filter(|_| with),
+                    cred: deferred.cred.clone().filter(|_| with),
                 };
                 (index, self.master.write_chunk_end(req).await)
             })
@@ -367,9 +461,37 @@ impl Inner {
             Some(e) => Err(e),
             None => {
                 s.uncommitted_end = None;
-                s.mtime = None;
+                s.deferred = Deferred::default();
                 Ok(())
             }
+        }
+    }
+
+    /// SetAttr of the kept changes `d` of `inode`, which has nothing else
+    /// to commit. A change the master refuses now (say the file became
+    /// immutable meanwhile) is dropped with a warning, as what it answered
+    /// says; any other error is returned and the changes kept.
+    async fn commit_attrs(&self, inode: u64, d: &Deferred) -> Result<(), ClientError> {
+        let req = SetAttrRequest {
+            id: None,
+            cred: d.cred.clone(),
+            inode,
+            mode: d.mode,
+            atime: d.atime,
+            mtime: d.mtime,
+            ..Default::default()
+        };
+        match self.master.setattr(req).await {
+            Ok(_) => Ok(()),
+            Err(ClientError::Errno(e, text)) => {
+                tracing::warn!(
+                    inode,
+                    errno = e,
+                    "attribute changes kept for the commit were refused: {text}"
+                );
+                Ok(())
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -446,7 +568,8 @@ pub(crate) async fn idle_flush_loop(weak: Weak<Inner>) {
         for (inode, file) in files {
             let (pending, since) = {
                 let s = lock(&file.state);
-                (!s.leases.is_empty(), s.last_write.elapsed())
+                let pending = !s.leases.is_empty() || !s.deferred.is_empty();
+                (pending, s.last_write.elapsed())
             };
             if pending && since >= idle {
                 // A write or flush running now will be followed by another

@@ -3,6 +3,7 @@
 //!
 //! Needs root and /dev/fuse; without them each test says so and passes.
 
+mod deferred;
 mod model;
 mod sys;
 
