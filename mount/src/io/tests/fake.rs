@@ -243,6 +243,7 @@ pub struct MasterState {
     /// Every WriteChunk request seen (retries included).
     pub write_chunk_calls: Mutex<Vec<WriteChunkRequest>>,
     pub write_chunk_end_calls: Mutex<Vec<WriteChunkEndRequest>>,
+    pub set_attr_calls: Mutex<Vec<SetAttrRequest>>,
 }
 
 impl MasterState {
@@ -289,6 +290,10 @@ impl MasterState {
 
     pub fn write_chunk_end_calls(&self) -> Vec<WriteChunkEndRequest> {
         lk(&self.write_chunk_end_calls).clone()
+    }
+
+    pub fn set_attr_calls(&self) -> Vec<SetAttrRequest> {
+        lk(&self.set_attr_calls).clone()
     }
 }
 
@@ -360,7 +365,7 @@ impl MetaService for Meta {
     async fn write_chunk_end(&self, r: Request<WriteChunkEndRequest>) -> R<AttrReply> {
         let r = r.into_inner();
         let m = &self.0;
-        lk(&m.write_chunk_end_calls).push(r);
+        lk(&m.write_chunk_end_calls).push(r.clone());
         let mut lengths = lk(&m.lengths);
         let len = lengths.entry(r.inode).or_insert(0);
         *len = (*len).max(r.file_length);
@@ -379,8 +384,16 @@ impl MetaService for Meta {
     async fn get_attr(&self, _r: Request<GetAttrRequest>) -> R<AttrReply> {
         un()
     }
-    async fn set_attr(&self, _r: Request<SetAttrRequest>) -> R<AttrReply> {
-        un()
+    async fn set_attr(&self, r: Request<SetAttrRequest>) -> R<AttrReply> {
+        let r = r.into_inner();
+        let inode = r.inode;
+        lk(&self.0.set_attr_calls).push(r);
+        Ok(Response::new(AttrReply {
+            attr: Some(Attr {
+                inode,
+                ..Attr::default()
+            }),
+        }))
     }
     async fn mkdir(&self, _r: Request<MkdirRequest>) -> R<EntryReply> {
         un()
@@ -518,6 +531,7 @@ impl FakeCluster {
             others_writing: AtomicBool::new(false),
             write_chunk_calls: Mutex::new(Vec::new()),
             write_chunk_end_calls: Mutex::new(Vec::new()),
+            set_attr_calls: Mutex::new(Vec::new()),
         });
         let (master_addr, task) = serve(
             tonic::transport::Server::builder()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use fake::{FakeCluster, Mode};
 
-use super::{FileIo, IoOptions, CHUNK_SIZE};
+use super::{Deferred, FileIo, IoOptions, CHUNK_SIZE};
 use crate::error::ClientError;
 use crate::master::{ClientOptions, MasterClient};
 
@@ -81,6 +81,63 @@ async fn write_flush_read_back_with_short_read_at_eof() {
     assert_eq!(got, data[299_000..]);
     assert!(ok(io.read(INODE, 301_000, 10)).await.is_empty());
     assert!(ok(io.read(INODE, 5 * CHUNK_SIZE, 10)).await.is_empty());
+}
+
+/// Attribute changes kept for the commit: only while the file has a
+/// holder or uncommitted writes; carried by the first chunk's WriteChunkEnd
+/// (with the caller's credentials), by one SetAttr when nothing was
+/// written; gone once committed.
+#[tokio::test]
+async fn kept_attribute_changes_ride_on_the_commit() {
+    use mfs_proto::v1::{Credentials, Timespec};
+    let c = FakeCluster::start(2, 1).await;
+    let io = io_for(&c, IoOptions::default()).await;
+    let change = |mode| Deferred {
+        mode: Some(mode),
+        atime: None,
+        mtime: Some(Timespec { sec: 7, nsec: 9 }),
+        cred: Some(Credentials {
+            uid: 5,
+            gid: 5,
+            groups: Vec::new(),
+        }),
+    };
+    assert!(!io.may_defer(INODE));
+    assert!(!io.defer_attrs(INODE, change(0o640)).await);
+    io.hold(INODE);
+    assert!(io.may_defer(INODE));
+    assert!(io.defer_attrs(INODE, change(0o640)).await);
+    assert_eq!(io.deferred(INODE).and_then(|d| d.mode), Some(0o640));
+
+    // Written across two chunks: the changes ride on the first one's end.
+    ok(io.write(INODE, CHUNK_SIZE - 10, &[1u8; 20])).await;
+    ok(io.flush(INODE)).await;
+    let mut ends = c.master.write_chunk_end_calls();
+    ends.sort_by_key(|r| r.index);
+    let seen: Vec<_> = ends
+        .iter()
+        .map(|r| (r.index, r.mode, r.cred.as_ref().map(|c| c.uid), r.mtime))
+        .collect();
+    let t = Some(Timespec { sec: 7, nsec: 9 });
+    assert_eq!(seen, vec![(0, Some(0o640), Some(5), t), (1, None, None, t)]);
+    assert!(io.deferred(INODE).is_none());
+    assert!(c.master.set_attr_calls().is_empty());
+
+    // Nothing written: one SetAttr at the flush, then nothing is left.
+    assert!(io.defer_attrs(INODE, change(0o600)).await);
+    ok(io.flush(INODE)).await;
+    let sets: Vec<_> = c
+        .master
+        .set_attr_calls()
+        .iter()
+        .map(|r| (r.mode, r.mtime, r.size))
+        .collect();
+    assert_eq!(sets, vec![(Some(0o600), t, None)]);
+    assert!(io.deferred(INODE).is_none());
+    ok(io.flush(INODE)).await;
+    assert_eq!(c.master.set_attr_calls().len(), 1);
+    io.unhold(INODE);
+    assert!(!io.may_defer(INODE));
 }
 
 #[tokio::test]
