@@ -157,6 +157,7 @@ impl MetaService for Meta {
                 Ok(Response::new(pb::RegisterSessionReply {
                     session: id.0,
                     timeout_secs: self.node.session_timeout().as_secs() as u32,
+                    commits_attributes: true,
                 }))
             }
             Reply::Err(e) => Err(errno_status(e)),

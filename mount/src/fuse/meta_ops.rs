@@ -650,6 +650,11 @@ impl Shared {
         if req.atime_now || req.mtime_now || req.size.is_some() {
             return None;
         }
+        let carried = req.mode.is_some() || req.atime.is_some();
+        if carried && !self.master.commits_attributes() {
+            // An older master: only the mtime rides on WriteChunkEnd.
+            return None;
+        }
         let f = self.no_xattrs.fetch();
         let a = match self.known.recent(req.inode, super::known_attrs::FRESH) {
             Some(a) => a,

@@ -25,7 +25,7 @@ mod session;
 mod trash_quota;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -124,6 +124,9 @@ pub(crate) struct Inner {
     pub(crate) leader: AtomicUsize,
     session: RwLock<Arc<SeqState>>,
     session_timeout_secs: AtomicU32,
+    /// The master that registered the session applies attribute changes
+    /// carried by WriteChunkEnd.
+    commits_attributes: AtomicBool,
     pub(crate) renew_lock: tokio::sync::Mutex<()>,
     heartbeat: Mutex<Option<tokio::task::AbortHandle>>,
     pub(crate) stats: Stats,
@@ -253,6 +256,8 @@ impl Inner {
         }
         self.session_timeout_secs
             .store(reply.timeout_secs, Ordering::Relaxed);
+        self.commits_attributes
+            .store(reply.commits_attributes, Ordering::Relaxed);
         self.set_session(SeqState::new(reply.session));
         Ok(reply.session)
     }
@@ -298,6 +303,7 @@ impl MasterClient {
                 leader: AtomicUsize::new(0),
                 session: RwLock::new(Arc::new(SeqState::new(0))),
                 session_timeout_secs: AtomicU32::new(0),
+                commits_attributes: AtomicBool::new(false),
                 renew_lock: tokio::sync::Mutex::new(()),
                 heartbeat: Mutex::new(None),
                 stats: Stats::default(),
@@ -339,6 +345,13 @@ impl MasterClient {
     /// Longest time a call waited for a leader before succeeding.
     pub fn longest_stall(&self) -> Duration {
         self.stats().longest_stall
+    }
+
+    /// Whether the master that registered the session applies the
+    /// attribute changes a WriteChunkEnd carries (see
+    /// `FileIo::defer_attrs`).
+    pub fn commits_attributes(&self) -> bool {
+        self.inner.commits_attributes.load(Ordering::Relaxed)
     }
 
     /// The current session id (0: none).

@@ -190,6 +190,7 @@ impl MetaService for Svc {
         Ok(Response::new(RegisterSessionReply {
             session,
             timeout_secs: self.0.session_timeout_secs,
+            commits_attributes: false,
         }))
     }
 

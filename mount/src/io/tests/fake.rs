@@ -309,6 +309,7 @@ impl MetaService for Meta {
         Ok(Response::new(RegisterSessionReply {
             session: 7,
             timeout_secs: 60,
+            commits_attributes: true,
         }))
     }
     async fn heartbeat(&self, _r: Request<HeartbeatRequest>) -> R<Empty> {
