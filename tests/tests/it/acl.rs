@@ -7,14 +7,13 @@
 //! Needs root and /dev/fuse; without them it says so and passes.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
 use mfs_tests::cluster::Cluster;
 use mfs_tests::mountpoint::Mount;
 
-use crate::util::{rpc_count, skip_without_fuse, step};
+use crate::util::{as_user, rpc_count, skip_without_fuse, step};
 
 const NONE: u32 = u32::MAX;
 
@@ -94,20 +93,6 @@ fn remove_xattr(p: &Path, name: &str) {
     // SAFETY: valid NUL-terminated strings.
     let rc = unsafe { libc::removexattr(path.as_ptr(), name.as_ptr()) };
     assert_eq!(rc, 0, "removexattr: {}", std::io::Error::last_os_error());
-}
-
-/// Runs `script` with sh as uid/gid `id` (no supplementary groups) in
-/// `dir`; whether it succeeded.
-fn as_user(id: u32, dir: &Path, script: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .uid(id)
-        .gid(id)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -122,3 +122,18 @@ pub fn rpc_count(master: &mfs_tests::cluster::Master, method: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Runs `script` with sh as uid/gid `id` (no supplementary groups) in
+/// `dir`; whether it succeeded.
+pub fn as_user(id: u32, dir: &std::path::Path, script: &str) -> bool {
+    use std::os::unix::process::CommandExt;
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .uid(id)
+        .gid(id)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}

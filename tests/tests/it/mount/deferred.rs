@@ -7,13 +7,12 @@ use std::fs::{File, FileTimes, OpenOptions, Permissions};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, UNIX_EPOCH};
 
 use mfs_tests::cluster::Cluster;
 use mfs_tests::mountpoint::Mount;
 
-use crate::util::{rpc_count, skip_without_fuse, step};
+use crate::util::{as_user, rpc_count, skip_without_fuse, step};
 
 fn create_new(p: &Path, mode: u32) -> File {
     OpenOptions::new()
@@ -26,20 +25,6 @@ fn create_new(p: &Path, mode: u32) -> File {
 
 fn mode_of(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().mode() & 0o7777
-}
-
-/// Runs `script` with sh as uid/gid `id` in `dir`; whether it succeeded.
-fn as_user(id: u32, dir: &Path, script: &str) -> bool {
-    use std::os::unix::process::CommandExt;
-    Command::new("sh")
-        .arg("-c")
-        .arg(script)
-        .current_dir(dir)
-        .uid(id)
-        .gid(id)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
