@@ -641,11 +641,12 @@ impl Shared {
     /// Keeps the change `req` for the commit of the file's writes (see
     /// `FileIo::defer_attrs`) when the master would surely accept it: a
     /// regular file, changed by its owner or root, with explicit times (a
-    /// time set to now is the master's), and for a chmod or chown no ACL
-    /// or other xattr, no SUID/SGID bit before or after, and owner and
-    /// group left as they are (tar's fchown to who made the file). The
-    /// master's attributes of the file and when they were asked, or `None`:
-    /// send it.
+    /// time set to now is the master's), no immutable or appendonly flag
+    /// (but for a lone mtime, as before a flush), and for a chmod or chown
+    /// no ACL or other xattr, no SUID/SGID bit before or after, and owner
+    /// and group left as they are (tar's fchown to who made the file:
+    /// answered here, nothing to keep). The master's attributes of the
+    /// file and when they were asked, or `None`: send it.
     async fn defer_setattr(&self, req: &SetAttrRequest) -> Option<(Attr, Fetch)> {
         if req.atime_now || req.mtime_now || req.size.is_some() {
             return None;
@@ -662,8 +663,16 @@ impl Shared {
         };
         let uid = req.cred.as_ref().map(|c| c.uid)?;
         let owner = uid == 0 || uid == a.uid;
+        if a.r#type != FileType::Regular as i32 || !owner {
+            return None;
+        }
+        // The kernel's own mtime before a flush rides on the commit of an
+        // appendonly file's writes too (WriteChunkEnd sets it anyway);
+        // anything else of such a file is the master's to refuse.
         let locked = has_eattr(&a, eattr::IMMUTABLE) || has_eattr(&a, eattr::APPENDONLY);
-        if a.r#type != FileType::Regular as i32 || !owner || locked {
+        let only_mtime =
+            req.mode.is_none() && req.uid.is_none() && req.gid.is_none() && req.atime.is_none();
+        if locked && !only_mtime {
             return None;
         }
         if req.mode.is_some() || req.uid.is_some() || req.gid.is_some() {
