@@ -68,6 +68,12 @@ impl Shared {
             self.no_entry_cache
                 .note(a.inode, has_eattr(a, eattr::NOENTRYCACHE));
         }
+        self.local_attr(a)
+    }
+
+    /// The fuser attributes of the master's `a` as this client sees them:
+    /// with the length of its uncommitted writes and its kept changes.
+    fn local_attr(&self, a: &Attr) -> fuser::FileAttr {
         if a.r#type != FileType::Regular as i32 {
             return file_attr(a, &self.map, None);
         }
@@ -145,8 +151,20 @@ impl Shared {
     }
 
     pub(crate) async fn getattr(&self, ino: INodeNo, reply: ReplyAttr) {
+        let inode = self.map.to_master(ino);
+        if self.io.pristine(inode) {
+            // A file this mount made and has committed nothing of since:
+            // what the master answered within the attribute cache time
+            // still holds, with this client's changes on top. (The kernel
+            // asks again before a chown, to clear SUID bits; tar chowns
+            // every file it makes.) Not to be cached by the kernel.
+            let known = self.known.recent(inode, self.settings.attr_ttl);
+            if let Some(a) = known.filter(|a| !self.attr_ttl(a).is_zero()) {
+                return reply.attr(&Duration::ZERO, &self.local_attr(&a));
+            }
+        }
         let f = self.no_xattrs.fetch();
-        match self.master.getattr(self.map.to_master(ino)).await {
+        match self.master.getattr(inode).await {
             Ok(a) => reply.attr(&self.attr_ttl(&a), &self.attr_of(&a, f)),
             Err(e) => reply.error(errno(&e)),
         }

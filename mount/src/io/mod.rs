@@ -279,6 +279,13 @@ impl FileIo {
         self.inner.may_defer(inode)
     }
 
+    /// Whether `inode` is held ([`hold`](FileIo::hold)) and nothing of it
+    /// was committed since: the master's attributes of it are still the
+    /// ones its create answered, and the changes since are this client's.
+    pub fn pristine(&self, inode: u64) -> bool {
+        self.inner.pristine(inode)
+    }
+
     /// The attribute changes of `inode` kept and not committed yet.
     pub fn deferred(&self, inode: u64) -> Option<Deferred> {
         self.inner.deferred(inode)

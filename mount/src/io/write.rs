@@ -52,6 +52,9 @@ struct WriteState {
     /// while there are any, attribute changes may be kept in `deferred`
     /// even before a write reached this layer.
     holders: u32,
+    /// A commit ran since the first holder came (the master's attributes
+    /// are no longer the ones the create answered).
+    committed_since_hold: bool,
 }
 
 /// Attribute changes of a file being written, kept by this client and
@@ -93,6 +96,7 @@ impl FileWrites {
                 last_write: Instant::now(),
                 deferred: Deferred::default(),
                 holders: 0,
+                committed_since_hold: false,
             }),
         }
     }
@@ -160,6 +164,14 @@ impl Inner {
         })
     }
 
+    /// Whether `inode` is held and nothing of it was committed since.
+    pub(crate) fn pristine(&self, inode: u64) -> bool {
+        self.existing_file(inode).is_some_and(|f| {
+            let s = lock(&f.state);
+            s.holders > 0 && !s.committed_since_hold
+        })
+    }
+
     /// The changes of `inode` kept and not committed yet.
     pub(crate) fn deferred(&self, inode: u64) -> Option<Deferred> {
         let file = self.existing_file(inode)?;
@@ -176,6 +188,9 @@ impl Inner {
         };
         if let Some(f) = file {
             let mut s = lock(&f.state);
+            if more && s.holders == 0 {
+                s.committed_since_hold = false;
+            }
             s.holders = if more {
                 s.holders + 1
             } else {
@@ -416,6 +431,9 @@ impl Inner {
             }
             let mut s = lock(&file.state);
             s.uncommitted_end = None;
+            if !deferred.is_empty() {
+                s.committed_since_hold = true;
+            }
             if s.deferred == deferred {
                 s.deferred = Deferred::default();
             }
@@ -462,6 +480,7 @@ impl Inner {
             None => {
                 s.uncommitted_end = None;
                 s.deferred = Deferred::default();
+                s.committed_since_hold = true;
                 Ok(())
             }
         }

@@ -106,6 +106,7 @@ async fn kept_attribute_changes_ride_on_the_commit() {
     assert!(!io.defer_attrs(INODE, change(0o640)).await);
     io.hold(INODE);
     assert!(io.may_defer(INODE));
+    assert!(io.pristine(INODE), "held, nothing committed");
     assert!(io.defer_attrs(INODE, change(0o640)).await);
     assert_eq!(io.deferred(INODE).and_then(|d| d.mode), Some(0o640));
 
@@ -122,6 +123,7 @@ async fn kept_attribute_changes_ride_on_the_commit() {
     assert_eq!(seen, vec![(0, Some(0o640), Some(5), t), (1, None, None, t)]);
     assert!(io.deferred(INODE).is_none());
     assert!(c.master.set_attr_calls().is_empty());
+    assert!(!io.pristine(INODE), "a commit ran");
 
     // Nothing written: one SetAttr at the flush, then nothing is left.
     assert!(io.defer_attrs(INODE, change(0o600)).await);
@@ -138,6 +140,10 @@ async fn kept_attribute_changes_ride_on_the_commit() {
     assert_eq!(c.master.set_attr_calls().len(), 1);
     io.unhold(INODE);
     assert!(!io.may_defer(INODE));
+    assert!(!io.pristine(INODE));
+    io.hold(INODE);
+    assert!(io.pristine(INODE), "a new holder starts afresh");
+    io.unhold(INODE);
 }
 
 #[tokio::test]

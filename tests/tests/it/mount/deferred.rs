@@ -49,7 +49,13 @@ async fn changes_made_while_writing_are_committed_at_close() {
     let atime = UNIX_EPOCH + Duration::from_secs(1_400_000_000);
     f.set_times(FileTimes::new().set_modified(mtime).set_accessed(atime))
         .unwrap();
+    let getattrs = rpc_count(m, "GetAttr");
     std::os::unix::fs::fchown(&f, Some(0), Some(0)).unwrap();
+    assert_eq!(
+        rpc_count(m, "GetAttr"),
+        getattrs,
+        "the kernel's look before a chown is answered by the mount"
+    );
     let mut setattrs = rpc_count(m, "SetAttr");
     f.set_permissions(Permissions::from_mode(0o644)).unwrap();
     let meta = f.metadata().unwrap();
