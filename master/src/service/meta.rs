@@ -129,12 +129,16 @@ fn time_set(now: bool, at: Option<pb::Timespec>, what: &str) -> Result<Option<Ti
     if now {
         return Ok(Some(TimeSet::Now));
     }
-    match at {
-        None => Ok(None),
-        Some(t) => ts_from_pb(&t)
-            .map(|t| Some(TimeSet::At(t)))
-            .ok_or_else(|| invalid(format!("{what}: nanoseconds must be below 1e9"))),
-    }
+    Ok(given_time(at, what)?.map(TimeSet::At))
+}
+
+/// An explicit time from the wire (INVALID_ARGUMENT naming `what` when its
+/// nanoseconds are out of range).
+fn given_time(at: Option<pb::Timespec>, what: &str) -> Result<Option<fsm::Timespec>, Status> {
+    at.map(|t| {
+        ts_from_pb(&t).ok_or_else(|| invalid(format!("{what}: nanoseconds must be below 1e9")))
+    })
+    .transpose()
 }
 
 #[tonic::async_trait]
@@ -537,20 +541,8 @@ impl MetaService for Meta {
     async fn write_chunk_end(&self, req: Request<pb::WriteChunkEndRequest>) -> R<pb::AttrReply> {
         let r = req.into_inner();
         let id = rid(r.id)?;
-        let mtime = match &r.mtime {
-            Some(t) => Some(
-                ts_from_pb(t)
-                    .ok_or_else(|| invalid("WriteChunkEnd: mtime nanoseconds must be below 1e9"))?,
-            ),
-            None => None,
-        };
-        let atime = match &r.atime {
-            Some(t) => Some(
-                ts_from_pb(t)
-                    .ok_or_else(|| invalid("WriteChunkEnd: atime nanoseconds must be below 1e9"))?,
-            ),
-            None => None,
-        };
+        let mtime = given_time(r.mtime, "WriteChunkEnd: mtime")?;
+        let atime = given_time(r.atime, "WriteChunkEnd: atime")?;
         if r.mode.is_some_and(|m| m > 0o7777) {
             return Err(invalid("WriteChunkEnd: mode has bits above 0o7777"));
         }

@@ -77,21 +77,17 @@ impl Shared {
         if a.r#type != FileType::Regular as i32 {
             return file_attr(a, &self.map, None);
         }
-        let local = self.io.local_length(a.inode);
-        match self.io.deferred(a.inode) {
-            // Changes kept for the commit show here before the master has
-            // them.
-            Some(d) => {
-                let mut a = *a;
-                if let Some(m) = d.mode {
-                    a.mode = (a.mode & !0o7777) | m;
-                }
-                a.atime = d.atime.or(a.atime);
-                a.mtime = d.mtime.or(a.mtime);
-                file_attr(&a, &self.map, local)
+        let (local, kept) = self.io.local_view(a.inode);
+        let mut a = *a;
+        // Changes kept for the commit show here before the master has them.
+        if let Some(d) = kept {
+            if let Some(m) = d.mode {
+                a.mode = (a.mode & !0o7777) | m;
             }
-            None => file_attr(a, &self.map, local),
+            a.atime = d.atime.or(a.atime);
+            a.mtime = d.mtime.or(a.mtime);
         }
+        file_attr(&a, &self.map, local)
     }
 
     /// How long the kernel may keep `a`'s attributes: not at all with the
@@ -643,7 +639,6 @@ impl Shared {
     }
 }
 
-/// A change of the mtime alone (to a given time).
 impl Shared {
     /// Commits the attribute changes kept for `inode` (see
     /// `defer_setattr`) before a call the master answers from them: an
@@ -718,6 +713,7 @@ impl Shared {
     }
 }
 
+/// A change of the mtime alone (to a given time).
 fn only_mtime(c: &AttrChange) -> bool {
     c.mode.is_none()
         && c.uid.is_none()

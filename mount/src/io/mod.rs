@@ -286,6 +286,13 @@ impl FileIo {
         self.inner.pristine(inode)
     }
 
+    /// [`local_length`](FileIo::local_length) and
+    /// [`deferred`](FileIo::deferred) in one look, for answers that show
+    /// both.
+    pub fn local_view(&self, inode: u64) -> (Option<u64>, Option<Deferred>) {
+        self.inner.local_view(inode)
+    }
+
     /// The attribute changes of `inode` kept and not committed yet.
     pub fn deferred(&self, inode: u64) -> Option<Deferred> {
         self.inner.deferred(inode)
@@ -295,12 +302,12 @@ impl FileIo {
     /// [`unhold`](FileIo::unhold), its attribute changes may be kept for
     /// the commit of its writes before any write reached this layer.
     pub fn hold(&self, inode: u64) {
-        self.inner.hold(inode, true);
+        self.inner.hold(inode);
     }
 
     /// Ends one [`hold`](FileIo::hold) (after the handle's last flush).
     pub fn unhold(&self, inode: u64) {
-        self.inner.hold(inode, false);
+        self.inner.unhold(inode);
     }
 
     /// Keeps `loc` as where chunk `index` of `inode` is, as if ReadChunk

@@ -84,6 +84,15 @@ impl Deferred {
     }
 }
 
+impl WriteState {
+    /// Everything up to now is committed: the length, the kept changes.
+    fn committed(&mut self) {
+        self.uncommitted_end = None;
+        self.deferred = Deferred::default();
+        self.committed_since_hold = true;
+    }
+}
+
 impl FileWrites {
     fn new() -> Self {
         FileWrites {
@@ -179,23 +188,32 @@ impl Inner {
         (!s.deferred.is_empty()).then(|| s.deferred.clone())
     }
 
-    /// One more (`true`) or one less holder of `inode`.
-    pub(crate) fn hold(&self, inode: u64, more: bool) {
-        let file = if more {
-            Some(self.file(inode))
-        } else {
-            self.existing_file(inode)
+    /// What this client adds to the master's attributes of `inode`: the
+    /// end of its uncommitted writes and its kept changes (one look).
+    pub(crate) fn local_view(&self, inode: u64) -> (Option<u64>, Option<Deferred>) {
+        let Some(file) = self.existing_file(inode) else {
+            return (None, None);
         };
-        if let Some(f) = file {
-            let mut s = lock(&f.state);
-            if more && s.holders == 0 {
-                s.committed_since_hold = false;
-            }
-            s.holders = if more {
-                s.holders + 1
-            } else {
-                s.holders.saturating_sub(1)
-            };
+        let s = lock(&file.state);
+        let kept = (!s.deferred.is_empty()).then(|| s.deferred.clone());
+        (s.uncommitted_end, kept)
+    }
+
+    /// One more holder of `inode`.
+    pub(crate) fn hold(&self, inode: u64) {
+        let file = self.file(inode);
+        let mut s = lock(&file.state);
+        if s.holders == 0 {
+            s.committed_since_hold = false;
+        }
+        s.holders += 1;
+    }
+
+    /// One holder of `inode` less.
+    pub(crate) fn unhold(&self, inode: u64) {
+        if let Some(file) = self.existing_file(inode) {
+            let mut s = lock(&file.state);
+            s.holders = s.holders.saturating_sub(1);
         }
     }
 
@@ -425,17 +443,13 @@ impl Inner {
                 s.deferred.clone(),
             )
         };
+        // Under the exclusive gate: nothing is written or kept meanwhile.
         if leases.is_empty() {
-            if !deferred.is_empty() {
+            if deferred.is_empty() {
+                lock(&file.state).uncommitted_end = None;
+            } else {
                 self.commit_attrs(inode, &deferred).await?;
-            }
-            let mut s = lock(&file.state);
-            s.uncommitted_end = None;
-            if !deferred.is_empty() {
-                s.committed_since_hold = true;
-            }
-            if s.deferred == deferred {
-                s.deferred = Deferred::default();
+                lock(&file.state).committed();
             }
             return Ok(());
         }
@@ -478,9 +492,7 @@ impl Inner {
         match first_error {
             Some(e) => Err(e),
             None => {
-                s.uncommitted_end = None;
-                s.deferred = Deferred::default();
-                s.committed_since_hold = true;
+                s.committed();
                 Ok(())
             }
         }
