@@ -14,6 +14,7 @@
 pub mod error;
 pub mod fuse;
 pub mod info;
+mod inline;
 pub mod io;
 pub mod master;
 pub mod tools;

@@ -1,8 +1,12 @@
-//! [`MfsFs`]: the fuser `Filesystem`. Every call is handed to a task on the
-//! tokio runtime, which answers through fuser's reply object, so a call
-//! waiting for the master (a failover, a slow chunkserver) never holds up
-//! the others. The metadata operations are in `meta_ops`, the file data
-//! ones in `data_ops`.
+//! [`MfsFs`]: the fuser `Filesystem`. A call that ends on its own in one or
+//! a few round trips (the metadata operations, small reads, flush, fsync)
+//! runs on the FUSE thread that read it, with that thread's own runtime and
+//! connections (`crate::inline`): one thread wakes per round trip instead
+//! of several. The others (large reads, writes into the cache, lock waits,
+//! which may wait for another FUSE call) are handed to a task on the shared
+//! tokio runtime, so they never hold up a FUSE thread. Either way the call
+//! answers through fuser's reply object. The metadata operations are in
+//! `meta_ops`, the file data ones in `data_ops`.
 
 use std::ffi::OsStr;
 use std::future::Future;
@@ -32,6 +36,9 @@ pub const MAX_WRITE: u32 = 1 << 20;
 /// Read-ahead asked of the kernel (it may allow less; mfsmount raises the
 /// mount's `read_ahead_kb` after mounting).
 pub const MAX_READAHEAD: u32 = 4 << 20;
+
+/// Largest read answered on the FUSE thread that received it.
+const INLINE_READ_MAX: u32 = 128 << 10;
 
 /// How the file system behaves (from the mount options).
 #[derive(Debug, Clone)]
@@ -163,6 +170,18 @@ impl MfsFs {
         self.rt.spawn(fut);
     }
 
+    /// Runs `f` on this FUSE thread when it can (see [`crate::inline`]),
+    /// else as a task.
+    fn inline<F, Fut>(&self, f: F)
+    where
+        F: FnOnce(Arc<Shared>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        if let Err(fut) = crate::inline::run_caught(f(Arc::clone(&self.shared))) {
+            self.rt.spawn(fut);
+        }
+    }
+
     fn cred(&self, req: &Request) -> Credentials {
         self.shared
             .groups
@@ -220,7 +239,7 @@ impl Filesystem for MfsFs {
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let cred = self.cred(req);
         let name = bytes(name);
-        self.spawn(move |s| async move { s.lookup(cred, parent, name, reply).await });
+        self.inline(move |s| async move { s.lookup(cred, parent, name, reply).await });
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
@@ -232,7 +251,7 @@ impl Filesystem for MfsFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        self.spawn(move |s| async move { s.getattr(ino, reply).await });
+        self.inline(move |s| async move { s.getattr(ino, reply).await });
     }
 
     fn setattr(
@@ -263,11 +282,11 @@ impl Filesystem for MfsFs {
             mtime,
             ctime,
         };
-        self.spawn(move |s| async move { s.setattr(cred, ino, change, reply).await });
+        self.inline(move |s| async move { s.setattr(cred, ino, change, reply).await });
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        self.spawn(move |s| async move { s.readlink(ino, reply).await });
+        self.inline(move |s| async move { s.readlink(ino, reply).await });
     }
 
     fn mknod(
@@ -282,7 +301,7 @@ impl Filesystem for MfsFs {
     ) {
         let cred = self.cred(req);
         let name = bytes(name);
-        self.spawn(
+        self.inline(
             move |s| async move { s.mknod(cred, parent, name, mode, umask, rdev, reply).await },
         );
     }
@@ -298,19 +317,19 @@ impl Filesystem for MfsFs {
     ) {
         let cred = self.cred(req);
         let name = bytes(name);
-        self.spawn(move |s| async move { s.mkdir(cred, parent, name, mode, umask, reply).await });
+        self.inline(move |s| async move { s.mkdir(cred, parent, name, mode, umask, reply).await });
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let cred = self.cred(req);
         let name = bytes(name);
-        self.spawn(move |s| async move { s.unlink(cred, parent, name, false, reply).await });
+        self.inline(move |s| async move { s.unlink(cred, parent, name, false, reply).await });
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let cred = self.cred(req);
         let name = bytes(name);
-        self.spawn(move |s| async move { s.unlink(cred, parent, name, true, reply).await });
+        self.inline(move |s| async move { s.unlink(cred, parent, name, true, reply).await });
     }
 
     fn symlink(
@@ -324,7 +343,7 @@ impl Filesystem for MfsFs {
         let cred = self.cred(req);
         let name = bytes(link_name);
         let target = bytes(target.as_os_str());
-        self.spawn(move |s| async move { s.symlink(cred, parent, name, target, reply).await });
+        self.inline(move |s| async move { s.symlink(cred, parent, name, target, reply).await });
     }
 
     fn rename(
@@ -339,7 +358,7 @@ impl Filesystem for MfsFs {
     ) {
         let cred = self.cred(req);
         let (name, newname) = (bytes(name), bytes(newname));
-        self.spawn(move |s| async move {
+        self.inline(move |s| async move {
             s.rename(cred, parent, name, newparent, newname, flags, reply)
                 .await
         });
@@ -355,12 +374,12 @@ impl Filesystem for MfsFs {
     ) {
         let cred = self.cred(req);
         let newname = bytes(newname);
-        self.spawn(move |s| async move { s.link(cred, ino, newparent, newname, reply).await });
+        self.inline(move |s| async move { s.link(cred, ino, newparent, newname, reply).await });
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let cred = self.cred(req);
-        self.spawn(move |s| async move { s.open(cred, ino, flags, reply).await });
+        self.inline(move |s| async move { s.open(cred, ino, flags, reply).await });
     }
 
     fn read(
@@ -374,7 +393,14 @@ impl Filesystem for MfsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        self.spawn(move |s| async move { s.read(ino, offset, size, reply).await });
+        let task = move |s: Arc<Shared>| async move { s.read(ino, offset, size, reply).await };
+        // A small read is one round trip: answered from this thread. Large
+        // ones (read-ahead) run as tasks, so that several go at once.
+        if size <= INLINE_READ_MAX {
+            self.inline(task);
+        } else {
+            self.spawn(task);
+        }
     }
 
     fn write(
@@ -401,7 +427,7 @@ impl Filesystem for MfsFs {
         lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        self.spawn(move |s| async move {
+        self.inline(move |s| async move {
             s.unlock_on_flush(ino, lock_owner).await;
             s.flush(fh, reply).await
         });
@@ -424,12 +450,12 @@ impl Filesystem for MfsFs {
     }
 
     fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _ds: bool, reply: ReplyEmpty) {
-        self.spawn(move |s| async move { s.fsync(ino, reply).await });
+        self.inline(move |s| async move { s.fsync(ino, reply).await });
     }
 
     fn opendir(&self, req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let cred = self.cred(req);
-        self.spawn(move |s| async move { s.opendir(cred, ino, reply).await });
+        self.inline(move |s| async move { s.opendir(cred, ino, reply).await });
     }
 
     fn readdir(
@@ -441,7 +467,7 @@ impl Filesystem for MfsFs {
         reply: ReplyDirectory,
     ) {
         let cred = self.cred(req);
-        self.spawn(move |s| async move { s.readdir(cred, ino, fh, offset, reply).await });
+        self.inline(move |s| async move { s.readdir(cred, ino, fh, offset, reply).await });
     }
 
     fn readdirplus(
@@ -453,7 +479,7 @@ impl Filesystem for MfsFs {
         reply: ReplyDirectoryPlus,
     ) {
         let cred = self.cred(req);
-        self.spawn(move |s| async move { s.readdirplus(cred, ino, fh, offset, reply).await });
+        self.inline(move |s| async move { s.readdirplus(cred, ino, fh, offset, reply).await });
     }
 
     fn releasedir(
@@ -499,7 +525,7 @@ impl Filesystem for MfsFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        self.spawn(move |s| async move { s.statfs(reply).await });
+        self.inline(move |s| async move { s.statfs(reply).await });
     }
 
     fn setxattr(
@@ -514,30 +540,30 @@ impl Filesystem for MfsFs {
     ) {
         let cred = self.cred(req);
         let (name, value) = (bytes(name), value.to_vec());
-        self.spawn(move |s| async move { s.setxattr(cred, ino, name, value, flags, reply).await });
+        self.inline(move |s| async move { s.setxattr(cred, ino, name, value, flags, reply).await });
     }
 
     fn getxattr(&self, req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
         let cred = self.cred(req);
         let name = bytes(name);
-        self.spawn(move |s| async move { s.getxattr(cred, ino, name, size, reply).await });
+        self.inline(move |s| async move { s.getxattr(cred, ino, name, size, reply).await });
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
         let cred = self.cred(req);
-        self.spawn(move |s| async move { s.listxattr(cred, ino, size, reply).await });
+        self.inline(move |s| async move { s.listxattr(cred, ino, size, reply).await });
     }
 
     fn removexattr(&self, req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let cred = self.cred(req);
         let name = bytes(name);
-        self.spawn(move |s| async move { s.removexattr(cred, ino, name, reply).await });
+        self.inline(move |s| async move { s.removexattr(cred, ino, name, reply).await });
     }
 
     fn access(&self, req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         let cred = self.cred(req);
         let mask = mask.bits() as u32;
-        self.spawn(move |s| async move { s.access(cred, ino, mask, reply).await });
+        self.inline(move |s| async move { s.access(cred, ino, mask, reply).await });
     }
 
     fn create(
@@ -552,7 +578,7 @@ impl Filesystem for MfsFs {
     ) {
         let cred = self.cred(req);
         let name = bytes(name);
-        self.spawn(move |s| async move {
+        self.inline(move |s| async move {
             s.create(cred, parent, name, mode, umask, flags, reply)
                 .await
         });

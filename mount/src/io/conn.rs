@@ -88,6 +88,9 @@ impl Conns {
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, Failure> {
+        if let Some(ch) = crate::inline::channel("chunk", addr, || self.make(addr, false).ok()) {
+            return Ok(ch);
+        }
         if let Some(ch) = self
             .channels
             .read()
@@ -100,22 +103,33 @@ impl Conns {
         if let Some(ch) = map.get(addr) {
             return Ok(ch.clone());
         }
+        let channel = self.make(addr, true)?;
+        map.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    /// A new lazily connected channel to `addr`, with HTTP/2 keep-alive
+    /// pings or not (see `crate::inline::channel`).
+    fn make(&self, addr: &str, keepalive: bool) -> Result<Channel, Failure> {
         let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| {
             // The master handed out an address no URI can be made of: no
             // other attempt at this address can work, but other copies may.
             Failure::Copy(format!("chunkserver address {addr:?} is not usable: {e}"))
         })?;
-        let channel = endpoint
+        let endpoint = endpoint
             .connect_timeout(self.connect_timeout)
             .tcp_nodelay(true)
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
-            .max_frame_size(MAX_FRAME)
-            .http2_keep_alive_interval(Duration::from_secs(10))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
-        map.insert(addr.to_string(), channel.clone());
-        Ok(channel)
+            .max_frame_size(MAX_FRAME);
+        let endpoint = if keepalive {
+            endpoint
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5))
+        } else {
+            endpoint.tcp_keepalive(Some(Duration::from_secs(10)))
+        };
+        Ok(endpoint.connect_lazy())
     }
 }
 

@@ -129,6 +129,10 @@ pub(crate) struct Inner {
     commits_attributes: AtomicBool,
     pub(crate) renew_lock: tokio::sync::Mutex<()>,
     heartbeat: Mutex<Option<tokio::task::AbortHandle>>,
+    /// The runtime the client was made on: the heartbeat task runs there
+    /// even when a session is renewed by a call run on a FUSE thread
+    /// (`crate::inline`).
+    rt: tokio::runtime::Handle,
     pub(crate) stats: Stats,
 }
 
@@ -141,14 +145,25 @@ impl Drop for Inner {
 }
 
 fn make_channel(addr: &str, opts: &ClientOptions) -> Result<Channel, ClientError> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| ClientError::InvalidArgument(format!("bad master address {addr:?}: {e}")))?
-        .connect_timeout(opts.connect_timeout)
-        .tcp_nodelay(true)
+    Ok(endpoint(addr, opts)?
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true);
-    Ok(endpoint.connect_lazy())
+        .keep_alive_while_idle(true)
+        .connect_lazy())
+}
+
+/// A channel for calls run on a FUSE thread (see `crate::inline::channel`).
+fn make_thread_channel(addr: &str, opts: &ClientOptions) -> Result<Channel, ClientError> {
+    Ok(endpoint(addr, opts)?
+        .tcp_keepalive(Some(Duration::from_secs(10)))
+        .connect_lazy())
+}
+
+fn endpoint(addr: &str, opts: &ClientOptions) -> Result<Endpoint, ClientError> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| ClientError::InvalidArgument(format!("bad master address {addr:?}: {e}")))?
+        .connect_timeout(opts.connect_timeout)
+        .tcp_nodelay(true))
 }
 
 pub(crate) fn meta_client(ch: Channel) -> MetaServiceClient<Channel> {
@@ -216,6 +231,15 @@ impl Inner {
                 self.leader.load(Ordering::Relaxed)
             }
         }
+    }
+
+    /// The channel to use for `master`: this thread's own while
+    /// [`crate::inline::run`] drives a call here, else the shared one.
+    pub(crate) fn channel_of(&self, master: &Master) -> Channel {
+        crate::inline::channel("master", &master.addr, || {
+            make_thread_channel(&master.addr, &self.opts).ok()
+        })
+        .unwrap_or_else(|| master.channel.clone())
     }
 
     /// A channel to `addr`: the list's own when listed, else a new one.
@@ -306,6 +330,7 @@ impl MasterClient {
                 commits_attributes: AtomicBool::new(false),
                 renew_lock: tokio::sync::Mutex::new(()),
                 heartbeat: Mutex::new(None),
+                rt: tokio::runtime::Handle::current(),
                 stats: Stats::default(),
             }),
         };
@@ -386,7 +411,12 @@ impl MasterClient {
             .unwrap_or_else(|p| p.into_inner());
         if hb.as_ref().is_none_or(|h| h.is_finished()) {
             let weak = Arc::downgrade(&self.inner);
-            *hb = Some(tokio::spawn(session::heartbeat_loop(weak)).abort_handle());
+            *hb = Some(
+                self.inner
+                    .rt
+                    .spawn(session::heartbeat_loop(weak))
+                    .abort_handle(),
+            );
         }
         Ok(id)
     }

@@ -147,7 +147,7 @@ impl Inner {
             attempts += 1;
             let verdict = match tokio::time::timeout(
                 attempt_limit,
-                f(master.channel.clone(), req.clone()),
+                f(self.channel_of(&master), req.clone()),
             )
             .await
             {
