@@ -705,6 +705,15 @@ impl Namespace {
         {
             return None;
         }
+        // Opens answered from a preview and not yet applied do not count
+        // here: keep far from the limit they could reach.
+        if self
+            .open_refs
+            .get(inode)
+            .is_some_and(|&c| c >= u32::MAX / 2)
+        {
+            return None;
+        }
         let node = self.open_checks(cred, *inode, *mode, false).ok()?;
         Some(node.attr(*inode))
     }

@@ -8,11 +8,13 @@
 //! - `sm`: the state machine adapter over the namespace (`crate::fsm`).
 //! - `network` / `service`: Raft messages over gRPC, sending and receiving.
 //! - `identity`: cluster id and secret checks on Raft traffic.
+//! - `early`: opens answered before their commit, logged together.
 //! - `node`: starting a master, bootstrap of a new cluster, leader duties.
 //! - `observer`: the apply hook (every applied entry, every state jump).
 //! - `learner`: a node that only learns (the metalogger's Raft side).
 //! - `restore`: a new single-master data dir made from a namespace.
 
+mod early;
 pub mod identity;
 pub mod learner;
 pub mod network;

@@ -12,6 +12,7 @@ use mfs_proto::v1::raft_service_server::RaftServiceServer;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::{ChangeMembers, Config, Instant as _, ReadPolicy, SnapshotPolicy};
 
+use super::early::EarlyOpens;
 use super::identity::Identity;
 use super::network::Network;
 use super::service::RaftGrpc;
@@ -76,11 +77,12 @@ pub struct MasterNode {
     /// Held shared while a write is handed to openraft, exclusively by an
     /// open answered before its commit (see `open_before_commit`): writes
     /// do not wait for each other, only for such an open.
-    submit_order: tokio::sync::RwLock<()>,
-    /// Writes handed to openraft here and not yet applied.
+    pub(super) submit_order: tokio::sync::RwLock<()>,
+    /// Writes handed to openraft here and not yet applied (opens answered
+    /// early are not counted).
     pending_writes: AtomicUsize,
-    /// Opens answered before their entry was applied, per (session, inode).
-    early_opens: Mutex<HashMap<(u64, u64), u32>>,
+    /// Opens answered before their entry was applied (see `early`).
+    pub(super) early: Arc<EarlyOpens>,
 }
 
 type WriteResult = Result<ClientWriteResponse, ClientWriteError>;
@@ -94,11 +96,6 @@ impl<'a> PendingWrite<'a> {
     fn new(count: &'a AtomicUsize) -> Self {
         count.fetch_add(1, Ordering::AcqRel);
         PendingWrite(Some(count))
-    }
-
-    /// Leaves the count up; whoever calls this takes it down later.
-    fn forget(mut self) {
-        self.0 = None;
     }
 }
 
@@ -212,7 +209,7 @@ impl MasterNode {
             lease: Duration::from_millis(cfg.election_timeout_ms),
             submit_order: tokio::sync::RwLock::new(()),
             pending_writes: AtomicUsize::new(0),
-            early_opens: Mutex::new(HashMap::new()),
+            early: Arc::default(),
         });
         tokio::spawn(bootstrap(node.clone(), res.peers.clone()));
         tokio::spawn(leader_duties(node.clone()));
@@ -251,12 +248,27 @@ impl MasterNode {
 
     /// Proposes a change and waits for its reply (after it is committed on a
     /// quorum and applied here).
+    /// Opens answered early and still held are logged first, so that no
+    /// write overtakes them (see `early`).
     pub async fn write(&self, req: Request) -> Result<Reply, NodeError> {
         let (rx, _pending) = {
-            let _order = self.submit_order.read().await;
+            let order = self.submit_order.read().await;
+            let _order = if self.early.holding() {
+                drop(order);
+                let exclusive = self.submit_order.write().await;
+                self.log_held().await;
+                exclusive.downgrade()
+            } else {
+                order
+            };
             self.submit(req).await?
         };
         self.outcome(rx.await)
+    }
+
+    /// Writes handed to openraft here and not yet applied.
+    pub(super) fn writes_in_flight(&self) -> usize {
+        self.pending_writes.load(Ordering::Acquire)
     }
 
     /// Hands `req` to openraft (which gives it the next log index) and
@@ -268,12 +280,17 @@ impl MasterNode {
             self.touch_session(req.session.0);
         }
         let pending = PendingWrite::new(&self.pending_writes);
+        Ok((self.submit_unpaced(req).await?, pending))
+    }
+
+    /// Hands `req` to openraft without counting it as pending.
+    pub(super) async fn submit_unpaced(&self, req: Request) -> Result<WriteReceiver, NodeError> {
         let (responder, rx) = openraft::impls::ProgressResponder::complete_only();
         self.raft
             .client_write_ff(req, Some(responder))
             .await
             .map_err(|e| NodeError::Unavailable(format!("raft: {e}")))?;
-        Ok((rx, pending))
+        Ok(rx)
     }
 
     fn outcome(&self, r: Result<WriteResult, RecvError>) -> Result<Reply, NodeError> {
@@ -286,79 +303,6 @@ impl MasterNode {
                 "raft: the write was dropped (shutting down?)".into(),
             )),
         }
-    }
-
-    /// Answers an open without truncation from `Namespace::preview_open`
-    /// (what its apply will answer) and logs it without waiting for the
-    /// commit, when that is safe: this node leads with a valid lease or
-    /// read index (everything committed is applied here) and no write
-    /// submitted here is still unapplied, so the preview sees every entry
-    /// ahead of it in the log; the submission lock keeps any other write
-    /// from coming between the preview and the submission. An unlink
-    /// logged after it then sees the file open. Otherwise, or when the
-    /// preview declines (errors, retries, truncation, other requests), it
-    /// is an ordinary [`Self::write`].
-    ///
-    /// If this leader dies before the entry commits, the open is not
-    /// counted by the next leader.
-    pub async fn open_before_commit(self: &Arc<Self>, req: Request) -> Result<Reply, NodeError> {
-        let Op::Open {
-            inode,
-            truncate: false,
-            ..
-        } = req.op
-        else {
-            return self.write(req).await;
-        };
-        self.linearize().await?;
-        let order = self.submit_order.write().await;
-        let early = if self.pending_writes.load(Ordering::Acquire) == 0 {
-            self.shared.ns().preview_open(&req)
-        } else {
-            None
-        };
-        let Some(attr) = early else {
-            drop(order);
-            return self.write(req).await;
-        };
-        let key = (req.session.0, inode.0);
-        let (rx, pending) = self.submit(req).await?;
-        *self.early_opens().entry(key).or_default() += 1;
-        drop(order);
-        // The count stays up until the entry is applied; the task owns it.
-        pending.forget();
-        let node = Arc::clone(self);
-        tokio::spawn(async move {
-            let r = node.outcome(rx.await);
-            {
-                let mut early = node.early_opens();
-                if let Some(n) = early.get_mut(&key) {
-                    *n -= 1;
-                    if *n == 0 {
-                        early.remove(&key);
-                    }
-                }
-            }
-            node.pending_writes.fetch_sub(1, Ordering::AcqRel);
-            metrics::counter!("mfs_early_answers_total").increment(1);
-            if let Err(e) = r {
-                tracing::warn!(error = %e, "an open answered before its commit was not logged");
-            }
-        });
-        Ok(Reply::Attr(attr))
-    }
-
-    fn early_opens(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, u64), u32>> {
-        self.early_opens.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether `session` holds `inode` open by an open answered before its
-    /// entry was applied (see [`Self::open_before_commit`]); calls that need
-    /// the open (reading the file's chunks) count these too. Ask with the
-    /// namespace's lock held after finding no open there: the mark goes
-    /// only after the apply.
-    pub fn opened_early(&self, session: u64, inode: u64) -> bool {
-        self.early_opens().contains_key(&(session, inode))
     }
 
     /// The lease read without a trip through openraft's core: this node

@@ -1,0 +1,168 @@
+//! Opens answered before their entry commits, and logged together.
+//!
+//! An open changes nothing a later read sees; what it changes (the file's
+//! open count) matters only to requests logged after it, such as an unlink
+//! that would otherwise free the file. So the leader answers such an open
+//! from what its apply will answer, and holds its entry for [`HOLD`] so
+//! that the opens of that time go to openraft together: one log flush and
+//! one replication round for all of them, where each open used to cost one
+//! of its own. A write never overtakes a held open: before it is handed to
+//! openraft, the opens held are (see [`MasterNode::write`]).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::node::{MasterNode, NodeError};
+use crate::fsm::{Op, Reply, Request};
+
+/// How long an open answered early waits for others to be logged with it.
+/// The longer, the more opens share one entry's cost; but an open still
+/// held when its leader dies is lost (the next leader does not count it).
+const HOLD: Duration = Duration::from_millis(3);
+
+/// The opens this leader answered before their apply.
+#[derive(Debug, Default)]
+pub(super) struct EarlyOpens {
+    /// Answered and not yet applied, per (session, inode).
+    answered: Mutex<HashMap<(u64, u64), u32>>,
+    /// Answered and not yet handed to openraft, in the order answered.
+    held: Mutex<Vec<Request>>,
+    /// `held` is not empty (a write looks before it takes any lock).
+    holding: AtomicBool,
+    /// A task will hand `held` to openraft.
+    scheduled: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl EarlyOpens {
+    /// Whether opens are held (a write must log them first).
+    pub(super) fn holding(&self) -> bool {
+        self.holding.load(Ordering::Acquire)
+    }
+
+    fn unmark(&self, key: (u64, u64)) {
+        let mut answered = lock(&self.answered);
+        if let Some(n) = answered.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                answered.remove(&key);
+            }
+        }
+    }
+}
+
+fn key_of(req: &Request) -> (u64, u64) {
+    match &req.op {
+        Op::Open { inode, .. } => (req.session.0, inode.0),
+        _ => (req.session.0, 0),
+    }
+}
+
+impl MasterNode {
+    /// Answers an open without truncation from `Namespace::preview_open`
+    /// (what its apply will answer) and logs it shortly after, without
+    /// waiting for the commit, when that is safe: this node leads with a
+    /// valid lease or read index (everything committed is applied here)
+    /// and no write submitted here is still unapplied, so the preview sees
+    /// every entry ahead of it in the log but other opens answered so
+    /// (which change nothing a preview reads); the submission lock keeps
+    /// any write from coming between the preview and the hold, and every
+    /// write logs the held opens before itself. An unlink logged after it
+    /// then sees the file open. Otherwise, or when the preview declines
+    /// (errors, retries, truncation, other requests), it is an ordinary
+    /// [`Self::write`].
+    ///
+    /// If this leader dies before the entry commits, the open is not
+    /// counted by the next leader.
+    pub async fn open_before_commit(self: &Arc<Self>, req: Request) -> Result<Reply, NodeError> {
+        if !matches!(
+            req.op,
+            Op::Open {
+                truncate: false,
+                ..
+            }
+        ) {
+            return self.write(req).await;
+        }
+        self.linearize().await?;
+        let order = self.submit_order.write().await;
+        let early = if self.writes_in_flight() == 0 {
+            self.shared.ns().preview_open(&req)
+        } else {
+            None
+        };
+        let Some(attr) = early else {
+            drop(order);
+            return self.write(req).await;
+        };
+        if req.session.0 != 0 {
+            self.touch_session(req.session.0);
+        }
+        *lock(&self.early.answered).entry(key_of(&req)).or_default() += 1;
+        lock(&self.early.held).push(req);
+        self.early.holding.store(true, Ordering::Release);
+        drop(order);
+        if !self.early.scheduled.swap(true, Ordering::AcqRel) {
+            let node = Arc::clone(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(HOLD).await;
+                let _order = node.submit_order.write().await;
+                node.log_held().await;
+            });
+        }
+        Ok(Reply::Attr(attr))
+    }
+
+    /// Hands the held opens to openraft, in the order they were answered.
+    /// The caller holds the submission lock exclusively.
+    pub(super) async fn log_held(&self) {
+        let held = std::mem::take(&mut *lock(&self.early.held));
+        self.early.holding.store(false, Ordering::Release);
+        self.early.scheduled.store(false, Ordering::Release);
+        if held.is_empty() {
+            return;
+        }
+        metrics::histogram!("mfs_early_opens_per_batch").record(held.len() as f64);
+        let mut waiting = Vec::with_capacity(held.len());
+        for req in held {
+            let key = key_of(&req);
+            match self.submit_unpaced(req).await {
+                Ok(rx) => waiting.push((key, rx)),
+                Err(e) => {
+                    self.early.unmark(key);
+                    tracing::warn!(error = %e, "an open answered before its commit was not logged");
+                }
+            }
+        }
+        let early = Arc::clone(&self.early);
+        tokio::spawn(async move {
+            for (key, rx) in waiting {
+                let logged = matches!(rx.await, Ok(Ok(_)));
+                // The mark goes only after the apply (see `opened_early`).
+                early.unmark(key);
+                metrics::counter!("mfs_early_answers_total").increment(1);
+                if !logged {
+                    tracing::warn!(
+                        session = key.0,
+                        inode = key.1,
+                        "an open answered before its commit was not logged"
+                    );
+                }
+            }
+        });
+    }
+
+    /// Whether `session` holds `inode` open by an open answered before its
+    /// entry was applied (see [`Self::open_before_commit`]); calls that need
+    /// the open (reading the file's chunks) count these too. Ask with the
+    /// namespace's lock held after finding no open there: the mark goes
+    /// only after the apply.
+    pub fn opened_early(&self, session: u64, inode: u64) -> bool {
+        lock(&self.early.answered).contains_key(&(session, inode))
+    }
+}
