@@ -18,10 +18,13 @@ use std::future::Future;
 
 use tonic::transport::Channel;
 
+/// This thread's channels: (kind, address) -> (generation made at, channel).
+type Channels = HashMap<(&'static str, String), (u64, Channel)>;
+
 thread_local! {
     static RUNTIME: OnceCell<Option<tokio::runtime::Runtime>> = const { OnceCell::new() };
     static INSIDE: Cell<bool> = const { Cell::new(false) };
-    static CHANNELS: RefCell<HashMap<(&'static str, String), Channel>> = RefCell::new(HashMap::new());
+    static CHANNELS: RefCell<Channels> = RefCell::new(HashMap::new());
 }
 
 /// Runs `fut` to its end on this thread. Gives the future back when this
@@ -72,8 +75,10 @@ impl Drop for Inside {
 }
 
 /// This thread's channel to the `kind` of server ("master", "chunk") at
-/// `addr` while [`run`] drives a call here (made by `make` on first use),
-/// else `None`: use the shared one.
+/// `addr` while [`run`] drives a call here, else `None`: use the shared
+/// one. The channel is made by `make` on first use, and again when
+/// `generation` has grown since (a call found that server's connections
+/// broken: see [`Generation`]).
 ///
 /// Such a channel's connection is looked after only while a call runs on
 /// this thread: make it without HTTP/2 keep-alive pings, whose answer could
@@ -81,6 +86,7 @@ impl Drop for Inside {
 pub(crate) fn channel(
     kind: &'static str,
     addr: &str,
+    generation: u64,
     make: impl FnOnce() -> Option<Channel>,
 ) -> Option<Channel> {
     if !INSIDE.get() {
@@ -88,11 +94,94 @@ pub(crate) fn channel(
     }
     CHANNELS.with(|map| {
         let key = (kind, addr.to_string());
-        if let Some(ch) = map.borrow().get(&key) {
-            return Some(ch.clone());
+        if let Some((made, ch)) = map.borrow().get(&key) {
+            if *made >= generation {
+                return Some(ch.clone());
+            }
         }
         let ch = make()?;
-        map.borrow_mut().insert(key, ch.clone());
+        map.borrow_mut().insert(key, (generation, ch.clone()));
         Some(ch)
     })
+}
+
+/// Whether a call runs here under [`run`] (its channels are this thread's).
+pub(crate) fn inside() -> bool {
+    INSIDE.get()
+}
+
+/// How many times calls found the connections to one server broken. Each
+/// FUSE thread has its own connection to a server, and a server that
+/// restarted left each of them dead; the first call to find that out bumps
+/// this, so that the other threads connect anew before their next call
+/// instead of each failing once and backing off.
+#[derive(Debug, Default)]
+pub(crate) struct Generation(std::sync::atomic::AtomicU64);
+
+impl Generation {
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks every thread's connection made before now as broken.
+    pub(crate) fn bump(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell as Counter;
+
+    fn lazy(addr: &str) -> Option<Channel> {
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .ok()
+            .map(|e| e.connect_lazy())
+    }
+
+    #[test]
+    fn calls_run_here_with_channels_of_this_thread() {
+        let made = Counter::new(0);
+        let make = || {
+            made.set(made.get() + 1);
+            lazy("127.0.0.1:1")
+        };
+        assert!(
+            channel("master", "127.0.0.1:1", 0, make).is_none(),
+            "outside run"
+        );
+        let out = run(async {
+            assert!(inside());
+            // A nested call is handed back, to be spawned.
+            assert!(run(async {}).is_err());
+            let a = channel("master", "127.0.0.1:1", 0, make).is_some();
+            let b = channel("master", "127.0.0.1:1", 0, make).is_some();
+            let other_kind = channel("chunk", "127.0.0.1:1", 0, make).is_some();
+            a && b && other_kind
+        });
+        assert_eq!(out.ok(), Some(true));
+        assert_eq!(made.get(), 2, "one channel per kind and address");
+        assert!(!inside());
+
+        let out = run(async {
+            // Broken since: made anew, once.
+            channel("master", "127.0.0.1:1", 1, make);
+            channel("master", "127.0.0.1:1", 1, make);
+        });
+        assert!(out.is_ok());
+        assert_eq!(made.get(), 3);
+    }
+
+    #[test]
+    fn a_panic_ends_the_call_not_the_thread() {
+        assert!(run_caught(async { panic!("boom") }).is_ok());
+        assert!(!inside());
+        assert_eq!(run(async { 7 }).ok(), Some(7));
+    }
+
+    #[tokio::test]
+    async fn a_runtime_thread_spawns_instead() {
+        assert!(run(async {}).is_err());
+    }
 }

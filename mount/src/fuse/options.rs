@@ -56,8 +56,10 @@ pub struct MountConfig {
     /// the file is reopened).
     #[serde(deserialize_with = "mfs_common::config::flexible_bool")]
     pub mfswritebackcache: bool,
-    /// FUSE worker threads reading requests from the kernel (each request
-    /// then runs as its own task, so a slow call never blocks the others).
+    /// FUSE worker threads reading requests from the kernel. A short call
+    /// runs on the thread that read it, so this is also how many of them
+    /// can wait for the master at once (calls that may wait long run as
+    /// tasks).
     pub mfsworkers: usize,
     /// MiB of 64 KiB data blocks kept for small reads (each small read
     /// fetches its whole block; the next reads of the block are answered
@@ -89,7 +91,7 @@ impl Default for MountConfig {
             mfsdirentrycacheto: 1.0,
             mfsiotimeout: 0,
             mfswritebackcache: true,
-            mfsworkers: 4,
+            mfsworkers: 16,
             mfsreadcachesize: 128,
             allow_other: false,
             default_permissions: false,

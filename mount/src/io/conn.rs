@@ -68,6 +68,9 @@ pub(crate) fn classify(addr: &str, status: &Status) -> Failure {
 #[derive(Debug)]
 pub(crate) struct Conns {
     channels: RwLock<HashMap<String, Channel>>,
+    /// Per address: how many times the FUSE threads' own connections were
+    /// found broken (see `crate::inline::Generation`).
+    broken: RwLock<HashMap<String, u64>>,
     connect_timeout: Duration,
 }
 
@@ -75,6 +78,7 @@ impl Conns {
     pub(crate) fn new(connect_timeout: Duration) -> Self {
         Conns {
             channels: RwLock::new(HashMap::new()),
+            broken: RwLock::new(HashMap::new()),
             connect_timeout,
         }
     }
@@ -88,7 +92,16 @@ impl Conns {
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, Failure> {
-        if let Some(ch) = crate::inline::channel("chunk", addr, || self.make(addr, false).ok()) {
+        let generation = self
+            .broken
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(addr)
+            .copied()
+            .unwrap_or(0);
+        if let Some(ch) =
+            crate::inline::channel("chunk", addr, generation, || self.make(addr, false).ok())
+        {
             return Ok(ch);
         }
         if let Some(ch) = self
@@ -106,6 +119,23 @@ impl Conns {
         let channel = self.make(addr, true)?;
         map.insert(addr.to_string(), channel.clone());
         Ok(channel)
+    }
+
+    /// Whether a failed call to `addr` is worth one more try at once: it
+    /// ran on a FUSE thread's own connection, which may have died unseen
+    /// (the server restarted while the thread was idle). Then every
+    /// thread's connection to `addr` is made anew before its next call.
+    pub(crate) fn renew(&self, addr: &str) -> bool {
+        if !crate::inline::inside() {
+            return false;
+        }
+        *self
+            .broken
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(addr.to_string())
+            .or_default() += 1;
+        true
     }
 
     /// A new lazily connected channel to `addr`, with HTTP/2 keep-alive

@@ -14,6 +14,10 @@ use super::split::{split, Piece, CHUNK_SIZE};
 use super::{lock, Inner, Retry};
 use crate::error::ClientError;
 
+/// A read from a chunkserver that failed sooner than this is tried once
+/// more on a new connection (see `Conns::renew`).
+const RENEW_WITHIN: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// A ReadChunk answer and when it came.
 #[derive(Debug, Clone)]
 pub(crate) struct CachedLocation {
@@ -169,7 +173,17 @@ impl Inner {
             );
             let fetch = wide.map_or(piece, |(w, _)| w);
             for server in &loc.servers {
-                match self.read_from(&server.address, &loc, fetch).await {
+                let asked = Instant::now();
+                let mut answer = self.read_from(&server.address, &loc, fetch).await;
+                // A connection that died unseen fails at once; a server
+                // that does not answer is not asked twice.
+                if matches!(answer, Err(Failure::Copy(_)))
+                    && asked.elapsed() < RENEW_WITHIN
+                    && self.conns.renew(&server.address)
+                {
+                    answer = self.read_from(&server.address, &loc, fetch).await;
+                }
+                match answer {
                     Ok(data) => {
                         let Some((w, epoch)) = wide else {
                             return Ok(data);

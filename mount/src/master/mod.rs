@@ -113,6 +113,9 @@ pub(crate) struct Master {
     /// IPs to a master listed by name).
     socks: Vec<SocketAddr>,
     pub(crate) channel: Channel,
+    /// Bumped when the FUSE threads' own connections to it are found
+    /// broken (see `crate::inline::Generation`).
+    pub(crate) broken: crate::inline::Generation,
 }
 
 /// The state shared by the clones of one [`MasterClient`].
@@ -223,6 +226,7 @@ impl Inner {
                     addr: addr.to_string(),
                     socks,
                     channel,
+                    broken: Default::default(),
                 }));
                 list.len() - 1
             }
@@ -236,7 +240,7 @@ impl Inner {
     /// The channel to use for `master`: this thread's own while
     /// [`crate::inline::run`] drives a call here, else the shared one.
     pub(crate) fn channel_of(&self, master: &Master) -> Channel {
-        crate::inline::channel("master", &master.addr, || {
+        crate::inline::channel("master", &master.addr, master.broken.get(), || {
             make_thread_channel(&master.addr, &self.opts).ok()
         })
         .unwrap_or_else(|| master.channel.clone())
@@ -317,6 +321,7 @@ impl MasterClient {
                 addr,
                 socks,
                 channel,
+                broken: Default::default(),
             }));
         }
         let register = opts.register_session;

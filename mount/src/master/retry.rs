@@ -133,6 +133,7 @@ impl Inner {
         let mut hops_in_a_row = 0usize;
         let mut last_error = String::from("no attempt made");
         let mut next_warn = STALL_WARN;
+        let mut renewed = false;
         loop {
             let (at, master) = self.master_at(idx);
             let attempt_limit = match deadline {
@@ -162,7 +163,17 @@ impl Inner {
                     }
                     return Ok(resp.into_inner());
                 }
-                Ok(Err(status)) => classify(&status),
+                Ok(Err(status)) => match classify(&status) {
+                    // This FUSE thread's connection to it had died unseen
+                    // (the master restarted while the thread was idle): go
+                    // again at once, with new connections on every thread.
+                    Verdict::Retry(_) if crate::inline::inside() && !renewed => {
+                        renewed = true;
+                        master.broken.bump();
+                        continue;
+                    }
+                    v => v,
+                },
                 Err(_) => Verdict::Retry(format!("no reply within {attempt_limit:.1?}")),
             };
             let (text, answered) = match verdict {
