@@ -22,6 +22,7 @@
 //! inheritance), `image` (snapshot format).
 
 mod acl;
+mod attrs;
 mod chunks;
 mod image;
 mod locks;
