@@ -541,7 +541,11 @@ impl ChunkManager {
             let call = order(a);
             async move { (s, call.await) }
         });
-        let ok = self.took(id, nv, join_all(calls).await, what);
+        let started = std::time::Instant::now();
+        let results = join_all(calls).await;
+        metrics::histogram!("mfs_chunk_order_seconds", "order" => what.to_string())
+            .record(started.elapsed().as_secs_f64());
+        let ok = self.took(id, nv, results, what);
         if ok.is_empty() {
             return Err(none.into());
         }
