@@ -4,7 +4,7 @@
 //! several times: the FUSE reader wakes a runtime worker, the worker hands
 //! the request to the channel's own tasks, and the reply comes back the same
 //! way. On a small machine those wake-ups cost more than the master's work.
-//! [`run`] instead drives the call to its end on the calling thread, with a
+//! [`run_caught`] instead drives the call to its end on the calling thread, with a
 //! runtime of that thread's own; gRPC channels made while it runs
 //! ([`channel`]) belong to that thread too, so a round trip is one write
 //! and one wait on the socket.
@@ -43,6 +43,7 @@ pub(crate) fn run_caught<F: Future<Output = ()>>(fut: F) -> Result<(), F> {
     }
 }
 
+/// [`run_caught`] without the catch.
 fn run<F: Future>(fut: F) -> Result<F::Output, F> {
     if INSIDE.get() || tokio::runtime::Handle::try_current().is_ok() {
         return Err(fut);
@@ -65,7 +66,7 @@ fn run<F: Future>(fut: F) -> Result<F::Output, F> {
 }
 
 /// Clears the mark of a call running here when it ends, also by a panic
-/// (which goes on to the FUSE thread, as a task's would end the task).
+/// (which [`run_caught`] stops).
 struct Inside;
 
 impl Drop for Inside {

@@ -164,10 +164,16 @@ impl Inner {
                     return Ok(resp.into_inner());
                 }
                 Ok(Err(status)) => match classify(&status) {
-                    // This FUSE thread's connection to it had died unseen
-                    // (the master restarted while the thread was idle): go
-                    // again at once, with new connections on every thread.
-                    Verdict::Retry(_) if crate::inline::inside() && !renewed => {
+                    // The call failed here, in the transport (a status with
+                    // a source), on this FUSE thread's own connection: it
+                    // may have died unseen (the master restarted while the
+                    // thread was idle). Go again at once, with new
+                    // connections on every thread.
+                    Verdict::Retry(_)
+                        if std::error::Error::source(&status).is_some()
+                            && crate::inline::inside()
+                            && !renewed =>
+                    {
                         renewed = true;
                         master.broken.bump();
                         continue;
