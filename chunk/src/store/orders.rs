@@ -146,12 +146,20 @@ impl Store {
                 version: read_lock(&s.state).version,
             });
         }
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| ChunkError::io(format!("creating folder {}", dir.display()), e))?;
-        }
-        let mut f = ChunkFile::create(&path, id, version)
-            .map_err(|e| ChunkError::io(format!("creating {}", path.display()), e))?;
+        // The folder is there but on a new disk: make it only then (no
+        // mkdir and stat before every create).
+        let made = match ChunkFile::create(&path, id, version) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        ChunkError::io(format!("creating folder {}", dir.display()), e)
+                    })?;
+                }
+                ChunkFile::create(&path, id, version)
+            }
+            other => other,
+        };
+        let mut f = made.map_err(|e| ChunkError::io(format!("creating {}", path.display()), e))?;
         if self.opts.direct_writes {
             f.allow_direct();
         }
