@@ -15,16 +15,34 @@
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::future::Future;
+use std::time::{Duration, Instant};
 
 use tonic::transport::Channel;
 
-/// This thread's channels: (kind, address) -> (generation made at, channel).
-type Channels = HashMap<(&'static str, String), (u64, Channel)>;
+/// This thread's channels: (kind, address) -> the channel and what is
+/// known of it.
+type Channels = HashMap<(&'static str, String), Held>;
+
+/// One of this thread's channels.
+#[derive(Debug, Clone)]
+struct Held {
+    /// The generation of its server when it was made.
+    made: u64,
+    /// When a call last took it.
+    used: Instant,
+    channel: Channel,
+}
+
+/// A channel of a FUSE thread not taken for this long is dropped (its
+/// connection closes), so a mount does not keep a connection per thread to
+/// every chunkserver it once read from.
+const IDLE: Duration = Duration::from_secs(120);
 
 thread_local! {
     static RUNTIME: OnceCell<Option<tokio::runtime::Runtime>> = const { OnceCell::new() };
     static INSIDE: Cell<bool> = const { Cell::new(false) };
     static CHANNELS: RefCell<Channels> = RefCell::new(HashMap::new());
+    static PRUNED: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// Runs `fut` to its end on this thread. Gives the future back when this
@@ -93,17 +111,37 @@ pub(crate) fn channel(
     if !INSIDE.get() {
         return None;
     }
+    let now = Instant::now();
     CHANNELS.with(|map| {
+        let mut map = map.borrow_mut();
+        if PRUNED
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= IDLE / 2)
+        {
+            PRUNED.set(Some(now));
+            prune(&mut map, now, IDLE);
+        }
         let key = (kind, addr.to_string());
-        if let Some((made, ch)) = map.borrow().get(&key) {
-            if *made >= generation {
-                return Some(ch.clone());
+        if let Some(h) = map.get_mut(&key) {
+            if h.made >= generation {
+                h.used = now;
+                return Some(h.channel.clone());
             }
         }
-        let ch = make()?;
-        map.borrow_mut().insert(key, (generation, ch.clone()));
-        Some(ch)
+        let channel = make()?;
+        let held = Held {
+            made: generation,
+            used: now,
+            channel: channel.clone(),
+        };
+        map.insert(key, held);
+        Some(channel)
     })
+}
+
+/// Drops the channels not taken for `idle`.
+fn prune(map: &mut Channels, now: Instant, idle: Duration) {
+    map.retain(|_, h| now.duration_since(h.used) < idle);
 }
 
 /// Whether a call runs here under [`run`] (its channels are this thread's).
@@ -172,6 +210,28 @@ mod tests {
         });
         assert!(out.is_ok());
         assert_eq!(made.get(), 3);
+    }
+
+    #[test]
+    fn idle_channels_are_dropped() {
+        let out = run(async {
+            let mut map = Channels::new();
+            let t0 = Instant::now();
+            for (addr, used) in [("127.0.0.1:1", t0), ("127.0.0.1:2", t0 + IDLE)] {
+                let channel = lazy(addr)?;
+                map.insert(
+                    ("chunk", addr.to_string()),
+                    Held {
+                        made: 0,
+                        used,
+                        channel,
+                    },
+                );
+            }
+            prune(&mut map, t0 + IDLE, IDLE);
+            Some(map.keys().map(|(_, a)| a.clone()).collect::<Vec<_>>())
+        });
+        assert_eq!(out.ok().flatten(), Some(vec!["127.0.0.1:2".to_string()]));
     }
 
     #[test]
