@@ -3,18 +3,20 @@
 //! An open changes nothing a later read sees; what it changes (the file's
 //! open count) matters only to requests logged after it, such as an unlink
 //! that would otherwise free the file. So the leader answers such an open
-//! from what its apply will answer, and holds its entry for [`HOLD`] so
-//! that the opens of that time go to openraft together: one log flush and
-//! one replication round for all of them, where each open used to cost one
-//! of its own. A write never overtakes a held open: before it is handed to
-//! openraft, the opens held are (see [`MasterNode::write`]).
+//! from what its apply will answer. An open alone goes to openraft at once;
+//! when opens come in a stream (another was answered less than [`HOLD`]
+//! ago), its entry is held for up to [`HOLD`], so that the opens of that
+//! time go together: one log flush and one replication round for all of
+//! them, where each open used to cost one of its own. A write never
+//! overtakes a held open: before it is handed to openraft, the opens held
+//! are (see [`MasterNode::write`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::node::{MasterNode, NodeError};
+use super::node::{MasterNode, NodeError, WriteReceiver};
 use crate::fsm::{Op, Reply, Request};
 
 /// How long an open answered early waits for others to be logged with it.
@@ -33,6 +35,8 @@ pub(super) struct EarlyOpens {
     holding: AtomicBool,
     /// A task will hand `held` to openraft.
     scheduled: AtomicBool,
+    /// When the last open was answered early.
+    last: Mutex<Option<Instant>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -43,6 +47,34 @@ impl EarlyOpens {
     /// Whether opens are held (a write must log them first).
     pub(super) fn holding(&self) -> bool {
         self.holding.load(Ordering::Acquire)
+    }
+
+    /// Whether an open was answered early less than [`HOLD`] ago (and
+    /// notes this one).
+    fn in_stream(&self, now: Instant) -> bool {
+        let last = lock(&self.last).replace(now);
+        last.is_some_and(|t| now.duration_since(t) < HOLD)
+    }
+
+    /// Waits (in a task) for the opens handed to openraft to be applied,
+    /// and takes their marks down.
+    fn await_logged(self: &Arc<Self>, waiting: Vec<((u64, u64), WriteReceiver)>) {
+        let early = Arc::clone(self);
+        tokio::spawn(async move {
+            for (key, rx) in waiting {
+                let logged = matches!(rx.await, Ok(Ok(_)));
+                // The mark goes only after the apply (see `opened_early`).
+                early.unmark(key);
+                metrics::counter!("mfs_early_answers_total").increment(1);
+                if !logged {
+                    tracing::warn!(
+                        session = key.0,
+                        inode = key.1,
+                        "an open answered before its commit was not logged"
+                    );
+                }
+            }
+        });
     }
 
     fn unmark(&self, key: (u64, u64)) {
@@ -65,7 +97,8 @@ fn key_of(req: &Request) -> (u64, u64) {
 
 impl MasterNode {
     /// Answers an open without truncation from `Namespace::preview_open`
-    /// (what its apply will answer) and logs it shortly after, without
+    /// (what its apply will answer) and logs it at once, or with the
+    /// opens of the next [`HOLD`] when they come in a stream, without
     /// waiting for the commit, when that is safe: this node leads with a
     /// valid lease or read index (everything committed is applied here)
     /// and no write submitted here is still unapplied, so the preview sees
@@ -103,7 +136,24 @@ impl MasterNode {
         if req.session.0 != 0 {
             self.touch_session(req.session.0);
         }
-        *lock(&self.early.answered).entry(key_of(&req)).or_default() += 1;
+        let key = key_of(&req);
+        *lock(&self.early.answered).entry(key).or_default() += 1;
+        // An open alone goes to the log at once: only a stream of them
+        // (another answered within HOLD) waits, or one behind held opens.
+        if !self.early.in_stream(Instant::now()) && !self.early.holding() {
+            let logged = self.submit_unpaced(req).await;
+            drop(order);
+            let rx = match logged {
+                Ok(rx) => rx,
+                Err(e) => {
+                    self.early.unmark(key);
+                    return Err(e);
+                }
+            };
+            metrics::histogram!("mfs_early_opens_per_batch").record(1.0);
+            self.early.await_logged(vec![(key, rx)]);
+            return Ok(Reply::Attr(attr));
+        }
         lock(&self.early.held).push(req);
         self.early.holding.store(true, Ordering::Release);
         drop(order);
@@ -139,22 +189,7 @@ impl MasterNode {
                 }
             }
         }
-        let early = Arc::clone(&self.early);
-        tokio::spawn(async move {
-            for (key, rx) in waiting {
-                let logged = matches!(rx.await, Ok(Ok(_)));
-                // The mark goes only after the apply (see `opened_early`).
-                early.unmark(key);
-                metrics::counter!("mfs_early_answers_total").increment(1);
-                if !logged {
-                    tracing::warn!(
-                        session = key.0,
-                        inode = key.1,
-                        "an open answered before its commit was not logged"
-                    );
-                }
-            }
-        });
+        self.early.await_logged(waiting);
     }
 
     /// Whether `session` holds `inode` open by an open answered before its

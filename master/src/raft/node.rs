@@ -86,7 +86,7 @@ pub struct MasterNode {
 }
 
 type WriteResult = Result<ClientWriteResponse, ClientWriteError>;
-type WriteReceiver = tokio::sync::oneshot::Receiver<WriteResult>;
+pub(super) type WriteReceiver = tokio::sync::oneshot::Receiver<WriteResult>;
 type RecvError = tokio::sync::oneshot::error::RecvError;
 
 /// Counts one write as pending while it lives.
