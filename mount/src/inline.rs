@@ -94,10 +94,10 @@ impl Drop for Inside {
 }
 
 /// This thread's channel to the `kind` of server ("master", "chunk") at
-/// `addr` while [`run`] drives a call here, else `None`: use the shared
-/// one. The channel is made by `make` on first use, and again when
-/// `generation` has grown since (a call found that server's connections
-/// broken: see [`Generation`]).
+/// `addr` while [`run_caught`] drives a call here, else `None`: use the
+/// shared one. The channel is made by `make` on first use, and again when
+/// the server's `generation` has grown since (a call found its connections
+/// broken: see [`Generation`]); neither is asked for outside such a call.
 ///
 /// Such a channel's connection is looked after only while a call runs on
 /// this thread: make it without HTTP/2 keep-alive pings, whose answer could
@@ -105,12 +105,13 @@ impl Drop for Inside {
 pub(crate) fn channel(
     kind: &'static str,
     addr: &str,
-    generation: u64,
+    generation: impl FnOnce() -> u64,
     make: impl FnOnce() -> Option<Channel>,
 ) -> Option<Channel> {
     if !INSIDE.get() {
         return None;
     }
+    let generation = generation();
     let now = Instant::now();
     CHANNELS.with(|map| {
         let mut map = map.borrow_mut();
@@ -144,7 +145,8 @@ fn prune(map: &mut Channels, now: Instant, idle: Duration) {
     map.retain(|_, h| now.duration_since(h.used) < idle);
 }
 
-/// Whether a call runs here under [`run`] (its channels are this thread's).
+/// Whether a call runs here under [`run_caught`] (its channels are this
+/// thread's).
 pub(crate) fn inside() -> bool {
     INSIDE.get()
 }
@@ -187,16 +189,16 @@ mod tests {
             lazy("127.0.0.1:1")
         };
         assert!(
-            channel("master", "127.0.0.1:1", 0, make).is_none(),
+            channel("master", "127.0.0.1:1", || 0, make).is_none(),
             "outside run"
         );
         let out = run(async {
             assert!(inside());
             // A nested call is handed back, to be spawned.
             assert!(run(async {}).is_err());
-            let a = channel("master", "127.0.0.1:1", 0, make).is_some();
-            let b = channel("master", "127.0.0.1:1", 0, make).is_some();
-            let other_kind = channel("chunk", "127.0.0.1:1", 0, make).is_some();
+            let a = channel("master", "127.0.0.1:1", || 0, make).is_some();
+            let b = channel("master", "127.0.0.1:1", || 0, make).is_some();
+            let other_kind = channel("chunk", "127.0.0.1:1", || 0, make).is_some();
             a && b && other_kind
         });
         assert_eq!(out.ok(), Some(true));
@@ -205,8 +207,8 @@ mod tests {
 
         let out = run(async {
             // Broken since: made anew, once.
-            channel("master", "127.0.0.1:1", 1, make);
-            channel("master", "127.0.0.1:1", 1, make);
+            channel("master", "127.0.0.1:1", || 1, make);
+            channel("master", "127.0.0.1:1", || 1, make);
         });
         assert!(out.is_ok());
         assert_eq!(made.get(), 3);

@@ -529,7 +529,7 @@ impl ChunkManager {
         &self,
         servers: &[u64],
         (id, nv): (ChunkId, u32),
-        what: &str,
+        what: &'static str,
         none: Errno,
         order: F,
     ) -> Result<Vec<u64>, ChunkError>
@@ -543,7 +543,7 @@ impl ChunkManager {
         });
         let started = std::time::Instant::now();
         let results = join_all(calls).await;
-        metrics::histogram!("mfs_chunk_order_seconds", "order" => what.to_string())
+        metrics::histogram!("mfs_chunk_order_seconds", "order" => what)
             .record(started.elapsed().as_secs_f64());
         let ok = self.took(id, nv, results, what);
         if ok.is_empty() {

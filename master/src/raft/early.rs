@@ -29,8 +29,9 @@ const HOLD: Duration = Duration::from_millis(3);
 pub(super) struct EarlyOpens {
     /// Answered and not yet applied, per (session, inode).
     answered: Mutex<HashMap<(u64, u64), u32>>,
-    /// Answered and not yet handed to openraft, in the order answered.
-    held: Mutex<Vec<Request>>,
+    /// Answered and not yet handed to openraft, in the order answered,
+    /// with their (session, inode).
+    held: Mutex<Vec<(Key, Request)>>,
     /// `held` is not empty (a write looks before it takes any lock).
     holding: AtomicBool,
     /// A task will hand `held` to openraft.
@@ -38,6 +39,9 @@ pub(super) struct EarlyOpens {
     /// When the last open was answered early.
     last: Mutex<Option<Instant>>,
 }
+
+/// An open's (session, inode).
+type Key = (u64, u64);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -58,7 +62,7 @@ impl EarlyOpens {
 
     /// Waits (in a task) for the opens handed to openraft to be applied,
     /// and takes their marks down.
-    fn await_logged(self: &Arc<Self>, waiting: Vec<((u64, u64), WriteReceiver)>) {
+    fn await_logged(self: &Arc<Self>, waiting: Vec<(Key, WriteReceiver)>) {
         let early = Arc::clone(self);
         tokio::spawn(async move {
             for (key, rx) in waiting {
@@ -77,7 +81,7 @@ impl EarlyOpens {
         });
     }
 
-    fn unmark(&self, key: (u64, u64)) {
+    fn unmark(&self, key: Key) {
         let mut answered = lock(&self.answered);
         if let Some(n) = answered.get_mut(&key) {
             *n -= 1;
@@ -85,13 +89,6 @@ impl EarlyOpens {
                 answered.remove(&key);
             }
         }
-    }
-}
-
-fn key_of(req: &Request) -> (u64, u64) {
-    match &req.op {
-        Op::Open { inode, .. } => (req.session.0, inode.0),
-        _ => (req.session.0, 0),
     }
 }
 
@@ -113,15 +110,14 @@ impl MasterNode {
     /// If this leader dies before the entry commits, the open is not
     /// counted by the next leader.
     pub async fn open_before_commit(self: &Arc<Self>, req: Request) -> Result<Reply, NodeError> {
-        if !matches!(
-            req.op,
-            Op::Open {
-                truncate: false,
-                ..
-            }
-        ) {
+        let Op::Open {
+            inode,
+            truncate: false,
+            ..
+        } = req.op
+        else {
             return self.write(req).await;
-        }
+        };
         self.linearize().await?;
         let order = self.submit_order.write().await;
         let early = if self.writes_in_flight() == 0 {
@@ -136,25 +132,19 @@ impl MasterNode {
         if req.session.0 != 0 {
             self.touch_session(req.session.0);
         }
-        let key = key_of(&req);
+        let key = (req.session.0, inode.0);
         *lock(&self.early.answered).entry(key).or_default() += 1;
         // An open alone goes to the log at once: only a stream of them
         // (another answered within HOLD) waits, or one behind held opens.
         if !self.early.in_stream(Instant::now()) && !self.early.holding() {
-            let logged = self.submit_unpaced(req).await;
+            let logged = self.log_open(key, req).await;
             drop(order);
-            let rx = match logged {
-                Ok(rx) => rx,
-                Err(e) => {
-                    self.early.unmark(key);
-                    return Err(e);
-                }
-            };
+            let rx = logged?;
             metrics::histogram!("mfs_early_opens_per_batch").record(1.0);
             self.early.await_logged(vec![(key, rx)]);
             return Ok(Reply::Attr(attr));
         }
-        lock(&self.early.held).push(req);
+        lock(&self.early.held).push((key, req));
         self.early.holding.store(true, Ordering::Release);
         drop(order);
         if !self.early.scheduled.swap(true, Ordering::AcqRel) {
@@ -179,17 +169,25 @@ impl MasterNode {
         }
         metrics::histogram!("mfs_early_opens_per_batch").record(held.len() as f64);
         let mut waiting = Vec::with_capacity(held.len());
-        for req in held {
-            let key = key_of(&req);
-            match self.submit_unpaced(req).await {
+        for (key, req) in held {
+            match self.log_open(key, req).await {
                 Ok(rx) => waiting.push((key, rx)),
                 Err(e) => {
-                    self.early.unmark(key);
                     tracing::warn!(error = %e, "an open answered before its commit was not logged");
                 }
             }
         }
         self.early.await_logged(waiting);
+    }
+
+    /// Hands the open `req` answered early to openraft; its mark goes if
+    /// that fails.
+    async fn log_open(&self, key: Key, req: Request) -> Result<WriteReceiver, NodeError> {
+        let logged = self.submit_unpaced(req).await;
+        if logged.is_err() {
+            self.early.unmark(key);
+        }
+        logged
     }
 
     /// Whether `session` holds `inode` open by an open answered before its

@@ -90,20 +90,18 @@ pub(super) type WriteReceiver = tokio::sync::oneshot::Receiver<WriteResult>;
 type RecvError = tokio::sync::oneshot::error::RecvError;
 
 /// Counts one write as pending while it lives.
-struct PendingWrite<'a>(Option<&'a AtomicUsize>);
+struct PendingWrite<'a>(&'a AtomicUsize);
 
 impl<'a> PendingWrite<'a> {
     fn new(count: &'a AtomicUsize) -> Self {
         count.fetch_add(1, Ordering::AcqRel);
-        PendingWrite(Some(count))
+        PendingWrite(count)
     }
 }
 
 impl Drop for PendingWrite<'_> {
     fn drop(&mut self) {
-        if let Some(c) = self.0 {
-            c.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

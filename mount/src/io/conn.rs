@@ -10,6 +10,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::error::{errno, errno_of, status_text, ClientError};
+use crate::inline::Generation;
 
 /// Largest gRPC message sent to or accepted from a chunkserver: a piece of
 /// at most 16 MiB (the chunkserver's limit) plus framing.
@@ -70,7 +71,7 @@ pub(crate) struct Conns {
     channels: RwLock<HashMap<String, Channel>>,
     /// Per address: how many times the FUSE threads' own connections were
     /// found broken (see `crate::inline::Generation`).
-    broken: RwLock<HashMap<String, u64>>,
+    broken: RwLock<HashMap<String, Generation>>,
     connect_timeout: Duration,
 }
 
@@ -92,13 +93,10 @@ impl Conns {
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, Failure> {
-        let generation = self
-            .broken
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(addr)
-            .copied()
-            .unwrap_or(0);
+        let generation = || {
+            let broken = self.broken.read().unwrap_or_else(|p| p.into_inner());
+            broken.get(addr).map_or(0, Generation::get)
+        };
         if let Some(ch) =
             crate::inline::channel("chunk", addr, generation, || self.make(addr, false).ok())
         {
@@ -129,12 +127,12 @@ impl Conns {
         if !crate::inline::inside() {
             return false;
         }
-        *self
-            .broken
+        self.broken
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .entry(addr.to_string())
-            .or_default() += 1;
+            .or_default()
+            .bump();
         true
     }
 

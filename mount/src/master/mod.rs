@@ -238,9 +238,11 @@ impl Inner {
     }
 
     /// The channel to use for `master`: this thread's own while
-    /// [`crate::inline::run`] drives a call here, else the shared one.
+    /// [`crate::inline::run_caught`] drives a call here, else the shared
+    /// one.
     pub(crate) fn channel_of(&self, master: &Master) -> Channel {
-        crate::inline::channel("master", &master.addr, master.broken.get(), || {
+        let generation = || master.broken.get();
+        crate::inline::channel("master", &master.addr, generation, || {
             make_thread_channel(&master.addr, &self.opts).ok()
         })
         .unwrap_or_else(|| master.channel.clone())
