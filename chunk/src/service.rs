@@ -141,11 +141,7 @@ impl ChunkService for ChunkSvc {
         let mut r = req.into_inner();
         check_range(r.offset, r.data.len() as u64).map_err(|e| e.to_status())?;
         if r.chain.is_empty() {
-            let store = self.store.clone();
-            let length = blocking("write", move || {
-                store.write(r.chunk_id, r.version, r.offset, &r.data)
-            })
-            .await?;
+            let length = write_here(&self.store, r).await?;
             return Ok(Response::new(pb::ChunkWriteReply { length }));
         }
         // Forward to chain[0] with the rest of the chain, while writing here.
@@ -159,13 +155,10 @@ impl ChunkService for ChunkSvc {
             offset: r.offset,
             data: r.data.clone(),
             chain: std::mem::take(&mut r.chain),
+            create: r.create,
         };
         let forward = async move { client.write(fwd).await };
-        let store = self.store.clone();
-        let local = blocking("write", move || {
-            store.write(r.chunk_id, r.version, r.offset, &r.data)
-        });
-        let (local, remote) = tokio::join!(local, forward);
+        let (local, remote) = tokio::join!(write_here(&self.store, r), forward);
         let length = local?;
         remote.map_err(|s| peer_err(&next, s).to_status())?;
         Ok(Response::new(pb::ChunkWriteReply { length }))
@@ -392,6 +385,19 @@ async fn replicate_from(
     })
     .await
     .map_err(|s| status_to_local(id, s))
+}
+
+/// The local part of a Write: with `create`, the copy is made first when
+/// this server lacks it.
+async fn write_here(store: &Arc<Store>, r: pb::ChunkWriteRequest) -> Result<u64, Status> {
+    let store = store.clone();
+    blocking("write", move || {
+        if r.create {
+            store.create_missing(r.chunk_id, r.version)?;
+        }
+        store.write(r.chunk_id, r.version, r.offset, &r.data)
+    })
+    .await
 }
 
 /// A status from our own store, back into an error (for the source loop).

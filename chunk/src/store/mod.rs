@@ -113,6 +113,10 @@ pub struct Store {
     open_order: Mutex<std::collections::VecDeque<u64>>,
     open_count: AtomicUsize,
     changes: Mutex<BTreeMap<u64, Change>>,
+    /// Chunks the leader asked for at a version while they were not here:
+    /// (that version, when). A write that may create its chunk at an older
+    /// version is refused (`create_missing`).
+    missed: Mutex<HashMap<u64, (u32, std::time::Instant)>>,
     opts: StoreOptions,
     load: AtomicU32,
 }
@@ -165,6 +169,7 @@ impl Store {
             open_order: Mutex::new(Default::default()),
             open_count: AtomicUsize::new(0),
             changes: Mutex::new(BTreeMap::new()),
+            missed: Mutex::new(HashMap::new()),
             opts,
             load: AtomicU32::new(0),
         };

@@ -10,6 +10,12 @@ use crate::disk::{self, TEMP_SUFFIX};
 use crate::error::ChunkError;
 use crate::format::{ChunkFile, FormatError, CHUNK_SIZE, HEADER_SIZE};
 
+/// How long a version the leader asked for and this server lacked keeps
+/// older writes from making the chunk (a lease outlives no such wait).
+const MISSED_TIME: std::time::Duration = std::time::Duration::from_secs(600);
+/// Past this many remembered, the ones older than `MISSED_TIME` are dropped.
+const MISSED_KEPT: usize = 1024;
+
 /// A copy being received from a peer: a temp file that becomes the chunk
 /// when [`Store::finish_replica`] is called, and is removed if dropped
 /// before.
@@ -177,6 +183,41 @@ impl Store {
         Ok(())
     }
 
+    /// For a write that may make its chunk: creates an empty chunk (id,
+    /// version) unless a copy of `id` is here already (the write then
+    /// checks its version). Stale when the leader asked this server for a
+    /// later version of `id` that it lacked: the writer's lease is old, and
+    /// a copy made for it now would miss what the newer lease writes.
+    pub fn create_missing(&self, id: u64, version: u32) -> Result<(), ChunkError> {
+        if read_lock(&self.chunks).contains_key(&id) {
+            return Ok(());
+        }
+        if let Some(&(later, _)) = lock(&self.missed).get(&id) {
+            if later > version {
+                return Err(ChunkError::Stale {
+                    id,
+                    have: later,
+                    want: version,
+                });
+            }
+        }
+        match self.create(id, version) {
+            Err(ChunkError::Exists { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Notes that the leader asked for version `version` of `id`, which is
+    /// not here (see `create_missing`).
+    fn note_missed(&self, id: u64, version: u32) {
+        let now = std::time::Instant::now();
+        let mut m = lock(&self.missed);
+        if m.len() >= MISSED_KEPT {
+            m.retain(|_, (_, t)| now.duration_since(*t) < MISSED_TIME);
+        }
+        m.insert(id, (version, now));
+    }
+
     /// Deletes the copy of `id` (of `version`, or any when 0).
     pub fn delete(&self, id: u64, version: u32) -> Result<(), ChunkError> {
         let _busy = self.busy();
@@ -208,7 +249,13 @@ impl Store {
     /// Changes the version of (id, version) to `new_version`.
     pub fn set_version(&self, id: u64, version: u32, new_version: u32) -> Result<(), ChunkError> {
         let _busy = self.busy();
-        let slot = self.slot(id)?;
+        let slot = match self.slot(id) {
+            Err(e @ ChunkError::NotFound { .. }) => {
+                self.note_missed(id, new_version);
+                return Err(e);
+            }
+            other => other?,
+        };
         let mut s = write_lock(&slot.state);
         Self::check(&slot, &s, version)?;
         self.relabel_locked(&slot, &mut s, new_version)

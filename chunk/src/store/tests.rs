@@ -325,3 +325,42 @@ fn open_file_cache_is_bounded() {
     }
     assert!(s.open_count.load(Ordering::Relaxed) <= 4);
 }
+
+#[test]
+fn a_write_may_make_its_chunk_unless_a_later_version_was_asked_for() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store(&[&d]);
+    s.create_missing(20, 1).unwrap();
+    assert_eq!(s.write(20, 1, 0, b"abc").unwrap(), 3);
+    // Here already: kept as it is (a second piece of the same lease).
+    s.create_missing(20, 1).unwrap();
+    assert_eq!(&s.read(20, 1, 0, 3).unwrap()[..], b"abc");
+    // Another version here: the write itself says it is stale.
+    s.create_missing(20, 3).unwrap();
+    assert!(matches!(
+        s.write(20, 3, 0, b"x"),
+        Err(ChunkError::Stale {
+            have: 1,
+            want: 3,
+            ..
+        })
+    ));
+    // The leader asked for version 2 of chunk 21, which is not here: a
+    // write of an older lease must not make it at version 1 afterwards.
+    assert!(matches!(
+        s.set_version(21, 1, 2),
+        Err(ChunkError::NotFound { id: 21 })
+    ));
+    assert!(matches!(
+        s.create_missing(21, 1),
+        Err(ChunkError::Stale {
+            have: 2,
+            want: 1,
+            ..
+        })
+    ));
+    assert!(s.read(21, 1, 0, 1).is_err(), "nothing was made");
+    // The new version itself may still be made.
+    s.create_missing(21, 2).unwrap();
+    assert_eq!(s.write(21, 2, 0, b"new").unwrap(), 3);
+}

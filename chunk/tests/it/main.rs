@@ -143,6 +143,7 @@ async fn write_with_a_chain_lands_on_every_copy() {
             offset: 12345,
             data: data.clone().into(),
             chain: vec![b.addr.clone(), c.addr.clone()],
+            create: false,
         })
         .await
         .unwrap();
@@ -176,6 +177,7 @@ async fn chain_failure_names_the_failing_server() {
             offset: 0,
             data: vec![1; 10].into(),
             chain: vec![b.addr.clone()],
+            create: false,
         })
         .await
         .unwrap_err();
@@ -194,6 +196,7 @@ async fn chain_failure_names_the_failing_server() {
             offset: 0,
             data: vec![1; 10].into(),
             chain: vec![dead.clone()],
+            create: false,
         })
         .await
         .unwrap_err();
@@ -218,6 +221,7 @@ async fn bad_requests_get_clear_errors_and_write_nothing() {
             offset: 64 << 20,
             data: vec![1].into(),
             chain: vec![],
+            create: false,
         })
         .await
         .unwrap_err();
@@ -242,6 +246,7 @@ async fn flipped_byte_reads_as_data_loss_and_the_copy_is_dropped() {
         offset: 0,
         data: pattern(200_000, 3).into(),
         chain: vec![],
+        create: false,
     })
     .await
     .unwrap();
@@ -290,6 +295,7 @@ async fn replicate_copies_from_a_peer() {
             offset: (i * (10 << 20)) as u64,
             data: piece.to_vec().into(),
             chain: vec![],
+            create: false,
         })
         .await
         .unwrap();
@@ -348,6 +354,7 @@ async fn orders_over_grpc() {
         offset: 0,
         data: vec![4; 1000].into(),
         chain: vec![],
+        create: false,
     })
     .await
     .unwrap();
@@ -445,6 +452,7 @@ async fn throughput() {
                     offset: k * (4 << 20),
                     data: p.clone().into(),
                     chain: chain.clone(),
+                    create: false,
                 })
                 .await
                 .unwrap();
@@ -598,6 +606,7 @@ async fn binary_serves_and_stops_cleanly_on_sigterm() {
         offset: 5,
         data: b"hello".to_vec().into(),
         chain: vec![],
+        create: false,
     })
     .await
     .unwrap();

@@ -30,6 +30,9 @@ pub struct Location {
     pub lease_secs: u32,
     /// ReadChunk: another session holds the write lease now.
     pub written_by_others: bool,
+    /// WriteChunk: a new chunk the chain may not hold yet; the writes make
+    /// it (`ChunkLocation.create`).
+    pub create: bool,
 }
 
 /// Attribute changes committed with the end of a write (see
@@ -164,8 +167,11 @@ impl ChunkManager {
         let (mut holders, written_by_others): (Vec<(u32, u32, u64)>, bool) = {
             let st = self.state();
             let others = st.lease(id, now).is_some_and(|l| l.session != session.0);
-            let holders = st
-                .holders_at(id, info.version.0, now)
+            let mut valid = st.holders_at(id, info.version.0, now);
+            if valid.is_empty() && info.fresh {
+                valid = st.made_by_writes(id, info.version.0, now);
+            }
+            let holders = valid
                 .into_iter()
                 .map(|s| {
                     let load = st.servers.get(&s).map_or(0, |x| x.load);
@@ -189,6 +195,7 @@ impl ChunkManager {
             servers: self.addresses(&ids),
             lease_secs: 0,
             written_by_others,
+            create: false,
         })
     }
 
@@ -204,9 +211,27 @@ impl ChunkManager {
             return Err(reply.errno().unwrap_or(Errno::EIO).into());
         };
         let now = Instant::now();
-        let chain = {
+        let fresh = self.node.shared.ns().chunk(id).map(|c| (c.fresh, c.goal));
+        let (chain, create) = {
             let mut st = self.state();
-            let chain = st.holders_at(id, version.0, now);
+            let known = st.holders_at(id, version.0, now);
+            let made = st.made_by_writes(id, version.0, now);
+            let (chain, create) = match fresh {
+                // A new chunk no write has ended on: the chain its writes
+                // make it on, or (none known) a new one.
+                Some((true, goal)) if known.is_empty() => {
+                    if made.is_empty() {
+                        (self.targets(&st, goal, &[])?, true)
+                    } else {
+                        (made, true)
+                    }
+                }
+                _ => (known, false),
+            };
+            if chain.is_empty() {
+                drop(st);
+                return Err(stale_or_retry(self, "WriteChunk", id));
+            }
             if st.lease(id, now).is_none_or(|l| l.session == rid.session.0) {
                 st.leases.insert(
                     id,
@@ -215,10 +240,11 @@ impl ChunkManager {
                         version: version.0,
                         chain: chain.clone(),
                         expires: now + LEASE_TIME,
+                        create,
                     },
                 );
             }
-            chain
+            (chain, create)
         };
         Ok(Location {
             id,
@@ -227,6 +253,7 @@ impl ChunkManager {
             servers: self.addresses(&chain),
             lease_secs: LEASE_TIME.as_secs() as u32,
             written_by_others: false,
+            create,
         })
     }
 
@@ -280,13 +307,16 @@ impl ChunkManager {
             let st = self.state();
             match st.lease(id, now) {
                 Some(l) if l.session != rid.session.0 => return Err(Errno::EAGAIN.into()),
-                Some(l) if !renew && l.version == v => Some(l.chain.clone()),
+                Some(l) if !renew && l.version == v => Some((l.chain.clone(), l.create)),
                 _ => None,
             }
         };
-        let (version, chain) = match same_lease {
-            Some(chain) => (v, chain),
-            None => self.new_version(id, v, info.goal, info.fresh).await?,
+        let (version, chain, create) = match same_lease {
+            Some((chain, create)) => (v, chain, create),
+            None => {
+                let (nv, chain) = self.new_version(id, v, info.goal, info.fresh).await?;
+                (nv, chain, false)
+            }
         };
         let op = Op::WriteChunk {
             cred,
@@ -302,35 +332,37 @@ impl ChunkManager {
             time: clock(),
             op,
         };
-        self.commit_lease(req, id, version, chain).await
+        self.commit_lease(req, (id, version), chain, create).await
     }
 
-    /// Commits the lease request `req` (WriteChunk or WriteNewChunk) on
-    /// chunk `id` at `version` with `chain`; the lease holds from now.
+    /// Commits the lease request `req` (WriteChunk) on chunk `id` at
+    /// `version` with `chain` (whose writes make the chunk with `create`);
+    /// the lease holds from now.
     async fn commit_lease(
         &self,
         req: Request,
-        id: ChunkId,
-        version: u32,
+        (id, version): (ChunkId, u32),
         chain: Vec<u64>,
+        create: bool,
     ) -> Result<Location, ChunkError> {
         let session = req.session.0;
         let reply = self.node.write(req).await?;
         let Reply::Chunk { length, .. } = reply else {
             return Err(reply.errno().unwrap_or(Errno::EIO).into());
         };
-        Ok(self.grant(session, id, version, chain, length))
+        Ok(self.grant(session, (id, version), chain, length, create))
     }
 
     /// Records the lease of `session` on chunk `id` (committed at
-    /// `version`, written through `chain`) and the answer to give.
+    /// `version`, written through `chain`, made by the writes with
+    /// `create`) and the answer to give.
     fn grant(
         &self,
         session: u64,
-        id: ChunkId,
-        version: u32,
+        (id, version): (ChunkId, u32),
         chain: Vec<u64>,
         length: u64,
+        create: bool,
     ) -> Location {
         self.state().leases.insert(
             id,
@@ -339,6 +371,7 @@ impl ChunkManager {
                 version,
                 chain: chain.clone(),
                 expires: Instant::now() + LEASE_TIME,
+                create,
             },
         );
         Location {
@@ -348,15 +381,17 @@ impl ChunkManager {
             servers: self.addresses(&chain),
             lease_secs: LEASE_TIME.as_secs() as u32,
             written_by_others: false,
+            create,
         }
     }
 
-    /// WriteChunk of an empty slot: a new chunk (a reserved id) made on
-    /// the file's goal of servers at version 1 while its allocation and
-    /// lease are committed in one entry. Both at once are safe for a new
-    /// chunk: committed with no copy made, it is fresh (a hole, made again
-    /// by the next WriteChunk); copies made for a commit that fails are
-    /// orphans the replication loop deletes.
+    /// WriteChunk of an empty slot: a new chunk (a reserved id) at version
+    /// 1, its allocation and lease committed in one entry, on a chain of
+    /// the file's goal of servers that the client's writes make it on
+    /// (`create`): no order to the chunkservers before the answer. Until a
+    /// write ends, the chunk is fresh: with no copy made, a hole. Copies
+    /// made for a lease whose commit failed are orphans the replication
+    /// loop deletes.
     async fn write_new_chunk(
         &self,
         rid: ReqId,
@@ -365,6 +400,10 @@ impl ChunkManager {
         index: u32,
     ) -> Result<Location, ChunkError> {
         let goal = self.node.shared.ns().getattr(inode)?.goal;
+        let chain = {
+            let st = self.state();
+            self.targets(&st, goal, &[])?
+        };
         let id = self.new_chunk_id().await?;
         let _busy = self.claim_chunk(id)?;
         let version = 1;
@@ -382,16 +421,33 @@ impl ChunkManager {
             },
         };
         let session = req.session.0;
-        let (chain, reply) = futures::join!(
-            self.create_copies(id, version, goal, &[]),
-            self.node.write(req)
-        );
-        let reply = reply?;
+        let reply = self.node.write(req).await?;
         let Reply::Chunk { length, .. } = reply else {
             return Err(reply.errno().unwrap_or(Errno::EIO).into());
         };
-        let chain = chain?;
-        Ok(self.grant(session, id, version, chain, length))
+        Ok(self.grant(session, (id, version), chain, length, true))
+    }
+
+    /// `goal` servers chosen by placement for new copies (none of `avoid`):
+    /// ENOSPC when none can take one; EAGAIN when none is known yet in a
+    /// new leader's grace period, so the client asks again.
+    fn targets(
+        &self,
+        st: &super::state::SoftState,
+        goal: u8,
+        avoid: &[u64],
+    ) -> Result<Vec<u64>, ChunkError> {
+        let now = Instant::now();
+        let t = placement::choose(&st.servers, now, usize::from(goal.max(1)), avoid);
+        if !t.is_empty() {
+            return Ok(t);
+        }
+        if st.in_grace(now, GRACE) {
+            // A new leader: the chunkservers are still registering.
+            return Err(Errno::EAGAIN.into());
+        }
+        tracing::warn!("no chunkserver can take a new chunk (none alive with free space)");
+        Err(Errno::ENOSPC.into())
     }
 
     /// Creates chunk `id` at `version` on `goal` servers chosen by
@@ -405,20 +461,10 @@ impl ChunkManager {
         goal: u8,
         avoid: &[u64],
     ) -> Result<Vec<u64>, ChunkError> {
-        let (targets, waiting) = {
+        let targets = {
             let st = self.state();
-            let now = Instant::now();
-            let t = placement::choose(&st.servers, now, usize::from(goal.max(1)), avoid);
-            (t, st.in_grace(now, GRACE))
+            self.targets(&st, goal, avoid)?
         };
-        if targets.is_empty() {
-            if waiting {
-                // A new leader: the chunkservers are still registering.
-                return Err(Errno::EAGAIN.into());
-            }
-            tracing::warn!(chunk = %id, "no chunkserver can take a new chunk (none alive with free space)");
-            return Err(Errno::ENOSPC.into());
-        }
         self.order_copies(
             &targets,
             (id, version),
@@ -492,32 +538,50 @@ impl ChunkManager {
         fresh: bool,
     ) -> Result<(u32, Vec<u64>), ChunkError> {
         let now = Instant::now();
-        let (valid, all) = {
+        let (valid, made, all) = {
             let st = self.state();
             let all: Vec<u64> = st
                 .copies
                 .get(&id)
                 .map(|h| h.keys().copied().collect())
                 .unwrap_or_default();
-            (st.holders_at(id, v, now), all)
+            let valid = st.holders_at(id, v, now);
+            let made = if fresh && valid.is_empty() {
+                st.made_by_writes(id, v, now)
+            } else {
+                Vec::new()
+            };
+            (valid, made, all)
         };
         let nv = v + 1;
+        let set_version = |a: String| async move { self.orders.set_version(&a, id, v, nv).await };
+        if !made.is_empty() {
+            // A new chunk the writes of a lease may have made on its chain
+            // without the leader hearing of it yet: the copies there take
+            // the new version. A server that lacks it remembers the new
+            // version, so a write of the old lease still in flight cannot
+            // make it there afterwards.
+            let (ok, missing) = self
+                .run_orders(&made, (id, nv), "set version", set_version)
+                .await;
+            if !ok.is_empty() {
+                return Ok((nv, ok));
+            }
+            if missing < made.len() {
+                return Err(Errno::EAGAIN.into());
+            }
+            // No write reached the chain: made anew below.
+        }
         if valid.is_empty() {
             if !fresh {
                 return Err(stale_or_retry(self, "WriteChunk", id));
             }
-            // A new chunk whose copies are gone before any write ended:
-            // made again (a hole until then).
+            // A new chunk whose copies are gone (or were never made)
+            // before any write ended: made again (a hole until then).
             return Ok((nv, self.create_copies(id, nv, goal, &all).await?));
         }
         let ok = self
-            .order_copies(
-                &valid,
-                (id, nv),
-                "set version",
-                Errno::EAGAIN,
-                |a| async move { self.orders.set_version(&a, id, v, nv).await },
-            )
+            .order_copies(&valid, (id, nv), "set version", Errno::EAGAIN, set_version)
             .await?;
         Ok((nv, ok))
     }
@@ -537,6 +601,27 @@ impl ChunkManager {
         F: Fn(String) -> Fut,
         Fut: std::future::Future<Output = Result<(), OrderError>>,
     {
+        let (ok, _) = self.run_orders(servers, (id, nv), what, order).await;
+        if ok.is_empty() {
+            return Err(none.into());
+        }
+        Ok(ok)
+    }
+
+    /// Runs `order` on each of `servers` at once and records copy `id` at
+    /// version `nv` on those that took it: their ids, and how many servers
+    /// answered that they lack the chunk.
+    async fn run_orders<F, Fut>(
+        &self,
+        servers: &[u64],
+        (id, nv): (ChunkId, u32),
+        what: &'static str,
+        order: F,
+    ) -> (Vec<u64>, usize)
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<(), OrderError>>,
+    {
         let calls = self.addresses(servers).into_iter().map(|(s, a)| {
             let call = order(a);
             async move { (s, call.await) }
@@ -545,11 +630,11 @@ impl ChunkManager {
         let results = join_all(calls).await;
         metrics::histogram!("mfs_chunk_order_seconds", "order" => what)
             .record(started.elapsed().as_secs_f64());
-        let ok = self.took(id, nv, results, what);
-        if ok.is_empty() {
-            return Err(none.into());
-        }
-        Ok(ok)
+        let missing = results
+            .iter()
+            .filter(|(_, r)| matches!(r, Err(OrderError::NotFound { .. })))
+            .count();
+        (self.took(id, nv, results, what), missing)
     }
 
     /// Records the copies that took version `nv`; their server ids.
@@ -596,8 +681,13 @@ impl ChunkManager {
         chunk: ChunkId,
         (length, mtime): (u64, Option<Timespec>),
         change: Option<EndChange>,
+        created: bool,
     ) -> Result<Attr, ChunkError> {
         self.node.ensure_leader()?;
+        if created {
+            // The client's writes made the chunk on its lease's chain.
+            self.state().made_on_chain(chunk, rid.session.0);
+        }
         let op = match (mtime, change) {
             (_, Some(c)) => Op::WriteChunkEndWith {
                 cred: c.cred,

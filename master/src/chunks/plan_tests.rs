@@ -210,6 +210,7 @@ fn leased_busy_and_replicating_chunks_are_left_alone() {
             version: 1,
             chain: vec![1],
             expires: Instant::now() + Duration::from_secs(60),
+            create: false,
         },
     );
     st.busy.insert(ChunkId(2));

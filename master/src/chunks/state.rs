@@ -102,6 +102,10 @@ pub struct Lease {
     /// Server ids of the chain, in write order.
     pub chain: Vec<u64>,
     pub expires: Instant,
+    /// A new chunk the chain may not hold yet: the writer's writes make it
+    /// there (`ChunkLocation.create`), so the chain's servers may hold
+    /// copies the leader has not heard of.
+    pub create: bool,
 }
 
 /// What a chunkserver says when it registers.
@@ -371,6 +375,46 @@ impl SoftState {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The alive servers of the chain of a lease (of any session, ended or
+    /// not) on new chunk `chunk` at `version` whose writes make the copies
+    /// (`Lease.create`): they may hold copies not heard of yet.
+    pub fn made_by_writes(&self, chunk: ChunkId, version: u32, now: Instant) -> Vec<u64> {
+        self.leases
+            .get(&chunk)
+            .filter(|l| l.create && l.version == version)
+            .map(|l| {
+                l.chain
+                    .iter()
+                    .copied()
+                    .filter(|id| self.servers.get(id).is_some_and(|s| s.is_alive(now)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The writes of `session` under its lease on `chunk` made the chunk
+    /// on the whole chain (WriteChunkEnd says so): its servers are copies
+    /// now, and the lease no longer makes any.
+    pub fn made_on_chain(&mut self, chunk: ChunkId, session: u64) {
+        let Some(l) = self
+            .leases
+            .get_mut(&chunk)
+            .filter(|l| l.create && l.session == session)
+        else {
+            return;
+        };
+        l.create = false;
+        let (version, chain) = (l.version, l.chain.clone());
+        for server in chain {
+            let marked = self
+                .copies
+                .get(&chunk)
+                .and_then(|h| h.get(&server))
+                .is_some_and(|c| c.marked);
+            self.set_copy(chunk, server, CopyInfo { version, marked });
+        }
     }
 
     /// Alive servers holding any copy of `chunk`, with its version.

@@ -139,6 +139,7 @@ pub fn location_to_pb(l: Location) -> pb::ChunkLocation {
         lease_secs: l.lease_secs,
         quota_room: None,
         written_by_others: l.written_by_others,
+        create: l.create,
     }
 }
 

@@ -570,6 +570,7 @@ impl MetaService for Meta {
                 ChunkId(r.chunk_id),
                 (r.file_length, mtime),
                 change,
+                r.created,
             )
             .await?;
         Ok(Response::new(pb::AttrReply {

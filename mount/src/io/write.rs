@@ -42,6 +42,10 @@ struct WriteState {
     uncommitted_end: Option<u64>,
     /// Chunks written since the last fsync, with where they were written.
     unsynced: BTreeMap<u32, Arc<ChunkLocation>>,
+    /// Leases given with `create` (the writes make the new chunk on the
+    /// chain) under which a write went through the whole chain: the
+    /// chunk's (id, version), told to the master at WriteChunkEnd.
+    made: BTreeMap<u32, (u64, u32)>,
     /// When the last write to this inode finished (or the last change
     /// was kept in `deferred`).
     last_write: Instant,
@@ -102,6 +106,7 @@ impl FileWrites {
                 leases: BTreeMap::new(),
                 uncommitted_end: None,
                 unsynced: BTreeMap::new(),
+                made: BTreeMap::new(),
                 last_write: Instant::now(),
                 deferred: Deferred::default(),
                 holders: 0,
@@ -302,10 +307,15 @@ impl Inner {
                 offset: u64::from(piece.chunk_offset),
                 data: data.clone(),
                 chain: Vec::new(),
+                create: loc.create,
             };
             match self.send_along_chain(&loc, req, ChunkCall::Write).await {
                 Ok(()) => {
-                    lock(&file.state).unsynced.insert(piece.index, loc);
+                    let mut s = lock(&file.state);
+                    if loc.create {
+                        s.made.insert(piece.index, (loc.chunk_id, loc.version));
+                    }
+                    s.unsynced.insert(piece.index, loc);
                     return Ok(());
                 }
                 Err(Failure::Final(e)) => return Err(e),
@@ -435,12 +445,13 @@ impl Inner {
     /// Leases committed are dropped; on an error the rest stay for the
     /// next flush.
     async fn commit(&self, file: &FileWrites, inode: u64) -> Result<(), ClientError> {
-        let (leases, end, deferred) = {
+        let (leases, end, deferred, made) = {
             let s = lock(&file.state);
             (
                 s.leases.clone(),
                 s.uncommitted_end.unwrap_or(0),
                 s.deferred.clone(),
+                s.made.clone(),
             )
         };
         // Under the exclusive gate: nothing is written or kept meanwhile.
@@ -454,10 +465,11 @@ impl Inner {
             return Ok(());
         }
         let first = leases.keys().next().copied();
-        let deferred = &deferred;
+        let (deferred, made) = (&deferred, &made);
         let results = stream::iter(leases)
             .map(|(index, loc)| async move {
                 let with = Some(index) == first;
+                let created = loc.create && made.get(&index) == Some(&(loc.chunk_id, loc.version));
                 let req = WriteChunkEndRequest {
                     id: None,
                     inode,
@@ -468,6 +480,7 @@ impl Inner {
                     mode: deferred.mode.filter(|_| with),
                     atime: deferred.atime.filter(|_| with),
                     cred: deferred.cred.clone().filter(|_| with),
+                    created,
                 };
                 (index, self.master.write_chunk_end(req).await)
             })
@@ -480,6 +493,7 @@ impl Inner {
             match r {
                 Ok(_) => {
                     s.leases.remove(&index);
+                    s.made.remove(&index);
                     // Reads of this chunk go to the master again.
                     self.forget_location(inode, index);
                 }

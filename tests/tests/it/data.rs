@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use mfs_mount::io::{FileIo, IoOptions};
 use mfs_mount::master::MasterClient;
 use mfs_proto::v1::chunk_service_client::ChunkServiceClient;
-use mfs_proto::v1::{ChunkReadRequest, MkdirRequest, OpenMode, OpenRequest, SetGoalRequest};
+use mfs_proto::v1::{
+    ChunkLocation, ChunkReadRequest, ChunkWriteRequest, MkdirRequest, OpenMode, OpenRequest,
+    SetGoalRequest, WriteChunkEndRequest, WriteChunkRequest,
+};
 use mfs_tests::cluster::Cluster;
 
 use crate::util::{create_req, root_cred, step};
@@ -270,6 +273,123 @@ async fn a_read_location_says_when_another_session_writes() {
     let after = r.read_chunk(inode, 0).await.unwrap();
     assert!(!after.written_by_others, "{after:?}");
     assert!(after.version > before.version);
+}
+
+/// A new chunk is made on its chain by the first write that reaches it
+/// (the lease says `create`), not by an order before the lease: no file
+/// on the chunkservers before that write. A lease renewed before the leader
+/// heard of the copies keeps what was written under the old one, and a
+/// write of the old lease that comes late can make nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_chunk_is_made_by_its_first_write() {
+    let c = cluster(1, 3, 1).await;
+    let w = c.client("writer").await.unwrap();
+    let dir = goal_dir(&w, "d", 2).await;
+    let mut req = create_req("f");
+    req.parent = dir;
+    let inode = w.create(req).await.unwrap().inode;
+    let lease = |renew| WriteChunkRequest {
+        id: None,
+        cred: Some(root_cred()),
+        inode,
+        index: 0,
+        renew,
+    };
+    let send = |loc: &ChunkLocation, create: bool, offset: u64, data: Vec<u8>| {
+        let (head, rest) = loc.servers.split_first().unwrap();
+        let (head, version, id) = (head.address.clone(), loc.version, loc.chunk_id);
+        let chain = rest.iter().map(|s| s.address.clone()).collect();
+        async move {
+            let mut cs = ChunkServiceClient::connect(format!("http://{head}"))
+                .await
+                .unwrap();
+            cs.write(ChunkWriteRequest {
+                chunk_id: id,
+                version,
+                offset,
+                data: data.into(),
+                chain,
+                create,
+            })
+            .await
+        }
+    };
+    let files = || total_chunk_files(&c);
+
+    step("the lease of a new chunk: two servers, nothing on them yet");
+    let first = w.write_chunk(lease(false)).await.unwrap();
+    assert!(first.create, "{first:?}");
+    assert_eq!((first.version, first.servers.len()), (1, 2), "{first:?}");
+    assert_eq!(files(), 0, "a chunk file before any write");
+
+    step("the first write makes it on the chain");
+    let a = pattern(1, 4096);
+    send(&first, true, 0, a.clone()).await.unwrap();
+    assert_eq!(files(), 2);
+
+    step("renewed at once: the chain's copies take the new version");
+    let second = w.write_chunk(lease(true)).await.unwrap();
+    assert_eq!(second.version, 2, "{second:?}");
+    assert!(!second.create, "{second:?}");
+    let mut on: Vec<_> = second.servers.iter().map(|s| s.id).collect();
+    let mut was: Vec<_> = first.servers.iter().map(|s| s.id).collect();
+    on.sort();
+    was.sort();
+    assert_eq!(on, was, "the servers the first write reached");
+    let b = pattern(2, 4096);
+    send(&second, false, 4096, b.clone()).await.unwrap();
+
+    step("a late write of the first lease is refused everywhere");
+    for s in 0..first.servers.len() {
+        let mut only = first.clone();
+        only.servers = vec![first.servers[s].clone()];
+        let e = send(&only, true, 0, vec![9; 10]).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    }
+    w.write_chunk_end(WriteChunkEndRequest {
+        id: None,
+        inode,
+        index: 0,
+        chunk_id: second.chunk_id,
+        file_length: 8192,
+        created: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let want = [a, b].concat();
+    check_file(&c, inode, &want).await;
+    check_every_copy(&w, inode, &want, 2).await;
+
+    step("renewed before any write: made anew, an old write makes nothing");
+    let mut req = create_req("g");
+    req.parent = dir;
+    let inode = w.create(req).await.unwrap().inode;
+    let lease = |renew| WriteChunkRequest {
+        inode,
+        ..lease(renew)
+    };
+    let first = w.write_chunk(lease(false)).await.unwrap();
+    assert!(first.create);
+    let before = files();
+    let second = w.write_chunk(lease(true)).await.unwrap();
+    assert_eq!(second.version, 2, "{second:?}");
+    assert_eq!(files(), before + 2, "made by orders at version 2");
+    for s in &first.servers {
+        let mut only = first.clone();
+        only.servers = vec![s.clone()];
+        let e = send(&only, true, 0, vec![9; 10]).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    }
+    assert_eq!(files(), before + 2, "a write of the old lease made a copy");
+
+    step("through the client: the copies are known when the write ends");
+    let io = FileIo::new(w.clone(), IoOptions::default());
+    let data = pattern(3, 100_000);
+    let inode = write_file(&io, &w, dir, "h", &data).await;
+    let loc = w.read_chunk(inode, 0).await.unwrap();
+    assert_eq!(loc.servers.len(), 2, "{loc:?}");
+    assert_eq!(read_every_copy(&w, inode, &data).await, Ok(2));
 }
 
 /// kill -9 of a chunkserver: files still read right, chunks are back at goal

@@ -263,6 +263,7 @@ impl MasterState {
             lease_secs: 10,
             quota_room: *lk(&self.quota_room),
             written_by_others: self.others_writing.load(Ordering::SeqCst),
+            create: false,
         }
     }
 
