@@ -672,16 +672,15 @@ impl ChunkManager {
     }
 
     /// WriteChunkEnd: commits the length; the session's lease on the chunk
-    /// ends whatever the answer.
+    /// ends whatever the answer. With `created`, the client's writes made
+    /// the chunk on the lease's chain (`ChunkLocation.create`).
     pub async fn write_chunk_end(
         &self,
         rid: ReqId,
-        inode: Inode,
-        index: u32,
-        chunk: ChunkId,
+        (inode, index): (Inode, u32),
+        (chunk, created): (ChunkId, bool),
         (length, mtime): (u64, Option<Timespec>),
         change: Option<EndChange>,
-        created: bool,
     ) -> Result<Attr, ChunkError> {
         self.node.ensure_leader()?;
         if created {

@@ -565,12 +565,10 @@ impl MetaService for Meta {
             .chunks
             .write_chunk_end(
                 req_id(&id),
-                Inode(r.inode),
-                r.index,
-                ChunkId(r.chunk_id),
+                (Inode(r.inode), r.index),
+                (ChunkId(r.chunk_id), r.created),
                 (r.file_length, mtime),
                 change,
-                r.created,
             )
             .await?;
         Ok(Response::new(pb::AttrReply {
