@@ -17,7 +17,9 @@
 //! is committed through Raft, then the writer gets the copies that took it.
 //! So a copy above the committed version was never written by a client
 //! (the plan sets it back), and a copy below it missed a write (stale: never
-//! served, deleted).
+//! served, deleted). A new chunk is the exception: committed at version 1
+//! with no copy, it is made on the chain by the writer's first write
+//! (`Lease.create`; see `datapath::write_new_chunk`).
 
 pub mod datapath;
 pub mod duties;
