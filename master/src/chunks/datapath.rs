@@ -567,10 +567,14 @@ impl ChunkManager {
             if !ok.is_empty() {
                 return Ok((nv, ok));
             }
-            if missing < made.len() {
+            if missing == 0 {
+                // None answered: they may hold what was written.
                 return Err(Errno::EAGAIN.into());
             }
-            // No write reached the chain: made anew below.
+            // A server of the chain lacks the chunk, so no write went
+            // through the whole chain: nothing acknowledged is lost by
+            // making it anew below (a server that did not answer and holds
+            // a piece has a stale copy, deleted later).
         }
         if valid.is_empty() {
             if !fresh {

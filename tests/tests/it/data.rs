@@ -594,6 +594,46 @@ async fn marked_disk_is_drained() {
     }
 }
 
+/// kill -9 of a chunkserver while new files are written (their chunks are
+/// made by the writes): every write completes without an error, on the
+/// servers left, and every file reads back right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunkserver_killed_during_new_file_writes() {
+    let mut c = cluster(1, 3, 1).await;
+    let cl = c.client("writer").await.unwrap();
+    let io = FileIo::new(cl.clone(), IoOptions::default());
+    let dir = goal_dir(&cl, "g2", 2).await;
+    let writer = {
+        let (io, cl) = (io.clone(), cl.clone());
+        tokio::spawn(async move {
+            let mut files = Vec::new();
+            for i in 0..80u64 {
+                let data = pattern(500 + i, 50_000 + i as usize * 997);
+                let mut req = create_req(&format!("f{i}"));
+                req.parent = dir;
+                let ino = cl.create(req).await.unwrap().inode;
+                io.write(ino, 0, &data).await?;
+                io.flush(ino).await?;
+                files.push((ino, data));
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Ok::<_, mfs_mount::ClientError>(files)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    step("kill -9 chunkserver 1 while files are written");
+    c.kill_chunkserver(1).unwrap();
+    let killed = Instant::now();
+    let files = writer
+        .await
+        .unwrap()
+        .expect("every write completes on the chunkservers left");
+    eprintln!("the writes ended {:?} after the kill", killed.elapsed());
+    for (ino, data) in &files {
+        check_file(&c, *ino, data).await;
+    }
+}
+
 /// kill -9 of the leader during a long write: every call completes (the
 /// client waits for the new leader) and every acknowledged byte is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
