@@ -127,7 +127,13 @@ impl ChunkService for ChunkSvc {
         }
         let store = self.store.clone();
         let data = blocking("read", move || {
-            store.read(r.chunk_id, r.version, r.offset, r.size as u64)
+            match store.read(r.chunk_id, r.version, r.offset, r.size as u64) {
+                // Nothing was written here under the lease making it.
+                Err(ChunkError::NotFound { .. }) if r.missing_is_hole => {
+                    Ok(vec![0; r.size as usize])
+                }
+                other => other,
+            }
         })
         .await?;
         // The buffer read into becomes the reply as it is (no copy).
@@ -357,6 +363,7 @@ async fn replicate_from(
                 version,
                 offset: off,
                 size: size as u32,
+                missing_is_hole: false,
             })
             .await
             .map_err(|s| peer_err(src, s))?

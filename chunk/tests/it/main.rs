@@ -113,6 +113,7 @@ async fn read(
         version: v,
         offset: off,
         size,
+        missing_is_hole: false,
     })
     .await
     .map(|r| r.into_inner().data.to_vec())

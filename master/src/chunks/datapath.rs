@@ -164,21 +164,24 @@ impl ChunkManager {
             return Ok(hole);
         };
         let now = Instant::now();
-        let (mut holders, written_by_others): (Vec<(u32, u32, u64)>, bool) = {
+        let (mut holders, written_by_others, unheard) = {
             let st = self.state();
             let others = st.lease(id, now).is_some_and(|l| l.session != session.0);
             let mut valid = st.holders_at(id, info.version.0, now);
-            if valid.is_empty() && info.fresh {
+            // A new chunk a lease's writes are making: its chain, where a
+            // server that lacks it had nothing written (read as a hole).
+            let unheard = valid.is_empty() && info.fresh;
+            if unheard {
                 valid = st.made_by_writes(id, info.version.0, now);
             }
-            let holders = valid
+            let holders: Vec<(u32, u32, u64)> = valid
                 .into_iter()
                 .map(|s| {
                     let load = st.servers.get(&s).map_or(0, |x| x.load);
                     (load, rand::random::<u32>(), s)
                 })
                 .collect();
-            (holders, others)
+            (holders, others, unheard)
         };
         if holders.is_empty() {
             if info.fresh {
@@ -195,7 +198,7 @@ impl ChunkManager {
             servers: self.addresses(&ids),
             lease_secs: 0,
             written_by_others,
-            create: false,
+            create: unheard,
         })
     }
 

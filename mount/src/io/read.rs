@@ -256,6 +256,7 @@ impl Inner {
             version: loc.version,
             offset: u64::from(piece.chunk_offset),
             size: piece.len,
+            missing_is_hole: loc.create,
         };
         let limit = self.opts.chunk_call_timeout;
         let data = match tokio::time::timeout(limit, client.read(req)).await {

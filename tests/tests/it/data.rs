@@ -9,7 +9,7 @@ use mfs_mount::master::MasterClient;
 use mfs_proto::v1::chunk_service_client::ChunkServiceClient;
 use mfs_proto::v1::{
     ChunkLocation, ChunkReadRequest, ChunkWriteRequest, MkdirRequest, OpenMode, OpenRequest,
-    SetGoalRequest, WriteChunkEndRequest, WriteChunkRequest,
+    SetAttrRequest, SetGoalRequest, WriteChunkEndRequest, WriteChunkRequest,
 };
 use mfs_tests::cluster::Cluster;
 
@@ -143,6 +143,7 @@ async fn read_every_copy(cl: &MasterClient, inode: u64, want: &[u8]) -> Result<u
                         version: loc.version,
                         offset: off as u64,
                         size: n as u32,
+                        missing_is_hole: false,
                     })
                     .await
                     .map_err(|e| format!("copy on {} of chunk {index}: {e}", s.address))?
@@ -382,6 +383,36 @@ async fn a_new_chunk_is_made_by_its_first_write() {
         assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
     }
     assert_eq!(files(), before + 2, "a write of the old lease made a copy");
+
+    step("a reader of a new chunk nothing was written to yet gets zeros");
+    let mut req = create_req("sparse");
+    req.parent = dir;
+    let inode = w.create(req).await.unwrap().inode;
+    w.setattr(SetAttrRequest {
+        id: None,
+        cred: Some(root_cred()),
+        inode,
+        size: Some(MIB),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let held = w
+        .write_chunk(WriteChunkRequest {
+            inode,
+            ..lease(false)
+        })
+        .await
+        .unwrap();
+    assert!(held.create, "{held:?}");
+    let r = c.client("reader").await.unwrap();
+    r.open(open_to_read(inode)).await.unwrap();
+    let loc = r.read_chunk(inode, 0).await.unwrap();
+    assert!(loc.create, "the chain stands for copies: {loc:?}");
+    assert_eq!(loc.servers.len(), 2, "{loc:?}");
+    let rio = FileIo::new(r.clone(), IoOptions::default());
+    let got = rio.read(inode, 4096, 8192).await.unwrap();
+    assert_eq!(&got[..], &[0u8; 8192][..]);
 
     step("through the client: the copies are known when the write ends");
     let io = FileIo::new(w.clone(), IoOptions::default());
