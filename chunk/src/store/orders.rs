@@ -207,6 +207,16 @@ impl Store {
         }
     }
 
+    /// The copy of `id` that an order is to give `new_version`; when it is
+    /// not here, that version is noted (see `create_missing`).
+    fn slot_to_relabel(&self, id: u64, new_version: u32) -> Result<Arc<Slot>, ChunkError> {
+        let r = self.slot(id);
+        if r.is_err() {
+            self.note_missed(id, new_version);
+        }
+        r
+    }
+
     /// Notes that the leader asked for version `version` of `id`, which is
     /// not here (see `create_missing`).
     fn note_missed(&self, id: u64, version: u32) {
@@ -249,13 +259,7 @@ impl Store {
     /// Changes the version of (id, version) to `new_version`.
     pub fn set_version(&self, id: u64, version: u32, new_version: u32) -> Result<(), ChunkError> {
         let _busy = self.busy();
-        let slot = match self.slot(id) {
-            Err(e @ ChunkError::NotFound { .. }) => {
-                self.note_missed(id, new_version);
-                return Err(e);
-            }
-            other => other?,
-        };
+        let slot = self.slot_to_relabel(id, new_version)?;
         let mut s = write_lock(&slot.state);
         Self::check(&slot, &s, version)?;
         self.relabel_locked(&slot, &mut s, new_version)
@@ -310,7 +314,7 @@ impl Store {
             )));
         }
         let _busy = self.busy();
-        let slot = self.slot(id)?;
+        let slot = self.slot_to_relabel(id, new_version)?;
         let mut s = write_lock(&slot.state);
         Self::check(&slot, &s, version)?;
         self.ensure_open(&slot, &mut s)?;

@@ -801,23 +801,41 @@ impl ChunkManager {
             Some(c) => c.version.0,
             None => return Ok(()),
         };
-        let valid = self.state().holders_at(id, v, Instant::now());
-        if valid.is_empty() {
+        let (valid, made) = {
+            let st = self.state();
+            let now = Instant::now();
+            let valid = st.holders_at(id, v, now);
+            let made = if valid.is_empty() && info.fresh {
+                st.made_by_writes(id, v, now)
+            } else {
+                Vec::new()
+            };
+            (valid, made)
+        };
+        let nv = v + 1;
+        let length = size % CHUNK_SIZE;
+        let cut = |a: String| async move { self.orders.truncate(&a, id, v, nv, length).await };
+        if !made.is_empty() {
+            // A new chunk a lease's writes are making: cut where they made
+            // it. A server that lacks it had nothing written (and now keeps
+            // an older write from making it); none holding it: a hole still.
+            let (ok, missing) = self.run_orders(&made, (id, nv), "truncate", cut).await;
+            if ok.is_empty() {
+                return if missing > 0 {
+                    Ok(())
+                } else {
+                    Err(Errno::EAGAIN.into())
+                };
+            }
+        } else if valid.is_empty() {
             if info.fresh {
                 return Ok(());
             }
             return Err(stale_or_retry(self, "truncate", id));
+        } else {
+            self.order_copies(&valid, (id, nv), "truncate", Errno::EAGAIN, cut)
+                .await?;
         }
-        let nv = v + 1;
-        let length = size % CHUNK_SIZE;
-        self.order_copies(
-            &valid,
-            (id, nv),
-            "truncate",
-            Errno::EAGAIN,
-            |a| async move { self.orders.truncate(&a, id, v, nv, length).await },
-        )
-        .await?;
         let op = Op::SetChunkVersion {
             chunk: id,
             version: ChunkVersion(nv),

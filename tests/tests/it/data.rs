@@ -414,6 +414,34 @@ async fn a_new_chunk_is_made_by_its_first_write() {
     let got = rio.read(inode, 4096, 8192).await.unwrap();
     assert_eq!(&got[..], &[0u8; 8192][..]);
 
+    step("cut while its first write is not ended: the tail reads as zeros");
+    let mut req = create_req("cut");
+    req.parent = dir;
+    let inode = w.create(req).await.unwrap().inode;
+    let held = w
+        .write_chunk(WriteChunkRequest {
+            inode,
+            ..lease(false)
+        })
+        .await
+        .unwrap();
+    assert!(held.create, "{held:?}");
+    let data = pattern(4, 8192);
+    send(&held, true, 0, data.clone()).await.unwrap();
+    let size = |size| SetAttrRequest {
+        id: None,
+        cred: Some(root_cred()),
+        inode,
+        size: Some(size),
+        ..Default::default()
+    };
+    w.setattr(size(8192)).await.unwrap();
+    w.setattr(size(1000)).await.unwrap();
+    w.setattr(size(8192)).await.unwrap();
+    let mut want = data[..1000].to_vec();
+    want.resize(8192, 0);
+    check_file(&c, inode, &want).await;
+
     step("through the client: the copies are known when the write ends");
     let io = FileIo::new(w.clone(), IoOptions::default());
     let data = pattern(3, 100_000);
