@@ -554,6 +554,11 @@ impl ChunkManager {
             } else {
                 Vec::new()
             };
+            if fresh && valid.is_empty() && made.is_empty() && st.reports_pending(now, GRACE) {
+                // Writes under an earlier leader's lease may have made it:
+                // the reports tell soon.
+                return Err(Errno::EAGAIN.into());
+            }
             (valid, made, all)
         };
         let nv = v + 1;

@@ -441,11 +441,21 @@ impl SoftState {
     /// not heard of: in the grace period, while a live server has not
     /// finished its first report, or while a server in maintenance is away.
     pub fn may_learn_more(&self, now: Instant, grace: Duration) -> bool {
+        self.reports_pending(now, grace)
+            || self
+                .servers
+                .values()
+                .any(|s| s.maintenance && !s.is_alive(now))
+    }
+
+    /// Copies may still be reported soon: the grace period of a new
+    /// leadership, or a live server whose full report has not come.
+    pub fn reports_pending(&self, now: Instant, grace: Duration) -> bool {
         self.in_grace(now, grace)
             || self
                 .servers
                 .values()
-                .any(|s| (s.is_alive(now) && !s.reported) || (s.maintenance && !s.is_alive(now)))
+                .any(|s| s.is_alive(now) && !s.reported)
     }
 }
 
