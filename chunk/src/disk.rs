@@ -222,8 +222,9 @@ pub struct ScanResult {
     pub ignored: Vec<PathBuf>,
 }
 
-/// Scans a disk's 256 subfolders: parses names, checks headers, removes
-/// temp files, quarantines bad chunks; logs progress every few seconds.
+/// Scans a disk's 256 subfolders (making those missing): parses names,
+/// checks headers, removes temp files, quarantines bad chunks; logs
+/// progress every few seconds.
 pub fn scan(root: &Path) -> std::io::Result<ScanResult> {
     let mut res = ScanResult::default();
     let mut last_log = Instant::now();
@@ -231,7 +232,14 @@ pub fn scan(root: &Path) -> std::io::Result<ScanResult> {
         let dir = root.join(format::subdir_name(sub));
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Made now, so the first chunks a write creates there do
+                // not wait for a mkdir (a create still makes a missing one).
+                if let Err(e) = std::fs::create_dir(&dir) {
+                    tracing::warn!("cannot make chunk folder {}: {e}", dir.display());
+                }
+                continue;
+            }
             Err(e) => return Err(e),
         };
         for entry in entries {
