@@ -60,11 +60,9 @@ async fn goal_dir(cl: &MasterClient, name: &str, goal: u32) -> u64 {
 /// Creates `name` in `dir` and writes `data` to it in `piece`-byte writes;
 /// returns the inode once the data is flushed (acknowledged).
 async fn write_file(io: &FileIo, cl: &MasterClient, dir: u64, name: &str, data: &[u8]) -> u64 {
-    let mut req = create_req(name);
-    req.parent = dir;
-    let a = cl.create(req).await.unwrap();
-    write_at(io, a.inode, 0, data).await;
-    a.inode
+    let inode = new_file(cl, dir, name).await;
+    write_at(io, inode, 0, data).await;
+    inode
 }
 
 async fn write_at(io: &FileIo, inode: u64, offset: u64, data: &[u8]) {
@@ -276,6 +274,72 @@ async fn a_read_location_says_when_another_session_writes() {
     assert!(after.version > before.version);
 }
 
+/// A new file's inode, made in `dir`.
+async fn new_file(cl: &MasterClient, dir: u64, name: &str) -> u64 {
+    let mut req = create_req(name);
+    req.parent = dir;
+    cl.create(req).await.unwrap().inode
+}
+
+/// WriteChunk of chunk 0 of `inode`, as root.
+fn lease_of(inode: u64, renew: bool) -> WriteChunkRequest {
+    WriteChunkRequest {
+        id: None,
+        cred: Some(root_cred()),
+        inode,
+        index: 0,
+        renew,
+    }
+}
+
+/// SetAttr of `inode`'s size, as root.
+fn resize(inode: u64, size: u64) -> SetAttrRequest {
+    SetAttrRequest {
+        id: None,
+        cred: Some(root_cred()),
+        inode,
+        size: Some(size),
+        ..Default::default()
+    }
+}
+
+/// Writes `data` at `offset` of the chunk of `loc` along its chain,
+/// straight to the chunkservers (`create`: the lease's writes make it).
+async fn write_on_chain(
+    loc: &ChunkLocation,
+    create: bool,
+    offset: u64,
+    data: Vec<u8>,
+) -> Result<(), tonic::Status> {
+    let (head, rest) = loc.servers.split_first().unwrap();
+    let mut cs = ChunkServiceClient::connect(format!("http://{}", head.address))
+        .await
+        .unwrap();
+    cs.write(ChunkWriteRequest {
+        chunk_id: loc.chunk_id,
+        version: loc.version,
+        offset,
+        data: data.into(),
+        chain: rest.iter().map(|s| s.address.clone()).collect(),
+        create,
+    })
+    .await
+    .map(|_| ())
+}
+
+/// A write of the (old) lease `loc` that may make its chunk is refused by
+/// each of its servers on its own (ESTALE).
+async fn old_lease_makes_nothing(loc: &ChunkLocation) {
+    for s in &loc.servers {
+        let mut only = loc.clone();
+        only.servers = vec![s.clone()];
+        let e = write_on_chain(&only, true, 0, vec![9; 10])
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    }
+}
+
 /// A new chunk is made on its chain by the first write that reaches it
 /// (the lease says `create`), not by an order before the lease: no file
 /// on the chunkservers before that write. A lease renewed before the leader
@@ -286,67 +350,41 @@ async fn a_new_chunk_is_made_by_its_first_write() {
     let c = cluster(1, 3, 1).await;
     let w = c.client("writer").await.unwrap();
     let dir = goal_dir(&w, "d", 2).await;
-    let mut req = create_req("f");
-    req.parent = dir;
-    let inode = w.create(req).await.unwrap().inode;
-    let lease = |renew| WriteChunkRequest {
-        id: None,
-        cred: Some(root_cred()),
-        inode,
-        index: 0,
-        renew,
-    };
-    let send = |loc: &ChunkLocation, create: bool, offset: u64, data: Vec<u8>| {
-        let (head, rest) = loc.servers.split_first().unwrap();
-        let (head, version, id) = (head.address.clone(), loc.version, loc.chunk_id);
-        let chain = rest.iter().map(|s| s.address.clone()).collect();
-        async move {
-            let mut cs = ChunkServiceClient::connect(format!("http://{head}"))
-                .await
-                .unwrap();
-            cs.write(ChunkWriteRequest {
-                chunk_id: id,
-                version,
-                offset,
-                data: data.into(),
-                chain,
-                create,
-            })
-            .await
-        }
-    };
     let files = || total_chunk_files(&c);
 
     step("the lease of a new chunk: two servers, nothing on them yet");
-    let first = w.write_chunk(lease(false)).await.unwrap();
+    let inode = new_file(&w, dir, "f").await;
+    let first = w.write_chunk(lease_of(inode, false)).await.unwrap();
     assert!(first.create, "{first:?}");
     assert_eq!((first.version, first.servers.len()), (1, 2), "{first:?}");
     assert_eq!(files(), 0, "a chunk file before any write");
 
     step("the first write makes it on the chain");
     let a = pattern(1, 4096);
-    send(&first, true, 0, a.clone()).await.unwrap();
+    write_on_chain(&first, true, 0, a.clone()).await.unwrap();
     assert_eq!(files(), 2);
 
     step("renewed at once: the chain's copies take the new version");
-    let second = w.write_chunk(lease(true)).await.unwrap();
+    let second = w.write_chunk(lease_of(inode, true)).await.unwrap();
     assert_eq!(second.version, 2, "{second:?}");
     assert!(!second.create, "{second:?}");
-    let mut on: Vec<_> = second.servers.iter().map(|s| s.id).collect();
-    let mut was: Vec<_> = first.servers.iter().map(|s| s.id).collect();
-    on.sort();
-    was.sort();
-    assert_eq!(on, was, "the servers the first write reached");
+    let ids = |l: &ChunkLocation| {
+        let mut v: Vec<_> = l.servers.iter().map(|s| s.id).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        ids(&second),
+        ids(&first),
+        "the servers the first write reached"
+    );
     let b = pattern(2, 4096);
-    send(&second, false, 4096, b.clone()).await.unwrap();
+    write_on_chain(&second, false, 4096, b.clone())
+        .await
+        .unwrap();
 
     step("a late write of the first lease is refused everywhere");
-    for s in 0..first.servers.len() {
-        let mut only = first.clone();
-        only.servers = vec![first.servers[s].clone()];
-        let e = send(&only, true, 0, vec![9; 10]).await.unwrap_err();
-        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
-    }
+    old_lease_makes_nothing(&first).await;
     w.write_chunk_end(WriteChunkEndRequest {
         id: None,
         inode,
@@ -363,47 +401,20 @@ async fn a_new_chunk_is_made_by_its_first_write() {
     check_every_copy(&w, inode, &want, 2).await;
 
     step("renewed before any write: made anew, an old write makes nothing");
-    let mut req = create_req("g");
-    req.parent = dir;
-    let inode = w.create(req).await.unwrap().inode;
-    let lease = |renew| WriteChunkRequest {
-        inode,
-        ..lease(renew)
-    };
-    let first = w.write_chunk(lease(false)).await.unwrap();
+    let inode = new_file(&w, dir, "g").await;
+    let first = w.write_chunk(lease_of(inode, false)).await.unwrap();
     assert!(first.create);
     let before = files();
-    let second = w.write_chunk(lease(true)).await.unwrap();
+    let second = w.write_chunk(lease_of(inode, true)).await.unwrap();
     assert_eq!(second.version, 2, "{second:?}");
     assert_eq!(files(), before + 2, "made by orders at version 2");
-    for s in &first.servers {
-        let mut only = first.clone();
-        only.servers = vec![s.clone()];
-        let e = send(&only, true, 0, vec![9; 10]).await.unwrap_err();
-        assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
-    }
+    old_lease_makes_nothing(&first).await;
     assert_eq!(files(), before + 2, "a write of the old lease made a copy");
 
     step("a reader of a new chunk nothing was written to yet gets zeros");
-    let mut req = create_req("sparse");
-    req.parent = dir;
-    let inode = w.create(req).await.unwrap().inode;
-    w.setattr(SetAttrRequest {
-        id: None,
-        cred: Some(root_cred()),
-        inode,
-        size: Some(MIB),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let held = w
-        .write_chunk(WriteChunkRequest {
-            inode,
-            ..lease(false)
-        })
-        .await
-        .unwrap();
+    let inode = new_file(&w, dir, "sparse").await;
+    w.setattr(resize(inode, MIB)).await.unwrap();
+    let held = w.write_chunk(lease_of(inode, false)).await.unwrap();
     assert!(held.create, "{held:?}");
     let r = c.client("reader").await.unwrap();
     r.open(open_to_read(inode)).await.unwrap();
@@ -415,29 +426,14 @@ async fn a_new_chunk_is_made_by_its_first_write() {
     assert_eq!(&got[..], &[0u8; 8192][..]);
 
     step("cut while its first write is not ended: the tail reads as zeros");
-    let mut req = create_req("cut");
-    req.parent = dir;
-    let inode = w.create(req).await.unwrap().inode;
-    let held = w
-        .write_chunk(WriteChunkRequest {
-            inode,
-            ..lease(false)
-        })
-        .await
-        .unwrap();
+    let inode = new_file(&w, dir, "cut").await;
+    let held = w.write_chunk(lease_of(inode, false)).await.unwrap();
     assert!(held.create, "{held:?}");
     let data = pattern(4, 8192);
-    send(&held, true, 0, data.clone()).await.unwrap();
-    let size = |size| SetAttrRequest {
-        id: None,
-        cred: Some(root_cred()),
-        inode,
-        size: Some(size),
-        ..Default::default()
-    };
-    w.setattr(size(8192)).await.unwrap();
-    w.setattr(size(1000)).await.unwrap();
-    w.setattr(size(8192)).await.unwrap();
+    write_on_chain(&held, true, 0, data.clone()).await.unwrap();
+    w.setattr(resize(inode, 8192)).await.unwrap();
+    w.setattr(resize(inode, 1000)).await.unwrap();
+    w.setattr(resize(inode, 8192)).await.unwrap();
     let mut want = data[..1000].to_vec();
     want.resize(8192, 0);
     check_file(&c, inode, &want).await;
@@ -668,9 +664,7 @@ async fn chunkserver_killed_during_new_file_writes() {
             let mut files = Vec::new();
             for i in 0..80u64 {
                 let data = pattern(500 + i, 50_000 + i as usize * 997);
-                let mut req = create_req(&format!("f{i}"));
-                req.parent = dir;
-                let ino = cl.create(req).await.unwrap().inode;
+                let ino = new_file(&cl, dir, &format!("f{i}")).await;
                 io.write(ino, 0, &data).await?;
                 io.flush(ino).await?;
                 files.push((ino, data));
@@ -702,9 +696,7 @@ async fn leader_killed_during_write() {
     let io = FileIo::new(cl.clone(), IoOptions::default());
     let dir = goal_dir(&cl, "g2", 2).await;
     let data = pattern(9, 96 * MIB as usize);
-    let mut req = create_req("big");
-    req.parent = dir;
-    let ino = cl.create(req).await.unwrap().inode;
+    let ino = new_file(&cl, dir, "big").await;
 
     let writer = {
         let io = io.clone();
