@@ -9,8 +9,10 @@
 //! Files: `state` (registry of chunkservers, copy map, leases), `placement`
 //! (which servers take new copies), `plan` (what the replication loop
 //! orders, as plain functions over plain data), `orders` (gRPC orders to
-//! chunkservers), `datapath` (ReadChunk, WriteChunk, WriteChunkEnd, the
-//! truncation of a tail chunk), `duties` (the replication loop).
+//! chunkservers), `datapath` (ReadChunk, WriteChunk, WriteChunkEnd: the
+//! calls and their leases), `copies` (making copies and bumping their
+//! versions for those calls, the truncation of a tail chunk), `duties` (the
+//! replication loop).
 //!
 //! The version protocol, in the safe order: to give a writer a chunk, its
 //! live copies take version `v + 1` on the chunkservers first, then `v + 1`
@@ -21,6 +23,7 @@
 //! with no copy, it is made on the chain by the writer's first write
 //! (`Lease.create`; see `datapath::write_new_chunk`).
 
+mod copies;
 pub mod datapath;
 pub mod duties;
 mod ids;

@@ -1,0 +1,374 @@
+//! Copies on the chunkservers, on the leader: where new ones go, making
+//! them (create, duplicate for copy-on-write), the version bump before a
+//! write, and the chunkservers' part of a truncation. Each order runs on
+//! every server at once; the copies that took it are recorded.
+
+use std::time::Instant;
+
+use futures::future::join_all;
+
+use super::datapath::{stale_or_retry, ReqId};
+use super::orders::OrderError;
+use super::placement;
+use super::state::{CopyInfo, SoftState};
+use super::{ChunkError, ChunkManager, GRACE};
+use crate::fsm::{ChunkId, ChunkInfo, ChunkVersion, Cred, Errno, Inode, Op, Reply, CHUNK_SIZE};
+
+impl ChunkManager {
+    /// `goal` servers chosen by placement for new copies (none of `avoid`):
+    /// ENOSPC when none can take one; EAGAIN when none is known yet in a
+    /// new leader's grace period, so the client asks again.
+    pub(super) fn targets(
+        &self,
+        st: &SoftState,
+        goal: u8,
+        avoid: &[u64],
+    ) -> Result<Vec<u64>, ChunkError> {
+        let now = Instant::now();
+        let t = placement::choose(&st.servers, now, usize::from(goal.max(1)), avoid);
+        if !t.is_empty() {
+            return Ok(t);
+        }
+        if st.in_grace(now, GRACE) {
+            // A new leader: the chunkservers are still registering.
+            return Err(Errno::EAGAIN.into());
+        }
+        tracing::warn!("no chunkserver can take a new chunk (none alive with free space)");
+        Err(Errno::ENOSPC.into())
+    }
+
+    /// Creates chunk `id` at `version` on `goal` servers chosen by
+    /// placement (none of `avoid`); the servers that made it (ENOSPC when
+    /// none could; EAGAIN when none is known yet in a new leader's grace
+    /// period, so the client asks again).
+    pub(super) async fn create_copies(
+        &self,
+        id: ChunkId,
+        version: u32,
+        goal: u8,
+        avoid: &[u64],
+    ) -> Result<Vec<u64>, ChunkError> {
+        let targets = {
+            let st = self.state();
+            self.targets(&st, goal, avoid)?
+        };
+        self.order_copies(
+            &targets,
+            (id, version),
+            "create",
+            Errno::ENOSPC,
+            |a| async move { self.orders.create(&a, id, version).await },
+        )
+        .await
+    }
+
+    /// Copy-on-write: slot `index` of `inode` names `old`, which snapshots
+    /// share. Before a write or a cut changes it, the file gets its own
+    /// duplicate: a reserved id, made from `old` on every server holding a
+    /// valid copy, then committed in the slot (`old` loses a reference).
+    /// Duplicates left by a failure are orphans the replication loop
+    /// deletes. The new chunk and its table entry.
+    pub(super) async fn copy_on_write(
+        &self,
+        inode: Inode,
+        index: u32,
+        old: ChunkId,
+        info: &ChunkInfo,
+    ) -> Result<(ChunkId, ChunkInfo), ChunkError> {
+        let _old = self.claim_chunk(old)?;
+        let v = info.version.0;
+        let holders = self.state().holders_at(old, v, Instant::now());
+        if holders.is_empty() {
+            return Err(stale_or_retry(self, "copy-on-write", old));
+        }
+        let new = self.new_chunk_id().await?;
+        let _new = self.claim_chunk(new)?;
+        let nv = 1;
+        self.order_copies(
+            &holders,
+            (new, nv),
+            "duplicate",
+            Errno::EAGAIN,
+            |a| async move { self.orders.duplicate(&a, old, v, new, nv).await },
+        )
+        .await?;
+        let op = Op::CowChunk {
+            inode,
+            index,
+            old,
+            new,
+            version: ChunkVersion(nv),
+        };
+        if let Some(e) = self.internal(op).await?.errno() {
+            return Err(e.into());
+        }
+        tracing::debug!(chunk = %old, new = %new, inode = inode.0, index, "copy-on-write");
+        let info = self
+            .node
+            .shared
+            .ns()
+            .chunk(new)
+            .cloned()
+            .ok_or(Errno::EAGAIN)?;
+        Ok((new, info))
+    }
+
+    /// Gives chunk `id` (committed at version `v`) a new version on its live
+    /// copies, or creates it on `goal` servers when it has none and no write
+    /// has ended on it. Not committed yet: the caller commits. The new
+    /// version and the servers that took it.
+    pub(super) async fn new_version(
+        &self,
+        id: ChunkId,
+        v: u32,
+        goal: u8,
+        fresh: bool,
+    ) -> Result<(u32, Vec<u64>), ChunkError> {
+        let now = Instant::now();
+        let (valid, made, all) = {
+            let st = self.state();
+            let all: Vec<u64> = st
+                .copies
+                .get(&id)
+                .map(|h| h.keys().copied().collect())
+                .unwrap_or_default();
+            let valid = st.holders_at(id, v, now);
+            let made = if fresh && valid.is_empty() {
+                st.made_by_writes(id, v, now)
+            } else {
+                Vec::new()
+            };
+            if fresh && valid.is_empty() && made.is_empty() && st.reports_pending(now, GRACE) {
+                // Writes under an earlier leader's lease may have made it:
+                // the reports tell soon.
+                return Err(Errno::EAGAIN.into());
+            }
+            (valid, made, all)
+        };
+        let nv = v + 1;
+        let set_version = |a: String| async move { self.orders.set_version(&a, id, v, nv).await };
+        if !made.is_empty() {
+            // A new chunk the writes of a lease may have made on its chain
+            // without the leader hearing of it yet: the copies there take
+            // the new version. A server that lacks it remembers the new
+            // version, so a write of the old lease still in flight cannot
+            // make it there afterwards.
+            let (ok, missing) = self
+                .run_orders(&made, (id, nv), "set version", set_version)
+                .await;
+            if !ok.is_empty() {
+                return Ok((nv, ok));
+            }
+            if missing == 0 {
+                // None answered: they may hold what was written.
+                return Err(Errno::EAGAIN.into());
+            }
+            // A server of the chain lacks the chunk, so no write went
+            // through the whole chain: nothing acknowledged is lost by
+            // making it anew below (a server that did not answer and holds
+            // a piece has a stale copy, deleted later).
+        }
+        if valid.is_empty() {
+            if !fresh {
+                return Err(stale_or_retry(self, "WriteChunk", id));
+            }
+            // A new chunk whose copies are gone (or were never made)
+            // before any write ended: made again (a hole until then).
+            return Ok((nv, self.create_copies(id, nv, goal, &all).await?));
+        }
+        let ok = self
+            .order_copies(&valid, (id, nv), "set version", Errno::EAGAIN, set_version)
+            .await?;
+        Ok((nv, ok))
+    }
+
+    /// Runs `order` on each of `servers` at once (given the address) and
+    /// records copy `id` at version `nv` on those that took it: their ids,
+    /// or `none` when no server did.
+    pub(super) async fn order_copies<F, Fut>(
+        &self,
+        servers: &[u64],
+        (id, nv): (ChunkId, u32),
+        what: &'static str,
+        none: Errno,
+        order: F,
+    ) -> Result<Vec<u64>, ChunkError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<(), OrderError>>,
+    {
+        let (ok, _) = self.run_orders(servers, (id, nv), what, order).await;
+        if ok.is_empty() {
+            return Err(none.into());
+        }
+        Ok(ok)
+    }
+
+    /// Runs `order` on each of `servers` at once and records copy `id` at
+    /// version `nv` on those that took it: their ids, and how many servers
+    /// answered that they lack the chunk.
+    pub(super) async fn run_orders<F, Fut>(
+        &self,
+        servers: &[u64],
+        (id, nv): (ChunkId, u32),
+        what: &'static str,
+        order: F,
+    ) -> (Vec<u64>, usize)
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<(), OrderError>>,
+    {
+        let calls = self.addresses(servers).into_iter().map(|(s, a)| {
+            let call = order(a);
+            async move { (s, call.await) }
+        });
+        let started = std::time::Instant::now();
+        let results = join_all(calls).await;
+        metrics::histogram!("mfs_chunk_order_seconds", "order" => what)
+            .record(started.elapsed().as_secs_f64());
+        let missing = results
+            .iter()
+            .filter(|(_, r)| matches!(r, Err(OrderError::NotFound { .. })))
+            .count();
+        (self.took(id, nv, results, what), missing)
+    }
+
+    /// Records the copies that took version `nv`; their server ids.
+    pub(super) fn took(
+        &self,
+        id: ChunkId,
+        nv: u32,
+        results: Vec<(u64, Result<(), OrderError>)>,
+        what: &str,
+    ) -> Vec<u64> {
+        let mut st = self.state();
+        let mut ok = Vec::new();
+        for (s, r) in results {
+            match r {
+                Ok(()) => {
+                    let marked = st
+                        .copies
+                        .get(&id)
+                        .and_then(|h| h.get(&s))
+                        .is_some_and(|c| c.marked);
+                    st.set_copy(
+                        id,
+                        s,
+                        CopyInfo {
+                            version: nv,
+                            marked,
+                        },
+                    );
+                    ok.push(s);
+                }
+                Err(e) => tracing::warn!(chunk = %id, "{what}: {e}"),
+            }
+        }
+        ok
+    }
+
+    /// Before a SetAttr that shrinks a file to `size` not on a chunk
+    /// boundary: the tail chunk's copies are cut there (zeros after) with a
+    /// new version, committed. Nothing to do for a retried request, a size
+    /// that does not shrink, a boundary, or a hole.
+    pub async fn prepare_truncate(
+        &self,
+        rid: ReqId,
+        cred: &Cred,
+        inode: Inode,
+        size: u64,
+    ) -> Result<(), ChunkError> {
+        if size.is_multiple_of(CHUNK_SIZE) {
+            return Ok(());
+        }
+        self.node.linearize().await?;
+        let index = u32::try_from(size / CHUNK_SIZE).map_err(|_| Errno::EFBIG)?;
+        let (id, info) = {
+            let ns = self.node.shared.ns();
+            if ns.cached_reply(rid.session, rid.seq).is_some() {
+                return Ok(());
+            }
+            let Ok(attr) = ns.getattr(inode) else {
+                return Ok(()); // SetAttr answers ENOENT
+            };
+            if size >= attr.size || ns.may_truncate(cred, inode).is_err() {
+                return Ok(()); // growing, or SetAttr answers the error
+            }
+            let Ok(Some(id)) = ns.chunk_slot(inode, index) else {
+                return Ok(());
+            };
+            let Some(info) = ns.chunk(id).cloned() else {
+                return Ok(());
+            };
+            (id, info)
+        };
+        let (id, info) = if info.refcount > 1 {
+            self.copy_on_write(inode, index, id, &info).await?
+        } else {
+            (id, info)
+        };
+        // A write lease being granted finishes within a few seconds: wait
+        // for it rather than fail the truncate.
+        let mut tries = 0;
+        let _busy = loop {
+            match self.claim_chunk(id) {
+                Ok(c) => break c,
+                Err(e) if tries >= 50 => return Err(e),
+                Err(_) => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        };
+        // The version may have moved while waiting.
+        let v = match self.node.shared.ns().chunk(id) {
+            Some(c) => c.version.0,
+            None => return Ok(()),
+        };
+        let (valid, made) = {
+            let st = self.state();
+            let now = Instant::now();
+            let valid = st.holders_at(id, v, now);
+            let made = if valid.is_empty() && info.fresh {
+                st.made_by_writes(id, v, now)
+            } else {
+                Vec::new()
+            };
+            (valid, made)
+        };
+        let nv = v + 1;
+        let length = size % CHUNK_SIZE;
+        let cut = |a: String| async move { self.orders.truncate(&a, id, v, nv, length).await };
+        if !made.is_empty() {
+            // A new chunk a lease's writes are making: cut where they made
+            // it. A server that lacks it had nothing written (and now keeps
+            // an older write from making it); none holding it: a hole still.
+            let (ok, missing) = self.run_orders(&made, (id, nv), "truncate", cut).await;
+            if ok.is_empty() {
+                return if missing > 0 {
+                    Ok(())
+                } else {
+                    Err(Errno::EAGAIN.into())
+                };
+            }
+        } else if valid.is_empty() {
+            if info.fresh {
+                return Ok(());
+            }
+            return Err(stale_or_retry(self, "truncate", id));
+        } else {
+            self.order_copies(&valid, (id, nv), "truncate", Errno::EAGAIN, cut)
+                .await?;
+        }
+        let op = Op::SetChunkVersion {
+            chunk: id,
+            version: ChunkVersion(nv),
+        };
+        if let Reply::Err(e) = self.internal(op).await? {
+            return Err(e.into());
+        }
+        // A writer's lease named the old version: it asks again.
+        self.state().leases.remove(&id);
+        Ok(())
+    }
+}
