@@ -228,6 +228,7 @@ pub struct ScanResult {
 pub fn scan(root: &Path) -> std::io::Result<ScanResult> {
     let mut res = ScanResult::default();
     let mut last_log = Instant::now();
+    let mut make_folders = true;
     for sub in 0..256u64 {
         let dir = root.join(format::subdir_name(sub));
         let entries = match std::fs::read_dir(&dir) {
@@ -235,8 +236,11 @@ pub fn scan(root: &Path) -> std::io::Result<ScanResult> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // Made now, so the first chunks a write creates there do
                 // not wait for a mkdir (a create still makes a missing one).
-                if let Err(e) = std::fs::create_dir(&dir) {
-                    tracing::warn!("cannot make chunk folder {}: {e}", dir.display());
+                if make_folders {
+                    if let Err(e) = std::fs::create_dir(&dir) {
+                        tracing::warn!("cannot make chunk folder {}: {e}", dir.display());
+                        make_folders = false;
+                    }
                 }
                 continue;
             }
