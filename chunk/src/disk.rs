@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::format::{self, HEADER_SIZE};
 use crate::hdd::DiskSpec;
+use crate::spare::Spares;
 
 /// Suffix of a copy being received (Replicate, Duplicate); removed at start.
 pub const TEMP_SUFFIX: &str = ".tmp";
@@ -35,6 +36,8 @@ pub struct Disk {
     bytes: AtomicU64,
     /// Chunks on it.
     chunks: AtomicU64,
+    /// Files of deleted chunks kept for new ones (`crate::spare`).
+    pub spares: Spares,
     /// Keeps the disk's lock file (and its flock) while we run.
     _lock: File,
 }
@@ -84,6 +87,7 @@ impl Disk {
             failed_chunks: Mutex::new(HashSet::new()),
             bytes: AtomicU64::new(0),
             chunks: AtomicU64::new(0),
+            spares: Spares::load(&spec.path),
             _lock: lock,
         })
     }

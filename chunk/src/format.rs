@@ -324,6 +324,29 @@ impl ChunkFile {
             .write(true)
             .create_new(true)
             .open(path)?;
+        Self::init(file, path, id, version)
+    }
+
+    /// Makes the empty file `spare` (see `crate::spare`) a new, empty chunk
+    /// file at `path` (which must not exist): its header is written, then
+    /// it is renamed into place. On an error `spare` is still a spare.
+    pub fn create_from_spare(
+        spare: &Path,
+        path: &Path,
+        id: u64,
+        version: u32,
+    ) -> io::Result<ChunkFile> {
+        let file = OpenOptions::new().read(true).write(true).open(spare)?;
+        let f = Self::init(file, spare, id, version)?;
+        crate::spare::rename_noreplace(spare, path)?;
+        Ok(ChunkFile {
+            path: path.to_owned(),
+            ..f
+        })
+    }
+
+    /// Writes the header of an empty chunk (id, version) into `file`.
+    fn init(file: File, path: &Path, id: u64, version: u32) -> io::Result<ChunkFile> {
         let header = Header {
             id,
             version,

@@ -18,4 +18,5 @@ pub mod master_link;
 pub mod scrub;
 pub mod server;
 pub mod service;
+pub mod spare;
 pub mod store;

@@ -152,18 +152,32 @@ impl Store {
                 version: read_lock(&s.state).version,
             });
         }
-        // The folder is there but on a new disk: make it only then (no
+        // A spare file of a deleted chunk first (no new inode); else a new
+        // file. The folder is there but on a new disk: made only then (no
         // mkdir and stat before every create).
-        let made = match ChunkFile::create(&path, id, version) {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir).map_err(|e| {
-                        ChunkError::io(format!("creating folder {}", dir.display()), e)
-                    })?;
+        let spared = d.spares.take().and_then(|spare| {
+            match ChunkFile::create_from_spare(&spare, &path, id, version) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    tracing::debug!("spare {} not used: {e}", spare.display());
+                    d.spares.put_back(spare);
+                    None
                 }
-                ChunkFile::create(&path, id, version)
             }
-            other => other,
+        });
+        let made = match spared {
+            Some(f) => Ok(f),
+            None => match ChunkFile::create(&path, id, version) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if let Some(dir) = path.parent() {
+                        std::fs::create_dir_all(dir).map_err(|e| {
+                            ChunkError::io(format!("creating folder {}", dir.display()), e)
+                        })?;
+                    }
+                    ChunkFile::create(&path, id, version)
+                }
+                other => other,
+            },
         };
         let mut f = made.map_err(|e| ChunkError::io(format!("creating {}", path.display()), e))?;
         if self.opts.direct_writes {
@@ -244,10 +258,14 @@ impl Store {
             });
         }
         self.close_file(&mut s);
-        match std::fs::remove_file(&s.path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(ChunkError::io(format!("removing {}", s.path.display()), e)),
+        let d = &self.disks[slot.disk];
+        let kept = !d.marked && !d.is_damaged() && d.spares.keep(&s.path);
+        if !kept {
+            match std::fs::remove_file(&s.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ChunkError::io(format!("removing {}", s.path.display()), e)),
+            }
         }
         s.gone = true;
         self.unmap(&slot);

@@ -364,3 +364,35 @@ fn a_write_may_make_its_chunk_unless_a_later_version_was_asked_for() {
     s.create_missing(21, 2).unwrap();
     assert_eq!(s.write(21, 2, 0, b"new").unwrap(), 3);
 }
+
+#[test]
+fn a_deleted_chunk_file_is_kept_and_made_into_the_next_new_chunk() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store(&[&d]);
+    let spares = || s.disks[0].spares.count();
+    s.create(30, 1).unwrap();
+    assert_eq!(s.write(30, 1, 0, &[7u8; 100_000]).unwrap(), 100_000);
+    let old = s.disks[0].chunk_path(30, 1);
+    s.delete(30, 1).unwrap();
+    assert!(!old.exists());
+    assert_eq!(spares(), 1, "the file is kept as a spare");
+
+    s.create(31, 2).unwrap();
+    assert_eq!(spares(), 0, "the new chunk took it");
+    let new = s.disks[0].chunk_path(31, 2);
+    assert_eq!(
+        std::fs::metadata(&new).unwrap().len(),
+        HEADER_SIZE,
+        "nothing of the old chunk is left in it"
+    );
+    assert_eq!(&s.read(31, 2, 0, 10).unwrap()[..], &[0u8; 10][..]);
+    assert_eq!(s.write(31, 2, 5, b"abc").unwrap(), 8);
+    drop(s);
+    // A restart finds the chunk (its header names it) and no spare.
+    let s = store(&[&d]);
+    assert_eq!(&s.read(31, 2, 0, 8).unwrap()[..], b"\0\0\0\0\0abc");
+    assert_eq!(s.disks[0].spares.count(), 0);
+    // Without spares a new chunk is a new file.
+    s.create(32, 1).unwrap();
+    assert!(s.disks[0].chunk_path(32, 1).exists());
+}

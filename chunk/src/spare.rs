@@ -1,0 +1,182 @@
+//! Spare chunk files: the files of deleted chunks, emptied and kept in a
+//! disk's `spare/` folder, so that a new chunk takes one (a rename) instead
+//! of a new inode.
+//!
+//! Why: on ext4 without a journal the kernel will not hand out an inode
+//! freed in the last 60 s (300 s more while its table block is dirty), and
+//! finds a free one by reading the inode table entry by entry: after many
+//! deletes, making a file costs about 0.5 ms of CPU here instead of 20 µs.
+//! A chunkserver deletes and makes chunk files all the time.
+//!
+//! A spare is truncated to nothing when kept. Taking one writes the new
+//! chunk's header into it first and then renames it into place without
+//! replacing anything (`RENAME_NOREPLACE`), so a crash leaves either a spare
+//! (reused at the next start) or a whole new chunk file.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// The folder of a disk that holds its spares.
+pub const SPARE_DIR: &str = "spare";
+
+/// Spares kept per disk at most; a delete beyond removes the file.
+pub const SPARES_MAX: usize = 1024;
+
+/// One disk's spare files.
+#[derive(Debug)]
+pub struct Spares {
+    dir: PathBuf,
+    files: Mutex<Vec<PathBuf>>,
+    next: AtomicU64,
+    /// False when the folder cannot be used (then files are removed).
+    usable: bool,
+}
+
+impl Spares {
+    /// The spares found in `disk`'s spare folder (made when missing).
+    pub fn load(disk: &Path) -> Spares {
+        let dir = disk.join(SPARE_DIR);
+        let mut files = Vec::new();
+        let mut next = 0u64;
+        let usable = match std::fs::create_dir(&dir) {
+            Ok(()) => true,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match std::fs::read_dir(&dir) {
+                Ok(entries) => {
+                    for e in entries.flatten() {
+                        let n = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok());
+                        if let Some(n) = n {
+                            next = next.max(n + 1);
+                            files.push(e.path());
+                        }
+                    }
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot list {}: {e}; deleted chunk files are removed",
+                        dir.display()
+                    );
+                    false
+                }
+            },
+            Err(e) => {
+                tracing::warn!(
+                    "cannot make {}: {e}; deleted chunk files are removed",
+                    dir.display()
+                );
+                false
+            }
+        };
+        files.truncate(SPARES_MAX);
+        Spares {
+            dir,
+            files: Mutex::new(files),
+            next: AtomicU64::new(next),
+            usable,
+        }
+    }
+
+    fn files(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+        self.files.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many spares there are.
+    pub fn count(&self) -> usize {
+        self.files().len()
+    }
+
+    /// Keeps the file at `path` (a deleted chunk's) as a spare: emptied and
+    /// moved into the spare folder. False when it was not kept (the pool is
+    /// full, or a step failed): the caller removes it.
+    pub fn keep(&self, path: &Path) -> bool {
+        if !self.usable || self.count() >= SPARES_MAX {
+            return false;
+        }
+        let to = self
+            .dir
+            .join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
+        let emptied = File::options()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_len(0));
+        match emptied.and_then(|()| std::fs::rename(path, &to)) {
+            Ok(()) => {
+                self.files().push(to);
+                true
+            }
+            Err(e) => {
+                tracing::debug!("cannot keep {} as a spare: {e}", path.display());
+                false
+            }
+        }
+    }
+
+    /// A spare to make a new chunk from, if any.
+    pub fn take(&self) -> Option<PathBuf> {
+        self.files().pop()
+    }
+
+    /// Gives back a spare taken and not used.
+    pub fn put_back(&self, spare: PathBuf) {
+        self.files().push(spare);
+    }
+}
+
+/// Renames `from` to `to` unless `to` exists (EEXIST then).
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+    };
+    let (f, t) = (c(from)?, c(to)?);
+    // SAFETY: two NUL-terminated paths that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kept_files_are_emptied_taken_and_found_again() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spares::load(d.path());
+        let f = d.path().join("chunk");
+        std::fs::write(&f, b"old data").unwrap();
+        assert!(s.keep(&f));
+        assert!(!f.exists());
+        assert_eq!(s.count(), 1);
+        let again = Spares::load(d.path());
+        assert_eq!(again.count(), 1, "found at the next start");
+        let spare = s.take().unwrap();
+        assert_eq!(std::fs::metadata(&spare).unwrap().len(), 0, "emptied");
+        assert!(s.take().is_none());
+
+        let to = d.path().join("new");
+        std::fs::write(&to, b"here").unwrap();
+        let e = rename_noreplace(&spare, &to).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EEXIST));
+        assert_eq!(std::fs::read(&to).unwrap(), b"here", "nothing replaced");
+        std::fs::remove_file(&to).unwrap();
+        rename_noreplace(&spare, &to).unwrap();
+        assert!(to.exists() && !spare.exists());
+    }
+}
