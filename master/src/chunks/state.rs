@@ -479,6 +479,60 @@ mod tests {
     }
 
     #[test]
+    fn a_lease_that_makes_its_chunk_stands_for_copies_until_its_end() {
+        let mut s = SoftState::default();
+        let now = Instant::now();
+        let (a, b) = (
+            s.register(reg("a:1", 0), now),
+            s.register(reg("b:1", 0), now),
+        );
+        let lease = |session, create| Lease {
+            session,
+            version: 1,
+            chain: vec![a, b],
+            expires: now + LEASE_TIME,
+            create,
+        };
+        s.leases.insert(ChunkId(5), lease(7, true));
+        assert_eq!(s.made_by_writes(ChunkId(5), 1, now), vec![a, b]);
+        assert!(
+            s.made_by_writes(ChunkId(5), 2, now).is_empty(),
+            "another version"
+        );
+        let lost = now + LOST_AFTER + Duration::from_secs(1);
+        assert!(
+            s.made_by_writes(ChunkId(5), 1, lost).is_empty(),
+            "lost servers"
+        );
+        if let Some(l) = s.leases.get_mut(&ChunkId(5)) {
+            l.expires = now;
+        }
+        let later = now + Duration::from_secs(1);
+        assert_eq!(
+            s.made_by_writes(ChunkId(5), 1, later),
+            vec![a, b],
+            "an ended lease's writes may have made copies too"
+        );
+        assert!(s.holders_at(ChunkId(5), 1, now).is_empty());
+
+        s.made_on_chain(ChunkId(5), 8);
+        assert!(s.holders_at(ChunkId(5), 1, now).is_empty(), "not its lease");
+        s.made_on_chain(ChunkId(5), 7);
+        let mut held = s.holders_at(ChunkId(5), 1, now);
+        held.sort();
+        assert_eq!(held, vec![a, b], "the chain holds copies now");
+        assert!(s.made_by_writes(ChunkId(5), 1, now).is_empty());
+
+        s.leases.insert(ChunkId(6), lease(7, false));
+        assert!(
+            s.made_by_writes(ChunkId(6), 1, now).is_empty(),
+            "an old chunk"
+        );
+        s.made_on_chain(ChunkId(6), 7);
+        assert!(s.holders_at(ChunkId(6), 1, now).is_empty());
+    }
+
+    #[test]
     fn ids_follow_address_then_previous_id() {
         let mut s = SoftState::default();
         let now = Instant::now();
