@@ -10,9 +10,24 @@ use futures::future::join_all;
 use super::datapath::{stale_or_retry, ReqId};
 use super::orders::OrderError;
 use super::placement;
-use super::state::{CopyInfo, SoftState};
+use super::state::SoftState;
 use super::{ChunkError, ChunkManager, GRACE};
 use crate::fsm::{ChunkId, ChunkInfo, ChunkVersion, Cred, Errno, Inode, Op, Reply, CHUNK_SIZE};
+
+/// What an order to the servers of a lease that makes its chunk (see
+/// [`SoftState::made_by_writes`]) found.
+enum OnChain {
+    /// These took it: they hold the chunk.
+    Took(Vec<u64>),
+    /// A server lacks the chunk and none took the order: no write went
+    /// through the whole chain, so nothing acknowledged is there (a server
+    /// that did not answer and holds a piece has a stale copy, deleted
+    /// later). A server that lacks it remembers the new version, so a
+    /// write of the old lease still in flight cannot make it there after.
+    NoneHolds,
+    /// None answered: they may hold what was written.
+    NoAnswer,
+}
 
 impl ChunkManager {
     /// `goal` servers chosen by placement for new copies (none of `avoid`):
@@ -125,48 +140,32 @@ impl ChunkManager {
         fresh: bool,
     ) -> Result<(u32, Vec<u64>), ChunkError> {
         let now = Instant::now();
-        let (valid, made, all) = {
+        let ((valid, made), all) = {
             let st = self.state();
             let all: Vec<u64> = st
                 .copies
                 .get(&id)
                 .map(|h| h.keys().copied().collect())
                 .unwrap_or_default();
-            let valid = st.holders_at(id, v, now);
-            let made = if fresh && valid.is_empty() {
-                st.made_by_writes(id, v, now)
-            } else {
-                Vec::new()
-            };
-            if fresh && valid.is_empty() && made.is_empty() && st.reports_pending(now, GRACE) {
+            let found = Self::holders_or_chain(&st, (id, v), fresh, now);
+            if fresh && found.0.is_empty() && found.1.is_empty() && st.reports_pending(now, GRACE) {
                 // Writes under an earlier leader's lease may have made it:
                 // the reports tell soon.
                 return Err(Errno::EAGAIN.into());
             }
-            (valid, made, all)
+            (found, all)
         };
         let nv = v + 1;
         let set_version = |a: String| async move { self.orders.set_version(&a, id, v, nv).await };
-        if !made.is_empty() {
-            // A new chunk the writes of a lease may have made on its chain
-            // without the leader hearing of it yet: the copies there take
-            // the new version. A server that lacks it remembers the new
-            // version, so a write of the old lease still in flight cannot
-            // make it there afterwards.
-            let (ok, missing) = self
-                .run_orders(&made, (id, nv), "set version", set_version)
-                .await;
-            if !ok.is_empty() {
-                return Ok((nv, ok));
-            }
-            if missing == 0 {
-                // None answered: they may hold what was written.
-                return Err(Errno::EAGAIN.into());
-            }
-            // A server of the chain lacks the chunk, so no write went
-            // through the whole chain: nothing acknowledged is lost by
-            // making it anew below (a server that did not answer and holds
-            // a piece has a stale copy, deleted later).
+        // The copies on the chain of a lease making it take the new version;
+        // with none there, it is made anew below.
+        match self
+            .order_on_chain(&made, (id, nv), "set version", set_version)
+            .await
+        {
+            Some(OnChain::Took(ok)) => return Ok((nv, ok)),
+            Some(OnChain::NoAnswer) => return Err(Errno::EAGAIN.into()),
+            Some(OnChain::NoneHolds) | None => {}
         }
         if valid.is_empty() {
             if !fresh {
@@ -180,6 +179,49 @@ impl ChunkManager {
             .order_copies(&valid, (id, nv), "set version", Errno::EAGAIN, set_version)
             .await?;
         Ok((nv, ok))
+    }
+
+    /// The live copies of chunk `id` at `v` and, for a `fresh` chunk with
+    /// none, the servers of a lease whose writes make it (empty otherwise).
+    fn holders_or_chain(
+        st: &SoftState,
+        (id, v): (ChunkId, u32),
+        fresh: bool,
+        now: Instant,
+    ) -> (Vec<u64>, Vec<u64>) {
+        let valid = st.holders_at(id, v, now);
+        let made = if fresh && valid.is_empty() {
+            st.made_by_writes(id, v, now)
+        } else {
+            Vec::new()
+        };
+        (valid, made)
+    }
+
+    /// Runs `order` on `made`, the servers of a lease that makes chunk `id`
+    /// (`None` when there are none): see [`OnChain`].
+    async fn order_on_chain<F, Fut>(
+        &self,
+        made: &[u64],
+        (id, nv): (ChunkId, u32),
+        what: &'static str,
+        order: F,
+    ) -> Option<OnChain>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<(), OrderError>>,
+    {
+        if made.is_empty() {
+            return None;
+        }
+        let (ok, missing) = self.run_orders(made, (id, nv), what, order).await;
+        Some(if !ok.is_empty() {
+            OnChain::Took(ok)
+        } else if missing > 0 {
+            OnChain::NoneHolds
+        } else {
+            OnChain::NoAnswer
+        })
     }
 
     /// Runs `order` on each of `servers` at once (given the address) and
@@ -246,19 +288,7 @@ impl ChunkManager {
         for (s, r) in results {
             match r {
                 Ok(()) => {
-                    let marked = st
-                        .copies
-                        .get(&id)
-                        .and_then(|h| h.get(&s))
-                        .is_some_and(|c| c.marked);
-                    st.set_copy(
-                        id,
-                        s,
-                        CopyInfo {
-                            version: nv,
-                            marked,
-                        },
-                    );
+                    st.set_copy_version(id, s, nv);
                     ok.push(s);
                 }
                 Err(e) => tracing::warn!(chunk = %id, "{what}: {e}"),
@@ -325,40 +355,27 @@ impl ChunkManager {
             Some(c) => c.version.0,
             None => return Ok(()),
         };
-        let (valid, made) = {
-            let st = self.state();
-            let now = Instant::now();
-            let valid = st.holders_at(id, v, now);
-            let made = if valid.is_empty() && info.fresh {
-                st.made_by_writes(id, v, now)
-            } else {
-                Vec::new()
-            };
-            (valid, made)
-        };
+        let (valid, made) =
+            Self::holders_or_chain(&self.state(), (id, v), info.fresh, Instant::now());
         let nv = v + 1;
         let length = size % CHUNK_SIZE;
         let cut = |a: String| async move { self.orders.truncate(&a, id, v, nv, length).await };
-        if !made.is_empty() {
-            // A new chunk a lease's writes are making: cut where they made
-            // it. A server that lacks it had nothing written (and now keeps
-            // an older write from making it); none holding it: a hole still.
-            let (ok, missing) = self.run_orders(&made, (id, nv), "truncate", cut).await;
-            if ok.is_empty() {
-                return if missing > 0 {
-                    Ok(())
-                } else {
-                    Err(Errno::EAGAIN.into())
-                };
+        // A new chunk a lease's writes are making is cut where they made
+        // it; none holding it, it is a hole still.
+        match self.order_on_chain(&made, (id, nv), "truncate", cut).await {
+            Some(OnChain::Took(_)) => {}
+            Some(OnChain::NoneHolds) => return Ok(()),
+            Some(OnChain::NoAnswer) => return Err(Errno::EAGAIN.into()),
+            None if valid.is_empty() => {
+                if info.fresh {
+                    return Ok(());
+                }
+                return Err(stale_or_retry(self, "truncate", id));
             }
-        } else if valid.is_empty() {
-            if info.fresh {
-                return Ok(());
+            None => {
+                self.order_copies(&valid, (id, nv), "truncate", Errno::EAGAIN, cut)
+                    .await?;
             }
-            return Err(stale_or_retry(self, "truncate", id));
-        } else {
-            self.order_copies(&valid, (id, nv), "truncate", Errno::EAGAIN, cut)
-                .await?;
         }
         let op = Op::SetChunkVersion {
             chunk: id,

@@ -214,11 +214,11 @@ impl ChunkManager {
         let (chain, create) = {
             let mut st = self.state();
             let known = st.holders_at(id, version.0, now);
-            let made = st.made_by_writes(id, version.0, now);
             let (chain, create) = match fresh {
                 // A new chunk no write has ended on: the chain its writes
                 // make it on, or (none known) a new one.
                 Some((true, goal)) if known.is_empty() => {
+                    let made = st.made_by_writes(id, version.0, now);
                     if made.is_empty() {
                         (self.targets(&st, goal, &[])?, true)
                     } else {

@@ -142,22 +142,7 @@ async fn quick_order(mgr: &ChunkManager, a: Action) {
         },
         Action::SetVersion { from, to, .. } => {
             match mgr.orders.set_version(&addr, chunk, from, to).await {
-                Ok(()) => {
-                    let mut st = mgr.state();
-                    let marked = st
-                        .copies
-                        .get(&chunk)
-                        .and_then(|h| h.get(&server))
-                        .is_some_and(|c| c.marked);
-                    st.set_copy(
-                        chunk,
-                        server,
-                        CopyInfo {
-                            version: to,
-                            marked,
-                        },
-                    );
-                }
+                Ok(()) => mgr.state().set_copy_version(chunk, server, to),
                 Err(e) => tracing::warn!(chunk = %chunk, "set version back: {e}"),
             }
         }

@@ -306,6 +306,17 @@ impl SoftState {
         self.copies.entry(chunk).or_default().insert(server, c);
     }
 
+    /// Record that the copy on `server` has `version` now (an order set it,
+    /// or a write made it), keeping whether its disk is marked.
+    pub fn set_copy_version(&mut self, chunk: ChunkId, server: u64, version: u32) {
+        let marked = self
+            .copies
+            .get(&chunk)
+            .and_then(|h| h.get(&server))
+            .is_some_and(|c| c.marked);
+        self.set_copy(chunk, server, CopyInfo { version, marked });
+    }
+
     /// Forget a copy; with `version`, only if it is that version (a removal
     /// reported after a newer version was recorded leaves the newer one).
     pub fn remove_copy(&mut self, chunk: ChunkId, server: u64, version: Option<u32>) {
@@ -408,12 +419,7 @@ impl SoftState {
         l.create = false;
         let (version, chain) = (l.version, l.chain.clone());
         for server in chain {
-            let marked = self
-                .copies
-                .get(&chunk)
-                .and_then(|h| h.get(&server))
-                .is_some_and(|c| c.marked);
-            self.set_copy(chunk, server, CopyInfo { version, marked });
+            self.set_copy_version(chunk, server, version);
         }
     }
 

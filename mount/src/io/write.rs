@@ -445,14 +445,18 @@ impl Inner {
     /// Leases committed are dropped; on an error the rest stay for the
     /// next flush.
     async fn commit(&self, file: &FileWrites, inode: u64) -> Result<(), ClientError> {
-        let (leases, end, deferred, made) = {
+        let (leases, end, deferred) = {
             let s = lock(&file.state);
-            (
-                s.leases.clone(),
-                s.uncommitted_end.unwrap_or(0),
-                s.deferred.clone(),
-                s.made.clone(),
-            )
+            // Each lease with whether its writes made the chunk on the chain.
+            let leases: Vec<(u32, Arc<ChunkLocation>, bool)> = s
+                .leases
+                .iter()
+                .map(|(&index, loc)| {
+                    let made = s.made.get(&index) == Some(&(loc.chunk_id, loc.version));
+                    (index, Arc::clone(loc), loc.create && made)
+                })
+                .collect();
+            (leases, s.uncommitted_end.unwrap_or(0), s.deferred.clone())
         };
         // Under the exclusive gate: nothing is written or kept meanwhile.
         if leases.is_empty() {
@@ -464,12 +468,11 @@ impl Inner {
             }
             return Ok(());
         }
-        let first = leases.keys().next().copied();
-        let (deferred, made) = (&deferred, &made);
+        let first = leases.first().map(|l| l.0);
+        let deferred = &deferred;
         let results = stream::iter(leases)
-            .map(|(index, loc)| async move {
+            .map(|(index, loc, created)| async move {
                 let with = Some(index) == first;
-                let created = loc.create && made.get(&index) == Some(&(loc.chunk_id, loc.version));
                 let req = WriteChunkEndRequest {
                     id: None,
                     inode,
