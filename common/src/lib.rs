@@ -3,3 +3,4 @@ pub mod config;
 pub mod eattr;
 pub mod ids;
 pub mod logging;
+pub mod runtime;

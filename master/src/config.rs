@@ -62,6 +62,18 @@ pub struct MasterConfig {
     pub cluster_secret: String,
     /// Default log filter when RUST_LOG is unset.
     pub log_level: String,
+    /// Worker threads of the async runtime (0: one per CPU). Default 1: a
+    /// request is many short steps handed between tasks, and one thread
+    /// hands them on without waking another (3 masters on 2 cores: 16
+    /// clients' creates and getattrs both ran faster than with 2). Raise it
+    /// on a machine of its own with many cores and many clients reading.
+    pub worker_threads: usize,
+    /// Run under Linux's SCHED_BATCH CPU policy: a thread this master wakes
+    /// (a peer's, a client's, its own log flusher) does not preempt the
+    /// one that woke it. Fewer context switches per request where masters,
+    /// chunkservers and clients share cores. Default on.
+    #[serde(deserialize_with = "mfs_common::config::flexible_bool")]
+    pub sched_batch: bool,
 }
 
 impl Default for MasterConfig {
@@ -83,6 +95,8 @@ impl Default for MasterConfig {
             read_policy: "lease".into(),
             cluster_secret: String::new(),
             log_level: "info".into(),
+            worker_threads: 1,
+            sched_batch: true,
         }
     }
 }

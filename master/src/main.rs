@@ -70,9 +70,7 @@ fn main() -> anyhow::Result<()> {
     let res = cfg
         .resolve()
         .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let rt = mfs_common::runtime::build(cfg.worker_threads, cfg.sched_batch)
         .context("cannot start the async runtime")?;
     rt.block_on(mfs_master::server::run(cfg, res))
         .map_err(|e| anyhow::anyhow!("mfsmaster: {e}"))
