@@ -10,8 +10,10 @@
 
 use std::io;
 
-/// Builds a multi-thread tokio runtime with `workers` worker threads (0: one
-/// per CPU). With `batch`, the calling thread is first moved to Linux's
+/// Builds the tokio runtime: with one worker, a current-thread runtime (the
+/// calling thread runs every task and waits on the I/O driver itself, with
+/// no worker to hand work to and park); else a multi-thread runtime with
+/// `workers` worker threads (0: one per CPU). With `batch`, the calling thread is first moved to Linux's
 /// `SCHED_BATCH` policy, which every thread it starts afterwards (the
 /// runtime's, and those the daemon spawns) inherits: a thread woken by
 /// another does not preempt it, so a task that sends a message runs on to
@@ -21,8 +23,12 @@ pub fn build(workers: usize, batch: bool) -> io::Result<tokio::runtime::Runtime>
     if batch {
         set_batch_policy()?;
     }
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if workers > 0 {
+    let mut b = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if workers > 1 {
         b.worker_threads(workers);
     }
     b.enable_all().build()
@@ -58,18 +64,20 @@ mod tests {
         // A thread of its own, so the test harness's threads keep theirs.
         let before = policy_of(0);
         std::thread::spawn(|| {
-            let rt = build(1, true).unwrap();
-            let worker = rt.block_on(async {
-                tokio::spawn(async {
-                    // SAFETY: gettid has no preconditions.
-                    let tid = unsafe { libc::gettid() };
-                    policy_of(tid)
-                })
-                .await
-                .unwrap()
-            });
-            assert_eq!(worker, libc::SCHED_BATCH);
-            assert_eq!(policy_of(0), libc::SCHED_BATCH);
+            for workers in [1, 2] {
+                let rt = build(workers, true).unwrap();
+                let worker = rt.block_on(async {
+                    tokio::spawn(async {
+                        // SAFETY: gettid has no preconditions.
+                        let tid = unsafe { libc::gettid() };
+                        policy_of(tid)
+                    })
+                    .await
+                    .unwrap()
+                });
+                assert_eq!(worker, libc::SCHED_BATCH, "{workers} workers");
+                assert_eq!(policy_of(0), libc::SCHED_BATCH);
+            }
         })
         .join()
         .unwrap();
