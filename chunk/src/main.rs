@@ -91,10 +91,8 @@ fn main() -> anyhow::Result<()> {
         .resolve(used_file)
         .map_err(|e| anyhow::anyhow!("bad configuration: {e}"))?;
     mfs_chunk::server::tune_malloc();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+    let rt =
+        mfs_common::runtime::build(0, cfg.sched_batch).context("cannot start the async runtime")?;
     rt.block_on(mfs_chunk::server::run(cfg, res))
         .map_err(|e| anyhow::anyhow!("mfschunkserver: {e}"))
 }

@@ -35,8 +35,8 @@ pub fn build(workers: usize, batch: bool) -> io::Result<tokio::runtime::Runtime>
 }
 
 /// Moves the calling thread to `SCHED_BATCH` (priority 0: no privilege
-/// needed).
-fn set_batch_policy() -> io::Result<()> {
+/// needed); the threads it starts afterwards inherit the policy.
+pub fn set_batch_policy() -> io::Result<()> {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param
     // that outlives the call.

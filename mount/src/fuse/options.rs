@@ -21,6 +21,7 @@ pub const ALIASES: &[(&str, &str)] = &[
     ("writebackcache", "mfswritebackcache"),
     ("workers", "mfsworkers"),
     ("readcachesize", "mfsreadcachesize"),
+    ("schedbatch", "mfsschedbatch"),
 ];
 
 /// Largest read block cache (MiB).
@@ -66,6 +67,12 @@ pub struct MountConfig {
     /// here while the chunk's location, asked again every 3 s, shows the
     /// same version and no other writer). 0: off.
     pub mfsreadcachesize: u64,
+    /// Run under Linux's SCHED_BATCH CPU policy: a thread the mount wakes
+    /// (a FUSE thread, a reply's reader) does not preempt the one that
+    /// woke it, which saves context switches on a machine the mount shares
+    /// with busy processes.
+    #[serde(deserialize_with = "mfs_common::config::flexible_bool")]
+    pub mfsschedbatch: bool,
     /// Let users other than the one mounting use the mount.
     #[serde(deserialize_with = "mfs_common::config::flexible_bool")]
     pub allow_other: bool,
@@ -93,6 +100,7 @@ impl Default for MountConfig {
             mfswritebackcache: true,
             mfsworkers: 16,
             mfsreadcachesize: 128,
+            mfsschedbatch: true,
             allow_other: false,
             default_permissions: false,
             ro: false,
@@ -126,6 +134,8 @@ pub struct Overrides {
     pub mfsworkers: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mfsreadcachesize: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfsschedbatch: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_other: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -264,6 +274,7 @@ impl Overrides {
                     })?);
                 }
                 "mfswritebackcache" => self.mfswritebackcache = Some(flag(key, value)?),
+                "mfsschedbatch" => self.mfsschedbatch = Some(flag(key, value)?),
                 "mfsworkers" => self.mfsworkers = Some(ranged(key, value, 1..=64, "threads")?),
                 "mfsreadcachesize" => {
                     self.mfsreadcachesize = Some(ranged(key, value, 0..=MAX_READ_CACHE_MIB, "MiB")?)
@@ -397,7 +408,7 @@ mod tests {
         let mut o = Overrides::default();
         o.add_o("rw,_netdev,mfsmaster=a:1,b.example:2,attrcacheto=2.5,mfsentrycacheto=0")
             .unwrap_or_else(|e| panic!("{e}"));
-        o.add_o("allow_other,ro=0,noatime")
+        o.add_o("allow_other,ro=0,noatime,schedbatch=0")
             .unwrap_or_else(|e| panic!("{e}"));
         // An address after `mfsmaster=...,` continues the master list.
         assert_eq!(o.mfsmaster.as_deref(), Some("a:1,b.example:2"));
@@ -405,6 +416,7 @@ mod tests {
         assert_eq!(o.mfsentrycacheto, Some(0.0));
         assert_eq!(o.allow_other, Some(true));
         assert_eq!(o.ro, Some(false));
+        assert_eq!(o.mfsschedbatch, Some(false));
     }
 
     #[test]
@@ -469,6 +481,7 @@ mod tests {
         assert_eq!(cfg.mfsmaster, "m1:9421");
         assert_eq!(cfg.mfsattrcacheto, 3.0);
         assert_eq!(cfg.mfsentrycacheto, 5.0);
+        assert!(cfg.mfsschedbatch, "on unless turned off");
         std::fs::write(&path, "MFSMASTER = m1\nnosuchkey = 1\n").unwrap_or_else(|e| panic!("{e}"));
         let err = mfs_common::config::load::<MountConfig, _>(Some(&path), true, ALIASES, &o)
             .err()

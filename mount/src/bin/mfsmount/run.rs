@@ -71,6 +71,9 @@ fn mount_and_serve(args: &Args, cfg: &MountConfig, mountpoint: &Path) -> anyhow:
     let canonical = mountpoint
         .canonicalize()
         .with_context(|| format!("mount point {}", mountpoint.display()))?;
+    if cfg.mfsschedbatch {
+        mfs_common::runtime::set_batch_policy()?;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .thread_name("mfsmount-io")
