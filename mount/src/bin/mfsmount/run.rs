@@ -72,7 +72,7 @@ fn mount_and_serve(args: &Args, cfg: &MountConfig, mountpoint: &Path) -> anyhow:
         .canonicalize()
         .with_context(|| format!("mount point {}", mountpoint.display()))?;
     if cfg.mfsschedbatch {
-        mfs_common::runtime::set_batch_policy()?;
+        mfs_common::runtime::batch_policy_or_warn();
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
