@@ -7,7 +7,9 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock};
+
+use parking_lot::{RwLock as NsLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures::{Stream, StreamExt};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
@@ -22,8 +24,14 @@ use crate::store::snapfile;
 type ImageExtra = (Option<LogId>, StoredMembership);
 
 /// The namespace and its position in the log, shared with the services.
+///
+/// Taking a metadata image reads the whole namespace under its read lock,
+/// for as long as it takes to serialize (tens of milliseconds at 400k
+/// inodes). Nothing on the runtime thread waits for it: reads do not queue
+/// behind a waiting apply ([`Shared::ns`]), and an apply that finds the
+/// lock taken waits on the blocking pool ([`Shared::ns_for_apply`]).
 pub struct Shared {
-    ns: RwLock<Namespace>,
+    ns: NsLock<Namespace>,
     applied: RwLock<ImageExtra>,
 }
 
@@ -32,14 +40,32 @@ fn other(e: impl std::fmt::Display) -> io::Error {
 }
 
 impl Shared {
-    /// Read access to the namespace (a poisoned lock is recovered: apply never
-    /// leaves the namespace half-changed, it returns an errno first).
+    /// Read access to the namespace. It does not wait behind a writer that
+    /// waits for another reader (an apply waiting for an image to be
+    /// taken), only while a writer holds the lock (an apply, short).
     pub fn ns(&self) -> RwLockReadGuard<'_, Namespace> {
-        self.ns.read().unwrap_or_else(|p| p.into_inner())
+        self.ns.read_recursive()
     }
 
+    /// Write access, waiting on this thread (for rare changes: installing
+    /// a snapshot).
     fn ns_mut(&self) -> RwLockWriteGuard<'_, Namespace> {
-        self.ns.write().unwrap_or_else(|p| p.into_inner())
+        self.ns.write()
+    }
+
+    /// Write access for an apply, which runs on the runtime thread: when
+    /// the lock is taken (an image being taken), the wait happens on the
+    /// blocking pool, and the runtime thread serves meanwhile.
+    async fn ns_for_apply(self: &Arc<Self>) -> RwLockWriteGuard<'_, Namespace> {
+        loop {
+            if let Some(g) = self.ns.try_write() {
+                return g;
+            }
+            let shared = Arc::clone(self);
+            // The lock is free when this returns; another image may take it
+            // again before the next try, which then waits again.
+            let _ = tokio::task::spawn_blocking(move || drop(shared.ns.write())).await;
+        }
     }
 
     pub fn applied(&self) -> ImageExtra {
@@ -164,7 +190,7 @@ impl StateMachine {
         }
         Ok(StateMachine {
             shared: Arc::new(Shared {
-                ns: RwLock::new(state.0),
+                ns: NsLock::new(state.0),
                 applied: RwLock::new(state.1),
             }),
             dir: snap_dir,
@@ -226,7 +252,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let reply = {
-                let mut ns = self.shared.ns_mut();
+                let mut ns = self.shared.ns_for_apply().await;
                 let reply = match &entry.payload {
                     EntryPayload::Blank => Reply::Ok,
                     EntryPayload::Normal(req) => ns.apply(req),
@@ -313,5 +339,63 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             }
         }
         Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// While a long read holds the namespace (an image being taken), an
+    /// apply waiting for the write lock leaves the runtime's one thread
+    /// free: its timers tick and its reads are served; the apply gets the
+    /// lock once the read ends.
+    #[test]
+    fn an_apply_waiting_for_an_image_leaves_the_runtime_thread_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = StateMachine::open(dir.path().join("snap"), 2)
+            .unwrap()
+            .shared;
+        let hold = Duration::from_millis(400);
+        let held = std::sync::Barrier::new(2);
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let image = shared.ns();
+                held.wait();
+                std::thread::sleep(hold);
+                drop(image);
+            });
+            held.wait();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let writer = Arc::clone(&shared);
+                let apply = tokio::spawn(async move {
+                    drop(writer.ns_for_apply().await);
+                    start.elapsed()
+                });
+                let mut ticks = 0;
+                let mut slowest_read = Duration::ZERO;
+                while start.elapsed() < hold - Duration::from_millis(100) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    ticks += 1;
+                    let t = Instant::now();
+                    drop(shared.ns());
+                    slowest_read = slowest_read.max(t.elapsed());
+                }
+                assert!(ticks >= 10, "the runtime thread ticked {ticks} times");
+                assert!(
+                    slowest_read < Duration::from_millis(50),
+                    "a read waited {slowest_read:?} behind the waiting apply"
+                );
+                let got = apply.await.unwrap();
+                assert!(got >= hold, "the apply got the lock after {got:?}");
+            });
+        });
     }
 }
