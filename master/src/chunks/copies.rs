@@ -29,6 +29,23 @@ enum OnChain {
     NoAnswer,
 }
 
+/// What a WriteChunk tells of earlier writes to its chunk, for a fresh
+/// chunk (no write ended on it) of which the leader knows no copy: were
+/// copies made by writes under a lease of an earlier leader, whose servers
+/// have not reported yet? Without such news the leader waits for reports
+/// (EAGAIN) through its grace period; with leaders replaced every few
+/// seconds, a writer waited until they stopped.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Earlier<'a> {
+    /// A renewal, with the addresses of the renewed lease's chain.
+    Renewal(&'a [String]),
+    /// The asker holds no lease on the chunk (so never wrote it) and no
+    /// other session has the file open: no write was made.
+    NoOtherWriter,
+    /// Nothing known.
+    Unknown,
+}
+
 impl ChunkManager {
     /// `goal` servers chosen by placement for new copies (none of `avoid`):
     /// ENOSPC when none can take one; EAGAIN when none is known yet in a
@@ -131,13 +148,15 @@ impl ChunkManager {
     /// Gives chunk `id` (committed at version `v`) a new version on its live
     /// copies, or creates it on `goal` servers when it has none and no write
     /// has ended on it. Not committed yet: the caller commits. The new
-    /// version and the servers that took it.
+    /// version and the servers that took it. `earlier`: what the asker
+    /// tells of earlier writes (see [`Earlier`]).
     pub(super) async fn new_version(
         &self,
         id: ChunkId,
         v: u32,
         goal: u8,
         fresh: bool,
+        earlier: Earlier<'_>,
     ) -> Result<(u32, Vec<u64>), ChunkError> {
         let now = Instant::now();
         let ((valid, made), all) = {
@@ -148,7 +167,20 @@ impl ChunkManager {
                 .map(|h| h.keys().copied().collect())
                 .unwrap_or_default();
             let found = Self::holders_or_chain(&st, (id, v), fresh, now);
-            if fresh && found.0.is_empty() && found.1.is_empty() && st.reports_pending(now, GRACE) {
+            let none_went_through = match earlier {
+                // A write goes through the whole chain or is not
+                // acknowledged: a server of the chain that reported
+                // without the chunk means none went through.
+                Earlier::Renewal(chain) => st.any_has_reported(chain, now),
+                Earlier::NoOtherWriter => true,
+                Earlier::Unknown => false,
+            };
+            if fresh
+                && found.0.is_empty()
+                && found.1.is_empty()
+                && !none_went_through
+                && st.reports_pending(now, GRACE)
+            {
                 // Writes under an earlier leader's lease may have made it:
                 // the reports tell soon.
                 return Err(Errno::EAGAIN.into());

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use super::copies::Earlier;
 use super::state::{Lease, LEASE_TIME};
 use super::{ChunkError, ChunkManager, GRACE};
 use crate::fsm::{
@@ -257,15 +258,19 @@ impl ChunkManager {
     }
 
     /// WriteChunk: the write lease on chunk `index` of `inode` (see
-    /// `meta.proto`), in the safe order of the version protocol.
+    /// `meta.proto`), in the safe order of the version protocol. A renewal
+    /// (`renew`) carries the addresses of the renewed lease's chain (empty
+    /// from older clients).
     pub async fn write_chunk(
         &self,
         rid: ReqId,
         cred: Cred,
         inode: Inode,
         index: u32,
-        renew: bool,
+        renew: Option<&[String]>,
     ) -> Result<Location, ChunkError> {
+        let lease_servers = renew;
+        let renew = renew.is_some();
         self.node.linearize().await?;
         let slot = {
             let ns = self.node.shared.ns();
@@ -313,7 +318,16 @@ impl ChunkManager {
         let (version, chain, create) = match same_lease {
             Some((chain, create)) => (v, chain, create),
             None => {
-                let (nv, chain) = self.new_version(id, v, info.goal, info.fresh).await?;
+                let earlier = match lease_servers {
+                    Some(chain) => Earlier::Renewal(chain),
+                    None if self.node.shared.ns().open_only_by(rid.session, inode) => {
+                        Earlier::NoOtherWriter
+                    }
+                    None => Earlier::Unknown,
+                };
+                let (nv, chain) = self
+                    .new_version(id, v, info.goal, info.fresh, earlier)
+                    .await?;
                 (nv, chain, false)
             }
         };

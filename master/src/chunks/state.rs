@@ -454,6 +454,14 @@ impl SoftState {
                 .any(|s| s.maintenance && !s.is_alive(now))
     }
 
+    /// Whether one of the servers at `addresses` is live here and has
+    /// finished its full report (so what it holds is known).
+    pub fn any_has_reported(&self, addresses: &[String], now: Instant) -> bool {
+        self.servers
+            .values()
+            .any(|s| s.is_alive(now) && s.reported && addresses.contains(&s.address))
+    }
+
     /// Copies may still be reported soon: the grace period of a new
     /// leadership, or a live server whose full report has not come.
     pub fn reports_pending(&self, now: Instant, grace: Duration) -> bool {

@@ -470,6 +470,18 @@ impl Namespace {
             .is_some_and(|s| s.open.contains_key(&inode))
     }
 
+    /// Whether no session but `session` holds `inode` open.
+    pub fn open_only_by(&self, session: SessionId, inode: Inode) -> bool {
+        let all = self.open_refs.get(&inode).copied().unwrap_or(0);
+        let own = self
+            .sessions
+            .get(&session)
+            .and_then(|s| s.open.get(&inode))
+            .copied()
+            .unwrap_or(0);
+        all <= own
+    }
+
     /// Whether `cred` may change the size of `inode` (the SetAttr rule).
     /// access(2): may `cred` have `mask` (R=4, W=2, X=1) on `inode`, by
     /// its mode bits, ACL and extra attributes? EACCES, EPERM (immutable)

@@ -529,7 +529,7 @@ impl MetaService for Meta {
                 cred_from_pb(r.cred),
                 Inode(r.inode),
                 r.index,
-                r.renew,
+                r.renew.then_some(r.lease_servers.as_slice()),
             )
             .await?;
         let room = self.node.shared.ns().quota_room(Inode(r.inode), now().sec);

@@ -355,6 +355,12 @@ impl Inner {
                 inode,
                 index,
                 renew: held.is_some(),
+                // The chain the failed write went to: tells a new leader
+                // whether any write under this lease went through.
+                lease_servers: held
+                    .iter()
+                    .flat_map(|l| l.servers.iter().map(|s| s.address.clone()))
+                    .collect(),
             };
             match self.master.write_chunk(req).await {
                 Ok(loc) => {

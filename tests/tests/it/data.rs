@@ -289,6 +289,7 @@ fn lease_of(inode: u64, renew: bool) -> WriteChunkRequest {
         inode,
         index: 0,
         renew,
+        lease_servers: Vec::new(),
     }
 }
 
@@ -724,4 +725,77 @@ async fn leader_killed_during_write() {
         .await
         .unwrap();
     check_every_copy(&cl, ino, &data, 4).await;
+}
+
+/// Kills the leader of `c` and returns the new one once both chunkservers
+/// registered with it (its log says so twice more).
+async fn new_leader_with_reports(c: &mut Cluster) -> u64 {
+    let old = c.wait_leader(Duration::from_secs(30)).await.unwrap();
+    let registered = |c: &Cluster, id: u64| c.log(id).matches("chunkserver registered").count();
+    let before: Vec<usize> = (1..=3).map(|id| registered(c, id)).collect();
+    c.kill(old).unwrap();
+    let new = c.wait_leader(Duration::from_secs(30)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while registered(c, new) < before[new as usize - 1] + 2 {
+        assert!(Instant::now() < deadline, "chunkservers did not register");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Their full reports follow the registration at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    c.restart(old).unwrap();
+    new
+}
+
+/// A new leader that knows no copy of a fresh chunk (a lease was given,
+/// nothing written) waits for reports through its grace period (EAGAIN),
+/// unless the writer tells it no write went through: a renewal naming the
+/// renewed lease's servers (one has reported without the chunk), or a
+/// first lease asked by the file's only opener. Leaders replaced every few
+/// seconds once kept a writer waiting until they stopped (60 s in the
+/// failover test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_makes_a_fresh_chunk_anew_when_no_write_went_through() {
+    let mut c = cluster(3, 2, 1).await;
+    let w = c.client("writer").await.unwrap();
+    let dir = goal_dir(&w, "d", 2).await;
+    let f = new_file(&w, dir, "f").await;
+    let g = new_file(&w, dir, "g").await;
+    let first_f = w.write_chunk(lease_of(f, false)).await.unwrap();
+    let first_g = w.write_chunk(lease_of(g, false)).await.unwrap();
+    assert!(first_f.create && first_g.create);
+
+    step("the leader dies before any write; the new one has the reports");
+    new_leader_with_reports(&mut c).await;
+
+    step("a renewal that does not name its servers waits (EAGAIN)");
+    let err = w.write_chunk(lease_of(f, true)).await.unwrap_err();
+    assert_eq!(err.errno(), libc::EAGAIN, "{err}");
+
+    step("one that names them is made anew at once, and writes land");
+    let named = WriteChunkRequest {
+        lease_servers: first_f.servers.iter().map(|s| s.address.clone()).collect(),
+        ..lease_of(f, true)
+    };
+    let second = w.write_chunk(named).await.unwrap();
+    assert!(second.version > first_f.version, "{second:?}");
+    let data = pattern(7, 4096);
+    write_on_chain(&second, second.create, 0, data.clone())
+        .await
+        .unwrap();
+    w.write_chunk_end(WriteChunkEndRequest {
+        id: None,
+        inode: f,
+        index: 0,
+        chunk_id: second.chunk_id,
+        file_length: 4096,
+        created: second.create,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    check_file(&c, f, &data).await;
+
+    step("a first lease asked by the file's only opener is given at once");
+    let lease = w.write_chunk(lease_of(g, false)).await.unwrap();
+    assert_eq!(lease.chunk_id, first_g.chunk_id, "{lease:?}");
 }
