@@ -259,18 +259,17 @@ impl ChunkManager {
 
     /// WriteChunk: the write lease on chunk `index` of `inode` (see
     /// `meta.proto`), in the safe order of the version protocol. A renewal
-    /// (`renew`) carries the addresses of the renewed lease's chain (empty
-    /// from older clients).
+    /// (`renewal`) carries the addresses of the renewed lease's chain
+    /// (empty from older clients).
     pub async fn write_chunk(
         &self,
         rid: ReqId,
         cred: Cred,
         inode: Inode,
         index: u32,
-        renew: Option<&[String]>,
+        renewal: Option<&[String]>,
     ) -> Result<Location, ChunkError> {
-        let lease_servers = renew;
-        let renew = renew.is_some();
+        let renew = renewal.is_some();
         self.node.linearize().await?;
         let slot = {
             let ns = self.node.shared.ns();
@@ -318,7 +317,7 @@ impl ChunkManager {
         let (version, chain, create) = match same_lease {
             Some((chain, create)) => (v, chain, create),
             None => {
-                let earlier = match lease_servers {
+                let earlier = match renewal {
                     Some(chain) => Earlier::Renewal(chain),
                     None if self.node.shared.ns().open_only_by(rid.session, inode) => {
                         Earlier::NoOtherWriter

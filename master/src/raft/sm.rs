@@ -29,7 +29,7 @@ type ImageExtra = (Option<LogId>, StoredMembership);
 /// for as long as it takes to serialize (tens of milliseconds at 400k
 /// inodes). Nothing on the runtime thread waits for it: reads do not queue
 /// behind a waiting apply ([`Shared::ns`]), and an apply that finds the
-/// lock taken waits on the blocking pool ([`Shared::ns_for_apply`]).
+/// lock taken waits on the blocking pool ([`Shared::ns_write`]).
 pub struct Shared {
     ns: NsLock<Namespace>,
     applied: RwLock<ImageExtra>,
@@ -47,16 +47,11 @@ impl Shared {
         self.ns.read_recursive()
     }
 
-    /// Write access, waiting on this thread (for rare changes: installing
-    /// a snapshot).
-    fn ns_mut(&self) -> RwLockWriteGuard<'_, Namespace> {
-        self.ns.write()
-    }
-
-    /// Write access for an apply, which runs on the runtime thread: when
-    /// the lock is taken (an image being taken), the wait happens on the
-    /// blocking pool, and the runtime thread serves meanwhile.
-    async fn ns_for_apply(self: &Arc<Self>) -> RwLockWriteGuard<'_, Namespace> {
+    /// Write access (an apply, a snapshot installed), from the runtime
+    /// thread: when the lock is taken (an image being taken), the wait
+    /// happens on the blocking pool, and the runtime thread serves
+    /// meanwhile.
+    async fn ns_write(self: &Arc<Self>) -> RwLockWriteGuard<'_, Namespace> {
         loop {
             if let Some(g) = self.ns.try_write() {
                 return g;
@@ -252,7 +247,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
             let reply = {
-                let mut ns = self.shared.ns_for_apply().await;
+                let mut ns = self.shared.ns_write().await;
                 let reply = match &entry.payload {
                     EntryPayload::Blank => Reply::Ok,
                     EntryPayload::Normal(req) => ns.apply(req),
@@ -306,7 +301,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let (ns, _) = parse_image(&snapshot)
             .map_err(|e| other(format!("snapshot from leader rejected: {e}")))?;
         self.save(meta, &snapshot)?;
-        let mut cur = self.shared.ns_mut();
+        let mut cur = self.shared.ns_write().await;
         *cur = ns;
         self.shared
             .set_applied((meta.last_log_id, meta.last_membership.clone()));
@@ -376,7 +371,7 @@ mod tests {
             rt.block_on(async {
                 let writer = Arc::clone(&shared);
                 let apply = tokio::spawn(async move {
-                    drop(writer.ns_for_apply().await);
+                    drop(writer.ns_write().await);
                     start.elapsed()
                 });
                 let mut ticks = 0;
