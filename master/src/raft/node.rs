@@ -156,6 +156,7 @@ impl MasterNode {
                 cfg.data_path.display()
             )
         })?;
+        let in_place = log.sync_in_place();
         let sm = StateMachine::open(cfg.data_path.join("snapshots"), cfg.snapshot_files.max(1))?;
         let shared = sm.shared.clone();
 
@@ -209,6 +210,7 @@ impl MasterNode {
             pending_writes: AtomicUsize::new(0),
             early: Arc::default(),
         });
+        tokio::spawn(follow_role(node.raft.server_metrics(), in_place));
         tokio::spawn(bootstrap(node.clone(), res.peers.clone()));
         tokio::spawn(leader_duties(node.clone()));
         Ok(node)
@@ -796,6 +798,24 @@ async fn purge_trash(node: &MasterNode) {
             }
         }
         if n < TRASH_PURGE_BATCH {
+            return;
+        }
+    }
+}
+
+/// Keeps the log's sync-in-place switch ([`LogStore::sync_in_place`]) on
+/// while this node is not the leader.
+async fn follow_role(
+    mut server: openraft::type_config::alias::WatchReceiverOf<
+        TypeConfig,
+        openraft::metrics::RaftServerMetrics<TypeConfig>,
+    >,
+    in_place: Arc<std::sync::atomic::AtomicBool>,
+) {
+    loop {
+        let leading = server.borrow_watched().state == ServerState::Leader;
+        in_place.store(!leading, Ordering::Relaxed);
+        if server.changed().await.is_err() {
             return;
         }
     }

@@ -7,7 +7,9 @@
 //!
 //! Appends are group committed: one flusher thread `fdatasync`s the segment
 //! for every batch of appends queued since its last sync and only then tells
-//! openraft, so an entry is acknowledged only once it is on disk.
+//! openraft, so an entry is acknowledged only once it is on disk. A
+//! follower syncs on the caller's thread instead (see
+//! [`LogStore::sync_in_place`]).
 //!
 //! A data dir written before the log had files of its own keeps its entries
 //! in the engine's `raft_log` tree; the first open moves them over.
@@ -17,6 +19,7 @@ use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -210,6 +213,10 @@ pub struct LogStore {
     reader: LogReader,
     db: Arc<dyn MetaStore>,
     flusher: mpsc::Sender<Ack>,
+    /// Appends handed to the flusher and not yet acknowledged.
+    queued: Arc<AtomicUsize>,
+    /// Set while this node follows: see [`LogStore::sync_in_place`].
+    in_place: Arc<AtomicBool>,
     /// The last entry's id (None: empty log; then the purge point counts).
     last: Option<LogId>,
 }
@@ -241,16 +248,32 @@ impl LogStore {
         };
         let (tx, rx) = mpsc::channel();
         let wal = reader.wal.clone();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let q = queued.clone();
         std::thread::Builder::new()
             .name("raft-log-flush".into())
-            .spawn(move || flusher(wal, rx, policy))
+            .spawn(move || flusher(wal, rx, policy, q))
             .map_err(|e| format!("cannot start the log flusher thread: {e}"))?;
         Ok(LogStore {
             reader,
             db,
             flusher: tx,
+            queued,
+            in_place: Arc::default(),
             last,
         })
+    }
+
+    /// The switch that makes appends sync on the caller's thread rather than
+    /// the flusher's: `true` while this node follows.
+    ///
+    /// A follower appends what one request from its leader carries and
+    /// answers once that is on disk, with nothing else to overlap the sync
+    /// with, so the two thread hand-offs around the flusher (wake it, be
+    /// woken by it) are pure delay on every write's path. A leader keeps the
+    /// flusher: its own sync runs while its followers write theirs.
+    pub fn sync_in_place(&self) -> Arc<AtomicBool> {
+        self.in_place.clone()
     }
 
     fn meta_put<T: Serialize>(&self, k: &str, v: &T) -> Result<(), io::Error> {
@@ -305,7 +328,7 @@ fn migrate_old_log(db: &Arc<dyn MetaStore>, wal: &Wal) -> Result<(), String> {
 /// A thread of its own, blocking on `fdatasync`: no task hop or thread-pool
 /// wake-up between an append and its sync. It ends when the log store is
 /// dropped (the channel closes).
-fn flusher(wal: Wal, rx: mpsc::Receiver<Ack>, policy: SyncPolicy) {
+fn flusher(wal: Wal, rx: mpsc::Receiver<Ack>, policy: SyncPolicy, queued: Arc<AtomicUsize>) {
     while let Ok(first) = rx.recv() {
         let mut entries = first.entries;
         let mut acks = vec![first];
@@ -340,12 +363,14 @@ fn flusher(wal: Wal, rx: mpsc::Receiver<Ack>, policy: SyncPolicy) {
         if let Err(e) = &res {
             tracing::error!("cannot make the Raft log durable: {e}");
         }
+        let n = acks.len();
         for a in acks {
             a.callback.io_completed(match &res {
                 Ok(()) => Ok(()),
                 Err(e) => Err(io::Error::new(e.kind(), e.to_string())),
             });
         }
+        queued.fetch_sub(n, Ordering::AcqRel);
     }
 }
 
@@ -403,6 +428,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             recent.push(e);
         }
         drop(recent);
+        // In place only with nothing queued, so acknowledgements stay in order.
+        if self.in_place.load(Ordering::Relaxed) && self.queued.load(Ordering::Acquire) == 0 {
+            let started = Instant::now();
+            let res = self.reader.wal.sync(&written).map_err(io::Error::from);
+            metrics::counter!("mfs_raft_log_flushes_total").increment(1);
+            metrics::histogram!("mfs_raft_log_flush_seconds")
+                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!("mfs_raft_log_flush_appends").record(1.0);
+            if let Err(e) = &res {
+                tracing::error!("cannot make the Raft log durable: {e}");
+            }
+            callback.io_completed(res);
+            return Ok(());
+        }
+        self.queued.fetch_add(1, Ordering::AcqRel);
         self.flusher
             .send(Ack {
                 written,
