@@ -83,6 +83,11 @@ pub struct ChunkConfig {
     /// Default on.
     #[serde(deserialize_with = "mfs_common::config::flexible_bool")]
     pub sched_batch: bool,
+    /// CLUSTER_SECRET: the masters' cluster secret, shown when registering
+    /// and asked of the masters' chunk orders (create, delete, set version,
+    /// truncate, replicate, duplicate). Empty (the default): none.
+    #[serde(deserialize_with = "any_string")]
+    pub cluster_secret: String,
     /// LOG_LEVEL: default log filter when RUST_LOG is unset. Default `info`.
     #[serde(deserialize_with = "any_string")]
     pub log_level: String,
@@ -107,6 +112,7 @@ impl Default for ChunkConfig {
             maintenance: false,
             open_files: 1000,
             sched_batch: true,
+            cluster_secret: String::new(),
             log_level: "info".into(),
         }
     }

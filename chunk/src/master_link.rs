@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use mfs_proto::v1 as pb;
 use mfs_proto::v1::chunk_registry_client::ChunkRegistryClient;
+use mfs_proto::ClusterSecret;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -43,6 +44,8 @@ pub struct LinkConfig {
     pub maintenance: bool,
     /// Where the id the master gave us is kept (survives restarts).
     pub id_file: PathBuf,
+    /// Shown to the masters on every call.
+    pub secret: ClusterSecret,
 }
 
 /// Reads the id saved by an earlier run (0: none).
@@ -203,7 +206,7 @@ impl MasterLink {
                     disks: disk_infos(&self.store),
                     maintenance: self.cfg.maintenance,
                 };
-                match client.register(req).await {
+                match client.register(self.cfg.secret.request(req)).await {
                     Ok(r) => {
                         let id = r.into_inner().id;
                         if id != self.id {
@@ -221,6 +224,9 @@ impl MasterLink {
                         );
                         return (addr, client);
                     }
+                    Err(s) if s.code() == Code::PermissionDenied => {
+                        last_err = format!("master {addr} refused us: {}", s.message());
+                    }
                     Err(s) => match leader_hint(&s) {
                         Some(l) => queue.insert(0, l),
                         None => last_err = format!("{addr}: {}", s.message()),
@@ -229,7 +235,7 @@ impl MasterLink {
             }
             self.state(
                 format!(
-                    "no leading master answers (tried {}): {last_err}; retrying",
+                    "cannot register with a leading master (tried {}): {last_err}; retrying",
                     tried.join(", ")
                 ),
                 true,
@@ -265,7 +271,7 @@ impl MasterLink {
                     })
                     .collect(),
             };
-            match client.report_chunks(report).await {
+            match client.report_chunks(self.cfg.secret.request(report)).await {
                 Ok(r) if r.get_ref().known => {}
                 Ok(_) => {
                     self.state(
@@ -287,7 +293,7 @@ impl MasterLink {
             tick.tick().await;
             let changes = self.store.take_changes();
             let hb = heartbeat(self.id, &self.store, &changes, self.cfg.maintenance);
-            match client.heartbeat(hb).await {
+            match client.heartbeat(self.cfg.secret.request(hb)).await {
                 Ok(r) if r.get_ref().known => {
                     failures = 0;
                     if !self.last_state.starts_with("heartbeats") {

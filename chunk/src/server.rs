@@ -76,6 +76,7 @@ pub async fn run(cfg: ChunkConfig, res: Resolved) -> Result<(), String> {
             }
         });
     }
+    let secret = mfs_proto::ClusterSecret::new(&cfg.cluster_secret);
     let link = MasterLink::new(
         LinkConfig {
             masters: res.masters.clone(),
@@ -83,6 +84,7 @@ pub async fn run(cfg: ChunkConfig, res: Resolved) -> Result<(), String> {
             labels: res.labels.clone(),
             maintenance: cfg.maintenance,
             id_file: cfg.data_path.join("chunkserver.id"),
+            secret: secret.clone(),
         },
         store.clone(),
     );
@@ -110,7 +112,7 @@ pub async fn run(cfg: ChunkConfig, res: Resolved) -> Result<(), String> {
         tracing::info!("stopping");
         let _ = stop_tx.send(true);
     };
-    let serve = serve_grpc(store.clone(), listener, shutdown);
+    let serve = serve_grpc(store.clone(), secret, listener, shutdown);
     tokio::pin!(serve);
     // Clients (mounts, peers) keep their connections open: after the signal,
     // calls in flight get a grace period, then the server stops anyway.
@@ -131,9 +133,10 @@ pub async fn run(cfg: ChunkConfig, res: Resolved) -> Result<(), String> {
 }
 
 /// Serves the data service (and gRPC health) on `listener` until
-/// `shutdown` completes.
+/// `shutdown` completes; orders must carry `secret` (when set).
 pub async fn serve_grpc(
     store: Arc<Store>,
+    secret: mfs_proto::ClusterSecret,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), String> {
@@ -150,7 +153,7 @@ pub async fn serve_grpc(
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
         .max_frame_size(Some(MAX_FRAME))
         .add_service(health)
-        .add_service(ChunkSvc::new(store).into_server())
+        .add_service(ChunkSvc::new(store, secret).into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| format!("gRPC server: {e}"))

@@ -9,6 +9,7 @@ use std::time::Duration;
 use mfs_proto::v1 as pb;
 use mfs_proto::v1::chunk_service_client::ChunkServiceClient;
 use mfs_proto::v1::chunk_service_server::ChunkService;
+use mfs_proto::ClusterSecret;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 
@@ -60,15 +61,26 @@ impl Peers {
 pub struct ChunkSvc {
     store: Arc<Store>,
     peers: Arc<Peers>,
+    /// Asked of the masters' orders (reads and writes are the clients').
+    secret: ClusterSecret,
 }
 
 impl ChunkSvc {
-    /// A service over `store`.
-    pub fn new(store: Arc<Store>) -> Self {
+    /// A service over `store`, taking orders that carry `secret`.
+    pub fn new(store: Arc<Store>, secret: ClusterSecret) -> Self {
         ChunkSvc {
             store,
             peers: Arc::new(Peers::default()),
+            secret,
         }
+    }
+
+    /// An order must carry the cluster secret, when this server has one.
+    fn check_order<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        self.secret.check(
+            req.metadata(),
+            "chunk orders need this chunkserver's CLUSTER_SECRET (the masters' mfsmaster.cfg)",
+        )
     }
 
     /// The gRPC server for it, with the message size limits set.
@@ -199,6 +211,7 @@ impl ChunkService for ChunkSvc {
         &self,
         req: Request<pb::ChunkOrder>,
     ) -> Result<Response<pb::Empty>, Status> {
+        self.check_order(&req)?;
         let o = req.into_inner();
         let store = self.store.clone();
         blocking("create", move || store.create(o.chunk_id, o.version)).await?;
@@ -209,6 +222,7 @@ impl ChunkService for ChunkSvc {
         &self,
         req: Request<pb::ChunkOrder>,
     ) -> Result<Response<pb::Empty>, Status> {
+        self.check_order(&req)?;
         let o = req.into_inner();
         let store = self.store.clone();
         blocking("delete", move || store.delete(o.chunk_id, o.version)).await?;
@@ -219,6 +233,7 @@ impl ChunkService for ChunkSvc {
         &self,
         req: Request<pb::ChunkOrder>,
     ) -> Result<Response<pb::Empty>, Status> {
+        self.check_order(&req)?;
         let o = req.into_inner();
         let store = self.store.clone();
         blocking("set_version", move || {
@@ -229,6 +244,7 @@ impl ChunkService for ChunkSvc {
     }
 
     async fn truncate(&self, req: Request<pb::ChunkOrder>) -> Result<Response<pb::Empty>, Status> {
+        self.check_order(&req)?;
         let o = req.into_inner();
         let store = self.store.clone();
         blocking("truncate", move || {
@@ -239,6 +255,7 @@ impl ChunkService for ChunkSvc {
     }
 
     async fn replicate(&self, req: Request<pb::ChunkOrder>) -> Result<Response<pb::Empty>, Status> {
+        self.check_order(&req)?;
         let o = req.into_inner();
         metrics::counter!("mfs_chunk_ops_total", "op" => "replicate").increment(1);
         replicate(&self.store, &self.peers, o.chunk_id, o.version, &o.sources)
@@ -256,6 +273,7 @@ impl ChunkService for ChunkSvc {
     }
 
     async fn duplicate(&self, req: Request<pb::ChunkOrder>) -> Result<Response<pb::Empty>, Status> {
+        self.check_order(&req)?;
         let o = req.into_inner();
         let store = self.store.clone();
         blocking("duplicate", move || {

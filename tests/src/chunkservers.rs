@@ -22,6 +22,9 @@ pub struct Chunkserver {
     pub disks: Vec<PathBuf>,
     pub marked: Vec<bool>,
     pub child: Option<Child>,
+    /// `MFS_*` settings of this chunkserver alone, over the cluster's
+    /// [`Cluster::env`] (which every chunkserver gets too).
+    pub env: Vec<(String, String)>,
 }
 
 impl Chunkserver {
@@ -59,28 +62,40 @@ impl Cluster {
     /// until the leader lists all of the cluster's chunkservers.
     pub async fn add_chunkservers(&mut self, n: usize, disks: usize) -> Result<()> {
         for _ in 0..n {
-            let num = self.chunkservers.len() + 1;
-            let dir = self.root().join(format!("chunk{num}"));
-            let mut ds = Vec::new();
-            for d in 0..disks {
-                let p = dir.join(format!("disk{}", d + 1));
-                std::fs::create_dir_all(&p)?;
-                ds.push(p);
-            }
-            std::fs::create_dir_all(dir.join("data"))?;
-            self.chunkservers.push(Chunkserver {
-                num,
-                port: free_port(),
-                dir,
-                marked: vec![false; ds.len()],
-                disks: ds,
-                child: None,
-            });
-            self.start_chunkserver(num)?;
+            self.spawn_chunkserver(disks, &[])?;
         }
         let want = self.chunkservers.len();
         // Generous: a loaded 2-core machine runs many tests at once.
         self.wait_chunkservers(want, Duration::from_secs(60)).await
+    }
+
+    /// Adds and starts one chunkserver with `disks` disks and settings
+    /// `env` of its own, without waiting for it to register; returns its
+    /// number.
+    pub fn spawn_chunkserver(&mut self, disks: usize, env: &[(&str, &str)]) -> Result<usize> {
+        let num = self.chunkservers.len() + 1;
+        let dir = self.root().join(format!("chunk{num}"));
+        let mut ds = Vec::new();
+        for d in 0..disks {
+            let p = dir.join(format!("disk{}", d + 1));
+            std::fs::create_dir_all(&p)?;
+            ds.push(p);
+        }
+        std::fs::create_dir_all(dir.join("data"))?;
+        self.chunkservers.push(Chunkserver {
+            num,
+            port: free_port(),
+            dir,
+            marked: vec![false; ds.len()],
+            disks: ds,
+            child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        });
+        self.start_chunkserver(num)?;
+        Ok(num)
     }
 
     pub fn chunkserver(&self, num: usize) -> Result<&Chunkserver> {
@@ -99,6 +114,7 @@ impl Cluster {
     pub fn start_chunkserver(&mut self, num: usize) -> Result<()> {
         let masters = self.addrs().join(",");
         let bin = bin_dir().join("mfschunkserver");
+        let cluster_env = self.env.clone();
         let cs = self.chunkserver_mut(num)?;
         if cs.child.is_some() {
             bail!("chunkserver {num} runs already");
@@ -108,13 +124,17 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(cs.dir.join("log"))?;
-        let child = Command::new(&bin)
-            .arg("-c")
+        let mut cmd = Command::new(&bin);
+        cmd.arg("-c")
             .arg(&cfg)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
+            .stderr(log);
+        for (k, v) in cluster_env.iter().chain(&cs.env) {
+            cmd.env(k, v);
+        }
+        let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
         cs.child = Some(child);

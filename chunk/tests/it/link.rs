@@ -10,6 +10,7 @@ use mfs_chunk::master_link::{LinkConfig, MasterLink};
 use mfs_chunk::store::{Store, StoreOptions};
 use mfs_proto::v1 as pb;
 use mfs_proto::v1::chunk_registry_server::{ChunkRegistry, ChunkRegistryServer};
+use mfs_proto::ClusterSecret;
 use tonic::{Request, Response, Status};
 
 #[derive(Debug, Clone)]
@@ -25,6 +26,14 @@ struct Fake {
     leader: Option<String>,
     events: Arc<Mutex<Vec<Event>>>,
     forget: Arc<AtomicBool>,
+    /// Asked on every call, as the masters do.
+    secret: ClusterSecret,
+}
+
+impl Fake {
+    fn check<T>(&self, r: &Request<T>) -> Result<(), Status> {
+        self.secret.check(r.metadata(), "the fake master's")
+    }
 }
 
 #[tonic::async_trait]
@@ -33,6 +42,7 @@ impl ChunkRegistry for Fake {
         &self,
         r: Request<pb::RegisterChunkserverRequest>,
     ) -> Result<Response<pb::RegisterChunkserverReply>, Status> {
+        self.check(&r)?;
         if let Some(l) = &self.leader {
             let mut s = Status::unavailable("not the leader");
             s.metadata_mut()
@@ -51,6 +61,7 @@ impl ChunkRegistry for Fake {
         &self,
         r: Request<pb::ChunkReport>,
     ) -> Result<Response<pb::ChunkReportReply>, Status> {
+        self.check(&r)?;
         self.events
             .lock()
             .unwrap()
@@ -62,6 +73,7 @@ impl ChunkRegistry for Fake {
         &self,
         r: Request<pb::ChunkserverHeartbeat>,
     ) -> Result<Response<pb::ChunkserverHeartbeatReply>, Status> {
+        self.check(&r)?;
         let known = !self.forget.load(Ordering::SeqCst);
         self.events
             .lock()
@@ -96,14 +108,17 @@ async fn wait_for(events: &Arc<Mutex<Vec<Event>>>, what: &str, f: impl Fn(&[Even
 async fn registers_via_redirect_reports_heartbeats_and_re_registers() {
     let events = Arc::new(Mutex::new(Vec::new()));
     let forget = Arc::new(AtomicBool::new(false));
+    let secret = ClusterSecret::new("s3cret");
     let leader = serve(Fake {
         leader: None,
         events: events.clone(),
         forget: forget.clone(),
+        secret: secret.clone(),
     })
     .await;
     let follower = serve(Fake {
         leader: Some(leader.clone()),
+        secret: secret.clone(),
         ..Default::default()
     })
     .await;
@@ -136,6 +151,7 @@ async fn registers_via_redirect_reports_heartbeats_and_re_registers() {
             labels: vec!["ssd".into()],
             maintenance: false,
             id_file: id_file.clone(),
+            secret,
         },
         store.clone(),
     );
@@ -213,4 +229,54 @@ async fn registers_via_redirect_reports_heartbeats_and_re_registers() {
     })
     .await;
     task.abort();
+}
+
+/// A chunkserver with another cluster secret than the masters' never
+/// registers: the masters refuse it, it keeps asking.
+#[tokio::test]
+async fn a_wrong_secret_is_refused() {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let leader = serve(Fake {
+        events: events.clone(),
+        secret: ClusterSecret::new("s3cret"),
+        ..Default::default()
+    })
+    .await;
+    let disk = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        Store::open(
+            &[DiskSpec {
+                path: disk.path().to_owned(),
+                marked: false,
+                limit: None,
+            }],
+            StoreOptions {
+                reserve: 0,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    );
+    for secret in ["", "other"] {
+        let link = MasterLink::new(
+            LinkConfig {
+                masters: vec![leader.clone()],
+                advertise: "127.0.0.1:7778".into(),
+                labels: vec![],
+                maintenance: false,
+                id_file: data.path().join("chunkserver.id"),
+                secret: ClusterSecret::new(secret),
+            },
+            store.clone(),
+        );
+        let task = tokio::spawn(link.run());
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        task.abort();
+        assert!(
+            events.lock().unwrap().is_empty(),
+            "secret {secret:?} got in: {:?}",
+            events.lock().unwrap()
+        );
+    }
 }

@@ -32,6 +32,11 @@ impl Drop for Server {
 }
 
 pub async fn start() -> Server {
+    start_with(mfs_proto::ClusterSecret::default()).await
+}
+
+/// A server that takes only orders carrying `secret` (when set).
+pub async fn start_with(secret: mfs_proto::ClusterSecret) -> Server {
     // MFS_BENCH_DIR: where the throughput figures put their disks.
     let dir = match std::env::var_os("MFS_BENCH_DIR") {
         Some(d) => tempfile::tempdir_in(d).unwrap(),
@@ -56,7 +61,7 @@ pub async fn start() -> Server {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let s = store.clone();
     tokio::spawn(async move {
-        let _ = mfs_chunk::server::serve_grpc(s, listener, async {
+        let _ = mfs_chunk::server::serve_grpc(s, secret, listener, async {
             let _ = rx.await;
         })
         .await;
@@ -392,6 +397,80 @@ async fn orders_over_grpc() {
     c.delete_chunk(order(1, 0)).await.unwrap();
     let e = c.delete_chunk(order(1, 0)).await.unwrap_err();
     assert_eq!(errno(&e), Some(2));
+}
+
+/// With a cluster secret, every order without it is refused and changes
+/// nothing; with it, orders go through; reads and writes (the clients')
+/// need none.
+#[tokio::test]
+async fn orders_need_the_cluster_secret() {
+    let secret = mfs_proto::ClusterSecret::new("s3cret");
+    let a = start_with(secret.clone()).await;
+    let mut c = client(&a.addr).await;
+    a.store.create(1, 1).unwrap();
+    let denied = |r: Result<tonic::Response<pb::Empty>, tonic::Status>, what: &str| {
+        let e = r.expect_err(what);
+        assert_eq!(e.code(), Code::PermissionDenied, "{what}: {e:?}");
+        assert!(
+            e.message().contains("CLUSTER_SECRET"),
+            "{what}: {}",
+            e.message()
+        );
+    };
+    for wrong in [
+        mfs_proto::ClusterSecret::default(),
+        mfs_proto::ClusterSecret::new("guess"),
+    ] {
+        denied(c.create_chunk(wrong.request(order(2, 1))).await, "create");
+        denied(c.delete_chunk(wrong.request(order(1, 0))).await, "delete");
+        let bump = pb::ChunkOrder {
+            new_version: 2,
+            ..order(1, 1)
+        };
+        denied(
+            c.set_version(wrong.request(bump.clone())).await,
+            "set version",
+        );
+        denied(c.truncate(wrong.request(bump)).await, "truncate");
+        let dup = pb::ChunkOrder {
+            new_chunk_id: 3,
+            new_version: 1,
+            ..order(1, 1)
+        };
+        denied(c.duplicate(wrong.request(dup)).await, "duplicate");
+        let rep = pb::ChunkOrder {
+            sources: vec![a.addr.clone()],
+            ..order(4, 1)
+        };
+        denied(c.replicate(wrong.request(rep)).await, "replicate");
+    }
+    let held: Vec<(u64, u32)> = a
+        .store
+        .inventory()
+        .iter()
+        .map(|c| (c.id, c.version))
+        .collect();
+    assert_eq!(held, vec![(1, 1)], "a refused order changed something");
+
+    c.write(pb::ChunkWriteRequest {
+        chunk_id: 1,
+        version: 1,
+        offset: 0,
+        data: vec![7; 10].into(),
+        chain: vec![],
+        create: false,
+    })
+    .await
+    .expect("a write needs no secret");
+    assert_eq!(read(&mut c, 1, 1, 0, 10).await.unwrap(), [7; 10]);
+    c.create_chunk(secret.request(order(2, 1)))
+        .await
+        .expect("an order with the secret");
+    c.delete_chunk(secret.request(order(1, 0)))
+        .await
+        .expect("an order with the secret");
+    let held: Vec<u64> = a.store.inventory().iter().map(|c| c.id).collect();
+    assert_eq!(held, vec![2]);
 }
 
 /// Prints throughput figures (not a pass/fail test): run with

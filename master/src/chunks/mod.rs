@@ -77,10 +77,11 @@ pub struct ChunkManager {
 
 impl ChunkManager {
     pub fn new(node: Arc<MasterNode>) -> Arc<ChunkManager> {
+        let secret = node.ident.secret().clone();
         Arc::new(ChunkManager {
             node,
             state: Mutex::new(SoftState::default()),
-            orders: orders::Orders::default(),
+            orders: orders::Orders::new(secret),
             inflight: Mutex::new(InFlight::default()),
             ids: ids::ChunkIds::default(),
         })

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use mfs_proto::v1 as pb;
 use mfs_proto::v1::chunk_service_client::ChunkServiceClient;
+use mfs_proto::ClusterSecret;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
@@ -29,15 +30,24 @@ pub enum OrderError {
     Failed { addr: String, msg: String },
 }
 
-/// The channels to chunkservers.
+/// The channels to chunkservers, and the cluster secret every order
+/// carries (chunkservers refuse orders without it when they have one).
 #[derive(Default)]
 pub struct Orders {
     channels: Mutex<HashMap<String, Channel>>,
+    secret: ClusterSecret,
 }
 
 type Client = ChunkServiceClient<Channel>;
 
 impl Orders {
+    pub fn new(secret: ClusterSecret) -> Orders {
+        Orders {
+            channels: Mutex::default(),
+            secret,
+        }
+    }
+
     fn client(&self, addr: &str) -> Result<Client, OrderError> {
         let failed = |msg: String| OrderError::Failed {
             addr: addr.to_string(),
@@ -72,11 +82,11 @@ impl Orders {
         f: F,
     ) -> Result<(), OrderError>
     where
-        F: FnOnce(Client) -> Fut,
+        F: FnOnce(Client, ClusterSecret) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<pb::Empty>, tonic::Status>>,
     {
         let client = self.client(addr)?;
-        match tokio::time::timeout(limit, f(client)).await {
+        match tokio::time::timeout(limit, f(client, self.secret.clone())).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(s)) if s.code() == Code::NotFound => Err(OrderError::NotFound {
                 addr: addr.to_string(),
@@ -96,8 +106,8 @@ impl Orders {
     /// Creates an empty chunk at `version`.
     pub async fn create(&self, addr: &str, chunk: ChunkId, version: u32) -> Result<(), OrderError> {
         let o = order(chunk, version);
-        self.call(addr, chunk, ORDER_TIMEOUT, |mut c| async move {
-            c.create_chunk(o).await
+        self.call(addr, chunk, ORDER_TIMEOUT, |mut c, secret| async move {
+            c.create_chunk(secret.request(o)).await
         })
         .await
     }
@@ -106,8 +116,8 @@ impl Orders {
     pub async fn delete(&self, addr: &str, chunk: ChunkId, version: u32) -> Result<(), OrderError> {
         let o = order(chunk, version);
         let r = self
-            .call(addr, chunk, ORDER_TIMEOUT, |mut c| async move {
-                c.delete_chunk(o).await
+            .call(addr, chunk, ORDER_TIMEOUT, |mut c, secret| async move {
+                c.delete_chunk(secret.request(o)).await
             })
             .await;
         match r {
@@ -126,8 +136,8 @@ impl Orders {
     ) -> Result<(), OrderError> {
         let mut o = order(chunk, from);
         o.new_version = to;
-        self.call(addr, chunk, ORDER_TIMEOUT, |mut c| async move {
-            c.set_version(o).await
+        self.call(addr, chunk, ORDER_TIMEOUT, |mut c, secret| async move {
+            c.set_version(secret.request(o)).await
         })
         .await
     }
@@ -144,8 +154,8 @@ impl Orders {
         let mut o = order(chunk, from);
         o.new_version = to;
         o.length = length;
-        self.call(addr, chunk, ORDER_TIMEOUT, |mut c| async move {
-            c.truncate(o).await
+        self.call(addr, chunk, ORDER_TIMEOUT, |mut c, secret| async move {
+            c.truncate(secret.request(o)).await
         })
         .await
     }
@@ -163,8 +173,8 @@ impl Orders {
         let mut o = order(chunk, version);
         o.new_chunk_id = new.0;
         o.new_version = new_version;
-        self.call(addr, chunk, REPLICATE_TIMEOUT, |mut c| async move {
-            c.duplicate(o).await
+        self.call(addr, chunk, REPLICATE_TIMEOUT, |mut c, secret| async move {
+            c.duplicate(secret.request(o)).await
         })
         .await
     }
@@ -179,8 +189,8 @@ impl Orders {
     ) -> Result<(), OrderError> {
         let mut o = order(chunk, version);
         o.sources = sources;
-        self.call(addr, chunk, REPLICATE_TIMEOUT, |mut c| async move {
-            c.replicate(o).await
+        self.call(addr, chunk, REPLICATE_TIMEOUT, |mut c, secret| async move {
+            c.replicate(secret.request(o)).await
         })
         .await
     }

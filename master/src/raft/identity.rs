@@ -4,7 +4,7 @@
 
 use std::sync::RwLock;
 
-use mfs_proto::{CLUSTER_KEY, SECRET_KEY};
+use mfs_proto::{ClusterSecret, CLUSTER_KEY};
 use tonic::metadata::{MetadataMap, MetadataValue};
 
 /// Persists a cluster id adopted from the leader (into the data dir).
@@ -13,7 +13,7 @@ pub type PersistClusterId = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync
 pub struct Identity {
     pub node_id: u64,
     cluster_id: RwLock<Option<String>>,
-    secret: String,
+    secret: ClusterSecret,
     persist: PersistClusterId,
 }
 
@@ -27,7 +27,7 @@ impl Identity {
         Identity {
             node_id,
             cluster_id: RwLock::new(cluster_id),
-            secret,
+            secret: ClusterSecret::new(&secret),
             persist,
         }
     }
@@ -61,27 +61,21 @@ impl Identity {
                 md.insert(CLUSTER_KEY, v);
             }
         }
-        if !self.secret.is_empty() {
-            if let Ok(v) = MetadataValue::try_from(self.secret.as_str()) {
-                md.insert(SECRET_KEY, v);
-            }
-        }
+        self.secret.stamp(md);
+    }
+
+    /// The cluster secret (`CLUSTER_SECRET`), also asked of chunkservers.
+    pub fn secret(&self) -> &ClusterSecret {
+        &self.secret
     }
 
     /// Checks an incoming Raft request: the secret must match, and the sender's
     /// cluster id must be ours (a master that has none yet adopts it).
     pub fn check(&self, md: &MetadataMap) -> Result<(), tonic::Status> {
-        if !self.secret.is_empty() {
-            let got = md
-                .get(SECRET_KEY)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            if got != self.secret {
-                return Err(tonic::Status::permission_denied(
-                    "wrong or missing cluster secret (CLUSTER_SECRET must be the same on every master)",
-                ));
-            }
-        }
+        self.secret.check(
+            md,
+            "CLUSTER_SECRET must be the same on every master and metalogger",
+        )?;
         let theirs = md.get(CLUSTER_KEY).and_then(|v| v.to_str().ok());
         match (self.cluster_id(), theirs) {
             (Some(ours), Some(theirs)) if ours != theirs => Err(tonic::Status::failed_precondition(format!(

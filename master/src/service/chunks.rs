@@ -21,12 +21,23 @@ pub struct Chunks {
     pub chunks: Arc<ChunkManager>,
 }
 
+impl Chunks {
+    /// A chunkserver must show the cluster secret, when the masters have one.
+    fn check<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        self.chunks.node.ident.secret().check(
+            req.metadata(),
+            "a chunkserver needs the masters' CLUSTER_SECRET (mfschunkserver.cfg)",
+        )
+    }
+}
+
 #[tonic::async_trait]
 impl ChunkRegistry for Chunks {
     async fn register(
         &self,
         req: Request<pb::RegisterChunkserverRequest>,
     ) -> Result<Response<pb::RegisterChunkserverReply>, Status> {
+        self.check(&req)?;
         let r = req.into_inner();
         if !r.address.contains(':') || r.address.len() > ADDRESS_MAX {
             return Err(Status::invalid_argument(format!(
@@ -51,6 +62,7 @@ impl ChunkRegistry for Chunks {
         &self,
         req: Request<pb::ChunkReport>,
     ) -> Result<Response<pb::ChunkReportReply>, Status> {
+        self.check(&req)?;
         let r = req.into_inner();
         let copies = r.chunks.iter().map(copy_from_pb).collect();
         let known = self.chunks.report(r.id, r.first, r.last, copies)?;
@@ -61,6 +73,7 @@ impl ChunkRegistry for Chunks {
         &self,
         req: Request<pb::ChunkserverHeartbeat>,
     ) -> Result<Response<pb::ChunkserverHeartbeatReply>, Status> {
+        self.check(&req)?;
         let h = req.into_inner();
         let beat = Beat {
             disks: h.disks.iter().map(disk_from_pb).collect(),

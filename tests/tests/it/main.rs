@@ -14,6 +14,7 @@ mod metalog;
 mod mount;
 mod quota;
 mod realworld;
+mod secret;
 mod tools;
 mod trash;
 mod util;
