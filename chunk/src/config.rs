@@ -88,6 +88,17 @@ pub struct ChunkConfig {
     /// truncate, replicate, duplicate). Empty (the default): none.
     #[serde(deserialize_with = "any_string")]
     pub cluster_secret: String,
+    /// TLS_CERT_FILE / TLS_KEY_FILE: PEM certificate (chain) and private key
+    /// to serve gRPC over TLS with (both or neither; default: plain).
+    #[serde(deserialize_with = "any_string")]
+    pub tls_cert_file: String,
+    #[serde(deserialize_with = "any_string")]
+    pub tls_key_file: String,
+    /// TLS_CA_FILE: PEM CA certificate(s); when set, every master,
+    /// chunkserver and metalogger is dialed with TLS and must show a
+    /// certificate it signed for the address dialed. Default: plain.
+    #[serde(deserialize_with = "any_string")]
+    pub tls_ca_file: String,
     /// LOG_LEVEL: default log filter when RUST_LOG is unset. Default `info`.
     #[serde(deserialize_with = "any_string")]
     pub log_level: String,
@@ -113,6 +124,9 @@ impl Default for ChunkConfig {
             open_files: 1000,
             sched_batch: true,
             cluster_secret: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_ca_file: String::new(),
             log_level: "info".into(),
         }
     }

@@ -11,7 +11,7 @@ use std::time::Duration;
 use mfs_proto::v1 as pb;
 use mfs_proto::v1::chunk_registry_client::ChunkRegistryClient;
 use mfs_proto::ClusterSecret;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::store::{Change, Store};
@@ -132,7 +132,7 @@ impl MasterLink {
         if let Some(c) = self.channels.get(addr) {
             return Some(ChunkRegistryClient::new(c.clone()));
         }
-        let ep = Endpoint::from_shared(format!("http://{addr}"))
+        let ep = mfs_proto::tls::endpoint(addr)
             .ok()?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(2))

@@ -147,7 +147,7 @@ pub async fn serve_grpc(
     let incoming = tonic::transport::server::TcpIncoming::from(listener)
         .with_nodelay(Some(true))
         .with_keepalive(Some(Duration::from_secs(30)));
-    tonic::transport::Server::builder()
+    mfs_proto::tls::server_builder()?
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))

@@ -10,7 +10,7 @@ use mfs_proto::v1 as pb;
 use mfs_proto::v1::chunk_service_client::ChunkServiceClient;
 use mfs_proto::v1::chunk_service_server::ChunkService;
 use mfs_proto::ClusterSecret;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::error::ChunkError;
@@ -41,7 +41,7 @@ impl Peers {
         if let Some(c) = m.get(addr) {
             return Ok(c.clone());
         }
-        let ep = Endpoint::from_shared(format!("http://{addr}"))
+        let ep = mfs_proto::tls::endpoint(addr)
             .map_err(|e| ChunkError::Invalid(format!("chunkserver address `{addr}`: {e}")))?
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5))

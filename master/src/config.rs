@@ -60,6 +60,14 @@ pub struct MasterConfig {
     pub read_policy: String,
     /// Shared secret required on Raft traffic between masters (empty: none).
     pub cluster_secret: String,
+    /// TLS_CERT_FILE / TLS_KEY_FILE: PEM certificate (chain) and private key
+    /// to serve gRPC over TLS with (both or neither; default: plain).
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    /// TLS_CA_FILE: PEM CA certificate(s); when set, every master,
+    /// chunkserver and metalogger is dialed with TLS and must show a
+    /// certificate it signed for the address dialed. Default: plain.
+    pub tls_ca_file: String,
     /// Default log filter when RUST_LOG is unset.
     pub log_level: String,
     /// Worker threads of the async runtime (0: one per CPU). Default 1: a
@@ -94,6 +102,9 @@ impl Default for MasterConfig {
             election_timeout_ms: 600,
             read_policy: "lease".into(),
             cluster_secret: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_ca_file: String::new(),
             log_level: "info".into(),
             worker_threads: 1,
             sched_batch: true,

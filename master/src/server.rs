@@ -95,7 +95,7 @@ pub async fn run(cfg: MasterConfig, res: Resolved) -> Result<(), String> {
         let _ = stop_tx.send(true);
     };
     let mut serve = Box::pin(
-        tonic::transport::Server::builder()
+        mfs_proto::tls::server_builder()?
             .tcp_nodelay(true)
             .layer(http::RpcMetricsLayer)
             .add_service(health)

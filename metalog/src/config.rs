@@ -67,6 +67,14 @@ pub struct MetaloggerConfig {
     /// Entries between snapshots of its own Raft state (which keep its Raft
     /// log short; the changelog is kept regardless).
     pub snapshot_log_entries: u64,
+    /// TLS_CERT_FILE / TLS_KEY_FILE: PEM certificate (chain) and private key
+    /// to serve gRPC over TLS with (both or neither; default: plain).
+    pub tls_cert_file: String,
+    pub tls_key_file: String,
+    /// TLS_CA_FILE: PEM CA certificate(s); when set, every master,
+    /// chunkserver and metalogger is dialed with TLS and must show a
+    /// certificate it signed for the address dialed. Default: plain.
+    pub tls_ca_file: String,
     /// Default log filter when RUST_LOG is unset.
     pub log_level: String,
 }
@@ -89,6 +97,9 @@ impl Default for MetaloggerConfig {
             http_listen: "0.0.0.0:9424".into(),
             cluster_secret: String::new(),
             snapshot_log_entries: 20000,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_ca_file: String::new(),
             log_level: "info".into(),
         }
     }

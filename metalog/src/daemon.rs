@@ -112,7 +112,8 @@ pub async fn run(cfg: MetaloggerConfig, res: Resolved) -> Result<()> {
             m = fatal_rx.recv() => fatal = m,
         }
     };
-    let served = tonic::transport::Server::builder()
+    let served = mfs_proto::tls::server_builder()
+        .map_err(Error::Config)?
         .tcp_nodelay(true)
         .add_service(health)
         .add_service(node.raft_service())

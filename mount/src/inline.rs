@@ -176,7 +176,7 @@ mod tests {
     use std::cell::Cell as Counter;
 
     fn lazy(addr: &str) -> Option<Channel> {
-        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        mfs_proto::tls::endpoint(addr)
             .ok()
             .map(|e| e.connect_lazy())
     }

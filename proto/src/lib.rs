@@ -3,7 +3,7 @@
 //! The `.proto` files under `proto/mfs/v1/` are the contract; this crate only
 //! holds the code generated from them (at build time, by protox, so no system
 //! `protoc` is needed) and the few names every side shares (metadata keys,
-//! the cluster secret's stamp and check).
+//! the cluster secret's stamp and check, TLS settings and endpoints).
 
 #![allow(clippy::all)]
 #![allow(missing_docs)]
@@ -16,6 +16,7 @@ pub use v1::*;
 
 pub mod secret;
 pub use secret::ClusterSecret;
+pub mod tls;
 
 /// The encoded `FileDescriptorSet` of the API, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("mfs_descriptor");

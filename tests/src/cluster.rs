@@ -97,6 +97,15 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `n` masters forming one new cluster and waits for a leader.
     pub async fn start(n: usize, env: &[(&str, &str)]) -> Result<Cluster> {
+        let c = Cluster::spawn_all(n, env)?;
+        c.wait_leader(Duration::from_secs(30)).await?;
+        Ok(c)
+    }
+
+    /// Starts `n` masters forming one new cluster, without waiting for
+    /// anything (for clusters this process cannot ask, such as one serving
+    /// TLS: see `mfscli wait-leader`).
+    pub fn spawn_all(n: usize, env: &[(&str, &str)]) -> Result<Cluster> {
         let root = tempfile::Builder::new().prefix("mfs-it-").tempdir()?;
         let mut masters = Vec::new();
         for i in 0..n {
@@ -124,7 +133,6 @@ impl Cluster {
         for id in 1..=n as u64 {
             c.spawn(id, &c.peers())?;
         }
-        c.wait_leader(Duration::from_secs(30)).await?;
         Ok(c)
     }
 

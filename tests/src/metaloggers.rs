@@ -67,21 +67,7 @@ impl Cluster {
     /// `settings`; waits until the leader lists it as a learner. Returns its
     /// number.
     pub async fn add_metalogger(&mut self, id: u64, settings: &[(&str, &str)]) -> Result<usize> {
-        let num = self.metaloggers.len() + 1;
-        let dir = self.root().join(format!("metalogger{num}"));
-        std::fs::create_dir_all(&dir)?;
-        self.metaloggers.push(Metalogger {
-            num,
-            id,
-            port: free_port(),
-            dir,
-            settings: settings
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            child: None,
-        });
-        self.start_metalogger(num)?;
+        let num = self.spawn_metalogger(id, settings)?;
         let t = Instant::now();
         loop {
             if let Ok(info) = self.cluster_info().await {
@@ -97,6 +83,27 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// Adds and starts a metalogger as [`Cluster::add_metalogger`] does,
+    /// without waiting for it to join; returns its number.
+    pub fn spawn_metalogger(&mut self, id: u64, settings: &[(&str, &str)]) -> Result<usize> {
+        let num = self.metaloggers.len() + 1;
+        let dir = self.root().join(format!("metalogger{num}"));
+        std::fs::create_dir_all(&dir)?;
+        self.metaloggers.push(Metalogger {
+            num,
+            id,
+            port: free_port(),
+            dir,
+            settings: settings
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            child: None,
+        });
+        self.start_metalogger(num)?;
+        Ok(num)
     }
 
     pub fn metalogger(&self, num: usize) -> Result<&Metalogger> {

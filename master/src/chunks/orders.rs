@@ -8,7 +8,7 @@ use std::time::Duration;
 use mfs_proto::v1 as pb;
 use mfs_proto::v1::chunk_service_client::ChunkServiceClient;
 use mfs_proto::ClusterSecret;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::fsm::ChunkId;
@@ -60,7 +60,7 @@ impl Orders {
         let ch = match map.get(addr) {
             Some(ch) => ch.clone(),
             None => {
-                let ep = Endpoint::from_shared(format!("http://{addr}"))
+                let ep = mfs_proto::tls::endpoint(addr)
                     .map_err(|e| failed(format!("bad address: {e}")))?
                     .connect_timeout(Duration::from_secs(3))
                     .tcp_nodelay(true);

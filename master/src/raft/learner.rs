@@ -292,15 +292,20 @@ pub fn make_image(
 /// changelog and cannot serve clients). An unreachable learner is refused
 /// too: a voter that does not answer only weakens the quorum.
 pub async fn check_promotable(id: u64, addr: &str) -> Result<(), NodeError> {
-    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    let ep = mfs_proto::tls::endpoint(addr)
         .map_err(|e| NodeError::Invalid(format!("learner {id} has a bad address `{addr}`: {e}")))?
         .connect_timeout(Duration::from_secs(1))
         .timeout(Duration::from_secs(2));
-    let ch = ep.connect().await.map_err(|e| {
+    let unreachable = |e: String| {
         NodeError::Unavailable(format!(
             "cannot reach learner {id} at {addr} ({e}); start it, then promote it again"
         ))
-    })?;
+    };
+    // A time limit on the connection as a whole (a TLS handshake included).
+    let ch = tokio::time::timeout(Duration::from_secs(3), ep.connect())
+        .await
+        .map_err(|_| unreachable("no answer within 3 s".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
     match AdminServiceClient::new(ch)
         .node_status(mfs_proto::v1::Empty {})
         .await

@@ -16,7 +16,7 @@ use openraft::error::{NetworkError, ReplicationClosed, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::OptionalSend;
 use tokio::sync::Semaphore;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::identity::Identity;
 use super::types::*;
@@ -90,15 +90,13 @@ fn status_error(target: NodeId, addr: &str, what: &str, s: tonic::Status) -> RPC
 
 impl PeerClient {
     pub fn new(target: NodeId, addr: &str, ident: Arc<Identity>) -> Self {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .ok()
-            .map(|e| {
-                e.connect_timeout(Duration::from_secs(1))
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(5))
-                    .keep_alive_timeout(Duration::from_secs(5))
-                    .connect_lazy()
-            });
+        let channel = mfs_proto::tls::endpoint(addr).ok().map(|e| {
+            e.connect_timeout(Duration::from_secs(1))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(5))
+                .keep_alive_timeout(Duration::from_secs(5))
+                .connect_lazy()
+        });
         PeerClient {
             target,
             addr: addr.to_string(),

@@ -593,16 +593,24 @@ async fn check_duplicate_id(
 }
 
 async fn probe(addr: &str) -> Option<mfs_proto::v1::NodeStatusReply> {
-    let ep = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    let ep = mfs_proto::tls::endpoint(addr)
         .ok()?
         .connect_timeout(Duration::from_millis(500))
         .timeout(Duration::from_secs(1));
-    let ch = ep.connect().await.ok()?;
-    AdminServiceClient::new(ch)
-        .node_status(mfs_proto::v1::Empty {})
-        .await
-        .ok()
-        .map(|r| r.into_inner())
+    // The whole probe has a time limit: a peer starting at the same time
+    // has bound its port but serves nothing yet, and a TLS handshake with
+    // it would wait for ever (as it waits for us).
+    tokio::time::timeout(Duration::from_millis(1500), async {
+        let ch = ep.connect().await.ok()?;
+        AdminServiceClient::new(ch)
+            .node_status(mfs_proto::v1::Empty {})
+            .await
+            .ok()
+            .map(|r| r.into_inner())
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 async fn is_initialized(node: &MasterNode) -> bool {

@@ -22,6 +22,7 @@ pub const ALIASES: &[(&str, &str)] = &[
     ("workers", "mfsworkers"),
     ("readcachesize", "mfsreadcachesize"),
     ("schedbatch", "mfsschedbatch"),
+    ("tlsca", "mfstlsca"),
 ];
 
 /// Largest read block cache (MiB).
@@ -73,6 +74,10 @@ pub struct MountConfig {
     /// with busy processes.
     #[serde(deserialize_with = "mfs_common::config::flexible_bool")]
     pub mfsschedbatch: bool,
+    /// PEM CA certificate(s) of a cluster serving TLS: masters and
+    /// chunkservers are dialed with TLS and must show a certificate it
+    /// signed for the address dialed. Empty (the default): plain.
+    pub mfstlsca: String,
     /// Let users other than the one mounting use the mount.
     #[serde(deserialize_with = "mfs_common::config::flexible_bool")]
     pub allow_other: bool,
@@ -101,6 +106,7 @@ impl Default for MountConfig {
             mfsworkers: 16,
             mfsreadcachesize: 128,
             mfsschedbatch: true,
+            mfstlsca: String::new(),
             allow_other: false,
             default_permissions: false,
             ro: false,
@@ -136,6 +142,8 @@ pub struct Overrides {
     pub mfsreadcachesize: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mfsschedbatch: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfstlsca: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_other: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -275,6 +283,7 @@ impl Overrides {
                 }
                 "mfswritebackcache" => self.mfswritebackcache = Some(flag(key, value)?),
                 "mfsschedbatch" => self.mfsschedbatch = Some(flag(key, value)?),
+                "mfstlsca" => self.mfstlsca = Some(need(key, value)?.to_string()),
                 "mfsworkers" => self.mfsworkers = Some(ranged(key, value, 1..=64, "threads")?),
                 "mfsreadcachesize" => {
                     self.mfsreadcachesize = Some(ranged(key, value, 0..=MAX_READ_CACHE_MIB, "MiB")?)

@@ -6,7 +6,7 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use mfs_proto::v1::chunk_service_client::ChunkServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use crate::error::{errno, errno_of, status_text, ClientError};
@@ -139,7 +139,7 @@ impl Conns {
     /// A new lazily connected channel to `addr`, with HTTP/2 keep-alive
     /// pings or not (see `crate::inline::channel`).
     fn make(&self, addr: &str, keepalive: bool) -> Result<Channel, Failure> {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}")).map_err(|e| {
+        let endpoint = mfs_proto::tls::endpoint(addr).map_err(|e| {
             // The master handed out an address no URI can be made of: no
             // other attempt at this address can work, but other copies may.
             Failure::Copy(format!("chunkserver address {addr:?} is not usable: {e}"))

@@ -163,7 +163,7 @@ fn make_thread_channel(addr: &str, opts: &ClientOptions) -> Result<Channel, Clie
 }
 
 fn endpoint(addr: &str, opts: &ClientOptions) -> Result<Endpoint, ClientError> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))
+    Ok(mfs_proto::tls::endpoint(addr)
         .map_err(|e| ClientError::InvalidArgument(format!("bad master address {addr:?}: {e}")))?
         .connect_timeout(opts.connect_timeout)
         .tcp_nodelay(true))

@@ -15,6 +15,7 @@ mod mount;
 mod quota;
 mod realworld;
 mod secret;
+mod tls;
 mod tools;
 mod trash;
 mod util;

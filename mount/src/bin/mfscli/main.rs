@@ -41,6 +41,9 @@ struct Cli {
     /// info, 30 for the other commands).
     #[arg(long, value_name = "SECS", global = true)]
     timeout: Option<f64>,
+    /// PEM CA of a cluster serving TLS: dial the masters with TLS.
+    #[arg(long, value_name = "PATH", env = "MFS_TLS_CA_FILE", global = true)]
+    tls_ca: Option<String>,
     /// Log what the client does (repeat for more) on stderr.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -103,6 +106,13 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match mfs_proto::tls::Tls::dialing("--tls-ca", cli.tls_ca.as_deref().unwrap_or("")) {
+        Ok(t) => mfs_proto::tls::set(t),
+        Err(e) => {
+            eprintln!("mfscli: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let filter = match cli.verbose {
         0 => "error",
         1 => "info",

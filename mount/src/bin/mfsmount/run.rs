@@ -74,6 +74,9 @@ fn mount_and_serve(args: &Args, cfg: &MountConfig, mountpoint: &Path) -> anyhow:
     if cfg.mfsschedbatch {
         mfs_common::runtime::batch_policy_or_warn();
     }
+    mfs_proto::tls::set(
+        mfs_proto::tls::Tls::dialing("-o mfstlsca", &cfg.mfstlsca).map_err(anyhow::Error::msg)?,
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .thread_name("mfsmount-io")

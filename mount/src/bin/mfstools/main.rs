@@ -105,7 +105,8 @@ const TOOLS: &[Tool] = &[
 const COMMON_OPTS: &str = "options:\n  \
     -H HOST:PORT,...  the masters to ask (default: the mount's own, or MFS_MASTERS)\n  \
     -n                plain numbers (the only form printed; accepted for MooseFS scripts)\n  \
-    -h, --help        this help";
+    -h, --help        this help\n\
+    environment: MFS_TLS_CA_FILE=PATH, the PEM CA of a cluster serving TLS";
 
 fn find_tool(name: &str) -> Option<&'static Tool> {
     TOOLS
@@ -222,6 +223,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let ca = std::env::var("MFS_TLS_CA_FILE").unwrap_or_default();
+    match mfs_proto::tls::Tls::dialing("MFS_TLS_CA_FILE", &ca) {
+        Ok(t) => mfs_proto::tls::set(t),
+        Err(e) => {
+            eprintln!("{}: {e}", tool.name);
+            return ExitCode::from(1);
+        }
+    }
     let help = match &parsed {
         Parsed::Plain(a) => a.help,
         Parsed::Quota(a) => a.help,
