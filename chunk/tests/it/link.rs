@@ -5,9 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mfs_chunk::hdd::DiskSpec;
 use mfs_chunk::master_link::{LinkConfig, MasterLink};
-use mfs_chunk::store::{Store, StoreOptions};
 use mfs_proto::v1 as pb;
 use mfs_proto::v1::chunk_registry_server::{ChunkRegistry, ChunkRegistryServer};
 use mfs_proto::ClusterSecret;
@@ -128,20 +126,7 @@ async fn registers_via_redirect_reports_heartbeats_and_re_registers() {
     };
     let disk = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        Store::open(
-            &[DiskSpec {
-                path: disk.path().to_owned(),
-                marked: false,
-                limit: None,
-            }],
-            StoreOptions {
-                reserve: 0,
-                ..Default::default()
-            },
-        )
-        .unwrap(),
-    );
+    let store = crate::store_on(disk.path());
     store.create(0x55, 2).unwrap();
     let id_file = data.path().join("chunkserver.id");
     let link = MasterLink::new(
@@ -244,20 +229,7 @@ async fn a_wrong_secret_is_refused() {
     .await;
     let disk = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
-    let store = Arc::new(
-        Store::open(
-            &[DiskSpec {
-                path: disk.path().to_owned(),
-                marked: false,
-                limit: None,
-            }],
-            StoreOptions {
-                reserve: 0,
-                ..Default::default()
-            },
-        )
-        .unwrap(),
-    );
+    let store = crate::store_on(disk.path());
     for secret in ["", "other"] {
         let link = MasterLink::new(
             LinkConfig {

@@ -31,6 +31,36 @@ impl Drop for Server {
     }
 }
 
+/// A store with one disk at `path` and no space kept free.
+pub fn store_on(path: &std::path::Path) -> Arc<Store> {
+    Arc::new(
+        Store::open(
+            &[DiskSpec {
+                path: path.to_owned(),
+                marked: false,
+                limit: None,
+            }],
+            StoreOptions {
+                reserve: 0,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    )
+}
+
+/// A write of `data` at offset 0 of chunk (`id`, `version`), no chain.
+fn write_at_0(id: u64, version: u32, data: Vec<u8>) -> pb::ChunkWriteRequest {
+    pb::ChunkWriteRequest {
+        chunk_id: id,
+        version,
+        offset: 0,
+        data: data.into(),
+        chain: vec![],
+        create: false,
+    }
+}
+
 pub async fn start() -> Server {
     start_with(mfs_proto::ClusterSecret::default()).await
 }
@@ -42,20 +72,7 @@ pub async fn start_with(secret: mfs_proto::ClusterSecret) -> Server {
         Some(d) => tempfile::tempdir_in(d).unwrap(),
         None => tempfile::tempdir().unwrap(),
     };
-    let store = Arc::new(
-        Store::open(
-            &[DiskSpec {
-                path: dir.path().to_owned(),
-                marked: false,
-                limit: None,
-            }],
-            StoreOptions {
-                reserve: 0,
-                ..Default::default()
-            },
-        )
-        .unwrap(),
-    );
+    let store = store_on(dir.path());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -354,16 +371,7 @@ async fn orders_over_grpc() {
     c.create_chunk(order(1, 1)).await.unwrap();
     let e = c.create_chunk(order(1, 1)).await.unwrap_err();
     assert_eq!(e.code(), Code::AlreadyExists);
-    c.write(pb::ChunkWriteRequest {
-        chunk_id: 1,
-        version: 1,
-        offset: 0,
-        data: vec![4; 1000].into(),
-        chain: vec![],
-        create: false,
-    })
-    .await
-    .unwrap();
+    c.write(write_at_0(1, 1, vec![4; 1000])).await.unwrap();
     c.set_version(pb::ChunkOrder {
         chunk_id: 1,
         version: 1,
@@ -452,16 +460,9 @@ async fn orders_need_the_cluster_secret() {
         .collect();
     assert_eq!(held, vec![(1, 1)], "a refused order changed something");
 
-    c.write(pb::ChunkWriteRequest {
-        chunk_id: 1,
-        version: 1,
-        offset: 0,
-        data: vec![7; 10].into(),
-        chain: vec![],
-        create: false,
-    })
-    .await
-    .expect("a write needs no secret");
+    c.write(write_at_0(1, 1, vec![7; 10]))
+        .await
+        .expect("a write needs no secret");
     assert_eq!(read(&mut c, 1, 1, 0, 10).await.unwrap(), [7; 10]);
     c.create_chunk(secret.request(order(2, 1)))
         .await
