@@ -9,6 +9,8 @@
 //! at start ([`set`]), and every channel is made by [`endpoint`].
 
 use std::path::Path;
+
+use rustls_pki_types::pem::PemObject;
 use std::sync::OnceLock;
 
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
@@ -70,6 +72,14 @@ impl Tls {
                 Some(Identity::from_pem(c, k))
             }
         };
+        if let Some(id) = &server {
+            // Parsed now, so a damaged file stops the start with its name.
+            tonic::transport::Server::builder()
+                .tls_config(ServerTlsConfig::new().identity(id.clone()))
+                .map_err(|e| {
+                    format!("TLS_CERT_FILE {cert} / TLS_KEY_FILE {key} cannot be used: {e}")
+                })?;
+        }
         let ca = Tls::dialing("TLS_CA_FILE", ca)?.ca;
         Ok(Tls { server, ca })
     }
@@ -83,6 +93,17 @@ impl Tls {
         let c = read("CA certificate", key, ca)?;
         if !has_pem(&c, "CERTIFICATE") {
             return Err(format!("{key}: {ca} holds no PEM certificate"));
+        }
+        // Parsed now, so a damaged file stops the start with its name.
+        let mut ders = Vec::new();
+        for der in rustls_pki_types::CertificateDer::pem_slice_iter(&c) {
+            ders.push(der.map_err(|e| format!("{key}: {ca} cannot be read: {e:?}"))?);
+        }
+        let (good, bad) = rustls::RootCertStore::empty().add_parsable_certificates(ders);
+        if good == 0 || bad > 0 {
+            return Err(format!(
+                "{key}: {ca} holds {bad} certificate(s) that cannot be parsed and {good} that can"
+            ));
         }
         Ok(Tls {
             server: None,
@@ -171,6 +192,24 @@ mod tests {
         );
         let e = Tls::load(junk, junk, "").unwrap_err();
         assert!(e.contains("TLS_CERT_FILE"), "{e}");
+        // PEM framing around garbage: refused at load, not at first use.
+        let broken = dir.join("broken.pem");
+        std::fs::write(
+            &broken,
+            "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let broken = broken.to_str().unwrap();
+        let e = Tls::dialing("-o mfstlsca", broken).unwrap_err();
+        assert!(e.contains("-o mfstlsca") && e.contains(broken), "{e}");
+        let broken_key = dir.join("broken.key");
+        std::fs::write(
+            &broken_key,
+            "-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let e = Tls::load(broken, broken_key.to_str().unwrap(), "").unwrap_err();
+        assert!(e.contains("TLS_CERT_FILE") && e.contains(broken), "{e}");
         let plain = Tls::load("", "", "").unwrap();
         assert!(!plain.dials() && plain.server().is_none());
         assert_eq!(
