@@ -229,7 +229,7 @@ impl MasterLink {
                     }
                     Err(s) => match leader_hint(&s) {
                         Some(l) => queue.insert(0, l),
-                        None => last_err = format!("{addr}: {}", s.message()),
+                        None => last_err = format!("{addr}: {}", mfs_proto::status_text(&s)),
                     },
                 }
             }
@@ -335,7 +335,7 @@ impl MasterLink {
                 self.state(
                     format!(
                         "lost master {addr}: {}; looking for the leader",
-                        s.message()
+                        mfs_proto::status_text(&s)
                     ),
                     true,
                 );

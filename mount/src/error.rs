@@ -158,25 +158,7 @@ pub fn from_status(status: &Status) -> ClientError {
     }
 }
 
-/// A status as one line of text: the message and the chain of its causes
-/// (which is where "Connection refused" lives for transport errors).
-pub fn status_text(status: &Status) -> String {
-    let mut text = if status.message().is_empty() {
-        format!("{:?}", status.code())
-    } else {
-        status.message().to_string()
-    };
-    let mut source = std::error::Error::source(status);
-    while let Some(cause) = source {
-        let s = cause.to_string();
-        if !s.is_empty() && !text.contains(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub use mfs_proto::status_text;
 
 /// The symbolic name of a Linux errno ("ENOENT"), or "E?" when unknown.
 pub fn errno_name(e: i32) -> &'static str {

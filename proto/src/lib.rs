@@ -18,6 +18,32 @@ pub mod secret;
 pub use secret::ClusterSecret;
 pub mod tls;
 
+/// A status as one line of text: the message and the chain of its causes
+/// (which is where "Connection refused" lives for transport errors), with
+/// a hint when the cause looks like a TLS mismatch between the two ends.
+pub fn status_text(status: &tonic::Status) -> String {
+    let mut text = if status.message().is_empty() {
+        format!("{:?}", status.code())
+    } else {
+        status.message().to_string()
+    };
+    let mut source = std::error::Error::source(status);
+    while let Some(cause) = source {
+        let s = cause.to_string();
+        if !s.is_empty() && !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = cause.source();
+    }
+    if let Some(hint) = tls::hint(&text) {
+        text.push_str(" (");
+        text.push_str(hint);
+        text.push(')');
+    }
+    text
+}
+
 /// The encoded `FileDescriptorSet` of the API, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("mfs_descriptor");
 

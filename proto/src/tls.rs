@@ -155,6 +155,22 @@ pub fn endpoint(addr: &str) -> Result<Endpoint, String> {
     get().endpoint(addr)
 }
 
+/// What to do about a connection error that shows the two ends disagree
+/// on TLS, recognized from its text.
+pub fn hint(error: &str) -> Option<&'static str> {
+    if error.contains("frame with invalid size") && !get().dials() {
+        // An HTTP/2 client reading a TLS server's handshake.
+        Some("does the server serve TLS? then give this client the cluster's CA: TLS_CA_FILE, -o mfstlsca, --tls-ca or MFS_TLS_CA_FILE")
+    } else if error.contains("InvalidContentType") && get().dials() {
+        // A TLS client reading a plain HTTP/2 server.
+        Some("the server does not serve TLS: set TLS_CERT_FILE and TLS_KEY_FILE on it, or dial it without a CA")
+    } else if error.contains("invalid peer certificate") {
+        Some("the server's certificate is not one the CA given here signed for the address dialed")
+    } else {
+        None
+    }
+}
+
 /// A gRPC server builder under this process's settings: serving TLS only
 /// when a certificate is set.
 pub fn server_builder() -> Result<tonic::transport::Server, String> {
@@ -170,6 +186,17 @@ pub fn server_builder() -> Result<tonic::transport::Server, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// This process dials plain (nothing set): an HTTP/2 error from a TLS
+    /// server gets the CA hint; a TLS-only error text does not.
+    #[test]
+    fn a_tls_mismatch_gets_a_hint() {
+        let plain_to_tls = "h2 protocol error: connection error detected: frame with invalid size";
+        assert!(hint(plain_to_tls).is_some_and(|h| h.contains("CA")));
+        assert!(hint("invalid peer certificate: UnknownIssuer").is_some());
+        assert!(hint("received corrupt message of type InvalidContentType").is_none());
+        assert!(hint("tcp connect error: Connection refused (os error 111)").is_none());
+    }
 
     #[test]
     fn bad_settings_name_the_key_and_file() {

@@ -79,7 +79,10 @@ fn unreachable(msg: String) -> RPCError {
 }
 
 fn status_error(target: NodeId, addr: &str, what: &str, s: tonic::Status) -> RPCError {
-    let msg = format!("{what} to master {target} at {addr}: {}", s.message());
+    let msg = format!(
+        "{what} to master {target} at {addr}: {}",
+        mfs_proto::status_text(&s)
+    );
     match s.code() {
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Cancelled => {
             unreachable(msg)
