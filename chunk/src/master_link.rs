@@ -11,6 +11,7 @@ use std::time::Duration;
 use mfs_proto::v1 as pb;
 use mfs_proto::v1::chunk_registry_client::ChunkRegistryClient;
 use mfs_proto::ClusterSecret;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -86,6 +87,9 @@ pub fn disk_infos(store: &Store) -> Vec<pb::DiskInfo> {
         .collect()
 }
 
+/// A client of the masters' registry; every call carries our secret.
+type Registry = ChunkRegistryClient<InterceptedService<Channel, ClusterSecret>>;
+
 /// Why a session with a master ended.
 enum End {
     /// Register again, first at this address (a leader hint).
@@ -128,9 +132,12 @@ impl MasterLink {
         }
     }
 
-    fn client(&mut self, addr: &str) -> Option<ChunkRegistryClient<Channel>> {
+    fn client(&mut self, addr: &str) -> Option<Registry> {
         if let Some(c) = self.channels.get(addr) {
-            return Some(ChunkRegistryClient::new(c.clone()));
+            return Some(ChunkRegistryClient::with_interceptor(
+                c.clone(),
+                self.cfg.secret.clone(),
+            ));
         }
         let ep = mfs_proto::tls::endpoint(addr)
             .ok()?
@@ -139,7 +146,10 @@ impl MasterLink {
             .timeout(RPC_TIMEOUT);
         let ch = ep.connect_lazy();
         self.channels.insert(addr.to_string(), ch.clone());
-        Some(ChunkRegistryClient::new(ch))
+        Some(ChunkRegistryClient::with_interceptor(
+            ch,
+            self.cfg.secret.clone(),
+        ))
     }
 
     /// The MASTER_HOST entries with names resolved (a name may stand for
@@ -180,10 +190,7 @@ impl MasterLink {
 
     /// Registers with the leader, trying hints and every master with
     /// backoff until one accepts.
-    async fn register(
-        &mut self,
-        mut hint: Option<String>,
-    ) -> (String, ChunkRegistryClient<Channel>) {
+    async fn register(&mut self, mut hint: Option<String>) -> (String, Registry) {
         let mut backoff = BACKOFF_MIN;
         loop {
             let mut queue: Vec<String> = hint.take().into_iter().collect();
@@ -206,7 +213,7 @@ impl MasterLink {
                     disks: disk_infos(&self.store),
                     maintenance: self.cfg.maintenance,
                 };
-                match client.register(self.cfg.secret.request(req)).await {
+                match client.register(req).await {
                     Ok(r) => {
                         let id = r.into_inner().id;
                         if id != self.id {
@@ -246,7 +253,7 @@ impl MasterLink {
     }
 
     /// Reports the inventory, then heartbeats until something breaks.
-    async fn session(&mut self, addr: &str, mut client: ChunkRegistryClient<Channel>) -> End {
+    async fn session(&mut self, addr: &str, mut client: Registry) -> End {
         // The full report covers every change queued so far.
         let _ = self.store.take_changes();
         let inv = self.store.inventory();
@@ -271,7 +278,7 @@ impl MasterLink {
                     })
                     .collect(),
             };
-            match client.report_chunks(self.cfg.secret.request(report)).await {
+            match client.report_chunks(report).await {
                 Ok(r) if r.get_ref().known => {}
                 Ok(_) => {
                     self.state(
@@ -293,7 +300,7 @@ impl MasterLink {
             tick.tick().await;
             let changes = self.store.take_changes();
             let hb = heartbeat(self.id, &self.store, &changes, self.cfg.maintenance);
-            match client.heartbeat(self.cfg.secret.request(hb)).await {
+            match client.heartbeat(hb).await {
                 Ok(r) if r.get_ref().known => {
                     failures = 0;
                     if !self.last_state.starts_with("heartbeats") {

@@ -65,6 +65,15 @@ impl ClusterSecret {
     }
 }
 
+/// Stamps the secret on every call of a client made with it
+/// (`XClient::with_interceptor(channel, secret)`).
+impl tonic::service::Interceptor for ClusterSecret {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        self.stamp(req.metadata_mut());
+        Ok(req)
+    }
+}
+
 /// Equality that takes as long whatever the first difference, so the
 /// time of a refusal tells nothing of the secret.
 fn same(a: &[u8], b: &[u8]) -> bool {

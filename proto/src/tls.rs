@@ -9,16 +9,16 @@
 //! at start ([`set`]), and every channel is made by [`endpoint`].
 
 use std::path::Path;
-
-use rustls_pki_types::pem::PemObject;
 use std::sync::OnceLock;
 
+use rustls_pki_types::pem::PemObject;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig};
 
 /// The TLS settings of one process.
 #[derive(Clone, Default)]
 pub struct Tls {
-    server: Option<Identity>,
+    /// Checked at load: serving with it cannot fail.
+    server: Option<ServerTlsConfig>,
     ca: Option<Certificate>,
 }
 
@@ -69,17 +69,16 @@ impl Tls {
                 if !has_pem(&k, "PRIVATE KEY") {
                     return Err(format!("TLS_KEY_FILE: {key} holds no PEM private key"));
                 }
-                Some(Identity::from_pem(c, k))
+                let cfg = ServerTlsConfig::new().identity(Identity::from_pem(c, k));
+                // Parsed now, so a damaged file stops the start with its name.
+                tonic::transport::Server::builder()
+                    .tls_config(cfg.clone())
+                    .map_err(|e| {
+                        format!("TLS_CERT_FILE {cert} / TLS_KEY_FILE {key} cannot be used: {e}")
+                    })?;
+                Some(cfg)
             }
         };
-        if let Some(id) = &server {
-            // Parsed now, so a damaged file stops the start with its name.
-            tonic::transport::Server::builder()
-                .tls_config(ServerTlsConfig::new().identity(id.clone()))
-                .map_err(|e| {
-                    format!("TLS_CERT_FILE {cert} / TLS_KEY_FILE {key} cannot be used: {e}")
-                })?;
-        }
         let ca = Tls::dialing("TLS_CA_FILE", ca)?.ca;
         Ok(Tls { server, ca })
     }
@@ -91,18 +90,18 @@ impl Tls {
             return Ok(Tls::default());
         }
         let c = read("CA certificate", key, ca)?;
-        if !has_pem(&c, "CERTIFICATE") {
-            return Err(format!("{key}: {ca} holds no PEM certificate"));
-        }
         // Parsed now, so a damaged file stops the start with its name.
         let mut ders = Vec::new();
         for der in rustls_pki_types::CertificateDer::pem_slice_iter(&c) {
             ders.push(der.map_err(|e| format!("{key}: {ca} cannot be read: {e:?}"))?);
         }
-        let (good, bad) = rustls::RootCertStore::empty().add_parsable_certificates(ders);
-        if good == 0 || bad > 0 {
+        if ders.is_empty() {
+            return Err(format!("{key}: {ca} holds no PEM certificate"));
+        }
+        let (_, bad) = rustls::RootCertStore::empty().add_parsable_certificates(ders);
+        if bad > 0 {
             return Err(format!(
-                "{key}: {ca} holds {bad} certificate(s) that cannot be parsed and {good} that can"
+                "{key}: {ca} holds {bad} certificate(s) that cannot be parsed"
             ));
         }
         Ok(Tls {
@@ -113,9 +112,7 @@ impl Tls {
 
     /// The server side, when a certificate is set.
     pub fn server(&self) -> Option<ServerTlsConfig> {
-        self.server
-            .clone()
-            .map(|id| ServerTlsConfig::new().identity(id))
+        self.server.clone()
     }
 
     /// Whether channels are dialed with TLS.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use mfs_proto::v1 as pb;
 use mfs_proto::v1::chunk_service_client::ChunkServiceClient;
 use mfs_proto::ClusterSecret;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::Code;
 
@@ -38,7 +39,7 @@ pub struct Orders {
     secret: ClusterSecret,
 }
 
-type Client = ChunkServiceClient<Channel>;
+type Client = ChunkServiceClient<InterceptedService<Channel, ClusterSecret>>;
 
 impl Orders {
     pub fn new(secret: ClusterSecret) -> Orders {
@@ -69,9 +70,11 @@ impl Orders {
                 ch
             }
         };
-        Ok(ChunkServiceClient::new(ch)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE))
+        Ok(
+            ChunkServiceClient::with_interceptor(ch, self.secret.clone())
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
     }
 
     async fn call<F, Fut>(
@@ -82,11 +85,11 @@ impl Orders {
         f: F,
     ) -> Result<(), OrderError>
     where
-        F: FnOnce(Client, ClusterSecret) -> Fut,
+        F: FnOnce(Client) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<pb::Empty>, tonic::Status>>,
     {
         let client = self.client(addr)?;
-        match tokio::time::timeout(limit, f(client, self.secret.clone())).await {
+        match tokio::time::timeout(limit, f(client)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(s)) if s.code() == Code::NotFound => Err(OrderError::NotFound {
                 addr: addr.to_string(),
@@ -106,8 +109,8 @@ impl Orders {
     /// Creates an empty chunk at `version`.
     pub async fn create(&self, addr: &str, chunk: ChunkId, version: u32) -> Result<(), OrderError> {
         let o = order(chunk, version);
-        self.call(addr, chunk, ORDER_TIMEOUT, |mut c, secret| async move {
-            c.create_chunk(secret.request(o)).await
+        self.call(addr, chunk, ORDER_TIMEOUT, |mut c| async move {
+            c.create_chunk(o).await
         })
         .await
     }
@@ -116,8 +119,8 @@ impl Orders {
     pub async fn delete(&self, addr: &str, chunk: ChunkId, version: u32) -> Result<(), OrderError> {
         let o = order(chunk, version);
         let r = self
-            .call(addr, chunk, ORDER_TIMEOUT, |mut c, secret| async move {
-                c.delete_chunk(secret.request(o)).await
+            .call(addr, chunk, ORDER_TIMEOUT, |mut c| async move {
+                c.delete_chunk(o).await
             })
             .await;
         match r {
@@ -136,8 +139,8 @@ impl Orders {
     ) -> Result<(), OrderError> {
         let mut o = order(chunk, from);
         o.new_version = to;
-        self.call(addr, chunk, ORDER_TIMEOUT, |mut c, secret| async move {
-            c.set_version(secret.request(o)).await
+        self.call(addr, chunk, ORDER_TIMEOUT, |mut c| async move {
+            c.set_version(o).await
         })
         .await
     }
@@ -154,8 +157,8 @@ impl Orders {
         let mut o = order(chunk, from);
         o.new_version = to;
         o.length = length;
-        self.call(addr, chunk, ORDER_TIMEOUT, |mut c, secret| async move {
-            c.truncate(secret.request(o)).await
+        self.call(addr, chunk, ORDER_TIMEOUT, |mut c| async move {
+            c.truncate(o).await
         })
         .await
     }
@@ -173,8 +176,8 @@ impl Orders {
         let mut o = order(chunk, version);
         o.new_chunk_id = new.0;
         o.new_version = new_version;
-        self.call(addr, chunk, REPLICATE_TIMEOUT, |mut c, secret| async move {
-            c.duplicate(secret.request(o)).await
+        self.call(addr, chunk, REPLICATE_TIMEOUT, |mut c| async move {
+            c.duplicate(o).await
         })
         .await
     }
@@ -189,8 +192,8 @@ impl Orders {
     ) -> Result<(), OrderError> {
         let mut o = order(chunk, version);
         o.sources = sources;
-        self.call(addr, chunk, REPLICATE_TIMEOUT, |mut c, secret| async move {
-            c.replicate(secret.request(o)).await
+        self.call(addr, chunk, REPLICATE_TIMEOUT, |mut c| async move {
+            c.replicate(o).await
         })
         .await
     }

@@ -58,19 +58,28 @@ fn info(masters: &str, ca: &str) -> Option<serde_json::Value> {
 
 /// An mfstools tool over TLS; panics unless it succeeds.
 fn tool(name: &str, args: &[&str], ca: &str) {
-    let out = Command::new(bin_dir().join("mfstools"))
-        .arg(name)
-        .args(args)
-        .env_remove("MFS_MASTERS")
-        .env("MFS_TLS_CA_FILE", ca)
-        .output()
-        .expect("running mfstools");
-    assert!(
-        out.status.success(),
-        "{name} {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, out, err) = crate::tools::tool_env(name, args, &[("MFS_TLS_CA_FILE", ca)]);
+    assert_eq!(code, 0, "{name} {args:?}: {out}{err}");
+}
+
+/// Waits up to 60 s until `cond` holds of `mfscli info --json` over TLS;
+/// panics with `what` and `log` (a log file's text) after.
+async fn wait_info(
+    masters: &str,
+    ca: &str,
+    what: &str,
+    log: impl Fn() -> String,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) {
+    let t = Instant::now();
+    while !info(masters, ca).is_some_and(|i| cond(&i)) {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "{what} not within 60 s; log:\n{}",
+            log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,22 +121,19 @@ async fn every_link_can_run_over_tls() {
     step("two chunkservers register over TLS");
     c.spawn_chunkserver(1, &[]).unwrap();
     c.spawn_chunkserver(1, &[]).unwrap();
-    let t = Instant::now();
-    loop {
-        let ok = info(&masters, &ca)
-            .and_then(|i| i["chunkservers"].as_array().cloned())
-            .map(|v| v.iter().filter(|s| s["state"] == "ok").count())
-            .unwrap_or(0);
-        if ok == 2 {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "chunkservers did not register over TLS; chunk1 log:\n{}",
-            std::fs::read_to_string(c.chunkserver(1).unwrap().dir.join("log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let cs1_log = c.chunkserver(1).unwrap().dir.join("log");
+    wait_info(
+        &masters,
+        &ca,
+        "two chunkservers registered over TLS",
+        || std::fs::read_to_string(&cs1_log).unwrap_or_default(),
+        |i| {
+            i["chunkservers"]
+                .as_array()
+                .is_some_and(|v| v.iter().filter(|s| s["state"] == "ok").count() == 2)
+        },
+    )
+    .await;
 
     step("a metalogger joins over TLS and follows the log");
     c.spawn_metalogger(
@@ -139,22 +145,14 @@ async fn every_link_can_run_over_tls() {
         ],
     )
     .unwrap();
-    let t = Instant::now();
-    loop {
-        let matched = info(&masters, &ca)
-            .and_then(|i| i["metaloggers"].as_array().cloned())
-            .and_then(|v| v.first().and_then(|m| m["matched_index"].as_u64()))
-            .unwrap_or(0);
-        if matched > 0 {
-            break;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(60),
-            "the metalogger did not follow over TLS; its log:\n{}",
-            c.metalogger(1).unwrap().log()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_info(
+        &masters,
+        &ca,
+        "the metalogger following the log over TLS",
+        || c.metalogger(1).unwrap().log(),
+        |i| i["metaloggers"][0]["matched_index"].as_u64().unwrap_or(0) > 0,
+    )
+    .await;
 
     step("a mount with the CA writes and reads a file of goal 2 (data through the chain)");
     let tlsca = format!("mfstlsca={ca}");

@@ -22,10 +22,16 @@ fn tools_bin() -> std::path::PathBuf {
 /// Runs `mfstools TOOL ARGS` (without MFS_MASTERS, so the mount's own masters
 /// are used); returns (exit code, stdout, stderr).
 pub(crate) fn tool(name: &str, args: &[&str]) -> (i32, String, String) {
+    tool_env(name, args, &[])
+}
+
+/// [`tool`] with more environment variables.
+pub(crate) fn tool_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let out = Command::new(tools_bin())
         .arg(name)
         .args(args)
         .env_remove("MFS_MASTERS")
+        .envs(env.iter().copied())
         .output()
         .expect("running mfstools");
     split(out)
