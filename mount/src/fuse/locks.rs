@@ -13,12 +13,22 @@
 //!   not blocked ends the wait with EINTR (as the kernel would for a local
 //!   lock). After [`LOCK_WAIT_MAX`] the wait ends with EINTR too.
 //! - Release: the kernel's `flush` (every close) names the closing process's
-//!   lock owner, whose POSIX locks on the file are dropped (Linux semantics).
-//!   At `release` of an open file, the owners that locked through it and
-//!   through no other open file (OFD and flock owners are the open file) are
-//!   unlocked, and so is the release's own flock owner. The master drops
-//!   the rest at the session's last release of the inode, and everything
-//!   when the session closes or expires.
+//!   lock owner, whose POSIX locks on the file are dropped (Linux semantics)
+//!   and who is forgotten as a holder of the file. At `release` of an open
+//!   file, the owners that locked through it and through no other open file
+//!   (OFD and flock owners are the open file) are unlocked, and so is the
+//!   release's own flock owner. The master drops the rest at the session's
+//!   last release of the inode, and everything when the session closes or
+//!   expires.
+//! - Owner numbers are reused: the kernel derives them from the address of
+//!   the process's file table (or of the open file), and a process started
+//!   just after another one exited often gets the same. The kernel sends a
+//!   release without waiting for it, so the unlock of a closed file can
+//!   reach the master after the next process with that number has locked.
+//!   Hence a flush forgets its owner (a POSIX owner is never unlocked again
+//!   at release), and a lock call of an owner waits while an unlock of the
+//!   same (inode, owner) is on its way ([`LockOwners::settled`]): the new
+//!   lock is applied after the old unlock, never dropped by it.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
@@ -26,6 +36,7 @@ use std::time::{Duration, Instant};
 
 use fuser::{Errno, FileHandle, INodeNo, LockOwner, ReplyEmpty, ReplyLock};
 use mfs_proto::v1::{GetLockRequest, LockKind, LockType, SetLockRequest};
+use tokio::sync::Notify;
 
 use super::convert::errno;
 use super::fs::Shared;
@@ -40,16 +51,27 @@ pub const LOCK_WAIT_MAX: Duration = Duration::from_secs(3600);
 const OFFSET_MAX: u64 = i64::MAX as u64;
 
 /// Which lock owners took locks through which open files of this mount,
-/// so that closes only cost a master call when there is something to drop.
+/// so that closes only cost a master call when there is something to drop,
+/// and which unlocks are on their way to the master.
 #[derive(Debug, Default)]
 pub(crate) struct LockOwners {
     inner: Mutex<Owners>,
+    /// Woken when an unlock of [`Owners::dropping`] is done.
+    dropped: Notify,
 }
 
 #[derive(Debug, Default)]
 struct Owners {
     /// Open file (fh) → (master inode, owners that locked through it).
     by_fh: HashMap<u64, (u64, BTreeSet<u64>)>,
+    /// (inode, owner) → unlocks of it sent and not answered yet.
+    dropping: HashMap<(u64, u64), u32>,
+}
+
+impl Owners {
+    fn start_drop(&mut self, inode: u64, owner: u64) {
+        *self.dropping.entry((inode, owner)).or_default() += 1;
+    }
 }
 
 impl LockOwners {
@@ -67,25 +89,75 @@ impl LockOwners {
             .insert(owner);
     }
 
-    /// Whether `owner` may hold locks on `inode` (it locked through some
-    /// open file of it).
-    pub(crate) fn may_hold(&self, inode: u64, owner: u64) -> bool {
-        self.lock()
-            .by_fh
-            .values()
-            .any(|(i, o)| *i == inode && o.contains(&owner))
+    /// Returns once no unlock of `owner` on `inode` is on its way (one
+    /// started after this call began is not waited for).
+    pub(crate) async fn settled(&self, inode: u64, owner: u64) {
+        loop {
+            let notified = self.dropped.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.lock().dropping.contains_key(&(inode, owner)) {
+                return;
+            }
+            notified.await;
+        }
     }
 
-    /// Forget open file `fh`: its inode and the owners that locked through
-    /// it and through no other open file.
-    pub(crate) fn take_fh(&self, fh: u64) -> Option<(u64, Vec<u64>)> {
+    /// A close by `owner`, whose POSIX locks on `inode` all go: whether it
+    /// may hold any (it locked through some open file of it). If so, it is
+    /// forgotten as a holder and its unlock counts as on its way until
+    /// [`done`](LockOwners::done).
+    pub(crate) fn flushed(&self, inode: u64, owner: u64) -> bool {
         let mut g = self.lock();
-        let (inode, owners) = g.by_fh.remove(&fh)?;
-        let alone = owners
+        let mut held = false;
+        for (i, owners) in g.by_fh.values_mut() {
+            if *i == inode {
+                held |= owners.remove(&owner);
+            }
+        }
+        if held {
+            g.start_drop(inode, owner);
+        }
+        held
+    }
+
+    /// Forget open file `fh` (of `inode` when it is not known here): its
+    /// inode and the owners to unlock: those that locked through it and
+    /// through no other open file, and `flock_owner`. Their unlocks count
+    /// as on their way until [`done`](LockOwners::done).
+    pub(crate) fn take_fh(&self, fh: u64, inode: u64, flock_owner: Option<u64>) -> (u64, Vec<u64>) {
+        let mut g = self.lock();
+        let (inode, owners) = g.by_fh.remove(&fh).unwrap_or((inode, BTreeSet::new()));
+        let mut alone: Vec<u64> = owners
             .into_iter()
-            .filter(|o| !g.by_fh.values().any(|(_, os)| os.contains(o)))
+            .filter(|o| {
+                !g.by_fh
+                    .values()
+                    .any(|(i, os)| *i == inode && os.contains(o))
+            })
             .collect();
-        Some((inode, alone))
+        if let Some(o) = flock_owner.filter(|o| !alone.contains(o)) {
+            alone.push(o);
+        }
+        for &o in &alone {
+            g.start_drop(inode, o);
+        }
+        (inode, alone)
+    }
+
+    /// The unlock of `owner` on `inode` that `flushed` or `take_fh` counted
+    /// is answered (or failed).
+    pub(crate) fn done(&self, inode: u64, owner: u64) {
+        {
+            let mut g = self.lock();
+            if let Some(n) = g.dropping.get_mut(&(inode, owner)) {
+                *n -= 1;
+                if *n == 0 {
+                    g.dropping.remove(&(inode, owner));
+                }
+            }
+        }
+        self.dropped.notify_waiters();
     }
 }
 
@@ -145,6 +217,9 @@ impl Shared {
         if ltype != LockType::Unlock {
             self.lock_owners.note(c.fh.0, inode, c.owner.0);
         }
+        // An unlock of a closed file with the same owner number (an exited
+        // process's) must not land after this call.
+        self.lock_owners.settled(inode, c.owner.0).await;
         let req = SetLockRequest {
             id: None,
             inode,
@@ -209,8 +284,9 @@ impl Shared {
         }
     }
 
-    /// Removes every lock of `owner` on master inode `inode`; errors are
-    /// logged (the master drops them at the session's end anyway).
+    /// Removes every lock of `owner` on master inode `inode` (an unlock
+    /// counted by `flushed` or `take_fh`); errors are logged (the master
+    /// drops them at the session's end anyway).
     async fn unlock_owner(&self, inode: u64, owner: u64) {
         let req = SetLockRequest {
             id: None,
@@ -225,13 +301,14 @@ impl Shared {
         if let Err(e) = self.master.set_lock(req).await {
             tracing::warn!(inode, owner, error = %e, "dropping the locks of a closed file failed");
         }
+        self.lock_owners.done(inode, owner);
     }
 
     /// A close(2) by the process owning `owner`: its POSIX locks on the
     /// file go (Linux drops them at any close of the file).
     pub(crate) async fn unlock_on_flush(&self, ino: INodeNo, owner: LockOwner) {
         let inode = self.map.to_master(ino);
-        if self.lock_owners.may_hold(inode, owner.0) {
+        if self.lock_owners.flushed(inode, owner.0) {
             self.unlock_owner(inode, owner.0).await;
         }
     }
@@ -244,15 +321,9 @@ impl Shared {
         fh: FileHandle,
         flock_owner: Option<LockOwner>,
     ) {
-        let (inode, mut owners) = self
-            .lock_owners
-            .take_fh(fh.0)
-            .unwrap_or_else(|| (self.map.to_master(ino), Vec::new()));
-        if let Some(o) = flock_owner {
-            if !owners.contains(&o.0) {
-                owners.push(o.0);
-            }
-        }
+        let (inode, owners) =
+            self.lock_owners
+                .take_fh(fh.0, self.map.to_master(ino), flock_owner.map(|o| o.0));
         for owner in owners {
             self.unlock_owner(inode, owner).await;
         }
@@ -269,13 +340,63 @@ mod tests {
         t.note(1, 10, 100); // process 100 through fh 1
         t.note(2, 10, 100); // ... and through fh 2
         t.note(2, 10, 200); // OFD owner of fh 2
-        assert!(t.may_hold(10, 100));
-        assert!(!t.may_hold(11, 100));
-        assert_eq!(t.take_fh(2), Some((10, vec![200])));
-        assert!(t.may_hold(10, 100));
-        assert!(!t.may_hold(10, 200));
-        assert_eq!(t.take_fh(1), Some((10, vec![100])));
-        assert_eq!(t.take_fh(1), None);
+        assert_eq!(t.take_fh(2, 10, None), (10, vec![200]));
+        t.done(10, 200);
+        assert_eq!(t.take_fh(1, 10, Some(300)), (10, vec![100, 300]));
+        assert_eq!(t.take_fh(1, 11, None), (11, vec![]), "unknown fh");
+    }
+
+    #[test]
+    fn a_flush_forgets_its_owner_on_that_inode_only() {
+        let t = LockOwners::default();
+        t.note(1, 10, 100);
+        t.note(2, 10, 100);
+        t.note(3, 11, 100);
+        t.note(1, 10, 200);
+        assert!(t.flushed(10, 100));
+        assert!(!t.flushed(10, 100), "its locks are gone already");
+        assert!(!t.flushed(12, 100));
+        t.done(10, 100);
+        // The release of fh 1 unlocks the OFD owner only, not process 100.
+        assert_eq!(t.take_fh(1, 10, None), (10, vec![200]));
+        assert_eq!(t.take_fh(3, 11, None), (11, vec![100]));
+    }
+
+    #[tokio::test]
+    async fn a_lock_call_waits_for_an_unlock_of_its_owner_on_the_way() {
+        let t = std::sync::Arc::new(LockOwners::default());
+        t.note(1, 10, 100);
+        t.note(2, 11, 100);
+        let (_, owners) = t.take_fh(1, 10, None);
+        assert_eq!(owners, vec![100]);
+        // Another inode, another owner: nothing to wait for.
+        t.settled(11, 100).await;
+        t.settled(10, 101).await;
+        let waiter = tokio::spawn({
+            let t = std::sync::Arc::clone(&t);
+            async move { t.settled(10, 100).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "must wait for the unlock");
+        t.done(10, 100);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken by done")
+            .expect("the waiter ran");
+        // Two unlocks on the way: settled after the second only.
+        t.note(3, 10, 100);
+        t.note(4, 10, 100);
+        assert!(t.flushed(10, 100));
+        t.note(4, 10, 100);
+        assert_eq!(t.take_fh(4, 10, None).1, vec![100]);
+        t.done(10, 100);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), t.settled(10, 100))
+                .await
+                .is_err()
+        );
+        t.done(10, 100);
+        t.settled(10, 100).await;
     }
 
     #[test]

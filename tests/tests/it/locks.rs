@@ -276,3 +276,103 @@ async fn a_signal_interrupts_a_waiting_lock() {
     drop(fa);
     assert_eq!(fcntl_lock(&fb, libc::F_SETLK, libc::F_WRLCK, 0, 1), 0);
 }
+
+/// A forked process that opens the file itself, takes a write lock on its
+/// byte 0, says so, and exits when `go` is closed.
+struct Locker {
+    pid: libc::pid_t,
+    go: std::os::fd::OwnedFd,
+}
+
+fn pipe() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two descriptors that we then own.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+    // SAFETY: both are open descriptors owned by nobody else.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+fn fork_locker(path: &std::ffi::CStr) -> Locker {
+    let (ready_r, ready_w) = pipe();
+    let (go_r, go_w) = pipe();
+    let mut fl = lock_struct(libc::F_WRLCK, 0, 1);
+    // SAFETY: the child makes only async-signal-safe calls (open, fcntl,
+    // write, read, _exit) on memory prepared before the fork.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: see above.
+        unsafe {
+            // The parent's ends: `go` must close when the parent's does.
+            libc::close(ready_r.as_raw_fd());
+            libc::close(go_w.as_raw_fd());
+            let fd = libc::open(path.as_ptr(), libc::O_RDWR);
+            let ok = u8::from(fd >= 0 && libc::fcntl(fd, libc::F_SETLK, &mut fl) == 0);
+            libc::write(ready_w.as_raw_fd(), (&ok as *const u8).cast(), 1);
+            let mut b = 0u8;
+            libc::read(go_r.as_raw_fd(), (&mut b as *mut u8).cast(), 1);
+            libc::_exit(0);
+        }
+    }
+    assert!(pid > 0, "fork failed: errno {}", errno());
+    drop((ready_w, go_r));
+    let mut ok = 0u8;
+    // SAFETY: reading one byte into a local from a pipe we own.
+    let n = unsafe { libc::read(ready_r.as_raw_fd(), (&mut ok as *mut u8).cast(), 1) };
+    assert_eq!((n, ok), (1, 1), "process {pid} could not take its lock");
+    Locker { pid, go: go_w }
+}
+
+impl Locker {
+    /// Lets the process exit and reaps it.
+    fn finish(self) {
+        drop(self.go);
+        let mut status = 0;
+        // SAFETY: waiting for our own child.
+        assert_eq!(unsafe { libc::waitpid(self.pid, &mut status, 0) }, self.pid);
+    }
+}
+
+/// The kernel numbers a process's lock owner after its file table, which a
+/// process started just after another one exited often reuses, and sends
+/// the release of the exited one's file without waiting. Process after
+/// process write-locks the file right after the last one exited (so the
+/// lock of each one went at its exit): each one's lock must be seen for as
+/// long as it lives (the unlock left from the closed file of its
+/// predecessor must not take it away).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lock_of_a_process_started_as_another_exits_is_kept() {
+    if skip_without_fuse() {
+        return;
+    }
+    let c = Cluster::start(1, &[]).await.unwrap();
+    let m = Mount::start(&c, "m", &[]).unwrap();
+    let path = m.path().join("f");
+    let f = open_rw(&path);
+    let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    step("150 processes one after the other, each with its own open and lock");
+    for round in 0..150 {
+        let child = fork_locker(&cpath);
+        for _ in 0..3 {
+            let fl = getlk(&f, libc::F_RDLCK, 0, 1);
+            assert_eq!(
+                (i32::from(fl.l_type), fl.l_pid),
+                (libc::F_WRLCK, child.pid),
+                "round {round}: the write lock of living process {} is not seen",
+                child.pid
+            );
+        }
+        child.finish();
+    }
+    let fl = getlk(&f, libc::F_WRLCK, 0, 1);
+    assert_eq!(
+        i32::from(fl.l_type),
+        libc::F_UNLCK,
+        "the last lock went with its process"
+    );
+}
