@@ -10,6 +10,9 @@
 #   DIR/NAME/      per process: its config file, data, `log` (stdout+stderr,
 #                  appended) and `pid`
 #   DIR/mnt        the mount point
+#   DIR/tls/       with --tls: the cluster's CA (ca.pem, ca.key) and the one
+#                  certificate every daemon serves (server.pem, server.key,
+#                  for 127.0.0.1); its presence makes the cluster a TLS one
 # Processes are stopped by the pid in DIR/NAME/pid, never by name.
 set -euo pipefail
 
@@ -30,12 +33,15 @@ same ports and data.
 
 Commands:
   up [--dir DIR] [--masters N] [--metaloggers N] [--chunkservers N] [--no-mount]
-     [--timeout SECS]
+     [--timeout SECS] [--tls]
         Build release binaries if missing or stale, start every process not
         running yet, and return when the cluster has a leader, every
         chunkserver is registered and the mount (DIR/mnt) answers.
         Defaults: DIR ./cluster, 3 masters, 1 metalogger, 3 chunkservers,
         a mount, 60 s timeout per step. On an existing DIR its layout is kept.
+        --tls (for a new DIR; needs openssl): every gRPC link over TLS, with
+        a CA and a certificate made in DIR/tls; give clients the CA
+        (mfscli --tls-ca DIR/tls/ca.pem, mfsmount -o mfstlsca=DIR/tls/ca.pem).
   down [--dir DIR]      Unmount and stop everything (SIGTERM, SIGKILL after
                         ${STOP_WAIT} s); data is kept.
   status [--dir DIR]    Each process: name, pid, address, running or stopped.
@@ -86,6 +92,7 @@ N_METALOGGERS=""
 N_CHUNKSERVERS=""
 NO_MOUNT=0
 TIMEOUT=""
+TLS=0
 
 need_value() {
 	[[ $# -ge 2 && -n $2 ]] || usage_error "$1 needs a value"
@@ -126,6 +133,7 @@ parse_args() {
 			shift
 			;;
 		--no-mount) NO_MOUNT=1 ;;
+		--tls) TLS=1 ;;
 		-h | --help)
 			usage
 			exit 0
@@ -146,6 +154,7 @@ parse_args() {
 		;;
 	*) [[ -z $NAME ]] || usage_error "unexpected argument '$NAME'" ;;
 	esac
+	[[ $TLS == 0 || $VERB == up ]] || usage_error "only up takes --tls"
 	case $VERB in
 	up) ;;
 	leader | start)
@@ -485,6 +494,7 @@ HTTP_LISTEN = $HOST:${HTTP[$name]}
 DATA_PATH = $d/data
 MASTER_PEERS = $(peers_list)
 EOF
+		tls_keys >>"$cfg"
 		;;
 	metalogger*)
 		cfg=$d/mfsmetalogger.cfg
@@ -497,6 +507,7 @@ LISTEN_HOST = $HOST
 LISTEN_PORT = ${PORT[$name]}
 HTTP_LISTEN = $HOST:${HTTP[$name]}
 EOF
+		tls_keys >>"$cfg"
 		;;
 	chunk*)
 		cfg=$d/mfschunkserver.cfg
@@ -512,6 +523,7 @@ HTTP_LISTEN = $HOST:${HTTP[$name]}
 DATA_PATH = $d/data
 HDD_CONF_FILENAME = $d/mfshdd.cfg
 EOF
+		tls_keys >>"$cfg"
 		;;
 	esac
 }
@@ -526,8 +538,59 @@ command_of() {
 		;;
 	metalogger*) CMD=("$BIN_DIR/mfsmetalogger" -c "$d/mfsmetalogger.cfg") ;;
 	chunk*) CMD=("$BIN_DIR/mfschunkserver" -c "$d/mfschunkserver.cfg") ;;
-	mount) CMD=("$BIN_DIR/mfsmount" "$(mnt_dir)" -H "$(masters_list)" -f) ;;
+	mount)
+		CMD=("$BIN_DIR/mfsmount" "$(mnt_dir)" -H "$(masters_list)" -f)
+		if uses_tls; then CMD+=(-o "mfstlsca=$(tls_dir)/ca.pem"); fi
+		;;
 	esac
+}
+
+# ---------------------------------------------------------------- TLS
+
+tls_dir() {
+	echo "$DIR/tls"
+}
+
+# Whether the cluster in DIR runs TLS (made with --tls).
+uses_tls() {
+	[[ -f $DIR/tls/ca.pem ]]
+}
+
+# The TLS lines of a daemon's config (none for a plain cluster).
+tls_keys() {
+	uses_tls || return 0
+	local t
+	t=$(tls_dir)
+	cat <<EOF
+# TLS on every gRPC link (local-cluster.sh --tls): serve this certificate,
+# dial others trusting only this CA.
+TLS_CERT_FILE = $t/server.pem
+TLS_KEY_FILE = $t/server.key
+TLS_CA_FILE = $t/ca.pem
+EOF
+}
+
+# A CA and one certificate for $HOST signed by it, in DIR/tls.
+make_tls() {
+	command -v openssl >/dev/null || die "--tls needs openssl to make the certificates (Debian: apt-get install openssl)"
+	local t err
+	t=$(tls_dir)
+	mkdir -p "$t"
+	err=$t/openssl.err
+	{
+		openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+			-keyout "$t/ca.key" -out "$t/ca.pem.new" -days 3650 -subj "/CN=rmfs local cluster CA" &&
+			openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+				-keyout "$t/server.key" -out "$t/server.csr" -subj "/CN=$HOST" &&
+			printf 'subjectAltName=IP:%s\n' "$HOST" >"$t/server.ext" &&
+			openssl x509 -req -in "$t/server.csr" -CA "$t/ca.pem.new" -CAkey "$t/ca.key" \
+				-CAcreateserial -days 3650 -extfile "$t/server.ext" -out "$t/server.pem"
+	} >"$err" 2>&1 || die "making the TLS certificates in $t failed: $(tail -n 1 "$err")"
+	chmod 600 "$t/ca.key" "$t/server.key"
+	rm -f "$err" "$t/server.csr" "$t/server.ext"
+	# Last: ca.pem is what marks the cluster as a TLS one.
+	mv "$t/ca.pem.new" "$t/ca.pem"
+	echo "TLS: CA and certificate for $HOST made in $t"
 }
 
 # Starts NAME in the background, in its own session, so it outlives this
@@ -638,6 +701,10 @@ take_lock() {
 # ---------------------------------------------------------------- mfscli
 
 mfscli() {
+	if uses_tls; then
+		"$BIN_DIR/mfscli" -H "$(masters_list)" --tls-ca "$(tls_dir)/ca.pem" "$@"
+		return
+	fi
 	"$BIN_DIR/mfscli" -H "$(masters_list)" "$@"
 }
 
@@ -876,6 +943,11 @@ cmd_up() {
 	load_ports
 	local was_new=0
 	[[ ${#NAMES[@]} -gt 0 ]] || was_new=1
+	if [[ $TLS == 1 ]] && ! uses_tls; then
+		[[ $was_new == 1 ]] ||
+			die "$DIR holds a cluster made without --tls (its configs have no TLS keys): use --tls with a new --dir"
+		make_tls
+	fi
 	plan_layout
 	if [[ -n ${MFS_BIN_DIR:-} ]]; then
 		realpath -m -- "$MFS_BIN_DIR" >"$DIR/bin-dir"
@@ -964,6 +1036,9 @@ cmd_up() {
 	echo "binaries: $BIN_DIR"
 	echo
 	echo "  export MFS_MASTERS=$masters"
+	if uses_tls; then
+		echo "  export MFS_TLS_CA_FILE=$(tls_dir)/ca.pem   # TLS: mfscli and mfstools dial with it"
+	fi
 	echo "  $BIN_DIR/mfscli info"
 	if running_pid mount >/dev/null; then
 		echo "  ls $(mnt_dir)"
