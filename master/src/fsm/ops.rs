@@ -181,6 +181,13 @@ impl Namespace {
                 }
                 Ok(Reply::Ok)
             }
+            Op::AssertOpens { opens } => {
+                let sid = sid.ok_or(Errno::EBADF)?;
+                for &(inode, count) in opens {
+                    self.assert_opens(sid, inode, count);
+                }
+                Ok(Reply::Ok)
+            }
             Op::SetAttr {
                 cred,
                 inode,
@@ -406,6 +413,25 @@ impl Namespace {
             *s.open.entry(ino).or_default() += 1;
             *self.open_refs.entry(ino).or_default() += 1;
         }
+    }
+
+    /// `sid` holds `ino` open at least `count` times (see
+    /// `Op::AssertOpens`).
+    fn assert_opens(&mut self, sid: SessionId, ino: Inode, count: u32) {
+        if self.nodes.get(&ino).is_none_or(Node::is_dir) {
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(&sid) else {
+            return;
+        };
+        let held = s.open.get(&ino).copied().unwrap_or(0);
+        if count <= held {
+            return;
+        }
+        let refs = self.open_refs.entry(ino).or_default();
+        let more = (count - held).min(u32::MAX - *refs);
+        *refs += more;
+        *s.open.entry(ino).or_default() += more;
     }
 
     fn can_track_open(&self, ino: Inode) -> Result<(), Errno> {

@@ -546,6 +546,13 @@ pub enum Op {
         mode: Option<u32>,
         atime: Option<Timespec>,
     },
+    /// A mount's count of its opens, after it met a new leader: the
+    /// session holds each `(inode, count)` listed at least `count` times
+    /// (an open answered by a leader that died before logging it counts
+    /// again; what the session holds beyond is kept: releases on their way
+    /// take it). Inodes that are gone or directories are skipped; session
+    /// 0: EBADF. Replies `Ok`.
+    AssertOpens { opens: Vec<(Inode, u32)> },
 }
 
 impl Op {
@@ -578,6 +585,7 @@ impl Op {
             Op::SetTrashTime { .. } => "SetTrashTime",
             Op::SetLock { .. } => "SetLock",
             Op::ReleaseMany { .. } => "ReleaseMany",
+            Op::AssertOpens { .. } => "AssertOpens",
             Op::SetEattr { .. } => "SetEattr",
             Op::Snapshot { .. } => "Snapshot",
             Op::ReserveChunkIds { .. } => "ReserveChunkIds",

@@ -357,6 +357,18 @@ impl MetaService for Meta {
         ok_reply(self.mutate(r.id, op).await?)
     }
 
+    async fn assert_opens(&self, req: Request<pb::AssertOpensRequest>) -> R<pb::Empty> {
+        let r = req.into_inner();
+        if r.opens.len() > MAX_RELEASES {
+            return Err(invalid(format!(
+                "AssertOpens: {} inodes in one call; at most {MAX_RELEASES}",
+                r.opens.len()
+            )));
+        }
+        let opens = r.opens.iter().map(|o| (Inode(o.inode), o.count)).collect();
+        ok_reply(self.mutate(r.id, Op::AssertOpens { opens }).await?)
+    }
+
     async fn unlink(&self, req: Request<pb::UnlinkRequest>) -> R<pb::Empty> {
         let r = req.into_inner();
         let op = Op::Unlink {

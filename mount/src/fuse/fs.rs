@@ -132,7 +132,8 @@ impl MfsFs {
     ) -> MfsFs {
         let releases = Arc::new(Releases::default());
         rt.spawn(Arc::clone(&releases).run(master.clone()));
-        MfsFs {
+        let changes = master.leader_changes();
+        let fs = MfsFs {
             shared: Arc::new(Shared {
                 releases,
                 master,
@@ -150,7 +151,12 @@ impl MfsFs {
                 known: Default::default(),
             }),
             rt,
-        }
+        };
+        fs.rt.spawn(super::releases::assert_opens_loop(
+            Arc::downgrade(&fs.shared),
+            changes,
+        ));
+        fs
     }
 
     /// What the binary needs at unmount.

@@ -150,6 +150,17 @@ impl Handles {
             .any(|h| matches!(h, Handle::File(f) if f.inode == inode))
     }
 
+    /// The open files per inode.
+    pub fn open_counts(&self) -> HashMap<u64, u32> {
+        let mut counts: HashMap<u64, u32> = HashMap::new();
+        for h in self.map.lock().unwrap_or_else(|p| p.into_inner()).values() {
+            if let Handle::File(f) = h {
+                *counts.entry(f.inode).or_default() += 1;
+            }
+        }
+        counts
+    }
+
     /// Takes every open file out of the table (at unmount).
     pub fn drain_files(&self) -> Vec<Arc<OpenFile>> {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());

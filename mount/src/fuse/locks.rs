@@ -232,9 +232,19 @@ impl Shared {
         };
         let deadline = Instant::now() + LOCK_WAIT_MAX;
         let mut pause = WAIT_FIRST;
+        let mut asserted = false;
         loop {
             match self.master.set_lock(req).await {
                 Ok(()) => return reply.ok(),
+                // The master does not count the file open for this session:
+                // its open was answered by a leader that died before logging
+                // it. Tell what is held, and ask again (once).
+                Err(e) if e.errno() == libc::EBADF && ltype != LockType::Unlock && !asserted => {
+                    asserted = true;
+                    if self.assert_opens(Some(inode)).await.is_err() {
+                        return reply.error(errno(&e));
+                    }
+                }
                 Err(e) if sleep && e.errno() == libc::EAGAIN => {
                     if Instant::now() >= deadline || signal_pending(c.caller) {
                         return reply.error(Errno::EINTR);

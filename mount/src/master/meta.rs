@@ -9,6 +9,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use mfs_proto::v1::{
+    AssertOpensRequest, FileLock, GetLockRequest, OpenCount, PunchChunksRequest, SetLockRequest,
+};
+use mfs_proto::v1::{
     Attr, AttrReply, CloseSessionRequest, CreateRequest, Credentials, EntryReply, GetAttrRequest,
     GetXattrRequest, LinkRequest, ListXattrRequest, LookupRequest, MkdirRequest, MknodRequest,
     OpenRequest, ReaddirReply, ReaddirRequest, ReadlinkRequest, ReleaseRequest, RemoveXattrRequest,
@@ -19,7 +22,6 @@ use mfs_proto::v1::{
     ChunkLocation, ReadChunkRequest, SetEattrRequest, SetGoalRequest, SetTrashTimeRequest,
     SetTreeReply, SnapshotRequest, WriteChunkEndRequest, WriteChunkRequest,
 };
-use mfs_proto::v1::{FileLock, GetLockRequest, PunchChunksRequest, SetLockRequest};
 use tonic::transport::Channel;
 use tonic::Status;
 
@@ -49,6 +51,7 @@ mutating!(
     CreateRequest,
     OpenRequest,
     ReleaseRequest,
+    AssertOpensRequest,
     UnlinkRequest,
     RmdirRequest,
     RenameRequest,
@@ -222,6 +225,23 @@ impl MasterClient {
     pub async fn release(&self, req: ReleaseRequest) -> Result<(), ClientError> {
         self.call_mut("Release", req, |ch, r| async move {
             meta_client(ch).release(r).await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Tells the master how many times this session holds each inode open
+    /// (see [`MasterClient::leader_changes`]); at most 4096 a call.
+    pub async fn assert_opens(&self, opens: Vec<(u64, u32)>) -> Result<(), ClientError> {
+        let req = AssertOpensRequest {
+            id: None,
+            opens: opens
+                .into_iter()
+                .map(|(inode, count)| OpenCount { inode, count })
+                .collect(),
+        };
+        self.call_mut("AssertOpens", req, |ch, r| async move {
+            meta_client(ch).assert_opens(r).await
         })
         .await
         .map(|_| ())

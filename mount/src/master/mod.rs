@@ -137,6 +137,23 @@ pub(crate) struct Inner {
     /// (`crate::inline`).
     rt: tokio::runtime::Handle,
     pub(crate) stats: Stats,
+    /// Bumped when calls start being answered by another master (a new
+    /// leader) or the session is registered anew: what the session held
+    /// open may have been lost (see [`MasterClient::leader_changes`]).
+    pub(crate) leader_epoch: tokio::sync::watch::Sender<u64>,
+}
+
+impl Inner {
+    /// Calls are answered by the master at index `at` now.
+    pub(crate) fn answered_by(&self, at: usize) {
+        if self.leader.swap(at, Ordering::Relaxed) != at {
+            self.new_leader_epoch();
+        }
+    }
+
+    pub(crate) fn new_leader_epoch(&self) {
+        self.leader_epoch.send_modify(|e| *e += 1);
+    }
 }
 
 impl Drop for Inner {
@@ -339,12 +356,22 @@ impl MasterClient {
                 heartbeat: Mutex::new(None),
                 rt: tokio::runtime::Handle::current(),
                 stats: Stats::default(),
+                leader_epoch: tokio::sync::watch::Sender::new(0),
             }),
         };
         if register {
             client.register_session().await?;
         }
         Ok(client)
+    }
+
+    /// Changes each time calls start being answered by another master, or
+    /// the session is registered anew. A leader that died may have answered
+    /// opens it never logged, and a new session holds nothing: the owner of
+    /// the open files tells the master what it holds
+    /// ([`assert_opens`](MasterClient::assert_opens)) at each change.
+    pub fn leader_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.leader_epoch.subscribe()
     }
 
     /// The options this client was made with.

@@ -153,7 +153,7 @@ impl Inner {
             .await
             {
                 Ok(Ok(resp)) => {
-                    self.leader.store(at, Ordering::Relaxed);
+                    self.answered_by(at);
                     if attempts > 1 {
                         let stall = start.elapsed();
                         self.stats.record_stall(stall);

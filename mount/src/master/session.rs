@@ -113,6 +113,7 @@ pub(crate) async fn renew(inner: &Arc<Inner>, lost: u64) -> Result<(), ClientErr
         "master lost our session, registering a new one"
     );
     inner.register().await?;
+    inner.new_leader_epoch();
     tracing::warn!(
         old = lost,
         new = inner.current_session().session,

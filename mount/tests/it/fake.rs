@@ -255,6 +255,9 @@ impl MetaService for Svc {
         Err(Status::unimplemented("open"))
     }
 
+    async fn assert_opens(&self, _r: Request<mfs_proto::v1::AssertOpensRequest>) -> R<Empty> {
+        Err(Status::unimplemented("assert_opens"))
+    }
     async fn release(&self, _r: Request<ReleaseRequest>) -> R<Empty> {
         Err(Status::unimplemented("release"))
     }

@@ -12,6 +12,7 @@ mod locks;
 mod masters;
 mod metalog;
 mod mount;
+mod opens;
 mod quota;
 mod realworld;
 mod secret;

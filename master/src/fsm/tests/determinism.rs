@@ -68,8 +68,11 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
             150..160 => truncate(&c, p, rng.random_range(0..1 << 30)),
             160..170 => setxattr(&c, p, "user.k", &name),
             170..177 => Op::Release { inode: p },
-            177..180 => Op::ReleaseMany {
+            177..179 => Op::ReleaseMany {
                 inodes: vec![p, Inode::ROOT, p],
+            },
+            179 => Op::AssertOpens {
+                opens: vec![(p, rng.random_range(0..3)), (Inode::ROOT, 1)],
             },
             180..190 => open(&c, p, OpenMode::ReadWrite, rng.random_bool(0.3)),
             190..195 => utimens(&c, p, Some(TimeSet::Now), Some(TimeSet::At(ts(5)))),

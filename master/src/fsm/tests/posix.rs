@@ -438,6 +438,36 @@ fn releases_in_one_entry() {
 }
 
 #[test]
+fn asserted_opens_restore_a_lost_open_and_never_lower_a_count() {
+    let mut h = H::new();
+    let c = root();
+    let f = h.create(&c, R, "f", 0o644); // open once (create)
+    let g = h.create(&c, R, "g", 0o644); // open once
+    h.ok(Op::Release { inode: g.inode }); // g's open "lost"
+                                          // f: held 1, asserted 3 (two lost); g: held 0, asserted 1; a directory
+                                          // and an unknown inode are skipped; f asserted lower: no change.
+    h.ok(Op::AssertOpens {
+        opens: vec![(f.inode, 3), (g.inode, 1), (R, 1), (Inode(9999), 2)],
+    });
+    h.ok(Op::AssertOpens {
+        opens: vec![(f.inode, 1)],
+    });
+    h.ok(unlink(&c, R, "f"));
+    h.ok(unlink(&c, R, "g"));
+    for _ in 0..2 {
+        h.ok(Op::Release { inode: f.inode });
+    }
+    assert!(h.ns.getattr(f.inode).is_ok(), "f: still open once");
+    h.ok(Op::Release { inode: f.inode });
+    assert_eq!(h.ns.getattr(f.inode), Err(Errno::ENOENT));
+    assert!(h.ns.getattr(g.inode).is_ok(), "g: held again");
+    h.ok(Op::Release { inode: g.inode });
+    assert_eq!(h.ns.getattr(g.inode), Err(Errno::ENOENT));
+    assert_eq!(h.ns.sustained().count(), 0);
+    h.ns.check().expect("invariants");
+}
+
+#[test]
 fn rename_over_an_open_file_sustains_it() {
     let mut h = H::new();
     let c = root();

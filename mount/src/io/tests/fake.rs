@@ -409,6 +409,10 @@ impl MetaService for Meta {
     async fn open(&self, _r: Request<OpenRequest>) -> R<OpenReply> {
         un()
     }
+    async fn assert_opens(&self, _r: Request<mfs_proto::v1::AssertOpensRequest>) -> R<Empty> {
+        Err(Status::unimplemented("assert_opens"))
+    }
+
     async fn release(&self, _r: Request<ReleaseRequest>) -> R<Empty> {
         un()
     }
