@@ -38,7 +38,7 @@ fn lock_struct(typ: i32, start: i64, len: i64) -> libc::flock {
 }
 
 /// fcntl(cmd) with a lock of `typ` on `len` bytes at `start`: 0 or the errno.
-fn fcntl_lock(f: &File, cmd: i32, typ: i32, start: i64, len: i64) -> i32 {
+pub(crate) fn fcntl_lock(f: &File, cmd: i32, typ: i32, start: i64, len: i64) -> i32 {
     let mut fl = lock_struct(typ, start, len);
     // SAFETY: fcntl with a valid struct flock on a descriptor we own.
     if unsafe { libc::fcntl(f.as_raw_fd(), cmd, &mut fl) } == 0 {

@@ -9,7 +9,6 @@
 //!
 //! Needs root and /dev/fuse; without them the test says so and passes.
 
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use mfs_proto::v1::{ReleaseRequest, RequestId};
 use mfs_tests::cluster::Cluster;
 use mfs_tests::mountpoint::Mount;
 
+use crate::locks::fcntl_lock;
 use crate::tools::ok;
 use crate::util::{open_rw, skip_without_fuse, step};
 
@@ -98,17 +98,10 @@ async fn opens_lost_with_their_leader_are_told_to_the_next() {
     step("the master forgets the open: a lock on the held file still works");
     lose_open(&c, session, inode, seq).await;
     wait_open_files(&c, session, 0).await;
-    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
-    fl.l_type = libc::F_WRLCK as i16;
-    fl.l_whence = libc::SEEK_SET as i16;
-    fl.l_len = 1;
-    // SAFETY: fcntl F_SETLK with a valid struct flock on an open descriptor.
-    let r = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &mut fl) };
     assert_eq!(
-        r,
+        fcntl_lock(&f, libc::F_SETLK, libc::F_WRLCK, 0, 1),
         0,
-        "F_SETLK on a file held open: errno {}",
-        std::io::Error::last_os_error()
+        "F_SETLK on a file held open"
     );
 
     step("forgotten again, and the leader killed: the mount tells the new one");
