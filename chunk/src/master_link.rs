@@ -133,19 +133,19 @@ impl MasterLink {
     }
 
     fn client(&mut self, addr: &str) -> Option<Registry> {
-        if let Some(c) = self.channels.get(addr) {
-            return Some(ChunkRegistryClient::with_interceptor(
-                c.clone(),
-                self.cfg.secret.clone(),
-            ));
-        }
-        let ep = mfs_proto::tls::endpoint(addr)
-            .ok()?
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(RPC_TIMEOUT);
-        let ch = ep.connect_lazy();
-        self.channels.insert(addr.to_string(), ch.clone());
+        let ch = match self.channels.get(addr) {
+            Some(c) => c.clone(),
+            None => {
+                let ch = mfs_proto::tls::endpoint(addr)
+                    .ok()?
+                    .tcp_nodelay(true)
+                    .connect_timeout(Duration::from_secs(2))
+                    .timeout(RPC_TIMEOUT)
+                    .connect_lazy();
+                self.channels.insert(addr.to_string(), ch.clone());
+                ch
+            }
+        };
         Some(ChunkRegistryClient::with_interceptor(
             ch,
             self.cfg.secret.clone(),
