@@ -7,6 +7,7 @@
 
 pub mod chunks;
 pub mod config;
+pub mod exports;
 pub mod fsm;
 pub mod raft;
 pub mod server;
