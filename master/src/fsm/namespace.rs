@@ -186,6 +186,9 @@ pub struct Namespace {
     pub(crate) sustained_paths: BTreeMap<Inode, Vec<u8>>,
     /// Directory quotas with their usage (see `quota`).
     pub(crate) quotas: BTreeMap<Inode, super::quota::Quota>,
+    /// The rights of sessions registered through an export (image format
+    /// 6 on).
+    pub(crate) session_rights: BTreeMap<SessionId, super::types::Rights>,
     /// (non-directory, directory) → names of it there: derived from the
     /// tree, kept up to date, rebuilt at load (not in images).
     #[serde(skip)]
@@ -229,6 +232,7 @@ impl Namespace {
             trash: BTreeMap::new(),
             sustained_paths: BTreeMap::new(),
             quotas: BTreeMap::new(),
+            session_rights: BTreeMap::new(),
             file_parents: BTreeMap::new(),
         }
     }
@@ -426,6 +430,48 @@ impl Namespace {
             .collect()
     }
 
+    /// The rights an export gave session `sid` (None: registered with no
+    /// exports file, or unknown).
+    pub fn session_rights(&self, sid: SessionId) -> Option<&super::types::Rights> {
+        self.session_rights.get(&sid)
+    }
+
+    /// Whether `ino` is `top` or below it: a directory whose parents lead
+    /// there, another inode with a name in such a directory, or one that
+    /// session `sid` holds open (a file unlinked while open has no name).
+    /// ENOENT for an unknown inode.
+    pub fn is_within(&self, top: Inode, ino: Inode, sid: SessionId) -> Result<bool, Errno> {
+        let node = self.node(ino)?;
+        if top == Inode::ROOT || ino == top {
+            return Ok(true);
+        }
+        let dir_within = |mut d: Inode| {
+            // Each step goes up; the root is its own parent.
+            for _ in 0..=self.nodes.len() {
+                if d == top {
+                    return true;
+                }
+                match self.nodes.get(&d).and_then(|n| n.dir_parent()) {
+                    Some(p) if p != d => d = p,
+                    _ => return false,
+                }
+            }
+            false
+        };
+        if let Some(parent) = node.dir_parent() {
+            return Ok(dir_within(parent));
+        }
+        let named_within = self
+            .file_parents
+            .range((ino, Inode(0))..=(ino, Inode(u64::MAX)))
+            .any(|(&(_, dir), _)| dir_within(dir));
+        let held = self
+            .sessions
+            .get(&sid)
+            .is_some_and(|s| s.open.contains_key(&ino));
+        Ok(named_within || held)
+    }
+
     /// Open but unlinked inodes.
     pub fn sustained(&self) -> impl Iterator<Item = Inode> + '_ {
         self.sustained.iter().copied()
@@ -531,6 +577,13 @@ impl Namespace {
     /// one. Used by tests after each operation and on a loaded image.
     pub fn check(&self) -> Result<(), String> {
         let root = self.nodes.get(&Inode::ROOT).ok_or("no root")?;
+        if let Some(sid) = self
+            .session_rights
+            .keys()
+            .find(|s| !self.sessions.contains_key(s))
+        {
+            return Err(format!("rights kept for session {sid}, which is gone"));
+        }
         if root.dir_parent() != Some(Inode::ROOT) {
             return Err("root is not a directory that is its own parent".into());
         }

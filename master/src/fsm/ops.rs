@@ -34,6 +34,13 @@ impl Namespace {
         if let Op::RegisterSession { info } = &req.op {
             return self.register_session(info, t).into();
         }
+        if let Op::RegisterSessionWith { info, rights } = &req.op {
+            let r = self.register_session(info, t);
+            if let Ok(Reply::Session { id }) = &r {
+                self.session_rights.insert(*id, rights.clone());
+            }
+            return r.into();
+        }
         if req.session == SessionId::NONE {
             return self.execute(None, t, &req.op).into();
         }
@@ -85,7 +92,9 @@ impl Namespace {
     fn execute_op(&mut self, sid: Option<SessionId>, t: Timespec, op: &Op) -> Result<Reply, Errno> {
         match op {
             // Handled in `apply`; reaching here means session 0.
-            Op::RegisterSession { .. } | Op::CloseSession => Err(Errno::UNKNOWN_SESSION),
+            Op::RegisterSession { .. } | Op::RegisterSessionWith { .. } | Op::CloseSession => {
+                Err(Errno::UNKNOWN_SESSION)
+            }
             Op::ExpireSessions { ids } => {
                 for &id in ids {
                     self.drop_session(id);
@@ -373,6 +382,7 @@ impl Namespace {
         let Some(s) = self.sessions.remove(&sid) else {
             return;
         };
+        self.session_rights.remove(&sid);
         self.drop_session_locks(sid);
         for (ino, count) in s.open {
             self.drop_opens(ino, count);

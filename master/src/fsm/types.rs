@@ -553,6 +553,51 @@ pub enum Op {
     /// take it). Inodes that are gone or directories are skipped; session
     /// 0: EBADF. Replies `Ok`.
     AssertOpens { opens: Vec<(Inode, u32)> },
+    /// RegisterSession with the rights an export (`mfsexports.cfg`) gave
+    /// the client, decided by the leader; replies `Reply::Session`.
+    RegisterSessionWith { info: String, rights: Rights },
+}
+
+/// What a session may do, from the line of `mfsexports.cfg` that let it
+/// register. Kept in the namespace (every master enforces it after a
+/// failover); a session registered with no exports file has none.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rights {
+    /// The directory it mounted: it sees nothing outside (the root for a
+    /// meta session).
+    pub root: Inode,
+    pub read_only: bool,
+    /// May set quotas.
+    pub admin: bool,
+    /// Registered for the meta file system (trash, sustained files).
+    pub meta: bool,
+    /// Root's calls run as this (uid, gid).
+    pub maproot: Option<(u32, u32)>,
+    /// Every call runs as this (uid, gid).
+    pub mapall: Option<(u32, u32)>,
+    /// The address its calls must come from (None: any, `dynamicip`).
+    pub from: Option<std::net::IpAddr>,
+    /// Goals and trash times it may set: (min, max).
+    pub goal: (u8, u8),
+    pub trash_time: (u32, u32),
+    /// The exports line that gave them, for logs and `mfscli`.
+    pub line: u32,
+}
+
+impl Rights {
+    /// `cred` as this session's calls run: mapall, else maproot for root.
+    pub fn map(&self, cred: Cred) -> Cred {
+        let to = |(uid, gid): (u32, u32)| Cred {
+            uid,
+            gid,
+            groups: Vec::new(),
+        };
+        match (self.mapall, self.maproot) {
+            (Some(m), _) => to(m),
+            (None, Some(m)) if cred.uid == 0 => to(m),
+            _ => cred,
+        }
+    }
 }
 
 impl Op {
@@ -586,6 +631,7 @@ impl Op {
             Op::SetLock { .. } => "SetLock",
             Op::ReleaseMany { .. } => "ReleaseMany",
             Op::AssertOpens { .. } => "AssertOpens",
+            Op::RegisterSessionWith { .. } => "RegisterSessionWith",
             Op::SetEattr { .. } => "SetEattr",
             Op::Snapshot { .. } => "Snapshot",
             Op::ReserveChunkIds { .. } => "ReserveChunkIds",

@@ -20,8 +20,16 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
         op,
     };
     log.push(internal(Op::SetClusterId { id: "c1".into() }, 1));
-    for _ in 0..3 {
-        log.push(internal(Op::RegisterSession { info: "m".into() }, 1));
+    for k in 0..3 {
+        let op = if k == 2 {
+            Op::RegisterSessionWith {
+                info: "m".into(),
+                rights: exported(),
+            }
+        } else {
+            Op::RegisterSession { info: "m".into() }
+        };
+        log.push(internal(op, 1));
         live.push(seqs.len());
         seqs.push(0);
     }

@@ -11,6 +11,7 @@ mod model_run;
 mod perms;
 mod posix;
 mod quotas;
+mod rights;
 mod snapshots;
 mod trash;
 
@@ -26,6 +27,23 @@ pub fn user(uid: u32) -> Cred {
 
 pub fn ts(sec: i64) -> Timespec {
     Timespec::new(sec, 0)
+}
+
+/// Rights as an export line `rw,maproot=999:999,mingoal=1,maxgoal=3` on
+/// the root, from 127.0.0.1, would give.
+pub fn exported() -> Rights {
+    Rights {
+        root: Inode::ROOT,
+        read_only: false,
+        admin: false,
+        meta: false,
+        maproot: Some((999, 999)),
+        mapall: None,
+        from: Some(std::net::IpAddr::from([127, 0, 0, 1])),
+        goal: (1, 3),
+        trash_time: (0, u32::MAX),
+        line: 1,
+    }
 }
 
 /// A namespace with one registered session, sending requests with

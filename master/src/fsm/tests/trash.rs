@@ -223,8 +223,9 @@ fn the_trash_survives_an_image_and_older_images_load() {
     let (back, extra) = Namespace::from_image(&image).expect("image");
     assert_eq!((back, extra), (h.ns.clone(), b"x".to_vec()));
 
-    // A format 4 image: the same namespace without the fields added since
-    // (three empty maps, one zero byte each).
+    // Format 4 and 5 images: the same namespace without the fields added
+    // since (empty maps, one zero byte each: trash, sustained paths and
+    // quotas from 5, session rights from 6).
     let mut plain = H::new();
     plain.ok(Op::SetQuota {
         cred: root(),
@@ -235,14 +236,16 @@ fn the_trash_survives_an_image_and_older_images_load() {
     let cur = plain.ns.to_image(b"");
     let n = u64::from_le_bytes(cur[12..20].try_into().expect("8 bytes")) as usize;
     let payload = &cur[20..20 + n];
-    assert_eq!(&payload[n - 3..], &[0, 0, 0]);
-    let mut old = IMAGE_MAGIC.to_vec();
-    old.extend_from_slice(&4u32.to_le_bytes());
-    old.extend_from_slice(&((n - 3) as u64).to_le_bytes());
-    old.extend_from_slice(&payload[..n - 3]);
-    old.extend_from_slice(&0u64.to_le_bytes());
-    let crc = crc32fast::hash(&old);
-    old.extend_from_slice(&crc.to_le_bytes());
-    let (loaded, _) = Namespace::from_image(&old).expect("format 4 image");
-    assert_eq!(loaded, plain.ns);
+    assert_eq!(&payload[n - 4..], &[0, 0, 0, 0]);
+    for (version, cut) in [(4u32, 4usize), (5, 1)] {
+        let mut old = IMAGE_MAGIC.to_vec();
+        old.extend_from_slice(&version.to_le_bytes());
+        old.extend_from_slice(&((n - cut) as u64).to_le_bytes());
+        old.extend_from_slice(&payload[..n - cut]);
+        old.extend_from_slice(&0u64.to_le_bytes());
+        let crc = crc32fast::hash(&old);
+        old.extend_from_slice(&crc.to_le_bytes());
+        let (loaded, _) = Namespace::from_image(&old).expect("older image");
+        assert_eq!(loaded, plain.ns, "format {version}");
+    }
 }
