@@ -68,6 +68,11 @@ pub struct MasterConfig {
     /// chunkserver and metalogger is dialed with TLS and must show a
     /// certificate it signed for the address dialed. Default: plain.
     pub tls_ca_file: String,
+    /// EXPORTS_FILENAME: the `mfsexports.cfg` saying which clients may
+    /// mount which directory with which rights (see README, "Access
+    /// control"). Empty (the default): every client may mount everything.
+    /// Read at start (a bad line stops the master) and again on SIGHUP.
+    pub exports_filename: String,
     /// Default log filter when RUST_LOG is unset.
     pub log_level: String,
     /// Worker threads of the async runtime (0: one per CPU). Default 1: a
@@ -105,6 +110,7 @@ impl Default for MasterConfig {
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
             tls_ca_file: String::new(),
+            exports_filename: String::new(),
             log_level: "info".into(),
             worker_threads: 1,
             sched_batch: true,

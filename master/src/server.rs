@@ -1,6 +1,7 @@
 //! Wires a master together: the Raft node, the gRPC services (with health
 //! and reflection), the HTTP side, and a clean stop on SIGTERM/SIGINT.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use mfs_proto::v1::admin_service_server::AdminServiceServer;
@@ -10,6 +11,7 @@ use mfs_proto::v1::meta_service_server::MetaServiceServer;
 use crate::chunks::{duties, ChunkManager};
 use crate::config::{MasterConfig, Resolved};
 use crate::raft::MasterNode;
+use crate::service::access::ExportsFile;
 use crate::service::{admin::Admin, chunks, http, meta::Meta};
 
 /// Largest request a client may send (bytes); bigger ones are refused.
@@ -22,6 +24,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 const RAFT_SHUTDOWN_LIMIT: Duration = Duration::from_secs(5);
 
 pub async fn run(cfg: MasterConfig, res: Resolved) -> Result<(), String> {
+    let exports = exports_file(&cfg)?;
     let prom = http::install_recorder()?;
     // Bind first, so a port already taken is reported before anything else.
     let listener = tokio::net::TcpListener::bind(res.listen)
@@ -60,9 +63,11 @@ pub async fn run(cfg: MasterConfig, res: Resolved) -> Result<(), String> {
         .build_v1()
         .map_err(|e| format!("reflection: {e}"))?;
 
+    tokio::spawn(reload_on_hangup(exports.clone()));
     let meta = MetaServiceServer::new(Meta {
         node: node.clone(),
         chunks: chunk_mgr.clone(),
+        exports,
     })
     .max_decoding_message_size(MAX_REQUEST);
     let admin = AdminServiceServer::new(Admin {
@@ -128,4 +133,45 @@ pub async fn run(cfg: MasterConfig, res: Resolved) -> Result<(), String> {
         tracing::warn!("the Raft node did not stop within {RAFT_SHUTDOWN_LIMIT:?}; exiting anyway");
     }
     served
+}
+
+/// EXPORTS_FILENAME read and checked: a file that cannot be read or has a
+/// bad line stops the master at start, naming the line.
+fn exports_file(cfg: &MasterConfig) -> Result<Arc<ExportsFile>, String> {
+    let path = (!cfg.exports_filename.trim().is_empty())
+        .then(|| std::path::PathBuf::from(cfg.exports_filename.trim()));
+    let file = ExportsFile::load(path).map_err(|e| format!("EXPORTS_FILENAME: {e}"))?;
+    match (file.path(), file.rules()) {
+        (Some(p), Some(rules)) => tracing::info!(
+            file = %p.display(),
+            lines = rules.len(),
+            "client access as the exports file says"
+        ),
+        _ => tracing::info!(
+            "no EXPORTS_FILENAME: every client may mount every directory, read and write"
+        ),
+    }
+    Ok(Arc::new(file))
+}
+
+/// SIGHUP reads the exports file again (new sessions get the new rules);
+/// a file with an error is reported and the rules in force stay.
+async fn reload_on_hangup(exports: Arc<ExportsFile>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot watch SIGHUP (no reload of the exports file): {e}");
+            return;
+        }
+    };
+    while hup.recv().await.is_some() {
+        match exports.reload() {
+            Ok(lines) if exports.path().is_some() => {
+                tracing::info!(lines, "SIGHUP: exports file read again")
+            }
+            Ok(_) => tracing::info!("SIGHUP: no EXPORTS_FILENAME to read"),
+            Err(e) => tracing::error!("SIGHUP: {e}; the rules read before stay in force"),
+        }
+    }
 }

@@ -51,6 +51,9 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("mfs_
 pub const ERRNO_KEY: &str = "mfs-errno";
 /// Trailing metadata key of a redirect: the leader's "host:port".
 pub const LEADER_KEY: &str = "mfs-leader";
+/// Request metadata key on client calls: the caller's session id, in
+/// decimal (its rights apply to the call; see common.proto).
+pub const SESSION_KEY: &str = "mfs-session";
 /// Request metadata key on Raft calls: the cluster id.
 pub const CLUSTER_KEY: &str = "mfs-cluster";
 /// Request metadata key on internal calls: the cluster secret.

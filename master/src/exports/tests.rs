@@ -133,7 +133,10 @@ fn bad_lines_are_refused_naming_the_line_and_what_is_wrong() {
     bad("* / md5pass=abc\n", "32 hexadecimal");
     bad("* / mingoal=3,maxgoal=2\n", "above maxgoal");
     bad("* / maxgoal=0\n", "a goal is 1..");
-    bad("* / mintrashtime=2d,maxtrashtime=1d\n", "above maxtrashtime");
+    bad(
+        "* / mintrashtime=2d,maxtrashtime=1d\n",
+        "above maxtrashtime",
+    );
     bad("* / maxtrashtime=1x\n", "1w2d3h4m5s");
     bad("* / rw extra\n", "unexpected `extra`");
 }
@@ -141,7 +144,12 @@ fn bad_lines_are_refused_naming_the_line_and_what_is_wrong() {
 #[test]
 fn refusals_say_who_asked_for_what() {
     let e = parse("10.0.0.0/8 / rw\n");
-    let r = e.check(ip("192.0.2.7"), &path("/data"), false, "").unwrap_err();
+    let r = e
+        .check(ip("192.0.2.7"), &path("/data"), false, "")
+        .unwrap_err();
     let text = r.to_string();
-    assert!(text.contains("192.0.2.7") && text.contains("/data"), "{text}");
+    assert!(
+        text.contains("192.0.2.7") && text.contains("/data"),
+        "{text}"
+    );
 }

@@ -8,6 +8,7 @@ use mfs_proto::v1 as pb;
 use mfs_proto::v1::meta_service_server::MetaService;
 use tonic::{Request, Response, Status};
 
+use super::access::{self, refused, rights_of, who, ExportsFile, Need};
 use super::convert::*;
 use super::error::{errno_status, invalid};
 use crate::chunks::datapath::{EndChange, ReqId};
@@ -25,6 +26,8 @@ pub struct Meta {
     pub node: Arc<MasterNode>,
     /// The leader's chunk management (data path).
     pub chunks: Arc<ChunkManager>,
+    /// Who may mount what (`mfsexports.cfg`).
+    pub exports: Arc<ExportsFile>,
 }
 
 pub(super) type R<T> = Result<Response<T>, Status>;
@@ -111,6 +114,22 @@ impl Meta {
         })
     }
 
+    /// The caller of a call (see `access`): its session and rights, checked
+    /// against what the call needs and the inodes it names, after a read
+    /// barrier (so the rights of a session registered through any earlier
+    /// leader are known).
+    async fn enter(
+        &self,
+        who: &access::Who,
+        id: Option<&pb::RequestId>,
+        need: Need,
+        inodes: &[Inode],
+    ) -> Result<access::Caller, Status> {
+        self.node.linearize().await?;
+        let ns = self.node.shared.ns();
+        access::caller(&self.exports, &ns, who, id, need, inodes)
+    }
+
     /// Runs `f` on the namespace after a read barrier, under its read
     /// lock: `f` converts attributes with the `ns` it is given, never
     /// through `attr_now` (a second read lock may wait forever behind a
@@ -147,21 +166,77 @@ impl MetaService for Meta {
         &self,
         req: Request<pb::RegisterSessionRequest>,
     ) -> R<pb::RegisterSessionReply> {
-        let info: String = req.into_inner().info.chars().take(256).collect();
+        let who = who(&req);
+        let r = req.into_inner();
+        let info: String = r.info.chars().take(256).collect();
+        let path = crate::exports::components(&r.path).map_err(invalid)?;
+        self.node.linearize().await?;
+        let root = if r.meta {
+            Inode::ROOT
+        } else {
+            let ns = self.node.shared.ns();
+            let mut at = Inode::ROOT;
+            for c in &path {
+                let a = ns
+                    .lookup(&fsm::Cred::root(), at, c.as_bytes())
+                    .map_err(|e| {
+                        refused(e, format!("cannot mount /{}: {c}: {e}", path.join("/")))
+                    })?;
+                at = a.inode;
+            }
+            if !ns
+                .getattr(at)
+                .is_ok_and(|a| a.ftype == fsm::FileType::Directory)
+            {
+                return Err(refused(
+                    Errno::ENOTDIR,
+                    format!("cannot mount /{}: not a directory", path.join("/")),
+                ));
+            }
+            at
+        };
+        let (op, rights) = match self.exports.rules() {
+            None => (Op::RegisterSession { info: info.clone() }, None),
+            Some(rules) => {
+                let grant = rules
+                    .check(who.ip(), &path, r.meta, &r.password)
+                    .map_err(|e| refused(Errno::EACCES, e.to_string()))?;
+                let rights = rights_of(&grant, root, who.ip());
+                let op = Op::RegisterSessionWith {
+                    info: info.clone(),
+                    rights: rights.clone(),
+                };
+                (op, Some(rights))
+            }
+        };
         let r = fsm::Request {
             session: SessionId(0),
             seq: 0,
             acked: 0,
             time: now(),
-            op: Op::RegisterSession { info },
+            op,
         };
         match self.node.write(r).await? {
             Reply::Session { id, .. } => {
                 self.node.touch_session(id.0);
+                if let Some(g) = &rights {
+                    tracing::info!(
+                        session = id.0,
+                        from = %who.ip(),
+                        path = %format!("/{}", path.join("/")),
+                        meta = g.meta,
+                        read_only = g.read_only,
+                        line = g.line,
+                        %info,
+                        "session registered through mfsexports.cfg"
+                    );
+                }
                 Ok(Response::new(pb::RegisterSessionReply {
                     session: id.0,
                     timeout_secs: self.node.session_timeout().as_secs() as u32,
                     commits_attributes: true,
+                    root: root.0,
+                    read_only: rights.as_ref().is_some_and(|g| g.read_only),
                 }))
             }
             Reply::Err(e) => Err(errno_status(e)),
@@ -187,23 +262,36 @@ impl MetaService for Meta {
     }
 
     async fn close_session(&self, req: Request<pb::CloseSessionRequest>) -> R<pb::Empty> {
-        ok_reply(self.mutate(req.into_inner().id, Op::CloseSession).await?)
+        let who = who(&req);
+        let id = req.into_inner().id;
+        self.enter(&who, id.as_ref(), Need::Read, &[]).await?;
+        ok_reply(self.mutate(id, Op::CloseSession).await?)
     }
 
     async fn lookup(&self, req: Request<pb::LookupRequest>) -> R<pb::EntryReply> {
+        let who = who(&req);
         let r = req.into_inner();
-        let cred = cred_from_pb(r.cred);
+        let c = self
+            .enter(&who, None, Need::Read, &[Inode(r.parent)])
+            .await?;
+        let cred = c.cred(r.cred);
         let a = self
             .read(|ns| {
-                ns.lookup(&cred, Inode(r.parent), &r.name)
-                    .map(|a| attr_to_pb(&a, ns))
+                let a = ns.lookup(&cred, Inode(r.parent), &r.name)?;
+                if r.name == b".." && c.sees(ns, &[a.inode]).is_err() {
+                    // The session's root is its own parent.
+                    return ns.getattr(Inode(r.parent)).map(|a| attr_to_pb(&a, ns));
+                }
+                Ok(attr_to_pb(&a, ns))
             })
             .await?;
         Ok(Response::new(pb::EntryReply { attr: Some(a) }))
     }
 
     async fn get_attr(&self, req: Request<pb::GetAttrRequest>) -> R<pb::AttrReply> {
+        let who = who(&req);
         let ino = Inode(req.into_inner().inode);
+        self.enter(&who, None, Need::Read, &[ino]).await?;
         let a = self
             .read(|ns| ns.getattr(ino).map(|a| attr_to_pb(&a, ns)))
             .await?;
@@ -211,8 +299,12 @@ impl MetaService for Meta {
     }
 
     async fn set_attr(&self, req: Request<pb::SetAttrRequest>) -> R<pb::AttrReply> {
+        let who = who(&req);
         let r = req.into_inner();
-        let cred = cred_from_pb(r.cred);
+        let c = self
+            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.inode)])
+            .await?;
+        let cred = c.cred(r.cred);
         let same = fsm::SameAttrs {
             mode: r.mode,
             uid: r.uid,
@@ -260,9 +352,13 @@ impl MetaService for Meta {
     }
 
     async fn mkdir(&self, req: Request<pb::MkdirRequest>) -> R<pb::EntryReply> {
+        let who = who(&req);
         let r = req.into_inner();
+        let c = self
+            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.parent)])
+            .await?;
         let op = Op::Mkdir {
-            cred: cred_from_pb(r.cred),
+            cred: c.cred(r.cred),
             parent: Inode(r.parent),
             name: r.name,
             mode: r.mode,
@@ -272,10 +368,14 @@ impl MetaService for Meta {
     }
 
     async fn mknod(&self, req: Request<pb::MknodRequest>) -> R<pb::EntryReply> {
+        let who = who(&req);
         let r = req.into_inner();
+        let c = self
+            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.parent)])
+            .await?;
         let ftype = ftype_from_pb(r.r#type).ok_or_else(|| invalid("Mknod: unknown file type"))?;
         let op = Op::Mknod {
-            cred: cred_from_pb(r.cred),
+            cred: c.cred(r.cred),
             parent: Inode(r.parent),
             name: r.name,
             ftype,
@@ -287,9 +387,13 @@ impl MetaService for Meta {
     }
 
     async fn create(&self, req: Request<pb::CreateRequest>) -> R<pb::EntryReply> {
+        let who = who(&req);
         let r = req.into_inner();
+        let c = self
+            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.parent)])
+            .await?;
         let op = Op::Create {
-            cred: cred_from_pb(r.cred),
+            cred: c.cred(r.cred),
             parent: Inode(r.parent),
             name: r.name,
             mode: r.mode,
@@ -300,7 +404,16 @@ impl MetaService for Meta {
     }
 
     async fn open(&self, req: Request<pb::OpenRequest>) -> R<pb::OpenReply> {
+        let who = who(&req);
         let r = req.into_inner();
+        let need = if r.mode == pb::OpenMode::Read as i32 && !r.truncate {
+            Need::Read
+        } else {
+            Need::Write
+        };
+        let c = self
+            .enter(&who, r.id.as_ref(), need, &[Inode(r.inode)])
+            .await?;
         let (session, inode) = (r.id.as_ref().map_or(0, |i| i.session), r.inode);
         let mode = match pb::OpenMode::try_from(r.mode) {
             Ok(pb::OpenMode::Read) => fsm::OpenMode::Read,
@@ -309,7 +422,7 @@ impl MetaService for Meta {
             Err(_) => return Err(invalid("Open: unknown mode")),
         };
         let op = Op::Open {
-            cred: cred_from_pb(r.cred),
+            cred: c.cred(r.cred),
             inode: Inode(r.inode),
             mode,
             truncate: r.truncate,
@@ -337,7 +450,9 @@ impl MetaService for Meta {
     }
 
     async fn release(&self, req: Request<pb::ReleaseRequest>) -> R<pb::Empty> {
+        let who = who(&req);
         let r = req.into_inner();
+        self.enter(&who, r.id.as_ref(), Need::Read, &[]).await?;
         let op = if r.more.is_empty() {
             Op::Release {
                 inode: Inode(r.inode),
@@ -358,6 +473,7 @@ impl MetaService for Meta {
     }
 
     async fn assert_opens(&self, req: Request<pb::AssertOpensRequest>) -> R<pb::Empty> {
+        let who = who(&req);
         let r = req.into_inner();
         if r.opens.len() > MAX_RELEASES {
             return Err(invalid(format!(
@@ -365,14 +481,20 @@ impl MetaService for Meta {
                 r.opens.len()
             )));
         }
-        let opens = r.opens.iter().map(|o| (Inode(o.inode), o.count)).collect();
+        let opens: Vec<(Inode, u32)> = r.opens.iter().map(|o| (Inode(o.inode), o.count)).collect();
+        let inodes: Vec<Inode> = opens.iter().map(|o| o.0).collect();
+        self.enter(&who, r.id.as_ref(), Need::Read, &inodes).await?;
         ok_reply(self.mutate(r.id, Op::AssertOpens { opens }).await?)
     }
 
     async fn unlink(&self, req: Request<pb::UnlinkRequest>) -> R<pb::Empty> {
+        let who = who(&req);
         let r = req.into_inner();
+        let c = self
+            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.parent)])
+            .await?;
         let op = Op::Unlink {
-            cred: cred_from_pb(r.cred),
+            cred: c.cred(r.cred),
             parent: Inode(r.parent),
             name: r.name,
         };
@@ -380,9 +502,13 @@ impl MetaService for Meta {
     }
 
     async fn rmdir(&self, req: Request<pb::RmdirRequest>) -> R<pb::Empty> {
+        let who = who(&req);
         let r = req.into_inner();
+        let c = self
+            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.parent)])
+            .await?;
         let op = Op::Rmdir {
-            cred: cred_from_pb(r.cred),
+            cred: c.cred(r.cred),
             parent: Inode(r.parent),
             name: r.name,
         };
@@ -390,9 +516,18 @@ impl MetaService for Meta {
     }
 
     async fn rename(&self, req: Request<pb::RenameRequest>) -> R<pb::Empty> {
+        let who = who(&req);
         let r = req.into_inner();
+        let c = self
+            .enter(
+                &who,
+                r.id.as_ref(),
+                Need::Write,
+                &[Inode(r.parent), Inode(r.new_parent)],
+            )
+            .await?;
         let op = Op::Rename {
-            cred: cred_from_pb(r.cred),
+            cred: c.cred(r.cred),
             parent: Inode(r.parent),
             name: r.name,
             new_parent: Inode(r.new_parent),
@@ -404,9 +539,18 @@ impl MetaService for Meta {
     }
 
     async fn link(&self, req: Request<pb::LinkRequest>) -> R<pb::EntryReply> {
+        let who = who(&req);
         let r = req.into_inner();
+        let c = self
+            .enter(
+                &who,
+                r.id.as_ref(),
+                Need::Write,
+                &[Inode(r.inode), Inode(r.new_parent)],
+            )
+            .await?;
         let op = Op::Link {
-            cred: cred_from_pb(r.cred),
+            cred: c.cred(r.cred),
             inode: Inode(r.inode),
             new_parent: Inode(r.new_parent),
             new_name: r.new_name,
@@ -415,9 +559,13 @@ impl MetaService for Meta {
     }
 
     async fn symlink(&self, req: Request<pb::SymlinkRequest>) -> R<pb::EntryReply> {
+        let who = who(&req);
         let r = req.into_inner();
+        let c = self
+            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.parent)])
+            .await?;
         let op = Op::Symlink {
-            cred: cred_from_pb(r.cred),
+            cred: c.cred(r.cred),
             parent: Inode(r.parent),
             name: r.name,
             target: r.target,
@@ -426,14 +574,20 @@ impl MetaService for Meta {
     }
 
     async fn readlink(&self, req: Request<pb::ReadlinkRequest>) -> R<pb::ReadlinkReply> {
+        let who = who(&req);
         let ino = Inode(req.into_inner().inode);
+        self.enter(&who, None, Need::Read, &[ino]).await?;
         let target = self.read(|ns| ns.readlink(ino).map(|t| t.to_vec())).await?;
         Ok(Response::new(pb::ReadlinkReply { target }))
     }
 
     async fn readdir(&self, req: Request<pb::ReaddirRequest>) -> R<pb::ReaddirReply> {
+        let who = who(&req);
         let r = req.into_inner();
-        let cred = cred_from_pb(r.cred);
+        let c = self
+            .enter(&who, None, Need::Read, &[Inode(r.inode)])
+            .await?;
+        let cred = c.cred(r.cred);
         let limit = match r.limit as usize {
             0 => 1000,
             n => n.min(READDIR_MAX),
@@ -457,6 +611,7 @@ impl MetaService for Meta {
     }
 
     async fn statfs(&self, _req: Request<pb::StatfsRequest>) -> R<pb::StatfsReply> {
+        self.enter(&who(&_req), None, Need::Read, &[]).await?;
         let inodes = self.read(|ns| Ok(ns.inode_count())).await?;
         // Space comes from the chunkservers; until one reports, a nominal
         // 1 PiB keeps tools like df and cp working.
@@ -484,8 +639,12 @@ impl MetaService for Meta {
     }
 
     async fn get_xattr(&self, req: Request<pb::GetXattrRequest>) -> R<pb::GetXattrReply> {
+        let who = who(&req);
         let r = req.into_inner();
-        let cred = cred_from_pb(r.cred);
+        let c = self
+            .enter(&who, None, Need::Read, &[Inode(r.inode)])
+            .await?;
+        let cred = c.cred(r.cred);
         let value = self
             .read(|ns| ns.getxattr(&cred, Inode(r.inode), &r.name))
             .await?;
@@ -493,9 +652,13 @@ impl MetaService for Meta {
     }
 
     async fn set_xattr(&self, req: Request<pb::SetXattrRequest>) -> R<pb::Empty> {
+        let who = who(&req);
         let r = req.into_inner();
+        let c = self
+            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.inode)])
+            .await?;
         let op = Op::SetXattr {
-            cred: cred_from_pb(r.cred),
+            cred: c.cred(r.cred),
             inode: Inode(r.inode),
             name: r.name,
             value: r.value,
@@ -506,16 +669,24 @@ impl MetaService for Meta {
     }
 
     async fn list_xattr(&self, req: Request<pb::ListXattrRequest>) -> R<pb::ListXattrReply> {
+        let who = who(&req);
         let r = req.into_inner();
-        let cred = cred_from_pb(r.cred);
+        let c = self
+            .enter(&who, None, Need::Read, &[Inode(r.inode)])
+            .await?;
+        let cred = c.cred(r.cred);
         let names = self.read(|ns| ns.listxattr(&cred, Inode(r.inode))).await?;
         Ok(Response::new(pb::ListXattrReply { names }))
     }
 
     async fn remove_xattr(&self, req: Request<pb::RemoveXattrRequest>) -> R<pb::Empty> {
+        let who = who(&req);
         let r = req.into_inner();
+        let c = self
+            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.inode)])
+            .await?;
         let op = Op::RemoveXattr {
-            cred: cred_from_pb(r.cred),
+            cred: c.cred(r.cred),
             inode: Inode(r.inode),
             name: r.name,
         };
@@ -523,7 +694,14 @@ impl MetaService for Meta {
     }
 
     async fn read_chunk(&self, req: Request<pb::ReadChunkRequest>) -> R<pb::ChunkLocation> {
+        let who = who(&req);
         let r = req.into_inner();
+        let id = pb::RequestId {
+            session: r.session,
+            ..Default::default()
+        };
+        self.enter(&who, Some(&id), Need::Read, &[Inode(r.inode)])
+            .await?;
         let loc = self
             .chunks
             .read_chunk(SessionId(r.session), Inode(r.inode), r.index)
@@ -532,13 +710,17 @@ impl MetaService for Meta {
     }
 
     async fn write_chunk(&self, req: Request<pb::WriteChunkRequest>) -> R<pb::ChunkLocation> {
+        let who = who(&req);
         let r = req.into_inner();
+        let c = self
+            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.inode)])
+            .await?;
         let id = rid(r.id)?;
         let loc = self
             .chunks
             .write_chunk(
                 req_id(&id),
-                cred_from_pb(r.cred),
+                c.cred(r.cred),
                 Inode(r.inode),
                 r.index,
                 r.renew.then_some(r.lease_servers.as_slice()),
@@ -551,7 +733,11 @@ impl MetaService for Meta {
     }
 
     async fn write_chunk_end(&self, req: Request<pb::WriteChunkEndRequest>) -> R<pb::AttrReply> {
+        let who = who(&req);
         let r = req.into_inner();
+        let c = self
+            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.inode)])
+            .await?;
         let id = rid(r.id)?;
         let mtime = given_time(r.mtime, "WriteChunkEnd: mtime")?;
         let atime = given_time(r.atime, "WriteChunkEnd: atime")?;
@@ -567,7 +753,7 @@ impl MetaService for Meta {
                     ));
                 }
                 Some(EndChange {
-                    cred: cred_from_pb(r.cred),
+                    cred: c.cred(r.cred),
                     mode,
                     atime,
                 })
@@ -589,13 +775,18 @@ impl MetaService for Meta {
     }
 
     async fn set_goal(&self, req: Request<pb::SetGoalRequest>) -> R<pb::SetTreeReply> {
+        let who = who(&req);
         let r = req.into_inner();
+        let c = self
+            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.inode)])
+            .await?;
         let goal = u8::try_from(r.goal)
             .ok()
             .filter(|g| (1..=MAX_GOAL).contains(g))
             .ok_or_else(|| invalid(format!("SetGoal: goal {} is not in 1..={MAX_GOAL}", r.goal)))?;
+        c.goal(goal)?;
         let op = Op::SetGoal {
-            cred: cred_from_pb(r.cred),
+            cred: c.cred(r.cred),
             inode: Inode(r.inode),
             goal,
             recursive: r.recursive,
@@ -604,9 +795,14 @@ impl MetaService for Meta {
     }
 
     async fn set_trash_time(&self, req: Request<pb::SetTrashTimeRequest>) -> R<pb::SetTreeReply> {
+        let who = who(&req);
         let r = req.into_inner();
+        let c = self
+            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.inode)])
+            .await?;
+        c.trash_time(r.trash_time)?;
         let op = Op::SetTrashTime {
-            cred: cred_from_pb(r.cred),
+            cred: c.cred(r.cred),
             inode: Inode(r.inode),
             trash_time: r.trash_time,
             recursive: r.recursive,
@@ -615,7 +811,11 @@ impl MetaService for Meta {
     }
 
     async fn set_eattr(&self, req: Request<pb::SetEattrRequest>) -> R<pb::SetTreeReply> {
+        let who = who(&req);
         let r = req.into_inner();
+        let c = self
+            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.inode)])
+            .await?;
         let bits = |v: u32, what: &str| {
             u8::try_from(v)
                 .ok()
@@ -628,7 +828,7 @@ impl MetaService for Meta {
                 })
         };
         let op = Op::SetEattr {
-            cred: cred_from_pb(r.cred),
+            cred: c.cred(r.cred),
             inode: Inode(r.inode),
             set: bits(r.set, "set")?,
             clear: bits(r.clear, "clear")?,
@@ -638,9 +838,18 @@ impl MetaService for Meta {
     }
 
     async fn snapshot(&self, req: Request<pb::SnapshotRequest>) -> R<pb::EntryReply> {
+        let who = who(&req);
         let r = req.into_inner();
+        let c = self
+            .enter(
+                &who,
+                r.id.as_ref(),
+                Need::Write,
+                &[Inode(r.src), Inode(r.parent)],
+            )
+            .await?;
         let op = Op::Snapshot {
-            cred: cred_from_pb(r.cred),
+            cred: c.cred(r.cred),
             src: Inode(r.src),
             parent: Inode(r.parent),
             name: r.name,
@@ -649,7 +858,10 @@ impl MetaService for Meta {
     }
 
     async fn set_lock(&self, req: Request<pb::SetLockRequest>) -> R<pb::Empty> {
+        let who = who(&req);
         let r = req.into_inner();
+        self.enter(&who, r.id.as_ref(), Need::Read, &[Inode(r.inode)])
+            .await?;
         let op = Op::SetLock {
             inode: Inode(r.inode),
             owner: r.owner,
@@ -663,7 +875,14 @@ impl MetaService for Meta {
     }
 
     async fn get_lock(&self, req: Request<pb::GetLockRequest>) -> R<pb::GetLockReply> {
+        let who = who(&req);
         let r = req.into_inner();
+        let id = pb::RequestId {
+            session: r.session,
+            ..Default::default()
+        };
+        self.enter(&who, Some(&id), Need::Read, &[Inode(r.inode)])
+            .await?;
         let kind = lock_kind_from_pb(r.kind)?;
         let write = match lock_type_from_pb(r.r#type, "GetLock")? {
             fsm::LockType::Read => false,
@@ -690,31 +909,44 @@ impl MetaService for Meta {
     }
 
     async fn list_removed(&self, req: Request<pb::ListRemovedRequest>) -> R<pb::ListRemovedReply> {
+        self.enter(&who(&req), None, Need::Meta(false), &[]).await?;
         self.list_removed_files(req.into_inner()).await
     }
 
     async fn trash_delete(&self, req: Request<pb::TrashFileRequest>) -> R<pb::Empty> {
+        let who = who(&req);
         let r = req.into_inner();
+        let c = self
+            .enter(&who, r.id.as_ref(), Need::Meta(true), &[])
+            .await?;
         let op = Op::TrashDelete {
-            cred: cred_from_pb(r.cred),
+            cred: c.cred(r.cred),
             inode: Inode(r.inode),
         };
         ok_reply(self.mutate(r.id, op).await?)
     }
 
     async fn undelete(&self, req: Request<pb::TrashFileRequest>) -> R<pb::AttrReply> {
+        let who = who(&req);
         let r = req.into_inner();
+        let c = self
+            .enter(&who, r.id.as_ref(), Need::Meta(true), &[])
+            .await?;
         let op = Op::Undelete {
-            cred: cred_from_pb(r.cred),
+            cred: c.cred(r.cred),
             inode: Inode(r.inode),
         };
         self.attr_response(self.mutate(r.id, op).await?)
     }
 
     async fn set_trash_path(&self, req: Request<pb::SetTrashPathRequest>) -> R<pb::Empty> {
+        let who = who(&req);
         let r = req.into_inner();
+        let c = self
+            .enter(&who, r.id.as_ref(), Need::Meta(true), &[])
+            .await?;
         let op = Op::SetTrashPath {
-            cred: cred_from_pb(r.cred),
+            cred: c.cred(r.cred),
             inode: Inode(r.inode),
             path: r.path,
         };
@@ -722,17 +954,25 @@ impl MetaService for Meta {
     }
 
     async fn access(&self, req: Request<pb::AccessRequest>) -> R<pb::Empty> {
+        let who = who(&req);
         let r = req.into_inner();
-        let cred = cred_from_pb(r.cred);
+        let c = self
+            .enter(&who, None, Need::Read, &[Inode(r.inode)])
+            .await?;
+        let cred = c.cred(r.cred);
         self.read(|ns| ns.access(&cred, Inode(r.inode), r.mask))
             .await?;
         Ok(Response::new(pb::Empty {}))
     }
 
     async fn punch_chunks(&self, req: Request<pb::PunchChunksRequest>) -> R<pb::AttrReply> {
+        let who = who(&req);
         let r = req.into_inner();
+        let c = self
+            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.inode)])
+            .await?;
         let op = Op::PunchChunks {
-            cred: cred_from_pb(r.cred),
+            cred: c.cred(r.cred),
             inode: Inode(r.inode),
             first: r.first,
             count: r.count,
@@ -741,20 +981,30 @@ impl MetaService for Meta {
     }
 
     async fn set_quota(&self, req: Request<pb::SetQuotaRequest>) -> R<pb::QuotaReply> {
-        self.set_dir_quota(req.into_inner()).await
+        let who = who(&req);
+        let r = req.into_inner();
+        let c = self
+            .enter(&who, r.id.as_ref(), Need::Admin, &[Inode(r.inode)])
+            .await?;
+        self.set_dir_quota(r, &c).await
     }
 
     async fn get_quota(&self, req: Request<pb::GetQuotaRequest>) -> R<pb::QuotaReply> {
+        let who = who(&req);
         let inode = Inode(req.into_inner().inode);
+        self.enter(&who, None, Need::Read, &[inode]).await?;
         self.dir_quota(inode).await
     }
 
     async fn list_quotas(&self, _req: Request<pb::ListQuotasRequest>) -> R<pb::ListQuotasReply> {
+        self.enter(&who(&_req), None, Need::Read, &[]).await?;
         self.all_quotas().await
     }
 
     async fn dir_info(&self, req: Request<pb::DirInfoRequest>) -> R<pb::DirInfoReply> {
+        let who = who(&req);
         let inode = Inode(req.into_inner().inode);
+        self.enter(&who, None, Need::Read, &[inode]).await?;
         let s = self.read(|ns| ns.dir_stats(inode)).await?;
         Ok(Response::new(pb::DirInfoReply {
             inodes: s.inodes,

@@ -2,6 +2,7 @@
 //! `meta` (clients), `admin` (mfscli), `chunks` (chunkserver registry), and
 //! the HTTP side (`http`: Prometheus metrics and a status page).
 
+pub mod access;
 pub mod admin;
 pub mod chunks;
 pub mod convert;

@@ -29,7 +29,11 @@ impl Meta {
     }
 
     /// SetQuota: one log entry, then the quota as it is.
-    pub(super) async fn set_dir_quota(&self, r: pb::SetQuotaRequest) -> R<pb::QuotaReply> {
+    pub(super) async fn set_dir_quota(
+        &self,
+        r: pb::SetQuotaRequest,
+        caller: &super::access::Caller,
+    ) -> R<pb::QuotaReply> {
         let inode = Inode(r.inode);
         let setting = (!r.delete).then(|| QuotaSetting {
             soft: limits_from_pb(r.soft),
@@ -41,7 +45,7 @@ impl Meta {
             },
         });
         let op = Op::SetQuota {
-            cred: cred_from_pb(r.cred),
+            cred: caller.cred(r.cred),
             inode,
             setting,
         };

@@ -23,6 +23,7 @@ pub const ALIASES: &[(&str, &str)] = &[
     ("readcachesize", "mfsreadcachesize"),
     ("schedbatch", "mfsschedbatch"),
     ("tlsca", "mfstlsca"),
+    ("password", "mfspassword"),
 ];
 
 /// Largest read block cache (MiB).
@@ -78,6 +79,9 @@ pub struct MountConfig {
     /// chunkservers are dialed with TLS and must show a certificate it
     /// signed for the address dialed. Empty (the default): plain.
     pub mfstlsca: String,
+    /// The password of the master's exports line (`password=` or
+    /// `md5pass=` in mfsexports.cfg). Empty: none.
+    pub mfspassword: String,
     /// Let users other than the one mounting use the mount.
     #[serde(deserialize_with = "mfs_common::config::flexible_bool")]
     pub allow_other: bool,
@@ -107,6 +111,7 @@ impl Default for MountConfig {
             mfsreadcachesize: 128,
             mfsschedbatch: true,
             mfstlsca: String::new(),
+            mfspassword: String::new(),
             allow_other: false,
             default_permissions: false,
             ro: false,
@@ -144,6 +149,8 @@ pub struct Overrides {
     pub mfsschedbatch: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mfstlsca: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfspassword: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_other: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -284,6 +291,7 @@ impl Overrides {
                 "mfswritebackcache" => self.mfswritebackcache = Some(flag(key, value)?),
                 "mfsschedbatch" => self.mfsschedbatch = Some(flag(key, value)?),
                 "mfstlsca" => self.mfstlsca = Some(need(key, value)?.to_string()),
+                "mfspassword" => self.mfspassword = Some(need(key, value)?.to_string()),
                 "mfsworkers" => self.mfsworkers = Some(ranged(key, value, 1..=64, "threads")?),
                 "mfsreadcachesize" => {
                     self.mfsreadcachesize = Some(ranged(key, value, 0..=MAX_READ_CACHE_MIB, "MiB")?)

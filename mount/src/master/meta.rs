@@ -22,7 +22,6 @@ use mfs_proto::v1::{
     ChunkLocation, ReadChunkRequest, SetEattrRequest, SetGoalRequest, SetTrashTimeRequest,
     SetTreeReply, SnapshotRequest, WriteChunkEndRequest, WriteChunkRequest,
 };
-use tonic::transport::Channel;
 use tonic::Status;
 
 use super::{meta_client, session, MasterClient};
@@ -94,7 +93,7 @@ impl MasterClient {
     ) -> Result<Resp, ClientError>
     where
         Req: Mutating,
-        F: Fn(Channel, Req) -> Fut,
+        F: Fn(super::Conn, Req) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         let mut renewed = false;

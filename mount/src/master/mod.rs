@@ -65,6 +65,12 @@ pub struct ClientOptions {
     /// Register a session on connect and keep it alive. Needed for mutating
     /// calls; read-only tools can do without.
     pub register_session: bool,
+    /// The directory the session is for (mfsmount -S; empty: "/"), the
+    /// password of the master's exports line for it, and whether it is a
+    /// meta session (mfsmount -m): see RegisterSessionRequest.
+    pub mount_path: String,
+    pub password: String,
+    pub meta: bool,
 }
 
 impl Default for ClientOptions {
@@ -75,6 +81,9 @@ impl Default for ClientOptions {
             overall_timeout: None,
             session_info: String::new(),
             register_session: false,
+            mount_path: String::new(),
+            password: String::new(),
+            meta: false,
         }
     }
 }
@@ -130,6 +139,11 @@ pub(crate) struct Inner {
     /// The master that registered the session applies attribute changes
     /// carried by WriteChunkEnd.
     commits_attributes: AtomicBool,
+    /// The session's root inode as the master resolved `mount_path` (0:
+    /// an older master that does not say).
+    session_root: AtomicU64,
+    /// The master refuses this session's changes (an `ro` exports line).
+    read_only: AtomicBool,
     pub(crate) renew_lock: tokio::sync::Mutex<()>,
     heartbeat: Mutex<Option<tokio::task::AbortHandle>>,
     /// The runtime the client was made on: the heartbeat task runs there
@@ -186,12 +200,40 @@ fn endpoint(addr: &str, opts: &ClientOptions) -> Result<Endpoint, ClientError> {
         .tcp_nodelay(true))
 }
 
-pub(crate) fn meta_client(ch: Channel) -> MetaServiceClient<Channel> {
-    MetaServiceClient::new(ch).max_decoding_message_size(MAX_REPLY_BYTES)
+/// A channel to a master for one call, with the session the call is made
+/// under: stamped on the call as `mfs-session` (the master applies the
+/// session's rights to reads too, which carry no RequestId).
+#[derive(Debug, Clone)]
+pub(crate) struct Conn {
+    pub(crate) channel: Channel,
+    pub(crate) session: u64,
 }
 
-pub(crate) fn admin_client(ch: Channel) -> AdminServiceClient<Channel> {
-    AdminServiceClient::new(ch).max_decoding_message_size(MAX_REPLY_BYTES)
+/// Stamps the session on each call made through a client.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StampSession(u64);
+
+impl tonic::service::Interceptor for StampSession {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if self.0 != 0 {
+            if let Ok(v) = tonic::metadata::MetadataValue::try_from(self.0.to_string()) {
+                req.metadata_mut().insert(mfs_proto::SESSION_KEY, v);
+            }
+        }
+        Ok(req)
+    }
+}
+
+type Stamped = tonic::service::interceptor::InterceptedService<Channel, StampSession>;
+
+pub(crate) fn meta_client(c: Conn) -> MetaServiceClient<Stamped> {
+    MetaServiceClient::with_interceptor(c.channel, StampSession(c.session))
+        .max_decoding_message_size(MAX_REPLY_BYTES)
+}
+
+pub(crate) fn admin_client(c: Conn) -> AdminServiceClient<Stamped> {
+    AdminServiceClient::with_interceptor(c.channel, StampSession(c.session))
+        .max_decoding_message_size(MAX_REPLY_BYTES)
 }
 
 impl Inner {
@@ -274,6 +316,14 @@ impl Inner {
         make_channel(&addr, &self.opts)
     }
 
+    /// `channel` with the current session, for a call.
+    pub(crate) fn conn(&self, channel: Channel) -> Conn {
+        Conn {
+            channel,
+            session: self.current_session().session,
+        }
+    }
+
     pub(crate) fn current_session(&self) -> Arc<SeqState> {
         Arc::clone(&self.session.read().unwrap_or_else(|p| p.into_inner()))
     }
@@ -290,6 +340,9 @@ impl Inner {
     pub(crate) async fn register(&self) -> Result<u64, ClientError> {
         let req = RegisterSessionRequest {
             info: self.opts.session_info.clone(),
+            path: self.opts.mount_path.clone(),
+            password: self.opts.password.clone(),
+            meta: self.opts.meta,
         };
         let reply = self
             .call("RegisterSession", req, |ch, r| async move {
@@ -305,6 +358,8 @@ impl Inner {
             .store(reply.timeout_secs, Ordering::Relaxed);
         self.commits_attributes
             .store(reply.commits_attributes, Ordering::Relaxed);
+        self.session_root.store(reply.root, Ordering::Relaxed);
+        self.read_only.store(reply.read_only, Ordering::Relaxed);
         self.set_session(SeqState::new(reply.session));
         Ok(reply.session)
     }
@@ -352,6 +407,8 @@ impl MasterClient {
                 session: RwLock::new(Arc::new(SeqState::new(0))),
                 session_timeout_secs: AtomicU32::new(0),
                 commits_attributes: AtomicBool::new(false),
+                session_root: AtomicU64::new(0),
+                read_only: AtomicBool::new(false),
                 renew_lock: tokio::sync::Mutex::new(()),
                 heartbeat: Mutex::new(None),
                 rt: tokio::runtime::Handle::current(),
@@ -411,6 +468,17 @@ impl MasterClient {
     /// `FileIo::defer_attrs`).
     pub fn commits_attributes(&self) -> bool {
         self.inner.commits_attributes.load(Ordering::Relaxed)
+    }
+
+    /// The inode of the directory the session was registered for (see
+    /// [`ClientOptions::mount_path`]); None when the master did not say.
+    pub fn session_root(&self) -> Option<u64> {
+        Some(self.inner.session_root.load(Ordering::Relaxed)).filter(|&r| r != 0)
+    }
+
+    /// The master gave the session read-only rights (exports line `ro`).
+    pub fn exported_read_only(&self) -> bool {
+        self.inner.read_only.load(Ordering::Relaxed)
     }
 
     /// The current session id (0: none).

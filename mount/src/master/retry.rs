@@ -14,7 +14,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use super::addr::leader_hint;
@@ -95,7 +94,7 @@ impl Inner {
     ) -> Result<Resp, ClientError>
     where
         Req: Clone,
-        F: Fn(Channel, Req) -> Fut,
+        F: Fn(super::Conn, Req) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         self.call_with_limit(method, req, self.opts.overall_timeout, f)
@@ -115,7 +114,7 @@ impl Inner {
     ) -> Result<Resp, ClientError>
     where
         Req: Clone,
-        F: Fn(Channel, Req) -> Fut,
+        F: Fn(super::Conn, Req) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         let start = Instant::now();
@@ -148,7 +147,7 @@ impl Inner {
             attempts += 1;
             let verdict = match tokio::time::timeout(
                 attempt_limit,
-                f(self.channel_of(&master), req.clone()),
+                f(self.conn(self.channel_of(&master)), req.clone()),
             )
             .await
             {
@@ -245,12 +244,12 @@ impl Inner {
         f: F,
     ) -> Result<Resp, ClientError>
     where
-        F: FnOnce(Channel, Req) -> Fut,
+        F: FnOnce(super::Conn, Req) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         let channel = self.channel_for(addr)?;
         let limit = self.opts.call_timeout;
-        match tokio::time::timeout(limit, f(channel, req)).await {
+        match tokio::time::timeout(limit, f(self.conn(channel), req)).await {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
             Ok(Err(status)) => match classify(&status) {
                 Verdict::Final(e) => Err(e),

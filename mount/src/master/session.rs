@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use mfs_proto::v1::{meta_service_client::MetaServiceClient, HeartbeatRequest, RequestId};
+use mfs_proto::v1::{HeartbeatRequest, RequestId};
 
-use super::Inner;
+use super::{meta_client, Inner};
 use crate::error::ClientError;
 
 /// Sequence numbers of one session: which were issued, which are in flight.
@@ -134,7 +134,7 @@ pub(crate) async fn heartbeat_once(
             "Heartbeat",
             HeartbeatRequest { session },
             Some(limit),
-            |ch, r| async move { MetaServiceClient::new(ch).heartbeat(r).await },
+            |ch, r| async move { meta_client(ch).heartbeat(r).await },
         )
         .await
         .map(|_| ())

@@ -191,6 +191,7 @@ impl MetaService for Svc {
             session,
             timeout_secs: self.0.session_timeout_secs,
             commits_attributes: false,
+            ..Default::default()
         }))
     }
 

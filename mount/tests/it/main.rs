@@ -17,6 +17,7 @@ fn opts(register: bool) -> ClientOptions {
         overall_timeout: Some(Duration::from_secs(10)),
         session_info: "it".into(),
         register_session: register,
+        ..Default::default()
     }
 }
 

@@ -6,6 +6,7 @@
 mod acl;
 mod config;
 mod data;
+mod exports;
 mod failover;
 mod fallocate;
 mod locks;

@@ -334,7 +334,10 @@ async fn retried_request_applies_once_and_sessions_expire() {
 
     step("register a session by hand (no heartbeats)");
     let s = raw
-        .register_session(RegisterSessionRequest { info: "raw".into() })
+        .register_session(RegisterSessionRequest {
+            info: "raw".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()

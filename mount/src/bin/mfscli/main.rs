@@ -165,6 +165,7 @@ async fn connect(masters: &[String], call: Duration, overall: Duration) -> Resul
         overall_timeout: Some(overall),
         session_info: "mfscli".into(),
         register_session: false,
+        ..Default::default()
     };
     Ok(MasterClient::connect(masters, opts).await?)
 }

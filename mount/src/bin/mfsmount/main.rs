@@ -44,6 +44,7 @@ use mfs_mount::fuse::{MountConfig, Overrides};
         mfsworkers=N             FUSE reader threads (default 16)\n  \
         mfsreadcachesize=MIB     64 KiB blocks kept for small reads (default 128; 0 = off)\n  \
         mfstlsca=PATH            PEM CA of a cluster serving TLS: dial masters and chunkservers with TLS\n  \
+        mfspassword=PASS         the password of the master's mfsexports.cfg line for this mount\n  \
         allow_other, default_permissions, ro\n  \
         mount(8)'s generic options (defaults, _netdev, noatime, ...) are accepted and ignored.\n\n\
         Examples:\n  \

@@ -37,12 +37,20 @@ pub fn run(args: &Args, cfg: MountConfig, mountpoint: PathBuf) -> ExitCode {
 
 /// Registers the session, waiting (and saying so) until a leader accepts
 /// it, or for MFSIOTIMEOUT when set.
-async fn connect(res: &fuse::Resolved, mountpoint: &Path) -> anyhow::Result<MasterClient> {
+async fn connect(
+    res: &fuse::Resolved,
+    cfg: &MountConfig,
+    meta: bool,
+    mountpoint: &Path,
+) -> anyhow::Result<MasterClient> {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let opts = ClientOptions {
         overall_timeout: res.io_timeout,
         session_info: format!("mfsmount {}:{}", host.trim(), mountpoint.display()),
         register_session: false,
+        mount_path: cfg.mfssubfolder.clone(),
+        password: cfg.mfspassword.clone(),
+        meta,
         ..Default::default()
     };
     let master = MasterClient::connect(&res.masters, opts)
@@ -83,7 +91,7 @@ fn mount_and_serve(args: &Args, cfg: &MountConfig, mountpoint: &Path) -> anyhow:
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let master = rt.block_on(connect(&res, mountpoint))?;
+    let master = rt.block_on(connect(&res, cfg, args.meta, mountpoint))?;
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::Subtype("mfs".into()),
@@ -119,9 +127,12 @@ fn mount_and_serve(args: &Args, cfg: &MountConfig, mountpoint: &Path) -> anyhow:
         rt.shutdown_timeout(Duration::from_secs(1));
         return served.context("the FUSE session ended with an error");
     }
-    let root = rt
-        .block_on(fuse::resolve_root(&master, &res.subfolder))
-        .with_context(|| format!("cannot mount subfolder {}", cfg.mfssubfolder))?;
+    let root = match master.session_root() {
+        Some(root) => root,
+        None => rt
+            .block_on(fuse::resolve_root(&master, &res.subfolder))
+            .with_context(|| format!("cannot mount subfolder {}", cfg.mfssubfolder))?,
+    };
     let io = {
         let _guard = rt.enter();
         let opts = IoOptions {
@@ -135,7 +146,7 @@ fn mount_and_serve(args: &Args, cfg: &MountConfig, mountpoint: &Path) -> anyhow:
         entry_ttl: res.entry_ttl,
         direntry_ttl: res.direntry_ttl,
         writeback_cache: cfg.mfswritebackcache,
-        read_only: cfg.ro,
+        read_only: cfg.ro || master.exported_read_only(),
         kernel_permissions: cfg.default_permissions,
     };
     let fs = MfsFs::new(master.clone(), io, root, settings, rt.handle().clone());

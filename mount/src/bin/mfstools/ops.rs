@@ -11,6 +11,9 @@ use fuser::INodeNo;
 use mfs_common::eattr;
 use mfs_mount::fuse::convert::InodeMap;
 use mfs_mount::master::{parse_masters, ClientOptions, MasterClient, MASTERS_ENV};
+
+/// The password of the masters' exports line for the mount a path is on.
+const PASSWORD_ENV: &str = "MFS_PASSWORD";
 use mfs_mount::tools::locate::{locate, Located};
 use mfs_mount::tools::report::{self, ChunkSlot, ValueCounts};
 use mfs_mount::ClientError;
@@ -82,22 +85,35 @@ impl Ctx {
         }
     }
 
-    async fn client(&mut self, masters: &str) -> Result<MasterClient, String> {
-        if let Some(c) = self.clients.get(masters) {
+    /// A client of `masters` for paths of a mount of `subfolder`: with a
+    /// session registered for that directory (and the password in
+    /// MFS_PASSWORD) when the tool changes things, the mount has a
+    /// subfolder or a password is given, so the masters' exports file
+    /// gives the tool the rights it gives the mount.
+    async fn client(
+        &mut self,
+        masters: &str,
+        subfolder: Option<&str>,
+    ) -> Result<MasterClient, String> {
+        let key = format!("{masters} {}", subfolder.unwrap_or("/"));
+        if let Some(c) = self.clients.get(&key) {
             return Ok(c.clone());
         }
+        let password = std::env::var(PASSWORD_ENV).unwrap_or_default();
         let addrs = parse_masters(masters).map_err(|e| format!("masters {masters:?}: {e}"))?;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let opts = ClientOptions {
             overall_timeout: Some(Duration::from_secs(60)),
             session_info: format!("{} on {}", self.tool, host.trim()),
-            register_session: self.needs_session,
+            register_session: self.needs_session || subfolder.is_some() || !password.is_empty(),
+            mount_path: subfolder.unwrap_or_default().to_string(),
+            password,
             ..ClientOptions::default()
         };
         let c = MasterClient::connect(&addrs, opts)
             .await
             .map_err(|e| format!("cannot reach the masters {masters}: {e}"))?;
-        self.clients.insert(masters.to_string(), c.clone());
+        self.clients.insert(key, c.clone());
         Ok(c)
     }
 
@@ -116,10 +132,13 @@ impl Ctx {
     pub(crate) async fn target(&mut self, path: &str) -> Result<Target, String> {
         let loc = locate(Path::new(path)).map_err(|e| e.to_string())?;
         let masters = self.masters_for(&loc);
-        let client = self.client(&masters).await?;
-        let root = match &loc.source.subfolder {
-            None => 1,
-            Some(sub) => {
+        let client = self
+            .client(&masters, loc.source.subfolder.as_deref())
+            .await?;
+        let root = match (&loc.source.subfolder, client.session_root()) {
+            (None, _) => 1,
+            (Some(_), Some(root)) => root,
+            (Some(sub), None) => {
                 let key = (masters.clone(), sub.clone());
                 match self.roots.get(&key) {
                     Some(r) => *r,

@@ -311,6 +311,7 @@ impl MetaService for Meta {
             session: 7,
             timeout_secs: 60,
             commits_attributes: true,
+            ..Default::default()
         }))
     }
     async fn heartbeat(&self, _r: Request<HeartbeatRequest>) -> R<Empty> {

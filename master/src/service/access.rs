@@ -1,0 +1,292 @@
+//! Who is calling and what they may do: the exports file (`mfsexports.cfg`)
+//! of this master, the rights a session registered with (kept in the
+//! namespace, so every master enforces them after a failover), and the
+//! checks every `MetaService` call makes before it reads or changes
+//! anything.
+//!
+//! A call's session is the one in its RequestId (mutating calls) or the
+//! `mfs-session` metadata key (reads). A session with rights may call only
+//! from the address it registered from (unless its line says `dynamicip`),
+//! sees only inodes in its directory (or held open), writes only when its
+//! line says `rw`, and runs as what `maproot`/`mapall` make of its
+//! credentials. With an exports file, a call with no session (or a session
+//! registered before the file was given) gets the rights of the first line
+//! that lets its address mount `/` with no password; none: refused.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use mfs_proto::v1 as pb;
+use mfs_proto::{ERRNO_KEY, SESSION_KEY};
+use parking_lot::RwLock;
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Status};
+
+use super::convert::cred_from_pb;
+use crate::exports::{Exports, Grant};
+use crate::fsm::{Cred, Errno, Inode, Namespace, Rights, SessionId};
+
+/// This master's exports file and what it says now.
+#[derive(Debug, Default)]
+pub struct ExportsFile {
+    path: Option<PathBuf>,
+    current: RwLock<Option<Arc<Exports>>>,
+}
+
+impl ExportsFile {
+    /// Reads `path` (None: no file; every client may mount everything).
+    pub fn load(path: Option<PathBuf>) -> Result<ExportsFile, String> {
+        let current = match &path {
+            Some(p) => Some(Arc::new(Exports::load(p)?)),
+            None => None,
+        };
+        Ok(ExportsFile {
+            path,
+            current: RwLock::new(current),
+        })
+    }
+
+    /// Reads the file again (SIGHUP); on an error the rules in force stay
+    /// and the error is returned. New sessions get the new rules; sessions
+    /// registered earlier keep their rights.
+    pub fn reload(&self) -> Result<usize, String> {
+        let Some(p) = &self.path else {
+            return Ok(0);
+        };
+        let fresh = Exports::load(p)?;
+        let n = fresh.len();
+        *self.current.write() = Some(Arc::new(fresh));
+        Ok(n)
+    }
+
+    pub fn path(&self) -> Option<&PathBuf> {
+        self.path.as_ref()
+    }
+
+    pub fn rules(&self) -> Option<Arc<Exports>> {
+        self.current.read().clone()
+    }
+}
+
+/// What a call needs besides seeing its inodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Need {
+    Read,
+    /// Changes the file system: refused (EROFS) to read-only sessions.
+    Write,
+    /// Quotas: `admin` in the session's line.
+    Admin,
+    /// The trash and sustained files: a meta session (`.` line); with
+    /// `true`, a change (refused to a read-only one).
+    Meta(bool),
+}
+
+/// The caller's address and the session named in the call's metadata,
+/// taken before the request is consumed.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Who {
+    header_session: u64,
+    ip: IpAddr,
+}
+
+pub(super) fn who<T>(req: &Request<T>) -> Who {
+    let header_session = req
+        .metadata()
+        .get(SESSION_KEY)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let ip = req
+        .remote_addr()
+        .map(|a| a.ip().to_canonical())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    Who { header_session, ip }
+}
+
+impl Who {
+    pub(super) fn ip(&self) -> IpAddr {
+        self.ip
+    }
+}
+
+/// A call's session and rights (None: no exports file and none kept: all).
+#[derive(Debug, Clone)]
+pub(super) struct Caller {
+    pub session: SessionId,
+    pub rights: Option<Rights>,
+}
+
+impl Caller {
+    /// The call's credentials as they apply: mapped by maproot/mapall.
+    pub fn cred(&self, c: Option<pb::Credentials>) -> Cred {
+        let c = cred_from_pb(c);
+        match &self.rights {
+            Some(r) => r.map(c),
+            None => c,
+        }
+    }
+
+    /// EPERM unless `goal` is within the line's mingoal..maxgoal.
+    pub fn goal(&self, goal: u8) -> Result<(), Status> {
+        match &self.rights {
+            Some(r) if goal < r.goal.0 || goal > r.goal.1 => Err(refused(
+                Errno::EPERM,
+                format!(
+                    "goal {goal} is outside {}..{} allowed by mfsexports.cfg line {}",
+                    r.goal.0, r.goal.1, r.line
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// EPERM unless `secs` is within the line's trash time bounds.
+    pub fn trash_time(&self, secs: u32) -> Result<(), Status> {
+        match &self.rights {
+            Some(r) if secs < r.trash_time.0 || secs > r.trash_time.1 => Err(refused(
+                Errno::EPERM,
+                format!(
+                    "trash time {secs} s is outside {}..{} s allowed by mfsexports.cfg line {}",
+                    r.trash_time.0, r.trash_time.1, r.line
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// EACCES unless every inode in `inodes` is in the session's directory.
+    pub fn sees(&self, ns: &Namespace, inodes: &[Inode]) -> Result<(), Status> {
+        let Some(r) = self.rights.as_ref().filter(|r| r.root != Inode::ROOT) else {
+            return Ok(());
+        };
+        for &ino in inodes {
+            match ns.is_within(r.root, ino, self.session) {
+                Ok(true) => {}
+                // An unknown inode: the call itself answers ENOENT.
+                Err(_) => {}
+                Ok(false) => {
+                    return Err(refused(
+                        Errno::EACCES,
+                        format!(
+                            "inode {ino} is outside the directory this session mounted (inode {})",
+                            r.root
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A refusal with `errno` for the client and `why` for its user.
+pub(super) fn refused(errno: Errno, why: String) -> Status {
+    let mut s = super::error::errno_status(errno);
+    let mut with = Status::new(s.code(), why);
+    if let Some(v) = s.metadata_mut().remove(ERRNO_KEY) {
+        with.metadata_mut().insert(ERRNO_KEY, v);
+    } else if let Ok(v) = MetadataValue::try_from(errno.0.to_string()) {
+        with.metadata_mut().insert(ERRNO_KEY, v);
+    }
+    with
+}
+
+/// The rights a grant gives once its directory is `root`, bound to `ip`
+/// unless the line says `dynamicip`.
+pub(super) fn rights_of(g: &Grant, root: Inode, ip: IpAddr) -> Rights {
+    Rights {
+        root,
+        read_only: g.read_only,
+        admin: g.admin,
+        meta: g.meta,
+        maproot: g.maproot,
+        mapall: g.mapall,
+        from: (!g.dynamic_ip).then_some(ip),
+        goal: g.goal,
+        trash_time: g.trash_time,
+        line: g.line as u32,
+    }
+}
+
+/// The caller of a call: its session (`body` from the RequestId, else the
+/// metadata's), its rights, checked against what the call needs and the
+/// inodes it names.
+pub(super) fn caller(
+    exports: &ExportsFile,
+    ns: &Namespace,
+    who: &Who,
+    body: Option<&pb::RequestId>,
+    need: Need,
+    inodes: &[Inode],
+) -> Result<Caller, Status> {
+    let session = match body.map(|id| id.session) {
+        Some(s) if s != 0 => SessionId(s),
+        _ => SessionId(who.header_session),
+    };
+    let kept = ns.session_rights(session).cloned();
+    let rights = match (kept, exports.rules()) {
+        (Some(r), _) => {
+            if let Some(from) = r.from.filter(|f| f.to_canonical() != who.ip) {
+                return Err(refused(
+                    Errno::EACCES,
+                    format!(
+                        "session {session} was registered from {from}; calls from {} are refused (dynamicip in mfsexports.cfg allows it)",
+                        who.ip
+                    ),
+                ));
+            }
+            Some(r)
+        }
+        (None, None) => None,
+        (None, Some(rules)) => match rules.check(who.ip, &[], false, "") {
+            Ok(g) => Some(rights_of(&g, Inode::ROOT, who.ip)),
+            Err(e) => {
+                return Err(refused(
+                    Errno::EACCES,
+                    format!("{e} (a call without a registered session counts as mounting / with no password)"),
+                ))
+            }
+        },
+    };
+    let c = Caller { session, rights };
+    if let Some(r) = &c.rights {
+        let meta_only = "a meta session (mfsmount -m) changes the trash only";
+        match need {
+            Need::Write | Need::Admin if r.meta => {
+                return Err(refused(Errno::EPERM, meta_only.into()))
+            }
+            Need::Read => {}
+            Need::Write | Need::Meta(true) if r.read_only => {
+                return Err(refused(
+                    Errno::EROFS,
+                    format!(
+                        "read-only: mfsexports.cfg line {} gives this session ro",
+                        r.line
+                    ),
+                ))
+            }
+            Need::Write => {}
+            Need::Admin if !r.admin => {
+                return Err(refused(
+                    Errno::EPERM,
+                    format!(
+                        "quotas need `admin` in the mfsexports.cfg line of the session (line {})",
+                        r.line
+                    ),
+                ))
+            }
+            Need::Admin => {}
+            Need::Meta(_) if !r.meta => {
+                return Err(refused(
+                    Errno::EPERM,
+                    "the trash needs a meta session (mfsmount -m, a `.` line in mfsexports.cfg)"
+                        .into(),
+                ))
+            }
+            Need::Meta(_) => {}
+        }
+    }
+    c.sees(ns, inodes)?;
+    Ok(c)
+}
