@@ -25,6 +25,8 @@ const EXPORTS: &str = "\
 10.0.0.0/8     /elsewhere rw
 # the administrator's mount of the root (and the test's own client)
 127.0.0.1      /          rw,admin,maproot=0:0
+# the trash, read-only
+127.0.0.1      .          ro
 ";
 
 /// A channel to `addr` whose connections come from `from`.
@@ -220,6 +222,31 @@ async fn exports_decide_who_mounts_what_and_every_master_enforces_it() {
         .await
         .unwrap_err();
     assert!(e.message().contains("registered from 127.0.0.1"), "{e:?}");
+
+    step("the meta mount shows the trash; a meta session changes nothing else");
+    crate::tools::ok("mfssettrashtime", &["3600", &a.join("secret/key").display().to_string()]);
+    std::fs::remove_file(a.join("secret/key")).unwrap();
+    let meta = Mount::start(&c, "meta", &["-m"]).unwrap();
+    let trash: Vec<String> = std::fs::read_dir(meta.path().join("trash"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        trash.iter().any(|n| n.contains("key")),
+        "trash lists {trash:?}"
+    );
+    let meta_session = MetaServiceClient::new(ch.clone())
+        .register_session(pb::RegisterSessionRequest {
+            info: "meta".into(),
+            meta: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let e = mkdir(&ch, meta_session.session, 1, 1).await.unwrap_err();
+    assert_eq!(errno(&e), Some(libc::EPERM), "mkdir by a meta session: {e:?}");
+    drop(meta);
 
     step("the leader dies: the next one keeps every session's rights");
     c.kill(leader).unwrap();
