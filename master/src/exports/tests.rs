@@ -153,3 +153,15 @@ fn refusals_say_who_asked_for_what() {
         "{text}"
     );
 }
+
+#[test]
+fn the_example_file_parses_and_lets_everyone_in() {
+    let text = include_str!("../../../deploy/mfsexports.cfg");
+    let e = Exports::parse(text, &names()).unwrap();
+    let g = e
+        .check(ip("192.0.2.1"), &path("/any/dir"), false, "")
+        .unwrap();
+    assert!(!g.read_only && g.admin);
+    assert_eq!(g.maproot, Some((0, 0)));
+    assert!(e.check(ip("192.0.2.1"), &[], true, "").is_ok());
+}

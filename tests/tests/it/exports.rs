@@ -224,7 +224,10 @@ async fn exports_decide_who_mounts_what_and_every_master_enforces_it() {
     assert!(e.message().contains("registered from 127.0.0.1"), "{e:?}");
 
     step("the meta mount shows the trash; a meta session changes nothing else");
-    crate::tools::ok("mfssettrashtime", &["3600", &a.join("secret/key").display().to_string()]);
+    crate::tools::ok(
+        "mfssettrashtime",
+        &["3600", &a.join("secret/key").display().to_string()],
+    );
     std::fs::remove_file(a.join("secret/key")).unwrap();
     let meta = Mount::start(&c, "meta", &["-m"]).unwrap();
     let trash: Vec<String> = std::fs::read_dir(meta.path().join("trash"))
@@ -245,7 +248,11 @@ async fn exports_decide_who_mounts_what_and_every_master_enforces_it() {
         .unwrap()
         .into_inner();
     let e = mkdir(&ch, meta_session.session, 1, 1).await.unwrap_err();
-    assert_eq!(errno(&e), Some(libc::EPERM), "mkdir by a meta session: {e:?}");
+    assert_eq!(
+        errno(&e),
+        Some(libc::EPERM),
+        "mkdir by a meta session: {e:?}"
+    );
     drop(meta);
 
     step("the leader dies: the next one keeps every session's rights");
