@@ -73,6 +73,7 @@ pub async fn run(cfg: MasterConfig, res: Resolved) -> Result<(), String> {
     let admin = AdminServiceServer::new(Admin {
         node: node.clone(),
         chunks: chunk_mgr.clone(),
+        secret: mfs_proto::ClusterSecret::new(&cfg.cluster_secret),
     });
     // Full chunk reports come in batches of many copies.
     let chunks = ChunkRegistryServer::new(chunks::Chunks { chunks: chunk_mgr })

@@ -74,7 +74,12 @@ pub async fn run(cfg: MetaloggerConfig, res: Resolved) -> Result<()> {
             }
         });
     }
-    tokio::spawn(join(node.clone(), res.masters.clone(), fatal_tx.clone()));
+    tokio::spawn(join(
+        node.clone(),
+        res.masters.clone(),
+        cfg.cluster_secret.clone(),
+        fatal_tx.clone(),
+    ));
     tokio::spawn(sync_timer(
         recorder.clone(),
         res.sync_every,
@@ -132,8 +137,14 @@ pub async fn run(cfg: MetaloggerConfig, res: Resolved) -> Result<()> {
 /// Asks the leader to add this node as a learner, unless it is a member
 /// already. Retries while no leader answers; stops the daemon on a conflict
 /// that needs a person (id taken, other cluster).
-async fn join(node: Arc<LearnerNode>, masters: Vec<String>, fatal: mpsc::UnboundedSender<String>) {
+async fn join(
+    node: Arc<LearnerNode>,
+    masters: Vec<String>,
+    secret: String,
+    fatal: mpsc::UnboundedSender<String>,
+) {
     let opts = ClientOptions {
+        cluster_secret: secret,
         call_timeout: Duration::from_secs(30),
         overall_timeout: Some(Duration::from_secs(60)),
         session_info: "mfsmetalogger".into(),

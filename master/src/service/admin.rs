@@ -6,6 +6,8 @@ use mfs_proto::v1 as pb;
 use mfs_proto::v1::admin_service_server::AdminService;
 use tonic::{Request, Response, Status};
 
+use mfs_proto::ClusterSecret;
+
 use crate::chunks::ChunkManager;
 use crate::raft::MasterNode;
 
@@ -13,7 +15,12 @@ pub struct Admin {
     pub node: Arc<MasterNode>,
     /// The leader's chunkservers and chunk health.
     pub chunks: Arc<ChunkManager>,
+    /// CLUSTER_SECRET: membership changes and snapshot orders need it.
+    pub secret: ClusterSecret,
 }
+
+/// What a caller refused for want of the secret is told to do.
+const SECRET_FIX: &str = "membership changes and snapshot orders need the masters' CLUSTER_SECRET (mfscli: MFS_CLUSTER_SECRET or --cluster-secret; metaloggers: CLUSTER_SECRET)";
 
 type R<T> = Result<Response<T>, Status>;
 
@@ -129,17 +136,20 @@ impl AdminService for Admin {
     }
 
     async fn add_master(&self, req: Request<pb::AddMasterRequest>) -> R<pb::MembershipReply> {
+        self.secret.check(req.metadata(), SECRET_FIX)?;
         let r = req.into_inner();
         self.node.add_master(r.id, r.address).await?;
         Ok(Response::new(self.membership_reply()))
     }
 
     async fn remove_master(&self, req: Request<pb::RemoveMasterRequest>) -> R<pb::MembershipReply> {
+        self.secret.check(req.metadata(), SECRET_FIX)?;
         self.node.remove_member(req.into_inner().id).await?;
         Ok(Response::new(self.membership_reply()))
     }
 
     async fn add_learner(&self, req: Request<pb::AddMasterRequest>) -> R<pb::MembershipReply> {
+        self.secret.check(req.metadata(), SECRET_FIX)?;
         let r = req.into_inner();
         self.node.add_learner(r.id, r.address).await?;
         Ok(Response::new(self.membership_reply()))
@@ -149,11 +159,13 @@ impl AdminService for Admin {
         &self,
         req: Request<pb::RemoveMasterRequest>,
     ) -> R<pb::MembershipReply> {
+        self.secret.check(req.metadata(), SECRET_FIX)?;
         self.node.promote(req.into_inner().id).await?;
         Ok(Response::new(self.membership_reply()))
     }
 
-    async fn trigger_snapshot(&self, _req: Request<pb::Empty>) -> R<pb::Empty> {
+    async fn trigger_snapshot(&self, req: Request<pb::Empty>) -> R<pb::Empty> {
+        self.secret.check(req.metadata(), SECRET_FIX)?;
         self.node.trigger_snapshot().await?;
         Ok(Response::new(pb::Empty {}))
     }

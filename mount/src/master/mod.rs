@@ -35,6 +35,7 @@ use mfs_proto::v1::{
     AddMasterRequest, ClusterInfoReply, Empty, MembershipReply, NodeStatusReply,
     RegisterSessionRequest, RemoveMasterRequest,
 };
+use mfs_proto::ClusterSecret;
 use tonic::transport::{Channel, Endpoint};
 
 pub use addr::{
@@ -71,6 +72,10 @@ pub struct ClientOptions {
     pub mount_path: String,
     pub password: String,
     pub meta: bool,
+    /// The masters' CLUSTER_SECRET, stamped on every call: membership
+    /// changes and snapshots ordered through the admin service need it
+    /// when the masters have one (mfscli, metaloggers joining).
+    pub cluster_secret: String,
 }
 
 impl Default for ClientOptions {
@@ -84,6 +89,7 @@ impl Default for ClientOptions {
             mount_path: String::new(),
             password: String::new(),
             meta: false,
+            cluster_secret: String::new(),
         }
     }
 }
@@ -144,6 +150,8 @@ pub(crate) struct Inner {
     session_root: AtomicU64,
     /// The master refuses this session's changes (an `ro` exports line).
     read_only: AtomicBool,
+    /// [`ClientOptions::cluster_secret`], ready to stamp.
+    secret: ClusterSecret,
     pub(crate) renew_lock: tokio::sync::Mutex<()>,
     heartbeat: Mutex<Option<tokio::task::AbortHandle>>,
     /// The runtime the client was made on: the heartbeat task runs there
@@ -207,11 +215,13 @@ fn endpoint(addr: &str, opts: &ClientOptions) -> Result<Endpoint, ClientError> {
 pub(crate) struct Conn {
     pub(crate) channel: Channel,
     pub(crate) session: u64,
+    pub(crate) secret: ClusterSecret,
 }
 
-/// Stamps the session on each call made through a client.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct StampSession(u64);
+/// Stamps the session and the cluster secret (when set) on each call made
+/// through a client.
+#[derive(Debug, Clone)]
+pub(crate) struct StampSession(u64, ClusterSecret);
 
 impl tonic::service::Interceptor for StampSession {
     fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
@@ -220,6 +230,7 @@ impl tonic::service::Interceptor for StampSession {
                 req.metadata_mut().insert(mfs_proto::SESSION_KEY, v);
             }
         }
+        self.1.stamp(req.metadata_mut());
         Ok(req)
     }
 }
@@ -227,12 +238,12 @@ impl tonic::service::Interceptor for StampSession {
 type Stamped = tonic::service::interceptor::InterceptedService<Channel, StampSession>;
 
 pub(crate) fn meta_client(c: Conn) -> MetaServiceClient<Stamped> {
-    MetaServiceClient::with_interceptor(c.channel, StampSession(c.session))
+    MetaServiceClient::with_interceptor(c.channel, StampSession(c.session, c.secret))
         .max_decoding_message_size(MAX_REPLY_BYTES)
 }
 
 pub(crate) fn admin_client(c: Conn) -> AdminServiceClient<Stamped> {
-    AdminServiceClient::with_interceptor(c.channel, StampSession(c.session))
+    AdminServiceClient::with_interceptor(c.channel, StampSession(c.session, c.secret))
         .max_decoding_message_size(MAX_REPLY_BYTES)
 }
 
@@ -321,6 +332,7 @@ impl Inner {
         Conn {
             channel,
             session: self.current_session().session,
+            secret: self.secret.clone(),
         }
     }
 
@@ -399,6 +411,7 @@ impl MasterClient {
             }));
         }
         let register = opts.register_session;
+        let secret = ClusterSecret::new(&opts.cluster_secret);
         let client = MasterClient {
             inner: Arc::new(Inner {
                 opts,
@@ -408,6 +421,7 @@ impl MasterClient {
                 session_timeout_secs: AtomicU32::new(0),
                 commits_attributes: AtomicBool::new(false),
                 session_root: AtomicU64::new(0),
+                secret,
                 read_only: AtomicBool::new(false),
                 renew_lock: tokio::sync::Mutex::new(()),
                 heartbeat: Mutex::new(None),

@@ -31,6 +31,32 @@ async fn chunkservers_need_the_cluster_secret() {
     step("two chunkservers with the masters' secret register");
     c.add_chunkservers(2, 1).await.unwrap();
 
+    step("mfscli changes nothing without the secret: snapshot refused, then ordered with it");
+    let mfscli = |env: &[(&str, &str)]| {
+        let out = std::process::Command::new(mfs_tests::cluster::bin_dir().join("mfscli"))
+            .args(["-H", &c.addrs().join(","), "snapshot"])
+            .env_remove("MFS_CLUSTER_SECRET")
+            .envs(env.iter().copied())
+            .output()
+            .expect("running mfscli");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (done, err) = mfscli(&[]);
+    assert!(!done, "a snapshot was ordered without the secret");
+    assert!(err.contains("CLUSTER_SECRET"), "{err}");
+    let (done, err) = mfscli(&[("MFS_CLUSTER_SECRET", "guess")]);
+    assert!(!done && err.contains("CLUSTER_SECRET"), "{err}");
+    let (done, err) = mfscli(&[("MFS_CLUSTER_SECRET", "s3cret")]);
+    assert!(done, "with the secret: {err}");
+
+    step("a metalogger with the secret joins (its AddLearner carries it)");
+    c.add_metalogger(9, &[("CLUSTER_SECRET", "s3cret")])
+        .await
+        .unwrap();
+
     step("one with another secret is refused and says why in its log");
     let bad = c
         .spawn_chunkserver(1, &[("MFS_CLUSTER_SECRET", "guess")])

@@ -44,6 +44,17 @@ struct Cli {
     /// PEM CA of a cluster serving TLS: dial the masters with TLS.
     #[arg(long, value_name = "PATH", env = "MFS_TLS_CA_FILE", global = true)]
     tls_ca: Option<String>,
+    /// The masters' CLUSTER_SECRET, if they have one: needed to change the
+    /// masters (add-master, remove-master, ...) and order snapshots.
+    /// Prefer the environment variable: arguments show in `ps`.
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "MFS_CLUSTER_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    cluster_secret: Option<String>,
     /// Log what the client does (repeat for more) on stderr.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
@@ -158,8 +169,12 @@ fn seconds(s: Option<f64>, default: f64) -> Result<Duration> {
         .map_err(|_| anyhow::anyhow!("--timeout must be a number of seconds >= 0, got {s}"))
 }
 
+/// `--cluster-secret`, set once at start.
+static CLUSTER_SECRET: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 async fn connect(masters: &[String], call: Duration, overall: Duration) -> Result<MasterClient> {
     let opts = ClientOptions {
+        cluster_secret: CLUSTER_SECRET.get().cloned().unwrap_or_default(),
         connect_timeout: Duration::from_secs(2).min(call),
         call_timeout: call,
         overall_timeout: Some(overall),
@@ -172,6 +187,9 @@ async fn connect(masters: &[String], call: Duration, overall: Duration) -> Resul
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     let masters = parse_masters(&cli.masters)?;
+    if let Some(s) = &cli.cluster_secret {
+        let _ = CLUSTER_SECRET.set(s.clone());
+    }
     match cli.cmd {
         Cmd::Info { json, human, raw } => {
             let timeout = seconds(cli.timeout, 5.0)?;
