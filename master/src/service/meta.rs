@@ -996,9 +996,9 @@ impl MetaService for Meta {
         self.dir_quota(inode).await
     }
 
-    async fn list_quotas(&self, _req: Request<pb::ListQuotasRequest>) -> R<pb::ListQuotasReply> {
-        self.enter(&who(&_req), None, Need::Read, &[]).await?;
-        self.all_quotas().await
+    async fn list_quotas(&self, req: Request<pb::ListQuotasRequest>) -> R<pb::ListQuotasReply> {
+        let c = self.enter(&who(&req), None, Need::Read, &[]).await?;
+        self.all_quotas(&c).await
     }
 
     async fn dir_info(&self, req: Request<pb::DirInfoRequest>) -> R<pb::DirInfoReply> {

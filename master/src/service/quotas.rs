@@ -68,9 +68,18 @@ impl Meta {
         Ok(Response::new(pb::QuotaReply { quota: q }))
     }
 
-    /// ListQuotas.
-    pub(super) async fn all_quotas(&self) -> R<pb::ListQuotasReply> {
-        let list = self.read(|ns| Ok(ns.quotas())).await?;
+    /// ListQuotas: those of directories the caller sees.
+    pub(super) async fn all_quotas(
+        &self,
+        caller: &super::access::Caller,
+    ) -> R<pb::ListQuotasReply> {
+        let list = self
+            .read(|ns| {
+                let mut all = ns.quotas();
+                all.retain(|(ino, _, _)| caller.sees(ns, &[*ino]).is_ok());
+                Ok(all)
+            })
+            .await?;
         Ok(Response::new(pb::ListQuotasReply {
             quotas: list
                 .into_iter()

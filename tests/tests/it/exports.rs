@@ -216,6 +216,25 @@ async fn exports_decide_who_mounts_what_and_every_master_enforces_it() {
         "mkdir in / by a team session: {e:?}"
     );
 
+    step("quotas: set by the admin mount; a team session lists only its own");
+    for d in ["team", "secret"] {
+        crate::tools::ok(
+            "mfssetquota",
+            &["-I", "100", &a.join(d).display().to_string()],
+        );
+    }
+    let listed = MetaServiceClient::new(ch.clone())
+        .list_quotas(as_session(team_session.session, pb::ListQuotasRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .quotas;
+    let paths: Vec<String> = listed
+        .iter()
+        .map(|q| String::from_utf8_lossy(&q.path).into_owned())
+        .collect();
+    assert_eq!(paths, vec!["team".to_string()]);
+
     step("the session's id used from another address: refused");
     let other = channel_from(&c.master(leader).unwrap().addr(), "127.0.0.2").await;
     let e = getattr(&other, team_session.session, team_session.root)
@@ -257,11 +276,20 @@ async fn exports_decide_who_mounts_what_and_every_master_enforces_it() {
 
     step("the leader dies: the next one keeps every session's rights");
     c.kill(leader).unwrap();
-    let next = c.wait_leader(Duration::from_secs(30)).await.unwrap();
-    let ch = channel_from(&c.master(next).unwrap().addr(), "127.0.0.1").await;
-    let e = getattr(&ch, team_session.session, secret_inode)
-        .await
-        .unwrap_err();
+    // The first leader seen may still lose an election running meanwhile:
+    // ask until a leader answers.
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    let (ch, e) = loop {
+        let next = c.wait_leader(Duration::from_secs(30)).await.unwrap();
+        let ch = channel_from(&c.master(next).unwrap().addr(), "127.0.0.1").await;
+        let e = getattr(&ch, team_session.session, secret_inode)
+            .await
+            .unwrap_err();
+        if e.code() != Code::Unavailable || std::time::Instant::now() > until {
+            break (ch, e);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(errno(&e), Some(libc::EACCES), "{e:?}");
     let e = mkdir(&ch, ro_session.session, 2, ro_session.root)
         .await
