@@ -1,8 +1,9 @@
 //! Who is calling and what they may do: the exports file (`mfsexports.cfg`)
 //! of this master, the rights a session registered with (kept in the
-//! namespace, so every master enforces them after a failover), and the
+//! namespace, so every master enforces them after a failover), the
 //! checks every `MetaService` call makes before it reads or changes
-//! anything.
+//! anything (`Meta::admit`, `Meta::enter`), and RegisterSession, which
+//! gives a session its rights (`Meta::register`).
 //!
 //! A call's session is the one in its RequestId (mutating calls) or the
 //! `mfs-session` metadata key (reads). A session with rights may call only
@@ -21,11 +22,14 @@ use mfs_proto::v1 as pb;
 use mfs_proto::{ERRNO_KEY, SESSION_KEY};
 use parking_lot::RwLock;
 use tonic::metadata::MetadataValue;
-use tonic::{Request, Status};
+use tonic::{Request, Response, Status};
 
 use super::convert::cred_from_pb;
+use super::error::{errno_status, invalid};
+use super::meta::{Meta, R};
 use crate::exports::{Exports, Grant};
-use crate::fsm::{Cred, Errno, Inode, Namespace, Rights, SessionId};
+use crate::fsm::{self, Cred, Errno, Inode, Namespace, Op, Reply, Rights, SessionId};
+use crate::raft::node::now;
 
 /// This master's exports file and what it says now.
 #[derive(Debug, Default)]
@@ -290,3 +294,152 @@ pub(super) fn caller(
     c.sees(ns, inodes)?;
     Ok(c)
 }
+
+impl Meta {
+    /// The caller of a call (see `access`): its session and rights, checked
+    /// against what the call needs and the inodes it names, after a read
+    /// barrier (so the rights of a session registered through any earlier
+    /// leader are known).
+    pub(super) async fn enter(
+        &self,
+        who: &Who,
+        id: Option<&pb::RequestId>,
+        need: Need,
+        inodes: &[Inode],
+    ) -> Result<Caller, Status> {
+        self.node.linearize().await?;
+        let ns = self.node.shared.ns();
+        caller(&self.exports, &ns, who, id, need, inodes)
+    }
+
+    /// [`Meta::enter`] for a request: its caller (the session of its
+    /// RequestId or metadata) checked for `need` and the inodes `inodes`
+    /// names, and the message.
+    pub(super) async fn admit<T: Identified>(
+        &self,
+        req: Request<T>,
+        need: Need,
+        inodes: impl FnOnce(&T) -> Vec<Inode>,
+    ) -> Result<(Caller, T), Status> {
+        let who = who(&req);
+        let r = req.into_inner();
+        let c = self.enter(&who, r.request_id(), need, &inodes(&r)).await?;
+        Ok((c, r))
+    }
+
+    /// RegisterSession: the directory asked for resolved, the exports
+    /// file's rights for the caller's address and password (refused with
+    /// the reason), one log entry that keeps them with the session.
+    pub(super) async fn register(
+        &self,
+        req: Request<pb::RegisterSessionRequest>,
+    ) -> R<pb::RegisterSessionReply> {
+        let who = who(&req);
+        let r = req.into_inner();
+        let info: String = r.info.chars().take(256).collect();
+        let path = crate::exports::components(&r.path).map_err(invalid)?;
+        self.node.linearize().await?;
+        let root = if r.meta {
+            Inode::ROOT
+        } else {
+            let ns = self.node.shared.ns();
+            let mut at = Inode::ROOT;
+            for c in &path {
+                let a = ns
+                    .lookup(&fsm::Cred::root(), at, c.as_bytes())
+                    .map_err(|e| {
+                        refused(e, format!("cannot mount /{}: {c}: {e}", path.join("/")))
+                    })?;
+                at = a.inode;
+            }
+            if !ns
+                .getattr(at)
+                .is_ok_and(|a| a.ftype == fsm::FileType::Directory)
+            {
+                return Err(refused(
+                    Errno::ENOTDIR,
+                    format!("cannot mount /{}: not a directory", path.join("/")),
+                ));
+            }
+            at
+        };
+        let (op, rights) = match self.exports.rules() {
+            None => (Op::RegisterSession { info: info.clone() }, None),
+            Some(rules) => {
+                let grant = rules
+                    .check(who.ip(), &path, r.meta, &r.password)
+                    .map_err(|e| refused(Errno::EACCES, e.to_string()))?;
+                let rights = rights_of(&grant, root, who.ip());
+                let op = Op::RegisterSessionWith {
+                    info: info.clone(),
+                    rights: rights.clone(),
+                };
+                (op, Some(rights))
+            }
+        };
+        let r = fsm::Request {
+            session: SessionId(0),
+            seq: 0,
+            acked: 0,
+            time: now(),
+            op,
+        };
+        match self.node.write(r).await? {
+            Reply::Session { id, .. } => {
+                self.node.touch_session(id.0);
+                if let Some(g) = &rights {
+                    tracing::info!(
+                        session = id.0,
+                        from = %who.ip(),
+                        path = %format!("/{}", path.join("/")),
+                        meta = g.meta,
+                        read_only = g.read_only,
+                        line = g.line,
+                        %info,
+                        "session registered through mfsexports.cfg"
+                    );
+                }
+                Ok(Response::new(pb::RegisterSessionReply {
+                    session: id.0,
+                    timeout_secs: self.node.session_timeout().as_secs() as u32,
+                    commits_attributes: true,
+                    root: root.0,
+                    read_only: rights.as_ref().is_some_and(|g| g.read_only),
+                }))
+            }
+            Reply::Err(e) => Err(errno_status(e)),
+            other => Err(Status::internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+}
+
+/// A request that may carry a RequestId (mutating calls do).
+pub(super) trait Identified {
+    fn request_id(&self) -> Option<&pb::RequestId>;
+}
+
+macro_rules! identified {
+    (with id: $($t:ident),*; without: $($u:ident),*) => {
+        $(impl Identified for pb::$t {
+            fn request_id(&self) -> Option<&pb::RequestId> {
+                self.id.as_ref()
+            }
+        })*
+        $(impl Identified for pb::$u {
+            fn request_id(&self) -> Option<&pb::RequestId> {
+                None
+            }
+        })*
+    };
+}
+
+identified!(
+    with id: SetAttrRequest, MkdirRequest, MknodRequest, CreateRequest, OpenRequest,
+        ReleaseRequest, AssertOpensRequest, UnlinkRequest, RmdirRequest, RenameRequest,
+        LinkRequest, SymlinkRequest, SetXattrRequest, RemoveXattrRequest, WriteChunkRequest,
+        WriteChunkEndRequest, PunchChunksRequest, SetGoalRequest, SetTrashTimeRequest,
+        SetEattrRequest, SnapshotRequest, SetLockRequest, TrashFileRequest,
+        SetTrashPathRequest, SetQuotaRequest, CloseSessionRequest;
+    without: GetAttrRequest, ReadlinkRequest, GetQuotaRequest, DirInfoRequest,
+        ListRemovedRequest, ListQuotasRequest, StatfsRequest, LookupRequest, ReaddirRequest, GetXattrRequest, ListXattrRequest, AccessRequest
+);

@@ -8,12 +8,12 @@ use mfs_proto::v1 as pb;
 use mfs_proto::v1::meta_service_server::MetaService;
 use tonic::{Request, Response, Status};
 
-use super::access::{self, refused, rights_of, who, ExportsFile, Need};
+use super::access::{who, ExportsFile, Need};
 use super::convert::*;
 use super::error::{errno_status, invalid};
-use crate::chunks::datapath::{EndChange, ReqId};
+use crate::chunks::datapath::ReqId;
 use crate::chunks::ChunkManager;
-use crate::fsm::{self, ChunkId, Errno, Inode, Op, Reply, SessionId, TimeSet, MAX_GOAL};
+use crate::fsm::{self, Errno, Inode, Op, Reply, SessionId, TimeSet, MAX_GOAL};
 use crate::raft::node::now;
 use crate::raft::MasterNode;
 
@@ -32,7 +32,7 @@ pub struct Meta {
 
 pub(super) type R<T> = Result<Response<T>, Status>;
 
-fn rid(id: Option<pb::RequestId>) -> Result<pb::RequestId, Status> {
+pub(super) fn rid(id: Option<pb::RequestId>) -> Result<pb::RequestId, Status> {
     match id {
         Some(id) if id.session != 0 && id.seq != 0 => Ok(id),
         Some(_) => Err(invalid(
@@ -42,7 +42,7 @@ fn rid(id: Option<pb::RequestId>) -> Result<pb::RequestId, Status> {
     }
 }
 
-fn req_id(id: &pb::RequestId) -> ReqId {
+pub(super) fn req_id(id: &pb::RequestId) -> ReqId {
     ReqId {
         session: SessionId(id.session),
         seq: id.seq,
@@ -80,11 +80,11 @@ impl Meta {
 
     /// `a` as protobuf, `has_xattrs` read under the namespace's read lock
     /// (never call it while holding that lock: see [`Meta::read`]).
-    fn attr_now(&self, a: &fsm::Attr) -> pb::Attr {
+    pub(super) fn attr_now(&self, a: &fsm::Attr) -> pb::Attr {
         attr_to_pb(a, &self.node.shared.ns())
     }
 
-    fn attr_response(&self, r: Reply) -> R<pb::AttrReply> {
+    pub(super) fn attr_response(&self, r: Reply) -> R<pb::AttrReply> {
         Ok(Response::new(pb::AttrReply {
             attr: Some(self.attr_reply(r)?),
         }))
@@ -114,22 +114,6 @@ impl Meta {
         })
     }
 
-    /// The caller of a call (see `access`): its session and rights, checked
-    /// against what the call needs and the inodes it names, after a read
-    /// barrier (so the rights of a session registered through any earlier
-    /// leader are known).
-    async fn enter(
-        &self,
-        who: &access::Who,
-        id: Option<&pb::RequestId>,
-        need: Need,
-        inodes: &[Inode],
-    ) -> Result<access::Caller, Status> {
-        self.node.linearize().await?;
-        let ns = self.node.shared.ns();
-        access::caller(&self.exports, &ns, who, id, need, inodes)
-    }
-
     /// Runs `f` on the namespace after a read barrier, under its read
     /// lock: `f` converts attributes with the `ns` it is given, never
     /// through `attr_now` (a second read lock may wait forever behind a
@@ -153,7 +137,10 @@ fn time_set(now: bool, at: Option<pb::Timespec>, what: &str) -> Result<Option<Ti
 
 /// An explicit time from the wire (INVALID_ARGUMENT naming `what` when its
 /// nanoseconds are out of range).
-fn given_time(at: Option<pb::Timespec>, what: &str) -> Result<Option<fsm::Timespec>, Status> {
+pub(super) fn given_time(
+    at: Option<pb::Timespec>,
+    what: &str,
+) -> Result<Option<fsm::Timespec>, Status> {
     at.map(|t| {
         ts_from_pb(&t).ok_or_else(|| invalid(format!("{what}: nanoseconds must be below 1e9")))
     })
@@ -166,82 +153,7 @@ impl MetaService for Meta {
         &self,
         req: Request<pb::RegisterSessionRequest>,
     ) -> R<pb::RegisterSessionReply> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let info: String = r.info.chars().take(256).collect();
-        let path = crate::exports::components(&r.path).map_err(invalid)?;
-        self.node.linearize().await?;
-        let root = if r.meta {
-            Inode::ROOT
-        } else {
-            let ns = self.node.shared.ns();
-            let mut at = Inode::ROOT;
-            for c in &path {
-                let a = ns
-                    .lookup(&fsm::Cred::root(), at, c.as_bytes())
-                    .map_err(|e| {
-                        refused(e, format!("cannot mount /{}: {c}: {e}", path.join("/")))
-                    })?;
-                at = a.inode;
-            }
-            if !ns
-                .getattr(at)
-                .is_ok_and(|a| a.ftype == fsm::FileType::Directory)
-            {
-                return Err(refused(
-                    Errno::ENOTDIR,
-                    format!("cannot mount /{}: not a directory", path.join("/")),
-                ));
-            }
-            at
-        };
-        let (op, rights) = match self.exports.rules() {
-            None => (Op::RegisterSession { info: info.clone() }, None),
-            Some(rules) => {
-                let grant = rules
-                    .check(who.ip(), &path, r.meta, &r.password)
-                    .map_err(|e| refused(Errno::EACCES, e.to_string()))?;
-                let rights = rights_of(&grant, root, who.ip());
-                let op = Op::RegisterSessionWith {
-                    info: info.clone(),
-                    rights: rights.clone(),
-                };
-                (op, Some(rights))
-            }
-        };
-        let r = fsm::Request {
-            session: SessionId(0),
-            seq: 0,
-            acked: 0,
-            time: now(),
-            op,
-        };
-        match self.node.write(r).await? {
-            Reply::Session { id, .. } => {
-                self.node.touch_session(id.0);
-                if let Some(g) = &rights {
-                    tracing::info!(
-                        session = id.0,
-                        from = %who.ip(),
-                        path = %format!("/{}", path.join("/")),
-                        meta = g.meta,
-                        read_only = g.read_only,
-                        line = g.line,
-                        %info,
-                        "session registered through mfsexports.cfg"
-                    );
-                }
-                Ok(Response::new(pb::RegisterSessionReply {
-                    session: id.0,
-                    timeout_secs: self.node.session_timeout().as_secs() as u32,
-                    commits_attributes: true,
-                    root: root.0,
-                    read_only: rights.as_ref().is_some_and(|g| g.read_only),
-                }))
-            }
-            Reply::Err(e) => Err(errno_status(e)),
-            other => Err(Status::internal(format!("unexpected reply {other:?}"))),
-        }
+        self.register(req).await
     }
 
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> R<pb::Empty> {
@@ -262,17 +174,13 @@ impl MetaService for Meta {
     }
 
     async fn close_session(&self, req: Request<pb::CloseSessionRequest>) -> R<pb::Empty> {
-        let who = who(&req);
-        let id = req.into_inner().id;
-        self.enter(&who, id.as_ref(), Need::Read, &[]).await?;
-        ok_reply(self.mutate(id, Op::CloseSession).await?)
+        let (_, r) = self.admit(req, Need::Read, |_| vec![]).await?;
+        ok_reply(self.mutate(r.id, Op::CloseSession).await?)
     }
 
     async fn lookup(&self, req: Request<pb::LookupRequest>) -> R<pb::EntryReply> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, None, Need::Read, &[Inode(r.parent)])
+        let (c, r) = self
+            .admit(req, Need::Read, |r| vec![Inode(r.parent)])
             .await?;
         let cred = c.cred(r.cred);
         let a = self
@@ -289,9 +197,10 @@ impl MetaService for Meta {
     }
 
     async fn get_attr(&self, req: Request<pb::GetAttrRequest>) -> R<pb::AttrReply> {
-        let who = who(&req);
-        let ino = Inode(req.into_inner().inode);
-        self.enter(&who, None, Need::Read, &[ino]).await?;
+        let (_, r) = self
+            .admit(req, Need::Read, |r| vec![Inode(r.inode)])
+            .await?;
+        let ino = Inode(r.inode);
         let a = self
             .read(|ns| ns.getattr(ino).map(|a| attr_to_pb(&a, ns)))
             .await?;
@@ -299,10 +208,8 @@ impl MetaService for Meta {
     }
 
     async fn set_attr(&self, req: Request<pb::SetAttrRequest>) -> R<pb::AttrReply> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.inode)])
+        let (c, r) = self
+            .admit(req, Need::Write, |r| vec![Inode(r.inode)])
             .await?;
         let cred = c.cred(r.cred);
         let same = fsm::SameAttrs {
@@ -352,10 +259,8 @@ impl MetaService for Meta {
     }
 
     async fn mkdir(&self, req: Request<pb::MkdirRequest>) -> R<pb::EntryReply> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.parent)])
+        let (c, r) = self
+            .admit(req, Need::Write, |r| vec![Inode(r.parent)])
             .await?;
         let op = Op::Mkdir {
             cred: c.cred(r.cred),
@@ -368,10 +273,8 @@ impl MetaService for Meta {
     }
 
     async fn mknod(&self, req: Request<pb::MknodRequest>) -> R<pb::EntryReply> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.parent)])
+        let (c, r) = self
+            .admit(req, Need::Write, |r| vec![Inode(r.parent)])
             .await?;
         let ftype = ftype_from_pb(r.r#type).ok_or_else(|| invalid("Mknod: unknown file type"))?;
         let op = Op::Mknod {
@@ -387,10 +290,8 @@ impl MetaService for Meta {
     }
 
     async fn create(&self, req: Request<pb::CreateRequest>) -> R<pb::EntryReply> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.parent)])
+        let (c, r) = self
+            .admit(req, Need::Write, |r| vec![Inode(r.parent)])
             .await?;
         let op = Op::Create {
             cred: c.cred(r.cred),
@@ -450,9 +351,7 @@ impl MetaService for Meta {
     }
 
     async fn release(&self, req: Request<pb::ReleaseRequest>) -> R<pb::Empty> {
-        let who = who(&req);
-        let r = req.into_inner();
-        self.enter(&who, r.id.as_ref(), Need::Read, &[]).await?;
+        let (_, r) = self.admit(req, Need::Read, |_| vec![]).await?;
         let op = if r.more.is_empty() {
             Op::Release {
                 inode: Inode(r.inode),
@@ -488,10 +387,8 @@ impl MetaService for Meta {
     }
 
     async fn unlink(&self, req: Request<pb::UnlinkRequest>) -> R<pb::Empty> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.parent)])
+        let (c, r) = self
+            .admit(req, Need::Write, |r| vec![Inode(r.parent)])
             .await?;
         let op = Op::Unlink {
             cred: c.cred(r.cred),
@@ -502,10 +399,8 @@ impl MetaService for Meta {
     }
 
     async fn rmdir(&self, req: Request<pb::RmdirRequest>) -> R<pb::Empty> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.parent)])
+        let (c, r) = self
+            .admit(req, Need::Write, |r| vec![Inode(r.parent)])
             .await?;
         let op = Op::Rmdir {
             cred: c.cred(r.cred),
@@ -516,15 +411,10 @@ impl MetaService for Meta {
     }
 
     async fn rename(&self, req: Request<pb::RenameRequest>) -> R<pb::Empty> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(
-                &who,
-                r.id.as_ref(),
-                Need::Write,
-                &[Inode(r.parent), Inode(r.new_parent)],
-            )
+        let (c, r) = self
+            .admit(req, Need::Write, |r| {
+                vec![Inode(r.parent), Inode(r.new_parent)]
+            })
             .await?;
         let op = Op::Rename {
             cred: c.cred(r.cred),
@@ -539,15 +429,10 @@ impl MetaService for Meta {
     }
 
     async fn link(&self, req: Request<pb::LinkRequest>) -> R<pb::EntryReply> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(
-                &who,
-                r.id.as_ref(),
-                Need::Write,
-                &[Inode(r.inode), Inode(r.new_parent)],
-            )
+        let (c, r) = self
+            .admit(req, Need::Write, |r| {
+                vec![Inode(r.inode), Inode(r.new_parent)]
+            })
             .await?;
         let op = Op::Link {
             cred: c.cred(r.cred),
@@ -559,10 +444,8 @@ impl MetaService for Meta {
     }
 
     async fn symlink(&self, req: Request<pb::SymlinkRequest>) -> R<pb::EntryReply> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.parent)])
+        let (c, r) = self
+            .admit(req, Need::Write, |r| vec![Inode(r.parent)])
             .await?;
         let op = Op::Symlink {
             cred: c.cred(r.cred),
@@ -574,18 +457,17 @@ impl MetaService for Meta {
     }
 
     async fn readlink(&self, req: Request<pb::ReadlinkRequest>) -> R<pb::ReadlinkReply> {
-        let who = who(&req);
-        let ino = Inode(req.into_inner().inode);
-        self.enter(&who, None, Need::Read, &[ino]).await?;
+        let (_, r) = self
+            .admit(req, Need::Read, |r| vec![Inode(r.inode)])
+            .await?;
+        let ino = Inode(r.inode);
         let target = self.read(|ns| ns.readlink(ino).map(|t| t.to_vec())).await?;
         Ok(Response::new(pb::ReadlinkReply { target }))
     }
 
     async fn readdir(&self, req: Request<pb::ReaddirRequest>) -> R<pb::ReaddirReply> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, None, Need::Read, &[Inode(r.inode)])
+        let (c, r) = self
+            .admit(req, Need::Read, |r| vec![Inode(r.inode)])
             .await?;
         let cred = c.cred(r.cred);
         let limit = match r.limit as usize {
@@ -610,8 +492,8 @@ impl MetaService for Meta {
         Ok(Response::new(pb::ReaddirReply { entries, more }))
     }
 
-    async fn statfs(&self, _req: Request<pb::StatfsRequest>) -> R<pb::StatfsReply> {
-        self.enter(&who(&_req), None, Need::Read, &[]).await?;
+    async fn statfs(&self, req: Request<pb::StatfsRequest>) -> R<pb::StatfsReply> {
+        self.admit(req, Need::Read, |_| vec![]).await?;
         let inodes = self.read(|ns| Ok(ns.inode_count())).await?;
         // Space comes from the chunkservers; until one reports, a nominal
         // 1 PiB keeps tools like df and cp working.
@@ -639,10 +521,8 @@ impl MetaService for Meta {
     }
 
     async fn get_xattr(&self, req: Request<pb::GetXattrRequest>) -> R<pb::GetXattrReply> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, None, Need::Read, &[Inode(r.inode)])
+        let (c, r) = self
+            .admit(req, Need::Read, |r| vec![Inode(r.inode)])
             .await?;
         let cred = c.cred(r.cred);
         let value = self
@@ -652,10 +532,8 @@ impl MetaService for Meta {
     }
 
     async fn set_xattr(&self, req: Request<pb::SetXattrRequest>) -> R<pb::Empty> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.inode)])
+        let (c, r) = self
+            .admit(req, Need::Write, |r| vec![Inode(r.inode)])
             .await?;
         let op = Op::SetXattr {
             cred: c.cred(r.cred),
@@ -669,10 +547,8 @@ impl MetaService for Meta {
     }
 
     async fn list_xattr(&self, req: Request<pb::ListXattrRequest>) -> R<pb::ListXattrReply> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, None, Need::Read, &[Inode(r.inode)])
+        let (c, r) = self
+            .admit(req, Need::Read, |r| vec![Inode(r.inode)])
             .await?;
         let cred = c.cred(r.cred);
         let names = self.read(|ns| ns.listxattr(&cred, Inode(r.inode))).await?;
@@ -680,10 +556,8 @@ impl MetaService for Meta {
     }
 
     async fn remove_xattr(&self, req: Request<pb::RemoveXattrRequest>) -> R<pb::Empty> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.inode)])
+        let (c, r) = self
+            .admit(req, Need::Write, |r| vec![Inode(r.inode)])
             .await?;
         let op = Op::RemoveXattr {
             cred: c.cred(r.cred),
@@ -694,91 +568,20 @@ impl MetaService for Meta {
     }
 
     async fn read_chunk(&self, req: Request<pb::ReadChunkRequest>) -> R<pb::ChunkLocation> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let id = pb::RequestId {
-            session: r.session,
-            ..Default::default()
-        };
-        self.enter(&who, Some(&id), Need::Read, &[Inode(r.inode)])
-            .await?;
-        let loc = self
-            .chunks
-            .read_chunk(SessionId(r.session), Inode(r.inode), r.index)
-            .await?;
-        Ok(Response::new(location_to_pb(loc)))
+        self.chunk_to_read(req).await
     }
 
     async fn write_chunk(&self, req: Request<pb::WriteChunkRequest>) -> R<pb::ChunkLocation> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.inode)])
-            .await?;
-        let id = rid(r.id)?;
-        let loc = self
-            .chunks
-            .write_chunk(
-                req_id(&id),
-                c.cred(r.cred),
-                Inode(r.inode),
-                r.index,
-                r.renew.then_some(r.lease_servers.as_slice()),
-            )
-            .await?;
-        let room = self.node.shared.ns().quota_room(Inode(r.inode), now().sec);
-        let mut loc = location_to_pb(loc);
-        loc.quota_room = room;
-        Ok(Response::new(loc))
+        self.chunk_to_write(req).await
     }
 
     async fn write_chunk_end(&self, req: Request<pb::WriteChunkEndRequest>) -> R<pb::AttrReply> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.inode)])
-            .await?;
-        let id = rid(r.id)?;
-        let mtime = given_time(r.mtime, "WriteChunkEnd: mtime")?;
-        let atime = given_time(r.atime, "WriteChunkEnd: atime")?;
-        if r.mode.is_some_and(|m| m > 0o7777) {
-            return Err(invalid("WriteChunkEnd: mode has bits above 0o7777"));
-        }
-        let change = match (r.mode, atime) {
-            (None, None) => None,
-            (mode, atime) => {
-                if r.cred.is_none() {
-                    return Err(invalid(
-                        "WriteChunkEnd: an attribute change (mode, atime) needs cred",
-                    ));
-                }
-                Some(EndChange {
-                    cred: c.cred(r.cred),
-                    mode,
-                    atime,
-                })
-            }
-        };
-        let a = self
-            .chunks
-            .write_chunk_end(
-                req_id(&id),
-                (Inode(r.inode), r.index),
-                (ChunkId(r.chunk_id), r.created),
-                (r.file_length, mtime),
-                change,
-            )
-            .await?;
-        Ok(Response::new(pb::AttrReply {
-            attr: Some(self.attr_now(&a)),
-        }))
+        self.end_write(req).await
     }
 
     async fn set_goal(&self, req: Request<pb::SetGoalRequest>) -> R<pb::SetTreeReply> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.inode)])
+        let (c, r) = self
+            .admit(req, Need::Write, |r| vec![Inode(r.inode)])
             .await?;
         let goal = u8::try_from(r.goal)
             .ok()
@@ -795,10 +598,8 @@ impl MetaService for Meta {
     }
 
     async fn set_trash_time(&self, req: Request<pb::SetTrashTimeRequest>) -> R<pb::SetTreeReply> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.inode)])
+        let (c, r) = self
+            .admit(req, Need::Write, |r| vec![Inode(r.inode)])
             .await?;
         c.trash_time(r.trash_time)?;
         let op = Op::SetTrashTime {
@@ -811,10 +612,8 @@ impl MetaService for Meta {
     }
 
     async fn set_eattr(&self, req: Request<pb::SetEattrRequest>) -> R<pb::SetTreeReply> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.inode)])
+        let (c, r) = self
+            .admit(req, Need::Write, |r| vec![Inode(r.inode)])
             .await?;
         let bits = |v: u32, what: &str| {
             u8::try_from(v)
@@ -838,15 +637,8 @@ impl MetaService for Meta {
     }
 
     async fn snapshot(&self, req: Request<pb::SnapshotRequest>) -> R<pb::EntryReply> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(
-                &who,
-                r.id.as_ref(),
-                Need::Write,
-                &[Inode(r.src), Inode(r.parent)],
-            )
+        let (c, r) = self
+            .admit(req, Need::Write, |r| vec![Inode(r.src), Inode(r.parent)])
             .await?;
         let op = Op::Snapshot {
             cred: c.cred(r.cred),
@@ -858,9 +650,8 @@ impl MetaService for Meta {
     }
 
     async fn set_lock(&self, req: Request<pb::SetLockRequest>) -> R<pb::Empty> {
-        let who = who(&req);
-        let r = req.into_inner();
-        self.enter(&who, r.id.as_ref(), Need::Read, &[Inode(r.inode)])
+        let (_, r) = self
+            .admit(req, Need::Read, |r| vec![Inode(r.inode)])
             .await?;
         let op = Op::SetLock {
             inode: Inode(r.inode),
@@ -909,16 +700,12 @@ impl MetaService for Meta {
     }
 
     async fn list_removed(&self, req: Request<pb::ListRemovedRequest>) -> R<pb::ListRemovedReply> {
-        self.enter(&who(&req), None, Need::Meta(false), &[]).await?;
-        self.list_removed_files(req.into_inner()).await
+        let (_, r) = self.admit(req, Need::Meta(false), |_| vec![]).await?;
+        self.list_removed_files(r).await
     }
 
     async fn trash_delete(&self, req: Request<pb::TrashFileRequest>) -> R<pb::Empty> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, r.id.as_ref(), Need::Meta(true), &[])
-            .await?;
+        let (c, r) = self.admit(req, Need::Meta(true), |_| vec![]).await?;
         let op = Op::TrashDelete {
             cred: c.cred(r.cred),
             inode: Inode(r.inode),
@@ -927,11 +714,7 @@ impl MetaService for Meta {
     }
 
     async fn undelete(&self, req: Request<pb::TrashFileRequest>) -> R<pb::AttrReply> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, r.id.as_ref(), Need::Meta(true), &[])
-            .await?;
+        let (c, r) = self.admit(req, Need::Meta(true), |_| vec![]).await?;
         let op = Op::Undelete {
             cred: c.cred(r.cred),
             inode: Inode(r.inode),
@@ -940,11 +723,7 @@ impl MetaService for Meta {
     }
 
     async fn set_trash_path(&self, req: Request<pb::SetTrashPathRequest>) -> R<pb::Empty> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, r.id.as_ref(), Need::Meta(true), &[])
-            .await?;
+        let (c, r) = self.admit(req, Need::Meta(true), |_| vec![]).await?;
         let op = Op::SetTrashPath {
             cred: c.cred(r.cred),
             inode: Inode(r.inode),
@@ -954,10 +733,8 @@ impl MetaService for Meta {
     }
 
     async fn access(&self, req: Request<pb::AccessRequest>) -> R<pb::Empty> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, None, Need::Read, &[Inode(r.inode)])
+        let (c, r) = self
+            .admit(req, Need::Read, |r| vec![Inode(r.inode)])
             .await?;
         let cred = c.cred(r.cred);
         self.read(|ns| ns.access(&cred, Inode(r.inode), r.mask))
@@ -966,45 +743,33 @@ impl MetaService for Meta {
     }
 
     async fn punch_chunks(&self, req: Request<pb::PunchChunksRequest>) -> R<pb::AttrReply> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, r.id.as_ref(), Need::Write, &[Inode(r.inode)])
-            .await?;
-        let op = Op::PunchChunks {
-            cred: c.cred(r.cred),
-            inode: Inode(r.inode),
-            first: r.first,
-            count: r.count,
-        };
-        self.attr_response(self.mutate(r.id, op).await?)
+        self.punch(req).await
     }
 
     async fn set_quota(&self, req: Request<pb::SetQuotaRequest>) -> R<pb::QuotaReply> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter(&who, r.id.as_ref(), Need::Admin, &[Inode(r.inode)])
+        let (c, r) = self
+            .admit(req, Need::Admin, |r| vec![Inode(r.inode)])
             .await?;
         self.set_dir_quota(r, &c).await
     }
 
     async fn get_quota(&self, req: Request<pb::GetQuotaRequest>) -> R<pb::QuotaReply> {
-        let who = who(&req);
-        let inode = Inode(req.into_inner().inode);
-        self.enter(&who, None, Need::Read, &[inode]).await?;
-        self.dir_quota(inode).await
+        let (_, r) = self
+            .admit(req, Need::Read, |r| vec![Inode(r.inode)])
+            .await?;
+        self.dir_quota(Inode(r.inode)).await
     }
 
     async fn list_quotas(&self, req: Request<pb::ListQuotasRequest>) -> R<pb::ListQuotasReply> {
-        let c = self.enter(&who(&req), None, Need::Read, &[]).await?;
+        let (c, _) = self.admit(req, Need::Read, |_| vec![]).await?;
         self.all_quotas(&c).await
     }
 
     async fn dir_info(&self, req: Request<pb::DirInfoRequest>) -> R<pb::DirInfoReply> {
-        let who = who(&req);
-        let inode = Inode(req.into_inner().inode);
-        self.enter(&who, None, Need::Read, &[inode]).await?;
+        let (_, r) = self
+            .admit(req, Need::Read, |r| vec![Inode(r.inode)])
+            .await?;
+        let inode = Inode(r.inode);
         let s = self.read(|ns| ns.dir_stats(inode)).await?;
         Ok(Response::new(pb::DirInfoReply {
             inodes: s.inodes,

@@ -6,6 +6,7 @@ pub mod access;
 pub mod admin;
 pub mod chunks;
 pub mod convert;
+mod data;
 pub mod error;
 pub mod http;
 pub mod meta;

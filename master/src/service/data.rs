@@ -1,0 +1,115 @@
+//! MetaService's data-path calls: where a chunk is to read it, its write
+//! lease, the end of a write, punched chunks (the chunk side is in
+//! `crate::chunks`).
+
+use mfs_proto::v1 as pb;
+use tonic::{Request, Response};
+
+use super::access::{who, Need};
+use super::convert::*;
+use super::error::invalid;
+use super::meta::{given_time, req_id, rid, Meta, R};
+use crate::chunks::datapath::EndChange;
+use crate::fsm::{ChunkId, Inode, Op, SessionId};
+use crate::raft::node::now;
+
+impl Meta {
+    pub(super) async fn chunk_to_read(
+        &self,
+        req: Request<pb::ReadChunkRequest>,
+    ) -> R<pb::ChunkLocation> {
+        let who = who(&req);
+        let r = req.into_inner();
+        let id = pb::RequestId {
+            session: r.session,
+            ..Default::default()
+        };
+        self.enter(&who, Some(&id), Need::Read, &[Inode(r.inode)])
+            .await?;
+        let loc = self
+            .chunks
+            .read_chunk(SessionId(r.session), Inode(r.inode), r.index)
+            .await?;
+        Ok(Response::new(location_to_pb(loc)))
+    }
+
+    pub(super) async fn chunk_to_write(
+        &self,
+        req: Request<pb::WriteChunkRequest>,
+    ) -> R<pb::ChunkLocation> {
+        let (c, r) = self
+            .admit(req, Need::Write, |r| vec![Inode(r.inode)])
+            .await?;
+        let id = rid(r.id)?;
+        let loc = self
+            .chunks
+            .write_chunk(
+                req_id(&id),
+                c.cred(r.cred),
+                Inode(r.inode),
+                r.index,
+                r.renew.then_some(r.lease_servers.as_slice()),
+            )
+            .await?;
+        let room = self.node.shared.ns().quota_room(Inode(r.inode), now().sec);
+        let mut loc = location_to_pb(loc);
+        loc.quota_room = room;
+        Ok(Response::new(loc))
+    }
+
+    pub(super) async fn end_write(
+        &self,
+        req: Request<pb::WriteChunkEndRequest>,
+    ) -> R<pb::AttrReply> {
+        let (c, r) = self
+            .admit(req, Need::Write, |r| vec![Inode(r.inode)])
+            .await?;
+        let id = rid(r.id)?;
+        let mtime = given_time(r.mtime, "WriteChunkEnd: mtime")?;
+        let atime = given_time(r.atime, "WriteChunkEnd: atime")?;
+        if r.mode.is_some_and(|m| m > 0o7777) {
+            return Err(invalid("WriteChunkEnd: mode has bits above 0o7777"));
+        }
+        let change = match (r.mode, atime) {
+            (None, None) => None,
+            (mode, atime) => {
+                if r.cred.is_none() {
+                    return Err(invalid(
+                        "WriteChunkEnd: an attribute change (mode, atime) needs cred",
+                    ));
+                }
+                Some(EndChange {
+                    cred: c.cred(r.cred),
+                    mode,
+                    atime,
+                })
+            }
+        };
+        let a = self
+            .chunks
+            .write_chunk_end(
+                req_id(&id),
+                (Inode(r.inode), r.index),
+                (ChunkId(r.chunk_id), r.created),
+                (r.file_length, mtime),
+                change,
+            )
+            .await?;
+        Ok(Response::new(pb::AttrReply {
+            attr: Some(self.attr_now(&a)),
+        }))
+    }
+
+    pub(super) async fn punch(&self, req: Request<pb::PunchChunksRequest>) -> R<pb::AttrReply> {
+        let (c, r) = self
+            .admit(req, Need::Write, |r| vec![Inode(r.inode)])
+            .await?;
+        let op = Op::PunchChunks {
+            cred: c.cred(r.cred),
+            inode: Inode(r.inode),
+            first: r.first,
+            count: r.count,
+        };
+        self.attr_response(self.mutate(r.id, op).await?)
+    }
+}
