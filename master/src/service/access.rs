@@ -133,30 +133,36 @@ impl Caller {
 
     /// EPERM unless `goal` is within the line's mingoal..maxgoal.
     pub fn goal(&self, goal: u8) -> Result<(), Status> {
-        match &self.rights {
-            Some(r) if goal < r.goal.0 || goal > r.goal.1 => Err(refused(
-                Errno::EPERM,
-                format!(
-                    "goal {goal} is outside {}..{} allowed by mfsexports.cfg line {}",
-                    r.goal.0, r.goal.1, r.line
-                ),
-            )),
-            _ => Ok(()),
-        }
+        self.within("goal", u32::from(goal), |r| {
+            (u32::from(r.goal.0), u32::from(r.goal.1))
+        })
     }
 
     /// EPERM unless `secs` is within the line's trash time bounds.
     pub fn trash_time(&self, secs: u32) -> Result<(), Status> {
-        match &self.rights {
-            Some(r) if secs < r.trash_time.0 || secs > r.trash_time.1 => Err(refused(
-                Errno::EPERM,
-                format!(
-                    "trash time {secs} s is outside {}..{} s allowed by mfsexports.cfg line {}",
-                    r.trash_time.0, r.trash_time.1, r.line
-                ),
-            )),
-            _ => Ok(()),
+        self.within("trash time (s)", secs, |r| r.trash_time)
+    }
+
+    fn within(
+        &self,
+        what: &str,
+        v: u32,
+        bounds: impl Fn(&Rights) -> (u32, u32),
+    ) -> Result<(), Status> {
+        let Some(r) = &self.rights else {
+            return Ok(());
+        };
+        let (min, max) = bounds(r);
+        if (min..=max).contains(&v) {
+            return Ok(());
         }
+        Err(refused(
+            Errno::EPERM,
+            format!(
+                "{what} {v} is outside {min}..{max} allowed by mfsexports.cfg line {}",
+                r.line
+            ),
+        ))
     }
 
     /// EACCES unless every inode in `inodes` is in the session's directory.
@@ -213,21 +219,18 @@ pub(super) fn rights_of(g: &Grant, root: Inode, ip: IpAddr) -> Rights {
     }
 }
 
-/// The caller of a call: its session (`body` from the RequestId, else the
+/// The caller of a call: its session (`body`, from the message, else the
 /// metadata's), its rights, checked against what the call needs and the
 /// inodes it names.
 pub(super) fn caller(
     exports: &ExportsFile,
     ns: &Namespace,
     who: &Who,
-    body: Option<&pb::RequestId>,
+    body: u64,
     need: Need,
     inodes: &[Inode],
 ) -> Result<Caller, Status> {
-    let session = match body.map(|id| id.session) {
-        Some(s) if s != 0 => SessionId(s),
-        _ => SessionId(who.header_session),
-    };
+    let session = SessionId(if body != 0 { body } else { who.header_session });
     let kept = ns.session_rights(session).cloned();
     let rights = match (kept, exports.rules()) {
         (Some(r), _) => {
@@ -300,16 +303,16 @@ impl Meta {
     /// against what the call needs and the inodes it names, after a read
     /// barrier (so the rights of a session registered through any earlier
     /// leader are known).
-    pub(super) async fn enter(
+    async fn enter(
         &self,
         who: &Who,
-        id: Option<&pb::RequestId>,
+        body: u64,
         need: Need,
         inodes: &[Inode],
     ) -> Result<Caller, Status> {
         self.node.linearize().await?;
         let ns = self.node.shared.ns();
-        caller(&self.exports, &ns, who, id, need, inodes)
+        caller(&self.exports, &ns, who, body, need, inodes)
     }
 
     /// [`Meta::enter`] for a request: its caller (the session of its
@@ -323,7 +326,7 @@ impl Meta {
     ) -> Result<(Caller, T), Status> {
         let who = who(&req);
         let r = req.into_inner();
-        let c = self.enter(&who, r.request_id(), need, &inodes(&r)).await?;
+        let c = self.enter(&who, r.session(), need, &inodes(&r)).await?;
         Ok((c, r))
     }
 
@@ -413,21 +416,28 @@ impl Meta {
     }
 }
 
-/// A request that may carry a RequestId (mutating calls do).
+/// A request that may name its session: in a RequestId (mutating calls)
+/// or a `session` field.
 pub(super) trait Identified {
-    fn request_id(&self) -> Option<&pb::RequestId>;
+    /// The session it names (0: none; the metadata's then counts).
+    fn session(&self) -> u64;
 }
 
 macro_rules! identified {
-    (with id: $($t:ident),*; without: $($u:ident),*) => {
+    (with id: $($t:ident),*; with session: $($s:ident),*; without: $($u:ident),*) => {
         $(impl Identified for pb::$t {
-            fn request_id(&self) -> Option<&pb::RequestId> {
-                self.id.as_ref()
+            fn session(&self) -> u64 {
+                self.id.as_ref().map_or(0, |id| id.session)
+            }
+        })*
+        $(impl Identified for pb::$s {
+            fn session(&self) -> u64 {
+                self.session
             }
         })*
         $(impl Identified for pb::$u {
-            fn request_id(&self) -> Option<&pb::RequestId> {
-                None
+            fn session(&self) -> u64 {
+                0
             }
         })*
     };
@@ -440,6 +450,7 @@ identified!(
         WriteChunkEndRequest, PunchChunksRequest, SetGoalRequest, SetTrashTimeRequest,
         SetEattrRequest, SnapshotRequest, SetLockRequest, TrashFileRequest,
         SetTrashPathRequest, SetQuotaRequest, CloseSessionRequest;
+    with session: ReadChunkRequest, GetLockRequest;
     without: GetAttrRequest, ReadlinkRequest, GetQuotaRequest, DirInfoRequest,
         ListRemovedRequest, ListQuotasRequest, StatfsRequest, LookupRequest, ReaddirRequest, GetXattrRequest, ListXattrRequest, AccessRequest
 );

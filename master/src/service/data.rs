@@ -5,7 +5,7 @@
 use mfs_proto::v1 as pb;
 use tonic::{Request, Response};
 
-use super::access::{who, Need};
+use super::access::Need;
 use super::convert::*;
 use super::error::invalid;
 use super::meta::{given_time, req_id, rid, Meta, R};
@@ -18,13 +18,8 @@ impl Meta {
         &self,
         req: Request<pb::ReadChunkRequest>,
     ) -> R<pb::ChunkLocation> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let id = pb::RequestId {
-            session: r.session,
-            ..Default::default()
-        };
-        self.enter(&who, Some(&id), Need::Read, &[Inode(r.inode)])
+        let (_, r) = self
+            .admit(req, Need::Read, |r| vec![Inode(r.inode)])
             .await?;
         let loc = self
             .chunks

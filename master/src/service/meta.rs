@@ -8,7 +8,7 @@ use mfs_proto::v1 as pb;
 use mfs_proto::v1::meta_service_server::MetaService;
 use tonic::{Request, Response, Status};
 
-use super::access::{who, ExportsFile, Need};
+use super::access::{ExportsFile, Need};
 use super::convert::*;
 use super::error::{errno_status, invalid};
 use crate::chunks::datapath::ReqId;
@@ -305,16 +305,13 @@ impl MetaService for Meta {
     }
 
     async fn open(&self, req: Request<pb::OpenRequest>) -> R<pb::OpenReply> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let need = if r.mode == pb::OpenMode::Read as i32 && !r.truncate {
+        let asked = req.get_ref();
+        let need = if asked.mode == pb::OpenMode::Read as i32 && !asked.truncate {
             Need::Read
         } else {
             Need::Write
         };
-        let c = self
-            .enter(&who, r.id.as_ref(), need, &[Inode(r.inode)])
-            .await?;
+        let (c, r) = self.admit(req, need, |r| vec![Inode(r.inode)]).await?;
         let (session, inode) = (r.id.as_ref().map_or(0, |i| i.session), r.inode);
         let mode = match pb::OpenMode::try_from(r.mode) {
             Ok(pb::OpenMode::Read) => fsm::OpenMode::Read,
@@ -372,17 +369,18 @@ impl MetaService for Meta {
     }
 
     async fn assert_opens(&self, req: Request<pb::AssertOpensRequest>) -> R<pb::Empty> {
-        let who = who(&req);
-        let r = req.into_inner();
-        if r.opens.len() > MAX_RELEASES {
+        let n = req.get_ref().opens.len();
+        if n > MAX_RELEASES {
             return Err(invalid(format!(
-                "AssertOpens: {} inodes in one call; at most {MAX_RELEASES}",
-                r.opens.len()
+                "AssertOpens: {n} inodes in one call; at most {MAX_RELEASES}"
             )));
         }
-        let opens: Vec<(Inode, u32)> = r.opens.iter().map(|o| (Inode(o.inode), o.count)).collect();
-        let inodes: Vec<Inode> = opens.iter().map(|o| o.0).collect();
-        self.enter(&who, r.id.as_ref(), Need::Read, &inodes).await?;
+        let (_, r) = self
+            .admit(req, Need::Read, |r| {
+                r.opens.iter().map(|o| Inode(o.inode)).collect()
+            })
+            .await?;
+        let opens = r.opens.iter().map(|o| (Inode(o.inode), o.count)).collect();
         ok_reply(self.mutate(r.id, Op::AssertOpens { opens }).await?)
     }
 
@@ -666,13 +664,8 @@ impl MetaService for Meta {
     }
 
     async fn get_lock(&self, req: Request<pb::GetLockRequest>) -> R<pb::GetLockReply> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let id = pb::RequestId {
-            session: r.session,
-            ..Default::default()
-        };
-        self.enter(&who, Some(&id), Need::Read, &[Inode(r.inode)])
+        let (_, r) = self
+            .admit(req, Need::Read, |r| vec![Inode(r.inode)])
             .await?;
         let kind = lock_kind_from_pb(r.kind)?;
         let write = match lock_type_from_pb(r.r#type, "GetLock")? {
