@@ -39,7 +39,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
-use md5::{Digest, Md5};
+use mfs_proto::{challenge_answer, password_md5};
 
 /// The uid and gid MooseFS maps root to when a line says nothing of it.
 pub const NOBODY: (u32, u32) = (999, 999);
@@ -162,13 +162,13 @@ impl Exports {
 
     /// The rights of a client at `ip` asking for the directory `path`
     /// (components, see [`components`]) or, with `meta`, for the meta file
-    /// system, giving `password` (empty: none).
+    /// system, showing `proof` of a password.
     pub fn check(
         &self,
         ip: IpAddr,
         path: &[String],
         meta: bool,
-        password: &str,
+        proof: &Proof,
     ) -> Result<Grant, Refusal> {
         let what = if meta {
             "the meta file system".to_string()
@@ -182,7 +182,7 @@ impl Exports {
             }
             match &l.password {
                 None => return Ok(l.grant.clone()),
-                Some(p) if p.accepts(password) => return Ok(l.grant.clone()),
+                Some(p) if p.accepts(proof) => return Ok(l.grant.clone()),
                 Some(_) => {
                     wrong.get_or_insert(l.grant.line);
                 }
@@ -193,7 +193,7 @@ impl Exports {
                 ip,
                 what,
                 line,
-                given: if password.is_empty() {
+                given: if *proof == Proof::None {
                     "none was given (mfsmount -o mfspassword=...)"
                 } else {
                     "the one given is wrong"
@@ -230,11 +230,31 @@ impl Addresses {
     }
 }
 
+/// What a client shows of a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proof {
+    None,
+    /// The password itself.
+    Plain(String),
+    /// MD5(nonce || MD5(password)) for a nonce this master gave it.
+    Digest {
+        nonce: Vec<u8>,
+        digest: Vec<u8>,
+    },
+}
+
 impl Password {
-    fn accepts(&self, given: &str) -> bool {
-        match self {
-            Password::Plain(p) => constant_time_eq(p.as_bytes(), given.as_bytes()),
-            Password::Md5(h) => constant_time_eq(h, &Md5::digest(given.as_bytes())[..]),
+    fn accepts(&self, proof: &Proof) -> bool {
+        let md5 = match self {
+            Password::Plain(p) => password_md5(p),
+            Password::Md5(h) => *h,
+        };
+        match proof {
+            Proof::None => false,
+            Proof::Plain(given) => constant_time_eq(&md5, &password_md5(given)),
+            Proof::Digest { nonce, digest } => {
+                constant_time_eq(&challenge_answer(nonce, &md5), digest)
+            }
         }
     }
 }

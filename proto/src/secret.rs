@@ -105,3 +105,19 @@ mod tests {
         assert!(none.check(&stamped("s3cret"), fix).is_ok());
     }
 }
+
+/// MD5 of an export password (what `md5pass=` in mfsexports.cfg holds).
+pub fn password_md5(password: &str) -> [u8; 16] {
+    use md5::Digest;
+    md5::Md5::digest(password.as_bytes()).into()
+}
+
+/// The answer to a password challenge: MD5(nonce || MD5(password)), given
+/// the password's MD5 (see RegisterSessionRequest.password_digest).
+pub fn challenge_answer(nonce: &[u8], password_md5: &[u8; 16]) -> [u8; 16] {
+    use md5::Digest;
+    let mut h = md5::Md5::new();
+    h.update(nonce);
+    h.update(password_md5);
+    h.finalize().into()
+}

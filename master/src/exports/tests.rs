@@ -22,7 +22,7 @@ fn path(p: &str) -> Vec<String> {
 #[test]
 fn a_line_without_options_is_read_only_with_root_mapped_to_nobody() {
     let e = parse("* /\n");
-    let g = e.check(ip("10.0.0.1"), &[], false, "").unwrap();
+    let g = e.check(ip("10.0.0.1"), &[], false, &Proof::None).unwrap();
     assert!(g.read_only);
     assert!(!g.admin);
     assert_eq!(g.maproot, Some(NOBODY));
@@ -39,7 +39,7 @@ fn addresses_as_one_ip_network_mask_and_range() {
          172.16.0.0/255.240.0.0 / rw\n\
          10.1.0.1-10.1.0.9 / rw\n",
     );
-    let ok = |a: &str| e.check(ip(a), &[], false, "").map(|g| g.line);
+    let ok = |a: &str| e.check(ip(a), &[], false, &Proof::None).map(|g| g.line);
     assert_eq!(ok("10.0.0.5"), Ok(2));
     assert!(ok("10.0.0.6").is_err());
     assert_eq!(ok("192.168.255.255"), Ok(3));
@@ -56,19 +56,22 @@ fn addresses_as_one_ip_network_mask_and_range() {
 #[test]
 fn directories_match_exactly_or_below_with_alldirs() {
     let e = parse("* /a rw\n* /b rw,alldirs\n* . rw\n");
-    let check = |p: &str| e.check(ip("1.2.3.4"), &path(p), false, "").map(|g| g.line);
+    let check = |p: &str| {
+        e.check(ip("1.2.3.4"), &path(p), false, &Proof::None)
+            .map(|g| g.line)
+    };
     assert_eq!(check("/a"), Ok(1));
     assert!(check("/a/x").is_err());
     assert!(check("/").is_err());
     assert_eq!(check("/b"), Ok(2));
     assert_eq!(check("//b/x/y/"), Ok(2));
     assert!(check("/bb").is_err());
-    let meta = e.check(ip("1.2.3.4"), &[], true, "").unwrap();
+    let meta = e.check(ip("1.2.3.4"), &[], true, &Proof::None).unwrap();
     assert!(meta.meta);
     assert_eq!(meta.line, 3);
     let none = parse("* / rw,alldirs\n");
     assert!(matches!(
-        none.check(ip("1.2.3.4"), &[], true, ""),
+        none.check(ip("1.2.3.4"), &[], true, &Proof::None),
         Err(Refusal::NoExport { .. })
     ));
 }
@@ -79,7 +82,13 @@ fn the_first_matching_line_wins_and_passwords_are_checked() {
     let e = parse(&format!(
         "* /p rw,password=open-sesame\n* /m rw,md5pass={hash}\n* /p ro\n"
     ));
-    let check = |p: &str, pw: &str| e.check(ip("1.2.3.4"), &path(p), false, pw);
+    let check = |p: &str, pw: &str| {
+        let proof = match pw {
+            "" => Proof::None,
+            pw => Proof::Plain(pw.to_string()),
+        };
+        e.check(ip("1.2.3.4"), &path(p), false, &proof)
+    };
     let g = check("/p", "open-sesame").unwrap();
     assert_eq!((g.line, g.read_only), (1, false));
     // Without the password, the later line without one applies.
@@ -101,14 +110,16 @@ fn options_map_users_and_bound_goal_and_trash_time() {
     let e = parse(
         "* / rw,admin,maproot=alice,mapall=bob:staff,mingoal=2,maxgoal=3,mintrashtime=1h,maxtrashtime=1w2d,dynamicip,ignoregid,minversion=1.6.0\n",
     );
-    let g = e.check(ip("1.2.3.4"), &[], false, "").unwrap();
+    let g = e.check(ip("1.2.3.4"), &[], false, &Proof::None).unwrap();
     assert!(!g.read_only && g.admin && g.dynamic_ip);
     assert_eq!(g.maproot, Some((1000, 1000)));
     assert_eq!(g.mapall, Some((1001, 50)));
     assert_eq!(g.goal, (2, 3));
     assert_eq!(g.trash_time, (3600, 9 * 86400));
     let numbers = parse("* / maproot=0:0,mapall=4242\n");
-    let g = numbers.check(ip("1.2.3.4"), &[], false, "").unwrap();
+    let g = numbers
+        .check(ip("1.2.3.4"), &[], false, &Proof::None)
+        .unwrap();
     assert_eq!(g.maproot, Some((0, 0)));
     assert_eq!(g.mapall, Some((4242, 4242)));
 }
@@ -145,7 +156,7 @@ fn bad_lines_are_refused_naming_the_line_and_what_is_wrong() {
 fn refusals_say_who_asked_for_what() {
     let e = parse("10.0.0.0/8 / rw\n");
     let r = e
-        .check(ip("192.0.2.7"), &path("/data"), false, "")
+        .check(ip("192.0.2.7"), &path("/data"), false, &Proof::None)
         .unwrap_err();
     let text = r.to_string();
     assert!(
@@ -159,9 +170,43 @@ fn the_example_file_parses_and_lets_everyone_in() {
     let text = include_str!("../../../deploy/mfsexports.cfg");
     let e = Exports::parse(text, &names()).unwrap();
     let g = e
-        .check(ip("192.0.2.1"), &path("/any/dir"), false, "")
+        .check(ip("192.0.2.1"), &path("/any/dir"), false, &Proof::None)
         .unwrap();
     assert!(!g.read_only && g.admin);
     assert_eq!(g.maproot, Some((0, 0)));
-    assert!(e.check(ip("192.0.2.1"), &[], true, "").is_ok());
+    assert!(e.check(ip("192.0.2.1"), &[], true, &Proof::None).is_ok());
+}
+
+#[test]
+fn a_challenge_digest_proves_the_password_once_per_nonce() {
+    let hash = "5ebe2294ecd0e0f08eab7690d2a6ee69"; // md5("secret")
+    let e = parse(&format!(
+        "* /p rw,password=open-sesame\n* /m rw,md5pass={hash}\n"
+    ));
+    let nonce = vec![7u8; 32];
+    let proof = |pw: &str, n: &[u8]| Proof::Digest {
+        nonce: n.to_vec(),
+        digest: challenge_answer(n, &password_md5(pw)).to_vec(),
+    };
+    let at = |p: &str, proof: &Proof| e.check(ip("1.2.3.4"), &path(p), false, proof);
+    assert_eq!(
+        at("/p", &proof("open-sesame", &nonce)).map(|g| g.line),
+        Ok(1)
+    );
+    assert_eq!(at("/m", &proof("secret", &nonce)).map(|g| g.line), Ok(2));
+    assert!(at("/p", &proof("guess", &nonce)).is_err());
+    // A digest made for another nonce proves nothing.
+    let other = Proof::Digest {
+        nonce: nonce.clone(),
+        digest: challenge_answer(&[8u8; 32], &password_md5("open-sesame")).to_vec(),
+    };
+    assert!(at("/p", &other).is_err());
+    assert!(at(
+        "/p",
+        &Proof::Digest {
+            nonce,
+            digest: vec![]
+        }
+    )
+    .is_err());
 }

@@ -14,9 +14,11 @@
 //! registered before the file was given) gets the rights of the first line
 //! that lets its address mount `/` with no password; none: refused.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use mfs_proto::v1 as pb;
 use mfs_proto::{ERRNO_KEY, SESSION_KEY};
@@ -27,16 +29,26 @@ use tonic::{Request, Response, Status};
 use super::convert::cred_from_pb;
 use super::error::{errno_status, invalid};
 use super::meta::{Meta, R};
-use crate::exports::{Exports, Grant};
+use crate::exports::{Exports, Grant, Proof};
 use crate::fsm::{self, Cred, Errno, Inode, Namespace, Op, Reply, Rights, SessionId};
 use crate::raft::node::now;
 
-/// This master's exports file and what it says now.
+/// This master's exports file and what it says now, and the password
+/// challenges it gave.
 #[derive(Debug, Default)]
 pub struct ExportsFile {
     path: Option<PathBuf>,
     current: RwLock<Option<Arc<Exports>>>,
+    /// Nonces given by Challenge and not used yet, with when.
+    nonces: parking_lot::Mutex<HashMap<[u8; NONCE_BYTES], Instant>>,
 }
+
+/// Bytes of a challenge's nonce.
+const NONCE_BYTES: usize = 32;
+/// How long a challenge may be answered.
+const NONCE_LIFE: Duration = Duration::from_secs(60);
+/// Challenges kept at most (the oldest go first when more are asked for).
+const MAX_NONCES: usize = 10_000;
 
 impl ExportsFile {
     /// Reads `path` (None: no file; every client may mount everything).
@@ -48,7 +60,54 @@ impl ExportsFile {
         Ok(ExportsFile {
             path,
             current: RwLock::new(current),
+            nonces: Default::default(),
         })
+    }
+
+    /// A new challenge's nonce, good once for [`NONCE_LIFE`].
+    pub(super) fn challenge(&self) -> [u8; NONCE_BYTES] {
+        let nonce: [u8; NONCE_BYTES] = rand::random();
+        let mut all = self.nonces.lock();
+        let now = Instant::now();
+        all.retain(|_, at| now.duration_since(*at) < NONCE_LIFE);
+        if all.len() >= MAX_NONCES {
+            if let Some(oldest) = all.iter().min_by_key(|(_, at)| **at).map(|(n, _)| *n) {
+                all.remove(&oldest);
+            }
+        }
+        all.insert(nonce, now);
+        nonce
+    }
+
+    /// What a registration shows of a password: a challenge's digest (its
+    /// nonce taken: ESTALE when unknown here, used or expired), the
+    /// password itself, or nothing.
+    fn proof(&self, nonce: Vec<u8>, digest: Vec<u8>, password: String) -> Result<Proof, Status> {
+        if !nonce.is_empty() {
+            if !self.take_nonce(&nonce) {
+                return Err(refused(
+                    Errno::ESTALE,
+                    "the challenge's nonce is unknown to this master, used, or older than a minute: ask for another".into(),
+                ));
+            }
+            return Ok(Proof::Digest { nonce, digest });
+        }
+        Ok(match password.is_empty() {
+            true => Proof::None,
+            false => Proof::Plain(password),
+        })
+    }
+
+    /// Takes `nonce` if this master gave it less than [`NONCE_LIFE`] ago
+    /// and it was not taken yet.
+    fn take_nonce(&self, nonce: &[u8]) -> bool {
+        let Ok(key) = <[u8; NONCE_BYTES]>::try_from(nonce) else {
+            return false;
+        };
+        self.nonces
+            .lock()
+            .remove(&key)
+            .is_some_and(|at| at.elapsed() < NONCE_LIFE)
     }
 
     /// Reads the file again (SIGHUP); on an error the rules in force stay
@@ -246,7 +305,7 @@ pub(super) fn caller(
             Some(r)
         }
         (None, None) => None,
-        (None, Some(rules)) => match rules.check(who.ip, &[], false, "") {
+        (None, Some(rules)) => match rules.check(who.ip, &[], false, &Proof::None) {
             Ok(g) => Some(rights_of(&g, Inode::ROOT, who.ip)),
             Err(e) => {
                 return Err(refused(
@@ -342,6 +401,7 @@ impl Meta {
         let info: String = r.info.chars().take(256).collect();
         let path = crate::exports::components(&r.path).map_err(invalid)?;
         self.node.linearize().await?;
+        let proof = self.exports.proof(r.nonce, r.password_digest, r.password)?;
         let root = if r.meta {
             Inode::ROOT
         } else {
@@ -370,7 +430,7 @@ impl Meta {
             None => (Op::RegisterSession { info: info.clone() }, None),
             Some(rules) => {
                 let grant = rules
-                    .check(who.ip(), &path, r.meta, &r.password)
+                    .check(who.ip(), &path, r.meta, &proof)
                     .map_err(|e| refused(Errno::EACCES, e.to_string()))?;
                 let rights = rights_of(&grant, root, who.ip());
                 let op = Op::RegisterSessionWith {

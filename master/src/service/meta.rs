@@ -156,6 +156,13 @@ impl MetaService for Meta {
         self.register(req).await
     }
 
+    async fn challenge(&self, _req: Request<pb::ChallengeRequest>) -> R<pb::ChallengeReply> {
+        self.node.ensure_leader()?;
+        Ok(Response::new(pb::ChallengeReply {
+            nonce: self.exports.challenge().to_vec(),
+        }))
+    }
+
     async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> R<pb::Empty> {
         let id = req.into_inner().session;
         self.node.ensure_leader()?;

@@ -32,7 +32,7 @@ use std::time::Duration;
 use mfs_proto::v1::admin_service_client::AdminServiceClient;
 use mfs_proto::v1::meta_service_client::MetaServiceClient;
 use mfs_proto::v1::{
-    AddMasterRequest, ClusterInfoReply, Empty, MembershipReply, NodeStatusReply,
+    AddMasterRequest, ChallengeRequest, ClusterInfoReply, Empty, MembershipReply, NodeStatusReply,
     RegisterSessionRequest, RemoveMasterRequest,
 };
 use mfs_proto::ClusterSecret;
@@ -350,17 +350,40 @@ impl Inner {
 
     /// Registers a new session and makes it current.
     pub(crate) async fn register(&self) -> Result<u64, ClientError> {
-        let req = RegisterSessionRequest {
-            info: self.opts.session_info.clone(),
-            path: self.opts.mount_path.clone(),
-            password: self.opts.password.clone(),
-            meta: self.opts.meta,
+        // With a password: answer a challenge of the leader (the password
+        // never crosses the network). A challenge answered by another
+        // master (the leader changed in between) is ESTALE: ask again.
+        let mut tries = 0;
+        let reply = loop {
+            let mut req = RegisterSessionRequest {
+                info: self.opts.session_info.clone(),
+                path: self.opts.mount_path.clone(),
+                meta: self.opts.meta,
+                ..Default::default()
+            };
+            let password = &self.opts.password;
+            if !password.is_empty() {
+                let challenge = self
+                    .call("Challenge", ChallengeRequest {}, |ch, r| async move {
+                        meta_client(ch).challenge(r).await
+                    })
+                    .await?;
+                let md5 = mfs_proto::password_md5(password);
+                req.password_digest = mfs_proto::challenge_answer(&challenge.nonce, &md5).to_vec();
+                req.nonce = challenge.nonce;
+            }
+            let r = self
+                .call("RegisterSession", req, |ch, r| async move {
+                    meta_client(ch).register_session(r).await
+                })
+                .await;
+            match r {
+                Err(ClientError::Errno(libc::ESTALE, _)) if !password.is_empty() && tries < 5 => {
+                    tries += 1;
+                }
+                r => break r?,
+            }
         };
-        let reply = self
-            .call("RegisterSession", req, |ch, r| async move {
-                meta_client(ch).register_session(r).await
-            })
-            .await?;
         if reply.session == 0 {
             return Err(ClientError::BadReply(
                 "RegisterSession returned session 0".into(),

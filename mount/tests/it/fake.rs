@@ -195,6 +195,13 @@ impl MetaService for Svc {
         }))
     }
 
+    async fn challenge(
+        &self,
+        _r: Request<mfs_proto::v1::ChallengeRequest>,
+    ) -> R<mfs_proto::v1::ChallengeReply> {
+        Err(Status::unimplemented("challenge"))
+    }
+
     async fn heartbeat(&self, r: Request<HeartbeatRequest>) -> R<Empty> {
         let session = r.into_inner().session;
         self.gate("Heartbeat", None).await?;

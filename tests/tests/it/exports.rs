@@ -50,7 +50,7 @@ async fn register(
             info: "exports test".into(),
             path: path.into(),
             password: password.into(),
-            meta: false,
+            ..Default::default()
         })
         .await
         .map(|r| r.into_inner())
@@ -188,6 +188,27 @@ async fn exports_decide_who_mounts_what_and_every_master_enforces_it() {
         format!("{out}{err}").contains("maxgoal") || err.contains("outside"),
         "{out}{err}"
     );
+
+    step("a challenge answered once registers; the same answer again is ESTALE");
+    let nonce = MetaServiceClient::new(ch.clone())
+        .challenge(pb::ChallengeRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nonce;
+    let answer = pb::RegisterSessionRequest {
+        info: "challenged".into(),
+        path: "/team".into(),
+        password_digest: mfs_proto::challenge_answer(&nonce, &mfs_proto::password_md5("pw"))
+            .to_vec(),
+        nonce,
+        ..Default::default()
+    };
+    let mut meta_client = MetaServiceClient::new(ch.clone());
+    let first = meta_client.register_session(answer.clone()).await.unwrap();
+    assert_ne!(first.into_inner().session, 0);
+    let e = meta_client.register_session(answer).await.unwrap_err();
+    assert_eq!(errno(&e), Some(libc::ESTALE), "{e:?}");
 
     step("a team session sees nothing outside /team, and its root is its own parent");
     let team_session = register(&ch, "/team", "pw").await.unwrap();

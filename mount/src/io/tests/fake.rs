@@ -314,6 +314,13 @@ impl MetaService for Meta {
             ..Default::default()
         }))
     }
+    async fn challenge(
+        &self,
+        _r: Request<mfs_proto::v1::ChallengeRequest>,
+    ) -> R<mfs_proto::v1::ChallengeReply> {
+        Err(Status::unimplemented("challenge"))
+    }
+
     async fn heartbeat(&self, _r: Request<HeartbeatRequest>) -> R<Empty> {
         Ok(Response::new(Empty {}))
     }
