@@ -21,13 +21,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mfs_proto::v1 as pb;
-use mfs_proto::{ERRNO_KEY, SESSION_KEY};
+use mfs_proto::SESSION_KEY;
 use parking_lot::RwLock;
-use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use super::convert::cred_from_pb;
-use super::error::{errno_status, invalid};
+use super::error::{errno_status, errno_status_with, invalid};
 use super::meta::{Meta, R};
 use crate::exports::{Exports, Grant, Proof};
 use crate::fsm::{self, Cred, Errno, Inode, Namespace, Op, Reply, Rights, SessionId};
@@ -85,7 +84,7 @@ impl ExportsFile {
     fn proof(&self, nonce: Vec<u8>, digest: Vec<u8>, password: String) -> Result<Proof, Status> {
         if !nonce.is_empty() {
             if !self.take_nonce(&nonce) {
-                return Err(refused(
+                return Err(errno_status_with(
                     Errno::ESTALE,
                     "the challenge's nonce is unknown to this master, used, or older than a minute: ask for another".into(),
                 ));
@@ -215,7 +214,7 @@ impl Caller {
         if (min..=max).contains(&v) {
             return Ok(());
         }
-        Err(refused(
+        Err(errno_status_with(
             Errno::EPERM,
             format!(
                 "{what} {v} is outside {min}..{max} allowed by mfsexports.cfg line {}",
@@ -235,7 +234,7 @@ impl Caller {
                 // An unknown inode: the call itself answers ENOENT.
                 Err(_) => {}
                 Ok(false) => {
-                    return Err(refused(
+                    return Err(errno_status_with(
                         Errno::EACCES,
                         format!(
                             "inode {ino} is outside the directory this session mounted (inode {})",
@@ -247,18 +246,6 @@ impl Caller {
         }
         Ok(())
     }
-}
-
-/// A refusal with `errno` for the client and `why` for its user.
-pub(super) fn refused(errno: Errno, why: String) -> Status {
-    let mut s = super::error::errno_status(errno);
-    let mut with = Status::new(s.code(), why);
-    if let Some(v) = s.metadata_mut().remove(ERRNO_KEY) {
-        with.metadata_mut().insert(ERRNO_KEY, v);
-    } else if let Ok(v) = MetadataValue::try_from(errno.0.to_string()) {
-        with.metadata_mut().insert(ERRNO_KEY, v);
-    }
-    with
 }
 
 /// The rights a grant gives once its directory is `root`, bound to `ip`
@@ -294,7 +281,7 @@ pub(super) fn caller(
     let rights = match (kept, exports.rules()) {
         (Some(r), _) => {
             if let Some(from) = r.from.filter(|f| f.to_canonical() != who.ip) {
-                return Err(refused(
+                return Err(errno_status_with(
                     Errno::EACCES,
                     format!(
                         "session {session} was registered from {from}; calls from {} are refused (dynamicip in mfsexports.cfg allows it)",
@@ -308,7 +295,7 @@ pub(super) fn caller(
         (None, Some(rules)) => match rules.check(who.ip, &[], false, &Proof::None) {
             Ok(g) => Some(rights_of(&g, Inode::ROOT, who.ip)),
             Err(e) => {
-                return Err(refused(
+                return Err(errno_status_with(
                     Errno::EACCES,
                     format!("{e} (a call without a registered session counts as mounting / with no password)"),
                 ))
@@ -320,11 +307,11 @@ pub(super) fn caller(
         let meta_only = "a meta session (mfsmount -m) changes the trash only";
         match need {
             Need::Write | Need::Admin if r.meta => {
-                return Err(refused(Errno::EPERM, meta_only.into()))
+                return Err(errno_status_with(Errno::EPERM, meta_only.into()))
             }
             Need::Read => {}
             Need::Write | Need::Meta(true) if r.read_only => {
-                return Err(refused(
+                return Err(errno_status_with(
                     Errno::EROFS,
                     format!(
                         "read-only: mfsexports.cfg line {} gives this session ro",
@@ -334,7 +321,7 @@ pub(super) fn caller(
             }
             Need::Write => {}
             Need::Admin if !r.admin => {
-                return Err(refused(
+                return Err(errno_status_with(
                     Errno::EPERM,
                     format!(
                         "quotas need `admin` in the mfsexports.cfg line of the session (line {})",
@@ -344,7 +331,7 @@ pub(super) fn caller(
             }
             Need::Admin => {}
             Need::Meta(_) if !r.meta => {
-                return Err(refused(
+                return Err(errno_status_with(
                     Errno::EPERM,
                     "the trash needs a meta session (mfsmount -m, a `.` line in mfsexports.cfg)"
                         .into(),
@@ -411,7 +398,7 @@ impl Meta {
                 let a = ns
                     .lookup(&fsm::Cred::root(), at, c.as_bytes())
                     .map_err(|e| {
-                        refused(e, format!("cannot mount /{}: {c}: {e}", path.join("/")))
+                        errno_status_with(e, format!("cannot mount /{}: {c}: {e}", path.join("/")))
                     })?;
                 at = a.inode;
             }
@@ -419,7 +406,7 @@ impl Meta {
                 .getattr(at)
                 .is_ok_and(|a| a.ftype == fsm::FileType::Directory)
             {
-                return Err(refused(
+                return Err(errno_status_with(
                     Errno::ENOTDIR,
                     format!("cannot mount /{}: not a directory", path.join("/")),
                 ));
@@ -431,7 +418,7 @@ impl Meta {
             Some(rules) => {
                 let grant = rules
                     .check(who.ip(), &path, r.meta, &proof)
-                    .map_err(|e| refused(Errno::EACCES, e.to_string()))?;
+                    .map_err(|e| errno_status_with(Errno::EACCES, e.to_string()))?;
                 let rights = rights_of(&grant, root, who.ip());
                 let op = Op::RegisterSessionWith {
                     info: info.clone(),

@@ -11,6 +11,11 @@ use crate::raft::NodeError;
 
 /// A POSIX error: the mapped code plus `mfs-errno`.
 pub fn errno_status(e: Errno) -> Status {
+    errno_status_with(e, e.to_string())
+}
+
+/// [`errno_status`] with a message saying why, for the client's user.
+pub fn errno_status_with(e: Errno, why: String) -> Status {
     let code = match e.0 {
         2 => Code::NotFound,
         17 => Code::AlreadyExists,
@@ -18,7 +23,7 @@ pub fn errno_status(e: Errno) -> Status {
         22 | 36 => Code::InvalidArgument,
         _ => Code::FailedPrecondition,
     };
-    let mut s = Status::new(code, e.to_string());
+    let mut s = Status::new(code, why);
     if let Ok(v) = MetadataValue::try_from(e.0.to_string()) {
         s.metadata_mut().insert(ERRNO_KEY, v);
     }
