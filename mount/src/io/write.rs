@@ -40,6 +40,11 @@ struct WriteState {
     /// The end of the furthest write not committed yet (`None`: all
     /// committed).
     uncommitted_end: Option<u64>,
+    /// Byte ranges of writes that failed (ENOSPC, ...) and that no later
+    /// write covered: the length committed stops at the first, so the file
+    /// keeps what was written before it, as a local file system does, and
+    /// never a range of zeros where data failed to land.
+    failed: Vec<(u64, u64)>,
     /// Chunks written since the last fsync, with where they were written.
     unsynced: BTreeMap<u32, Arc<ChunkLocation>>,
     /// Leases given with `create` (the writes make the new chunk on the
@@ -92,8 +97,35 @@ impl WriteState {
     /// Everything up to now is committed: the length, the kept changes.
     fn committed(&mut self) {
         self.uncommitted_end = None;
+        self.failed.clear();
         self.deferred = Deferred::default();
         self.committed_since_hold = true;
+    }
+
+    /// A write of `from..to` went through: no longer failed there.
+    fn written(&mut self, from: u64, to: u64) {
+        self.uncommitted_end = Some(self.uncommitted_end.map_or(to, |e| e.max(to)));
+        let mut left = Vec::with_capacity(self.failed.len());
+        for (a, b) in self.failed.drain(..) {
+            if b <= from || a >= to {
+                left.push((a, b));
+                continue;
+            }
+            if a < from {
+                left.push((a, from));
+            }
+            if b > to {
+                left.push((to, b));
+            }
+        }
+        self.failed = left;
+    }
+
+    /// The length to commit: the furthest write's end, or the start of the
+    /// first failed range if that comes first.
+    fn commit_end(&self) -> Option<u64> {
+        let end = self.uncommitted_end?;
+        Some(self.failed.iter().map(|r| r.0).fold(end, u64::min))
     }
 }
 
@@ -105,6 +137,7 @@ impl FileWrites {
             state: Mutex::new(WriteState {
                 leases: BTreeMap::new(),
                 uncommitted_end: None,
+                failed: Vec::new(),
                 unsynced: BTreeMap::new(),
                 made: BTreeMap::new(),
                 last_write: Instant::now(),
@@ -268,12 +301,14 @@ impl Inner {
             .try_collect::<()>()
             .await;
         drop_blocks();
-        sent?;
         let end = offset + data.len() as u64;
         let mut s = lock(&file.state);
-        s.uncommitted_end = Some(s.uncommitted_end.map_or(end, |e| e.max(end)));
+        match &sent {
+            Ok(()) => s.written(offset, end),
+            Err(_) => s.failed.push((offset, end)),
+        }
         s.last_write = Instant::now();
-        Ok(())
+        sent
     }
 
     /// Writes one piece on every copy of its chunk, renewing the lease and
@@ -462,7 +497,7 @@ impl Inner {
                     (index, Arc::clone(loc), loc.create && made)
                 })
                 .collect();
-            (leases, s.uncommitted_end.unwrap_or(0), s.deferred.clone())
+            (leases, s.commit_end().unwrap_or(0), s.deferred.clone())
         };
         // Under the exclusive gate: nothing is written or kept meanwhile.
         if leases.is_empty() {
@@ -639,5 +674,34 @@ pub(crate) async fn idle_flush_loop(weak: Weak<Inner>) {
                 inner.drop_idle_file(inode);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_length_committed_stops_at_the_first_write_that_failed() {
+        let f = FileWrites::new();
+        let mut s = lock(&f.state);
+        s.written(0, 10);
+        s.failed.push((10, 20));
+        s.written(20, 30);
+        assert_eq!(s.commit_end(), Some(10));
+        // A later write over part of the failed range moves the cut on.
+        s.written(10, 15);
+        assert_eq!(s.commit_end(), Some(15));
+        assert_eq!(s.failed, vec![(15, 20)]);
+        s.written(12, 25);
+        assert_eq!(s.commit_end(), Some(30));
+        assert!(s.failed.is_empty());
+        // Failed ranges split by a write inside them keep both ends.
+        s.failed.push((40, 60));
+        s.written(45, 50);
+        assert_eq!(s.failed, vec![(40, 45), (50, 60)]);
+        assert_eq!(s.commit_end(), Some(40));
+        s.committed();
+        assert_eq!((s.commit_end(), s.failed.len()), (None, 0));
     }
 }

@@ -17,6 +17,7 @@ mod opens;
 mod quota;
 mod realworld;
 mod secret;
+mod space;
 mod tls;
 mod tools;
 mod trash;
