@@ -76,10 +76,21 @@ impl AdminService for Admin {
         let sessions = ns
             .sessions()
             .iter()
-            .map(|s| pb::SessionInfo {
-                id: s.id.0,
-                info: s.info.clone(),
-                open_files: s.open_files as u64,
+            .map(|s| {
+                let rights = ns.session_rights(s.id);
+                pb::SessionInfo {
+                    id: s.id.0,
+                    info: s.info.clone(),
+                    open_files: s.open_files as u64,
+                    address: rights
+                        .and_then(|r| r.from)
+                        .map(|a| a.to_string())
+                        .unwrap_or_default(),
+                    root: rights.map_or(1, |r| r.root.0),
+                    read_only: rights.is_some_and(|r| r.read_only),
+                    meta: rights.is_some_and(|r| r.meta),
+                    export_line: rights.map_or(0, |r| r.line),
+                }
             })
             .collect();
         let inodes = ns.inode_count();

@@ -295,6 +295,39 @@ async fn exports_decide_who_mounts_what_and_every_master_enforces_it() {
     );
     drop(meta);
 
+    step("mfscli sessions shows each session's address, directory, access and line");
+    let out = std::process::Command::new(mfs_tests::cluster::bin_dir().join("mfscli"))
+        .args(["-H", &c.addrs().join(","), "sessions"])
+        .output()
+        .expect("running mfscli");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = |info: &str| {
+        text.lines()
+            .find(|l| l.ends_with(info))
+            .unwrap_or_else(|| panic!("no session {info:?} in:\n{text}"))
+            .split('\t')
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    // A mount's info ends with its mount point.
+    let ro_row = row("/ro");
+    assert_eq!(
+        (ro_row[2].as_str(), ro_row[4].as_str(), ro_row[5].as_str()),
+        ("127.0.0.1", "ro", "2"),
+        "{text}"
+    );
+    let team_row = row("/team");
+    assert_eq!(
+        (team_row[4].as_str(), team_row[5].as_str()),
+        ("rw", "4"),
+        "{text}"
+    );
+
     step("the leader dies: the next one keeps every session's rights");
     c.kill(leader).unwrap();
     // The first leader seen may still lose an election running meanwhile:

@@ -105,6 +105,14 @@ enum Cmd {
     Snapshot,
     /// Wait until the cluster has a leader that answers; print its id.
     WaitLeader,
+    /// Client sessions (mounts, tools): id, open files, and the rights
+    /// their mfsexports.cfg line gave them (address, directory inode,
+    /// ro/rw, the line).
+    Sessions {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Directory quotas: each directory's usage with its soft and hard
     /// limits ("usage/soft/hard", "-": no limit), grace period and since
     /// when a soft limit is exceeded.
@@ -213,6 +221,22 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             if let Some(e) = cluster_err {
                 eprintln!("mfscli: warning: no leader answered ClusterInfo: {e}");
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Sessions { json } => {
+            let client = connect(
+                &masters,
+                Duration::from_secs(5),
+                seconds(cli.timeout, 30.0)?,
+            )
+            .await?;
+            let info = client.cluster_info().await.context("asking the leader")?;
+            let text = if json {
+                serde_json::to_string_pretty(&output::sessions_json(&info.sessions))? + "\n"
+            } else {
+                output::sessions(&info.sessions)
+            };
+            emit(&text)?;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Quota { json } => {

@@ -256,6 +256,59 @@ pub fn membership(r: &MembershipReply) -> String {
     )
 }
 
+/// `mfscli sessions`: one line per session, tab-separated with a header
+/// ("-": no exports line gave the session rights, or any address).
+pub fn sessions(list: &[mfs_proto::v1::SessionInfo]) -> String {
+    let mut out = String::from(
+        "ID	OPEN_FILES	ADDRESS	ROOT	ACCESS	EXPORT_LINE	INFO
+",
+    );
+    for s in list {
+        let line = (s.export_line != 0).then(|| s.export_line.to_string());
+        let access = match (line.is_some(), s.meta, s.read_only) {
+            (false, _, _) => "rw",
+            (true, true, true) => "meta,ro",
+            (true, true, false) => "meta,rw",
+            (true, false, true) => "ro",
+            (true, false, false) => "rw",
+        };
+        out.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{access}\t{}\t{}\n",
+            s.id,
+            s.open_files,
+            if s.address.is_empty() {
+                "-"
+            } else {
+                &s.address
+            },
+            s.root,
+            line.as_deref().unwrap_or("-"),
+            s.info
+        ));
+    }
+    out
+}
+
+/// `mfscli sessions --json`: a list of objects (null: not given).
+pub fn sessions_json(list: &[mfs_proto::v1::SessionInfo]) -> serde_json::Value {
+    serde_json::Value::Array(
+        list.iter()
+            .map(|s| {
+                serde_json::json!({
+                    "id": s.id,
+                    "info": s.info,
+                    "open_files": s.open_files,
+                    "address": (!s.address.is_empty()).then_some(&s.address),
+                    "root": s.root,
+                    "read_only": s.read_only,
+                    "meta": s.meta,
+                    "export_line": (s.export_line != 0).then_some(s.export_line),
+                })
+            })
+            .collect(),
+    )
+}
+
 /// `mfscli quota`: one line per quota directory, "usage/soft/hard" per
 /// kind ("-": no limit), tab-separated with a header.
 pub fn quotas(list: &[mfs_proto::v1::QuotaInfo]) -> String {
