@@ -86,10 +86,8 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     mfs_common::logging::init(&cfg.log_level);
-    mfs_proto::tls::set(
-        mfs_proto::tls::Tls::load(&cfg.tls_cert_file, &cfg.tls_key_file, &cfg.tls_ca_file)
-            .map_err(|e| anyhow::anyhow!("mfschunkserver cannot start: {e}"))?,
-    );
+    mfs_proto::tls::load_and_set(&cfg.tls_cert_file, &cfg.tls_key_file, &cfg.tls_ca_file)
+        .map_err(|e| anyhow::anyhow!("mfschunkserver cannot start: {e}"))?;
     let used_file = file.exists().then_some(file.as_path());
     let res = cfg
         .resolve(used_file)

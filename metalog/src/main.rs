@@ -151,10 +151,8 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     mfs_common::logging::init(&cfg.log_level);
-    mfs_proto::tls::set(
-        mfs_proto::tls::Tls::load(&cfg.tls_cert_file, &cfg.tls_key_file, &cfg.tls_ca_file)
-            .map_err(|e| anyhow::anyhow!("mfsmetalogger cannot start: {e}"))?,
-    );
+    mfs_proto::tls::load_and_set(&cfg.tls_cert_file, &cfg.tls_key_file, &cfg.tls_ca_file)
+        .map_err(|e| anyhow::anyhow!("mfsmetalogger cannot start: {e}"))?;
     let res = cfg.resolve().map_err(|e| anyhow::anyhow!("{e}"))?;
     runtime()?
         .block_on(mfs_metalog::daemon::run(cfg, res))

@@ -141,6 +141,13 @@ pub fn set(tls: Tls) {
     let _ = TLS.set(tls);
 }
 
+/// A daemon's start: its TLS_CERT_FILE, TLS_KEY_FILE and TLS_CA_FILE
+/// loaded ([`Tls::load`]) and made this process's settings ([`set`]).
+pub fn load_and_set(cert: &str, key: &str, ca: &str) -> Result<(), String> {
+    set(Tls::load(cert, key, ca)?);
+    Ok(())
+}
+
 /// This process's TLS settings.
 pub fn get() -> &'static Tls {
     TLS.get_or_init(Tls::default)
