@@ -24,6 +24,7 @@ pub const ALIASES: &[(&str, &str)] = &[
     ("schedbatch", "mfsschedbatch"),
     ("tlsca", "mfstlsca"),
     ("password", "mfspassword"),
+    ("md5pass", "mfsmd5pass"),
 ];
 
 /// Largest read block cache (MiB).
@@ -82,6 +83,9 @@ pub struct MountConfig {
     /// The password of the master's exports line (`password=` or
     /// `md5pass=` in mfsexports.cfg). Empty: none.
     pub mfspassword: String,
+    /// The same given as its MD5 (32 hex digits), as MooseFS's
+    /// `mfsmd5pass`; not with `mfspassword`.
+    pub mfsmd5pass: String,
     /// Let users other than the one mounting use the mount.
     #[serde(deserialize_with = "mfs_common::config::flexible_bool")]
     pub allow_other: bool,
@@ -112,6 +116,7 @@ impl Default for MountConfig {
             mfsschedbatch: true,
             mfstlsca: String::new(),
             mfspassword: String::new(),
+            mfsmd5pass: String::new(),
             allow_other: false,
             default_permissions: false,
             ro: false,
@@ -151,6 +156,8 @@ pub struct Overrides {
     pub mfstlsca: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mfspassword: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfsmd5pass: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_other: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -292,6 +299,7 @@ impl Overrides {
                 "mfsschedbatch" => self.mfsschedbatch = Some(flag(key, value)?),
                 "mfstlsca" => self.mfstlsca = Some(need(key, value)?.to_string()),
                 "mfspassword" => self.mfspassword = Some(need(key, value)?.to_string()),
+                "mfsmd5pass" => self.mfsmd5pass = Some(need(key, value)?.to_string()),
                 "mfsworkers" => self.mfsworkers = Some(ranged(key, value, 1..=64, "threads")?),
                 "mfsreadcachesize" => {
                     self.mfsreadcachesize = Some(ranged(key, value, 0..=MAX_READ_CACHE_MIB, "MiB")?)
@@ -328,6 +336,21 @@ pub struct Resolved {
     pub io_timeout: Option<Duration>,
     /// Bytes of the read block cache.
     pub read_cache: usize,
+    /// MD5 of the exports password (`mfspassword` or `mfsmd5pass`).
+    pub password_md5: Option<[u8; 16]>,
+}
+
+/// 32 hexadecimal digits as 16 bytes (`mfsmd5pass`).
+fn md5_hex(hex: &str) -> Result<[u8; 16], String> {
+    let bad = || format!("MFSMD5PASS `{hex}`: the MD5 of the password, 32 hexadecimal digits");
+    if hex.len() != 32 || !hex.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
 }
 
 impl MountConfig {
@@ -404,7 +427,18 @@ impl MountConfig {
                 self.mfsworkers
             ));
         }
+        let password_md5 = match (self.mfspassword.is_empty(), self.mfsmd5pass.trim()) {
+            (true, "") => None,
+            (false, "") => Some(mfs_proto::password_md5(&self.mfspassword)),
+            (true, hex) => Some(md5_hex(hex)?),
+            (false, _) => {
+                return Err(
+                    "MFSPASSWORD and MFSMD5PASS are both given: give the password one way".into(),
+                )
+            }
+        };
         Ok(Resolved {
+            password_md5,
             masters,
             subfolder,
             attr_ttl: ttl("MFSATTRCACHETO", self.mfsattrcacheto)?,
@@ -478,6 +512,40 @@ mod tests {
             ..cfg
         };
         assert!(bad.resolve().unwrap_err().contains("MFSATTRCACHETO"));
+    }
+
+    #[test]
+    fn the_password_is_given_plain_or_as_its_md5_not_both() {
+        let with = |pw: &str, md5: &str| {
+            MountConfig {
+                mfspassword: pw.into(),
+                mfsmd5pass: md5.into(),
+                ..Default::default()
+            }
+            .resolve()
+            .map(|r| r.password_md5)
+        };
+        let secret = mfs_proto::password_md5("secret");
+        assert_eq!(with("", ""), Ok(None));
+        assert_eq!(with("secret", ""), Ok(Some(secret)));
+        assert_eq!(
+            with("", "5ebe2294ecd0e0f08eab7690d2a6ee69"),
+            Ok(Some(secret))
+        );
+        assert_eq!(
+            with("", "5EBE2294ECD0E0F08EAB7690D2A6EE69"),
+            Ok(Some(secret))
+        );
+        assert!(with("", "5ebe").unwrap_err().contains("MFSMD5PASS"));
+        assert!(with("", "zzbe2294ecd0e0f08eab7690d2a6ee69").is_err());
+        assert!(with("secret", "5ebe2294ecd0e0f08eab7690d2a6ee69")
+            .unwrap_err()
+            .contains("both"));
+        let mut o = Overrides::default();
+        o.add_o("md5pass=5ebe2294ecd0e0f08eab7690d2a6ee69,password=x")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(o.mfspassword.as_deref(), Some("x"));
+        assert!(o.mfsmd5pass.is_some());
     }
 
     #[test]

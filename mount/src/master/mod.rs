@@ -67,10 +67,12 @@ pub struct ClientOptions {
     /// calls; read-only tools can do without.
     pub register_session: bool,
     /// The directory the session is for (mfsmount -S; empty: "/"), the
-    /// password of the master's exports line for it, and whether it is a
-    /// meta session (mfsmount -m): see RegisterSessionRequest.
+    /// MD5 of the password of the master's exports line for it
+    /// ([`mfs_proto::password_md5`]; it answers the master's challenge),
+    /// and whether it is a meta session (mfsmount -m): see
+    /// RegisterSessionRequest.
     pub mount_path: String,
-    pub password: String,
+    pub password_md5: Option<[u8; 16]>,
     pub meta: bool,
     /// The masters' CLUSTER_SECRET, stamped on every call: membership
     /// changes and snapshots ordered through the admin service need it
@@ -87,7 +89,7 @@ impl Default for ClientOptions {
             session_info: String::new(),
             register_session: false,
             mount_path: String::new(),
-            password: String::new(),
+            password_md5: None,
             meta: false,
             cluster_secret: String::new(),
         }
@@ -361,15 +363,14 @@ impl Inner {
                 meta: self.opts.meta,
                 ..Default::default()
             };
-            let password = &self.opts.password;
-            if !password.is_empty() {
+            let password = self.opts.password_md5;
+            if let Some(md5) = &password {
                 let challenge = self
                     .call("Challenge", ChallengeRequest {}, |ch, r| async move {
                         meta_client(ch).challenge(r).await
                     })
                     .await?;
-                let md5 = mfs_proto::password_md5(password);
-                req.password_digest = mfs_proto::challenge_answer(&challenge.nonce, &md5).to_vec();
+                req.password_digest = mfs_proto::challenge_answer(&challenge.nonce, md5).to_vec();
                 req.nonce = challenge.nonce;
             }
             let r = self
@@ -378,7 +379,7 @@ impl Inner {
                 })
                 .await;
             match r {
-                Err(ClientError::Errno(libc::ESTALE, _)) if !password.is_empty() && tries < 5 => {
+                Err(ClientError::Errno(libc::ESTALE, _)) if password.is_some() && tries < 5 => {
                     tries += 1;
                 }
                 r => break r?,

@@ -171,7 +171,18 @@ async fn exports_decide_who_mounts_what_and_every_master_enforces_it() {
     assert_eq!((md.uid(), md.gid()), (1234, 1234));
     assert_eq!(std::fs::read(a.join("team/f")).unwrap(), b"team data");
     std::fs::create_dir_all(team.path().join("sub/deeper")).unwrap();
-    let deep = Mount::start(&c, "deep", &["-S", "/team/sub", "-o", "mfspassword=pw"]).unwrap();
+    let deep = Mount::start(
+        &c,
+        "deep",
+        // The password as its MD5, as MooseFS's mfsmd5pass.
+        &[
+            "-S",
+            "/team/sub",
+            "-o",
+            "mfsmd5pass=8fe4c11451281c094a6578e6ddbf5eed",
+        ],
+    )
+    .unwrap();
     assert!(
         deep.path().join("deeper").is_dir(),
         "alldirs mounts below /team"

@@ -45,6 +45,7 @@ use mfs_mount::fuse::{MountConfig, Overrides};
         mfsreadcachesize=MIB     64 KiB blocks kept for small reads (default 128; 0 = off)\n  \
         mfstlsca=PATH            PEM CA of a cluster serving TLS: dial masters and chunkservers with TLS\n  \
         mfspassword=PASS         the password of the master's mfsexports.cfg line for this mount\n  \
+        mfsmd5pass=HEX           the same given as the MD5 of the password (32 hex digits)\n  \
         allow_other, default_permissions, ro\n  \
         mount(8)'s generic options (defaults, _netdev, noatime, ...) are accepted and ignored.\n\n\
         Examples:\n  \

@@ -49,7 +49,7 @@ async fn connect(
         session_info: format!("mfsmount {}:{}", host.trim(), mountpoint.display()),
         register_session: false,
         mount_path: cfg.mfssubfolder.clone(),
-        password: cfg.mfspassword.clone(),
+        password_md5: res.password_md5,
         meta,
         ..Default::default()
     };

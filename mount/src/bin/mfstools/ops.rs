@@ -107,7 +107,7 @@ impl Ctx {
             session_info: format!("{} on {}", self.tool, host.trim()),
             register_session: self.needs_session || subfolder.is_some() || !password.is_empty(),
             mount_path: subfolder.unwrap_or_default().to_string(),
-            password,
+            password_md5: (!password.is_empty()).then(|| mfs_proto::password_md5(&password)),
             ..ClientOptions::default()
         };
         let c = MasterClient::connect(&addrs, opts)
