@@ -71,6 +71,15 @@ pub enum ChunkError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A client's read or write without the master's token for it (with a
+    /// cluster secret): ESTALE, so the client asks the master again.
+    #[error("chunk {id:016X}: {why}; ask the master for the chunk's location again")]
+    Token {
+        /// The chunk.
+        id: u64,
+        /// What is wrong with the token.
+        why: String,
+    },
     /// Another chunkserver (chain, replication source) failed.
     #[error("chunkserver {addr}: {status}")]
     Peer {
@@ -95,7 +104,7 @@ impl ChunkError {
     pub fn errno(&self) -> i32 {
         match self {
             ChunkError::NotFound { .. } => errno::ENOENT,
-            ChunkError::Stale { .. } => errno::ESTALE,
+            ChunkError::Stale { .. } | ChunkError::Token { .. } => errno::ESTALE,
             ChunkError::Exists { .. } => errno::EEXIST,
             ChunkError::Invalid(_) => errno::EINVAL,
             ChunkError::NoSpace(_) => errno::ENOSPC,
@@ -108,7 +117,7 @@ impl ChunkError {
     pub fn to_status(&self) -> Status {
         let code = match self {
             ChunkError::NotFound { .. } => Code::NotFound,
-            ChunkError::Stale { .. } => Code::FailedPrecondition,
+            ChunkError::Stale { .. } | ChunkError::Token { .. } => Code::FailedPrecondition,
             ChunkError::Exists { .. } => Code::AlreadyExists,
             ChunkError::Invalid(_) => Code::InvalidArgument,
             ChunkError::NoSpace(_) => Code::ResourceExhausted,

@@ -9,7 +9,8 @@ use std::time::Duration;
 use mfs_proto::v1 as pb;
 use mfs_proto::v1::chunk_service_client::ChunkServiceClient;
 use mfs_proto::v1::chunk_service_server::ChunkService;
-use mfs_proto::ClusterSecret;
+use mfs_proto::{ChunkAccess, ClusterSecret};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
@@ -28,15 +29,28 @@ pub const CONNECTION_WINDOW: u32 = 64 << 20;
 /// Largest HTTP/2 frame accepted (fewer frames per request).
 pub const MAX_FRAME: u32 = 1 << 20;
 
+/// A client of another chunkserver: its calls carry the cluster secret
+/// (which stands for a client's chunk token between chunkservers).
+pub type PeerClient = ChunkServiceClient<InterceptedService<Channel, ClusterSecret>>;
+
 /// Connections to other chunkservers, by "host:port".
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Peers {
-    clients: Mutex<HashMap<String, ChunkServiceClient<Channel>>>,
+    clients: Mutex<HashMap<String, PeerClient>>,
+    secret: ClusterSecret,
 }
 
 impl Peers {
+    /// Connections whose calls carry `secret`.
+    pub fn new(secret: ClusterSecret) -> Self {
+        Peers {
+            clients: Mutex::default(),
+            secret,
+        }
+    }
+
     /// A client for the chunkserver at `addr` (connected lazily, reused).
-    pub fn client(&self, addr: &str) -> Result<ChunkServiceClient<Channel>, ChunkError> {
+    pub fn client(&self, addr: &str) -> Result<PeerClient, ChunkError> {
         let mut m = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = m.get(addr) {
             return Ok(c.clone());
@@ -48,7 +62,7 @@ impl Peers {
             .max_frame_size(Some(MAX_FRAME))
             .initial_stream_window_size(Some(STREAM_WINDOW))
             .initial_connection_window_size(Some(CONNECTION_WINDOW));
-        let c = ChunkServiceClient::new(ep.connect_lazy())
+        let c = ChunkServiceClient::with_interceptor(ep.connect_lazy(), self.secret.clone())
             .max_decoding_message_size(MAX_MESSAGE)
             .max_encoding_message_size(MAX_MESSAGE);
         m.insert(addr.to_string(), c.clone());
@@ -70,7 +84,7 @@ impl ChunkSvc {
     pub fn new(store: Arc<Store>, secret: ClusterSecret) -> Self {
         ChunkSvc {
             store,
-            peers: Arc::new(Peers::default()),
+            peers: Arc::new(Peers::new(secret.clone())),
             secret,
         }
     }
@@ -81,6 +95,28 @@ impl ChunkSvc {
             req.metadata(),
             "chunk orders need this chunkserver's CLUSTER_SECRET (the masters' mfsmaster.cfg)",
         )
+    }
+
+    /// A client's read or write must show the master's token for it, when
+    /// this server has a cluster secret; other chunkservers show the
+    /// secret instead (forwarded writes, replication).
+    fn check_access<T>(
+        &self,
+        req: &Request<T>,
+        chunk_id: u64,
+        version: u32,
+        access: ChunkAccess,
+        token: &[u8],
+    ) -> Result<(), Status> {
+        if !self.secret.is_set() || self.secret.check(req.metadata(), "").is_ok() {
+            return Ok(());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.secret
+            .check_chunk_token(token, chunk_id, version, access, now)
+            .map_err(|why| ChunkError::Token { id: chunk_id, why }.to_status())
     }
 
     /// The gRPC server for it, with the message size limits set.
@@ -123,6 +159,8 @@ impl ChunkService for ChunkSvc {
         &self,
         req: Request<pb::ChunkReadRequest>,
     ) -> Result<Response<pb::ChunkReadReply>, Status> {
+        let r = req.get_ref();
+        self.check_access(&req, r.chunk_id, r.version, ChunkAccess::Read, &r.token)?;
         let r = req.into_inner();
         // Served here when the page cache holds it (no hop to the blocking
         // pool and back); else read on the pool, which may wait for the disk.
@@ -156,6 +194,8 @@ impl ChunkService for ChunkSvc {
         &self,
         req: Request<pb::ChunkWriteRequest>,
     ) -> Result<Response<pb::ChunkWriteReply>, Status> {
+        let r = req.get_ref();
+        self.check_access(&req, r.chunk_id, r.version, ChunkAccess::Write, &r.token)?;
         let mut r = req.into_inner();
         check_range(r.offset, r.data.len() as u64).map_err(|e| e.to_status())?;
         if r.chain.is_empty() {
@@ -174,6 +214,7 @@ impl ChunkService for ChunkSvc {
             data: r.data.clone(),
             chain: std::mem::take(&mut r.chain),
             create: r.create,
+            token: r.token.clone(),
         };
         let forward = async move { client.write(fwd).await };
         let (local, remote) = tokio::join!(write_here(&self.store, r), forward);
@@ -186,6 +227,10 @@ impl ChunkService for ChunkSvc {
         &self,
         req: Request<pb::ChunkSyncRequest>,
     ) -> Result<Response<pb::Empty>, Status> {
+        let r = req.get_ref();
+        // Making written data durable changes nothing: any token of the
+        // chunk will do (a client may hold a read location by then).
+        self.check_access(&req, r.chunk_id, r.version, ChunkAccess::Read, &r.token)?;
         let mut r = req.into_inner();
         let store = self.store.clone();
         let (id, v) = (r.chunk_id, r.version);
@@ -200,6 +245,7 @@ impl ChunkService for ChunkSvc {
             chunk_id: id,
             version: v,
             chain: std::mem::take(&mut r.chain),
+            token: std::mem::take(&mut r.token),
         };
         let (local, remote) = tokio::join!(local, async move { client.sync(fwd).await });
         local?;
@@ -382,6 +428,8 @@ async fn replicate_from(
                 offset: off,
                 size: size as u32,
                 missing_is_hole: false,
+                // The secret this server's peer calls carry stands for it.
+                token: Vec::new(),
             })
             .await
             .map_err(|s| peer_err(src, s))?

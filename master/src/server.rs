@@ -68,6 +68,7 @@ pub async fn run(cfg: MasterConfig, res: Resolved) -> Result<(), String> {
         node: node.clone(),
         chunks: chunk_mgr.clone(),
         exports,
+        secret: mfs_proto::ClusterSecret::new(&cfg.cluster_secret),
     })
     .max_decoding_message_size(MAX_REQUEST);
     let admin = AdminServiceServer::new(Admin {

@@ -15,7 +15,7 @@ pub mod v1 {
 pub use v1::*;
 
 pub mod secret;
-pub use secret::{challenge_answer, password_md5, ClusterSecret};
+pub use secret::{challenge_answer, password_md5, ChunkAccess, ClusterSecret, CHUNK_TOKEN_SECS};
 pub mod tls;
 
 /// A status as one line of text: the message and the chain of its causes

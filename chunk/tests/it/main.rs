@@ -58,6 +58,7 @@ fn write_at_0(id: u64, version: u32, data: Vec<u8>) -> pb::ChunkWriteRequest {
         data: data.into(),
         chain: vec![],
         create: false,
+        token: Vec::new(),
     }
 }
 
@@ -136,6 +137,7 @@ async fn read(
         offset: off,
         size,
         missing_is_hole: false,
+        token: Vec::new(),
     })
     .await
     .map(|r| r.into_inner().data.to_vec())
@@ -167,6 +169,7 @@ async fn write_with_a_chain_lands_on_every_copy() {
             data: data.clone().into(),
             chain: vec![b.addr.clone(), c.addr.clone()],
             create: false,
+            token: Vec::new(),
         })
         .await
         .unwrap();
@@ -182,6 +185,7 @@ async fn write_with_a_chain_lands_on_every_copy() {
         chunk_id: 1,
         version: 1,
         chain: vec![b.addr.clone(), c.addr.clone()],
+        token: Vec::new(),
     })
     .await
     .unwrap();
@@ -201,6 +205,7 @@ async fn chain_failure_names_the_failing_server() {
             data: vec![1; 10].into(),
             chain: vec![b.addr.clone()],
             create: false,
+            token: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -220,6 +225,7 @@ async fn chain_failure_names_the_failing_server() {
             data: vec![1; 10].into(),
             chain: vec![dead.clone()],
             create: false,
+            token: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -245,6 +251,7 @@ async fn bad_requests_get_clear_errors_and_write_nothing() {
             data: vec![1].into(),
             chain: vec![],
             create: false,
+            token: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -270,6 +277,7 @@ async fn flipped_byte_reads_as_data_loss_and_the_copy_is_dropped() {
         data: pattern(200_000, 3).into(),
         chain: vec![],
         create: false,
+        token: Vec::new(),
     })
     .await
     .unwrap();
@@ -319,6 +327,7 @@ async fn replicate_copies_from_a_peer() {
             data: piece.to_vec().into(),
             chain: vec![],
             create: false,
+            token: Vec::new(),
         })
         .await
         .unwrap();
@@ -409,7 +418,8 @@ async fn orders_over_grpc() {
 
 /// With a cluster secret, every order without it is refused and changes
 /// nothing; with it, orders go through; reads and writes (the clients')
-/// need none.
+/// need the master's token for the chunk, or the secret (other
+/// chunkservers).
 #[tokio::test]
 async fn orders_need_the_cluster_secret() {
     let secret = mfs_proto::ClusterSecret::new("s3cret");
@@ -460,10 +470,66 @@ async fn orders_need_the_cluster_secret() {
         .collect();
     assert_eq!(held, vec![(1, 1)], "a refused order changed something");
 
-    c.write(write_at_0(1, 1, vec![7; 10]))
+    // A client's write or read needs the master's token for the chunk.
+    let stale = |r: tonic::Status, what: &str| {
+        assert_eq!(r.code(), Code::FailedPrecondition, "{what}: {r:?}");
+        assert!(r.message().contains("token"), "{what}: {}", r.message());
+    };
+    stale(
+        c.write(write_at_0(1, 1, vec![7; 10])).await.unwrap_err(),
+        "a write without a token",
+    );
+    stale(
+        read(&mut c, 1, 1, 0, 10).await.unwrap_err(),
+        "a read without a token",
+    );
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    let token = |access| secret.chunk_token(1, 1, access, until);
+    let read_only = pb::ChunkWriteRequest {
+        token: token(mfs_proto::ChunkAccess::Read),
+        ..write_at_0(1, 1, vec![7; 10])
+    };
+    stale(
+        c.write(read_only).await.unwrap_err(),
+        "a write with a read token",
+    );
+    let writing = pb::ChunkWriteRequest {
+        token: token(mfs_proto::ChunkAccess::Write),
+        ..write_at_0(1, 1, vec![7; 10])
+    };
+    c.write(writing)
         .await
-        .expect("a write needs no secret");
-    assert_eq!(read(&mut c, 1, 1, 0, 10).await.unwrap(), [7; 10]);
+        .expect("a write with the master's token");
+    let with_token = pb::ChunkReadRequest {
+        chunk_id: 1,
+        version: 1,
+        offset: 0,
+        size: 10,
+        missing_is_hole: false,
+        token: token(mfs_proto::ChunkAccess::Read),
+    };
+    let got = c
+        .read(with_token)
+        .await
+        .expect("a read with the master's token");
+    assert_eq!(got.into_inner().data.to_vec(), [7; 10]);
+    // Other chunkservers show the secret instead.
+    let got = c
+        .read(secret.request(pb::ChunkReadRequest {
+            chunk_id: 1,
+            version: 1,
+            offset: 0,
+            size: 10,
+            missing_is_hole: false,
+            token: Vec::new(),
+        }))
+        .await
+        .expect("a read with the secret");
+    assert_eq!(got.into_inner().data.to_vec(), [7; 10]);
     c.create_chunk(secret.request(order(2, 1)))
         .await
         .expect("an order with the secret");
@@ -534,6 +600,7 @@ async fn throughput() {
                     data: p.clone().into(),
                     chain: chain.clone(),
                     create: false,
+                    token: Vec::new(),
                 })
                 .await
                 .unwrap();
@@ -688,6 +755,7 @@ async fn binary_serves_and_stops_cleanly_on_sigterm() {
         data: b"hello".to_vec().into(),
         chain: vec![],
         create: false,
+        token: Vec::new(),
     })
     .await
     .unwrap();

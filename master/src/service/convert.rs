@@ -140,6 +140,8 @@ pub fn location_to_pb(l: Location) -> pb::ChunkLocation {
         quota_room: None,
         written_by_others: l.written_by_others,
         create: l.create,
+        // Signed by the service (`Meta::with_token`).
+        token: Vec::new(),
     }
 }
 

@@ -3,6 +3,7 @@
 //! `crate::chunks`).
 
 use mfs_proto::v1 as pb;
+use mfs_proto::{ChunkAccess, CHUNK_TOKEN_SECS};
 use tonic::{Request, Response};
 
 use super::access::Need;
@@ -14,6 +15,24 @@ use crate::fsm::{ChunkId, Inode, Op, SessionId};
 use crate::raft::node::now;
 
 impl Meta {
+    /// `loc` with the chunkservers' token for `access` (empty without a
+    /// cluster secret, or for a hole).
+    pub(super) fn with_token(
+        &self,
+        mut loc: pb::ChunkLocation,
+        access: ChunkAccess,
+    ) -> pb::ChunkLocation {
+        if loc.chunk_id != 0 {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            loc.token =
+                self.secret
+                    .chunk_token(loc.chunk_id, loc.version, access, now + CHUNK_TOKEN_SECS);
+        }
+        loc
+    }
+
     pub(super) async fn chunk_to_read(
         &self,
         req: Request<pb::ReadChunkRequest>,
@@ -25,7 +44,9 @@ impl Meta {
             .chunks
             .read_chunk(SessionId(r.session), Inode(r.inode), r.index)
             .await?;
-        Ok(Response::new(location_to_pb(loc)))
+        Ok(Response::new(
+            self.with_token(location_to_pb(loc), ChunkAccess::Read),
+        ))
     }
 
     pub(super) async fn chunk_to_write(
@@ -47,7 +68,7 @@ impl Meta {
             )
             .await?;
         let room = self.node.shared.ns().quota_room(Inode(r.inode), now().sec);
-        let mut loc = location_to_pb(loc);
+        let mut loc = self.with_token(location_to_pb(loc), ChunkAccess::Write);
         loc.quota_room = room;
         Ok(Response::new(loc))
     }

@@ -28,6 +28,8 @@ pub struct Meta {
     pub chunks: Arc<ChunkManager>,
     /// Who may mount what (`mfsexports.cfg`).
     pub exports: Arc<ExportsFile>,
+    /// CLUSTER_SECRET: signs the chunk tokens of the locations given.
+    pub secret: mfs_proto::ClusterSecret,
 }
 
 pub(super) type R<T> = Result<Response<T>, Status>;
@@ -344,7 +346,7 @@ impl MetaService for Meta {
                 .await
                 .ok()
                 .filter(|l| l.id.0 != 0)
-                .map(location_to_pb)
+                .map(|l| self.with_token(location_to_pb(l), mfs_proto::ChunkAccess::Read))
         } else {
             None
         };

@@ -257,6 +257,7 @@ impl Inner {
             offset: u64::from(piece.chunk_offset),
             size: piece.len,
             missing_is_hole: loc.create,
+            token: loc.token.clone(),
         };
         let limit = self.opts.chunk_call_timeout;
         let data = match tokio::time::timeout(limit, client.read(req)).await {

@@ -343,6 +343,7 @@ impl Inner {
                 data: data.clone(),
                 chain: Vec::new(),
                 create: loc.create,
+                token: loc.token.clone(),
             };
             match self.send_along_chain(&loc, req, ChunkCall::Write).await {
                 Ok(()) => {
@@ -452,6 +453,7 @@ impl Inner {
                     chunk_id: loc.chunk_id,
                     version: loc.version,
                     chain,
+                    token: loc.token.clone(),
                 };
                 tokio::time::timeout(limit, client.sync(sync))
                     .await

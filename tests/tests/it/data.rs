@@ -142,6 +142,7 @@ async fn read_every_copy(cl: &MasterClient, inode: u64, want: &[u8]) -> Result<u
                         offset: off as u64,
                         size: n as u32,
                         missing_is_hole: false,
+                        token: Vec::new(),
                     })
                     .await
                     .map_err(|e| format!("copy on {} of chunk {index}: {e}", s.address))?
@@ -323,6 +324,7 @@ async fn write_on_chain(
         data: data.into(),
         chain: rest.iter().map(|s| s.address.clone()).collect(),
         create,
+        token: Vec::new(),
     })
     .await
     .map(|_| ())

@@ -2,6 +2,7 @@
 //! registers only with the masters' secret, and takes chunk orders only
 //! with its own.
 
+use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use mfs_proto::v1 as pb;
@@ -11,6 +12,17 @@ use mfs_tests::mountpoint::Mount;
 
 use crate::tools::ok;
 use crate::util::{skip_without_fuse, step, wait_for};
+
+/// The version in a chunk file's name (`chunk_<id>_<version>.mfs`).
+fn chunk_version(path: &std::path::Path) -> u32 {
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    let hex = name
+        .split('_')
+        .nth(2)
+        .and_then(|v| v.split('.').next())
+        .unwrap_or_else(|| panic!("{name}"));
+    u32::from_str_radix(hex, 16).unwrap_or_else(|e| panic!("{name}: {e}"))
+}
 
 /// The chunk id in a chunk file's name (`chunk_<id>_<version>.mfs`).
 fn chunk_id(path: &std::path::Path) -> u64 {
@@ -81,6 +93,68 @@ async fn chunkservers_need_the_cluster_secret() {
         on(1).len() == 1 && on(2).len() == 1
     });
     assert!(on(bad).is_empty(), "the refused chunkserver got a copy");
+
+    step("a client's read straight to a chunkserver needs the master's token for it");
+    let copy = on(1)[0].clone();
+    let (id, version) = (chunk_id(&copy), chunk_version(&copy));
+    let mut cs =
+        ChunkServiceClient::connect(format!("http://{}", c.chunkserver(1).unwrap().addr()))
+            .await
+            .unwrap();
+    let read = |token: Vec<u8>| pb::ChunkReadRequest {
+        chunk_id: id,
+        version,
+        offset: 0,
+        size: 4096,
+        missing_is_hole: false,
+        token,
+    };
+    let e = cs.read(read(Vec::new())).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("token"), "{}", e.message());
+    let client = c.client("token test").await.unwrap();
+    let ino = std::fs::metadata(&f).unwrap().ino();
+    client
+        .open(pb::OpenRequest {
+            cred: Some(crate::util::root_cred()),
+            inode: ino,
+            mode: pb::OpenMode::Read as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let loc = client.read_chunk(ino, 0).await.unwrap();
+    assert_eq!((loc.chunk_id, loc.version), (id, version));
+    assert!(!loc.token.is_empty(), "no token in the location");
+    let got = cs.read(read(loc.token.clone())).await.unwrap().into_inner();
+    assert_eq!(&got.data[..], &data[..4096]);
+    // A token for another chunk, or a read token for a write: refused.
+    let mut other = read(loc.token.clone());
+    other.chunk_id += 1;
+    assert!(cs.read(other).await.is_err());
+    let write = pb::ChunkWriteRequest {
+        chunk_id: id,
+        version,
+        offset: 0,
+        data: vec![0u8; 4096].into(),
+        token: loc.token.clone(),
+        ..Default::default()
+    };
+    let e = cs.write(write).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{e:?}");
+    assert_eq!(
+        std::fs::read(&f).unwrap(),
+        data,
+        "the refused write changed the file"
+    );
+    // Other chunkservers (replication) show the secret instead.
+    let peer = mfs_proto::ClusterSecret::new("s3cret").request(read(Vec::new()));
+    assert_eq!(
+        &cs.read(peer).await.unwrap().into_inner().data[..],
+        &data[..4096]
+    );
+    // The session held the file open: closed, so rm frees it below.
+    client.close_session().await.unwrap();
 
     step("an order without the secret, straight to a chunkserver: refused, the copy stays");
     let id = chunk_id(&on(1)[0]);

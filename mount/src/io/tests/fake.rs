@@ -264,6 +264,7 @@ impl MasterState {
             quota_room: *lk(&self.quota_room),
             written_by_others: self.others_writing.load(Ordering::SeqCst),
             create: false,
+            token: Vec::new(),
         }
     }
 
