@@ -224,36 +224,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Sessions { json } => {
-            let client = connect(
-                &masters,
-                Duration::from_secs(5),
-                seconds(cli.timeout, 30.0)?,
-            )
-            .await?;
+            let client = listing_client(&masters, cli.timeout).await?;
             let info = client.cluster_info().await.context("asking the leader")?;
-            let text = if json {
-                serde_json::to_string_pretty(&output::sessions_json(&info.sessions))? + "\n"
-            } else {
-                output::sessions(&info.sessions)
-            };
-            emit(&text)?;
-            Ok(ExitCode::SUCCESS)
+            let list = &info.sessions;
+            emit_listing(json, output::sessions_json(list), || output::sessions(list))
         }
         Cmd::Quota { json } => {
-            let client = connect(
-                &masters,
-                Duration::from_secs(5),
-                seconds(cli.timeout, 30.0)?,
-            )
-            .await?;
+            let client = listing_client(&masters, cli.timeout).await?;
             let list = client.list_quotas().await.context("listing quotas")?;
-            let text = if json {
-                serde_json::to_string_pretty(&output::quotas_json(&list))? + "\n"
-            } else {
-                output::quotas(&list)
-            };
-            emit(&text)?;
-            Ok(ExitCode::SUCCESS)
+            emit_listing(json, output::quotas_json(&list), || output::quotas(&list))
         }
         Cmd::AddMaster { id, addr } => {
             let client = admin_client(&masters, cli.timeout).await?;
@@ -311,6 +290,25 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 
 /// A client for membership changes: an attempt may take as long as the
 /// whole command (a new member can take a while to catch up).
+/// A client for the listing commands (`sessions`, `quota`).
+async fn listing_client(masters: &[String], timeout: Option<f64>) -> Result<MasterClient> {
+    connect(masters, Duration::from_secs(5), seconds(timeout, 30.0)?).await
+}
+
+/// Prints a listing as pretty JSON or as text.
+fn emit_listing(
+    json: bool,
+    value: serde_json::Value,
+    text: impl FnOnce() -> String,
+) -> Result<ExitCode> {
+    if json {
+        emit(&(serde_json::to_string_pretty(&value)? + "\n"))?;
+    } else {
+        emit(&text())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn admin_client(masters: &[String], timeout: Option<f64>) -> Result<MasterClient> {
     let timeout = seconds(timeout, 30.0)?;
     connect(masters, timeout, timeout).await
