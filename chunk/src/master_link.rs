@@ -136,8 +136,8 @@ impl MasterLink {
         let ch = match self.channels.get(addr) {
             Some(c) => c.clone(),
             None => {
-                let ch = mfs_proto::tls::endpoint(addr)
-                    .ok()?
+                let ch = mfs_proto::tls::endpoint(addr).ok()?;
+                let ch = mfs_proto::watched(ch, true)
                     .tcp_nodelay(true)
                     .connect_timeout(Duration::from_secs(2))
                     .timeout(RPC_TIMEOUT)

@@ -21,6 +21,24 @@ pub mod tls;
 /// A status as one line of text: the message and the chain of its causes
 /// (which is where "Connection refused" lives for transport errors), with
 /// a hint when the cause looks like a TLS mismatch between the two ends.
+/// A ping after this long without a frame from the peer ([`watched`]).
+pub const PING_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+/// A peer that does not answer a ping within this long is given up.
+pub const PING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `e` with HTTP/2 pings that find a silent peer: a master whose machine
+/// lost its network or power refuses and resets nothing, so without them a
+/// call in flight would wait for its whole timeout. With pings the
+/// connection fails within [`PING_AFTER`] + [`PING_TIMEOUT`] of the last
+/// frame and the call is tried elsewhere. `while_idle`: ping connections
+/// with no call too (for a channel driven by a runtime that always runs;
+/// not for one polled only during its own calls).
+pub fn watched(e: tonic::transport::Endpoint, while_idle: bool) -> tonic::transport::Endpoint {
+    e.http2_keep_alive_interval(PING_AFTER)
+        .keep_alive_timeout(PING_TIMEOUT)
+        .keep_alive_while_idle(while_idle)
+}
+
 pub fn status_text(status: &tonic::Status) -> String {
     let mut text = if status.message().is_empty() {
         format!("{:?}", status.code())

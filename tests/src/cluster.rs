@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::netlab::Netlab;
 use anyhow::{anyhow, bail, Context, Result};
 use mfs_mount::master::{ClientOptions, MasterClient};
 use mfs_proto::v1::{NodeStatusReply, Role};
@@ -68,6 +69,10 @@ pub fn free_port() -> u16 {
 
 pub struct Master {
     pub id: u64,
+    /// The address it listens on: 127.0.0.1, or its own in a [`Netlab`].
+    pub host: String,
+    /// The network namespace it runs in (a [`Netlab`] host), if any.
+    pub netns: Option<String>,
     pub port: u16,
     pub http_port: u16,
     pub dir: PathBuf,
@@ -76,7 +81,7 @@ pub struct Master {
 
 impl Master {
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
@@ -92,6 +97,9 @@ pub struct Cluster {
     pub chunkservers: Vec<crate::chunkservers::Chunkserver>,
     /// Metaloggers started with [`Cluster::add_metalogger`].
     pub metaloggers: Vec<crate::metaloggers::Metalogger>,
+    /// The network the masters run in ([`Cluster::start_in_netlab`]);
+    /// dropped after them.
+    pub netlab: Option<Netlab>,
 }
 
 impl Cluster {
@@ -106,14 +114,33 @@ impl Cluster {
     /// anything (for clusters this process cannot ask, such as one serving
     /// TLS: see `mfscli wait-leader`).
     pub fn spawn_all(n: usize, env: &[(&str, &str)]) -> Result<Cluster> {
+        Cluster::spawn_all_in(n, env, None)
+    }
+
+    /// Starts `n` masters, each a host of a [`Netlab`] of its own (so a
+    /// test can cut one off the network), and waits for a leader.
+    pub async fn start_in_netlab(n: usize, env: &[(&str, &str)]) -> Result<Cluster> {
+        let lab = Netlab::new(n)?;
+        let c = Cluster::spawn_all_in(n, env, Some(lab))?;
+        c.wait_leader(Duration::from_secs(30)).await?;
+        Ok(c)
+    }
+
+    fn spawn_all_in(n: usize, env: &[(&str, &str)], lab: Option<Netlab>) -> Result<Cluster> {
         let root = tempfile::Builder::new().prefix("mfs-it-").tempdir()?;
         let mut masters = Vec::new();
         for i in 0..n {
             let id = i as u64 + 1;
             let dir = root.path().join(format!("master{id}"));
             std::fs::create_dir_all(&dir)?;
+            let (host, netns) = match &lab {
+                Some(l) => (l.addr(i + 1), Some(l.netns(i + 1).to_string())),
+                None => ("127.0.0.1".to_string(), None),
+            };
             masters.push(Master {
                 id,
+                host,
+                netns,
                 port: free_port(),
                 http_port: free_port(),
                 dir,
@@ -129,6 +156,7 @@ impl Cluster {
                 .collect(),
             chunkservers: Vec::new(),
             metaloggers: Vec::new(),
+            netlab: lab,
         };
         for id in 1..=n as u64 {
             c.spawn(id, &c.peers())?;
@@ -177,6 +205,8 @@ impl Cluster {
         std::fs::create_dir_all(&dir)?;
         self.masters.push(Master {
             id,
+            host: "127.0.0.1".into(),
+            netns: None,
             port: free_port(),
             http_port: free_port(),
             dir,
@@ -194,15 +224,22 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(m.dir.join("log"))?;
-        let mut cmd = Command::new(&bin);
+        let mut cmd = match &m.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
         cmd.arg("--id")
             .arg(id.to_string())
             .arg("--listen-host")
-            .arg("127.0.0.1")
+            .arg(&m.host)
             .arg("--listen-port")
             .arg(m.port.to_string())
             .arg("--http-listen")
-            .arg(format!("127.0.0.1:{}", m.http_port))
+            .arg(format!("{}:{}", m.host, m.http_port))
             .arg("--data-path")
             .arg(m.dir.join("data"))
             .arg("--peers")

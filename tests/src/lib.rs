@@ -6,3 +6,4 @@ pub mod chunkservers;
 pub mod cluster;
 pub mod metaloggers;
 pub mod mountpoint;
+pub mod netlab;

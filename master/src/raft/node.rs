@@ -263,7 +263,57 @@ impl MasterNode {
             };
             self.submit(req).await?
         };
-        self.outcome(rx.await)
+        let r = self.unless_cut_off(rx).await?;
+        self.outcome(r)
+    }
+
+    /// How long this leader has heard from no quorum of masters, when that
+    /// is longer than twice its lease (None while it hears from one, or
+    /// does not lead).
+    fn quorum_silence(&self) -> Option<Option<Duration>> {
+        let m = self.raft.metrics();
+        let m = m.borrow_watched();
+        if m.state != ServerState::Leader {
+            return None;
+        }
+        match m.last_quorum_acked.as_ref().map(|t| t.elapsed()) {
+            Some(d) if d < 2 * self.lease => None,
+            silent => Some(silent),
+        }
+    }
+
+    /// Waits for `f`, unless, after twice the lease, this master still
+    /// leads but has heard from no quorum of masters for that long: then it
+    /// is cut off from them (a partition that leaves it its clients), and
+    /// what `f` waits for (a commit, a read barrier) cannot come until the
+    /// network heals, while the other masters elect a leader of their own.
+    /// The caller is told Unavailable, so a client asks another master at
+    /// once instead of after its whole call timeout. A change given up here
+    /// may still commit later: a client sends it again with its sequence
+    /// number, and the session's reply cache answers it once.
+    async fn unless_cut_off<T>(
+        &self,
+        f: impl std::future::Future<Output = T>,
+    ) -> Result<T, NodeError> {
+        tokio::pin!(f);
+        let start = Instant::now();
+        loop {
+            match tokio::time::timeout(self.lease / 2, &mut f).await {
+                Ok(v) => return Ok(v),
+                Err(_) if start.elapsed() >= 2 * self.lease => {
+                    if let Some(silent) = self.quorum_silence() {
+                        let silent = silent.map_or("ever since it was elected".into(), |d| {
+                            format!("for {d:.1?}")
+                        });
+                        return Err(NodeError::Unavailable(format!(
+                            "master {} leads but has heard from no quorum of masters {silent} (cut off from them?): ask another",
+                            self.id
+                        )));
+                    }
+                }
+                Err(_) => {}
+            }
+        }
     }
 
     /// Writes handed to openraft here and not yet applied.
@@ -337,29 +387,17 @@ impl MasterNode {
         if self.lease_holds() {
             return Ok(());
         }
-        let term = self.raft.metrics().borrow_watched().current_term;
-        if self.barrier_term.load(Ordering::Acquire) != term {
-            match self.raft.write_blank().await {
-                Ok(r) => {
-                    self.barrier_term
-                        .fetch_max(r.log_id.leader_id.term, Ordering::AcqRel);
-                }
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    return Err(self.forward(&f))
-                }
-                Err(e) => return Err(NodeError::Unavailable(format!("raft: {e}"))),
-            }
-        }
+        self.settle().await?;
         let first = self
-            .raft
-            .ensure_linearizable(self.read_policy.clone())
-            .await;
+            .unless_cut_off(self.raft.ensure_linearizable(self.read_policy.clone()))
+            .await?;
         let res = match first {
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
                 return Err(self.forward(&f))
             }
             Err(_) if self.read_policy == ReadPolicy::LeaseRead => {
-                self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await
+                self.unless_cut_off(self.raft.ensure_linearizable(ReadPolicy::ReadIndex))
+                    .await?
             }
             other => other,
         };
@@ -368,6 +406,42 @@ impl MasterNode {
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
                 Err(self.forward(&f))
             }
+            Err(e) => Err(NodeError::Unavailable(format!("raft: {e}"))),
+        }
+    }
+
+    /// Waits until this leader has applied an entry of its own term, so
+    /// that everything earlier leaders committed is applied here (once per
+    /// term; afterwards a look at the metrics). Enough before a change:
+    /// what a handler reads to decide how to propose it (a session's
+    /// rights) is then at least as new as anything acknowledged to the
+    /// caller, and the change itself is ordered by the log. Not a read
+    /// barrier: a deposed leader passes it (its proposal cannot commit).
+    pub async fn settle(&self) -> Result<(), NodeError> {
+        let (leads, leader, term) = {
+            let m = self.raft.metrics();
+            let m = m.borrow_watched();
+            (
+                m.state == ServerState::Leader,
+                m.current_leader,
+                m.current_term,
+            )
+        };
+        if !leads {
+            return Err(NodeError::NotLeader {
+                leader: self.leader_address(leader),
+            });
+        }
+        if self.barrier_term.load(Ordering::Acquire) == term {
+            return Ok(());
+        }
+        match self.unless_cut_off(self.raft.write_blank()).await? {
+            Ok(r) => {
+                self.barrier_term
+                    .fetch_max(r.log_id.leader_id.term, Ordering::AcqRel);
+                Ok(())
+            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(self.forward(&f)),
             Err(e) => Err(NodeError::Unavailable(format!("raft: {e}"))),
         }
     }

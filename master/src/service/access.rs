@@ -346,9 +346,11 @@ pub(super) fn caller(
 
 impl Meta {
     /// The caller of a call (see `access`): its session and rights, checked
-    /// against what the call needs and the inodes it names, after a read
-    /// barrier (so the rights of a session registered through any earlier
-    /// leader are known).
+    /// against what the call needs and the inodes it names, once this
+    /// leader has applied an entry of its term (so the rights of a session
+    /// registered through any earlier leader are known; `MasterNode::settle`).
+    /// A reading handler still passes its own read barrier (`Meta::read`);
+    /// a change is ordered by the log.
     async fn enter(
         &self,
         who: &Who,
@@ -356,7 +358,7 @@ impl Meta {
         need: Need,
         inodes: &[Inode],
     ) -> Result<Caller, Status> {
-        self.node.linearize().await?;
+        self.node.settle().await?;
         let ns = self.node.shared.ns();
         caller(&self.exports, &ns, who, body, need, inodes)
     }

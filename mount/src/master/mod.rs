@@ -189,16 +189,12 @@ impl Drop for Inner {
 }
 
 fn make_channel(addr: &str, opts: &ClientOptions) -> Result<Channel, ClientError> {
-    Ok(endpoint(addr, opts)?
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(5))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+    Ok(mfs_proto::watched(endpoint(addr, opts)?, true).connect_lazy())
 }
 
 /// A channel for calls run on a FUSE thread (see `crate::inline::channel`).
 fn make_thread_channel(addr: &str, opts: &ClientOptions) -> Result<Channel, ClientError> {
-    Ok(endpoint(addr, opts)?
+    Ok(mfs_proto::watched(endpoint(addr, opts)?, false)
         .tcp_keepalive(Some(Duration::from_secs(10)))
         .connect_lazy())
 }

@@ -145,6 +145,7 @@ impl Inner {
                 return Err(self.timeout_error(start, last_error));
             }
             attempts += 1;
+            let attempt_start = Instant::now();
             let verdict = match tokio::time::timeout(
                 attempt_limit,
                 f(self.conn(self.channel_of(&master)), req.clone()),
@@ -167,11 +168,15 @@ impl Inner {
                     // a source), on this FUSE thread's own connection: it
                     // may have died unseen (the master restarted while the
                     // thread was idle). Go again at once, with new
-                    // connections on every thread.
+                    // connections on every thread. Not when the failure
+                    // took a ping's timeout to come: that master is silent
+                    // (its machine lost its network), a new connection to
+                    // it would only wait for its connect timeout.
                     Verdict::Retry(_)
                         if std::error::Error::source(&status).is_some()
                             && crate::inline::inside()
-                            && !renewed =>
+                            && !renewed
+                            && attempt_start.elapsed() < mfs_proto::PING_TIMEOUT =>
                     {
                         renewed = true;
                         master.broken.bump();

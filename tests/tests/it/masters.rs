@@ -12,30 +12,7 @@ use mfs_proto::v1::raft_service_client::RaftServiceClient;
 use mfs_proto::v1::{GetAttrRequest, MkdirRequest, RaftPayload, RenameRequest};
 use mfs_tests::cluster::Cluster;
 
-use crate::util::{create_req, list_dir, root_cred, step};
-
-/// Runs exclusive creates of `p-0`, `p-1`, ... until `stop`; returns the
-/// names whose create was acknowledged. Any error fails the test: the client
-/// must ride through failovers.
-fn creator(
-    c: MasterClient,
-    prefix: String,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<Vec<String>> {
-    tokio::spawn(async move {
-        let mut done = Vec::new();
-        let mut i = 0u64;
-        while !stop.load(Ordering::Relaxed) {
-            let name = format!("{prefix}-{i}");
-            match c.create(create_req(&name)).await {
-                Ok(_) => done.push(name),
-                Err(e) => panic!("create {name} failed: {e} (errno {})", e.errno()),
-            }
-            i += 1;
-        }
-        done
-    })
-}
+use crate::util::{create_req, creator, list_dir, root_cred, step};
 
 /// 3 masters elect one leader; a follower answers a client call with a
 /// redirect to it; the client library follows it; malformed calls change

@@ -1,5 +1,9 @@
 //! Small helpers shared by the tests.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
 use mfs_mount::master::MasterClient;
 use mfs_proto::v1::{CreateRequest, Credentials, ReaddirRequest};
 
@@ -27,6 +31,44 @@ pub fn create_req(name: &str) -> CreateRequest {
         umask: 0o022,
         exclusive: true,
     }
+}
+
+/// Runs exclusive creates of `p-0`, `p-1`, ... until `stop`; returns the
+/// names whose create was acknowledged. Any error fails the test: the client
+/// must ride through failovers.
+pub fn creator(
+    c: MasterClient,
+    prefix: String,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    creator_timed(c, prefix, stop, Arc::default())
+}
+
+/// [`creator`] that also notes in `acks` when each create was acknowledged.
+pub fn creator_timed(
+    c: MasterClient,
+    prefix: String,
+    stop: Arc<AtomicBool>,
+    acks: Arc<Mutex<Vec<Instant>>>,
+) -> tokio::task::JoinHandle<Vec<String>> {
+    tokio::spawn(async move {
+        let mut done = Vec::new();
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let name = format!("{prefix}-{i}");
+            match c.create(create_req(&name)).await {
+                Ok(_) => {
+                    done.push(name);
+                    acks.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(Instant::now());
+                }
+                Err(e) => panic!("create {name} failed: {e} (errno {})", e.errno()),
+            }
+            i += 1;
+        }
+        done
+    })
 }
 
 /// Every (name, inode) in a directory, through all pages.

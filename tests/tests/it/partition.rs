@@ -1,0 +1,239 @@
+//! Network partitions: a master cut off the network (its link down in a
+//! network namespace of its own, so packets vanish and nothing is refused
+//! or reset, as when a machine loses its network or power) while clients
+//! work; then joined again.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mfs_proto::v1::Role;
+use mfs_tests::cluster::Cluster;
+use mfs_tests::mountpoint::Mount;
+
+use crate::util::{creator_timed, list_dir, skip_without_fuse, step};
+
+/// The clients' and the mount's per-attempt timeout (`ClientOptions`'s
+/// default).
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest wait between two acknowledgements after `from`, and how many
+/// came after it.
+fn stall_after(acks: &Mutex<Vec<Instant>>, from: Instant) -> (Duration, usize) {
+    let mut at: Vec<Instant> = acks.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    at.sort();
+    let mut last = from;
+    let mut longest = Duration::ZERO;
+    let mut after = 0;
+    for t in at.into_iter().filter(|t| *t > from) {
+        longest = longest.max(t - last);
+        last = t;
+        after += 1;
+    }
+    (longest, after)
+}
+
+/// Creates and renames files through a mount until `stop`, noting when
+/// each create returned in `acks`; any error ends the loop with it.
+fn mount_worker(
+    dir: std::path::PathBuf,
+    stop: Arc<AtomicBool>,
+    acks: Arc<Mutex<Vec<Instant>>>,
+) -> std::thread::JoinHandle<Result<usize, String>> {
+    std::thread::spawn(move || {
+        let mut i = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            let p = dir.join(format!("m-{i}"));
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&p)
+                .map_err(|e| format!("create {}: {e}", p.display()))?;
+            let q = dir.join(format!("m-{i}.done"));
+            std::fs::rename(&p, &q).map_err(|e| format!("rename {}: {e}", p.display()))?;
+            acks.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Instant::now());
+            i += 1;
+        }
+        Ok(i)
+    })
+}
+
+/// The leader is cut off while two clients and a mount create files: the
+/// others elect a new leader, the clients leave the silent one and go on (no
+/// call fails), and when the old leader is joined again it follows and
+/// catches up; every acknowledged create exists exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_the_network_is_left_behind() {
+    partitions(Cut::Network).await;
+}
+
+/// The leader is cut off from the other masters but not from its clients
+/// (it still answers them, and pings): it must send them on instead of
+/// keeping their calls, which it can no longer commit, for their whole
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_other_masters_sends_its_clients_on() {
+    partitions(Cut::FromMasters).await;
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Cut {
+    /// Its link down: nothing reaches it.
+    Network,
+    /// Nothing passes between it and the other masters.
+    FromMasters,
+}
+
+/// Waits until a master other than `old` says it leads; returns it.
+async fn new_leader(c: &Cluster, old: u64) -> u64 {
+    let t = Instant::now();
+    loop {
+        for m in c.masters.iter().filter(|m| m.id != old) {
+            if c.status(m.id)
+                .await
+                .is_some_and(|s| s.role == Role::Leader as i32)
+            {
+                return m.id;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "no master but master{old} leads 30 s after it was cut off"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn partitions(how: Cut) {
+    if skip_without_fuse() {
+        return;
+    }
+    step("3 masters, each in a network namespace of its own; 2 creating clients, a mount");
+    let c = Cluster::start_in_netlab(3, &[]).await.unwrap();
+    let lab = c.netlab.as_ref().expect("started in a netlab");
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let clients = [c.client("a").await.unwrap(), c.client("b").await.unwrap()];
+    let mut tasks = Vec::new();
+    for (i, cl) in clients.iter().enumerate() {
+        tasks.push(creator_timed(
+            cl.clone(),
+            format!("c{i}"),
+            stop.clone(),
+            acks.clone(),
+        ));
+    }
+    let m = Mount::start(&c, "mnt", &[]).unwrap();
+    let sub = m.path().join("m");
+    std::fs::create_dir(&sub).unwrap();
+    let mount_acks: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let worker = mount_worker(sub.clone(), stop.clone(), mount_acks.clone());
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    for round in 0..2 {
+        let old = c.wait_leader(Duration::from_secs(20)).await.unwrap();
+        step(&format!(
+            "round {round}: cut master{old} (the leader) off: {how:?}"
+        ));
+        match how {
+            Cut::Network => lab.cut(old as usize).unwrap(),
+            Cut::FromMasters => lab.cut_from_hosts(old as usize).unwrap(),
+        }
+        let cut = Instant::now();
+        let new = new_leader(&c, old).await;
+        eprintln!("new leader master{new} after {:?}", cut.elapsed());
+        // The clients and the mount must go on: 20 acknowledgements each
+        // after the cut.
+        loop {
+            let (_, after) = stall_after(&acks, cut);
+            let (_, by_mount) = stall_after(&mount_acks, cut);
+            if after >= 20 && by_mount >= 20 {
+                break;
+            }
+            assert!(
+                cut.elapsed() < Duration::from_secs(60),
+                "in the minute after the cut the clients made {after} creates, the mount {by_mount}: they wait for the silent master"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let (stall, _) = stall_after(&acks, cut);
+        let (by_mount, _) = stall_after(&mount_acks, cut);
+        eprintln!(
+            "round {round}: longest stall after the cut: clients {stall:?}, mount {by_mount:?}"
+        );
+        // Not a speed bar: a call kept by the silent or cut-off master runs
+        // to the client's whole per-call timeout (10 s) unless pings (a
+        // silent master) or the master itself (cut off from a quorum) end
+        // it; this tells which happened.
+        assert!(
+            stall.max(by_mount) < CALL_TIMEOUT - Duration::from_secs(1),
+            "a call waited for the client's whole call timeout: clients {stall:?}, mount {by_mount:?}"
+        );
+
+        step(&format!(
+            "round {round}: join master{old} again: it follows and catches up"
+        ));
+        lab.heal(old as usize).unwrap();
+        let leader_commit = c.status(new).await.map_or(0, |s| s.commit_index);
+        let st = c
+            .wait_applied(old, leader_commit, Duration::from_secs(30))
+            .await
+            .unwrap();
+        let t = Instant::now();
+        loop {
+            let st = c.status(old).await.unwrap_or(st.clone());
+            if st.role == Role::Follower as i32 {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "master{old} joined again is not a follower: role {} term {}",
+                st.role,
+                st.term
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    stop.store(true, Ordering::Relaxed);
+    let made = tokio::task::spawn_blocking(move || worker.join())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("the mount's worker failed: {e}"));
+    let done = std::fs::read_dir(&sub)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".done"))
+        .count();
+    assert_eq!(
+        done, made,
+        "files the mount made and renamed: {made}; found {done}"
+    );
+    let mut acked = BTreeSet::new();
+    for t in tasks {
+        for n in t.await.unwrap() {
+            assert!(acked.insert(n.clone()), "{n} acknowledged twice");
+        }
+    }
+    for cl in &clients {
+        eprintln!("client stats: {:?}", cl.stats());
+    }
+    step("every acknowledged create exists exactly once");
+    let listing = list_dir(&clients[0], 1).await.unwrap();
+    let names: BTreeSet<String> = listing.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(
+        names.len(),
+        listing.len(),
+        "duplicate names in the directory"
+    );
+    for n in &acked {
+        assert!(names.contains(n), "acknowledged create {n} is missing");
+    }
+    let extra: Vec<_> = names.difference(&acked).filter(|n| *n != "m").collect();
+    assert!(extra.len() <= 2, "unexpected files: {extra:?}");
+}
