@@ -15,6 +15,11 @@ use crate::cluster::{bin_dir, free_port, Cluster};
 pub struct Chunkserver {
     /// 1-based number in the cluster helper (not the id the leader gives).
     pub num: usize,
+    /// The address it listens on: 127.0.0.1, or its own in the cluster's
+    /// [`crate::netlab::Netlab`].
+    pub host: String,
+    /// The network namespace it runs in, if any.
+    pub netns: Option<String>,
     pub port: u16,
     pub dir: PathBuf,
     /// Disk dirs; a disk whose path starts with `*` in `mfshdd.cfg` is
@@ -29,7 +34,7 @@ pub struct Chunkserver {
 
 impl Chunkserver {
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
@@ -45,10 +50,11 @@ impl Chunkserver {
         std::fs::write(&hdd_path, hdd)?;
         let cfg = format!(
             "MASTER_HOST = {masters}\nDATA_PATH = {}\nHDD_CONF_FILENAME = {}\n\
-             CSSERV_LISTEN_HOST = 127.0.0.1\nCSSERV_LISTEN_PORT = {}\nHTTP_LISTEN =\n\
+             CSSERV_LISTEN_HOST = {}\nCSSERV_LISTEN_PORT = {}\nHTTP_LISTEN =\n\
              HDD_TEST_FREQ = 1\n",
             self.dir.join("data").display(),
             hdd_path.display(),
+            self.host,
             self.port
         );
         let path = self.dir.join("mfschunkserver.cfg");
@@ -82,8 +88,17 @@ impl Cluster {
             ds.push(p);
         }
         std::fs::create_dir_all(dir.join("data"))?;
+        // In a netlab, chunkserver `num` is host `num`.
+        let (host, netns) = match &self.netlab {
+            Some(l) if self.masters.iter().all(|m| m.netns.is_none()) => {
+                (l.addr(num), Some(l.netns(num).to_string()))
+            }
+            _ => ("127.0.0.1".to_string(), None),
+        };
         self.chunkservers.push(Chunkserver {
             num,
+            host,
+            netns,
             port: free_port(),
             dir,
             marked: vec![false; ds.len()],
@@ -124,7 +139,14 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(cs.dir.join("log"))?;
-        let mut cmd = Command::new(&bin);
+        let mut cmd = match &cs.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
         cmd.arg("-c")
             .arg(&cfg)
             .env("RUST_LOG", "info")

@@ -126,6 +126,29 @@ impl Cluster {
         Ok(c)
     }
 
+    /// Starts `n` masters on the bridge of a [`Netlab`] of `hosts` hosts
+    /// (so that its hosts reach them) and waits for a leader; chunkservers
+    /// added then run in the hosts, chunkserver `j` in host `j`, for tests
+    /// that cut a chunkserver off.
+    pub async fn start_for_chunkserver_cuts(
+        n: usize,
+        hosts: usize,
+        env: &[(&str, &str)],
+    ) -> Result<Cluster> {
+        let lab = Netlab::new(hosts)?;
+        let gateway = lab.gateway();
+        let mut c = Cluster::spawn_all_in(0, env, Some(lab))?;
+        for _ in 0..n {
+            let id = c.add_master_slot()?;
+            c.master_mut(id)?.host = gateway.clone();
+        }
+        for id in 1..=n as u64 {
+            c.spawn(id, &c.peers())?;
+        }
+        c.wait_leader(Duration::from_secs(30)).await?;
+        Ok(c)
+    }
+
     fn spawn_all_in(n: usize, env: &[(&str, &str)], lab: Option<Netlab>) -> Result<Cluster> {
         let root = tempfile::Builder::new().prefix("mfs-it-").tempdir()?;
         let mut masters = Vec::new();

@@ -279,6 +279,13 @@ impl Store {
         let _busy = self.busy();
         let slot = self.slot_to_relabel(id, new_version)?;
         let mut s = write_lock(&slot.state);
+        if !s.gone && s.version == new_version {
+            // Asked again: the leader's first ask took, but its commit did
+            // not follow (the call that made it was given up). The copy is
+            // what is asked; no write can have come at that version
+            // (leases are given after the commit).
+            return Ok(());
+        }
         Self::check(&slot, &s, version)?;
         self.relabel_locked(&slot, &mut s, new_version)
     }

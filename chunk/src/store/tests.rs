@@ -76,6 +76,17 @@ fn orders_and_io_round_trip_and_report_changes() {
 
     s.set_version(10, 1, 2).unwrap();
     assert_eq!(s.read(10, 2, 99, 5).unwrap(), b"\0abc\0");
+    // The same bump asked again (its commit did not follow the first):
+    // the copy already is at 2; a bump from another version is refused.
+    s.set_version(10, 1, 2).unwrap();
+    assert!(matches!(
+        s.set_version(10, 1, 3),
+        Err(ChunkError::Stale {
+            have: 2,
+            want: 1,
+            ..
+        })
+    ));
     assert!(matches!(s.read(10, 1, 0, 1), Err(ChunkError::Stale { .. })));
     s.truncate(10, 2, 3, 101).unwrap();
     let st = s.status(10).unwrap();

@@ -62,7 +62,10 @@ impl Orders {
             Some(ch) => ch.clone(),
             None => {
                 let ep = mfs_proto::tls::endpoint(addr)
-                    .map_err(|e| failed(format!("bad address: {e}")))?
+                    .map_err(|e| failed(format!("bad address: {e}")))?;
+                // Pings: an order to a silent chunkserver fails in seconds,
+                // not after the order's whole timeout.
+                let ep = mfs_proto::watched(ep, true)
                     .connect_timeout(Duration::from_secs(3))
                     .tcp_nodelay(true);
                 let ch = ep.connect_lazy();

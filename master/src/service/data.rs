@@ -2,9 +2,11 @@
 //! lease, the end of a write, punched chunks (the chunk side is in
 //! `crate::chunks`).
 
+use std::sync::Arc;
+
 use mfs_proto::v1 as pb;
 use mfs_proto::{ChunkAccess, CHUNK_TOKEN_SECS};
-use tonic::{Request, Response};
+use tonic::{Request, Response, Status};
 
 use super::access::Need;
 use super::convert::*;
@@ -57,16 +59,20 @@ impl Meta {
             .admit(req, Need::Write, |r| vec![Inode(r.inode)])
             .await?;
         let id = rid(r.id)?;
-        let loc = self
-            .chunks
-            .write_chunk(
-                req_id(&id),
-                c.cred(r.cred),
-                Inode(r.inode),
-                r.index,
-                r.renew.then_some(r.lease_servers.as_slice()),
-            )
-            .await?;
+        // Run to its end even when the client gives up waiting: the version
+        // protocol (bump the copies, commit, answer) must not stop between
+        // its steps. The client's retry, with the same sequence number, is
+        // answered from the reply cache once it has committed.
+        let chunks = Arc::clone(&self.chunks);
+        let (cred, inode, index) = (c.cred(r.cred), Inode(r.inode), r.index);
+        let renewal = r.renew.then_some(r.lease_servers);
+        let loc = tokio::spawn(async move {
+            chunks
+                .write_chunk(req_id(&id), cred, inode, index, renewal.as_deref())
+                .await
+        })
+        .await
+        .map_err(|e| Status::internal(format!("WriteChunk: {e}")))??;
         let room = self.node.shared.ns().quota_room(Inode(r.inode), now().sec);
         let mut loc = self.with_token(location_to_pb(loc), ChunkAccess::Write);
         loc.quota_room = room;

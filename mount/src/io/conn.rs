@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mfs_proto::v1::chunk_service_client::ChunkServiceClient;
 use tonic::transport::Channel;
@@ -72,16 +72,57 @@ pub(crate) struct Conns {
     /// Per address: how many times the FUSE threads' own connections were
     /// found broken (see `crate::inline::Generation`).
     broken: RwLock<HashMap<String, Generation>>,
+    /// Per address: when a call to it last failed slowly (it waited for a
+    /// ping's or a connect's timeout: the server's machine went silent).
+    /// Reads ask such a server last for [`SILENT_FOR`].
+    silent: RwLock<HashMap<String, Instant>>,
     connect_timeout: Duration,
 }
+
+/// How long a chunkserver that went silent is asked last: until the master
+/// has taken it out of the locations it gives (30 s without a heartbeat).
+pub(crate) const SILENT_FOR: Duration = Duration::from_secs(30);
 
 impl Conns {
     pub(crate) fn new(connect_timeout: Duration) -> Self {
         Conns {
             channels: RwLock::new(HashMap::new()),
             broken: RwLock::new(HashMap::new()),
+            silent: RwLock::new(HashMap::new()),
             connect_timeout,
         }
+    }
+
+    /// Notes that a call to `addr` failed slowly (see [`Conns::silent`]),
+    /// or, `answered`, that it answered (it is asked in its turn again).
+    pub(crate) fn note_silence(&self, addr: &str, silent: bool) {
+        let known = self
+            .silent
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(addr);
+        if silent || known {
+            let mut map = self.silent.write().unwrap_or_else(|p| p.into_inner());
+            if silent {
+                map.insert(addr.to_string(), Instant::now());
+            } else {
+                map.remove(addr);
+            }
+        }
+    }
+
+    /// `servers` in the order to ask them: as given, but those that went
+    /// silent less than [`SILENT_FOR`] ago last.
+    pub(crate) fn by_silence<'a, T>(
+        &self,
+        servers: &'a [T],
+        addr: impl Fn(&T) -> &str,
+    ) -> Vec<&'a T> {
+        let map = self.silent.read().unwrap_or_else(|p| p.into_inner());
+        let quiet = |t: &T| map.get(addr(t)).is_some_and(|at| at.elapsed() < SILENT_FOR);
+        let mut out: Vec<&T> = servers.iter().filter(|t| !quiet(t)).collect();
+        out.extend(servers.iter().filter(|t| quiet(t)));
+        out
     }
 
     /// A client for the chunkserver at `addr` ("host:port").
@@ -150,12 +191,13 @@ impl Conns {
             .initial_stream_window_size(STREAM_WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_frame_size(MAX_FRAME);
+        // Pings find a chunkserver whose machine went silent (a read or
+        // write waiting on it fails within seconds and goes to another
+        // copy, instead of after the whole chunk call timeout).
         let endpoint = if keepalive {
-            endpoint
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_timeout(Duration::from_secs(5))
+            mfs_proto::watched(endpoint, true)
         } else {
-            endpoint.tcp_keepalive(Some(Duration::from_secs(10)))
+            mfs_proto::watched(endpoint, false).tcp_keepalive(Some(Duration::from_secs(10)))
         };
         Ok(endpoint.connect_lazy())
     }

@@ -172,16 +172,21 @@ impl Inner {
                 loc.chunk_id, loc.version
             );
             let fetch = wide.map_or(piece, |(w, _)| w);
-            for server in &loc.servers {
+            for server in self.conns.by_silence(&loc.servers, |s| &s.address) {
                 let asked = Instant::now();
                 let mut answer = self.read_from(&server.address, &loc, fetch).await;
                 // A connection that died unseen fails at once; a server
-                // that does not answer is not asked twice.
-                if matches!(answer, Err(Failure::Copy(_)))
-                    && asked.elapsed() < RENEW_WITHIN
-                    && self.conns.renew(&server.address)
-                {
-                    answer = self.read_from(&server.address, &loc, fetch).await;
+                // that does not answer is not asked twice, and is asked
+                // last by the next reads.
+                if matches!(answer, Err(Failure::Copy(_))) {
+                    if asked.elapsed() < RENEW_WITHIN && self.conns.renew(&server.address) {
+                        answer = self.read_from(&server.address, &loc, fetch).await;
+                    } else {
+                        self.conns.note_silence(&server.address, true);
+                    }
+                }
+                if answer.is_ok() {
+                    self.conns.note_silence(&server.address, false);
                 }
                 match answer {
                     Ok(data) => {

@@ -8,11 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mfs_proto::v1::Role;
+use mfs_proto::v1::{OpenMode, OpenRequest, Role, SetGoalRequest};
 use mfs_tests::cluster::Cluster;
 use mfs_tests::mountpoint::Mount;
 
-use crate::util::{creator_timed, list_dir, skip_without_fuse, step};
+use crate::data::pattern;
+use crate::util::{creator_timed, list_dir, root_cred, skip_without_fuse, step};
 
 /// The clients' and the mount's per-attempt timeout (`ClientOptions`'s
 /// default).
@@ -236,4 +237,201 @@ async fn partitions(how: Cut) {
     }
     let extra: Vec<_> = names.difference(&acked).filter(|n| *n != "m").collect();
     assert!(extra.len() <= 2, "unexpected files: {extra:?}");
+}
+
+/// Reads `path` whole in 1 MiB pieces, noting in `slow` each piece that
+/// took over 50 ms (when it started, how long); the bytes.
+fn read_timed(
+    path: &std::path::Path,
+    slow: &Mutex<Vec<(Instant, Duration)>>,
+) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let t = Instant::now();
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| format!("read {} at {}: {e}", path.display(), out.len()))?;
+        note_slow(slow, t);
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+}
+
+fn note_slow(slow: &Mutex<Vec<(Instant, Duration)>>, t: Instant) {
+    let d = t.elapsed();
+    if d > Duration::from_millis(50) {
+        slow.lock().unwrap_or_else(|e| e.into_inner()).push((t, d));
+    }
+}
+
+/// A chunkserver holding copies is cut off the network while a mount reads
+/// a goal-2 file over and over and writes another: no call fails, both
+/// files read back right; prints the longest stall of a read and a write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunkserver_cut_off_mid_read_and_write() {
+    use std::io::Write;
+    use std::os::unix::fs::MetadataExt;
+    if skip_without_fuse() {
+        return;
+    }
+    step("1 master; 3 chunkservers, each in a network namespace of its own; a mount");
+    let mut c = Cluster::start_for_chunkserver_cuts(1, 3, &[])
+        .await
+        .unwrap();
+    c.add_chunkservers(3, 1).await.unwrap();
+    let m = Mount::start(&c, "mnt", &[]).unwrap();
+    let dir = m.path().join("g2");
+    std::fs::create_dir(&dir).unwrap();
+    let cl = c.client("goal").await.unwrap();
+    cl.set_goal(SetGoalRequest {
+        id: None,
+        cred: Some(root_cred()),
+        inode: std::fs::metadata(&dir).unwrap().ino(),
+        goal: 2,
+        recursive: false,
+    })
+    .await
+    .unwrap();
+    const MIB: usize = 1 << 20;
+    let a = Arc::new(pattern(7, 96 * MIB));
+    {
+        let mut f = std::fs::File::create(dir.join("a")).unwrap();
+        f.write_all(&a).unwrap();
+        f.sync_all().unwrap();
+    }
+    c.wait_chunks_at_goal(Duration::from_secs(60))
+        .await
+        .unwrap();
+    // The copy a read of a's first chunk goes to first.
+    let inode = std::fs::metadata(dir.join("a")).unwrap().ino();
+    cl.open(OpenRequest {
+        id: None,
+        cred: Some(root_cred()),
+        inode,
+        mode: OpenMode::Read as i32,
+        truncate: false,
+    })
+    .await
+    .unwrap();
+    let first = cl.read_chunk(inode, 0).await.unwrap().servers[0]
+        .address
+        .clone();
+    let victim = (1..=3)
+        .find(|&n| c.chunkserver(n).unwrap().addr() == first)
+        .expect("the first copy is on one of the chunkservers");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let slow_reads: Arc<Mutex<Vec<(Instant, Duration)>>> = Arc::default();
+    let slow_writes: Arc<Mutex<Vec<(Instant, Duration)>>> = Arc::default();
+    let passes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let reader = {
+        let (path, a, stop, slow, passes) = (
+            dir.join("a"),
+            a.clone(),
+            stop.clone(),
+            slow_reads.clone(),
+            passes.clone(),
+        );
+        std::thread::spawn(move || -> Result<(), String> {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = std::fs::write("/proc/sys/vm/drop_caches", "3\n");
+                let got = read_timed(&path, &slow)?;
+                if got.as_slice() != a.as_slice() {
+                    return Err(format!(
+                        "{} read back wrong ({} bytes)",
+                        path.display(),
+                        got.len()
+                    ));
+                }
+                passes.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    step(&format!(
+        "cut chunkserver {victim} off while reading a and writing b"
+    ));
+    let writer = {
+        let (path, slow) = (dir.join("b"), slow_writes.clone());
+        std::thread::spawn(move || -> Result<(), String> {
+            let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
+            for i in 0..64u64 {
+                let t = Instant::now();
+                f.write_all(&pattern(100 + i, MIB))
+                    .map_err(|e| format!("write MiB {i}: {e}"))?;
+                note_slow(&slow, t);
+            }
+            let t = Instant::now();
+            f.sync_all().map_err(|e| format!("fsync: {e}"))?;
+            note_slow(&slow, t);
+            Ok(())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.netlab.as_ref().unwrap().cut(victim).unwrap();
+    let cut = Instant::now();
+    let before = passes.load(Ordering::Relaxed);
+    while passes.load(Ordering::Relaxed) < before + 3 && !reader.is_finished() {
+        assert!(
+            cut.elapsed() < Duration::from_secs(180),
+            "3 passes over a did not end in 3 minutes after the cut"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    // A stuck call must fail the test, not hang it (the mount is killed as
+    // the test unwinds, which frees the threads).
+    while !(reader.is_finished() && writer.is_finished()) {
+        assert!(
+            cut.elapsed() < Duration::from_secs(240),
+            "a read or write through the mount is stuck 4 minutes after the cut (reader done: {}, writer done: {})",
+            reader.is_finished(),
+            writer.is_finished()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = tokio::task::spawn_blocking(move || (reader.join(), writer.join()))
+        .await
+        .unwrap();
+    r.0.unwrap().unwrap_or_else(|e| panic!("reader: {e}"));
+    r.1.unwrap().unwrap_or_else(|e| panic!("writer: {e}"));
+    let longest = |s: &Mutex<Vec<(Instant, Duration)>>| {
+        s.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|x| x.1)
+            .max()
+            .unwrap_or_default()
+    };
+    let over_1s = |s: &Mutex<Vec<(Instant, Duration)>>| {
+        s.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|x| x.1 > Duration::from_secs(1))
+            .count()
+    };
+    eprintln!(
+        "longest read call {:?}, longest write call {:?}; calls over 1 s: {} reads, {} writes",
+        longest(&slow_reads),
+        longest(&slow_writes),
+        over_1s(&slow_reads),
+        over_1s(&slow_writes)
+    );
+    step("b reads back right; chunkserver joined again");
+    let got = std::fs::read(dir.join("b")).unwrap();
+    for i in 0..64u64 {
+        let at = i as usize * MIB;
+        assert!(
+            got[at..at + MIB] == pattern(100 + i, MIB)[..],
+            "MiB {i} of b differs"
+        );
+    }
+    assert_eq!(got.len(), 64 * MIB);
+    c.netlab.as_ref().unwrap().heal(victim).unwrap();
 }
