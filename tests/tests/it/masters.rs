@@ -12,7 +12,7 @@ use mfs_proto::v1::raft_service_client::RaftServiceClient;
 use mfs_proto::v1::{GetAttrRequest, MkdirRequest, RaftPayload, RenameRequest};
 use mfs_tests::cluster::Cluster;
 
-use crate::util::{create_req, creator, list_dir, root_cred, step};
+use crate::util::{acknowledged, check_creates, create_req, creator, list_dir, root_cred, step};
 
 /// 3 masters elect one leader; a follower answers a client call with a
 /// redirect to it; the client library follows it; malformed calls change
@@ -151,12 +151,7 @@ async fn leader_kill_during_creates_loses_nothing() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut acked = BTreeSet::new();
-    for t in tasks {
-        for n in t.await.unwrap() {
-            assert!(acked.insert(n.clone()), "{n} acknowledged twice");
-        }
-    }
+    let acked = acknowledged(tasks).await;
     assert!(
         acked.len() > 20,
         "too few creates went through: {}",
@@ -167,20 +162,7 @@ async fn leader_kill_during_creates_loses_nothing() {
     }
 
     step("every acknowledged create exists exactly once");
-    let listing = list_dir(&clients[0], 1).await.unwrap();
-    let names: BTreeSet<String> = listing.iter().map(|(n, _)| n.clone()).collect();
-    assert_eq!(
-        names.len(),
-        listing.len(),
-        "duplicate names in the directory"
-    );
-    for n in &acked {
-        assert!(names.contains(n), "acknowledged create {n} is missing");
-    }
-    // A create that was applied but whose reply was lost may exist without
-    // an ack: it must be the last one each client was doing.
-    let extra: Vec<_> = names.difference(&acked).collect();
-    assert!(extra.len() <= 2, "unexpected files: {extra:?}");
+    let listing = check_creates(&clients[0], &acked, clients.len(), &[]).await;
 
     step("kill -9 every master, restart all: same namespace");
     let before = listing.clone();

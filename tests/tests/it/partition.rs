@@ -3,7 +3,6 @@
 //! or reset, as when a machine loses its network or power) while clients
 //! work; then joined again.
 
-use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -13,7 +12,7 @@ use mfs_tests::cluster::Cluster;
 use mfs_tests::mountpoint::Mount;
 
 use crate::data::pattern;
-use crate::util::{creator_timed, list_dir, root_cred, skip_without_fuse, step};
+use crate::util::{acknowledged, check_creates, creator_timed, root_cred, skip_without_fuse, step};
 
 /// The clients' and the mount's per-attempt timeout (`ClientOptions`'s
 /// default).
@@ -215,28 +214,12 @@ async fn partitions(how: Cut) {
         done, made,
         "files the mount made and renamed: {made}; found {done}"
     );
-    let mut acked = BTreeSet::new();
-    for t in tasks {
-        for n in t.await.unwrap() {
-            assert!(acked.insert(n.clone()), "{n} acknowledged twice");
-        }
-    }
+    let acked = acknowledged(tasks).await;
     for cl in &clients {
         eprintln!("client stats: {:?}", cl.stats());
     }
     step("every acknowledged create exists exactly once");
-    let listing = list_dir(&clients[0], 1).await.unwrap();
-    let names: BTreeSet<String> = listing.iter().map(|(n, _)| n.clone()).collect();
-    assert_eq!(
-        names.len(),
-        listing.len(),
-        "duplicate names in the directory"
-    );
-    for n in &acked {
-        assert!(names.contains(n), "acknowledged create {n} is missing");
-    }
-    let extra: Vec<_> = names.difference(&acked).filter(|n| *n != "m").collect();
-    assert!(extra.len() <= 2, "unexpected files: {extra:?}");
+    check_creates(&clients[0], &acked, clients.len(), &["m"]).await;
 }
 
 /// Reads `path` whole in 1 MiB pieces, noting in `slow` each piece that

@@ -1,5 +1,6 @@
 //! Small helpers shared by the tests.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -69,6 +70,45 @@ pub fn creator_timed(
         }
         done
     })
+}
+
+/// Joins [`creator`] tasks; the names they had acknowledged (none twice).
+pub async fn acknowledged(tasks: Vec<tokio::task::JoinHandle<Vec<String>>>) -> BTreeSet<String> {
+    let mut acked = BTreeSet::new();
+    for t in tasks {
+        for n in t.await.unwrap() {
+            assert!(acked.insert(n.clone()), "{n} acknowledged twice");
+        }
+    }
+    acked
+}
+
+/// Checks that the root directory holds every create in `acked` exactly
+/// once, and besides them (and the names in `others`) at most one per
+/// client: a create that was applied but whose reply was lost, the last
+/// one that client was doing. Returns the listing.
+pub async fn check_creates(
+    c: &MasterClient,
+    acked: &BTreeSet<String>,
+    clients: usize,
+    others: &[&str],
+) -> Vec<(String, u64)> {
+    let listing = list_dir(c, 1).await.unwrap();
+    let names: BTreeSet<String> = listing.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(
+        names.len(),
+        listing.len(),
+        "duplicate names in the directory"
+    );
+    for n in acked {
+        assert!(names.contains(n), "acknowledged create {n} is missing");
+    }
+    let extra: Vec<_> = names
+        .difference(acked)
+        .filter(|n| !others.contains(&n.as_str()))
+        .collect();
+    assert!(extra.len() <= clients, "unexpected files: {extra:?}");
+    listing
 }
 
 /// Every (name, inode) in a directory, through all pages.
