@@ -12,14 +12,14 @@
 
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mfs_tests::cluster::Cluster;
 use mfs_tests::mountpoint::Mount;
 
 use crate::data::pattern;
-use crate::util::{skip_without_fuse, step};
+use crate::util::{skip_without_fuse, step, timed, Slow};
 
 const MIB: usize = 1 << 20;
 
@@ -28,19 +28,6 @@ fn env_num(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Calls slower than this are kept (start, duration) for the stall figures.
-type Slow = Arc<Mutex<Vec<(Instant, Duration)>>>;
-
-fn timed<T>(slow: &Slow, f: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
-    let t = Instant::now();
-    let r = f();
-    let d = t.elapsed();
-    if d > Duration::from_millis(50) {
-        slow.lock().unwrap_or_else(|p| p.into_inner()).push((t, d));
-    }
-    r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

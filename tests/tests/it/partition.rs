@@ -12,7 +12,9 @@ use mfs_tests::cluster::Cluster;
 use mfs_tests::mountpoint::Mount;
 
 use crate::data::pattern;
-use crate::util::{acknowledged, check_creates, creator_timed, root_cred, skip_without_fuse, step};
+use crate::util::{
+    acknowledged, check_creates, creator_timed, root_cred, skip_without_fuse, step, timed, Slow,
+};
 
 /// The clients' and the mount's per-attempt timeout (`ClientOptions`'s
 /// default).
@@ -222,33 +224,19 @@ async fn partitions(how: Cut) {
     check_creates(&clients[0], &acked, clients.len(), &["m"]).await;
 }
 
-/// Reads `path` whole in 1 MiB pieces, noting in `slow` each piece that
-/// took over 50 ms (when it started, how long); the bytes.
-fn read_timed(
-    path: &std::path::Path,
-    slow: &Mutex<Vec<(Instant, Duration)>>,
-) -> Result<Vec<u8>, String> {
+/// Reads `path` whole in 1 MiB pieces, each timed into `slow`; the bytes.
+fn read_timed(path: &std::path::Path, slow: &Slow) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
     let mut out = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let t = Instant::now();
-        let n = f
-            .read(&mut buf)
+        let n = timed(slow, || f.read(&mut buf))
             .map_err(|e| format!("read {} at {}: {e}", path.display(), out.len()))?;
-        note_slow(slow, t);
         if n == 0 {
             return Ok(out);
         }
         out.extend_from_slice(&buf[..n]);
-    }
-}
-
-fn note_slow(slow: &Mutex<Vec<(Instant, Duration)>>, t: Instant) {
-    let d = t.elapsed();
-    if d > Duration::from_millis(50) {
-        slow.lock().unwrap_or_else(|e| e.into_inner()).push((t, d));
     }
 }
 
@@ -309,8 +297,8 @@ async fn a_chunkserver_cut_off_mid_read_and_write() {
         .expect("the first copy is on one of the chunkservers");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let slow_reads: Arc<Mutex<Vec<(Instant, Duration)>>> = Arc::default();
-    let slow_writes: Arc<Mutex<Vec<(Instant, Duration)>>> = Arc::default();
+    let slow_reads: Slow = Arc::default();
+    let slow_writes: Slow = Arc::default();
     let passes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let reader = {
         let (path, a, stop, slow, passes) = (
@@ -345,15 +333,10 @@ async fn a_chunkserver_cut_off_mid_read_and_write() {
         std::thread::spawn(move || -> Result<(), String> {
             let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
             for i in 0..64u64 {
-                let t = Instant::now();
-                f.write_all(&pattern(100 + i, MIB))
-                    .map_err(|e| format!("write MiB {i}: {e}"))?;
-                note_slow(&slow, t);
+                let block = pattern(100 + i, MIB);
+                timed(&slow, || f.write_all(&block)).map_err(|e| format!("write MiB {i}: {e}"))?;
             }
-            let t = Instant::now();
-            f.sync_all().map_err(|e| format!("fsync: {e}"))?;
-            note_slow(&slow, t);
-            Ok(())
+            timed(&slow, || f.sync_all()).map_err(|e| format!("fsync: {e}"))
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -384,7 +367,7 @@ async fn a_chunkserver_cut_off_mid_read_and_write() {
         .unwrap();
     r.0.unwrap().unwrap_or_else(|e| panic!("reader: {e}"));
     r.1.unwrap().unwrap_or_else(|e| panic!("writer: {e}"));
-    let longest = |s: &Mutex<Vec<(Instant, Duration)>>| {
+    let longest = |s: &Slow| {
         s.lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
@@ -392,7 +375,7 @@ async fn a_chunkserver_cut_off_mid_read_and_write() {
             .max()
             .unwrap_or_default()
     };
-    let over_1s = |s: &Mutex<Vec<(Instant, Duration)>>| {
+    let over_1s = |s: &Slow| {
         s.lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()

@@ -72,6 +72,20 @@ pub fn creator_timed(
     })
 }
 
+/// System calls that took over 50 ms: (start, duration), for stall figures.
+pub type Slow = Arc<Mutex<Vec<(Instant, std::time::Duration)>>>;
+
+/// Runs `f`, noting it in `slow` when it took over 50 ms.
+pub fn timed<T>(slow: &Slow, f: impl FnOnce() -> std::io::Result<T>) -> std::io::Result<T> {
+    let t = Instant::now();
+    let r = f();
+    let d = t.elapsed();
+    if d > std::time::Duration::from_millis(50) {
+        slow.lock().unwrap_or_else(|p| p.into_inner()).push((t, d));
+    }
+    r
+}
+
 /// Joins [`creator`] tasks; the names they had acknowledged (none twice).
 pub async fn acknowledged(tasks: Vec<tokio::task::JoinHandle<Vec<String>>>) -> BTreeSet<String> {
     let mut acked = BTreeSet::new();
