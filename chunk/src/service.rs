@@ -56,7 +56,10 @@ impl Peers {
             return Ok(c.clone());
         }
         let ep = mfs_proto::tls::endpoint(addr)
-            .map_err(|e| ChunkError::Invalid(format!("chunkserver address `{addr}`: {e}")))?
+            .map_err(|e| ChunkError::Invalid(format!("chunkserver address `{addr}`: {e}")))?;
+        // Pings: a write forwarded to a server that went silent fails in
+        // seconds, so the client renews its lease on another chain.
+        let ep = mfs_proto::watched(ep, true)
             .tcp_nodelay(true)
             .connect_timeout(Duration::from_secs(5))
             .max_frame_size(Some(MAX_FRAME))

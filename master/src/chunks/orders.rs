@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mfs_proto::v1 as pb;
 use mfs_proto::v1::chunk_service_client::ChunkServiceClient;
@@ -21,6 +21,13 @@ const ORDER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time limit of a replication (a whole chunk crosses the network).
 const REPLICATE_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// A chunkserver that left an order unanswered for this long (a ping's or a
+/// connect's timeout: its machine went silent) gets no order for
+/// [`SILENT_FOR`]: each would wait as long again, and a write's lease
+/// renewal waits for all its orders.
+const SILENT_AFTER: Duration = Duration::from_secs(1);
+const SILENT_FOR: Duration = Duration::from_secs(10);
+
 /// Why an order failed.
 #[derive(Debug, thiserror::Error)]
 pub enum OrderError {
@@ -36,6 +43,8 @@ pub enum OrderError {
 #[derive(Default)]
 pub struct Orders {
     channels: Mutex<HashMap<String, Channel>>,
+    /// Per address: when an order to it last went unanswered slowly.
+    silent: Mutex<HashMap<String, Instant>>,
     secret: ClusterSecret,
 }
 
@@ -45,6 +54,7 @@ impl Orders {
     pub fn new(secret: ClusterSecret) -> Orders {
         Orders {
             channels: Mutex::default(),
+            silent: Mutex::default(),
             secret,
         }
     }
@@ -91,8 +101,32 @@ impl Orders {
         F: FnOnce(Client) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<pb::Empty>, tonic::Status>>,
     {
+        let since = self
+            .silent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(addr)
+            .map(Instant::elapsed)
+            .filter(|d| *d < SILENT_FOR);
+        if let Some(d) = since {
+            return Err(OrderError::Failed {
+                addr: addr.to_string(),
+                msg: format!("left an order unanswered {d:.1?} ago; not asked for {SILENT_FOR:?}"),
+            });
+        }
         let client = self.client(addr)?;
-        match tokio::time::timeout(limit, f(client)).await {
+        let start = Instant::now();
+        let r = tokio::time::timeout(limit, f(client)).await;
+        let silent = match &r {
+            Err(_) => true,
+            Ok(Err(s)) => s.code() == Code::Unavailable && start.elapsed() >= SILENT_AFTER,
+            Ok(Ok(_)) => false,
+        };
+        if silent {
+            let mut m = self.silent.lock().unwrap_or_else(|p| p.into_inner());
+            m.insert(addr.to_string(), Instant::now());
+        }
+        match r {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(s)) if s.code() == Code::NotFound => Err(OrderError::NotFound {
                 addr: addr.to_string(),

@@ -241,8 +241,9 @@ fn read_timed(path: &std::path::Path, slow: &Slow) -> Result<Vec<u8>, String> {
 }
 
 /// A chunkserver holding copies is cut off the network while a mount reads
-/// a goal-2 file over and over and writes another: no call fails, both
-/// files read back right; prints the longest stall of a read and a write.
+/// a goal-2 file over and over and writes a goal-3 one (on 3 servers: the
+/// cut one is on its chain): no call fails, both files read back right;
+/// prints the longest stall of a read and a write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chunkserver_cut_off_mid_read_and_write() {
     use std::io::Write;
@@ -256,18 +257,22 @@ async fn a_chunkserver_cut_off_mid_read_and_write() {
         .unwrap();
     c.add_chunkservers(3, 1).await.unwrap();
     let m = Mount::start(&c, "mnt", &[]).unwrap();
-    let dir = m.path().join("g2");
-    std::fs::create_dir(&dir).unwrap();
     let cl = c.client("goal").await.unwrap();
-    cl.set_goal(SetGoalRequest {
-        id: None,
-        cred: Some(root_cred()),
-        inode: std::fs::metadata(&dir).unwrap().ino(),
-        goal: 2,
-        recursive: false,
-    })
-    .await
-    .unwrap();
+    // a: goal 2, read; b: goal 3, written (so the cut server is on its
+    // chain, first or further down, where writes are forwarded).
+    let (dir, dir3) = (m.path().join("g2"), m.path().join("g3"));
+    for (d, goal) in [(&dir, 2), (&dir3, 3)] {
+        std::fs::create_dir(d).unwrap();
+        cl.set_goal(SetGoalRequest {
+            id: None,
+            cred: Some(root_cred()),
+            inode: std::fs::metadata(d).unwrap().ino(),
+            goal,
+            recursive: false,
+        })
+        .await
+        .unwrap();
+    }
     const MIB: usize = 1 << 20;
     let a = Arc::new(pattern(7, 96 * MIB));
     {
@@ -329,7 +334,7 @@ async fn a_chunkserver_cut_off_mid_read_and_write() {
         "cut chunkserver {victim} off while reading a and writing b"
     ));
     let writer = {
-        let (path, slow) = (dir.join("b"), slow_writes.clone());
+        let (path, slow) = (dir3.join("b"), slow_writes.clone());
         std::thread::spawn(move || -> Result<(), String> {
             let mut f = std::fs::File::create(&path).map_err(|e| e.to_string())?;
             for i in 0..64u64 {
@@ -389,8 +394,25 @@ async fn a_chunkserver_cut_off_mid_read_and_write() {
         over_1s(&slow_reads),
         over_1s(&slow_writes)
     );
+    if longest(&slow_reads).max(longest(&slow_writes)) > Duration::from_secs(5) {
+        let warns = |log: String| -> String {
+            log.lines()
+                .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        eprintln!(
+            "a call over 5 s; the mount's warnings:\n{}",
+            warns(m.log_text())
+        );
+        for n in 1..=3 {
+            let log = std::fs::read_to_string(c.chunkserver(n).unwrap().dir.join("log"));
+            eprintln!("chunkserver {n}'s:\n{}", warns(log.unwrap_or_default()));
+        }
+        eprintln!("the master's:\n{}", warns(c.log(1)));
+    }
     step("b reads back right; chunkserver joined again");
-    let got = std::fs::read(dir.join("b")).unwrap();
+    let got = std::fs::read(dir3.join("b")).unwrap();
     for i in 0..64u64 {
         let at = i as usize * MIB;
         assert!(
