@@ -61,7 +61,7 @@ impl Peers {
         // seconds, so the client renews its lease on another chain.
         let ep = mfs_proto::watched(ep, true)
             .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(2))
             .max_frame_size(Some(MAX_FRAME))
             .initial_stream_window_size(Some(STREAM_WINDOW))
             .initial_connection_window_size(Some(CONNECTION_WINDOW));

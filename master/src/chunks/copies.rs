@@ -57,7 +57,27 @@ impl ChunkManager {
         avoid: &[u64],
     ) -> Result<Vec<u64>, ChunkError> {
         let now = Instant::now();
-        let t = placement::choose(&st.servers, now, usize::from(goal.max(1)), avoid);
+        let n = usize::from(goal.max(1));
+        // A server that left an order unanswered lately (its machine went
+        // silent; heartbeats lose it only after 30 s) is on no new chain
+        // while others can take the chunk.
+        let quiet: Vec<u64> = st
+            .servers
+            .keys()
+            .copied()
+            .filter(|id| {
+                st.address(*id)
+                    .is_some_and(|a| self.orders.silent_since(a).is_some())
+            })
+            .collect();
+        if !quiet.is_empty() {
+            let skip: Vec<u64> = avoid.iter().chain(&quiet).copied().collect();
+            let t = placement::choose(&st.servers, now, n, &skip);
+            if !t.is_empty() {
+                return Ok(t);
+            }
+        }
+        let t = placement::choose(&st.servers, now, n, avoid);
         if !t.is_empty() {
             return Ok(t);
         }

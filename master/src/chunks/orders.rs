@@ -23,10 +23,10 @@ const REPLICATE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A chunkserver that left an order unanswered for this long (a ping's or a
 /// connect's timeout: its machine went silent) gets no order for
-/// [`SILENT_FOR`]: each would wait as long again, and a write's lease
+/// [`SILENT_FOR`] (until heartbeats lose it): each would wait as long again, and a write's lease
 /// renewal waits for all its orders.
 const SILENT_AFTER: Duration = Duration::from_secs(1);
-const SILENT_FOR: Duration = Duration::from_secs(10);
+const SILENT_FOR: Duration = Duration::from_secs(30);
 
 /// Why an order failed.
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +90,17 @@ impl Orders {
         )
     }
 
+    /// How long ago the chunkserver at `addr` left an order unanswered
+    /// slowly, if less than [`SILENT_FOR`] ago.
+    pub fn silent_since(&self, addr: &str) -> Option<Duration> {
+        self.silent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(addr)
+            .map(Instant::elapsed)
+            .filter(|d| *d < SILENT_FOR)
+    }
+
     async fn call<F, Fut>(
         &self,
         addr: &str,
@@ -101,14 +112,7 @@ impl Orders {
         F: FnOnce(Client) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<pb::Empty>, tonic::Status>>,
     {
-        let since = self
-            .silent
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(addr)
-            .map(Instant::elapsed)
-            .filter(|d| *d < SILENT_FOR);
-        if let Some(d) = since {
+        if let Some(d) = self.silent_since(addr) {
             return Err(OrderError::Failed {
                 addr: addr.to_string(),
                 msg: format!("left an order unanswered {d:.1?} ago; not asked for {SILENT_FOR:?}"),

@@ -421,5 +421,16 @@ async fn a_chunkserver_cut_off_mid_read_and_write() {
         );
     }
     assert_eq!(got.len(), 64 * MIB);
+
+    step("a new goal-3 file while the server is still cut off (its heartbeats not yet missed for 30 s)");
+    let slow_new: Slow = Arc::default();
+    let cdata = pattern(300, 8 * MIB);
+    {
+        let mut f = std::fs::File::create(dir3.join("c")).unwrap();
+        timed(&slow_new, || f.write_all(&cdata)).unwrap();
+        timed(&slow_new, || f.sync_all()).unwrap();
+    }
+    eprintln!("longest call writing c: {:?}", longest(&slow_new));
+    assert!(std::fs::read(dir3.join("c")).unwrap() == cdata, "c differs");
     c.netlab.as_ref().unwrap().heal(victim).unwrap();
 }
