@@ -4,3 +4,4 @@ pub mod eattr;
 pub mod ids;
 pub mod logging;
 pub mod runtime;
+pub mod silence;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use mfs_common::silence::Silence;
 use mfs_proto::v1 as pb;
 use mfs_proto::v1::chunk_service_client::ChunkServiceClient;
 use mfs_proto::ClusterSecret;
@@ -40,11 +41,10 @@ pub enum OrderError {
 
 /// The channels to chunkservers, and the cluster secret every order
 /// carries (chunkservers refuse orders without it when they have one).
-#[derive(Default)]
 pub struct Orders {
     channels: Mutex<HashMap<String, Channel>>,
-    /// Per address: when an order to it last went unanswered slowly.
-    silent: Mutex<HashMap<String, Instant>>,
+    /// Servers that left an order unanswered slowly ([`SILENT_AFTER`]).
+    silent: Silence,
     secret: ClusterSecret,
 }
 
@@ -54,7 +54,7 @@ impl Orders {
     pub fn new(secret: ClusterSecret) -> Orders {
         Orders {
             channels: Mutex::default(),
-            silent: Mutex::default(),
+            silent: Silence::new(SILENT_FOR),
             secret,
         }
     }
@@ -93,12 +93,7 @@ impl Orders {
     /// How long ago the chunkserver at `addr` left an order unanswered
     /// slowly, if less than [`SILENT_FOR`] ago.
     pub fn silent_since(&self, addr: &str) -> Option<Duration> {
-        self.silent
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(addr)
-            .map(Instant::elapsed)
-            .filter(|d| *d < SILENT_FOR)
+        self.silent.since(addr)
     }
 
     async fn call<F, Fut>(
@@ -127,8 +122,7 @@ impl Orders {
             Ok(Ok(_)) => false,
         };
         if silent {
-            let mut m = self.silent.lock().unwrap_or_else(|p| p.into_inner());
-            m.insert(addr.to_string(), Instant::now());
+            self.silent.note(addr, true);
         }
         match r {
             Ok(Ok(_)) => Ok(()),

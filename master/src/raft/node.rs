@@ -267,10 +267,10 @@ impl MasterNode {
         self.outcome(r)
     }
 
-    /// How long this leader has heard from no quorum of masters, when that
-    /// is longer than twice its lease (None while it hears from one, or
-    /// does not lead).
-    fn quorum_silence(&self) -> Option<Option<Duration>> {
+    /// When this master leads but has heard from no quorum of masters for
+    /// twice its lease: for how long, in words (None while it hears from
+    /// one, or does not lead).
+    fn quorum_silence(&self) -> Option<String> {
         let m = self.raft.metrics();
         let m = m.borrow_watched();
         if m.state != ServerState::Leader {
@@ -278,7 +278,8 @@ impl MasterNode {
         }
         match m.last_quorum_acked.as_ref().map(|t| t.elapsed()) {
             Some(d) if d < 2 * self.lease => None,
-            silent => Some(silent),
+            Some(d) => Some(format!("for {d:.1?}")),
+            None => Some("ever since it was elected".into()),
         }
     }
 
@@ -302,9 +303,6 @@ impl MasterNode {
                 Ok(v) => return Ok(v),
                 Err(_) if start.elapsed() >= 2 * self.lease => {
                     if let Some(silent) = self.quorum_silence() {
-                        let silent = silent.map_or("ever since it was elected".into(), |d| {
-                            format!("for {d:.1?}")
-                        });
                         return Err(NodeError::Unavailable(format!(
                             "master {} leads but has heard from no quorum of masters {silent} (cut off from them?): ask another",
                             self.id

@@ -3,7 +3,9 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use mfs_common::silence::Silence;
 
 use mfs_proto::v1::chunk_service_client::ChunkServiceClient;
 use tonic::transport::Channel;
@@ -72,10 +74,9 @@ pub(crate) struct Conns {
     /// Per address: how many times the FUSE threads' own connections were
     /// found broken (see `crate::inline::Generation`).
     broken: RwLock<HashMap<String, Generation>>,
-    /// Per address: when a call to it last failed slowly (it waited for a
-    /// ping's or a connect's timeout: the server's machine went silent).
-    /// Reads ask such a server last for [`SILENT_FOR`].
-    silent: RwLock<HashMap<String, Instant>>,
+    /// Servers a call waited on for a ping's or a connect's timeout: reads
+    /// ask them last for [`SILENT_FOR`].
+    silent: Silence,
     connect_timeout: Duration,
 }
 
@@ -88,27 +89,15 @@ impl Conns {
         Conns {
             channels: RwLock::new(HashMap::new()),
             broken: RwLock::new(HashMap::new()),
-            silent: RwLock::new(HashMap::new()),
+            silent: Silence::new(SILENT_FOR),
             connect_timeout,
         }
     }
 
-    /// Notes that a call to `addr` failed slowly (see [`Conns::silent`]),
-    /// or, `answered`, that it answered (it is asked in its turn again).
+    /// Notes that a call to `addr` failed slowly (it went silent), or,
+    /// not `silent`, that it answered.
     pub(crate) fn note_silence(&self, addr: &str, silent: bool) {
-        let known = self
-            .silent
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(addr);
-        if silent || known {
-            let mut map = self.silent.write().unwrap_or_else(|p| p.into_inner());
-            if silent {
-                map.insert(addr.to_string(), Instant::now());
-            } else {
-                map.remove(addr);
-            }
-        }
+        self.silent.note(addr, silent);
     }
 
     /// `servers` in the order to ask them: as given, but those that went
@@ -118,8 +107,7 @@ impl Conns {
         servers: &'a [T],
         addr: impl Fn(&T) -> &str,
     ) -> Vec<&'a T> {
-        let map = self.silent.read().unwrap_or_else(|p| p.into_inner());
-        let quiet = |t: &T| map.get(addr(t)).is_some_and(|at| at.elapsed() < SILENT_FOR);
+        let quiet = |t: &T| self.silent.since(addr(t)).is_some();
         let mut out: Vec<&T> = servers.iter().filter(|t| !quiet(t)).collect();
         out.extend(servers.iter().filter(|t| quiet(t)));
         out
