@@ -30,6 +30,7 @@ mod namespace;
 mod ops;
 mod perm;
 mod quota;
+mod delegations;
 mod remove;
 mod snapshot;
 mod trash;

@@ -189,6 +189,12 @@ pub struct Namespace {
     /// The rights of sessions registered through an export (image format
     /// 6 on).
     pub(crate) session_rights: BTreeMap<SessionId, super::types::Rights>,
+    /// Directories delegated to a session for write-back creates (image
+    /// format 7 on; see `delegations`).
+    pub(crate) delegations: BTreeMap<Inode, SessionId>,
+    /// Inode numbers each session holds for its write-back creates:
+    /// ranges `[start, end)`, oldest first.
+    pub(crate) reserved: BTreeMap<SessionId, Vec<(u64, u64)>>,
     /// (non-directory, directory) → names of it there: derived from the
     /// tree, kept up to date, rebuilt at load (not in images).
     #[serde(skip)]
@@ -233,6 +239,8 @@ impl Namespace {
             sustained_paths: BTreeMap::new(),
             quotas: BTreeMap::new(),
             session_rights: BTreeMap::new(),
+            delegations: BTreeMap::new(),
+            reserved: BTreeMap::new(),
             file_parents: BTreeMap::new(),
         }
     }
@@ -584,6 +592,7 @@ impl Namespace {
         {
             return Err(format!("rights kept for session {sid}, which is gone"));
         }
+        self.check_delegations()?;
         if root.dir_parent() != Some(Inode::ROOT) {
             return Err("root is not a directory that is its own parent".into());
         }

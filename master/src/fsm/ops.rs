@@ -328,6 +328,21 @@ impl Namespace {
                 first,
                 count,
             } => self.punch_chunks(cred, *inode, (*first, *count), t),
+            Op::Delegate { dir, inodes } => self.delegate(sid, *dir, *inodes),
+            Op::Undelegate { dir, holder } => {
+                self.undelegate(sid, *dir, *holder);
+                Ok(Reply::Ok)
+            }
+            Op::CreateAt {
+                cred,
+                parent,
+                name,
+                mode,
+                umask,
+                inode,
+                time,
+            } => self.create_at(sid, cred, *parent, name, *mode, *umask, *inode, *time, t),
+            Op::Batch { ops } => self.batch(ops, |ns, op| ns.execute_op(sid, t, op)),
             Op::WriteChunkEndWith {
                 cred,
                 inode,
@@ -383,6 +398,7 @@ impl Namespace {
             return;
         };
         self.session_rights.remove(&sid);
+        self.drop_session_delegations(sid);
         self.drop_session_locks(sid);
         for (ino, count) in s.open {
             self.drop_opens(ino, count);
@@ -414,7 +430,7 @@ impl Namespace {
 
     /// Count one more open of `ino` by `sid` (nothing for session 0 or
     /// directories). Checked first with `can_track_open`.
-    fn track_open(&mut self, sid: Option<SessionId>, ino: Inode) {
+    pub(crate) fn track_open(&mut self, sid: Option<SessionId>, ino: Inode) {
         let Some(sid) = sid else { return };
         if self.nodes.get(&ino).is_none_or(Node::is_dir) {
             return;
@@ -560,6 +576,21 @@ impl Namespace {
         t: Timespec,
     ) -> Result<Attr, Errno> {
         let ino = Inode(self.next_inode);
+        let attr = self.insert_child_at(parent, name, node, t, ino)?;
+        self.next_inode += 1;
+        Ok(attr)
+    }
+
+    /// [`Namespace::insert_child`] with inode number `ino`, which must be
+    /// free and below `next_inode` (reserved earlier).
+    pub(crate) fn insert_child_at(
+        &mut self,
+        parent: Inode,
+        name: &[u8],
+        node: Node,
+        t: Timespec,
+        ino: Inode,
+    ) -> Result<Attr, Errno> {
         let is_dir = node.is_dir();
         let attr = node.attr(ino);
         let p = self.nodes.get_mut(&parent).ok_or(Errno::ENOENT)?;
@@ -570,7 +601,6 @@ impl Namespace {
         if is_dir {
             p.nlink = p.nlink.saturating_add(1);
         }
-        self.next_inode += 1;
         self.nodes.insert(ino, node);
         self.index_name(parent, ino, true);
         self.charge_tree(parent, ino, true);

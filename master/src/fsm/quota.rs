@@ -169,7 +169,7 @@ fn contrib_at(n: &Node, length: u64) -> Usage {
 
 impl Namespace {
     /// The quota directories at or above directory `dir`.
-    fn quotas_above(&self, dir: Inode) -> Vec<Inode> {
+    pub(crate) fn quotas_above(&self, dir: Inode) -> Vec<Inode> {
         let mut out = Vec::new();
         if self.quotas.is_empty() {
             return out;

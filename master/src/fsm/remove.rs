@@ -318,6 +318,7 @@ impl Namespace {
         self.sustained_paths.remove(&ino);
         self.trash.remove(&ino);
         self.quotas.remove(&ino);
+        self.delegations.remove(&ino);
         let Some(node) = self.nodes.remove(&ino) else {
             return;
         };

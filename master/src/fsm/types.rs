@@ -556,6 +556,39 @@ pub enum Op {
     /// RegisterSession with the rights an export (`mfsexports.cfg`) gave
     /// the client, decided by the leader; replies `Reply::Session`.
     RegisterSessionWith { info: String, rights: Rights },
+    /// Write-back: directory `dir` is delegated to the session (its mount
+    /// may answer creates there before they reach the master; a call of
+    /// another session naming `dir` makes the leader recall it first),
+    /// and the session is given `inodes` more inode numbers for those
+    /// creates when it holds fewer than that. EBUSY when another session
+    /// holds `dir`, or where a mount could not foresee what a create
+    /// does: a default ACL, extra attributes or SGID on `dir`, a quota at
+    /// or above it. Session 0: EBADF. Replies `Reply::Delegated`. See
+    /// `delegations`.
+    Delegate { dir: Inode, inodes: u32 },
+    /// The delegation of `dir` ends: given back by its holder, or taken by
+    /// the leader (session 0) from `holder`. Ok also when `holder` does
+    /// not hold it (any more).
+    Undelegate { dir: Inode, holder: SessionId },
+    /// A create a mount answered itself in a directory delegated to it: an
+    /// exclusive `Create` of inode number `inode`, which must be one the
+    /// session holds (EINVAL otherwise), with times `time` (the mount's
+    /// clock, as it answered; the request's time when more than a minute
+    /// away from it). Replies `Reply::Attr`.
+    CreateAt {
+        cred: Cred,
+        parent: Inode,
+        name: Vec<u8>,
+        mode: u32,
+        umask: u32,
+        inode: Inode,
+        time: Timespec,
+    },
+    /// A mount's write-back queue: `ops` applied in order, each as if
+    /// alone (one failing does not stop the next). Only `CreateAt`,
+    /// `Release` and `ReleaseMany` (EINVAL for the whole batch otherwise).
+    /// Replies `Reply::Batch`.
+    Batch { ops: Vec<Op> },
 }
 
 /// What a session may do, from the line of `mfsexports.cfg` that let it
@@ -638,6 +671,10 @@ impl Op {
             Op::CowChunk { .. } => "CowChunk",
             Op::WriteChunkEndAt { .. } => "WriteChunkEndAt",
             Op::WriteNewChunk { .. } => "WriteNewChunk",
+            Op::Delegate { .. } => "Delegate",
+            Op::Undelegate { .. } => "Undelegate",
+            Op::CreateAt { .. } => "CreateAt",
+            Op::Batch { .. } => "Batch",
             Op::PurgeTrash { .. } => "PurgeTrash",
             Op::TrashDelete { .. } => "TrashDelete",
             Op::Undelete { .. } => "Undelete",
@@ -699,6 +736,11 @@ pub enum Reply {
         not_changed: u64,
         not_permitted: u64,
     },
+    /// A delegation granted, with the inode numbers `first..first+count`
+    /// newly given (count 0: the session held enough).
+    Delegated { first: u64, count: u32 },
+    /// Each operation's errno of a `Batch`, in order (0: done).
+    Batch(Vec<i32>),
 }
 
 impl Reply {
@@ -726,6 +768,10 @@ impl fmt::Display for Reply {
                 f,
                 "{changed} changed, {not_changed} not changed, {not_permitted} not permitted"
             ),
+            Reply::Delegated { first, count } => {
+                write!(f, "delegated, inodes {first}+{count}")
+            }
+            Reply::Batch(r) => write!(f, "batch of {}", r.len()),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 mod acls;
 mod chunks;
+mod delegations;
 mod determinism;
 mod extra_attrs;
 mod model;

@@ -1,0 +1,213 @@
+//! Write-back creates: directories delegated to one session, the inode
+//! numbers a session holds, and the batches its mount sends.
+//!
+//! A mount that makes many files in one directory asks for it
+//! (`Delegate`). While it holds the directory, no other session changes
+//! or reads it: the leader recalls it first (the service's admission), and
+//! the mount sends what it queued before it gives it back. So the mount
+//! knows every name there and may answer a create itself: it picks an
+//! inode number from those it holds and queues a `CreateAt`, which the
+//! master applies later, in order, in a `Batch`. What the mount answered
+//! is what the apply does, because the master delegates only directories
+//! where a create's outcome needs nothing the mount does not see (no
+//! default ACL, no extra attributes, no SGID, no quota).
+//!
+//! Delegations and held numbers are part of the namespace (image format
+//! 7): a new leader knows them. They end with the session.
+
+use super::namespace::{check_name, Namespace, NodeData};
+use super::perm::{self, MAY_EXEC, MAY_WRITE};
+use super::types::*;
+use mfs_common::ids::{Inode, SessionId};
+
+/// Ranges of inode numbers a session holds at most (the oldest go first).
+const MAX_RANGES: usize = 4;
+/// Inode numbers one `Delegate` gives at most.
+pub const MAX_INODES_PER_GRANT: u32 = 65_536;
+/// Operations one `Batch` may carry.
+pub const MAX_BATCH: usize = 4096;
+/// How far (seconds) a `CreateAt`'s time may be from the request's.
+const CLOCK_SLACK: i64 = 60;
+
+impl Namespace {
+    /// The session holding `dir`, if delegated.
+    pub fn delegated_to(&self, dir: Inode) -> Option<SessionId> {
+        self.delegations.get(&dir).copied()
+    }
+
+    /// Whether any directory is delegated (a quick test before a lookup
+    /// per request).
+    pub fn has_delegations(&self) -> bool {
+        !self.delegations.is_empty()
+    }
+
+    /// How many inode numbers `sid` holds.
+    pub fn reserved_count(&self, sid: SessionId) -> u64 {
+        self.reserved
+            .get(&sid)
+            .map_or(0, |r| r.iter().map(|(a, b)| b - a).sum())
+    }
+
+    pub(crate) fn delegate(
+        &mut self,
+        sid: Option<SessionId>,
+        dir: Inode,
+        inodes: u32,
+    ) -> Result<Reply, Errno> {
+        let sid = sid.ok_or(Errno::EBADF)?;
+        let d = self.dir(dir)?;
+        if self.delegations.get(&dir).is_some_and(|&h| h != sid) {
+            return Err(Errno::EBUSY);
+        }
+        let foreseeable = d.eattr == 0
+            && d.mode & S_ISGID == 0
+            && !d.xattrs.contains_key(super::acl::DEFAULT)
+            && self.quotas_above(dir).is_empty();
+        if !foreseeable {
+            return Err(Errno::EBUSY);
+        }
+        let want = u64::from(inodes.min(MAX_INODES_PER_GRANT));
+        let held = self.reserved_count(sid);
+        let (first, count) = if held >= want || want == 0 {
+            (0, 0)
+        } else {
+            let first = self.next_inode;
+            let end = first.checked_add(want).ok_or(Errno::ENOSPC)?;
+            if end == u64::MAX {
+                return Err(Errno::ENOSPC);
+            }
+            self.next_inode = end;
+            let ranges = self.reserved.entry(sid).or_default();
+            ranges.push((first, end));
+            if ranges.len() > MAX_RANGES {
+                ranges.remove(0);
+            }
+            (first, want as u32)
+        };
+        self.delegations.insert(dir, sid);
+        Ok(Reply::Delegated { first, count })
+    }
+
+    pub(crate) fn undelegate(&mut self, sid: Option<SessionId>, dir: Inode, holder: SessionId) {
+        let holder = sid.unwrap_or(holder);
+        if self.delegations.get(&dir) == Some(&holder) {
+            self.delegations.remove(&dir);
+        }
+    }
+
+    /// Takes inode number `ino` from those `sid` holds (numbers below it
+    /// in its range are given up: a mount uses them in order).
+    fn take_reserved(&mut self, sid: SessionId, ino: Inode) -> Result<(), Errno> {
+        let ranges = self.reserved.get_mut(&sid).ok_or(Errno::EINVAL)?;
+        let i = ranges
+            .iter()
+            .position(|&(a, b)| (a..b).contains(&ino.0))
+            .ok_or(Errno::EINVAL)?;
+        if self.nodes.contains_key(&ino) {
+            return Err(Errno::EINVAL);
+        }
+        ranges[i].0 = ino.0 + 1;
+        if ranges[i].0 == ranges[i].1 {
+            ranges.remove(i);
+        }
+        if ranges.is_empty() {
+            self.reserved.remove(&sid);
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn create_at(
+        &mut self,
+        sid: Option<SessionId>,
+        cred: &Cred,
+        parent: Inode,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        ino: Inode,
+        time: Timespec,
+        t: Timespec,
+    ) -> Result<Reply, Errno> {
+        let s = sid.ok_or(Errno::EBADF)?;
+        let dir = self.dir(parent)?;
+        check_name(name)?;
+        perm::access(dir, cred, MAY_EXEC)?;
+        if Self::child(dir, name).is_some() {
+            return Err(Errno::EEXIST);
+        }
+        perm::access(dir, cred, MAY_WRITE | MAY_EXEC)?;
+        let held = self
+            .reserved
+            .get(&s)
+            .is_some_and(|r| r.iter().any(|&(a, b)| (a..b).contains(&ino.0)));
+        if !held || self.nodes.contains_key(&ino) {
+            return Err(Errno::EINVAL);
+        }
+        let time = if (time.sec - t.sec).abs() > CLOCK_SLACK {
+            t
+        } else {
+            time
+        };
+        let data = NodeData::File { chunks: Vec::new() };
+        let node = self.new_child(cred, parent, FileType::Regular, mode, umask, data, time)?;
+        self.take_reserved(s, ino)?;
+        let attr = self.insert_child_at(parent, name, node, time, ino)?;
+        self.track_open(sid, ino);
+        Ok(Reply::Attr(attr))
+    }
+
+    /// Applies a mount's batch (see `Op::Batch`); `one` applies each op.
+    pub(crate) fn batch(
+        &mut self,
+        ops: &[Op],
+        mut one: impl FnMut(&mut Namespace, &Op) -> Result<Reply, Errno>,
+    ) -> Result<Reply, Errno> {
+        let allowed = |op: &Op| {
+            matches!(
+                op,
+                Op::CreateAt { .. } | Op::Release { .. } | Op::ReleaseMany { .. }
+            )
+        };
+        if ops.len() > MAX_BATCH || !ops.iter().all(allowed) {
+            return Err(Errno::EINVAL);
+        }
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            out.push(match one(self, op) {
+                Ok(_) => 0,
+                Err(e) => e.0,
+            });
+        }
+        Ok(Reply::Batch(out))
+    }
+
+    pub(crate) fn drop_session_delegations(&mut self, sid: SessionId) {
+        self.delegations.retain(|_, s| *s != sid);
+        self.reserved.remove(&sid);
+    }
+
+    /// Invariants: delegations name directories and live sessions; held
+    /// ranges are non-empty, below `next_inode`, of live sessions.
+    pub(crate) fn check_delegations(&self) -> Result<(), String> {
+        for (dir, sid) in &self.delegations {
+            if !self.sessions.contains_key(sid) {
+                return Err(format!("directory {dir} delegated to session {sid}, which is gone"));
+            }
+            if !self.nodes.get(dir).is_some_and(|n| n.is_dir()) {
+                return Err(format!("delegated inode {dir} is not a directory"));
+            }
+        }
+        for (sid, ranges) in &self.reserved {
+            if !self.sessions.contains_key(sid) {
+                return Err(format!("inodes held for session {sid}, which is gone"));
+            }
+            for &(a, b) in ranges {
+                if a >= b || b > self.next_inode {
+                    return Err(format!("session {sid} holds a bad range {a}..{b}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,207 @@
+//! Write-back creates: delegations, held inode numbers, batches.
+
+use super::*;
+
+const R: Inode = Inode::ROOT;
+
+/// A namespace without the root quota (a quota blocks delegations).
+fn unquoted() -> H {
+    let mut h = H::new();
+    h.ok(Op::SetQuota {
+        cred: root(),
+        inode: R,
+        setting: None,
+    });
+    h
+}
+
+fn other_session(h: &mut H) -> SessionId {
+    let r = h.ns.apply(&Request {
+        session: SessionId(0),
+        seq: 0,
+        acked: 0,
+        time: ts(h.now),
+        op: Op::RegisterSession {
+            info: "other".into(),
+        },
+    });
+    let Reply::Session { id } = r else {
+        panic!("register: {r:?}")
+    };
+    id
+}
+
+fn delegate(dir: Inode, inodes: u32) -> Op {
+    Op::Delegate { dir, inodes }
+}
+
+fn create_at(parent: Inode, name: &str, inode: u64, sec: i64) -> Op {
+    Op::CreateAt {
+        cred: user(1000),
+        parent,
+        name: name.as_bytes().to_vec(),
+        mode: 0o666,
+        umask: 0o022,
+        inode: Inode(inode),
+        time: ts(sec),
+    }
+}
+
+fn granted(r: Reply) -> (u64, u32) {
+    match r {
+        Reply::Delegated { first, count } => (first, count),
+        r => panic!("Delegate -> {r:?}"),
+    }
+}
+
+#[test]
+fn a_delegated_directory_takes_creates_with_held_numbers_and_the_mounts_time() {
+    let mut h = unquoted();
+    let d = h.mkdir(&root(), R, "d", 0o777).inode;
+    let (first, count) = granted(h.run(delegate(d, 100)));
+    assert_eq!(count, 100);
+    assert_eq!(h.ns.delegated_to(d), Some(h.sid));
+    // Held enough: nothing more given.
+    assert_eq!(granted(h.run(delegate(d, 100))), (0, 0));
+    let t = h.now + 1; // the mount's clock, a second ahead of the master's
+    let a = h.attr(create_at(d, "f", first + 3, t + 1));
+    assert_eq!(a.inode, Inode(first + 3));
+    assert_eq!(a.mode & 0o7777, 0o644);
+    assert_eq!((a.uid, a.gid), (1000, 1000));
+    assert_eq!(a.mtime, ts(t + 1));
+    assert_eq!(h.ns.getattr(d).expect("dir").mtime, ts(t + 1));
+    assert_eq!(h.lookup(d, "f").expect("made").inode, Inode(first + 3));
+    // Numbers below the one used are given up; the one used is gone.
+    assert_eq!(h.ns.reserved_count(h.sid), 100 - 4);
+    assert_eq!(h.err(create_at(d, "g", first + 3, t)), Errno::EINVAL);
+    assert_eq!(h.err(create_at(d, "g", first + 1, t)), Errno::EINVAL);
+    // Not held at all, or a name that exists.
+    assert_eq!(h.err(create_at(d, "g", first + 500, t)), Errno::EINVAL);
+    assert_eq!(h.err(create_at(d, "f", first + 4, t)), Errno::EEXIST);
+    // The create opened the file for the session.
+    h.ok(Op::Release { inode: a.inode });
+    // A clock a minute or more away is not believed.
+    let far = h.attr(create_at(d, "late", first + 4, t - 3600));
+    assert_eq!(far.mtime, ts(h.now));
+}
+
+#[test]
+fn another_session_is_refused_until_the_holder_gives_it_back_or_the_leader_takes_it() {
+    let mut h = unquoted();
+    let d = h.mkdir(&root(), R, "d", 0o777).inode;
+    granted(h.run(delegate(d, 10)));
+    let other = other_session(&mut h);
+    let req = |seq: u64, op: Op| Request {
+        session: other,
+        seq,
+        acked: seq - 1,
+        time: ts(2000),
+        op,
+    };
+    assert_eq!(h.ns.apply(&req(1, delegate(d, 10))), Reply::Err(Errno::EBUSY));
+    // Giving back someone else's delegation changes nothing.
+    let back = Op::Undelegate {
+        dir: d,
+        holder: h.sid,
+    };
+    assert_eq!(h.ns.apply(&req(2, back.clone())), Reply::Ok);
+    assert_eq!(h.ns.delegated_to(d), Some(h.sid));
+    // The leader takes it (session 0 names the holder).
+    let taken = h.ns.apply(&Request {
+        session: SessionId(0),
+        seq: 0,
+        acked: 0,
+        time: ts(2000),
+        op: back,
+    });
+    assert_eq!(taken, Reply::Ok);
+    assert_eq!(h.ns.delegated_to(d), None);
+    assert!(matches!(
+        h.ns.apply(&req(3, delegate(d, 10))),
+        Reply::Delegated { count: 10, .. }
+    ));
+    h.ns.check().expect("consistent");
+}
+
+#[test]
+fn a_batch_applies_each_op_alone_and_in_order() {
+    let mut h = unquoted();
+    let d = h.mkdir(&root(), R, "d", 0o777).inode;
+    let (first, _) = granted(h.run(delegate(d, 10)));
+    let r = h.run(Op::Batch {
+        ops: vec![
+            create_at(d, "a", first, h.now),
+            create_at(d, "a", first + 1, h.now),
+            Op::Release {
+                inode: Inode(first),
+            },
+            create_at(d, "b", first + 2, h.now),
+            Op::Release {
+                inode: Inode(first),
+            },
+        ],
+    });
+    assert_eq!(
+        r,
+        Reply::Batch(vec![0, Errno::EEXIST.0, 0, 0, Errno::EBADF.0])
+    );
+    assert!(h.lookup(d, "b").is_ok());
+    // Only write-back ops may ride in a batch.
+    let bad = Op::Batch {
+        ops: vec![mkdir(&root(), d, "x", 0o755)],
+    };
+    assert_eq!(h.err(bad), Errno::EINVAL);
+}
+
+#[test]
+fn no_delegation_where_a_mount_could_not_foresee_a_create() {
+    let mut h = H::new(); // with its root quota
+    let q = h.mkdir(&root(), R, "q", 0o777).inode;
+    assert_eq!(h.err(delegate(q, 10)), Errno::EBUSY);
+    let mut h = unquoted();
+    let sgid = h.mkdir(&root(), R, "sgid", 0o777).inode;
+    h.ok(Op::SetAttr {
+        cred: root(),
+        inode: sgid,
+        mode: Some(0o2777),
+        uid: None,
+        gid: None,
+        size: None,
+        atime: None,
+        mtime: None,
+    });
+    assert_eq!(h.err(delegate(sgid, 10)), Errno::EBUSY);
+    let e = h.mkdir(&root(), R, "e", 0o777).inode;
+    h.run(Op::SetEattr {
+        cred: root(),
+        inode: e,
+        set: mfs_common::eattr::NOOWNER,
+        clear: 0,
+        recursive: false,
+    });
+    assert_eq!(h.err(delegate(e, 10)), Errno::EBUSY);
+    let f = h.create(&root(), R, "f", 0o644).inode;
+    assert_eq!(h.err(delegate(f, 10)), Errno::ENOTDIR);
+}
+
+#[test]
+fn delegations_go_with_the_session_and_the_directory_and_stay_in_images() {
+    let mut h = unquoted();
+    let d = h.mkdir(&root(), R, "d", 0o777).inode;
+    let e = h.mkdir(&root(), R, "e", 0o777).inode;
+    granted(h.run(delegate(d, 10)));
+    granted(h.run(delegate(e, 10)));
+    let (ns, _) = Namespace::from_image(&h.ns.to_image(b"")).expect("loads");
+    assert_eq!(ns, h.ns);
+    assert_eq!(ns.delegated_to(d), Some(h.sid));
+    h.ok(Op::Rmdir {
+        cred: root(),
+        parent: R,
+        name: b"e".to_vec(),
+    });
+    assert_eq!(h.ns.delegated_to(e), None);
+    h.ok(Op::CloseSession);
+    assert_eq!(h.ns.delegated_to(d), None);
+    assert_eq!(h.ns.reserved_count(h.sid), 0);
+    h.ns.check().expect("consistent");
+}
