@@ -69,6 +69,7 @@ pub async fn run(cfg: MasterConfig, res: Resolved) -> Result<(), String> {
         chunks: chunk_mgr.clone(),
         exports,
         secret: mfs_proto::ClusterSecret::new(&cfg.cluster_secret),
+        recalls: Default::default(),
     })
     .max_decoding_message_size(MAX_REQUEST);
     let admin = AdminServiceServer::new(Admin {

@@ -192,7 +192,9 @@ impl Namespace {
     pub(crate) fn check_delegations(&self) -> Result<(), String> {
         for (dir, sid) in &self.delegations {
             if !self.sessions.contains_key(sid) {
-                return Err(format!("directory {dir} delegated to session {sid}, which is gone"));
+                return Err(format!(
+                    "directory {dir} delegated to session {sid}, which is gone"
+                ));
             }
             if !self.nodes.get(dir).is_some_and(|n| n.is_dir()) {
                 return Err(format!("delegated inode {dir} is not a directory"));

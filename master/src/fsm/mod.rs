@@ -24,13 +24,13 @@
 mod acl;
 mod attrs;
 mod chunks;
+mod delegations;
 mod image;
 mod locks;
 mod namespace;
 mod ops;
 mod perm;
 mod quota;
-mod delegations;
 mod remove;
 mod snapshot;
 mod trash;
@@ -40,6 +40,7 @@ mod types;
 mod tests;
 
 pub use acl::xattr_value as acl_xattr_value;
+pub use delegations::{MAX_BATCH, MAX_INODES_PER_GRANT};
 pub use image::{ImageError, IMAGE_MAGIC, IMAGE_VERSION};
 pub use locks::{FileLock, LockKind, LockQuery, LockType, MAX_LOCKS_PER_INODE};
 pub use mfs_common::ids::{ChunkId, ChunkVersion, Inode, SessionId};

@@ -738,7 +738,10 @@ pub enum Reply {
     },
     /// A delegation granted, with the inode numbers `first..first+count`
     /// newly given (count 0: the session held enough).
-    Delegated { first: u64, count: u32 },
+    Delegated {
+        first: u64,
+        count: u32,
+    },
     /// Each operation's errno of a `Batch`, in order (0: done).
     Batch(Vec<i32>),
 }

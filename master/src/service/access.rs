@@ -358,9 +358,39 @@ impl Meta {
         need: Need,
         inodes: &[Inode],
     ) -> Result<Caller, Status> {
+        let c = self.enter_holding(who, body, need, inodes).await?;
+        self.recall_from_others(c.session, inodes).await?;
+        Ok(c)
+    }
+
+    /// [`Meta::enter`] without the recall of directories delegated to
+    /// other sessions (`Delegate`, which is refused instead, and the
+    /// holder's own calls).
+    async fn enter_holding(
+        &self,
+        who: &Who,
+        body: u64,
+        need: Need,
+        inodes: &[Inode],
+    ) -> Result<Caller, Status> {
         self.node.settle().await?;
         let ns = self.node.shared.ns();
         caller(&self.exports, &ns, who, body, need, inodes)
+    }
+
+    /// [`Meta::admit`] without recalls (see [`Meta::enter_holding`]).
+    pub(super) async fn admit_holding<T: Identified>(
+        &self,
+        req: Request<T>,
+        need: Need,
+        inodes: impl FnOnce(&T) -> Vec<Inode>,
+    ) -> Result<(Caller, T), Status> {
+        let who = who(&req);
+        let r = req.into_inner();
+        let c = self
+            .enter_holding(&who, r.session(), need, &inodes(&r))
+            .await?;
+        Ok((c, r))
     }
 
     /// [`Meta::enter`] for a request: its caller (the session of its
@@ -498,7 +528,8 @@ identified!(
         LinkRequest, SymlinkRequest, SetXattrRequest, RemoveXattrRequest, WriteChunkRequest,
         WriteChunkEndRequest, PunchChunksRequest, SetGoalRequest, SetTrashTimeRequest,
         SetEattrRequest, SnapshotRequest, SetLockRequest, TrashFileRequest,
-        SetTrashPathRequest, SetQuotaRequest, CloseSessionRequest;
+        SetTrashPathRequest, SetQuotaRequest, CloseSessionRequest, DelegateRequest,
+        ReturnDelegationRequest, BatchRequest;
     with session: ReadChunkRequest, GetLockRequest;
     without: GetAttrRequest, ReadlinkRequest, GetQuotaRequest, DirInfoRequest,
         ListRemovedRequest, ListQuotasRequest, StatfsRequest, LookupRequest, ReaddirRequest, GetXattrRequest, ListXattrRequest, AccessRequest

@@ -30,6 +30,8 @@ pub struct Meta {
     pub exports: Arc<ExportsFile>,
     /// CLUSTER_SECRET: signs the chunk tokens of the locations given.
     pub secret: mfs_proto::ClusterSecret,
+    /// The mounts' recall streams (write-back delegations).
+    pub recalls: Arc<super::writeback::Recalls>,
 }
 
 pub(super) type R<T> = Result<Response<T>, Status>;
@@ -765,6 +767,24 @@ impl MetaService for Meta {
     async fn list_quotas(&self, req: Request<pb::ListQuotasRequest>) -> R<pb::ListQuotasReply> {
         let (c, _) = self.admit(req, Need::Read, |_| vec![]).await?;
         self.all_quotas(&c).await
+    }
+
+    async fn delegate(&self, req: Request<pb::DelegateRequest>) -> R<pb::DelegateReply> {
+        self.delegate(req).await
+    }
+
+    async fn return_delegation(&self, req: Request<pb::ReturnDelegationRequest>) -> R<pb::Empty> {
+        self.return_delegation(req).await
+    }
+
+    async fn batch(&self, req: Request<pb::BatchRequest>) -> R<pb::BatchReply> {
+        self.batch(req).await
+    }
+
+    type RecallsStream = super::writeback::RecallStream;
+
+    async fn recalls(&self, req: Request<pb::RecallsRequest>) -> R<Self::RecallsStream> {
+        self.recall_stream(req).await
     }
 
     async fn dir_info(&self, req: Request<pb::DirInfoRequest>) -> R<pb::DirInfoReply> {

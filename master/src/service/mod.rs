@@ -11,3 +11,4 @@ pub mod error;
 pub mod http;
 pub mod meta;
 mod quotas;
+pub mod writeback;

@@ -123,19 +123,45 @@ impl Shared {
         if let Err(e) = self.writes_allowed().and_then(|_| check_name(&name)) {
             return reply.error(e);
         }
-        let req = CreateRequest {
-            id: None,
-            cred: Some(cred.clone()),
-            parent: self.map.to_master(parent),
-            name,
-            mode: mode & 0o7777,
-            umask,
-            exclusive: flags & libc::O_EXCL != 0,
-        };
+        let dir = self.map.to_master(parent);
+        let exclusive = flags & libc::O_EXCL != 0;
         let mut fetched = self.no_xattrs.fetch();
-        let mut attr = match self.master.create(req).await {
-            Ok(a) => a,
-            Err(e) => return reply.error(errno(&e)),
+        let here = self
+            .wb
+            .create(
+                &self.master,
+                &cred,
+                dir,
+                &name,
+                mode & 0o7777,
+                umask,
+                exclusive,
+            )
+            .await;
+        let mut attr = match here {
+            Some(Ok(a)) => {
+                self.wb.refill(&self.master, dir).await;
+                a
+            }
+            Some(Err(e)) => return reply.error(e),
+            None => {
+                let req = CreateRequest {
+                    id: None,
+                    cred: Some(cred.clone()),
+                    parent: dir,
+                    name: name.clone(),
+                    mode: mode & 0o7777,
+                    umask,
+                    exclusive,
+                };
+                match self.master.create(req).await {
+                    Ok(a) => {
+                        self.wb.note(dir, &name, Some(a.inode));
+                        a
+                    }
+                    Err(e) => return reply.error(errno(&e)),
+                }
+            }
         };
         let inode = attr.inode;
         if flags & libc::O_ACCMODE != libc::O_RDONLY && appends_only(&attr, flags) {
@@ -245,6 +271,8 @@ impl Shared {
     }
 
     pub(crate) async fn fsync(&self, ino: INodeNo, reply: ReplyEmpty) {
+        // The file's create may still be in the write-back queue.
+        self.master.queue_barrier().await;
         match self.io.fsync(self.map.to_master(ino)).await {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),

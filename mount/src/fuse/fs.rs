@@ -58,6 +58,9 @@ pub struct FsSettings {
     /// The kernel checks permissions itself (`default_permissions`): then
     /// it is asked to honour POSIX ACLs too (FUSE_POSIX_ACL).
     pub kernel_permissions: bool,
+    /// Answer creates in directories delegated to this mount itself
+    /// (`mfswritebackcreates`; see `writeback`).
+    pub write_back_creates: bool,
 }
 
 /// The state every task of the file system shares.
@@ -85,6 +88,8 @@ pub(crate) struct Shared {
     pub(crate) no_entry_cache: super::handles::NoEntryCache,
     /// What the master last said of each inode (see `known_attrs`).
     pub(crate) known: super::known_attrs::KnownAttrs,
+    /// Directories delegated to this mount (see `writeback`).
+    pub(crate) wb: Arc<super::writeback::WriteBack>,
 }
 
 /// What the binary keeps to shut the file system down cleanly.
@@ -133,8 +138,22 @@ impl MfsFs {
         let releases = Arc::new(Releases::default());
         rt.spawn(Arc::clone(&releases).run(master.clone()));
         let changes = master.leader_changes();
+        let wb = Arc::new(super::writeback::WriteBack::new(
+            settings.write_back_creates && !settings.read_only,
+            rt.clone(),
+        ));
+        if settings.write_back_creates && !settings.read_only {
+            rt.spawn(master.clone().run_queue());
+            let refused = Arc::downgrade(&wb);
+            master.on_queued_create_refused(Box::new(move |parent, name, inode, _| {
+                if let Some(wb) = refused.upgrade() {
+                    wb.refused(parent, name, inode);
+                }
+            }));
+        }
         let fs = MfsFs {
             shared: Arc::new(Shared {
+                wb: wb.clone(),
                 releases,
                 master,
                 io,
@@ -156,6 +175,12 @@ impl MfsFs {
             Arc::downgrade(&fs.shared),
             changes,
         ));
+        if fs.shared.settings.write_back_creates && !fs.shared.settings.read_only {
+            fs.rt.spawn(super::writeback::recall_loop(
+                Arc::downgrade(&fs.shared),
+                wb,
+            ));
+        }
         fs
     }
 
@@ -509,8 +534,12 @@ impl Filesystem for MfsFs {
         reply: ReplyEmpty,
     ) {
         // Every metadata change is on a quorum of masters' disks before
-        // the master answers: nothing is left to sync.
-        reply.ok();
+        // the master answers: only creates answered here (write-back) may
+        // be left to send.
+        self.inline(move |s| async move {
+            s.master.queue_barrier().await;
+            reply.ok()
+        });
     }
 
     /// No ioctl is ours. Answered quietly: every `isatty()` on a file here

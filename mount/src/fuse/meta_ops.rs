@@ -142,6 +142,13 @@ impl Shared {
         }
         let parent = self.map.to_master(parent);
         let f = self.no_xattrs.fetch();
+        match self.wb.lookup(&self.master, parent, &name) {
+            super::writeback::Local::Absent => return reply.error(Errno::ENOENT),
+            super::writeback::Local::Pending(a) => {
+                return self.reply_entry(parent, Ok(a), f, reply);
+            }
+            super::writeback::Local::Ask => {}
+        }
         let r = self.master.lookup(&cred, parent, &name).await;
         self.reply_entry(parent, r, f, reply);
     }
@@ -158,6 +165,9 @@ impl Shared {
             if let Some(a) = known.filter(|a| !self.attr_ttl(a).is_zero()) {
                 return reply.attr(&Duration::ZERO, &self.local_attr(&a));
             }
+        }
+        if let Some(a) = self.wb.pending_attr(&self.master, inode) {
+            return reply.attr(&Duration::ZERO, &self.local_attr(&a));
         }
         let f = self.no_xattrs.fetch();
         match self.master.getattr(inode).await {
@@ -177,6 +187,9 @@ impl Shared {
             return reply.error(e);
         }
         let inode = self.map.to_master(ino);
+        // A delegated directory's creates are checked against its
+        // attributes as they were.
+        self.wb.give_back(&self.master, inode);
         let mut req = SetAttrRequest {
             id: None,
             cred: Some(cred),
@@ -273,7 +286,12 @@ impl Shared {
             rdev,
         };
         let f = self.no_xattrs.fetch();
+        let named = req.name.clone();
         let r = self.master.mknod(req).await;
+        if let Ok(a) = &r {
+            self.wb
+                .note(self.map.to_master(parent), &named, Some(a.inode));
+        }
         self.reply_entry(self.map.to_master(parent), r, f, reply);
     }
 
@@ -298,7 +316,12 @@ impl Shared {
             umask,
         };
         let f = self.no_xattrs.fetch();
+        let named = req.name.clone();
         let r = self.master.mkdir(req).await;
+        if let Ok(a) = &r {
+            self.wb
+                .note(self.map.to_master(parent), &named, Some(a.inode));
+        }
         self.reply_entry(self.map.to_master(parent), r, f, reply);
     }
 
@@ -315,6 +338,7 @@ impl Shared {
             return reply.error(e);
         }
         let parent = self.map.to_master(parent);
+        let named = name.clone();
         let r = if dir {
             self.master
                 .rmdir(RmdirRequest {
@@ -335,7 +359,10 @@ impl Shared {
                 .await
         };
         match r {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                self.wb.note(parent, &named, None);
+                reply.ok()
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -362,7 +389,12 @@ impl Shared {
             target,
         };
         let f = self.no_xattrs.fetch();
+        let named = req.name.clone();
         let r = self.master.symlink(req).await;
+        if let Ok(a) = &r {
+            self.wb
+                .note(self.map.to_master(parent), &named, Some(a.inode));
+        }
         self.reply_entry(self.map.to_master(parent), r, f, reply);
     }
 
@@ -399,8 +431,17 @@ impl Shared {
             noreplace: flags.contains(RenameFlags::RENAME_NOREPLACE),
             exchange: flags.contains(RenameFlags::RENAME_EXCHANGE),
         };
+        let (from, to, exchange) = (
+            (req.parent, req.name.clone()),
+            (req.new_parent, req.new_name.clone()),
+            req.exchange,
+        );
         match self.master.rename(req).await {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                let (from, to) = ((from.0, &from.1[..]), (to.0, &to.1[..]));
+                self.wb.note_rename(&self.master, from, to, exchange);
+                reply.ok()
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -424,7 +465,12 @@ impl Shared {
             new_name: newname,
         };
         let f = self.no_xattrs.fetch();
+        let named = req.new_name.clone();
         let r = self.master.link(req).await;
+        if let Ok(a) = &r {
+            self.wb
+                .note(self.map.to_master(newparent), &named, Some(a.inode));
+        }
         self.reply_entry(self.map.to_master(newparent), r, f, reply);
     }
 

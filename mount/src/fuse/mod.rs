@@ -37,6 +37,7 @@ mod meta_ops;
 pub mod metafs;
 pub mod options;
 mod releases;
+mod writeback;
 pub mod xattrs;
 
 pub use fs::{FsHandle, FsSettings, MfsFs};

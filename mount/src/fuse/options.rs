@@ -22,6 +22,7 @@ pub const ALIASES: &[(&str, &str)] = &[
     ("workers", "mfsworkers"),
     ("readcachesize", "mfsreadcachesize"),
     ("schedbatch", "mfsschedbatch"),
+    ("writebackcreates", "mfswritebackcreates"),
     ("tlsca", "mfstlsca"),
     ("password", "mfspassword"),
     ("md5pass", "mfsmd5pass"),
@@ -76,6 +77,12 @@ pub struct MountConfig {
     /// with busy processes.
     #[serde(deserialize_with = "mfs_common::config::flexible_bool")]
     pub mfsschedbatch: bool,
+    /// Answer creates in a directory this mount makes many files in
+    /// itself, once the master delegated the directory to it; they reach
+    /// the master in batches, before any later call of this mount (see
+    /// `fuse::writeback`).
+    #[serde(deserialize_with = "mfs_common::config::flexible_bool")]
+    pub mfswritebackcreates: bool,
     /// PEM CA certificate(s) of a cluster serving TLS: masters and
     /// chunkservers are dialed with TLS and must show a certificate it
     /// signed for the address dialed. Empty (the default): plain.
@@ -114,6 +121,7 @@ impl Default for MountConfig {
             mfsworkers: 16,
             mfsreadcachesize: 128,
             mfsschedbatch: true,
+            mfswritebackcreates: true,
             mfstlsca: String::new(),
             mfspassword: String::new(),
             mfsmd5pass: String::new(),
@@ -152,6 +160,8 @@ pub struct Overrides {
     pub mfsreadcachesize: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mfsschedbatch: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfswritebackcreates: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mfstlsca: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -297,6 +307,7 @@ impl Overrides {
                 }
                 "mfswritebackcache" => self.mfswritebackcache = Some(flag(key, value)?),
                 "mfsschedbatch" => self.mfsschedbatch = Some(flag(key, value)?),
+                "mfswritebackcreates" => self.mfswritebackcreates = Some(flag(key, value)?),
                 "mfstlsca" => self.mfstlsca = Some(need(key, value)?.to_string()),
                 "mfspassword" => self.mfspassword = Some(need(key, value)?.to_string()),
                 "mfsmd5pass" => self.mfsmd5pass = Some(need(key, value)?.to_string()),

@@ -66,6 +66,9 @@ mutating!(
     SnapshotRequest,
     SetLockRequest,
     PunchChunksRequest,
+    mfs_proto::v1::BatchRequest,
+    mfs_proto::v1::DelegateRequest,
+    mfs_proto::v1::ReturnDelegationRequest,
 );
 
 fn attr_of(attr: Option<Attr>, method: &str) -> Result<Attr, ClientError> {

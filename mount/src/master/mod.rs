@@ -20,6 +20,7 @@
 
 mod addr;
 mod meta;
+pub mod queue;
 mod retry;
 mod session;
 mod trash_quota;
@@ -165,6 +166,8 @@ pub(crate) struct Inner {
     /// leader) or the session is registered anew: what the session held
     /// open may have been lost (see [`MasterClient::leader_changes`]).
     pub(crate) leader_epoch: tokio::sync::watch::Sender<u64>,
+    /// Write-back creates not sent yet (see `queue`).
+    pub(crate) queue: queue::Queue,
 }
 
 impl Inner {
@@ -448,6 +451,7 @@ impl MasterClient {
                 rt: tokio::runtime::Handle::current(),
                 stats: Stats::default(),
                 leader_epoch: tokio::sync::watch::Sender::new(0),
+                queue: Default::default(),
             }),
         };
         if register {

@@ -117,6 +117,9 @@ impl Inner {
         F: Fn(super::Conn, Req) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
+        if super::queue::waits_for_queue(method) {
+            self.queue.barrier().await;
+        }
         let start = Instant::now();
         let deadline = limit.map(|l| start + l);
         // `rr` walks the list round-robin from the believed leader; `idx` is

@@ -23,3 +23,4 @@ mod tls;
 mod tools;
 mod trash;
 mod util;
+mod writeback;

@@ -200,6 +200,15 @@ pub fn open_rw(p: &std::path::Path) -> std::fs::File {
 /// The master's count of `method` calls (`mfs_rpc_requests_total`, from
 /// its Prometheus `/metrics`); 0 before the first call.
 pub fn rpc_count(master: &mfs_tests::cluster::Master, method: &str) -> u64 {
+    metric(
+        master,
+        &format!("mfs_rpc_requests_total{{method=\"{method}\"}}"),
+    )
+}
+
+/// The value of the series `series` (name and labels) in the master's
+/// Prometheus `/metrics`; 0 when absent.
+pub fn metric(master: &mfs_tests::cluster::Master, series: &str) -> u64 {
     use std::io::{Read, Write};
     let addr = format!("127.0.0.1:{}", master.http_port);
     let mut s = std::net::TcpStream::connect(&addr)
@@ -208,7 +217,7 @@ pub fn rpc_count(master: &mfs_tests::cluster::Master, method: &str) -> u64 {
     write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
-    let series = format!("mfs_rpc_requests_total{{method=\"{method}\"}} ");
+    let series = format!("{series} ");
     text.lines()
         .find_map(|l| l.strip_prefix(series.as_str()))
         .map(|v| {

@@ -98,7 +98,10 @@ fn another_session_is_refused_until_the_holder_gives_it_back_or_the_leader_takes
         time: ts(2000),
         op,
     };
-    assert_eq!(h.ns.apply(&req(1, delegate(d, 10))), Reply::Err(Errno::EBUSY));
+    assert_eq!(
+        h.ns.apply(&req(1, delegate(d, 10))),
+        Reply::Err(Errno::EBUSY)
+    );
     // Giving back someone else's delegation changes nothing.
     let back = Op::Undelegate {
         dir: d,

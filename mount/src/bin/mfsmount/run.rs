@@ -148,6 +148,7 @@ fn mount_and_serve(args: &Args, cfg: &MountConfig, mountpoint: &Path) -> anyhow:
         writeback_cache: cfg.mfswritebackcache,
         read_only: cfg.ro || master.exported_read_only(),
         kernel_permissions: cfg.default_permissions,
+        write_back_creates: cfg.mfswritebackcreates,
     };
     let fs = MfsFs::new(master.clone(), io, root, settings, rt.handle().clone());
     let fs_handle = fs.handle();

@@ -1,0 +1,257 @@
+//! Write-back creates, the leader's side (see `fsm::delegations` for the
+//! rules): the calls `Delegate`, `ReturnDelegation`, `Batch`, the
+//! `Recalls` streams, and the recall a call of another session makes
+//! before it touches a delegated directory.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use mfs_proto::v1 as pb;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status};
+
+use super::access::Need;
+use super::convert::ts_from_pb;
+use super::error::{errno_status, invalid};
+use super::meta::{Meta, R};
+use crate::fsm::{self, Inode, Op, Reply, SessionId};
+use crate::raft::node::now;
+
+/// How long a call waits for the holder to give a directory back before
+/// the leader takes it.
+pub const RECALL_WAIT: Duration = Duration::from_secs(2);
+/// How often a stream says it is alive.
+const ALIVE_EVERY: Duration = Duration::from_secs(1);
+
+pub type RecallStream = Pin<Box<dyn Stream<Item = Result<pb::Recall, Status>> + Send + 'static>>;
+
+/// The open `Recalls` streams, per session (the newest of a session wins).
+#[derive(Default)]
+pub struct Recalls {
+    streams: Mutex<HashMap<SessionId, (u64, mpsc::Sender<u64>)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Recalls {
+    fn open(&self, sid: SessionId) -> (u64, mpsc::Receiver<u64>) {
+        let (tx, rx) = mpsc::channel(1024);
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lock().insert(sid, (id, tx));
+        (id, rx)
+    }
+
+    fn close(&self, sid: SessionId, id: u64) {
+        let mut s = self.lock();
+        if s.get(&sid).is_some_and(|(i, _)| *i == id) {
+            s.remove(&sid);
+        }
+    }
+
+    /// Asks `holder` for `dir`; false when it has no stream here.
+    fn send(&self, holder: SessionId, dir: Inode) -> bool {
+        let tx = self.lock().get(&holder).map(|(_, tx)| tx.clone());
+        tx.is_some_and(|tx| tx.try_send(dir.0).is_ok())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, (u64, mpsc::Sender<u64>)>> {
+        self.streams.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The directories among `inodes` delegated to a session other than
+/// `caller`, with their holders.
+fn held_by_others(
+    ns: &fsm::Namespace,
+    caller: SessionId,
+    inodes: &[Inode],
+) -> Vec<(Inode, SessionId)> {
+    if !ns.has_delegations() {
+        return Vec::new();
+    }
+    let mut v: Vec<(Inode, SessionId)> = inodes
+        .iter()
+        .filter_map(|&i| ns.delegated_to(i).filter(|&s| s != caller).map(|s| (i, s)))
+        .collect();
+    v.dedup();
+    v
+}
+
+impl Meta {
+    /// Before a call of `caller` naming `inodes`: every one of them
+    /// delegated to another session is recalled, and the call waits until
+    /// its holder gave it back (having sent its queue), or takes it after
+    /// [`RECALL_WAIT`].
+    pub(super) async fn recall_from_others(
+        &self,
+        caller: SessionId,
+        inodes: &[Inode],
+    ) -> Result<(), Status> {
+        let held = held_by_others(&self.node.shared.ns(), caller, inodes);
+        if held.is_empty() {
+            return Ok(());
+        }
+        let start = Instant::now();
+        metrics::counter!("mfs_recalls_total").increment(held.len() as u64);
+        for &(dir, holder) in &held {
+            if !self.recalls.send(holder, dir) {
+                tracing::debug!(%dir, %holder, "no recall stream from the holder of a delegated directory");
+            }
+        }
+        loop {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            let left = held_by_others(&self.node.shared.ns(), caller, inodes);
+            if left.is_empty() {
+                return Ok(());
+            }
+            if start.elapsed() < RECALL_WAIT {
+                continue;
+            }
+            for (dir, holder) in left {
+                metrics::counter!("mfs_recalls_taken_total").increment(1);
+                tracing::warn!(%dir, %holder, "the holder of a delegated directory did not give it back within {RECALL_WAIT:?}; taking it (creates it answered and did not send are lost)");
+                let req = fsm::Request {
+                    session: SessionId::NONE,
+                    seq: 0,
+                    acked: 0,
+                    time: now(),
+                    op: Op::Undelegate { dir, holder },
+                };
+                self.node.write(req).await?;
+            }
+            return Ok(());
+        }
+    }
+
+    pub(super) async fn delegate(&self, req: Request<pb::DelegateRequest>) -> R<pb::DelegateReply> {
+        let (_, r) = self
+            .admit_holding(req, Need::Write, |r| vec![Inode(r.dir)])
+            .await?;
+        let op = Op::Delegate {
+            dir: Inode(r.dir),
+            inodes: r.inodes,
+        };
+        let (first_inode, count) = match self.mutate(r.id, op).await? {
+            Reply::Delegated { first, count } => {
+                metrics::counter!("mfs_delegations_total").increment(1);
+                (first, count)
+            }
+            Reply::Err(e) => return Err(errno_status(e)),
+            other => return Err(Status::internal(format!("unexpected reply {other:?}"))),
+        };
+        let dir = self
+            .read(|ns| {
+                ns.getattr(Inode(r.dir))
+                    .map(|a| super::convert::attr_to_pb(&a, ns))
+            })
+            .await?;
+        Ok(Response::new(pb::DelegateReply {
+            first_inode,
+            count,
+            dir: Some(dir),
+        }))
+    }
+
+    pub(super) async fn return_delegation(
+        &self,
+        req: Request<pb::ReturnDelegationRequest>,
+    ) -> R<pb::Empty> {
+        let (c, r) = self.admit_holding(req, Need::Read, |_| vec![]).await?;
+        let op = Op::Undelegate {
+            dir: Inode(r.dir),
+            holder: c.session,
+        };
+        super::meta::ok_reply(self.mutate(r.id, op).await?)
+    }
+
+    pub(super) async fn batch(&self, req: Request<pb::BatchRequest>) -> R<pb::BatchReply> {
+        if req.get_ref().ops.len() > fsm::MAX_BATCH {
+            return Err(invalid(format!(
+                "Batch: {} ops, at most {} in one call",
+                req.get_ref().ops.len(),
+                fsm::MAX_BATCH
+            )));
+        }
+        let (c, r) = self
+            .admit(req, Need::Write, |r| {
+                r.ops
+                    .iter()
+                    .filter_map(|o| match &o.op {
+                        Some(pb::batch_op::Op::Create(c)) => Some(Inode(c.parent)),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .await?;
+        let mut ops = Vec::with_capacity(r.ops.len());
+        for o in r.ops {
+            ops.push(match o.op {
+                Some(pb::batch_op::Op::Create(x)) => Op::CreateAt {
+                    cred: c.cred(x.cred),
+                    parent: Inode(x.parent),
+                    name: x.name,
+                    mode: x.mode,
+                    umask: x.umask,
+                    inode: Inode(x.inode),
+                    time: x
+                        .time
+                        .as_ref()
+                        .and_then(ts_from_pb)
+                        .ok_or_else(|| invalid("Batch: a create without a valid time"))?,
+                },
+                Some(pb::batch_op::Op::Release(inode)) => Op::Release {
+                    inode: Inode(inode),
+                },
+                None => return Err(invalid("Batch: an op without a kind")),
+            });
+        }
+        metrics::counter!("mfs_writeback_ops_total").increment(ops.len() as u64);
+        match self.mutate(r.id, Op::Batch { ops }).await? {
+            Reply::Batch(errnos) => Ok(Response::new(pb::BatchReply { errnos })),
+            Reply::Err(e) => Err(errno_status(e)),
+            other => Err(Status::internal(format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    pub(super) async fn recall_stream(&self, req: Request<pb::RecallsRequest>) -> R<RecallStream> {
+        let sid = SessionId(req.get_ref().session);
+        self.node.ensure_leader()?;
+        self.node.settle().await?;
+        let (id, rx) = self.recalls.open(sid);
+        let node = self.node.clone();
+        let recalls = self.recalls.clone();
+        let guard = Closer { recalls, sid, id };
+        let stream = futures::stream::unfold(
+            (rx, node, guard, true),
+            |(mut rx, node, guard, first)| async move {
+                if first {
+                    return Some((Ok(pb::Recall { dir: 0 }), (rx, node, guard, false)));
+                }
+                let dir = tokio::select! {
+                    d = rx.recv() => d?,
+                    _ = tokio::time::sleep(ALIVE_EVERY) => 0,
+                };
+                if !node.is_leader() {
+                    return None;
+                }
+                Some((Ok(pb::Recall { dir }), (rx, node, guard, false)))
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Takes a stream out of the table when it ends.
+struct Closer {
+    recalls: Arc<Recalls>,
+    sid: SessionId,
+    id: u64,
+}
+
+impl Drop for Closer {
+    fn drop(&mut self) {
+        self.recalls.close(self.sid, self.id);
+    }
+}

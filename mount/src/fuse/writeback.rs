@@ -1,0 +1,530 @@
+//! Write-back creates, the mount's side (the master's rules are in its
+//! `fsm::delegations`).
+//!
+//! When a directory sees creates in a stream (a second one within
+//! [`STREAM`]), the mount asks the master to delegate it and reads all its
+//! names. While it holds the directory, no other client reads or changes
+//! it before the master recalled it from this mount, so a create there is
+//! answered here: the name is checked against the listing, the permission
+//! against the directory's attributes, an inode number is taken from those
+//! the session holds, and a `CreateAt` goes to the write-back queue
+//! (`master::queue`), which every later call of this mount waits for. A
+//! lookup of a name the directory does not have is answered here too.
+//!
+//! Delegations are used only while the recall stream is open (a message
+//! within [`ALIVE`]): a mount that cannot hear recalls does not answer
+//! creates itself. A recall takes the directory out of use at once, then
+//! gives it back after the queue. The mount's own other changes in the
+//! directory (mkdir, unlink, renames, ...) keep the listing true; those it
+//! cannot follow (a rename into it from elsewhere, a change of the
+//! directory's own attributes) give the directory back.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use fuser::Errno;
+use mfs_proto::v1::{
+    batch_op, Attr, BatchOp, CreateAtOp, Credentials, FileType, ReaddirRequest, Timespec,
+};
+
+use super::fs::Shared;
+use crate::master::MasterClient;
+
+/// Two creates in a directory this close together make a stream.
+const STREAM: Duration = Duration::from_secs(2);
+/// A directory refused or recalled is not asked for again for this long.
+const BACKOFF: Duration = Duration::from_secs(10);
+/// The recall stream counts as open for this long after its last message.
+const ALIVE: Duration = Duration::from_secs(3);
+/// Inode numbers asked for at a time, and the count below which more are
+/// asked for.
+const GRANT: u32 = 4096;
+const LOW: u64 = 256;
+/// Directories with more names than this are not taken.
+const MAX_NAMES: usize = 1_000_000;
+/// Listing page size.
+const PAGE: u32 = 10_000;
+
+#[derive(Debug)]
+pub(crate) struct WriteBack {
+    enabled: bool,
+    /// The mount's runtime (calls may run on a FUSE thread's own).
+    rt: tokio::runtime::Handle,
+    state: Mutex<State>,
+    alive: Mutex<Option<Instant>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    dirs: HashMap<u64, Dir>,
+    /// Inode numbers held: ranges [start, end), and the session they are
+    /// for.
+    inos: VecDeque<(u64, u64)>,
+    inos_session: u64,
+    /// Files created here and not yet answered by the master: their
+    /// queue ticket and attributes.
+    pending: HashMap<u64, (u64, Attr)>,
+    /// The last create sent to the master per directory (a stream?).
+    last_create: HashMap<u64, Instant>,
+    /// Directories not to ask for until then.
+    not_before: HashMap<u64, Instant>,
+    /// Bumped at every recall: a delegation granted while one came is not
+    /// used.
+    recalls: u64,
+}
+
+#[derive(Debug)]
+struct Dir {
+    session: u64,
+    attr: Attr,
+    names: HashMap<Vec<u8>, u64>,
+}
+
+/// What the mount knows of a name without asking.
+pub(crate) enum Local {
+    /// Not a held directory: ask the master.
+    Ask,
+    /// The held directory has no such name.
+    Absent,
+    /// A file made here that the master has not answered for yet.
+    Pending(Attr),
+}
+
+enum Outcome {
+    Done(Result<Attr, Errno>),
+    /// Held, but this create is not one to answer here (the name exists
+    /// and O_EXCL is not set, the permission needs the master's check).
+    Master,
+    NotHeld,
+}
+
+fn may_write_dir(d: &Attr, c: &Credentials) -> bool {
+    if c.uid == 0 {
+        return true;
+    }
+    let bits = if c.uid == d.uid {
+        d.mode >> 6
+    } else if c.gid == d.gid || c.groups.contains(&d.gid) {
+        d.mode >> 3
+    } else {
+        d.mode
+    };
+    bits & 0o3 == 0o3
+}
+
+fn now_ts() -> Timespec {
+    let d = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timespec {
+        sec: d.as_secs() as i64,
+        nsec: d.subsec_nanos(),
+    }
+}
+
+impl WriteBack {
+    pub(crate) fn new(enabled: bool, rt: tokio::runtime::Handle) -> WriteBack {
+        WriteBack {
+            enabled,
+            rt,
+            state: Default::default(),
+            alive: Default::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn live(&self) -> bool {
+        self.alive
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|t| t.elapsed() < ALIVE)
+    }
+
+    fn set_alive(&self, yes: bool) {
+        *self.alive.lock().unwrap_or_else(|p| p.into_inner()) = yes.then(Instant::now);
+    }
+
+    /// A lookup of `name` in `parent` (master inode numbers).
+    pub(crate) fn lookup(&self, master: &MasterClient, parent: u64, name: &[u8]) -> Local {
+        if !self.enabled {
+            return Local::Ask;
+        }
+        let sid = master.session_id();
+        let done = master.queue_done();
+        let st = self.lock();
+        let Some(d) = st.dirs.get(&parent).filter(|d| d.session == sid) else {
+            return Local::Ask;
+        };
+        match d.names.get(name) {
+            None if self.live() => Local::Absent,
+            None => Local::Ask,
+            Some(ino) => match st.pending.get(ino) {
+                Some((ticket, a)) if *ticket > done => Local::Pending(a.clone()),
+                _ => Local::Ask,
+            },
+        }
+    }
+
+    /// The attributes of `inode` if it is a file made here that the
+    /// master has not answered for yet.
+    pub(crate) fn pending_attr(&self, master: &MasterClient, inode: u64) -> Option<Attr> {
+        if !self.enabled {
+            return None;
+        }
+        let done = master.queue_done();
+        let st = self.lock();
+        st.pending
+            .get(&inode)
+            .filter(|(ticket, _)| *ticket > done)
+            .map(|(_, a)| a.clone())
+    }
+
+    /// A create of a regular file: answered here when `parent` is held
+    /// (or taken now, when creates come in a stream); None: ask the
+    /// master.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn create(
+        &self,
+        master: &MasterClient,
+        cred: &Credentials,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        exclusive: bool,
+    ) -> Option<Result<Attr, Errno>> {
+        if !self.enabled || !self.live() {
+            return None;
+        }
+        let sid = master.session_id();
+        match self.create_here(master, sid, cred, parent, name, mode, umask, exclusive) {
+            Outcome::Done(r) => return Some(r),
+            Outcome::Master => return None,
+            Outcome::NotHeld => {}
+        }
+        if !self.worth_asking(parent) {
+            return None;
+        }
+        self.take(master, cred, parent, sid).await;
+        match self.create_here(master, sid, cred, parent, name, mode, umask, exclusive) {
+            Outcome::Done(r) => Some(r),
+            Outcome::Master | Outcome::NotHeld => None,
+        }
+    }
+
+    /// Whether to ask for `parent` now: the second create in it within
+    /// [`STREAM`], and not refused or recalled lately.
+    fn worth_asking(&self, parent: u64) -> bool {
+        let now = Instant::now();
+        let mut st = self.lock();
+        if st.not_before.get(&parent).is_some_and(|&t| now < t) {
+            return false;
+        }
+        let streaming = st
+            .last_create
+            .insert(parent, now)
+            .is_some_and(|t| now - t < STREAM);
+        if st.last_create.len() > 4096 {
+            st.last_create.retain(|_, t| now - *t < STREAM);
+            st.not_before.retain(|_, t| now < *t);
+        }
+        streaming
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn create_here(
+        &self,
+        master: &MasterClient,
+        sid: u64,
+        cred: &Credentials,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        exclusive: bool,
+    ) -> Outcome {
+        let done = master.queue_done();
+        let mut st = self.lock();
+        let st = &mut *st;
+        let Some(d) = st.dirs.get_mut(&parent).filter(|d| d.session == sid) else {
+            return Outcome::NotHeld;
+        };
+        if d.names.contains_key(name) {
+            return if exclusive {
+                Outcome::Done(Err(Errno::EEXIST))
+            } else {
+                Outcome::Master
+            };
+        }
+        if !may_write_dir(&d.attr, cred) || st.inos_session != sid {
+            return Outcome::Master;
+        }
+        let Some(range) = st.inos.front_mut() else {
+            return Outcome::Master;
+        };
+        let inode = range.0;
+        range.0 += 1;
+        if range.0 == range.1 {
+            st.inos.pop_front();
+        }
+        let t = now_ts();
+        let attr = Attr {
+            inode,
+            r#type: FileType::Regular as i32,
+            mode: mode & 0o7777 & !umask,
+            uid: cred.uid,
+            gid: cred.gid,
+            nlink: 1,
+            size: 0,
+            atime: Some(t),
+            mtime: Some(t),
+            ctime: Some(t),
+            rdev: 0,
+            goal: d.attr.goal,
+            trash_time: d.attr.trash_time,
+            blocks_bytes: 0,
+            eattr: 0,
+            has_xattrs: Some(false),
+        };
+        d.names.insert(name.to_vec(), inode);
+        let ticket = master.queue_op(BatchOp {
+            op: Some(batch_op::Op::Create(CreateAtOp {
+                cred: Some(cred.clone()),
+                parent,
+                name: name.to_vec(),
+                mode,
+                umask,
+                inode,
+                time: Some(t),
+            })),
+        });
+        if st.pending.len() > 4096 {
+            st.pending.retain(|_, (k, _)| *k > done);
+        }
+        st.pending.insert(inode, (ticket, attr.clone()));
+        Outcome::Done(Ok(attr))
+    }
+
+    /// Asks for `parent` and reads its names; on any failure the
+    /// directory is left alone for [`BACKOFF`].
+    async fn take(&self, master: &MasterClient, cred: &Credentials, parent: u64, sid: u64) {
+        let recalls = self.lock().recalls;
+        let backoff = |wb: &WriteBack| {
+            wb.lock()
+                .not_before
+                .insert(parent, Instant::now() + BACKOFF);
+        };
+        let granted = match master.delegate(parent, GRANT).await {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::debug!(parent, error = %e, "no delegation");
+                return backoff(self);
+            }
+        };
+        let Some(attr) = granted.dir else {
+            return backoff(self);
+        };
+        let names = match self.names(master, cred, parent).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(parent, error = %e, "a delegated directory could not be listed; giving it back");
+                backoff(self);
+                if let Err(e) = master.return_delegation(parent).await {
+                    tracing::warn!(parent, error = %e, "giving a delegated directory back failed");
+                }
+                return;
+            }
+        };
+        let mut st = self.lock();
+        if st.inos_session != sid {
+            st.inos.clear();
+            st.inos_session = sid;
+        }
+        if granted.count > 0 {
+            let first = granted.first_inode;
+            st.inos.push_back((first, first + u64::from(granted.count)));
+        }
+        if st.recalls != recalls {
+            // A recall came meanwhile; it gives the directory back.
+            return;
+        }
+        st.dirs.insert(
+            parent,
+            Dir {
+                session: sid,
+                attr,
+                names,
+            },
+        );
+    }
+
+    async fn names(
+        &self,
+        master: &MasterClient,
+        cred: &Credentials,
+        dir: u64,
+    ) -> Result<HashMap<Vec<u8>, u64>, String> {
+        let mut names = HashMap::new();
+        let mut after = Vec::new();
+        loop {
+            let r = master
+                .readdir(ReaddirRequest {
+                    cred: Some(cred.clone()),
+                    inode: dir,
+                    after: after.clone(),
+                    limit: PAGE,
+                    plus: false,
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            for e in &r.entries {
+                names.insert(e.name.clone(), e.inode);
+            }
+            if names.len() > MAX_NAMES {
+                return Err(format!("more than {MAX_NAMES} names"));
+            }
+            match r.entries.last() {
+                Some(last) if r.more => after = last.name.clone(),
+                _ => return Ok(names),
+            }
+        }
+    }
+
+    /// Refills the inode numbers when few are left (one call while the
+    /// directory is held).
+    pub(crate) async fn refill(&self, master: &MasterClient, parent: u64) {
+        let low = {
+            let st = self.lock();
+            st.dirs.contains_key(&parent) && st.inos.iter().map(|(a, b)| b - a).sum::<u64>() < LOW
+        };
+        if !low {
+            return;
+        }
+        if let Ok(g) = master.delegate(parent, GRANT).await {
+            let mut st = self.lock();
+            if g.count > 0 && st.inos_session == master.session_id() {
+                let first = g.first_inode;
+                st.inos.push_back((first, first + u64::from(g.count)));
+            }
+        }
+    }
+
+    /// This mount's own change of a name in `parent` went through:
+    /// `inode` is there now, or nothing (`None`).
+    pub(crate) fn note(&self, parent: u64, name: &[u8], inode: Option<u64>) {
+        if !self.enabled {
+            return;
+        }
+        let mut st = self.lock();
+        if let Some(d) = st.dirs.get_mut(&parent) {
+            match inode {
+                Some(i) => d.names.insert(name.to_vec(), i),
+                None => d.names.remove(name),
+            };
+        }
+    }
+
+    /// A rename by this mount went through.
+    pub(crate) fn note_rename(
+        &self,
+        master: &MasterClient,
+        from: (u64, &[u8]),
+        to: (u64, &[u8]),
+        exchange: bool,
+    ) {
+        if !self.enabled {
+            return;
+        }
+        let mut st = self.lock();
+        let moved = st
+            .dirs
+            .get_mut(&from.0)
+            .and_then(|d| d.names.remove(from.1));
+        let followed = match (moved, st.dirs.get_mut(&to.0)) {
+            (_, None) => !exchange || !st.dirs.contains_key(&from.0),
+            (Some(ino), Some(d)) if !exchange => {
+                d.names.insert(to.1.to_vec(), ino);
+                true
+            }
+            _ => false,
+        };
+        if !followed {
+            drop(st);
+            self.give_back(master, from.0);
+            self.give_back(master, to.0);
+        }
+    }
+
+    /// `dir` goes out of use now and is given back after the queue (a
+    /// change of its attributes, a recall, a rename the listing cannot
+    /// follow).
+    pub(crate) fn give_back(&self, master: &MasterClient, dir: u64) {
+        if !self.enabled {
+            return;
+        }
+        let held = self.lock().dirs.remove(&dir).is_some();
+        if held {
+            let master = master.clone();
+            self.rt.spawn(async move {
+                if let Err(e) = master.return_delegation(dir).await {
+                    tracing::warn!(dir, error = %e, "giving a delegated directory back failed");
+                }
+            });
+        }
+    }
+
+    /// A recall from the master: out of use now, given back after the
+    /// queue (also when not held: a grant may be on its way here).
+    async fn recall(&self, master: &MasterClient, dir: u64) {
+        {
+            let mut st = self.lock();
+            st.recalls += 1;
+            st.dirs.remove(&dir);
+            st.not_before.insert(dir, Instant::now() + BACKOFF);
+        }
+        if let Err(e) = master.return_delegation(dir).await {
+            tracing::warn!(dir, error = %e, "giving a recalled directory back failed");
+        }
+    }
+
+    /// A create the master refused: the name goes from the listing.
+    pub(crate) fn refused(&self, parent: u64, name: &[u8], inode: u64) {
+        let mut st = self.lock();
+        st.pending.remove(&inode);
+        if let Some(d) = st.dirs.get_mut(&parent) {
+            if d.names.get(name) == Some(&inode) {
+                d.names.remove(name);
+            }
+        }
+    }
+}
+
+/// Keeps the recall stream open and answers recalls, while the file
+/// system lives.
+pub(crate) async fn recall_loop(shared: Weak<Shared>, wb: Arc<WriteBack>) {
+    loop {
+        let Some(master) = shared.upgrade().map(|s| s.master.clone()) else {
+            return;
+        };
+        match master.recalls().await {
+            Ok(mut stream) => {
+                while let Ok(Some(r)) = stream.message().await {
+                    wb.set_alive(true);
+                    if r.dir != 0 {
+                        let (wb, master) = (wb.clone(), master.clone());
+                        wb.rt
+                            .clone()
+                            .spawn(async move { wb.recall(&master, r.dir).await });
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "recall stream"),
+        }
+        wb.set_alive(false);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

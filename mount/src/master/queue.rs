@@ -1,0 +1,234 @@
+//! The write-back queue: creates a mount answered itself in directories
+//! delegated to its session (see the master's `fsm::delegations`), sent to
+//! the master in order, in batches (`Batch`: one log entry for many).
+//!
+//! Every other call of this client waits for what was queued before it
+//! started ([`Queue::barrier`] in `Inner::call_with_limit`), so the master
+//! never sees a later call before the creates it may depend on (a write
+//! to a file made here, its release, the return of its directory).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use mfs_proto::v1::{batch_op, BatchOp, BatchRequest, DelegateReply, DelegateRequest};
+use mfs_proto::v1::{Recall, RecallsRequest, ReturnDelegationRequest};
+use tokio::sync::{watch, Notify};
+
+use super::{meta_client, MasterClient};
+use crate::error::ClientError;
+
+/// Ops one batch carries at most (the master takes 4096).
+const BATCH: usize = 1024;
+
+/// Called for a queued create the master refused: (parent, name, inode,
+/// errno).
+pub type OnRefused = Box<dyn Fn(u64, &[u8], u64, i32) + Send + Sync>;
+
+pub(crate) struct Queue {
+    ops: Mutex<Pending>,
+    /// Ops answered by the master (or given up), counted from the start.
+    done: watch::Sender<u64>,
+    wake: Notify,
+    on_refused: Mutex<Option<OnRefused>>,
+}
+
+#[derive(Default)]
+struct Pending {
+    ops: VecDeque<BatchOp>,
+    /// Ops queued, counted from the start.
+    queued: u64,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = self.lock();
+        f.debug_struct("Queue")
+            .field("queued", &p.queued)
+            .field("done", &self.done())
+            .finish()
+    }
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        Queue {
+            ops: Mutex::new(Pending::default()),
+            done: watch::Sender::new(0),
+            wake: Notify::new(),
+            on_refused: Mutex::new(None),
+        }
+    }
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.ops.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `op`; its ticket (done once `done() >= ticket`).
+    pub(crate) fn push(&self, op: BatchOp) -> u64 {
+        let ticket = {
+            let mut p = self.lock();
+            p.ops.push_back(op);
+            p.queued += 1;
+            p.queued
+        };
+        self.wake.notify_one();
+        ticket
+    }
+
+    pub(crate) fn done(&self) -> u64 {
+        *self.done.borrow()
+    }
+
+    /// Waits until every op queued before this call was answered.
+    pub(crate) async fn barrier(&self) {
+        let target = self.lock().queued;
+        if self.done() >= target {
+            return;
+        }
+        let mut rx = self.done.subscribe();
+        // The sender lives as long as `self`.
+        let _ = rx.wait_for(|&d| d >= target).await;
+    }
+
+    fn take(&self) -> Vec<BatchOp> {
+        let mut p = self.lock();
+        let n = p.ops.len().min(BATCH);
+        p.ops.drain(..n).collect()
+    }
+}
+
+impl MasterClient {
+    /// Queues a write-back op (see the module's text); its ticket.
+    pub fn queue_op(&self, op: BatchOp) -> u64 {
+        self.inner.queue.push(op)
+    }
+
+    /// How many queued ops the master answered so far.
+    pub fn queue_done(&self) -> u64 {
+        self.inner.queue.done()
+    }
+
+    /// Waits until everything queued so far was answered (fsync).
+    pub async fn queue_barrier(&self) {
+        self.inner.queue.barrier().await
+    }
+
+    /// What to do when the master refuses a queued create.
+    pub fn on_queued_create_refused(&self, f: OnRefused) {
+        *self
+            .inner
+            .queue
+            .on_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(f);
+    }
+
+    /// Sends the queue, batch after batch, for ever (spawned once by the
+    /// mount). A batch the master cannot be reached for within the
+    /// client's overall timeout is given up (logged): the files it made
+    /// are lost, as after a crash of this client.
+    pub async fn run_queue(self) {
+        let q = &self.inner.queue;
+        loop {
+            let ops = q.take();
+            if ops.is_empty() {
+                q.wake.notified().await;
+                continue;
+            }
+            let n = ops.len() as u64;
+            let req = BatchRequest {
+                id: None,
+                ops: ops.clone(),
+            };
+            let r = self
+                .call_mut("Batch", req, |ch, r| async move {
+                    meta_client(ch).batch(r).await
+                })
+                .await;
+            match r {
+                Ok(reply) => {
+                    for (op, &e) in ops.iter().zip(reply.errnos.iter()) {
+                        if e != 0 {
+                            self.refused(op, e);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(ops = n, error = %e, "the write-back queue could not be sent: files made here and not sent are lost");
+                    for op in &ops {
+                        self.refused(op, libc::EIO);
+                    }
+                }
+            }
+            q.done.send_modify(|d| *d += n);
+        }
+    }
+
+    fn refused(&self, op: &BatchOp, errno: i32) {
+        let Some(batch_op::Op::Create(c)) = &op.op else {
+            return;
+        };
+        tracing::warn!(
+            parent = c.parent,
+            name = %String::from_utf8_lossy(&c.name),
+            inode = c.inode,
+            errno,
+            "the master refused a create this mount had answered; the file is gone"
+        );
+        if let Some(f) = &*self
+            .inner
+            .queue
+            .on_refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+        {
+            f(c.parent, &c.name, c.inode, errno);
+        }
+    }
+
+    /// Asks for directory `dir` (see the master's `Delegate`).
+    pub async fn delegate(&self, dir: u64, inodes: u32) -> Result<DelegateReply, ClientError> {
+        let req = DelegateRequest {
+            id: None,
+            dir,
+            inodes,
+        };
+        self.call_mut("Delegate", req, |ch, r| async move {
+            meta_client(ch).delegate(r).await
+        })
+        .await
+    }
+
+    /// Gives `dir` back, after the queue (the barrier of every call).
+    pub async fn return_delegation(&self, dir: u64) -> Result<(), ClientError> {
+        let req = ReturnDelegationRequest { id: None, dir };
+        self.call_mut("ReturnDelegation", req, |ch, r| async move {
+            meta_client(ch).return_delegation(r).await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Opens this session's recall stream at the leader.
+    pub async fn recalls(&self) -> Result<tonic::Streaming<Recall>, ClientError> {
+        let req = RecallsRequest {
+            session: self.session_id(),
+        };
+        self.inner
+            .call("Recalls", req, |ch, r| async move {
+                meta_client(ch).recalls(r).await
+            })
+            .await
+    }
+}
+
+/// Whether a call must wait for the queue first: all but the queue's own
+/// and those that do not depend on it.
+pub(crate) fn waits_for_queue(method: &str) -> bool {
+    !matches!(
+        method,
+        "Batch" | "Delegate" | "Recalls" | "Heartbeat" | "RegisterSession" | "Challenge"
+    )
+}

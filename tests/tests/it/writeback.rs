@@ -1,0 +1,138 @@
+//! Write-back creates: a mount making many files in one directory answers
+//! the creates itself once the master delegated the directory to it, and
+//! sends them in batches; another mount that reads or changes the
+//! directory first makes the master recall it, so it sees every file.
+//!
+//! Needs root and /dev/fuse; without them each test says so and passes.
+
+use std::collections::BTreeSet;
+use std::fs::{self, File, OpenOptions};
+use std::io::ErrorKind;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+use mfs_tests::cluster::Cluster;
+use mfs_tests::mountpoint::Mount;
+
+use crate::util::{metric, rpc_count, skip_without_fuse, step};
+
+fn create_new(p: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o640)
+        .open(p)
+}
+
+fn names(dir: &Path) -> BTreeSet<String> {
+    fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("read_dir {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_answered_by_the_mount_are_seen_by_another_mount() {
+    if skip_without_fuse() {
+        return;
+    }
+    let mut c = Cluster::start(1, &[]).await.unwrap();
+    c.add_chunkservers(1, 1).await.unwrap();
+    let a = Mount::start(&c, "a", &[]).unwrap();
+    let b = Mount::start(&c, "b", &[]).unwrap();
+    let m = &c.masters[0];
+    let (da, db) = (a.path().join("d"), b.path().join("d"));
+    fs::create_dir(&da).unwrap();
+    let mut want = BTreeSet::new();
+
+    step("A makes 300 files in d: the directory is delegated, creates go in batches");
+    for i in 0..300 {
+        let name = format!("f{i:03}");
+        create_new(&da.join(&name)).unwrap_or_else(|e| panic!("create {name} on A: {e}"));
+        want.insert(name);
+    }
+    assert!(rpc_count(m, "Delegate") >= 1, "A never asked for d");
+    let batches = rpc_count(m, "Batch");
+    assert!(
+        rpc_count(m, "Create") < 10,
+        "A sent {} creates itself",
+        rpc_count(m, "Create")
+    );
+
+    step("B lists d at once: every name (d is recalled from A first)");
+    assert_eq!(names(&db), want);
+    assert!(metric(m, "mfs_recalls_total") >= 1, "no recall");
+    assert!(
+        metric(m, "mfs_writeback_ops_total") >= 290,
+        "{} ops came through batches",
+        metric(m, "mfs_writeback_ops_total")
+    );
+    assert!(rpc_count(m, "Batch") >= batches);
+    let st = fs::metadata(db.join("f007")).unwrap();
+    assert_eq!(st.mode() & 0o7777, 0o640 & !current_umask());
+    assert_eq!((st.uid(), st.gid(), st.nlink(), st.len()), (0, 0, 1, 0));
+    let sa = fs::metadata(da.join("f007")).unwrap();
+    assert_eq!((sa.ino(), sa.mode()), (st.ino(), st.mode()));
+
+    step("an existing name: EEXIST on A; A and B then create in d in turns");
+    let e = create_new(&da.join("f000")).map(|_| ()).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists);
+    for i in 0..120 {
+        let name = format!("g{i:03}");
+        let on = if i % 2 == 0 { &da } else { &db };
+        create_new(&on.join(&name)).unwrap_or_else(|e| panic!("create {name}: {e}"));
+        want.insert(name);
+        let e = create_new(&on.join("f001")).map(|_| ()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::AlreadyExists, "f001 again");
+    }
+    assert_eq!(names(&db), want);
+    assert_eq!(names(&da), want);
+
+    step("A writes, renames and unlinks files it made; B sees it");
+    for i in 0..50 {
+        create_new(&da.join(format!("h{i:02}"))).unwrap();
+    }
+    fs::write(da.join("h00"), b"hello").unwrap();
+    fs::rename(da.join("h01"), da.join("h01.r")).unwrap();
+    fs::remove_file(da.join("h02")).unwrap();
+    assert_eq!(fs::read(db.join("h00")).unwrap(), b"hello");
+    assert!(db.join("h01.r").exists() && !db.join("h01").exists());
+    assert!(!db.join("h02").exists());
+    for i in 3..50 {
+        assert!(db.join(format!("h{i:02}")).exists(), "h{i:02}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_synced_with_fsync_of_the_directory_outlive_the_mount() {
+    if skip_without_fuse() {
+        return;
+    }
+    let c = Cluster::start(1, &[]).await.unwrap();
+    let mut a = Mount::start(&c, "a", &[]).unwrap();
+    let d = a.path().join("d");
+    fs::create_dir(&d).unwrap();
+    let mut want = BTreeSet::new();
+    for i in 0..200 {
+        let name = format!("f{i:03}");
+        create_new(&d.join(&name)).unwrap();
+        want.insert(name);
+    }
+    File::open(&d).unwrap().sync_all().unwrap();
+    step("A is killed right after fsync(d); a new mount finds every file");
+    let pid = a.pid().expect("mount runs");
+    // SAFETY: kill(2) of the mount process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = a.terminate(std::time::Duration::from_secs(5));
+    let b = Mount::start(&c, "b", &[]).unwrap();
+    assert_eq!(names(&b.path().join("d")), want);
+}
+
+fn current_umask() -> u32 {
+    // SAFETY: umask(2) twice puts the mask back as it was.
+    unsafe {
+        let m = libc::umask(0o022);
+        libc::umask(m);
+        m
+    }
+}
