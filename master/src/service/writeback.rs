@@ -15,9 +15,9 @@ use tonic::{Request, Response, Status};
 
 use super::access::Need;
 use super::convert::ts_from_pb;
-use super::error::{errno_status, invalid};
+use super::error::{errno_status, errno_status_with, invalid};
 use super::meta::{Meta, R};
-use crate::fsm::{self, Inode, Op, Reply, SessionId};
+use crate::fsm::{self, Errno, Inode, Op, Reply, SessionId};
 use crate::raft::node::now;
 
 /// How long a call waits for the holder to give a directory back before
@@ -126,9 +126,20 @@ impl Meta {
     }
 
     pub(super) async fn delegate(&self, req: Request<pb::DelegateRequest>) -> R<pb::DelegateReply> {
-        let (_, r) = self
+        let (c, r) = self
             .admit_holding(req, Need::Write, |r| vec![Inode(r.dir)])
             .await?;
+        if c.rights
+            .as_ref()
+            .is_some_and(|r| r.mapall.is_some() || r.maproot.is_some())
+        {
+            // The master would make files with other owners than the
+            // mount says.
+            return Err(errno_status_with(
+                Errno::EBUSY,
+                "no delegation to a session whose exports line maps users (maproot, mapall)".into(),
+            ));
+        }
         let op = Op::Delegate {
             dir: Inode(r.dir),
             inodes: r.inodes,

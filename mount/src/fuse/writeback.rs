@@ -163,7 +163,7 @@ impl WriteBack {
             None if self.live() => Local::Absent,
             None => Local::Ask,
             Some(ino) => match st.pending.get(ino) {
-                Some((ticket, a)) if *ticket > done => Local::Pending(a.clone()),
+                Some((ticket, a)) if *ticket > done => Local::Pending(*a),
                 _ => Local::Ask,
             },
         }
@@ -180,7 +180,7 @@ impl WriteBack {
         st.pending
             .get(&inode)
             .filter(|(ticket, _)| *ticket > done)
-            .map(|(_, a)| a.clone())
+            .map(|(_, a)| *a)
     }
 
     /// A create of a regular file: answered here when `parent` is held
@@ -305,7 +305,7 @@ impl WriteBack {
         if st.pending.len() > 4096 {
             st.pending.retain(|_, (k, _)| *k > done);
         }
-        st.pending.insert(inode, (ticket, attr.clone()));
+        st.pending.insert(inode, (ticket, attr));
         Outcome::Done(Ok(attr))
     }
 

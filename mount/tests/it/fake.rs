@@ -385,6 +385,35 @@ impl MetaService for Svc {
     async fn dir_info(&self, _r: Request<DirInfoRequest>) -> R<DirInfoReply> {
         Err(Status::unimplemented("dirinfo"))
     }
+
+    async fn delegate(
+        &self,
+        _r: Request<mfs_proto::v1::DelegateRequest>,
+    ) -> R<mfs_proto::v1::DelegateReply> {
+        Err(Status::unimplemented("delegate"))
+    }
+
+    async fn return_delegation(
+        &self,
+        _r: Request<mfs_proto::v1::ReturnDelegationRequest>,
+    ) -> R<mfs_proto::v1::Empty> {
+        Err(Status::unimplemented("return_delegation"))
+    }
+
+    async fn batch(
+        &self,
+        _r: Request<mfs_proto::v1::BatchRequest>,
+    ) -> R<mfs_proto::v1::BatchReply> {
+        Err(Status::unimplemented("batch"))
+    }
+
+    type RecallsStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<mfs_proto::v1::Recall, Status>> + Send + 'static>,
+    >;
+
+    async fn recalls(&self, _r: Request<mfs_proto::v1::RecallsRequest>) -> R<Self::RecallsStream> {
+        Err(Status::unimplemented("recalls"))
+    }
 }
 
 #[tonic::async_trait]

@@ -512,6 +512,35 @@ impl MetaService for Meta {
     async fn dir_info(&self, _r: Request<DirInfoRequest>) -> R<DirInfoReply> {
         un()
     }
+
+    async fn delegate(
+        &self,
+        _r: Request<mfs_proto::v1::DelegateRequest>,
+    ) -> R<mfs_proto::v1::DelegateReply> {
+        un()
+    }
+
+    async fn return_delegation(
+        &self,
+        _r: Request<mfs_proto::v1::ReturnDelegationRequest>,
+    ) -> R<mfs_proto::v1::Empty> {
+        un()
+    }
+
+    async fn batch(
+        &self,
+        _r: Request<mfs_proto::v1::BatchRequest>,
+    ) -> R<mfs_proto::v1::BatchReply> {
+        un()
+    }
+
+    type RecallsStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<mfs_proto::v1::Recall, Status>> + Send + 'static>,
+    >;
+
+    async fn recalls(&self, _r: Request<mfs_proto::v1::RecallsRequest>) -> R<Self::RecallsStream> {
+        un()
+    }
 }
 
 /// A fake master and `n` fake chunkservers.
