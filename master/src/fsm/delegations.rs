@@ -15,8 +15,7 @@
 //! Delegations and held numbers are part of the namespace (image format
 //! 7): a new leader knows them. They end with the session.
 
-use super::namespace::{check_name, Namespace, NodeData};
-use super::perm::{self, MAY_EXEC, MAY_WRITE};
+use super::namespace::{Namespace, NodeData};
 use super::types::*;
 use mfs_common::ids::{Inode, SessionId};
 
@@ -130,13 +129,7 @@ impl Namespace {
         t: Timespec,
     ) -> Result<Reply, Errno> {
         let s = sid.ok_or(Errno::EBADF)?;
-        let dir = self.dir(parent)?;
-        check_name(name)?;
-        perm::access(dir, cred, MAY_EXEC)?;
-        if Self::child(dir, name).is_some() {
-            return Err(Errno::EEXIST);
-        }
-        perm::access(dir, cred, MAY_WRITE | MAY_EXEC)?;
+        self.may_create(cred, parent, name)?;
         let held = self
             .reserved
             .get(&s)

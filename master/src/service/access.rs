@@ -358,54 +358,49 @@ impl Meta {
         need: Need,
         inodes: &[Inode],
     ) -> Result<Caller, Status> {
-        let c = self.enter_holding(who, body, need, inodes).await?;
-        self.recall_from_others(c.session, inodes).await?;
-        Ok(c)
-    }
-
-    /// [`Meta::enter`] without the recall of directories delegated to
-    /// other sessions (`Delegate`, which is refused instead, and the
-    /// holder's own calls).
-    async fn enter_holding(
-        &self,
-        who: &Who,
-        body: u64,
-        need: Need,
-        inodes: &[Inode],
-    ) -> Result<Caller, Status> {
         self.node.settle().await?;
         let ns = self.node.shared.ns();
         caller(&self.exports, &ns, who, body, need, inodes)
     }
 
-    /// [`Meta::admit`] without recalls (see [`Meta::enter_holding`]).
-    pub(super) async fn admit_holding<T: Identified>(
-        &self,
-        req: Request<T>,
-        need: Need,
-        inodes: impl FnOnce(&T) -> Vec<Inode>,
-    ) -> Result<(Caller, T), Status> {
-        let who = who(&req);
-        let r = req.into_inner();
-        let c = self
-            .enter_holding(&who, r.session(), need, &inodes(&r))
-            .await?;
-        Ok((c, r))
-    }
-
     /// [`Meta::enter`] for a request: its caller (the session of its
     /// RequestId or metadata) checked for `need` and the inodes `inodes`
-    /// names, and the message.
+    /// names, and the message; directories among them delegated to
+    /// another session are recalled first (`writeback`).
     pub(super) async fn admit<T: Identified>(
         &self,
         req: Request<T>,
         need: Need,
         inodes: impl FnOnce(&T) -> Vec<Inode>,
     ) -> Result<(Caller, T), Status> {
+        let (c, r, inodes) = self.admit_with(req, need, inodes).await?;
+        self.recall_from_others(c.session, &inodes).await?;
+        Ok((c, r))
+    }
+
+    /// [`Meta::admit`] without recalls (`Delegate`, which is refused
+    /// instead, and the holder's own calls).
+    pub(super) async fn admit_holding<T: Identified>(
+        &self,
+        req: Request<T>,
+        need: Need,
+        inodes: impl FnOnce(&T) -> Vec<Inode>,
+    ) -> Result<(Caller, T), Status> {
+        let (c, r, _) = self.admit_with(req, need, inodes).await?;
+        Ok((c, r))
+    }
+
+    async fn admit_with<T: Identified>(
+        &self,
+        req: Request<T>,
+        need: Need,
+        inodes: impl FnOnce(&T) -> Vec<Inode>,
+    ) -> Result<(Caller, T, Vec<Inode>), Status> {
         let who = who(&req);
         let r = req.into_inner();
-        let c = self.enter(&who, r.session(), need, &inodes(&r)).await?;
-        Ok((c, r))
+        let inodes = inodes(&r);
+        let c = self.enter(&who, r.session(), need, &inodes).await?;
+        Ok((c, r, inodes))
     }
 
     /// RegisterSession: the directory asked for resolved, the exports
