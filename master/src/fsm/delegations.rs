@@ -94,10 +94,10 @@ impl Namespace {
         }
     }
 
-    /// Takes inode number `ino` from those `sid` holds (numbers below it
-    /// in its range are given up: a mount uses them in order).
-    fn take_reserved(&mut self, sid: SessionId, ino: Inode) -> Result<(), Errno> {
-        let ranges = self.reserved.get_mut(&sid).ok_or(Errno::EINVAL)?;
+    /// Where `ino` is among the numbers `sid` holds: (range index);
+    /// EINVAL when not held or already in use.
+    fn held_range(&self, sid: SessionId, ino: Inode) -> Result<usize, Errno> {
+        let ranges = self.reserved.get(&sid).ok_or(Errno::EINVAL)?;
         let i = ranges
             .iter()
             .position(|&(a, b)| (a..b).contains(&ino.0))
@@ -105,6 +105,16 @@ impl Namespace {
         if self.nodes.contains_key(&ino) {
             return Err(Errno::EINVAL);
         }
+        Ok(i)
+    }
+
+    /// Takes `ino` (in range `i`, from [`Namespace::held_range`]); the
+    /// numbers below it in its range are given up: a mount uses them in
+    /// order.
+    fn take_held(&mut self, sid: SessionId, i: usize, ino: Inode) {
+        let Some(ranges) = self.reserved.get_mut(&sid) else {
+            return;
+        };
         ranges[i].0 = ino.0 + 1;
         if ranges[i].0 == ranges[i].1 {
             ranges.remove(i);
@@ -112,7 +122,6 @@ impl Namespace {
         if ranges.is_empty() {
             self.reserved.remove(&sid);
         }
-        Ok(())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -130,13 +139,7 @@ impl Namespace {
     ) -> Result<Reply, Errno> {
         let s = sid.ok_or(Errno::EBADF)?;
         self.may_create(cred, parent, name)?;
-        let held = self
-            .reserved
-            .get(&s)
-            .is_some_and(|r| r.iter().any(|&(a, b)| (a..b).contains(&ino.0)));
-        if !held || self.nodes.contains_key(&ino) {
-            return Err(Errno::EINVAL);
-        }
+        let range = self.held_range(s, ino)?;
         let time = if (time.sec - t.sec).abs() > CLOCK_SLACK {
             t
         } else {
@@ -144,7 +147,7 @@ impl Namespace {
         };
         let data = NodeData::File { chunks: Vec::new() };
         let node = self.new_child(cred, parent, FileType::Regular, mode, umask, data, time)?;
-        self.take_reserved(s, ino)?;
+        self.take_held(s, range, ino);
         let attr = self.insert_child_at(parent, name, node, time, ino)?;
         self.track_open(sid, ino);
         Ok(Reply::Attr(attr))

@@ -10,8 +10,8 @@ use fuser::{
     ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, TimeOrNow,
 };
 use mfs_proto::v1::{
-    Attr, Credentials, FileType, LinkRequest, MkdirRequest, MknodRequest, ReaddirRequest,
-    RenameRequest, RmdirRequest, SetAttrRequest, SymlinkRequest, UnlinkRequest,
+    Attr, Credentials, FileType, LinkRequest, MkdirRequest, MknodRequest, RenameRequest,
+    RmdirRequest, SetAttrRequest, SymlinkRequest, UnlinkRequest,
 };
 
 use super::convert::{self, errno, file_attr, NAME_MAX};
@@ -482,34 +482,22 @@ impl Shared {
         plus: bool,
     ) -> Result<Vec<Entry>, ClientError> {
         let inode = self.map.to_master(ino);
-        let mut out = Vec::new();
-        let mut after = Vec::new();
-        loop {
-            let fetched = self.no_xattrs.fetch();
-            let r = self
-                .master
-                .readdir(ReaddirRequest {
-                    cred: Some(cred.clone()),
-                    inode,
-                    after: after.clone(),
-                    limit: PAGE,
-                    plus,
-                })
-                .await?;
-            for e in &r.entries {
-                out.push(Entry {
-                    name: e.name.clone(),
-                    inode: e.inode,
-                    kind: e.r#type,
-                    attr: e.attr,
-                    fetched,
-                });
-            }
-            match r.entries.last() {
-                Some(last) if r.more => after = last.name.clone(),
-                _ => break,
-            }
-        }
+        // Taken before the first page: attributes count as fetched no
+        // later than they were.
+        let fetched = self.no_xattrs.fetch();
+        let out: Vec<Entry> = self
+            .master
+            .readdir_all(cred, inode, plus, PAGE)
+            .await?
+            .into_iter()
+            .map(|e| Entry {
+                name: e.name,
+                inode: e.inode,
+                kind: e.r#type,
+                attr: e.attr,
+                fetched,
+            })
+            .collect();
         let fetched = self.no_xattrs.fetch();
         let dot_attr = if plus {
             Some(self.master.getattr(inode).await?)

@@ -24,9 +24,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use fuser::Errno;
-use mfs_proto::v1::{
-    batch_op, Attr, BatchOp, CreateAtOp, Credentials, FileType, ReaddirRequest, Timespec,
-};
+use mfs_proto::v1::{batch_op, Attr, BatchOp, CreateAtOp, Credentials, FileType, Timespec};
 
 use super::fs::Shared;
 use crate::master::MasterClient;
@@ -153,9 +151,11 @@ impl WriteBack {
         if !self.enabled {
             return Local::Ask;
         }
-        let sid = master.session_id();
-        let done = master.queue_done();
         let st = self.lock();
+        if st.dirs.is_empty() {
+            return Local::Ask;
+        }
+        let (sid, done) = (master.session_id(), master.queue_done());
         let Some(d) = st.dirs.get(&parent).filter(|d| d.session == sid) else {
             return Local::Ask;
         };
@@ -201,18 +201,16 @@ impl WriteBack {
             return None;
         }
         let sid = master.session_id();
-        match self.create_here(master, sid, cred, parent, name, mode, umask, exclusive) {
-            Outcome::Done(r) => return Some(r),
-            Outcome::Master => return None,
-            Outcome::NotHeld => {}
-        }
-        if !self.worth_asking(parent) {
-            return None;
-        }
-        self.take(master, cred, parent, sid).await;
-        match self.create_here(master, sid, cred, parent, name, mode, umask, exclusive) {
-            Outcome::Done(r) => Some(r),
-            Outcome::Master | Outcome::NotHeld => None,
+        let mut asked = false;
+        loop {
+            match self.create_here(master, sid, cred, parent, name, mode, umask, exclusive) {
+                Outcome::Done(r) => return Some(r),
+                Outcome::NotHeld if !asked && self.worth_asking(parent) => {
+                    self.take(master, cred, parent, sid).await;
+                    asked = true;
+                }
+                Outcome::Master | Outcome::NotHeld => return None,
+            }
         }
     }
 
@@ -333,10 +331,7 @@ impl WriteBack {
             Err(e) => {
                 tracing::debug!(parent, error = %e, "a delegated directory could not be listed; giving it back");
                 backoff(self);
-                if let Err(e) = master.return_delegation(parent).await {
-                    tracing::warn!(parent, error = %e, "giving a delegated directory back failed");
-                }
-                return;
+                return self.send_back(master, parent);
             }
         };
         let mut st = self.lock();
@@ -368,30 +363,14 @@ impl WriteBack {
         cred: &Credentials,
         dir: u64,
     ) -> Result<HashMap<Vec<u8>, u64>, String> {
-        let mut names = HashMap::new();
-        let mut after = Vec::new();
-        loop {
-            let r = master
-                .readdir(ReaddirRequest {
-                    cred: Some(cred.clone()),
-                    inode: dir,
-                    after: after.clone(),
-                    limit: PAGE,
-                    plus: false,
-                })
-                .await
-                .map_err(|e| e.to_string())?;
-            for e in &r.entries {
-                names.insert(e.name.clone(), e.inode);
-            }
-            if names.len() > MAX_NAMES {
-                return Err(format!("more than {MAX_NAMES} names"));
-            }
-            match r.entries.last() {
-                Some(last) if r.more => after = last.name.clone(),
-                _ => return Ok(names),
-            }
+        let entries = master
+            .readdir_all(cred, dir, false, PAGE)
+            .await
+            .map_err(|e| e.to_string())?;
+        if entries.len() > MAX_NAMES {
+            return Err(format!("more than {MAX_NAMES} names"));
         }
+        Ok(entries.into_iter().map(|e| (e.name, e.inode)).collect())
     }
 
     /// Refills the inode numbers when few are left (one call while the
@@ -460,35 +439,34 @@ impl WriteBack {
     }
 
     /// `dir` goes out of use now and is given back after the queue (a
-    /// change of its attributes, a recall, a rename the listing cannot
-    /// follow).
+    /// change of its attributes, a rename the listing cannot follow).
     pub(crate) fn give_back(&self, master: &MasterClient, dir: u64) {
-        if !self.enabled {
-            return;
-        }
-        let held = self.lock().dirs.remove(&dir).is_some();
-        if held {
-            let master = master.clone();
-            self.rt.spawn(async move {
-                if let Err(e) = master.return_delegation(dir).await {
-                    tracing::warn!(dir, error = %e, "giving a delegated directory back failed");
-                }
-            });
+        if self.enabled && self.lock().dirs.remove(&dir).is_some() {
+            self.send_back(master, dir);
         }
     }
 
     /// A recall from the master: out of use now, given back after the
     /// queue (also when not held: a grant may be on its way here).
-    async fn recall(&self, master: &MasterClient, dir: u64) {
+    fn recall(&self, master: &MasterClient, dir: u64) {
         {
             let mut st = self.lock();
             st.recalls += 1;
             st.dirs.remove(&dir);
             st.not_before.insert(dir, Instant::now() + BACKOFF);
         }
-        if let Err(e) = master.return_delegation(dir).await {
-            tracing::warn!(dir, error = %e, "giving a recalled directory back failed");
-        }
+        self.send_back(master, dir);
+    }
+
+    /// `ReturnDelegation` of `dir`, on the mount's runtime (it waits for
+    /// the queue).
+    fn send_back(&self, master: &MasterClient, dir: u64) {
+        let master = master.clone();
+        self.rt.spawn(async move {
+            if let Err(e) = master.return_delegation(dir).await {
+                tracing::warn!(dir, error = %e, "giving a delegated directory back failed");
+            }
+        });
     }
 
     /// A create the master refused: the name goes from the listing.
@@ -515,10 +493,7 @@ pub(crate) async fn recall_loop(shared: Weak<Shared>, wb: Arc<WriteBack>) {
                 while let Ok(Some(r)) = stream.message().await {
                     wb.set_alive(true);
                     if r.dir != 0 {
-                        let (wb, master) = (wb.clone(), master.clone());
-                        wb.rt
-                            .clone()
-                            .spawn(async move { wb.recall(&master, r.dir).await });
+                        wb.recall(&master, r.dir);
                     }
                 }
             }

@@ -317,6 +317,36 @@ impl MasterClient {
             .await
     }
 
+    /// Every entry of directory `inode` (without "." and ".."), read in
+    /// pages of `page`.
+    pub async fn readdir_all(
+        &self,
+        cred: &Credentials,
+        inode: u64,
+        plus: bool,
+        page: u32,
+    ) -> Result<Vec<mfs_proto::v1::DirEntry>, ClientError> {
+        let mut out = Vec::new();
+        let mut after = Vec::new();
+        loop {
+            let r = self
+                .readdir(ReaddirRequest {
+                    cred: Some(cred.clone()),
+                    inode,
+                    after,
+                    limit: page,
+                    plus,
+                })
+                .await?;
+            let more = r.more;
+            out.extend(r.entries);
+            match out.last() {
+                Some(last) if more => after = last.name.clone(),
+                _ => return Ok(out),
+            }
+        }
+    }
+
     /// Space and inode counts of the file system.
     pub async fn statfs(&self) -> Result<StatfsReply, ClientError> {
         self.inner
