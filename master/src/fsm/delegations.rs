@@ -7,7 +7,8 @@
 //! the mount sends what it queued before it gives it back. So the mount
 //! knows every name there and may answer a create itself: it picks an
 //! inode number from those it holds and queues a `CreateAt`, which the
-//! master applies later, in order, in a `Batch`. What the mount answered
+//! master applies later, in order, in a `Batch` (so too its unlinks,
+//! rmdirs and renames of names there). What the mount answered
 //! is what the apply does, because the master delegates only directories
 //! where a create's outcome needs nothing the mount does not see (no
 //! default ACL, no extra attributes, no SGID, no quota).
@@ -162,7 +163,12 @@ impl Namespace {
         let allowed = |op: &Op| {
             matches!(
                 op,
-                Op::CreateAt { .. } | Op::Release { .. } | Op::ReleaseMany { .. }
+                Op::CreateAt { .. }
+                    | Op::Release { .. }
+                    | Op::ReleaseMany { .. }
+                    | Op::Unlink { .. }
+                    | Op::Rmdir { .. }
+                    | Op::Rename { .. }
             )
         };
         if ops.len() > MAX_BATCH || !ops.iter().all(allowed) {

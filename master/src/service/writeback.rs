@@ -1,4 +1,4 @@
-//! Write-back creates, the leader's side (see `fsm::delegations` for the
+//! Write-back creates (and removals, renames), the leader's side (see `fsm::delegations` for the
 //! rules): the calls `Delegate`, `ReturnDelegation`, `Batch`, the
 //! `Recalls` streams, and the recall a call of another session makes
 //! before it touches a delegated directory.
@@ -187,13 +187,21 @@ impl Meta {
         }
         let (c, r) = self
             .admit(req, Need::Write, |r| {
-                r.ops
-                    .iter()
-                    .filter_map(|o| match &o.op {
-                        Some(pb::batch_op::Op::Create(c)) => Some(Inode(c.parent)),
-                        _ => None,
-                    })
-                    .collect()
+                let mut dirs: Vec<Inode> = Vec::new();
+                for o in &r.ops {
+                    match &o.op {
+                        Some(pb::batch_op::Op::Create(c)) => dirs.push(Inode(c.parent)),
+                        Some(pb::batch_op::Op::Unlink(u)) => dirs.push(Inode(u.parent)),
+                        Some(pb::batch_op::Op::Rmdir(u)) => dirs.push(Inode(u.parent)),
+                        Some(pb::batch_op::Op::Rename(m)) => {
+                            dirs.extend([Inode(m.parent), Inode(m.new_parent)])
+                        }
+                        Some(pb::batch_op::Op::Release(_)) | None => {}
+                    }
+                }
+                dirs.sort_unstable();
+                dirs.dedup();
+                dirs
             })
             .await?;
         let mut ops = Vec::with_capacity(r.ops.len());
@@ -214,6 +222,25 @@ impl Meta {
                 },
                 Some(pb::batch_op::Op::Release(inode)) => Op::Release {
                     inode: Inode(inode),
+                },
+                Some(pb::batch_op::Op::Unlink(u)) => Op::Unlink {
+                    cred: c.cred(u.cred),
+                    parent: Inode(u.parent),
+                    name: u.name,
+                },
+                Some(pb::batch_op::Op::Rmdir(u)) => Op::Rmdir {
+                    cred: c.cred(u.cred),
+                    parent: Inode(u.parent),
+                    name: u.name,
+                },
+                Some(pb::batch_op::Op::Rename(m)) => Op::Rename {
+                    cred: c.cred(m.cred),
+                    parent: Inode(m.parent),
+                    name: m.name,
+                    new_parent: Inode(m.new_parent),
+                    new_name: m.new_name,
+                    noreplace: m.noreplace,
+                    exchange: m.exchange,
                 },
                 None => return Err(invalid("Batch: an op without a kind")),
             });

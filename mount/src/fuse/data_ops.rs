@@ -156,7 +156,7 @@ impl Shared {
                 };
                 match self.master.create(req).await {
                     Ok(a) => {
-                        self.wb.note(dir, &name, Some(a.inode));
+                        self.wb.note(dir, &name, Some(&a));
                         a
                     }
                     Err(e) => return reply.error(errno(&e)),

@@ -289,8 +289,7 @@ impl Shared {
         let named = req.name.clone();
         let r = self.master.mknod(req).await;
         if let Ok(a) = &r {
-            self.wb
-                .note(self.map.to_master(parent), &named, Some(a.inode));
+            self.wb.note(self.map.to_master(parent), &named, Some(a));
         }
         self.reply_entry(self.map.to_master(parent), r, f, reply);
     }
@@ -319,8 +318,7 @@ impl Shared {
         let named = req.name.clone();
         let r = self.master.mkdir(req).await;
         if let Ok(a) = &r {
-            self.wb
-                .note(self.map.to_master(parent), &named, Some(a.inode));
+            self.wb.note(self.map.to_master(parent), &named, Some(a));
         }
         self.reply_entry(self.map.to_master(parent), r, f, reply);
     }
@@ -338,6 +336,12 @@ impl Shared {
             return reply.error(e);
         }
         let parent = self.map.to_master(parent);
+        if let Some(r) = self.wb.unlink(&self.master, &cred, parent, &name, dir) {
+            return match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            };
+        }
         let named = name.clone();
         let r = if dir {
             self.master
@@ -392,8 +396,7 @@ impl Shared {
         let named = req.name.clone();
         let r = self.master.symlink(req).await;
         if let Ok(a) = &r {
-            self.wb
-                .note(self.map.to_master(parent), &named, Some(a.inode));
+            self.wb.note(self.map.to_master(parent), &named, Some(a));
         }
         self.reply_entry(self.map.to_master(parent), r, f, reply);
     }
@@ -421,15 +424,34 @@ impl Shared {
             // RENAME_WHITEOUT (overlayfs) and unknown bits.
             return reply.error(Errno::EINVAL);
         }
+        let (noreplace, exchange) = (
+            flags.contains(RenameFlags::RENAME_NOREPLACE),
+            flags.contains(RenameFlags::RENAME_EXCHANGE),
+        );
+        let (p, np) = (self.map.to_master(parent), self.map.to_master(newparent));
+        let here = self.wb.rename(
+            &self.master,
+            &cred,
+            (p, &name),
+            (np, &newname),
+            noreplace,
+            exchange,
+        );
+        if let Some(r) = here {
+            return match r {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            };
+        }
         let req = RenameRequest {
             id: None,
             cred: Some(cred),
-            parent: self.map.to_master(parent),
+            parent: p,
             name,
-            new_parent: self.map.to_master(newparent),
+            new_parent: np,
             new_name: newname,
-            noreplace: flags.contains(RenameFlags::RENAME_NOREPLACE),
-            exchange: flags.contains(RenameFlags::RENAME_EXCHANGE),
+            noreplace,
+            exchange,
         };
         let (from, to, exchange) = (
             (req.parent, req.name.clone()),
@@ -468,8 +490,7 @@ impl Shared {
         let named = req.new_name.clone();
         let r = self.master.link(req).await;
         if let Ok(a) = &r {
-            self.wb
-                .note(self.map.to_master(newparent), &named, Some(a.inode));
+            self.wb.note(self.map.to_master(newparent), &named, Some(a));
         }
         self.reply_entry(self.map.to_master(newparent), r, f, reply);
     }

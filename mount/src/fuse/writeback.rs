@@ -25,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use fuser::Errno;
 use mfs_proto::v1::{batch_op, Attr, BatchOp, CreateAtOp, Credentials, FileType, Timespec};
+use mfs_proto::v1::{RenameRequest, RmdirRequest, UnlinkRequest};
 
 use super::fs::Shared;
 use crate::master::MasterClient;
@@ -76,7 +77,23 @@ struct State {
 struct Dir {
     session: u64,
     attr: Attr,
-    names: HashMap<Vec<u8>, u64>,
+    names: HashMap<Vec<u8>, Entry>,
+}
+
+/// A name of a held directory.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Entry {
+    inode: u64,
+    dir: bool,
+}
+
+impl Entry {
+    fn of(a: &Attr) -> Entry {
+        Entry {
+            inode: a.inode,
+            dir: a.r#type == FileType::Directory as i32,
+        }
+    }
 }
 
 /// What the mount knows of a name without asking.
@@ -109,6 +126,13 @@ fn may_write_dir(d: &Attr, c: &Credentials) -> bool {
         d.mode
     };
     bits & 0o3 == 0o3
+}
+
+/// Whether `c` may remove or rename any name in directory `d` as the
+/// mount sees it: write and search permission, and no sticky bit unless
+/// `c` owns the directory (else the master decides).
+fn may_remove_in(d: &Attr, c: &Credentials) -> bool {
+    may_write_dir(d, c) && (d.mode & 0o1000 == 0 || c.uid == 0 || c.uid == d.uid)
 }
 
 fn now_ts() -> Timespec {
@@ -162,7 +186,7 @@ impl WriteBack {
         match d.names.get(name) {
             None if self.live() => Local::Absent,
             None => Local::Ask,
-            Some(ino) => match st.pending.get(ino) {
+            Some(e) => match st.pending.get(&e.inode) {
                 Some((ticket, a)) if *ticket > done => Local::Pending(*a),
                 _ => Local::Ask,
             },
@@ -288,7 +312,7 @@ impl WriteBack {
             eattr: 0,
             has_xattrs: Some(false),
         };
-        d.names.insert(name.to_vec(), inode);
+        d.names.insert(name.to_vec(), Entry::of(&attr));
         let ticket = master.queue_op(BatchOp {
             op: Some(batch_op::Op::Create(CreateAtOp {
                 cred: Some(cred.clone()),
@@ -362,7 +386,7 @@ impl WriteBack {
         master: &MasterClient,
         cred: &Credentials,
         dir: u64,
-    ) -> Result<HashMap<Vec<u8>, u64>, String> {
+    ) -> Result<HashMap<Vec<u8>, Entry>, String> {
         let entries = master
             .readdir_all(cred, dir, false, PAGE)
             .await
@@ -370,7 +394,17 @@ impl WriteBack {
         if entries.len() > MAX_NAMES {
             return Err(format!("more than {MAX_NAMES} names"));
         }
-        Ok(entries.into_iter().map(|e| (e.name, e.inode)).collect())
+        let dir = FileType::Directory as i32;
+        Ok(entries
+            .into_iter()
+            .map(|e| {
+                let entry = Entry {
+                    inode: e.inode,
+                    dir: e.r#type == dir,
+                };
+                (e.name, entry)
+            })
+            .collect())
     }
 
     /// Refills the inode numbers when few are left (one call while the
@@ -392,16 +426,146 @@ impl WriteBack {
         }
     }
 
-    /// This mount's own change of a name in `parent` went through:
-    /// `inode` is there now, or nothing (`None`).
-    pub(crate) fn note(&self, parent: u64, name: &[u8], inode: Option<u64>) {
+    /// An unlink (rmdir when `dir`) of `name` in `parent`: answered here
+    /// when the mount holds `parent` (and, for rmdir, the directory
+    /// removed, empty); None: ask the master.
+    pub(crate) fn unlink(
+        &self,
+        master: &MasterClient,
+        cred: &Credentials,
+        parent: u64,
+        name: &[u8],
+        dir: bool,
+    ) -> Option<Result<(), Errno>> {
+        if !self.enabled || !self.live() {
+            return None;
+        }
+        let sid = master.session_id();
+        let mut st = self.lock();
+        let st = &mut *st;
+        let d = st.dirs.get(&parent).filter(|d| d.session == sid)?;
+        if !may_remove_in(&d.attr, cred) {
+            return None;
+        }
+        let Some(&e) = d.names.get(name) else {
+            return Some(Err(Errno::ENOENT));
+        };
+        match (dir, e.dir) {
+            (true, false) => return Some(Err(Errno::ENOTDIR)),
+            (false, true) => return Some(Err(Errno::EISDIR)),
+            // Empty for sure only when held here too.
+            (true, true) => st
+                .dirs
+                .get(&e.inode)
+                .filter(|c| c.session == sid && c.names.is_empty())
+                .map(|_| ())?,
+            (false, false) => {}
+        }
+        if let Some(d) = st.dirs.get_mut(&parent) {
+            d.names.remove(name);
+        }
+        if dir {
+            st.dirs.remove(&e.inode);
+        }
+        // Its attributes (nlink) are the master's again.
+        st.pending.remove(&e.inode);
+        let (cred, name) = (Some(cred.clone()), name.to_vec());
+        let op = if dir {
+            batch_op::Op::Rmdir(RmdirRequest {
+                id: None,
+                cred,
+                parent,
+                name,
+            })
+        } else {
+            batch_op::Op::Unlink(UnlinkRequest {
+                id: None,
+                cred,
+                parent,
+                name,
+            })
+        };
+        master.queue_op(BatchOp { op: Some(op) });
+        Some(Ok(()))
+    }
+
+    /// A rename of `from` to `to` (directory, name): answered here when
+    /// the mount holds both directories and the outcome is plain (no
+    /// exchange, nothing replaced but a file by a file, a directory only
+    /// renamed within its parent); None: ask the master.
+    pub(crate) fn rename(
+        &self,
+        master: &MasterClient,
+        cred: &Credentials,
+        from: (u64, &[u8]),
+        to: (u64, &[u8]),
+        noreplace: bool,
+        exchange: bool,
+    ) -> Option<Result<(), Errno>> {
+        if !self.enabled || exchange || from == to || !self.live() {
+            return None;
+        }
+        let sid = master.session_id();
+        let mut st = self.lock();
+        let st = &mut *st;
+        let held = |p: u64| {
+            st.dirs
+                .get(&p)
+                .filter(|d| d.session == sid && may_remove_in(&d.attr, cred))
+        };
+        let (src_dir, dst_dir) = (held(from.0)?, held(to.0)?);
+        let Some(&src) = src_dir.names.get(from.1) else {
+            return Some(Err(Errno::ENOENT));
+        };
+        let dst = dst_dir.names.get(to.1).copied();
+        if let Some(dst) = dst {
+            if noreplace {
+                return Some(Err(Errno::EEXIST));
+            }
+            if dst.dir || src.dir || dst.inode == src.inode {
+                return None;
+            }
+        }
+        if src.dir && from.0 != to.0 {
+            return None;
+        }
+        if let Some(d) = st.dirs.get_mut(&from.0) {
+            d.names.remove(from.1);
+        }
+        if let Some(d) = st.dirs.get_mut(&to.0) {
+            d.names.insert(to.1.to_vec(), src);
+        }
+        if let Some(dst) = dst {
+            st.pending.remove(&dst.inode);
+        }
+        if let Some((_, a)) = st.pending.get_mut(&src.inode) {
+            a.ctime = Some(now_ts());
+        }
+        master.queue_op(BatchOp {
+            op: Some(batch_op::Op::Rename(RenameRequest {
+                id: None,
+                cred: Some(cred.clone()),
+                parent: from.0,
+                name: from.1.to_vec(),
+                new_parent: to.0,
+                new_name: to.1.to_vec(),
+                noreplace,
+                exchange,
+            })),
+        });
+        Some(Ok(()))
+    }
+
+    /// This mount's own change of a name in `parent` went through: the
+    /// file `made` is there now, or nothing (`None`).
+    pub(crate) fn note(&self, parent: u64, name: &[u8], made: Option<&Attr>) {
         if !self.enabled {
             return;
         }
         let mut st = self.lock();
         if let Some(d) = st.dirs.get_mut(&parent) {
-            match inode {
-                Some(i) => d.names.insert(name.to_vec(), i),
+            match made {
+                Some(a) => d.names.insert(name.to_vec(), Entry::of(a)),
                 None => d.names.remove(name),
             };
         }
@@ -474,7 +638,7 @@ impl WriteBack {
         let mut st = self.lock();
         st.pending.remove(&inode);
         if let Some(d) = st.dirs.get_mut(&parent) {
-            if d.names.get(name) == Some(&inode) {
+            if d.names.get(name).is_some_and(|e| e.inode == inode) {
                 d.names.remove(name);
             }
         }

@@ -1,6 +1,7 @@
-//! The write-back queue: creates a mount answered itself in directories
-//! delegated to its session (see the master's `fsm::delegations`), sent to
-//! the master in order, in batches (`Batch`: one log entry for many).
+//! The write-back queue: creates (and unlinks, rmdirs, renames) a mount
+//! answered itself in directories delegated to its session (see the
+//! master's `fsm::delegations`), sent to the master in order, in batches
+//! (`Batch`: one log entry for many).
 //!
 //! Every other call of this client waits for what was queued before it
 //! started ([`Queue::barrier`] in `Inner::call_with_limit`), so the master
@@ -167,8 +168,20 @@ impl MasterClient {
     }
 
     fn refused(&self, op: &BatchOp, errno: i32) {
-        let Some(batch_op::Op::Create(c)) = &op.op else {
-            return;
+        let c = match &op.op {
+            Some(batch_op::Op::Create(c)) => c,
+            Some(batch_op::Op::Release(_)) | None => return,
+            Some(other) => {
+                // The mount answered it from what it holds; the master
+                // found otherwise (another client's change it could not
+                // foresee, such as a file's owner in a sticky directory).
+                tracing::warn!(
+                    ?other,
+                    errno,
+                    "the master refused a removal or rename this mount had answered"
+                );
+                return;
+            }
         };
         tracing::warn!(
             parent = c.parent,

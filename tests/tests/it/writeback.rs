@@ -136,3 +136,127 @@ fn current_umask() -> u32 {
         m
     }
 }
+
+fn renameat2(from: &Path, to: &Path, flags: u32) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).unwrap();
+    let (f, t) = (c(from), c(to));
+    // SAFETY: two NUL-terminated paths that live across the call.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            flags,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removals_and_renames_answered_by_the_mount_are_seen_by_another_mount() {
+    use std::io::{Read, Seek, Write};
+    if skip_without_fuse() {
+        return;
+    }
+    let mut c = Cluster::start(1, &[]).await.unwrap();
+    c.add_chunkservers(1, 1).await.unwrap();
+    let a = Mount::start(&c, "a", &[]).unwrap();
+    let b = Mount::start(&c, "b", &[]).unwrap();
+    let m = &c.masters[0];
+    let (da, db) = (a.path().join("d"), b.path().join("d"));
+    fs::create_dir(&da).unwrap();
+    fs::create_dir(da.join("empty")).unwrap();
+
+    step("B makes a file in d and keeps it open");
+    let mut kept = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(db.join("kept"))
+        .unwrap();
+    kept.write_all(b"still here").unwrap();
+    kept.sync_all().unwrap();
+
+    step("A makes 200 files and a subdirectory with 3 (both delegated)");
+    let mut want = BTreeSet::from(["kept".to_string(), "empty".to_string()]);
+    for i in 0..200 {
+        let name = format!("f{i:03}");
+        create_new(&da.join(&name)).unwrap();
+        want.insert(name);
+    }
+    fs::create_dir(da.join("sub")).unwrap();
+    for i in 0..3 {
+        create_new(&da.join("sub").join(format!("s{i}"))).unwrap();
+    }
+    want.insert("sub".into());
+    fs::write(da.join("f000"), b"zero").unwrap();
+    let (unlinks, renames, rmdirs) = (
+        rpc_count(m, "Unlink"),
+        rpc_count(m, "Rename"),
+        rpc_count(m, "Rmdir"),
+    );
+
+    step("A renames, replaces, unlinks and removes; errors as a local fs gives");
+    for i in 100..200 {
+        let (from, to) = (format!("f{i:03}"), format!("f{i:03}.r"));
+        fs::rename(da.join(&from), da.join(&to)).unwrap();
+        want.remove(&from);
+        want.insert(to);
+    }
+    for i in 1..50 {
+        let name = format!("f{i:03}");
+        fs::remove_file(da.join(&name)).unwrap();
+        want.remove(&name);
+    }
+    // A file renamed over another: the old one is gone, the data moves.
+    fs::rename(da.join("f000"), da.join("f050")).unwrap();
+    want.remove("f000");
+    let err = |r: std::io::Result<()>| r.unwrap_err().raw_os_error();
+    assert_eq!(err(fs::remove_file(da.join("f001"))), Some(libc::ENOENT));
+    assert_eq!(
+        err(fs::rename(da.join("f002"), da.join("x"))),
+        Some(libc::ENOENT)
+    );
+    let noreplace = renameat2(&da.join("f051"), &da.join("f052"), libc::RENAME_NOREPLACE);
+    assert_eq!(err(noreplace), Some(libc::EEXIST));
+    assert_eq!(err(fs::remove_dir(da.join("sub"))), Some(libc::ENOTEMPTY));
+    for i in 0..3 {
+        fs::remove_file(da.join("sub").join(format!("s{i}"))).unwrap();
+    }
+    fs::remove_dir(da.join("sub")).unwrap();
+    want.remove("sub");
+    fs::remove_dir(da.join("empty")).unwrap();
+    want.remove("empty");
+    // B's open file, unlinked by A: B still reads it.
+    fs::remove_file(da.join("kept")).unwrap();
+    want.remove("kept");
+    assert!(
+        rpc_count(m, "Unlink") - unlinks < 5 && rpc_count(m, "Rename") - renames < 5,
+        "A sent {} unlinks and {} renames itself",
+        rpc_count(m, "Unlink") - unlinks,
+        rpc_count(m, "Rename") - renames
+    );
+    // To the master: sub while not empty, and "empty" (not held); the
+    // second rmdir of sub (held, empty) was answered here.
+    assert_eq!(rpc_count(m, "Rmdir") - rmdirs, 2);
+
+    step("B lists d: exactly what A left (d is recalled from A first)");
+    assert_eq!(names(&db), want);
+    assert_eq!(fs::read(db.join("f050")).unwrap(), b"zero");
+    assert!(fs::metadata(db.join("f150.r")).unwrap().is_file());
+    let mut s = String::new();
+    kept.rewind().unwrap();
+    kept.read_to_string(&mut s).unwrap();
+    assert_eq!(s, "still here");
+    drop(kept);
+
+    step("a new mount sees the same");
+    let n = Mount::start(&c, "n", &[]).unwrap();
+    assert_eq!(names(&n.path().join("d")), want);
+}

@@ -157,6 +157,53 @@ fn a_batch_applies_each_op_alone_and_in_order() {
 }
 
 #[test]
+fn a_batch_carries_unlinks_rmdirs_and_renames_of_a_held_directory() {
+    let mut h = unquoted();
+    let d = h.mkdir(&root(), R, "d", 0o777).inode;
+    let sub = h.mkdir(&user(1000), d, "sub", 0o755).inode;
+    let (first, _) = granted(h.run(delegate(d, 10)));
+    granted(h.run(delegate(sub, 0)));
+    let name = |s: &str| s.as_bytes().to_vec();
+    let r = h.run(Op::Batch {
+        ops: vec![
+            create_at(d, "a", first, h.now),
+            create_at(d, "b", first + 1, h.now),
+            Op::Rename {
+                cred: user(1000),
+                parent: d,
+                name: name("a"),
+                new_parent: d,
+                new_name: name("b"),
+                noreplace: false,
+                exchange: false,
+            },
+            Op::Unlink {
+                cred: user(1000),
+                parent: d,
+                name: name("a"),
+            },
+            Op::Rmdir {
+                cred: user(1000),
+                parent: d,
+                name: name("sub"),
+            },
+            Op::Unlink {
+                cred: user(1000),
+                parent: d,
+                name: name("b"),
+            },
+        ],
+    });
+    // The rename replaced b (so a is gone); rmdir took the held sub.
+    assert_eq!(r, Reply::Batch(vec![0, 0, 0, Errno::ENOENT.0, 0, 0]));
+    assert_eq!(h.lookup(d, "a").err(), Some(Errno::ENOENT));
+    assert_eq!(h.lookup(d, "b").err(), Some(Errno::ENOENT));
+    assert_eq!(h.ns.delegated_to(sub), None);
+    assert_eq!(h.ns.delegated_to(d), Some(h.sid));
+    h.ns.check().expect("consistent");
+}
+
+#[test]
 fn no_delegation_where_a_mount_could_not_foresee_a_create() {
     let mut h = H::new(); // with its root quota
     let q = h.mkdir(&root(), R, "q", 0o777).inode;
