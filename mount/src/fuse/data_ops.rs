@@ -53,6 +53,7 @@ impl Shared {
             truncate,
         };
         if truncate {
+            self.wb.changed(&self.master, inode);
             // Commit earlier writes first, so that they cannot land after
             // the cut.
             if let Err(e) = self.io.flush(inode).await {
@@ -239,6 +240,7 @@ impl Shared {
         let Ok(len) = u32::try_from(data.len()) else {
             return reply.error(Errno::EINVAL);
         };
+        self.wb.changed(&self.master, self.map.to_master(ino));
         // Writeback pages may come through any handle of the inode (or a
         // handle already released): mark the one given when it is ours.
         if let Some(f) = self.handles.file(fh.0) {

@@ -65,6 +65,7 @@ impl Shared {
         if length == 0 {
             return reply.error(Errno::EINVAL);
         }
+        self.wb.changed(&self.master, inode);
         let keep = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
         let r = match mode & !libc::FALLOC_FL_KEEP_SIZE {
             0 if keep => Ok(()),

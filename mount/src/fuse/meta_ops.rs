@@ -144,7 +144,7 @@ impl Shared {
         let f = self.no_xattrs.fetch();
         match self.wb.lookup(&self.master, parent, &name) {
             super::writeback::Local::Absent => return reply.error(Errno::ENOENT),
-            super::writeback::Local::Pending(a) => {
+            super::writeback::Local::Made(a) => {
                 return self.reply_entry(parent, Ok(a), f, reply);
             }
             super::writeback::Local::Ask => {}
@@ -166,8 +166,8 @@ impl Shared {
                 return reply.attr(&Duration::ZERO, &self.local_attr(&a));
             }
         }
-        if let Some(a) = self.wb.pending_attr(&self.master, inode) {
-            return reply.attr(&Duration::ZERO, &self.local_attr(&a));
+        if let Some(a) = self.wb.made_attr(&self.master, inode) {
+            return reply.attr(&self.attr_ttl(&a), &self.local_attr(&a));
         }
         let f = self.no_xattrs.fetch();
         match self.master.getattr(inode).await {
@@ -189,7 +189,7 @@ impl Shared {
         let inode = self.map.to_master(ino);
         // A delegated directory's creates are checked against its
         // attributes as they were.
-        self.wb.give_back(&self.master, inode);
+        self.wb.changed(&self.master, inode);
         let mut req = SetAttrRequest {
             id: None,
             cred: Some(cred),
@@ -479,6 +479,7 @@ impl Shared {
         if let Err(e) = self.ro().and_then(|_| check_name(&newname)) {
             return reply.error(e);
         }
+        self.wb.changed(&self.master, self.map.to_master(ino));
         let req = LinkRequest {
             id: None,
             cred: Some(cred),

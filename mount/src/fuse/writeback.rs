@@ -44,6 +44,8 @@ const LOW: u64 = 256;
 const MAX_NAMES: usize = 1_000_000;
 /// Listing page size.
 const PAGE: u32 = 10_000;
+/// Files made here whose attributes are kept at most.
+const MAX_MADE: usize = 100_000;
 
 #[derive(Debug)]
 pub(crate) struct WriteBack {
@@ -61,9 +63,10 @@ struct State {
     /// for.
     inos: VecDeque<(u64, u64)>,
     inos_session: u64,
-    /// Files created here and not yet answered by the master: their
-    /// queue ticket and attributes.
-    pending: HashMap<u64, (u64, Attr)>,
+    /// Files created here whose attributes the mount knows: until the
+    /// master answered their create, and after while the mount holds
+    /// their directory and did nothing else to them.
+    made: HashMap<u64, Made>,
     /// The last create sent to the master per directory (a stream?).
     last_create: HashMap<u64, Instant>,
     /// Directories not to ask for until then.
@@ -71,13 +74,29 @@ struct State {
     /// Bumped at every recall: a delegation granted while one came is not
     /// used.
     recalls: u64,
+    /// Delegations taken so far (their ids).
+    grants: u64,
 }
 
 #[derive(Debug)]
 struct Dir {
     session: u64,
+    /// Which delegation of the directory this is (files made under an
+    /// earlier one are not known any more).
+    grant: u64,
     attr: Attr,
     names: HashMap<Vec<u8>, Entry>,
+}
+
+/// A file created here.
+#[derive(Debug)]
+struct Made {
+    /// Its create's queue ticket.
+    ticket: u64,
+    parent: u64,
+    /// The directory's delegation it was made (or renamed to) under.
+    grant: u64,
+    attr: Attr,
 }
 
 /// A name of a held directory.
@@ -102,8 +121,8 @@ pub(crate) enum Local {
     Ask,
     /// The held directory has no such name.
     Absent,
-    /// A file made here that the master has not answered for yet.
-    Pending(Attr),
+    /// A file made here: its attributes (see [`WriteBack::made_attr`]).
+    Made(Attr),
 }
 
 enum Outcome {
@@ -179,32 +198,58 @@ impl WriteBack {
         if st.dirs.is_empty() {
             return Local::Ask;
         }
-        let (sid, done) = (master.session_id(), master.queue_done());
+        let sid = master.session_id();
         let Some(d) = st.dirs.get(&parent).filter(|d| d.session == sid) else {
             return Local::Ask;
         };
         match d.names.get(name) {
             None if self.live() => Local::Absent,
             None => Local::Ask,
-            Some(e) => match st.pending.get(&e.inode) {
-                Some((ticket, a)) if *ticket > done => Local::Pending(*a),
+            Some(e) => match st.made.get(&e.inode) {
+                Some(m) if m.parent == parent && m.grant == d.grant => Local::Made(m.attr),
                 _ => Local::Ask,
             },
         }
     }
 
-    /// The attributes of `inode` if it is a file made here that the
-    /// master has not answered for yet.
-    pub(crate) fn pending_attr(&self, master: &MasterClient, inode: u64) -> Option<Attr> {
+    /// The attributes of `inode` if it is a file made here, and the
+    /// master has not answered its create yet or the mount still holds
+    /// its directory: nobody else can name it then, and what this mount
+    /// does to it besides a rename here ([`WriteBack::touched`]) makes it
+    /// the master's again.
+    pub(crate) fn made_attr(&self, master: &MasterClient, inode: u64) -> Option<Attr> {
         if !self.enabled {
             return None;
         }
-        let done = master.queue_done();
+        let (sid, done) = (master.session_id(), master.queue_done());
         let st = self.lock();
-        st.pending
-            .get(&inode)
-            .filter(|(ticket, _)| *ticket > done)
-            .map(|(_, a)| *a)
+        let m = st.made.get(&inode)?;
+        let held = || {
+            st.dirs
+                .get(&m.parent)
+                .is_some_and(|d| d.session == sid && d.grant == m.grant)
+        };
+        (m.ticket > done || held()).then_some(m.attr)
+    }
+
+    /// This mount changes `inode`: a held directory's attributes or
+    /// extended attributes (creates there were checked against them as
+    /// they were: it is given back), a file's data, attributes or links
+    /// (its attributes are the master's again).
+    pub(crate) fn changed(&self, master: &MasterClient, inode: u64) {
+        if !self.enabled {
+            return;
+        }
+        let held = {
+            let mut st = self.lock();
+            if !st.made.is_empty() {
+                st.made.remove(&inode);
+            }
+            st.dirs.remove(&inode).is_some()
+        };
+        if held {
+            self.send_back(master, inode);
+        }
     }
 
     /// A create of a regular file: answered here when `parent` is held
@@ -313,6 +358,7 @@ impl WriteBack {
             has_xattrs: Some(false),
         };
         d.names.insert(name.to_vec(), Entry::of(&attr));
+        let grant = d.grant;
         let ticket = master.queue_op(BatchOp {
             op: Some(batch_op::Op::Create(CreateAtOp {
                 cred: Some(cred.clone()),
@@ -324,10 +370,22 @@ impl WriteBack {
                 time: Some(t),
             })),
         });
-        if st.pending.len() > 4096 {
-            st.pending.retain(|_, (k, _)| *k > done);
+        if st.made.len() >= MAX_MADE {
+            let dirs = &st.dirs;
+            st.made.retain(|_, m| {
+                m.ticket > done || dirs.get(&m.parent).is_some_and(|d| d.grant == m.grant)
+            });
+            if st.made.len() >= MAX_MADE {
+                st.made.clear();
+            }
         }
-        st.pending.insert(inode, (ticket, attr));
+        let made = Made {
+            ticket,
+            parent,
+            grant,
+            attr,
+        };
+        st.made.insert(inode, made);
         Outcome::Done(Ok(attr))
     }
 
@@ -371,10 +429,13 @@ impl WriteBack {
             // A recall came meanwhile; it gives the directory back.
             return;
         }
+        st.grants += 1;
+        let grant = st.grants;
         st.dirs.insert(
             parent,
             Dir {
                 session: sid,
+                grant,
                 attr,
                 names,
             },
@@ -468,7 +529,7 @@ impl WriteBack {
             st.dirs.remove(&e.inode);
         }
         // Its attributes (nlink) are the master's again.
-        st.pending.remove(&e.inode);
+        st.made.remove(&e.inode);
         let (cred, name) = (Some(cred.clone()), name.to_vec());
         let op = if dir {
             batch_op::Op::Rmdir(RmdirRequest {
@@ -536,10 +597,13 @@ impl WriteBack {
             d.names.insert(to.1.to_vec(), src);
         }
         if let Some(dst) = dst {
-            st.pending.remove(&dst.inode);
+            st.made.remove(&dst.inode);
         }
-        if let Some((_, a)) = st.pending.get_mut(&src.inode) {
-            a.ctime = Some(now_ts());
+        let grant = st.dirs.get(&to.0).map_or(0, |d| d.grant);
+        if let Some(m) = st.made.get_mut(&src.inode) {
+            m.parent = to.0;
+            m.grant = grant;
+            m.attr.ctime = Some(now_ts());
         }
         master.queue_op(BatchOp {
             op: Some(batch_op::Op::Rename(RenameRequest {
@@ -563,11 +627,12 @@ impl WriteBack {
             return;
         }
         let mut st = self.lock();
-        if let Some(d) = st.dirs.get_mut(&parent) {
-            match made {
-                Some(a) => d.names.insert(name.to_vec(), Entry::of(a)),
-                None => d.names.remove(name),
-            };
+        let gone = st.dirs.get_mut(&parent).and_then(|d| match made {
+            Some(a) => d.names.insert(name.to_vec(), Entry::of(a)),
+            None => d.names.remove(name),
+        });
+        if let Some(e) = gone {
+            st.made.remove(&e.inode);
         }
     }
 
@@ -587,14 +652,19 @@ impl WriteBack {
             .dirs
             .get_mut(&from.0)
             .and_then(|d| d.names.remove(from.1));
+        let mut replaced = None;
         let followed = match (moved, st.dirs.get_mut(&to.0)) {
             (_, None) => !exchange || !st.dirs.contains_key(&from.0),
-            (Some(ino), Some(d)) if !exchange => {
-                d.names.insert(to.1.to_vec(), ino);
+            (Some(e), Some(d)) if !exchange => {
+                replaced = d.names.insert(to.1.to_vec(), e);
                 true
             }
             _ => false,
         };
+        // The master changed their ctime (and link count).
+        for e in moved.iter().chain(replaced.iter()) {
+            st.made.remove(&e.inode);
+        }
         if !followed {
             drop(st);
             self.give_back(master, from.0);
@@ -604,7 +674,7 @@ impl WriteBack {
 
     /// `dir` goes out of use now and is given back after the queue (a
     /// change of its attributes, a rename the listing cannot follow).
-    pub(crate) fn give_back(&self, master: &MasterClient, dir: u64) {
+    fn give_back(&self, master: &MasterClient, dir: u64) {
         if self.enabled && self.lock().dirs.remove(&dir).is_some() {
             self.send_back(master, dir);
         }
@@ -636,7 +706,7 @@ impl WriteBack {
     /// A create the master refused: the name goes from the listing.
     pub(crate) fn refused(&self, parent: u64, name: &[u8], inode: u64) {
         let mut st = self.lock();
-        st.pending.remove(&inode);
+        st.made.remove(&inode);
         if let Some(d) = st.dirs.get_mut(&parent) {
             if d.names.get(name).is_some_and(|e| e.inode == inode) {
                 d.names.remove(name);

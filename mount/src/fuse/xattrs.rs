@@ -123,7 +123,7 @@ impl Shared {
         reply: ReplyEmpty,
     ) {
         let inode = self.map.to_master(ino);
-        self.wb.give_back(&self.master, inode);
+        self.wb.changed(&self.master, inode);
         self.no_caps.forget(inode);
         if let Err(e) = self.ro().and_then(|_| xattr_name_ok(&name)) {
             return reply.error(e);
@@ -213,7 +213,7 @@ impl Shared {
         reply: ReplyEmpty,
     ) {
         let inode = self.map.to_master(ino);
-        self.wb.give_back(&self.master, inode);
+        self.wb.changed(&self.master, inode);
         self.no_caps.forget(inode);
         if let Err(e) = self.ro().and_then(|_| xattr_name_ok(&name)) {
             return reply.error(e);

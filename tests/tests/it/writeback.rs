@@ -260,3 +260,64 @@ async fn removals_and_renames_answered_by_the_mount_are_seen_by_another_mount() 
     let n = Mount::start(&c, "n", &[]).unwrap();
     assert_eq!(names(&n.path().join("d")), want);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mount_answers_stat_of_files_it_made_in_a_directory_it_holds() {
+    use std::os::unix::fs::PermissionsExt;
+    if skip_without_fuse() {
+        return;
+    }
+    let mut c = Cluster::start(1, &[]).await.unwrap();
+    c.add_chunkservers(1, 1).await.unwrap();
+    let a = Mount::start(&c, "a", &[]).unwrap();
+    let b = Mount::start(&c, "b", &[]).unwrap();
+    let m = &c.masters[0];
+    let (da, db) = (a.path().join("d"), b.path().join("d"));
+    fs::create_dir(&da).unwrap();
+    for i in 0..100 {
+        create_new(&da.join(format!("f{i:03}"))).unwrap();
+    }
+    // Every create is at the master now.
+    File::open(&da).unwrap().sync_all().unwrap();
+
+    step("stat on A after the creates went out: answered by A");
+    let before = rpc_count(m, "GetAttr") + rpc_count(m, "Lookup");
+    let on_a: Vec<fs::Metadata> = (0..100)
+        .map(|i| fs::metadata(da.join(format!("f{i:03}"))).unwrap())
+        .collect();
+    let asked = rpc_count(m, "GetAttr") + rpc_count(m, "Lookup") - before;
+    assert!(asked < 10, "A asked the master {asked} times for 100 stats");
+
+    step("A changes one file: its stat is the master's again");
+    fs::set_permissions(da.join("f005"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(da.join("f006"), b"six").unwrap();
+    fs::rename(da.join("f007"), da.join("f007.r")).unwrap();
+    let st = fs::metadata(da.join("f005")).unwrap();
+    assert_eq!(st.mode() & 0o7777, 0o600);
+    assert_eq!(fs::metadata(da.join("f006")).unwrap().len(), 3);
+
+    step("B's stat of each file (a recall) agrees with what A answered");
+    for (i, sa) in on_a.iter().enumerate() {
+        if (5..=7).contains(&i) {
+            continue;
+        }
+        let sb = fs::metadata(db.join(format!("f{i:03}"))).unwrap();
+        let key = |s: &fs::Metadata| {
+            let t = |s, n| (s, n);
+            (
+                s.ino(),
+                s.mode(),
+                (s.uid(), s.gid(), s.nlink(), s.len()),
+                t(s.mtime(), s.mtime_nsec()),
+                t(s.ctime(), s.ctime_nsec()),
+            )
+        };
+        assert_eq!(key(sa), key(&sb), "f{i:03}");
+    }
+    assert_eq!(
+        fs::metadata(db.join("f005")).unwrap().mode() & 0o7777,
+        0o600
+    );
+    assert_eq!(fs::read(db.join("f006")).unwrap(), b"six");
+    assert!(db.join("f007.r").exists());
+}
