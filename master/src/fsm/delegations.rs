@@ -41,6 +41,11 @@ impl Namespace {
         !self.delegations.is_empty()
     }
 
+    /// Every delegated directory.
+    pub fn delegated_dirs(&self) -> impl Iterator<Item = Inode> + '_ {
+        self.delegations.keys().copied()
+    }
+
     /// How many inode numbers `sid` holds.
     pub fn reserved_count(&self, sid: SessionId) -> u64 {
         self.reserved

@@ -622,7 +622,9 @@ impl MetaService for Meta {
 
     async fn set_eattr(&self, req: Request<pb::SetEattrRequest>) -> R<pb::SetTreeReply> {
         let (c, r) = self
-            .admit(req, Need::Write, |r| vec![Inode(r.inode)])
+            .admit(req, Need::Write, |r| {
+                self.and_every_delegated(vec![Inode(r.inode)])
+            })
             .await?;
         let bits = |v: u32, what: &str| {
             u8::try_from(v)
@@ -647,7 +649,9 @@ impl MetaService for Meta {
 
     async fn snapshot(&self, req: Request<pb::SnapshotRequest>) -> R<pb::EntryReply> {
         let (c, r) = self
-            .admit(req, Need::Write, |r| vec![Inode(r.src), Inode(r.parent)])
+            .admit(req, Need::Write, |r| {
+                self.and_every_delegated(vec![Inode(r.src), Inode(r.parent)])
+            })
             .await?;
         let op = Op::Snapshot {
             cred: c.cred(r.cred),
@@ -752,7 +756,9 @@ impl MetaService for Meta {
 
     async fn set_quota(&self, req: Request<pb::SetQuotaRequest>) -> R<pb::QuotaReply> {
         let (c, r) = self
-            .admit(req, Need::Admin, |r| vec![Inode(r.inode)])
+            .admit(req, Need::Admin, |r| {
+                self.and_every_delegated(vec![Inode(r.inode)])
+            })
             .await?;
         self.set_dir_quota(r, &c).await
     }

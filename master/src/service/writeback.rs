@@ -125,6 +125,18 @@ impl Meta {
         }
     }
 
+    /// `inodes` and every delegated directory: for calls whose effect
+    /// reaches below the directories they name (a recursive change, a
+    /// snapshot) or changes files a holder answers removals of (extra
+    /// attributes), or what creates there may do (quotas).
+    pub(super) fn and_every_delegated(&self, mut inodes: Vec<Inode>) -> Vec<Inode> {
+        let ns = self.node.shared.ns();
+        if ns.has_delegations() {
+            inodes.extend(ns.delegated_dirs());
+        }
+        inodes
+    }
+
     pub(super) async fn delegate(&self, req: Request<pb::DelegateRequest>) -> R<pb::DelegateReply> {
         let (c, r) = self
             .admit_holding(req, Need::Write, |r| vec![Inode(r.dir)])

@@ -187,9 +187,7 @@ impl Shared {
             return reply.error(e);
         }
         let inode = self.map.to_master(ino);
-        // A delegated directory's creates are checked against its
-        // attributes as they were.
-        self.wb.changed(&self.master, inode);
+        let change = self.wb.attr_change(&self.master, inode);
         let mut req = SetAttrRequest {
             id: None,
             cred: Some(cred),
@@ -246,7 +244,10 @@ impl Shared {
             self.io.invalidate(inode);
         }
         match r {
-            Ok(a) => reply.attr(&self.attr_ttl(&a), &self.attr_of(&a, f)),
+            Ok(a) => {
+                change.done(&a);
+                reply.attr(&self.attr_ttl(&a), &self.attr_of(&a, f))
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -336,7 +337,11 @@ impl Shared {
             return reply.error(e);
         }
         let parent = self.map.to_master(parent);
-        if let Some(r) = self.wb.unlink(&self.master, &cred, parent, &name, dir) {
+        if let Some(r) = self
+            .wb
+            .unlink(&self.master, &cred, parent, &name, dir)
+            .await
+        {
             return match r {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
@@ -429,14 +434,17 @@ impl Shared {
             flags.contains(RenameFlags::RENAME_EXCHANGE),
         );
         let (p, np) = (self.map.to_master(parent), self.map.to_master(newparent));
-        let here = self.wb.rename(
-            &self.master,
-            &cred,
-            (p, &name),
-            (np, &newname),
-            noreplace,
-            exchange,
-        );
+        let here = self
+            .wb
+            .rename(
+                &self.master,
+                &cred,
+                (p, &name),
+                (np, &newname),
+                noreplace,
+                exchange,
+            )
+            .await;
         if let Some(r) = here {
             return match r {
                 Ok(()) => reply.ok(),

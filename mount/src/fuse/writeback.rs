@@ -67,8 +67,8 @@ struct State {
     /// master answered their create, and after while the mount holds
     /// their directory and did nothing else to them.
     made: HashMap<u64, Made>,
-    /// The last create sent to the master per directory (a stream?).
-    last_create: HashMap<u64, Instant>,
+    /// The last change sent to the master per directory (a stream?).
+    last_change: HashMap<u64, Instant>,
     /// Directories not to ask for until then.
     not_before: HashMap<u64, Instant>,
     /// Bumped at every recall: a delegation granted while one came is not
@@ -84,6 +84,9 @@ struct Dir {
     /// Which delegation of the directory this is (files made under an
     /// earlier one are not known any more).
     grant: u64,
+    /// Changes of its attributes by this mount in flight: nothing is
+    /// answered here meanwhile.
+    changing: u32,
     attr: Attr,
     names: HashMap<Vec<u8>, Entry>,
 }
@@ -104,6 +107,18 @@ struct Made {
 struct Entry {
     inode: u64,
     dir: bool,
+    /// Without extra attributes (immutable, undeletable, ... make the
+    /// master refuse a removal): its removal and rename may be answered
+    /// here. (A change of them by another client recalls every
+    /// delegation.)
+    plain: bool,
+}
+
+impl Dir {
+    /// Whether creates and removals may be answered from it now.
+    fn usable(&self, sid: u64) -> bool {
+        self.session == sid && self.changing == 0
+    }
 }
 
 impl Entry {
@@ -111,6 +126,7 @@ impl Entry {
         Entry {
             inode: a.inode,
             dir: a.r#type == FileType::Directory as i32,
+            plain: a.eattr == 0,
         }
     }
 }
@@ -123,14 +139,6 @@ pub(crate) enum Local {
     Absent,
     /// A file made here: its attributes (see [`WriteBack::made_attr`]).
     Made(Attr),
-}
-
-enum Outcome {
-    Done(Result<Attr, Errno>),
-    /// Held, but this create is not one to answer here (the name exists
-    /// and O_EXCL is not set, the permission needs the master's check).
-    Master,
-    NotHeld,
 }
 
 fn may_write_dir(d: &Attr, c: &Credentials) -> bool {
@@ -252,6 +260,57 @@ impl WriteBack {
         }
     }
 
+    /// A change of `inode`'s attributes by this mount starts. A held
+    /// directory answers nothing here until the change is done (creates
+    /// are checked against its attributes), then goes on with the new
+    /// ones, or is given back if the master could no longer foresee a
+    /// create there (SGID, extra attributes). A file made here is the
+    /// master's again.
+    pub(crate) fn attr_change<'a>(
+        &'a self,
+        master: &'a MasterClient,
+        inode: u64,
+    ) -> AttrChange<'a> {
+        let mut grant = None;
+        if self.enabled {
+            let mut st = self.lock();
+            if !st.made.is_empty() {
+                st.made.remove(&inode);
+            }
+            if let Some(d) = st.dirs.get_mut(&inode) {
+                d.changing += 1;
+                grant = Some(d.grant);
+            }
+        }
+        AttrChange {
+            wb: self,
+            master,
+            inode,
+            grant,
+        }
+    }
+
+    fn attr_changed(&self, master: &MasterClient, inode: u64, grant: u64, now: Option<&Attr>) {
+        let keep = {
+            let mut st = self.lock();
+            let Some(d) = st.dirs.get_mut(&inode).filter(|d| d.grant == grant) else {
+                return;
+            };
+            d.changing = d.changing.saturating_sub(1);
+            match now {
+                Some(a) if a.mode & 0o2000 != 0 || a.eattr != 0 => false,
+                Some(a) => {
+                    d.attr = *a;
+                    true
+                }
+                None => true,
+            }
+        };
+        if !keep {
+            self.give_back(master, inode);
+        }
+    }
+
     /// A create of a regular file: answered here when `parent` is held
     /// (or taken now, when creates come in a stream); None: ask the
     /// master.
@@ -266,25 +325,39 @@ impl WriteBack {
         umask: u32,
         exclusive: bool,
     ) -> Option<Result<Attr, Errno>> {
+        let sid = master.session_id();
+        let here = || self.create_here(master, sid, cred, parent, name, mode, umask, exclusive);
+        self.here_or_take(master, cred, parent, here).await
+    }
+
+    /// `here()`, or when it cannot answer because `dir` is not held and
+    /// changes come there in a stream: asks for `dir`, then `here()`
+    /// again.
+    async fn here_or_take<T>(
+        &self,
+        master: &MasterClient,
+        cred: &Credentials,
+        dir: u64,
+        here: impl Fn() -> Option<T>,
+    ) -> Option<T> {
         if !self.enabled || !self.live() {
             return None;
         }
-        let sid = master.session_id();
-        let mut asked = false;
-        loop {
-            match self.create_here(master, sid, cred, parent, name, mode, umask, exclusive) {
-                Outcome::Done(r) => return Some(r),
-                Outcome::NotHeld if !asked && self.worth_asking(parent) => {
-                    self.take(master, cred, parent, sid).await;
-                    asked = true;
-                }
-                Outcome::Master | Outcome::NotHeld => return None,
-            }
+        if let Some(r) = here() {
+            return Some(r);
         }
+        let sid = master.session_id();
+        let held = self.lock().dirs.get(&dir).is_some_and(|d| d.session == sid);
+        if held || !self.worth_asking(dir) {
+            return None;
+        }
+        self.take(master, cred, dir, sid).await;
+        here()
     }
 
-    /// Whether to ask for `parent` now: the second create in it within
-    /// [`STREAM`], and not refused or recalled lately.
+    /// Whether to ask for `parent` now: the second change (create,
+    /// removal, rename) in it within [`STREAM`], and not refused or
+    /// recalled lately.
     fn worth_asking(&self, parent: u64) -> bool {
         let now = Instant::now();
         let mut st = self.lock();
@@ -292,11 +365,11 @@ impl WriteBack {
             return false;
         }
         let streaming = st
-            .last_create
+            .last_change
             .insert(parent, now)
             .is_some_and(|t| now - t < STREAM);
-        if st.last_create.len() > 4096 {
-            st.last_create.retain(|_, t| now - *t < STREAM);
+        if st.last_change.len() > 4096 {
+            st.last_change.retain(|_, t| now - *t < STREAM);
             st.not_before.retain(|_, t| now < *t);
         }
         streaming
@@ -313,26 +386,19 @@ impl WriteBack {
         mode: u32,
         umask: u32,
         exclusive: bool,
-    ) -> Outcome {
+    ) -> Option<Result<Attr, Errno>> {
         let done = master.queue_done();
         let mut st = self.lock();
         let st = &mut *st;
-        let Some(d) = st.dirs.get_mut(&parent).filter(|d| d.session == sid) else {
-            return Outcome::NotHeld;
-        };
+        let d = st.dirs.get_mut(&parent).filter(|d| d.usable(sid))?;
         if d.names.contains_key(name) {
-            return if exclusive {
-                Outcome::Done(Err(Errno::EEXIST))
-            } else {
-                Outcome::Master
-            };
+            // Without O_EXCL, the master opens the file there.
+            return exclusive.then_some(Err(Errno::EEXIST));
         }
         if !may_write_dir(&d.attr, cred) || st.inos_session != sid {
-            return Outcome::Master;
+            return None;
         }
-        let Some(range) = st.inos.front_mut() else {
-            return Outcome::Master;
-        };
+        let range = st.inos.front_mut()?;
         let inode = range.0;
         range.0 += 1;
         if range.0 == range.1 {
@@ -386,7 +452,7 @@ impl WriteBack {
             attr,
         };
         st.made.insert(inode, made);
-        Outcome::Done(Ok(attr))
+        Some(Ok(attr))
     }
 
     /// Asks for `parent` and reads its names; on any failure the
@@ -436,6 +502,7 @@ impl WriteBack {
             Dir {
                 session: sid,
                 grant,
+                changing: 0,
                 attr,
                 names,
             },
@@ -449,7 +516,7 @@ impl WriteBack {
         dir: u64,
     ) -> Result<HashMap<Vec<u8>, Entry>, String> {
         let entries = master
-            .readdir_all(cred, dir, false, PAGE)
+            .readdir_all(cred, dir, true, PAGE)
             .await
             .map_err(|e| e.to_string())?;
         if entries.len() > MAX_NAMES {
@@ -462,6 +529,7 @@ impl WriteBack {
                 let entry = Entry {
                     inode: e.inode,
                     dir: e.r#type == dir,
+                    plain: e.attr.is_some_and(|a| a.eattr == 0),
                 };
                 (e.name, entry)
             })
@@ -488,9 +556,10 @@ impl WriteBack {
     }
 
     /// An unlink (rmdir when `dir`) of `name` in `parent`: answered here
-    /// when the mount holds `parent` (and, for rmdir, the directory
-    /// removed, empty); None: ask the master.
-    pub(crate) fn unlink(
+    /// when the mount holds `parent` (taken now when removals come in a
+    /// stream) and, for rmdir, the directory removed, empty; None: ask the
+    /// master.
+    pub(crate) async fn unlink(
         &self,
         master: &MasterClient,
         cred: &Credentials,
@@ -498,19 +567,31 @@ impl WriteBack {
         name: &[u8],
         dir: bool,
     ) -> Option<Result<(), Errno>> {
-        if !self.enabled || !self.live() {
-            return None;
-        }
+        let here = || self.unlink_here(master, cred, parent, name, dir);
+        self.here_or_take(master, cred, parent, here).await
+    }
+
+    fn unlink_here(
+        &self,
+        master: &MasterClient,
+        cred: &Credentials,
+        parent: u64,
+        name: &[u8],
+        dir: bool,
+    ) -> Option<Result<(), Errno>> {
         let sid = master.session_id();
         let mut st = self.lock();
         let st = &mut *st;
-        let d = st.dirs.get(&parent).filter(|d| d.session == sid)?;
+        let d = st.dirs.get(&parent).filter(|d| d.usable(sid))?;
         if !may_remove_in(&d.attr, cred) {
             return None;
         }
         let Some(&e) = d.names.get(name) else {
             return Some(Err(Errno::ENOENT));
         };
+        if !e.plain {
+            return None;
+        }
         match (dir, e.dir) {
             (true, false) => return Some(Err(Errno::ENOTDIR)),
             (false, true) => return Some(Err(Errno::EISDIR)),
@@ -553,8 +634,9 @@ impl WriteBack {
     /// A rename of `from` to `to` (directory, name): answered here when
     /// the mount holds both directories and the outcome is plain (no
     /// exchange, nothing replaced but a file by a file, a directory only
-    /// renamed within its parent); None: ask the master.
-    pub(crate) fn rename(
+    /// renamed within its parent); a directory where names are renamed
+    /// in a stream is taken now. None: ask the master.
+    pub(crate) async fn rename(
         &self,
         master: &MasterClient,
         cred: &Credentials,
@@ -563,16 +645,34 @@ impl WriteBack {
         noreplace: bool,
         exchange: bool,
     ) -> Option<Result<(), Errno>> {
-        if !self.enabled || exchange || from == to || !self.live() {
+        if exchange || from == to {
             return None;
         }
+        let here = || self.rename_here(master, cred, from, to, noreplace);
+        if from.0 == to.0 {
+            self.here_or_take(master, cred, from.0, here).await
+        } else if self.enabled && self.live() {
+            here()
+        } else {
+            None
+        }
+    }
+
+    fn rename_here(
+        &self,
+        master: &MasterClient,
+        cred: &Credentials,
+        from: (u64, &[u8]),
+        to: (u64, &[u8]),
+        noreplace: bool,
+    ) -> Option<Result<(), Errno>> {
         let sid = master.session_id();
         let mut st = self.lock();
         let st = &mut *st;
         let held = |p: u64| {
             st.dirs
                 .get(&p)
-                .filter(|d| d.session == sid && may_remove_in(&d.attr, cred))
+                .filter(|d| d.usable(sid) && may_remove_in(&d.attr, cred))
         };
         let (src_dir, dst_dir) = (held(from.0)?, held(to.0)?);
         let Some(&src) = src_dir.names.get(from.1) else {
@@ -583,11 +683,11 @@ impl WriteBack {
             if noreplace {
                 return Some(Err(Errno::EEXIST));
             }
-            if dst.dir || src.dir || dst.inode == src.inode {
+            if dst.dir || src.dir || !dst.plain || dst.inode == src.inode {
                 return None;
             }
         }
-        if src.dir && from.0 != to.0 {
+        if !src.plain || (src.dir && from.0 != to.0) {
             return None;
         }
         if let Some(d) = st.dirs.get_mut(&from.0) {
@@ -614,7 +714,7 @@ impl WriteBack {
                 new_parent: to.0,
                 new_name: to.1.to_vec(),
                 noreplace,
-                exchange,
+                exchange: false,
             })),
         });
         Some(Ok(()))
@@ -711,6 +811,34 @@ impl WriteBack {
             if d.names.get(name).is_some_and(|e| e.inode == inode) {
                 d.names.remove(name);
             }
+        }
+    }
+}
+
+/// A change of attributes in flight (see [`WriteBack::attr_change`]).
+pub(crate) struct AttrChange<'a> {
+    wb: &'a WriteBack,
+    master: &'a MasterClient,
+    inode: u64,
+    /// The delegation of the directory changed, if held.
+    grant: Option<u64>,
+}
+
+impl AttrChange<'_> {
+    /// The change went through: the attributes now.
+    pub(crate) fn done(mut self, now: &Attr) {
+        if let Some(g) = self.grant.take() {
+            self.wb.attr_changed(self.master, self.inode, g, Some(now));
+        }
+    }
+}
+
+impl Drop for AttrChange<'_> {
+    /// Failed or answered without the master: the attributes are as
+    /// they were.
+    fn drop(&mut self) {
+        if let Some(g) = self.grant.take() {
+            self.wb.attr_changed(self.master, self.inode, g, None);
         }
     }
 }

@@ -321,3 +321,79 @@ async fn the_mount_answers_stat_of_files_it_made_in_a_directory_it_holds() {
     assert_eq!(fs::read(db.join("f006")).unwrap(), b"six");
     assert!(db.join("f007.r").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_made_chmodded_and_removed_on_one_mount_keeps_its_delegations() {
+    use std::os::unix::fs::PermissionsExt;
+    if skip_without_fuse() {
+        return;
+    }
+    let c = Cluster::start(1, &[]).await.unwrap();
+    let a = Mount::start(&c, "a", &[]).unwrap();
+    let b = Mount::start(&c, "b", &[]).unwrap();
+    let m = &c.masters[0];
+    let (da, db) = (a.path().join("t"), b.path().join("t"));
+    fs::create_dir(&da).unwrap();
+
+    step("A makes 5 directories of 20 files, then sets their modes as tar does");
+    for d in 0..5 {
+        let sub = da.join(format!("s{d}"));
+        fs::create_dir(&sub).unwrap();
+        for i in 0..20 {
+            create_new(&sub.join(format!("f{i:02}"))).unwrap();
+        }
+        fs::set_permissions(&sub, fs::Permissions::from_mode(0o750)).unwrap();
+    }
+    let creates = rpc_count(m, "Create");
+    for d in 0..5 {
+        create_new(&da.join(format!("s{d}/after"))).unwrap();
+    }
+    assert_eq!(
+        rpc_count(m, "Create"),
+        creates,
+        "a chmod of a held directory gave it back"
+    );
+
+    step("SGID on a held directory gives it back: files then take its group");
+    let s0 = da.join("s0");
+    std::os::unix::fs::chown(&s0, None, Some(4321)).unwrap();
+    fs::set_permissions(&s0, fs::Permissions::from_mode(0o2770)).unwrap();
+    for i in 0..3 {
+        let p = s0.join(format!("g{i}"));
+        create_new(&p).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().gid(), 4321, "{}", p.display());
+    }
+    assert!(
+        rpc_count(m, "Create") > creates,
+        "SGID directory still held"
+    );
+
+    step("rm -rf on A: the removals are answered by A (but in s0)");
+    fs::remove_dir_all(&s0).unwrap();
+    let unlinks = rpc_count(m, "Unlink");
+    fs::remove_dir_all(&da).unwrap();
+    let sent = rpc_count(m, "Unlink") - unlinks;
+    assert!(sent < 10, "A sent {sent} of 84 unlinks itself");
+    assert!(!db.exists(), "B still sees the tree");
+    assert!(names(b.path()).is_empty(), "{:?}", names(b.path()));
+
+    step("another client marks a file undeletable: A's delegations are recalled");
+    let u = a.path().join("u");
+    fs::create_dir(&u).unwrap();
+    for i in 0..5 {
+        create_new(&u.join(format!("f{i}"))).unwrap();
+    }
+    let f = u.join("f3");
+    let fp = f.display().to_string();
+    let (code, _, err) = crate::tools::tool("mfsseteattr", &["-f", "undeletable", &fp]);
+    assert_eq!(code, 0, "{err}");
+    let e = fs::remove_file(&f).unwrap_err();
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::EPERM),
+        "unlink of an undeletable file"
+    );
+    let (code, _, err) = crate::tools::tool("mfsdeleattr", &["-f", "undeletable", &fp]);
+    assert_eq!(code, 0, "{err}");
+    fs::remove_file(&f).unwrap();
+}
