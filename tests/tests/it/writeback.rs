@@ -397,3 +397,70 @@ async fn a_tree_made_chmodded_and_removed_on_one_mount_keeps_its_delegations() {
     assert_eq!(code, 0, "{err}");
     fs::remove_file(&f).unwrap();
 }
+
+/// Creates, renames and unlinks answered by the mount while the leader is
+/// killed twice: no call fails, and the directory ends as the calls said
+/// (each queued op applied exactly once, in order, by whichever master
+/// led when its batch came).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_write_back_queue_survives_leader_kills() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    if skip_without_fuse() {
+        return;
+    }
+    let mut c = Cluster::start(3, &[]).await.unwrap();
+    let a = Mount::start(&c, "a", &[]).unwrap();
+    let dir = a.path().join("d");
+    fs::create_dir(&dir).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker = {
+        let (dir, stop) = (dir.clone(), stop.clone());
+        std::thread::spawn(move || -> Result<BTreeSet<String>, String> {
+            let mut want = BTreeSet::new();
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let (f, r) = (format!("f{i}"), format!("r{i}"));
+                create_new(&dir.join(&f)).map_err(|e| format!("create {f}: {e}"))?;
+                match i % 4 {
+                    0 => {
+                        fs::rename(dir.join(&f), dir.join(&r))
+                            .map_err(|e| format!("rename {f}: {e}"))?;
+                        want.insert(r);
+                    }
+                    1 => fs::remove_file(dir.join(&f)).map_err(|e| format!("unlink {f}: {e}"))?,
+                    _ => {
+                        want.insert(f);
+                    }
+                }
+                i += 1;
+            }
+            Ok(want)
+        })
+    };
+    for k in 0..2 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let leader = c.wait_leader(Duration::from_secs(30)).await.unwrap();
+        step(&format!(
+            "kill {}: SIGKILL of the leader, master {leader}",
+            k + 1
+        ));
+        c.kill(leader).unwrap();
+        c.wait_leader(Duration::from_secs(30)).await.unwrap();
+        c.restart(leader).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let want = worker.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+    let leader = c.wait_leader(Duration::from_secs(30)).await.unwrap();
+    let m = c.masters.iter().find(|m| m.id == leader).unwrap();
+    assert!(
+        metric(m, "mfs_writeback_ops_total") > 0,
+        "the last leader took no batch: the test did not exercise the queue"
+    );
+    step(&format!("{} names expected", want.len()));
+    assert_eq!(names(&dir), want);
+    let b = Mount::start(&c, "b", &[]).unwrap();
+    assert_eq!(names(&b.path().join("d")), want);
+}
