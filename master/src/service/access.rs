@@ -525,7 +525,7 @@ identified!(
         SetEattrRequest, SnapshotRequest, SetLockRequest, TrashFileRequest,
         SetTrashPathRequest, SetQuotaRequest, CloseSessionRequest, DelegateRequest,
         ReturnDelegationRequest, BatchRequest;
-    with session: ReadChunkRequest, GetLockRequest;
+    with session: ReadChunkRequest, GetLockRequest, RecallsRequest;
     without: GetAttrRequest, ReadlinkRequest, GetQuotaRequest, DirInfoRequest,
         ListRemovedRequest, ListQuotasRequest, StatfsRequest, LookupRequest, ReaddirRequest, GetXattrRequest, ListXattrRequest, AccessRequest
 );

@@ -266,9 +266,17 @@ impl Meta {
     }
 
     pub(super) async fn recall_stream(&self, req: Request<pb::RecallsRequest>) -> R<RecallStream> {
-        let sid = SessionId(req.get_ref().session);
         self.node.ensure_leader()?;
-        self.node.settle().await?;
+        // The caller is checked as for any call of the session (its
+        // registering address, the exports file).
+        let (c, _) = self.admit_holding(req, Need::Read, |_| vec![]).await?;
+        let sid = c.session;
+        if sid == SessionId::NONE || !self.node.shared.ns().has_session(sid) {
+            return Err(errno_status_with(
+                Errno::EBADF,
+                format!("Recalls: no session {sid} (register one first)"),
+            ));
+        }
         let (id, rx) = self.recalls.open(sid);
         let node = self.node.clone();
         let recalls = self.recalls.clone();

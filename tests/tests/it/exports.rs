@@ -273,6 +273,21 @@ async fn exports_decide_who_mounts_what_and_every_master_enforces_it() {
         .await
         .unwrap_err();
     assert!(e.message().contains("registered from 127.0.0.1"), "{e:?}");
+    // Nor may it take the session's recalls (its write-back directories).
+    let e = MetaServiceClient::new(other.clone())
+        .recalls(pb::RecallsRequest {
+            session: team_session.session,
+        })
+        .await
+        .map(drop)
+        .unwrap_err();
+    assert!(e.message().contains("registered from 127.0.0.1"), "{e:?}");
+    let e = MetaServiceClient::new(ch.clone())
+        .recalls(pb::RecallsRequest { session: 999_999 })
+        .await
+        .map(drop)
+        .unwrap_err();
+    assert_eq!(errno(&e), Some(libc::EBADF), "{e:?}");
 
     step("the meta mount shows the trash; a meta session changes nothing else");
     crate::tools::ok(
