@@ -71,7 +71,7 @@ async fn leader_kills_during_writes_and_creates() {
                     .map_err(|e| format!("create c{made}: {e}"))?;
                 timed(&slow, || std::fs::rename(&a, &b))
                     .map_err(|e| format!("rename c{made}: {e}"))?;
-                if made % 3 == 0 {
+                if made.is_multiple_of(3) {
                     timed(&slow, || std::fs::remove_file(&b))
                         .map_err(|e| format!("unlink r{made}: {e}"))?;
                 }
@@ -112,7 +112,7 @@ async fn leader_kills_during_writes_and_creates() {
         .collect();
     names.sort();
     let mut want: Vec<String> = (0..made)
-        .filter(|i| i % 3 != 0)
+        .filter(|i| !i.is_multiple_of(3))
         .map(|i| format!("r{i}"))
         .collect();
     want.sort();

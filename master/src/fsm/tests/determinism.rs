@@ -12,6 +12,9 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
     // The generator knows the ids the state machine will hand out (1, 2, ...).
     let mut seqs: Vec<u64> = vec![0; 1];
     let mut live: Vec<usize> = Vec::new();
+    // The log applied so far: write-back creates use the numbers the
+    // session holds there (most of the time).
+    let mut sim = Namespace::new();
     let internal = |op: Op, t: i64| Request {
         session: SessionId(0),
         seq: 0,
@@ -34,6 +37,9 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
         seqs.push(0);
     }
     let names: [&[u8]; 6] = [b"a", b"b", b"c", b"d", b"", b".."];
+    for r in &log {
+        sim.apply(r);
+    }
     for i in 0..n {
         let t = 2 + i as i64;
         let c = if rng.random_bool(0.7) {
@@ -45,15 +51,16 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
             Inode(if rng.random_bool(0.3) {
                 1
             } else {
-                rng.random_range(1..25)
+                rng.random_range(1..40)
             })
         };
         let p = ino(&mut rng);
         let name = names[rng.random_range(0..names.len())].to_vec();
         let name2 = names[rng.random_range(0..names.len())].to_vec();
+        let fresh = format!("w{}", rng.random_range(0..100)).into_bytes();
         let index = rng.random_range(0..4u32);
         let chunk = ChunkId(rng.random_range(1..20));
-        let op = match rng.random_range(0..230) {
+        let op = match rng.random_range(0..245) {
             0..40 => mkdir(&c, p, &name, 0o777),
             40..70 => Op::Create {
                 cred: c,
@@ -122,6 +129,24 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
             197..200 => Op::RegisterSession {
                 info: "again".into(),
             },
+            230..236 => Op::Delegate {
+                dir: p,
+                inodes: rng.random_range(0..12),
+            },
+            236..238 => Op::Undelegate {
+                dir: p,
+                holder: SessionId(rng.random_range(1..seqs.len() as u64)),
+            },
+            238..241 => create_at(&c, Inode::ROOT, &fresh, Inode(0), t),
+            241..245 => Op::Batch {
+                ops: vec![
+                    create_at(&c, p, &fresh, Inode(0), t),
+                    rename(&c, p, &name, p, &name2),
+                    unlink(&c, p, &name2),
+                    rmdir(&c, p, &name),
+                    Op::Release { inode: p },
+                ],
+            },
             _ => unreachable!("range"),
         };
         if let Op::ExpireSessions { ids } = &op {
@@ -131,13 +156,29 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
             live.push(seqs.len());
             seqs.push(0);
         }
+        // Write-back creates mostly come from a session holding numbers.
+        let holder = live
+            .iter()
+            .copied()
+            .find(|&x| sim.reserved.contains_key(&SessionId(x as u64)));
+        let creates = matches!(op, Op::CreateAt { .. } | Op::Batch { .. });
         // Mostly live sessions, sometimes none or a dead one.
         let s = match rng.random_range(0..20) {
+            _ if creates && holder.is_some() && rng.random_bool(0.8) => holder.unwrap_or(0),
             0..3 => 0,
             3 => rng.random_range(1..seqs.len()),
             _ if live.is_empty() => 0,
             _ => live[rng.random_range(0..live.len())],
         };
+        let mut op = op;
+        let held = sim
+            .reserved
+            .get(&SessionId(s as u64))
+            .and_then(|r| r.first());
+        let pick = held
+            .filter(|_| rng.random_bool(0.9))
+            .map_or(rng.random_range(1..60), |r| r.0);
+        fill_held(&mut op, Inode(pick));
         if s == 0 || op.is_internal() || matches!(op, Op::RegisterSession { .. }) {
             log.push(internal(op, t));
         } else {
@@ -154,8 +195,20 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
                 op,
             });
         }
+        if let Some(r) = log.last() {
+            sim.apply(r);
+        }
     }
     log
+}
+
+/// Gives the write-back creates in `op` (inode 0) the number `ino`.
+fn fill_held(op: &mut Op, ino: Inode) {
+    match op {
+        Op::CreateAt { inode, .. } if inode.0 == 0 => *inode = ino,
+        Op::Batch { ops } => ops.iter_mut().for_each(|o| fill_held(o, ino)),
+        _ => {}
+    }
 }
 
 fn replay(log: &[Request]) -> Namespace {
@@ -179,6 +232,21 @@ fn same_log_same_image() {
             "the log should allocate chunks too"
         );
         a.check().expect("invariants");
+        // Write-back ops take effect too, not only their refusals.
+        let mut ns = Namespace::new();
+        let (mut delegated, mut made) = (0, 0);
+        for r in &log {
+            let reply = ns.apply(r);
+            match (&r.op, reply) {
+                (Op::Delegate { .. }, Reply::Delegated { .. }) => delegated += 1,
+                (Op::CreateAt { .. }, Reply::Attr(_)) => made += 1,
+                _ => {}
+            }
+        }
+        assert!(
+            delegated > 0 && made > 0,
+            "{delegated} delegations, {made} creates"
+        );
         assert_eq!(a.to_image(b"e"), b.to_image(b"e"));
         assert_eq!(a.image_hash(), b.image_hash());
     }
@@ -486,4 +554,17 @@ fn inconsistent_namespace_is_refused() {
         Namespace::from_image(&image),
         Err(ImageError::Inconsistent(_))
     ));
+}
+
+/// A write-back create (`Op::CreateAt`) at the mount's time `sec`.
+fn create_at(c: &Cred, parent: Inode, name: &[u8], inode: Inode, sec: i64) -> Op {
+    Op::CreateAt {
+        cred: c.clone(),
+        parent,
+        name: name.to_vec(),
+        mode: 0o644,
+        umask: 0o022,
+        inode,
+        time: ts(sec),
+    }
 }
