@@ -452,11 +452,42 @@ impl ChunkManager {
         change: Option<EndChange>,
     ) -> Result<Attr, ChunkError> {
         self.node.ensure_leader()?;
-        if created {
-            // The client's writes made the chunk on its lease's chain.
-            self.state().made_on_chain(chunk, rid.session.0);
+        let op = self.end_op(
+            rid.session,
+            (inode, index),
+            (chunk, created),
+            (length, mtime),
+            change,
+        );
+        let req = Request {
+            session: rid.session,
+            seq: rid.seq,
+            acked: rid.acked,
+            time: clock(),
+            op,
+        };
+        let reply = self.node.write(req).await;
+        self.end_lease(rid.session, chunk);
+        match reply? {
+            Reply::Attr(a) => Ok(a),
+            other => Err(other.errno().unwrap_or(Errno::EIO).into()),
         }
-        let op = match (mtime, change) {
+    }
+    /// The op of a write's length commit (WriteChunkEnd, alone or in a
+    /// client's batch), proposed next; `created`: the client's writes made
+    /// the chunk on its lease's chain.
+    pub fn end_op(
+        &self,
+        session: SessionId,
+        (inode, index): (Inode, u32),
+        (chunk, created): (ChunkId, bool),
+        (length, mtime): (u64, Option<Timespec>),
+        change: Option<EndChange>,
+    ) -> Op {
+        if created {
+            self.state().made_on_chain(chunk, session.0);
+        }
+        match (mtime, change) {
             (_, Some(c)) => Op::WriteChunkEndWith {
                 cred: c.cred,
                 inode,
@@ -480,28 +511,18 @@ impl ChunkManager {
                 length,
                 mtime,
             },
-        };
-        let req = Request {
-            session: rid.session,
-            seq: rid.seq,
-            acked: rid.acked,
-            time: clock(),
-            op,
-        };
-        let reply = self.node.write(req).await;
-        {
-            let mut st = self.state();
-            if st
-                .leases
-                .get(&chunk)
-                .is_some_and(|l| l.session == rid.session.0)
-            {
-                st.leases.remove(&chunk);
-            }
         }
-        match reply? {
-            Reply::Attr(a) => Ok(a),
-            other => Err(other.errno().unwrap_or(Errno::EIO).into()),
+    }
+
+    /// After a length commit: `session`'s lease on `chunk` ends.
+    pub fn end_lease(&self, session: SessionId, chunk: ChunkId) {
+        let mut st = self.state();
+        if st
+            .leases
+            .get(&chunk)
+            .is_some_and(|l| l.session == session.0)
+        {
+            st.leases.remove(&chunk);
         }
     }
 }

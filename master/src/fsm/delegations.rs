@@ -8,7 +8,8 @@
 //! knows every name there and may answer a create itself: it picks an
 //! inode number from those it holds and queues a `CreateAt`, which the
 //! master applies later, in order, in a `Batch` (so too its unlinks,
-//! rmdirs and renames of names there). What the mount answered
+//! rmdirs and renames of names there, and the length commits of files it
+//! made there). What the mount answered
 //! is what the apply does, because the master delegates only directories
 //! where a create's outcome needs nothing the mount does not see (no
 //! default ACL, no extra attributes, no SGID, no quota).
@@ -174,6 +175,9 @@ impl Namespace {
                     | Op::Unlink { .. }
                     | Op::Rmdir { .. }
                     | Op::Rename { .. }
+                    | Op::WriteChunkEnd { .. }
+                    | Op::WriteChunkEndAt { .. }
+                    | Op::WriteChunkEndWith { .. }
             )
         };
         if ops.len() > MAX_BATCH || !ops.iter().all(allowed) {

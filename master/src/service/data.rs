@@ -8,13 +8,41 @@ use mfs_proto::v1 as pb;
 use mfs_proto::{ChunkAccess, CHUNK_TOKEN_SECS};
 use tonic::{Request, Response, Status};
 
-use super::access::Need;
+use super::access::{Caller, Need};
 use super::convert::*;
 use super::error::invalid;
 use super::meta::{given_time, req_id, rid, Meta, R};
 use crate::chunks::datapath::EndChange;
-use crate::fsm::{ChunkId, Inode, Op, SessionId};
+use crate::fsm::{ChunkId, Inode, Op, SessionId, Timespec};
 use crate::raft::node::now;
+
+/// A WriteChunkEnd's mtime and attribute change, checked.
+pub(super) fn end_args(
+    c: &Caller,
+    r: &pb::WriteChunkEndRequest,
+) -> Result<(Option<Timespec>, Option<EndChange>), Status> {
+    let mtime = given_time(r.mtime, "WriteChunkEnd: mtime")?;
+    let atime = given_time(r.atime, "WriteChunkEnd: atime")?;
+    if r.mode.is_some_and(|m| m > 0o7777) {
+        return Err(invalid("WriteChunkEnd: mode has bits above 0o7777"));
+    }
+    let change = match (r.mode, atime) {
+        (None, None) => None,
+        (mode, atime) => {
+            if r.cred.is_none() {
+                return Err(invalid(
+                    "WriteChunkEnd: an attribute change (mode, atime) needs cred",
+                ));
+            }
+            Some(EndChange {
+                cred: c.cred(r.cred.clone()),
+                mode,
+                atime,
+            })
+        }
+    };
+    Ok((mtime, change))
+}
 
 impl Meta {
     /// `loc` with the chunkservers' token for `access` (empty without a
@@ -87,26 +115,7 @@ impl Meta {
             .admit(req, Need::Write, |r| vec![Inode(r.inode)])
             .await?;
         let id = rid(r.id)?;
-        let mtime = given_time(r.mtime, "WriteChunkEnd: mtime")?;
-        let atime = given_time(r.atime, "WriteChunkEnd: atime")?;
-        if r.mode.is_some_and(|m| m > 0o7777) {
-            return Err(invalid("WriteChunkEnd: mode has bits above 0o7777"));
-        }
-        let change = match (r.mode, atime) {
-            (None, None) => None,
-            (mode, atime) => {
-                if r.cred.is_none() {
-                    return Err(invalid(
-                        "WriteChunkEnd: an attribute change (mode, atime) needs cred",
-                    ));
-                }
-                Some(EndChange {
-                    cred: c.cred(r.cred),
-                    mode,
-                    atime,
-                })
-            }
-        };
+        let (mtime, change) = end_args(&c, &r)?;
         let a = self
             .chunks
             .write_chunk_end(

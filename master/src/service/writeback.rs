@@ -17,7 +17,7 @@ use super::access::Need;
 use super::convert::ts_from_pb;
 use super::error::{errno_status, errno_status_with, invalid};
 use super::meta::{Meta, R};
-use crate::fsm::{self, Errno, Inode, Op, Reply, SessionId};
+use crate::fsm::{self, ChunkId, Errno, Inode, Op, Reply, SessionId};
 use crate::raft::node::now;
 
 /// How long a call waits for the holder to give a directory back before
@@ -208,6 +208,7 @@ impl Meta {
                         Some(pb::batch_op::Op::Rename(m)) => {
                             dirs.extend([Inode(m.parent), Inode(m.new_parent)])
                         }
+                        Some(pb::batch_op::Op::WriteEnd(w)) => dirs.push(Inode(w.inode)),
                         Some(pb::batch_op::Op::Release(_)) | None => {}
                     }
                 }
@@ -217,6 +218,8 @@ impl Meta {
             })
             .await?;
         let mut ops = Vec::with_capacity(r.ops.len());
+        // Chunks whose write leases the batch's length commits end.
+        let mut ended = Vec::new();
         for o in r.ops {
             ops.push(match o.op {
                 Some(pb::batch_op::Op::Create(x)) => Op::CreateAt {
@@ -254,11 +257,27 @@ impl Meta {
                     noreplace: m.noreplace,
                     exchange: m.exchange,
                 },
+                Some(pb::batch_op::Op::WriteEnd(w)) => {
+                    let (mtime, change) = super::data::end_args(&c, &w)?;
+                    let chunk = ChunkId(w.chunk_id);
+                    ended.push(chunk);
+                    self.chunks.end_op(
+                        c.session,
+                        (Inode(w.inode), w.index),
+                        (chunk, w.created),
+                        (w.file_length, mtime),
+                        change,
+                    )
+                }
                 None => return Err(invalid("Batch: an op without a kind")),
             });
         }
         metrics::counter!("mfs_writeback_ops_total").increment(ops.len() as u64);
-        match self.mutate(r.id, Op::Batch { ops }).await? {
+        let reply = self.mutate(r.id, Op::Batch { ops }).await;
+        for chunk in ended {
+            self.chunks.end_lease(c.session, chunk);
+        }
+        match reply? {
             Reply::Batch(errnos) => Ok(Response::new(pb::BatchReply { errnos })),
             Reply::Err(e) => Err(errno_status(e)),
             other => Err(Status::internal(format!("unexpected reply {other:?}"))),

@@ -273,9 +273,11 @@ impl Shared {
     }
 
     pub(crate) async fn fsync(&self, ino: INodeNo, reply: ReplyEmpty) {
-        // The file's create may still be in the write-back queue.
+        let r = self.io.fsync(self.map.to_master(ino)).await;
+        // The file's create, and the length commit the fsync made, may be
+        // in the write-back queue.
         self.master.queue_barrier().await;
-        match self.io.fsync(self.map.to_master(ino)).await {
+        match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }

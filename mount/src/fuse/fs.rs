@@ -150,6 +150,10 @@ impl MfsFs {
                     wb.refused(parent, name, inode);
                 }
             }));
+            let (commits, m) = (Arc::downgrade(&wb), master.clone());
+            io.queue_commits_with(Box::new(move |req| {
+                commits.upgrade().is_some_and(|wb| wb.queue_commit(&m, req))
+            }));
         }
         let fs = MfsFs {
             shared: Arc::new(Shared {

@@ -487,7 +487,7 @@ impl Shared {
         if let Err(e) = self.ro().and_then(|_| check_name(&newname)) {
             return reply.error(e);
         }
-        self.wb.changed(&self.master, self.map.to_master(ino));
+        self.wb.linked(self.map.to_master(ino));
         let req = LinkRequest {
             id: None,
             cred: Some(cred),

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use fuser::Errno;
 use mfs_proto::v1::{batch_op, Attr, BatchOp, CreateAtOp, Credentials, FileType, Timespec};
-use mfs_proto::v1::{RenameRequest, RmdirRequest, UnlinkRequest};
+use mfs_proto::v1::{RenameRequest, RmdirRequest, UnlinkRequest, WriteChunkEndRequest};
 
 use super::fs::Shared;
 use crate::master::MasterClient;
@@ -63,9 +63,10 @@ struct State {
     /// for.
     inos: VecDeque<(u64, u64)>,
     inos_session: u64,
-    /// Files created here whose attributes the mount knows: until the
-    /// master answered their create, and after while the mount holds
-    /// their directory and did nothing else to them.
+    /// Files created here: nobody else can name them until the master
+    /// answered their create, nor after while the mount holds their
+    /// directory; their attributes, while the mount changed nothing of
+    /// them.
     made: HashMap<u64, Made>,
     /// The last change sent to the master per directory (a stream?).
     last_change: HashMap<u64, Instant>,
@@ -100,6 +101,8 @@ struct Made {
     /// The directory's delegation it was made (or renamed to) under.
     grant: u64,
     attr: Attr,
+    /// Whether `attr` still holds (the mount changed nothing of it).
+    known: bool,
 }
 
 /// A name of a held directory.
@@ -214,7 +217,9 @@ impl WriteBack {
             None if self.live() => Local::Absent,
             None => Local::Ask,
             Some(e) => match st.made.get(&e.inode) {
-                Some(m) if m.parent == parent && m.grant == d.grant => Local::Made(m.attr),
+                Some(m) if m.known && m.parent == parent && m.grant == d.grant => {
+                    Local::Made(m.attr)
+                }
                 _ => Local::Ask,
             },
         }
@@ -231,7 +236,7 @@ impl WriteBack {
         }
         let (sid, done) = (master.session_id(), master.queue_done());
         let st = self.lock();
-        let m = st.made.get(&inode)?;
+        let m = st.made.get(&inode).filter(|m| m.known)?;
         let held = || {
             st.dirs
                 .get(&m.parent)
@@ -250,8 +255,8 @@ impl WriteBack {
         }
         let held = {
             let mut st = self.lock();
-            if !st.made.is_empty() {
-                st.made.remove(&inode);
+            if let Some(m) = st.made.get_mut(&inode) {
+                m.known = false;
             }
             st.dirs.remove(&inode).is_some()
         };
@@ -274,8 +279,8 @@ impl WriteBack {
         let mut grant = None;
         if self.enabled {
             let mut st = self.lock();
-            if !st.made.is_empty() {
-                st.made.remove(&inode);
+            if let Some(m) = st.made.get_mut(&inode) {
+                m.known = false;
             }
             if let Some(d) = st.dirs.get_mut(&inode) {
                 d.changing += 1;
@@ -309,6 +314,36 @@ impl WriteBack {
         if !keep {
             self.give_back(master, inode);
         }
+    }
+
+    /// A hard link to `inode` is being made: other names may reach it.
+    pub(crate) fn linked(&self, inode: u64) {
+        if self.enabled {
+            self.lock().made.remove(&inode);
+        }
+    }
+
+    /// Queues the length commit `req` when its file was made here, in a
+    /// directory the mount holds (nobody else sees the file before the
+    /// queue is sent); false: send it now. Checked and queued under the
+    /// lock a recall takes, so a recall's return comes after it.
+    pub(crate) fn queue_commit(&self, master: &MasterClient, req: &WriteChunkEndRequest) -> bool {
+        if !self.enabled || !self.live() {
+            return false;
+        }
+        let sid = master.session_id();
+        let st = self.lock();
+        let private = st.made.get(&req.inode).is_some_and(|m| {
+            st.dirs
+                .get(&m.parent)
+                .is_some_and(|d| d.session == sid && d.grant == m.grant)
+        });
+        if private {
+            master.queue_op(BatchOp {
+                op: Some(batch_op::Op::WriteEnd(req.clone())),
+            });
+        }
+        private
     }
 
     /// A create of a regular file: answered here when `parent` is held
@@ -450,6 +485,7 @@ impl WriteBack {
             parent,
             grant,
             attr,
+            known: true,
         };
         st.made.insert(inode, made);
         Some(Ok(attr))
@@ -567,68 +603,59 @@ impl WriteBack {
         name: &[u8],
         dir: bool,
     ) -> Option<Result<(), Errno>> {
-        let here = || self.unlink_here(master, cred, parent, name, dir);
+        let here = || {
+            let sid = master.session_id();
+            let mut st = self.lock();
+            let st = &mut *st;
+            let d = st.dirs.get(&parent).filter(|d| d.usable(sid))?;
+            if !may_remove_in(&d.attr, cred) {
+                return None;
+            }
+            let Some(&e) = d.names.get(name) else {
+                return Some(Err(Errno::ENOENT));
+            };
+            if !e.plain {
+                return None;
+            }
+            match (dir, e.dir) {
+                (true, false) => return Some(Err(Errno::ENOTDIR)),
+                (false, true) => return Some(Err(Errno::EISDIR)),
+                // Empty for sure only when held here too.
+                (true, true) => st
+                    .dirs
+                    .get(&e.inode)
+                    .filter(|c| c.session == sid && c.names.is_empty())
+                    .map(|_| ())?,
+                (false, false) => {}
+            }
+            if let Some(d) = st.dirs.get_mut(&parent) {
+                d.names.remove(name);
+            }
+            if dir {
+                st.dirs.remove(&e.inode);
+            }
+            // Its attributes (nlink) are the master's again.
+            st.made.remove(&e.inode);
+            let (cred, name) = (Some(cred.clone()), name.to_vec());
+            let op = if dir {
+                batch_op::Op::Rmdir(RmdirRequest {
+                    id: None,
+                    cred,
+                    parent,
+                    name,
+                })
+            } else {
+                batch_op::Op::Unlink(UnlinkRequest {
+                    id: None,
+                    cred,
+                    parent,
+                    name,
+                })
+            };
+            master.queue_op(BatchOp { op: Some(op) });
+            Some(Ok(()))
+        };
         self.here_or_take(master, cred, parent, here).await
-    }
-
-    fn unlink_here(
-        &self,
-        master: &MasterClient,
-        cred: &Credentials,
-        parent: u64,
-        name: &[u8],
-        dir: bool,
-    ) -> Option<Result<(), Errno>> {
-        let sid = master.session_id();
-        let mut st = self.lock();
-        let st = &mut *st;
-        let d = st.dirs.get(&parent).filter(|d| d.usable(sid))?;
-        if !may_remove_in(&d.attr, cred) {
-            return None;
-        }
-        let Some(&e) = d.names.get(name) else {
-            return Some(Err(Errno::ENOENT));
-        };
-        if !e.plain {
-            return None;
-        }
-        match (dir, e.dir) {
-            (true, false) => return Some(Err(Errno::ENOTDIR)),
-            (false, true) => return Some(Err(Errno::EISDIR)),
-            // Empty for sure only when held here too.
-            (true, true) => st
-                .dirs
-                .get(&e.inode)
-                .filter(|c| c.session == sid && c.names.is_empty())
-                .map(|_| ())?,
-            (false, false) => {}
-        }
-        if let Some(d) = st.dirs.get_mut(&parent) {
-            d.names.remove(name);
-        }
-        if dir {
-            st.dirs.remove(&e.inode);
-        }
-        // Its attributes (nlink) are the master's again.
-        st.made.remove(&e.inode);
-        let (cred, name) = (Some(cred.clone()), name.to_vec());
-        let op = if dir {
-            batch_op::Op::Rmdir(RmdirRequest {
-                id: None,
-                cred,
-                parent,
-                name,
-            })
-        } else {
-            batch_op::Op::Unlink(UnlinkRequest {
-                id: None,
-                cred,
-                parent,
-                name,
-            })
-        };
-        master.queue_op(BatchOp { op: Some(op) });
-        Some(Ok(()))
     }
 
     /// A rename of `from` to `to` (directory, name): answered here when

@@ -135,6 +135,32 @@ pub(crate) struct Inner {
     /// Blocks kept for small reads.
     pub(crate) blocks: blocks::Blocks,
     pub(crate) flusher: Mutex<Option<tokio::task::AbortHandle>>,
+    /// Where a length commit may go instead of to the master now.
+    pub(crate) commit_queue: CommitQueue,
+}
+
+/// Takes a write's length commit for the client's write-back queue (true),
+/// or leaves it to be sent now (false): see [`FileIo::queue_commits_with`].
+pub type QueueCommit = Box<dyn Fn(&mfs_proto::v1::WriteChunkEndRequest) -> bool + Send + Sync>;
+
+#[derive(Default)]
+pub(crate) struct CommitQueue(std::sync::OnceLock<QueueCommit>);
+
+impl CommitQueue {
+    /// Whether the queue took `req`.
+    pub(crate) fn take(&self, req: &mfs_proto::v1::WriteChunkEndRequest) -> bool {
+        self.0.get().is_some_and(|f| f(req))
+    }
+}
+
+impl std::fmt::Debug for CommitQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "CommitQueue(set)"
+        } else {
+            "CommitQueue"
+        })
+    }
 }
 
 impl Drop for Inner {
@@ -162,6 +188,7 @@ impl FileIo {
             files: Mutex::new(HashMap::new()),
             creds: Mutex::new(HashMap::new()),
             flusher: Mutex::new(None),
+            commit_queue: CommitQueue::default(),
         });
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
@@ -173,6 +200,15 @@ impl FileIo {
             ),
         }
         FileIo { inner }
+    }
+
+    /// Lets `f` take length commits (WriteChunkEnd) for the client's
+    /// write-back queue: the mount's, for files nobody else can name until
+    /// the queue is sent (made in a directory it holds). Such a commit
+    /// counts as done when `f` took it; the data is on every copy by then.
+    /// Set once; later calls are ignored.
+    pub fn queue_commits_with(&self, f: QueueCommit) {
+        let _ = self.inner.commit_queue.0.set(f);
     }
 
     /// The options in force.

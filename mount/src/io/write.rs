@@ -528,6 +528,9 @@ impl Inner {
                     cred: deferred.cred.clone().filter(|_| with),
                     created,
                 };
+                if self.commit_queue.take(&req) {
+                    return (index, Ok(Default::default()));
+                }
                 (index, self.master.write_chunk_end(req).await)
             })
             .buffer_unordered(self.opts.parallelism)

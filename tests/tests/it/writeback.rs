@@ -31,15 +31,26 @@ fn names(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn creates_answered_by_the_mount_are_seen_by_another_mount() {
+/// One master (and a chunkserver when `data`), two mounts "a" and "b";
+/// None without root or /dev/fuse.
+async fn two_mounts(data: bool) -> Option<(Cluster, Mount, Mount)> {
     if skip_without_fuse() {
-        return;
+        return None;
     }
     let mut c = Cluster::start(1, &[]).await.unwrap();
-    c.add_chunkservers(1, 1).await.unwrap();
+    if data {
+        c.add_chunkservers(1, 1).await.unwrap();
+    }
     let a = Mount::start(&c, "a", &[]).unwrap();
     let b = Mount::start(&c, "b", &[]).unwrap();
+    Some((c, a, b))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creates_answered_by_the_mount_are_seen_by_another_mount() {
+    let Some((c, a, b)) = two_mounts(true).await else {
+        return;
+    };
     let m = &c.masters[0];
     let (da, db) = (a.path().join("d"), b.path().join("d"));
     fs::create_dir(&da).unwrap();
@@ -161,13 +172,9 @@ fn renameat2(from: &Path, to: &Path, flags: u32) -> std::io::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removals_and_renames_answered_by_the_mount_are_seen_by_another_mount() {
     use std::io::{Read, Seek, Write};
-    if skip_without_fuse() {
+    let Some((c, a, b)) = two_mounts(true).await else {
         return;
-    }
-    let mut c = Cluster::start(1, &[]).await.unwrap();
-    c.add_chunkservers(1, 1).await.unwrap();
-    let a = Mount::start(&c, "a", &[]).unwrap();
-    let b = Mount::start(&c, "b", &[]).unwrap();
+    };
     let m = &c.masters[0];
     let (da, db) = (a.path().join("d"), b.path().join("d"));
     fs::create_dir(&da).unwrap();
@@ -264,13 +271,9 @@ async fn removals_and_renames_answered_by_the_mount_are_seen_by_another_mount() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_mount_answers_stat_of_files_it_made_in_a_directory_it_holds() {
     use std::os::unix::fs::PermissionsExt;
-    if skip_without_fuse() {
+    let Some((c, a, b)) = two_mounts(true).await else {
         return;
-    }
-    let mut c = Cluster::start(1, &[]).await.unwrap();
-    c.add_chunkservers(1, 1).await.unwrap();
-    let a = Mount::start(&c, "a", &[]).unwrap();
-    let b = Mount::start(&c, "b", &[]).unwrap();
+    };
     let m = &c.masters[0];
     let (da, db) = (a.path().join("d"), b.path().join("d"));
     fs::create_dir(&da).unwrap();
@@ -325,12 +328,9 @@ async fn the_mount_answers_stat_of_files_it_made_in_a_directory_it_holds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tree_made_chmodded_and_removed_on_one_mount_keeps_its_delegations() {
     use std::os::unix::fs::PermissionsExt;
-    if skip_without_fuse() {
+    let Some((c, a, b)) = two_mounts(false).await else {
         return;
-    }
-    let c = Cluster::start(1, &[]).await.unwrap();
-    let a = Mount::start(&c, "a", &[]).unwrap();
-    let b = Mount::start(&c, "b", &[]).unwrap();
+    };
     let m = &c.masters[0];
     let (da, db) = (a.path().join("t"), b.path().join("t"));
     fs::create_dir(&da).unwrap();
@@ -463,4 +463,49 @@ async fn the_write_back_queue_survives_leader_kills() {
     assert_eq!(names(&dir), want);
     let b = Mount::start(&c, "b", &[]).unwrap();
     assert_eq!(names(&b.path().join("d")), want);
+}
+
+/// Small files made in a held directory: their data goes to the
+/// chunkservers at close, their length commit rides in the write-back
+/// queue; another mount reads every byte, and fsync makes a file durable
+/// against a `kill -9` of its mount.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn length_commits_of_files_made_in_a_held_directory_ride_in_the_queue() {
+    use std::io::Write;
+    let Some((c, mut a, b)) = two_mounts(true).await else {
+        return;
+    };
+    let m = &c.masters[0];
+    let (da, db) = (a.path().join("d"), b.path().join("d"));
+    fs::create_dir(&da).unwrap();
+    let content = |i: usize| format!("file {i} ").repeat(450 + i).into_bytes();
+    let ends = rpc_count(m, "WriteChunkEnd");
+    for i in 0..50 {
+        fs::write(da.join(format!("s{i:02}")), content(i)).unwrap();
+    }
+    let sent = rpc_count(m, "WriteChunkEnd") - ends;
+    assert!(sent < 5, "A sent {sent} of 50 length commits itself");
+
+    step("B reads every file (after the recall): every byte");
+    for i in 0..50 {
+        let p = db.join(format!("s{i:02}"));
+        assert_eq!(fs::read(&p).unwrap(), content(i), "{}", p.display());
+    }
+
+    step("a file fsynced on A outlives A's kill -9");
+    let e = a.path().join("e");
+    fs::create_dir(&e).unwrap();
+    for i in 0..3 {
+        create_new(&e.join(format!("x{i}"))).unwrap();
+    }
+    let mut f = create_new(&e.join("kept")).unwrap();
+    f.write_all(b"durable").unwrap();
+    f.sync_all().unwrap();
+    let pid = a.pid().expect("mount runs");
+    // SAFETY: kill(2) of the mount process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = a.terminate(std::time::Duration::from_secs(5));
+    drop(f);
+    let n = Mount::start(&c, "n", &[]).unwrap();
+    assert_eq!(fs::read(n.path().join("e/kept")).unwrap(), b"durable");
 }
