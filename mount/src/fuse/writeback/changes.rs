@@ -1,0 +1,357 @@
+//! The mount's changes in the directories it holds: removals and renames
+//! answered here, its own other changes keeping the listing true (or giving
+//! the directory back), changes of attributes, and the length commits of
+//! files made here (see the parent module).
+
+use fuser::Errno;
+use mfs_proto::v1::{batch_op, Attr, BatchOp, Credentials, WriteChunkEndRequest};
+use mfs_proto::v1::{RenameRequest, RmdirRequest, UnlinkRequest};
+
+use super::{may_write_dir, now_ts, Entry, WriteBack};
+use crate::master::MasterClient;
+
+/// Whether `c` may remove or rename any name in directory `d` as the
+/// mount sees it: write and search permission, and no sticky bit unless
+/// `c` owns the directory (else the master decides).
+fn may_remove_in(d: &Attr, c: &Credentials) -> bool {
+    may_write_dir(d, c) && (d.mode & 0o1000 == 0 || c.uid == 0 || c.uid == d.uid)
+}
+
+impl WriteBack {
+    /// This mount changes `inode`: a held directory's attributes or
+    /// extended attributes (creates there were checked against them as
+    /// they were: it is given back), a file's data, attributes or links
+    /// (its attributes are the master's again).
+    pub(crate) fn changed(&self, master: &MasterClient, inode: u64) {
+        if !self.enabled {
+            return;
+        }
+        let held = {
+            let mut st = self.lock();
+            if let Some(m) = st.made.get_mut(&inode) {
+                m.known = false;
+            }
+            st.dirs.remove(&inode).is_some()
+        };
+        if held {
+            self.send_back(master, inode);
+        }
+    }
+
+    /// A change of `inode`'s attributes by this mount starts. A held
+    /// directory answers nothing here until the change is done (creates
+    /// are checked against its attributes), then goes on with the new
+    /// ones, or is given back if the master could no longer foresee a
+    /// create there (SGID, extra attributes). A file made here is the
+    /// master's again.
+    pub(crate) fn attr_change<'a>(
+        &'a self,
+        master: &'a MasterClient,
+        inode: u64,
+    ) -> AttrChange<'a> {
+        let mut grant = None;
+        if self.enabled {
+            let mut st = self.lock();
+            if let Some(m) = st.made.get_mut(&inode) {
+                m.known = false;
+            }
+            if let Some(d) = st.dirs.get_mut(&inode) {
+                d.changing += 1;
+                grant = Some(d.grant);
+            }
+        }
+        AttrChange {
+            wb: self,
+            master,
+            inode,
+            grant,
+        }
+    }
+
+    fn attr_changed(&self, master: &MasterClient, inode: u64, grant: u64, now: Option<&Attr>) {
+        let keep = {
+            let mut st = self.lock();
+            let Some(d) = st.dirs.get_mut(&inode).filter(|d| d.grant == grant) else {
+                return;
+            };
+            d.changing = d.changing.saturating_sub(1);
+            match now {
+                Some(a) if a.mode & 0o2000 != 0 || a.eattr != 0 => false,
+                Some(a) => {
+                    d.attr = *a;
+                    true
+                }
+                None => true,
+            }
+        };
+        if !keep {
+            self.give_back(master, inode);
+        }
+    }
+
+    /// A hard link to `inode` is being made: other names may reach it.
+    pub(crate) fn linked(&self, inode: u64) {
+        if self.enabled {
+            self.lock().made.remove(&inode);
+        }
+    }
+
+    /// Queues the length commit `req` when its file was made here, in a
+    /// directory the mount holds (nobody else sees the file before the
+    /// queue is sent); false: send it now. Checked and queued under the
+    /// lock a recall takes, so a recall's return comes after it.
+    pub(crate) fn queue_commit(&self, master: &MasterClient, req: &WriteChunkEndRequest) -> bool {
+        if !self.enabled || !self.live() {
+            return false;
+        }
+        let sid = master.session_id();
+        let st = self.lock();
+        let private = st.made.get(&req.inode).is_some_and(|m| {
+            st.dirs
+                .get(&m.parent)
+                .is_some_and(|d| d.session == sid && d.grant == m.grant)
+        });
+        if private {
+            master.queue_op(BatchOp {
+                op: Some(batch_op::Op::WriteEnd(req.clone())),
+            });
+        }
+        private
+    }
+
+    /// An unlink (rmdir when `dir`) of `name` in `parent`: answered here
+    /// when the mount holds `parent` (taken now when removals come in a
+    /// stream) and, for rmdir, the directory removed, empty; None: ask the
+    /// master.
+    pub(crate) async fn unlink(
+        &self,
+        master: &MasterClient,
+        cred: &Credentials,
+        parent: u64,
+        name: &[u8],
+        dir: bool,
+    ) -> Option<Result<(), Errno>> {
+        let here = || {
+            let sid = master.session_id();
+            let mut st = self.lock();
+            let st = &mut *st;
+            let d = st.dirs.get(&parent).filter(|d| d.usable(sid))?;
+            if !may_remove_in(&d.attr, cred) {
+                return None;
+            }
+            let Some(&e) = d.names.get(name) else {
+                return Some(Err(Errno::ENOENT));
+            };
+            if !e.plain {
+                return None;
+            }
+            match (dir, e.dir) {
+                (true, false) => return Some(Err(Errno::ENOTDIR)),
+                (false, true) => return Some(Err(Errno::EISDIR)),
+                // Empty for sure only when held here too.
+                (true, true) => st
+                    .dirs
+                    .get(&e.inode)
+                    .filter(|c| c.session == sid && c.names.is_empty())
+                    .map(|_| ())?,
+                (false, false) => {}
+            }
+            if let Some(d) = st.dirs.get_mut(&parent) {
+                d.names.remove(name);
+            }
+            if dir {
+                st.dirs.remove(&e.inode);
+            }
+            // Its attributes (nlink) are the master's again.
+            st.made.remove(&e.inode);
+            let (cred, name) = (Some(cred.clone()), name.to_vec());
+            let op = if dir {
+                batch_op::Op::Rmdir(RmdirRequest {
+                    id: None,
+                    cred,
+                    parent,
+                    name,
+                })
+            } else {
+                batch_op::Op::Unlink(UnlinkRequest {
+                    id: None,
+                    cred,
+                    parent,
+                    name,
+                })
+            };
+            master.queue_op(BatchOp { op: Some(op) });
+            Some(Ok(()))
+        };
+        self.here_or_take(master, cred, parent, here).await
+    }
+
+    /// A rename of `from` to `to` (directory, name): answered here when
+    /// the mount holds both directories and the outcome is plain (no
+    /// exchange, nothing replaced but a file by a file, a directory only
+    /// renamed within its parent); a directory where names are renamed
+    /// in a stream is taken now. None: ask the master.
+    pub(crate) async fn rename(
+        &self,
+        master: &MasterClient,
+        cred: &Credentials,
+        from: (u64, &[u8]),
+        to: (u64, &[u8]),
+        noreplace: bool,
+        exchange: bool,
+    ) -> Option<Result<(), Errno>> {
+        if exchange || from == to {
+            return None;
+        }
+        let here = || self.rename_here(master, cred, from, to, noreplace);
+        if from.0 == to.0 {
+            self.here_or_take(master, cred, from.0, here).await
+        } else if self.enabled && self.live() {
+            here()
+        } else {
+            None
+        }
+    }
+
+    fn rename_here(
+        &self,
+        master: &MasterClient,
+        cred: &Credentials,
+        from: (u64, &[u8]),
+        to: (u64, &[u8]),
+        noreplace: bool,
+    ) -> Option<Result<(), Errno>> {
+        let sid = master.session_id();
+        let mut st = self.lock();
+        let st = &mut *st;
+        let held = |p: u64| {
+            st.dirs
+                .get(&p)
+                .filter(|d| d.usable(sid) && may_remove_in(&d.attr, cred))
+        };
+        let (src_dir, dst_dir) = (held(from.0)?, held(to.0)?);
+        let Some(&src) = src_dir.names.get(from.1) else {
+            return Some(Err(Errno::ENOENT));
+        };
+        let dst = dst_dir.names.get(to.1).copied();
+        if let Some(dst) = dst {
+            if noreplace {
+                return Some(Err(Errno::EEXIST));
+            }
+            if dst.dir || src.dir || !dst.plain || dst.inode == src.inode {
+                return None;
+            }
+        }
+        if !src.plain || (src.dir && from.0 != to.0) {
+            return None;
+        }
+        if let Some(d) = st.dirs.get_mut(&from.0) {
+            d.names.remove(from.1);
+        }
+        if let Some(d) = st.dirs.get_mut(&to.0) {
+            d.names.insert(to.1.to_vec(), src);
+        }
+        if let Some(dst) = dst {
+            st.made.remove(&dst.inode);
+        }
+        let grant = st.dirs.get(&to.0).map_or(0, |d| d.grant);
+        if let Some(m) = st.made.get_mut(&src.inode) {
+            m.parent = to.0;
+            m.grant = grant;
+            m.attr.ctime = Some(now_ts());
+        }
+        master.queue_op(BatchOp {
+            op: Some(batch_op::Op::Rename(RenameRequest {
+                id: None,
+                cred: Some(cred.clone()),
+                parent: from.0,
+                name: from.1.to_vec(),
+                new_parent: to.0,
+                new_name: to.1.to_vec(),
+                noreplace,
+                exchange: false,
+            })),
+        });
+        Some(Ok(()))
+    }
+
+    /// This mount's own change of a name in `parent` went through: the
+    /// file `made` is there now, or nothing (`None`).
+    pub(crate) fn note(&self, parent: u64, name: &[u8], made: Option<&Attr>) {
+        if !self.enabled {
+            return;
+        }
+        let mut st = self.lock();
+        let gone = st.dirs.get_mut(&parent).and_then(|d| match made {
+            Some(a) => d.names.insert(name.to_vec(), Entry::of(a)),
+            None => d.names.remove(name),
+        });
+        if let Some(e) = gone {
+            st.made.remove(&e.inode);
+        }
+    }
+
+    /// A rename by this mount went through.
+    pub(crate) fn note_rename(
+        &self,
+        master: &MasterClient,
+        from: (u64, &[u8]),
+        to: (u64, &[u8]),
+        exchange: bool,
+    ) {
+        if !self.enabled {
+            return;
+        }
+        let mut st = self.lock();
+        let moved = st
+            .dirs
+            .get_mut(&from.0)
+            .and_then(|d| d.names.remove(from.1));
+        let mut replaced = None;
+        let followed = match (moved, st.dirs.get_mut(&to.0)) {
+            (_, None) => !exchange || !st.dirs.contains_key(&from.0),
+            (Some(e), Some(d)) if !exchange => {
+                replaced = d.names.insert(to.1.to_vec(), e);
+                true
+            }
+            _ => false,
+        };
+        // The master changed their ctime (and link count).
+        for e in moved.iter().chain(replaced.iter()) {
+            st.made.remove(&e.inode);
+        }
+        if !followed {
+            drop(st);
+            self.give_back(master, from.0);
+            self.give_back(master, to.0);
+        }
+    }
+}
+
+/// A change of attributes in flight (see [`WriteBack::attr_change`]).
+pub(crate) struct AttrChange<'a> {
+    wb: &'a WriteBack,
+    master: &'a MasterClient,
+    inode: u64,
+    /// The delegation of the directory changed, if held.
+    grant: Option<u64>,
+}
+
+impl AttrChange<'_> {
+    /// The change went through: the attributes now.
+    pub(crate) fn done(mut self, now: &Attr) {
+        if let Some(g) = self.grant.take() {
+            self.wb.attr_changed(self.master, self.inode, g, Some(now));
+        }
+    }
+}
+
+impl Drop for AttrChange<'_> {
+    /// Failed or answered without the master: the attributes are as
+    /// they were.
+    fn drop(&mut self) {
+        if let Some(g) = self.grant.take() {
+            self.wb.attr_changed(self.master, self.inode, g, None);
+        }
+    }
+}
