@@ -1,12 +1,14 @@
-//! The write-back queue: creates (and unlinks, rmdirs, renames) a mount
-//! answered itself in directories delegated to its session (see the
-//! master's `fsm::delegations`), sent to the master in order, in batches
-//! (`Batch`: one log entry for many).
+//! The write-back queue: creates (and unlinks, rmdirs, renames, length
+//! commits) a mount answered itself in directories delegated to its
+//! session (see the master's `fsm::delegations`), sent to the master in
+//! order, in batches (`Batch`: one log entry for many).
 //!
 //! Every other call of this client waits for what was queued before it
 //! started ([`Queue::barrier`] in `Inner::call_with_limit`), so the master
-//! never sees a later call before the creates it may depend on (a write
-//! to a file made here, its release, the return of its directory).
+//! never sees a later call before the changes it may depend on (a write
+//! to a file made here, its release, the return of its directory). A batch
+//! goes at once when a call waits for it, else after at most [`LINGER`]
+//! for more ops to join it.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -20,6 +22,9 @@ use crate::error::ClientError;
 
 /// Ops one batch carries at most (the master takes 4096).
 const BATCH: usize = 1024;
+/// How long a batch may wait for more ops while no call waits for it
+/// (fewer, larger log entries: the masters' CPU goes to more changes).
+const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// Called for a queued create the master refused: (parent, name, inode,
 /// errno).
@@ -30,6 +35,10 @@ pub(crate) struct Queue {
     /// Ops answered by the master (or given up), counted from the start.
     done: watch::Sender<u64>,
     wake: Notify,
+    /// Calls waiting in [`Queue::barrier`] (the batch goes at once then),
+    /// and their signal to the sender.
+    waiters: std::sync::atomic::AtomicUsize,
+    urgent: Notify,
     on_refused: Mutex<Option<OnRefused>>,
 }
 
@@ -56,8 +65,29 @@ impl Default for Queue {
             ops: Mutex::new(Pending::default()),
             done: watch::Sender::new(0),
             wake: Notify::new(),
+            waiters: Default::default(),
+            urgent: Notify::new(),
             on_refused: Mutex::new(None),
         }
+    }
+}
+
+/// A call counted among the queue's waiters while it lives.
+struct Waiting<'a>(&'a Queue);
+
+impl<'a> Waiting<'a> {
+    fn new(q: &'a Queue) -> Self {
+        q.waiters.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        q.urgent.notify_one();
+        Waiting(q)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0
+            .waiters
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -89,8 +119,18 @@ impl Queue {
             return;
         }
         let mut rx = self.done.subscribe();
+        let _waiting = Waiting::new(self);
         // The sender lives as long as `self`.
         let _ = rx.wait_for(|&d| d >= target).await;
+    }
+
+    /// Whether a call waits for the queue.
+    fn urgent(&self) -> bool {
+        self.waiters.load(std::sync::atomic::Ordering::Acquire) > 0
+    }
+
+    fn len(&self) -> usize {
+        self.lock().ops.len()
     }
 
     fn take(&self) -> Vec<BatchOp> {
@@ -133,9 +173,16 @@ impl MasterClient {
     pub async fn run_queue(self) {
         let q = &self.inner.queue;
         loop {
+            if q.len() == 0 {
+                q.wake.notified().await;
+                continue;
+            }
+            if !q.urgent() && q.len() < BATCH {
+                // Nobody waits: let a few more ops join this batch.
+                let _ = tokio::time::timeout(LINGER, q.urgent.notified()).await;
+            }
             let ops = q.take();
             if ops.is_empty() {
-                q.wake.notified().await;
                 continue;
             }
             let n = ops.len() as u64;
