@@ -49,6 +49,19 @@ pub struct ReqId {
     pub acked: u64,
 }
 
+impl ReqId {
+    /// The log request of this call doing `op`, at the leader's clock.
+    fn request(self, op: Op) -> Request {
+        Request {
+            session: self.session,
+            seq: self.seq,
+            acked: self.acked,
+            time: clock(),
+            op,
+        }
+    }
+}
+
 /// Removes a chunk or slot from the busy sets when the call ends, however
 /// it ends (a client that hangs up drops the call's future).
 pub(super) struct Claim<'a> {
@@ -337,13 +350,7 @@ impl ChunkManager {
             chunk: id,
             version: ChunkVersion(version),
         };
-        let req = Request {
-            session: rid.session,
-            seq: rid.seq,
-            acked: rid.acked,
-            time: clock(),
-            op,
-        };
+        let req = rid.request(op);
         self.commit_lease(req, (id, version), chain, create).await
     }
 
@@ -419,19 +426,13 @@ impl ChunkManager {
         let id = self.new_chunk_id().await?;
         let _busy = self.claim_chunk(id)?;
         let version = 1;
-        let req = Request {
-            session: rid.session,
-            seq: rid.seq,
-            acked: rid.acked,
-            time: clock(),
-            op: Op::WriteNewChunk {
-                cred,
-                inode,
-                index,
-                chunk: id,
-                version: ChunkVersion(version),
-            },
-        };
+        let req = rid.request(Op::WriteNewChunk {
+            cred,
+            inode,
+            index,
+            chunk: id,
+            version: ChunkVersion(version),
+        });
         let session = req.session.0;
         let reply = self.node.write(req).await?;
         let Reply::Chunk { length, .. } = reply else {
@@ -459,13 +460,7 @@ impl ChunkManager {
             (length, mtime),
             change,
         );
-        let req = Request {
-            session: rid.session,
-            seq: rid.seq,
-            acked: rid.acked,
-            time: clock(),
-            op,
-        };
+        let req = rid.request(op);
         let reply = self.node.write(req).await;
         self.end_lease(rid.session, chunk);
         match reply? {

@@ -203,7 +203,60 @@ impl WriteBack {
         if exchange || from == to {
             return None;
         }
-        let here = || self.rename_here(master, cred, from, to, noreplace);
+        let here = || {
+            let sid = master.session_id();
+            let mut st = self.lock();
+            let st = &mut *st;
+            let held = |p: u64| {
+                st.dirs
+                    .get(&p)
+                    .filter(|d| d.usable(sid) && may_remove_in(&d.attr, cred))
+            };
+            let (src_dir, dst_dir) = (held(from.0)?, held(to.0)?);
+            let Some(&src) = src_dir.names.get(from.1) else {
+                return Some(Err(Errno::ENOENT));
+            };
+            let dst = dst_dir.names.get(to.1).copied();
+            if let Some(dst) = dst {
+                if noreplace {
+                    return Some(Err(Errno::EEXIST));
+                }
+                if dst.dir || src.dir || !dst.plain || dst.inode == src.inode {
+                    return None;
+                }
+            }
+            if !src.plain || (src.dir && from.0 != to.0) {
+                return None;
+            }
+            if let Some(d) = st.dirs.get_mut(&from.0) {
+                d.names.remove(from.1);
+            }
+            if let Some(d) = st.dirs.get_mut(&to.0) {
+                d.names.insert(to.1.to_vec(), src);
+            }
+            if let Some(dst) = dst {
+                st.made.remove(&dst.inode);
+            }
+            let grant = st.dirs.get(&to.0).map_or(0, |d| d.grant);
+            if let Some(m) = st.made.get_mut(&src.inode) {
+                m.parent = to.0;
+                m.grant = grant;
+                m.attr.ctime = Some(now_ts());
+            }
+            master.queue_op(BatchOp {
+                op: Some(batch_op::Op::Rename(RenameRequest {
+                    id: None,
+                    cred: Some(cred.clone()),
+                    parent: from.0,
+                    name: from.1.to_vec(),
+                    new_parent: to.0,
+                    new_name: to.1.to_vec(),
+                    noreplace,
+                    exchange: false,
+                })),
+            });
+            Some(Ok(()))
+        };
         if from.0 == to.0 {
             self.here_or_take(master, cred, from.0, here).await
         } else if self.enabled && self.live() {
@@ -211,68 +264,6 @@ impl WriteBack {
         } else {
             None
         }
-    }
-
-    fn rename_here(
-        &self,
-        master: &MasterClient,
-        cred: &Credentials,
-        from: (u64, &[u8]),
-        to: (u64, &[u8]),
-        noreplace: bool,
-    ) -> Option<Result<(), Errno>> {
-        let sid = master.session_id();
-        let mut st = self.lock();
-        let st = &mut *st;
-        let held = |p: u64| {
-            st.dirs
-                .get(&p)
-                .filter(|d| d.usable(sid) && may_remove_in(&d.attr, cred))
-        };
-        let (src_dir, dst_dir) = (held(from.0)?, held(to.0)?);
-        let Some(&src) = src_dir.names.get(from.1) else {
-            return Some(Err(Errno::ENOENT));
-        };
-        let dst = dst_dir.names.get(to.1).copied();
-        if let Some(dst) = dst {
-            if noreplace {
-                return Some(Err(Errno::EEXIST));
-            }
-            if dst.dir || src.dir || !dst.plain || dst.inode == src.inode {
-                return None;
-            }
-        }
-        if !src.plain || (src.dir && from.0 != to.0) {
-            return None;
-        }
-        if let Some(d) = st.dirs.get_mut(&from.0) {
-            d.names.remove(from.1);
-        }
-        if let Some(d) = st.dirs.get_mut(&to.0) {
-            d.names.insert(to.1.to_vec(), src);
-        }
-        if let Some(dst) = dst {
-            st.made.remove(&dst.inode);
-        }
-        let grant = st.dirs.get(&to.0).map_or(0, |d| d.grant);
-        if let Some(m) = st.made.get_mut(&src.inode) {
-            m.parent = to.0;
-            m.grant = grant;
-            m.attr.ctime = Some(now_ts());
-        }
-        master.queue_op(BatchOp {
-            op: Some(batch_op::Op::Rename(RenameRequest {
-                id: None,
-                cred: Some(cred.clone()),
-                parent: from.0,
-                name: from.1.to_vec(),
-                new_parent: to.0,
-                new_name: to.1.to_vec(),
-                noreplace,
-                exchange: false,
-            })),
-        });
-        Some(Ok(()))
     }
 
     /// This mount's own change of a name in `parent` went through: the

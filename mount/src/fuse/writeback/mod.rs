@@ -257,7 +257,75 @@ impl WriteBack {
         exclusive: bool,
     ) -> Option<Result<Attr, Errno>> {
         let sid = master.session_id();
-        let here = || self.create_here(master, sid, cred, parent, name, mode, umask, exclusive);
+        let here = || {
+            let done = master.queue_done();
+            let mut st = self.lock();
+            let st = &mut *st;
+            let d = st.dirs.get_mut(&parent).filter(|d| d.usable(sid))?;
+            if d.names.contains_key(name) {
+                // Without O_EXCL, the master opens the file there.
+                return exclusive.then_some(Err(Errno::EEXIST));
+            }
+            if !may_write_dir(&d.attr, cred) || st.inos_session != sid {
+                return None;
+            }
+            let range = st.inos.front_mut()?;
+            let inode = range.0;
+            range.0 += 1;
+            if range.0 == range.1 {
+                st.inos.pop_front();
+            }
+            let t = now_ts();
+            let attr = Attr {
+                inode,
+                r#type: FileType::Regular as i32,
+                mode: mode & 0o7777 & !umask,
+                uid: cred.uid,
+                gid: cred.gid,
+                nlink: 1,
+                size: 0,
+                atime: Some(t),
+                mtime: Some(t),
+                ctime: Some(t),
+                rdev: 0,
+                goal: d.attr.goal,
+                trash_time: d.attr.trash_time,
+                blocks_bytes: 0,
+                eattr: 0,
+                has_xattrs: Some(false),
+            };
+            d.names.insert(name.to_vec(), Entry::of(&attr));
+            let grant = d.grant;
+            let ticket = master.queue_op(BatchOp {
+                op: Some(batch_op::Op::Create(CreateAtOp {
+                    cred: Some(cred.clone()),
+                    parent,
+                    name: name.to_vec(),
+                    mode,
+                    umask,
+                    inode,
+                    time: Some(t),
+                })),
+            });
+            if st.made.len() >= MAX_MADE {
+                let dirs = &st.dirs;
+                st.made.retain(|_, m| {
+                    m.ticket > done || dirs.get(&m.parent).is_some_and(|d| d.grant == m.grant)
+                });
+                if st.made.len() >= MAX_MADE {
+                    st.made.clear();
+                }
+            }
+            let made = Made {
+                ticket,
+                parent,
+                grant,
+                attr,
+                known: true,
+            };
+            st.made.insert(inode, made);
+            Some(Ok(attr))
+        };
         self.here_or_take(master, cred, parent, here).await
     }
 
@@ -304,87 +372,6 @@ impl WriteBack {
             st.not_before.retain(|_, t| now < *t);
         }
         streaming
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn create_here(
-        &self,
-        master: &MasterClient,
-        sid: u64,
-        cred: &Credentials,
-        parent: u64,
-        name: &[u8],
-        mode: u32,
-        umask: u32,
-        exclusive: bool,
-    ) -> Option<Result<Attr, Errno>> {
-        let done = master.queue_done();
-        let mut st = self.lock();
-        let st = &mut *st;
-        let d = st.dirs.get_mut(&parent).filter(|d| d.usable(sid))?;
-        if d.names.contains_key(name) {
-            // Without O_EXCL, the master opens the file there.
-            return exclusive.then_some(Err(Errno::EEXIST));
-        }
-        if !may_write_dir(&d.attr, cred) || st.inos_session != sid {
-            return None;
-        }
-        let range = st.inos.front_mut()?;
-        let inode = range.0;
-        range.0 += 1;
-        if range.0 == range.1 {
-            st.inos.pop_front();
-        }
-        let t = now_ts();
-        let attr = Attr {
-            inode,
-            r#type: FileType::Regular as i32,
-            mode: mode & 0o7777 & !umask,
-            uid: cred.uid,
-            gid: cred.gid,
-            nlink: 1,
-            size: 0,
-            atime: Some(t),
-            mtime: Some(t),
-            ctime: Some(t),
-            rdev: 0,
-            goal: d.attr.goal,
-            trash_time: d.attr.trash_time,
-            blocks_bytes: 0,
-            eattr: 0,
-            has_xattrs: Some(false),
-        };
-        d.names.insert(name.to_vec(), Entry::of(&attr));
-        let grant = d.grant;
-        let ticket = master.queue_op(BatchOp {
-            op: Some(batch_op::Op::Create(CreateAtOp {
-                cred: Some(cred.clone()),
-                parent,
-                name: name.to_vec(),
-                mode,
-                umask,
-                inode,
-                time: Some(t),
-            })),
-        });
-        if st.made.len() >= MAX_MADE {
-            let dirs = &st.dirs;
-            st.made.retain(|_, m| {
-                m.ticket > done || dirs.get(&m.parent).is_some_and(|d| d.grant == m.grant)
-            });
-            if st.made.len() >= MAX_MADE {
-                st.made.clear();
-            }
-        }
-        let made = Made {
-            ticket,
-            parent,
-            grant,
-            attr,
-            known: true,
-        };
-        st.made.insert(inode, made);
-        Some(Ok(attr))
     }
 
     /// Asks for `parent` and reads its names; on any failure the
