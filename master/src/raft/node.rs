@@ -135,6 +135,13 @@ fn fresh_cluster_id() -> String {
 }
 
 impl MasterNode {
+    /// A watch that wakes at every change of this node's Raft state, for
+    /// a caller that waits for something to be applied: made before it
+    /// looks, so nothing applied after the look is missed.
+    pub fn changes(&self) -> Changes {
+        Changes(self.raft.metrics())
+    }
+
     /// Opens the data dir, checks the peers, and starts the Raft node. The
     /// gRPC server is started by the caller with [`Self::raft_service`].
     pub async fn start(cfg: &MasterConfig, res: &Resolved) -> Result<Arc<MasterNode>, String> {
@@ -880,6 +887,22 @@ async fn purge_trash(node: &MasterNode) {
         if n < TRASH_PURGE_BATCH {
             return;
         }
+    }
+}
+
+/// A watch on this node's Raft state (see [`MasterNode::changes`]).
+pub struct Changes(
+    openraft::type_config::alias::WatchReceiverOf<
+        TypeConfig,
+        openraft::metrics::RaftMetrics<TypeConfig>,
+    >,
+);
+
+impl Changes {
+    /// Waits for the next change (an entry applied, a new term, ...) after
+    /// the watch was made or last woke, at most `max`.
+    pub async fn next(&mut self, max: Duration) {
+        let _ = tokio::time::timeout(max, self.0.changed()).await;
     }
 }
 

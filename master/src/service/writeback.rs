@@ -94,6 +94,9 @@ impl Meta {
             return Ok(());
         }
         let start = Instant::now();
+        // Made before the recalls go: the holder's queue and return come
+        // as applied entries, each of which wakes it.
+        let mut changes = self.node.changes();
         metrics::counter!("mfs_recalls_total").increment(held.len() as u64);
         for &(dir, holder) in &held {
             if !self.recalls.send(holder, dir) {
@@ -101,7 +104,7 @@ impl Meta {
             }
         }
         loop {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            changes.next(Duration::from_millis(20)).await;
             let left = held_by_others(&self.node.shared.ns(), caller, inodes);
             if left.is_empty() {
                 return Ok(());
