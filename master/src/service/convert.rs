@@ -5,9 +5,10 @@ use mfs_proto::v1 as pb;
 
 use crate::chunks::state::{CopyInfo, Disk};
 use crate::chunks::Location;
-use crate::fsm::{self, Attr, ChunkId, Cred, FileType, Namespace, Reply, Timespec};
+use crate::fsm::{self, Attr, ChunkId, Cred, FileType, Inode, Namespace, Op, Reply, Timespec};
 use tonic::Status;
 
+use super::access::Caller;
 use super::error::invalid;
 
 pub fn ftype_to_pb(t: FileType) -> pb::FileType {
@@ -199,6 +200,37 @@ pub fn file_lock_to_pb(lock: Option<&fsm::FileLock>) -> pb::FileLock {
             pid: l.pid,
             session: l.session.0,
         },
+    }
+}
+
+/// The op of an Unlink call (alone or in a client's batch).
+pub(super) fn unlink_op(c: &Caller, r: pb::UnlinkRequest) -> Op {
+    Op::Unlink {
+        cred: c.cred(r.cred),
+        parent: Inode(r.parent),
+        name: r.name,
+    }
+}
+
+/// The op of an Rmdir call (alone or in a client's batch).
+pub(super) fn rmdir_op(c: &Caller, r: pb::RmdirRequest) -> Op {
+    Op::Rmdir {
+        cred: c.cred(r.cred),
+        parent: Inode(r.parent),
+        name: r.name,
+    }
+}
+
+/// The op of a Rename call (alone or in a client's batch).
+pub(super) fn rename_op(c: &Caller, r: pb::RenameRequest) -> Op {
+    Op::Rename {
+        cred: c.cred(r.cred),
+        parent: Inode(r.parent),
+        name: r.name,
+        new_parent: Inode(r.new_parent),
+        new_name: r.new_name,
+        noreplace: r.noreplace,
+        exchange: r.exchange,
     }
 }
 

@@ -399,24 +399,16 @@ impl MetaService for Meta {
         let (c, r) = self
             .admit(req, Need::Write, |r| vec![Inode(r.parent)])
             .await?;
-        let op = Op::Unlink {
-            cred: c.cred(r.cred),
-            parent: Inode(r.parent),
-            name: r.name,
-        };
-        ok_reply(self.mutate(r.id, op).await?)
+        let id = r.id;
+        ok_reply(self.mutate(id, unlink_op(&c, r)).await?)
     }
 
     async fn rmdir(&self, req: Request<pb::RmdirRequest>) -> R<pb::Empty> {
         let (c, r) = self
             .admit(req, Need::Write, |r| vec![Inode(r.parent)])
             .await?;
-        let op = Op::Rmdir {
-            cred: c.cred(r.cred),
-            parent: Inode(r.parent),
-            name: r.name,
-        };
-        ok_reply(self.mutate(r.id, op).await?)
+        let id = r.id;
+        ok_reply(self.mutate(id, rmdir_op(&c, r)).await?)
     }
 
     async fn rename(&self, req: Request<pb::RenameRequest>) -> R<pb::Empty> {
@@ -425,16 +417,8 @@ impl MetaService for Meta {
                 vec![Inode(r.parent), Inode(r.new_parent)]
             })
             .await?;
-        let op = Op::Rename {
-            cred: c.cred(r.cred),
-            parent: Inode(r.parent),
-            name: r.name,
-            new_parent: Inode(r.new_parent),
-            new_name: r.new_name,
-            noreplace: r.noreplace,
-            exchange: r.exchange,
-        };
-        ok_reply(self.mutate(r.id, op).await?)
+        let id = r.id;
+        ok_reply(self.mutate(id, rename_op(&c, r)).await?)
     }
 
     async fn link(&self, req: Request<pb::LinkRequest>) -> R<pb::EntryReply> {

@@ -241,25 +241,9 @@ impl Meta {
                 Some(pb::batch_op::Op::Release(inode)) => Op::Release {
                     inode: Inode(inode),
                 },
-                Some(pb::batch_op::Op::Unlink(u)) => Op::Unlink {
-                    cred: c.cred(u.cred),
-                    parent: Inode(u.parent),
-                    name: u.name,
-                },
-                Some(pb::batch_op::Op::Rmdir(u)) => Op::Rmdir {
-                    cred: c.cred(u.cred),
-                    parent: Inode(u.parent),
-                    name: u.name,
-                },
-                Some(pb::batch_op::Op::Rename(m)) => Op::Rename {
-                    cred: c.cred(m.cred),
-                    parent: Inode(m.parent),
-                    name: m.name,
-                    new_parent: Inode(m.new_parent),
-                    new_name: m.new_name,
-                    noreplace: m.noreplace,
-                    exchange: m.exchange,
-                },
+                Some(pb::batch_op::Op::Unlink(u)) => super::convert::unlink_op(&c, u),
+                Some(pb::batch_op::Op::Rmdir(u)) => super::convert::rmdir_op(&c, u),
+                Some(pb::batch_op::Op::Rename(m)) => super::convert::rename_op(&c, m),
                 Some(pb::batch_op::Op::WriteEnd(w)) => {
                     let (mtime, change) = super::data::end_args(&c, &w)?;
                     let chunk = ChunkId(w.chunk_id);

@@ -240,17 +240,14 @@ impl Shared {
         let Ok(len) = u32::try_from(data.len()) else {
             return reply.error(Errno::EINVAL);
         };
-        self.wb.changed(&self.master, self.map.to_master(ino));
+        let inode = self.map.to_master(ino);
+        self.wb.changed(&self.master, inode);
         // Writeback pages may come through any handle of the inode (or a
         // handle already released): mark the one given when it is ours.
         if let Some(f) = self.handles.file(fh.0) {
             f.dirty.store(true, Ordering::Relaxed);
         }
-        match self
-            .io
-            .write_bytes(self.map.to_master(ino), offset, data.into())
-            .await
-        {
+        match self.io.write_bytes(inode, offset, data.into()).await {
             Ok(()) => reply.written(len),
             Err(e) => reply.error(errno(&e)),
         }

@@ -106,11 +106,10 @@ impl WriteBack {
         }
         let sid = master.session_id();
         let st = self.lock();
-        let private = st.made.get(&req.inode).is_some_and(|m| {
-            st.dirs
-                .get(&m.parent)
-                .is_some_and(|d| d.session == sid && d.grant == m.grant)
-        });
+        let private = st
+            .made
+            .get(&req.inode)
+            .is_some_and(|m| st.still_held(m, sid));
         if private {
             master.queue_op(BatchOp {
                 op: Some(batch_op::Op::WriteEnd(req.clone())),
@@ -183,7 +182,7 @@ impl WriteBack {
             master.queue_op(BatchOp { op: Some(op) });
             Some(Ok(()))
         };
-        self.here_or_take(master, cred, parent, here).await
+        self.here_or_take(master, cred, Some(parent), here).await
     }
 
     /// A rename of `from` to `to` (directory, name): answered here when
@@ -257,13 +256,9 @@ impl WriteBack {
             });
             Some(Ok(()))
         };
-        if from.0 == to.0 {
-            self.here_or_take(master, cred, from.0, here).await
-        } else if self.enabled && self.live() {
-            here()
-        } else {
-            None
-        }
+        // Only a rename within one directory takes it.
+        let take = (from.0 == to.0).then_some(from.0);
+        self.here_or_take(master, cred, take, here).await
     }
 
     /// This mount's own change of a name in `parent` went through: the

@@ -121,6 +121,16 @@ struct Entry {
     plain: bool,
 }
 
+impl State {
+    /// Whether `m`'s directory is still held by session `sid` under the
+    /// delegation the file was made (or renamed to) under.
+    fn still_held(&self, m: &Made, sid: u64) -> bool {
+        self.dirs
+            .get(&m.parent)
+            .is_some_and(|d| d.session == sid && d.grant == m.grant)
+    }
+}
+
 impl Dir {
     /// Whether creates and removals may be answered from it now.
     fn usable(&self, sid: u64) -> bool {
@@ -214,7 +224,7 @@ impl WriteBack {
             None if self.live() => Local::Absent,
             None => Local::Ask,
             Some(e) => match st.made.get(&e.inode) {
-                Some(m) if m.known && m.parent == parent && m.grant == d.grant => {
+                Some(m) if m.known && m.parent == parent && st.still_held(m, sid) => {
                     Local::Made(m.attr)
                 }
                 _ => Local::Ask,
@@ -225,8 +235,8 @@ impl WriteBack {
     /// The attributes of `inode` if it is a file made here, and the
     /// master has not answered its create yet or the mount still holds
     /// its directory: nobody else can name it then, and what this mount
-    /// does to it besides a rename here ([`WriteBack::touched`]) makes it
-    /// the master's again.
+    /// does to it besides a rename here ([`WriteBack::changed`],
+    /// [`WriteBack::attr_change`]) makes it the master's again.
     pub(crate) fn made_attr(&self, master: &MasterClient, inode: u64) -> Option<Attr> {
         if !self.enabled {
             return None;
@@ -234,12 +244,7 @@ impl WriteBack {
         let (sid, done) = (master.session_id(), master.queue_done());
         let st = self.lock();
         let m = st.made.get(&inode).filter(|m| m.known)?;
-        let held = || {
-            st.dirs
-                .get(&m.parent)
-                .is_some_and(|d| d.session == sid && d.grant == m.grant)
-        };
-        (m.ticket > done || held()).then_some(m.attr)
+        (m.ticket > done || st.still_held(m, sid)).then_some(m.attr)
     }
 
     /// A create of a regular file: answered here when `parent` is held
@@ -326,17 +331,17 @@ impl WriteBack {
             st.made.insert(inode, made);
             Some(Ok(attr))
         };
-        self.here_or_take(master, cred, parent, here).await
+        self.here_or_take(master, cred, Some(parent), here).await
     }
 
-    /// `here()`, or when it cannot answer because `dir` is not held and
-    /// changes come there in a stream: asks for `dir`, then `here()`
-    /// again.
+    /// `here()`, or when it cannot answer because `take` (a directory) is
+    /// not held and changes come there in a stream: asks for it, then
+    /// `here()` again.
     async fn here_or_take<T>(
         &self,
         master: &MasterClient,
         cred: &Credentials,
-        dir: u64,
+        take: Option<u64>,
         here: impl Fn() -> Option<T>,
     ) -> Option<T> {
         if !self.enabled || !self.live() {
@@ -345,6 +350,7 @@ impl WriteBack {
         if let Some(r) = here() {
             return Some(r);
         }
+        let dir = take?;
         let sid = master.session_id();
         let held = self.lock().dirs.get(&dir).is_some_and(|d| d.session == sid);
         if held || !self.worth_asking(dir) {
