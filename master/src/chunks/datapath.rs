@@ -62,6 +62,13 @@ impl ReqId {
     }
 }
 
+/// The slot and the chunk id a batch's `write` op claims until the batch
+/// is committed (see [`ChunkManager::batch_write_op`]).
+pub struct Reserved<'a> {
+    _slot: Claim<'a>,
+    _chunk: Claim<'a>,
+}
+
 /// Removes a chunk or slot from the busy sets when the call ends, however
 /// it ends (a client that hangs up drops the call's future).
 pub(super) struct Claim<'a> {
@@ -214,7 +221,7 @@ impl ChunkManager {
 
     /// The answer to a WriteChunk already applied (a retry): its chunk at
     /// its version, with the copies that hold it, and the lease again.
-    fn replay_write(&self, rid: ReqId, reply: Reply) -> Result<Location, ChunkError> {
+    fn replay_write(&self, session: SessionId, reply: Reply) -> Result<Location, ChunkError> {
         let Reply::Chunk {
             id,
             version,
@@ -245,11 +252,11 @@ impl ChunkManager {
                 drop(st);
                 return Err(stale_or_retry(self, "WriteChunk", id));
             }
-            if st.lease(id, now).is_none_or(|l| l.session == rid.session.0) {
+            if st.lease(id, now).is_none_or(|l| l.session == session.0) {
                 st.leases.insert(
                     id,
                     Lease {
-                        session: rid.session.0,
+                        session: session.0,
                         version: version.0,
                         chain: chain.clone(),
                         expires: now + LEASE_TIME,
@@ -288,7 +295,7 @@ impl ChunkManager {
             let ns = self.node.shared.ns();
             if let Some(r) = ns.cached_reply(rid.session, rid.seq).cloned() {
                 drop(ns);
-                return self.replay_write(rid, r);
+                return self.replay_write(rid.session, r);
             }
             if !ns.has_session(rid.session) {
                 return Err(Errno::UNKNOWN_SESSION.into());
@@ -439,6 +446,62 @@ impl ChunkManager {
             return Err(reply.errno().unwrap_or(Errno::EIO).into());
         };
         Ok(self.grant(session, (id, version), chain, length, true))
+    }
+
+    /// A new-chunk lease asked in a batch (`BatchOp.write`): the op to
+    /// commit in it (WriteNewChunk of a reserved id at version 1) and the
+    /// claims on the slot and the chunk, to hold until the batch is
+    /// committed; then [`ChunkManager::batch_lease`] gives the lease.
+    pub async fn batch_write_op(
+        &self,
+        cred: Cred,
+        inode: Inode,
+        index: u32,
+    ) -> Result<(Op, Reserved<'_>), ChunkError> {
+        if index > MAX_CHUNK_INDEX {
+            return Err(Errno::EFBIG.into());
+        }
+        let slot = self.claim_slot(inode, index)?;
+        let id = self.new_chunk_id().await?;
+        let chunk = self.claim_chunk(id)?;
+        let op = Op::WriteNewChunk {
+            cred,
+            inode,
+            index,
+            chunk: id,
+            version: ChunkVersion(1),
+        };
+        Ok((
+            op,
+            Reserved {
+                _slot: slot,
+                _chunk: chunk,
+            },
+        ))
+    }
+
+    /// The lease of `session` on the chunk a batch's `write` op placed in
+    /// slot `index` of `inode` (also when the batch was a retry answered
+    /// from the reply cache): as WriteChunk answers, on a chain of the
+    /// chunk's goal that the writes make it on.
+    pub fn batch_lease(
+        &self,
+        session: SessionId,
+        inode: Inode,
+        index: u32,
+    ) -> Result<Location, ChunkError> {
+        let reply = {
+            let ns = self.node.shared.ns();
+            let id = ns.chunk_slot(inode, index)?.ok_or(Errno::EAGAIN)?;
+            let version = ns.chunk(id).ok_or(Errno::EAGAIN)?.version;
+            let length = ns.getattr(inode)?.size;
+            Reply::Chunk {
+                id,
+                version,
+                length,
+            }
+        };
+        self.replay_write(session, reply)
     }
 
     /// WriteChunkEnd: commits the length; the session's lease on the chunk

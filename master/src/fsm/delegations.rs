@@ -178,6 +178,7 @@ impl Namespace {
                     | Op::WriteChunkEnd { .. }
                     | Op::WriteChunkEndAt { .. }
                     | Op::WriteChunkEndWith { .. }
+                    | Op::WriteNewChunk { .. }
             )
         };
         if ops.len() > MAX_BATCH || !ops.iter().all(allowed) {

@@ -586,8 +586,9 @@ pub enum Op {
     },
     /// A mount's write-back queue: `ops` applied in order, each as if
     /// alone (one failing does not stop the next). Only `CreateAt`,
-    /// `Release` and `ReleaseMany` (EINVAL for the whole batch otherwise).
-    /// Replies `Reply::Batch`.
+    /// `Release`, `ReleaseMany`, `Unlink`, `Rmdir`, `Rename`, the
+    /// `WriteChunkEnd` kinds and `WriteNewChunk` (EINVAL for the whole
+    /// batch otherwise). Replies `Reply::Batch`.
     Batch { ops: Vec<Op> },
 }
 

@@ -14,11 +14,13 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
 use super::access::Need;
-use super::convert::ts_from_pb;
+use super::convert::{location_to_pb, ts_from_pb};
 use super::error::{errno_status, errno_status_with, invalid};
 use super::meta::{Meta, R};
+use crate::chunks::ChunkError;
 use crate::fsm::{self, ChunkId, Errno, Inode, Op, Reply, SessionId};
 use crate::raft::node::now;
+use mfs_proto::ChunkAccess;
 
 /// How long a call waits for the holder to give a directory back before
 /// the leader takes it.
@@ -212,6 +214,7 @@ impl Meta {
                             dirs.extend([Inode(m.parent), Inode(m.new_parent)])
                         }
                         Some(pb::batch_op::Op::WriteEnd(w)) => dirs.push(Inode(w.inode)),
+                        Some(pb::batch_op::Op::Write(w)) => dirs.push(Inode(w.inode)),
                         Some(pb::batch_op::Op::Release(_)) | None => {}
                     }
                 }
@@ -220,10 +223,18 @@ impl Meta {
                 dirs
             })
             .await?;
-        let mut ops = Vec::with_capacity(r.ops.len());
+        let n = r.ops.len();
+        let mut ops = Vec::with_capacity(n);
         // Chunks whose write leases the batch's length commits end.
         let mut ended = Vec::new();
-        for o in r.ops {
+        // The batch's new-chunk leases: (its place, inode, slot), and the
+        // claims on them until the commit.
+        let mut asked = Vec::new();
+        let mut reserved = Vec::new();
+        // Ops answered before the commit (a lease that cannot be asked
+        // now): their place and errno.
+        let mut early: Vec<(usize, i32)> = Vec::new();
+        for (i, o) in r.ops.into_iter().enumerate() {
             ops.push(match o.op {
                 Some(pb::batch_op::Op::Create(x)) => Op::CreateAt {
                     cred: c.cred(x.cred),
@@ -256,19 +267,63 @@ impl Meta {
                         change,
                     )
                 }
+                Some(pb::batch_op::Op::Write(w)) => {
+                    let (inode, index) = (Inode(w.inode), w.index);
+                    match self
+                        .chunks
+                        .batch_write_op(c.cred(w.cred), inode, index)
+                        .await
+                    {
+                        Ok((op, claims)) => {
+                            asked.push((i, inode, index));
+                            reserved.push(claims);
+                            op
+                        }
+                        Err(ChunkError::Errno(e)) => {
+                            early.push((i, e.0));
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
                 None => return Err(invalid("Batch: an op without a kind")),
             });
         }
-        metrics::counter!("mfs_writeback_ops_total").increment(ops.len() as u64);
+        metrics::counter!("mfs_writeback_ops_total").increment(n as u64);
         let reply = self.mutate(r.id, Op::Batch { ops }).await;
+        drop(reserved);
         for chunk in ended {
             self.chunks.end_lease(c.session, chunk);
         }
-        match reply? {
-            Reply::Batch(errnos) => Ok(Response::new(pb::BatchReply { errnos })),
-            Reply::Err(e) => Err(errno_status(e)),
-            other => Err(Status::internal(format!("unexpected reply {other:?}"))),
+        let mut errnos = match reply? {
+            Reply::Batch(errnos) => errnos,
+            Reply::Err(e) => return Err(errno_status(e)),
+            other => return Err(Status::internal(format!("unexpected reply {other:?}"))),
+        };
+        // (A retry answered from the reply cache has every op's errno.)
+        if errnos.len() + early.len() == n {
+            for (i, e) in early {
+                errnos.insert(i, e);
+            }
         }
+        let mut leases = HashMap::new();
+        for (i, inode, index) in asked {
+            if errnos.get(i) != Some(&0) {
+                continue;
+            }
+            match self.chunks.batch_lease(c.session, inode, index) {
+                Ok(loc) => {
+                    let room = self.node.shared.ns().quota_room(inode, now().sec);
+                    let mut loc = self.with_token(location_to_pb(loc), ChunkAccess::Write);
+                    loc.quota_room = room;
+                    leases.insert(i as u32, loc);
+                }
+                // The chunk is placed; the client asks with WriteChunk.
+                Err(ChunkError::Errno(e)) => errnos[i] = e.0,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(Response::new(pb::BatchReply { errnos, leases }))
     }
 
     pub(super) async fn recall_stream(&self, req: Request<pb::RecallsRequest>) -> R<RecallStream> {

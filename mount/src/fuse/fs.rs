@@ -150,9 +150,9 @@ impl MfsFs {
                     wb.refused(parent, name, inode);
                 }
             }));
-            let (commits, m) = (Arc::downgrade(&wb), master.clone());
-            io.queue_commits_with(Box::new(move |req| {
-                commits.upgrade().is_some_and(|wb| wb.queue_commit(&m, req))
+            io.queue_with(Box::new(super::writeback::IoQueue {
+                wb: Arc::downgrade(&wb),
+                master: master.clone(),
             }));
         }
         let fs = MfsFs {

@@ -43,10 +43,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mfs_proto::v1::{ChunkLocation, Credentials};
+use mfs_proto::v1::{ChunkLocation, Credentials, WriteChunkEndRequest, WriteChunkRequest};
 use rand::Rng;
 
 use crate::error::ClientError;
+use crate::master::queue::Answered;
 use crate::master::MasterClient;
 
 pub use split::{CHUNK_SIZE, MAX_FILE_SIZE};
@@ -135,30 +136,38 @@ pub(crate) struct Inner {
     /// Blocks kept for small reads.
     pub(crate) blocks: blocks::Blocks,
     pub(crate) flusher: Mutex<Option<tokio::task::AbortHandle>>,
-    /// Where a length commit may go instead of to the master now.
-    pub(crate) commit_queue: CommitQueue,
+    /// Where a lease or a length commit may go instead of to the master.
+    pub(crate) queued: Queued,
 }
 
-/// Takes a write's length commit for the client's write-back queue (true),
-/// or leaves it to be sent now (false): see [`FileIo::queue_commits_with`].
-pub type QueueCommit = Box<dyn Fn(&mfs_proto::v1::WriteChunkEndRequest) -> bool + Send + Sync>;
+/// Where a write's calls to the master may go instead: the client's
+/// write-back queue, for files nobody else can name until it is sent (the
+/// mount's files made in a directory it holds). See [`FileIo::queue_with`].
+pub trait WriteQueue: Send + Sync {
+    /// Takes the length commit `req` (true), or leaves it to be sent now
+    /// (false). A commit taken counts as done; the data is on every copy
+    /// by then.
+    fn commit(&self, req: &WriteChunkEndRequest) -> bool;
+    /// Queues the lease of a new chunk `req` (an empty slot of such a
+    /// file): its answer to wait for, or `None`: ask the master.
+    fn lease(&self, req: &WriteChunkRequest) -> Option<Answered<'_>>;
+}
 
 #[derive(Default)]
-pub(crate) struct CommitQueue(std::sync::OnceLock<QueueCommit>);
+pub(crate) struct Queued(std::sync::OnceLock<Box<dyn WriteQueue>>);
 
-impl CommitQueue {
-    /// Whether the queue took `req`.
-    pub(crate) fn take(&self, req: &mfs_proto::v1::WriteChunkEndRequest) -> bool {
-        self.0.get().is_some_and(|f| f(req))
+impl Queued {
+    pub(crate) fn get(&self) -> Option<&dyn WriteQueue> {
+        self.0.get().map(|q| &**q)
     }
 }
 
-impl std::fmt::Debug for CommitQueue {
+impl std::fmt::Debug for Queued {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.0.get().is_some() {
-            "CommitQueue(set)"
+            "Queued(set)"
         } else {
-            "CommitQueue"
+            "Queued"
         })
     }
 }
@@ -188,7 +197,7 @@ impl FileIo {
             files: Mutex::new(HashMap::new()),
             creds: Mutex::new(HashMap::new()),
             flusher: Mutex::new(None),
-            commit_queue: CommitQueue::default(),
+            queued: Queued::default(),
         });
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
@@ -202,13 +211,11 @@ impl FileIo {
         FileIo { inner }
     }
 
-    /// Lets `f` take length commits (WriteChunkEnd) for the client's
-    /// write-back queue: the mount's, for files nobody else can name until
-    /// the queue is sent (made in a directory it holds). Such a commit
-    /// counts as done when `f` took it; the data is on every copy by then.
-    /// Set once; later calls are ignored.
-    pub fn queue_commits_with(&self, f: QueueCommit) {
-        let _ = self.inner.commit_queue.0.set(f);
+    /// Lets `q` take new-chunk leases (WriteChunk) and length commits
+    /// (WriteChunkEnd) for the client's write-back queue (see
+    /// [`WriteQueue`]). Set once; later calls are ignored.
+    pub fn queue_with(&self, q: Box<dyn WriteQueue>) {
+        let _ = self.inner.queued.0.set(q);
     }
 
     /// The options in force.

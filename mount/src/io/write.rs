@@ -383,36 +383,51 @@ impl Inner {
         if let Some(l) = held.clone().filter(usable) {
             return Ok(l); // another piece renewed it meanwhile
         }
+        let req = |held: &Option<Arc<ChunkLocation>>| WriteChunkRequest {
+            id: None,
+            cred: Some(self.credentials(inode)),
+            inode,
+            index,
+            renew: held.is_some(),
+            // The chain the failed write went to: tells a new leader
+            // whether any write under this lease went through.
+            lease_servers: held
+                .iter()
+                .flat_map(|l| l.servers.iter().map(|s| s.address.clone()))
+                .collect(),
+        };
+        let take = |loc: ChunkLocation| {
+            if loc.chunk_id == 0 || loc.servers.is_empty() {
+                return Err(ClientError::BadReply(format!(
+                    "WriteChunk for inode {inode} chunk {index} gave chunk {} with {} servers",
+                    loc.chunk_id,
+                    loc.servers.len()
+                )));
+            }
+            let loc = Arc::new(loc);
+            lock(&file.state).leases.insert(index, Arc::clone(&loc));
+            // The version moved on: a cached read location is stale.
+            self.forget_location(inode, index);
+            Ok(loc)
+        };
+        if held.is_none() {
+            let first = self.queued.get().and_then(|q| q.lease(&req(&held)));
+            if let Some(answered) = first {
+                match answered.answer().await {
+                    Ok(loc) => return take(loc),
+                    Err(errno) => tracing::debug!(
+                        inode,
+                        index,
+                        errno,
+                        "a queued lease was not given; asking with WriteChunk"
+                    ),
+                }
+            }
+        }
         let mut retry = Retry::new("write", inode, index, self.time_limit());
         loop {
-            let req = WriteChunkRequest {
-                id: None,
-                cred: Some(self.credentials(inode)),
-                inode,
-                index,
-                renew: held.is_some(),
-                // The chain the failed write went to: tells a new leader
-                // whether any write under this lease went through.
-                lease_servers: held
-                    .iter()
-                    .flat_map(|l| l.servers.iter().map(|s| s.address.clone()))
-                    .collect(),
-            };
-            match self.master.write_chunk(req).await {
-                Ok(loc) => {
-                    if loc.chunk_id == 0 || loc.servers.is_empty() {
-                        return Err(ClientError::BadReply(format!(
-                            "WriteChunk for inode {inode} chunk {index} gave chunk {} with {} servers",
-                            loc.chunk_id,
-                            loc.servers.len()
-                        )));
-                    }
-                    let loc = Arc::new(loc);
-                    lock(&file.state).leases.insert(index, Arc::clone(&loc));
-                    // The version moved on: a cached read location is stale.
-                    self.forget_location(inode, index);
-                    return Ok(loc);
-                }
+            match self.master.write_chunk(req(&held)).await {
+                Ok(loc) => return take(loc),
                 Err(ClientError::Errno(errno::EAGAIN, text)) => {
                     retry
                         .failed(format!("write lease held by another session: {text}"))
@@ -528,7 +543,7 @@ impl Inner {
                     cred: deferred.cred.clone().filter(|_| with),
                     created,
                 };
-                if self.commit_queue.take(&req) {
+                if self.queued.get().is_some_and(|q| q.commit(&req)) {
                     return (index, Ok(Default::default()));
                 }
                 (index, self.master.write_chunk_end(req).await)

@@ -1,7 +1,9 @@
 //! The write-back queue: creates (and unlinks, rmdirs, renames, length
 //! commits) a mount answered itself in directories delegated to its
 //! session (see the master's `fsm::delegations`), sent to the master in
-//! order, in batches (`Batch`: one log entry for many).
+//! order, in batches (`Batch`: one log entry for many). An op may also
+//! want an answer ([`Answered`]: the first write lease of a file made
+//! here, given in the reply of the batch that carries its create).
 //!
 //! Every other call of this client waits for what was queued before it
 //! started ([`Queue::barrier`] in `Inner::call_with_limit`), so the master
@@ -10,12 +12,14 @@
 //! goes at once when a call waits for it, else after at most [`LINGER`]
 //! for more ops to join it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use mfs_proto::v1::{batch_op, BatchOp, BatchRequest, DelegateReply, DelegateRequest};
+use mfs_proto::v1::{
+    batch_op, BatchOp, BatchRequest, ChunkLocation, DelegateReply, DelegateRequest,
+};
 use mfs_proto::v1::{Recall, RecallsRequest, ReturnDelegationRequest};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{oneshot, watch, Notify};
 
 use super::{meta_client, MasterClient};
 use crate::error::ClientError;
@@ -24,7 +28,7 @@ use crate::error::ClientError;
 const BATCH: usize = 1024;
 /// How long a batch may wait for more ops while no call waits for it
 /// (fewer, larger log entries: the masters' CPU goes to more changes).
-const LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+const LINGER: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Called for a queued create the master refused: (parent, name, inode,
 /// errno).
@@ -47,6 +51,26 @@ struct Pending {
     ops: VecDeque<BatchOp>,
     /// Ops queued, counted from the start.
     queued: u64,
+    /// Who waits for the answer of a queued op, by its ticket.
+    answers: HashMap<u64, oneshot::Sender<Answer>>,
+}
+
+/// The master's answer to one queued op that has one (a `write`: its
+/// lease), or its errno.
+pub type Answer = Result<ChunkLocation, i32>;
+
+/// A queued op's answer to come (see [`MasterClient::queue_op_answered`]).
+pub struct Answered<'a> {
+    queue: &'a Queue,
+    rx: oneshot::Receiver<Answer>,
+}
+
+impl Answered<'_> {
+    /// Waits for the answer (the batch goes at once: a call waits for it).
+    pub async fn answer(self) -> Answer {
+        let _waiting = Waiting::new(self.queue);
+        self.rx.await.unwrap_or(Err(libc::EIO))
+    }
 }
 
 impl std::fmt::Debug for Queue {
@@ -112,6 +136,20 @@ impl Queue {
         *self.done.borrow()
     }
 
+    /// Queues `op`, whose answer the caller waits for.
+    fn push_answered(&self, op: BatchOp) -> Answered<'_> {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut p = self.lock();
+            p.ops.push_back(op);
+            p.queued += 1;
+            let ticket = p.queued;
+            p.answers.insert(ticket, tx);
+        }
+        self.wake.notify_one();
+        Answered { queue: self, rx }
+    }
+
     /// Waits until every op queued before this call was answered.
     pub(crate) async fn barrier(&self) {
         let target = self.lock().queued;
@@ -133,10 +171,23 @@ impl Queue {
         self.lock().ops.len()
     }
 
-    fn take(&self) -> Vec<BatchOp> {
+    /// The next batch, and who waits for the answers of its ops (by
+    /// their place in it).
+    fn take(&self) -> (Vec<BatchOp>, Vec<(usize, oneshot::Sender<Answer>)>) {
         let mut p = self.lock();
         let n = p.ops.len().min(BATCH);
-        p.ops.drain(..n).collect()
+        // Batches go one at a time, in order: the first op's ticket
+        // follows the last answered.
+        let first = p.queued - p.ops.len() as u64 + 1;
+        let mut waiting = Vec::new();
+        if !p.answers.is_empty() {
+            for i in 0..n {
+                if let Some(tx) = p.answers.remove(&(first + i as u64)) {
+                    waiting.push((i, tx));
+                }
+            }
+        }
+        (p.ops.drain(..n).collect(), waiting)
     }
 }
 
@@ -144,6 +195,12 @@ impl MasterClient {
     /// Queues a write-back op (see the module's text); its ticket.
     pub fn queue_op(&self, op: BatchOp) -> u64 {
         self.inner.queue.push(op)
+    }
+
+    /// Queues a write-back op whose answer the caller waits for (a
+    /// `write`: its lease).
+    pub fn queue_op_answered(&self, op: BatchOp) -> Answered<'_> {
+        self.inner.queue.push_answered(op)
     }
 
     /// How many queued ops the master answered so far.
@@ -177,11 +234,19 @@ impl MasterClient {
                 q.wake.notified().await;
                 continue;
             }
-            if !q.urgent() && q.len() < BATCH {
-                // Nobody waits: let a few more ops join this batch.
-                let _ = tokio::time::timeout(LINGER, q.urgent.notified()).await;
+            // Nobody waits: let more ops join this batch, until a call
+            // waits (a wake-up with no waiter is one left over from a call
+            // the last batch answered).
+            let until = tokio::time::Instant::now() + LINGER;
+            while !q.urgent() && q.len() < BATCH {
+                if tokio::time::timeout_at(until, q.urgent.notified())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
             }
-            let ops = q.take();
+            let (ops, mut waiting) = q.take();
             if ops.is_empty() {
                 continue;
             }
@@ -196,11 +261,19 @@ impl MasterClient {
                 })
                 .await;
             match r {
-                Ok(reply) => {
+                Ok(mut reply) => {
                     for (op, &e) in ops.iter().zip(reply.errnos.iter()) {
                         if e != 0 {
                             self.refused(op, e);
                         }
+                    }
+                    for (i, tx) in waiting.drain(..) {
+                        let errno = reply.errnos.get(i).copied().unwrap_or(libc::EIO);
+                        let answer = match reply.leases.remove(&(i as u32)) {
+                            Some(loc) if errno == 0 => Ok(loc),
+                            _ => Err(if errno == 0 { libc::EIO } else { errno }),
+                        };
+                        let _ = tx.send(answer);
                     }
                 }
                 Err(e) => {
@@ -210,6 +283,8 @@ impl MasterClient {
                     }
                 }
             }
+            // (Dropped senders answer EIO.)
+            drop(waiting);
             q.done.send_modify(|d| *d += n);
         }
     }
@@ -217,7 +292,7 @@ impl MasterClient {
     fn refused(&self, op: &BatchOp, errno: i32) {
         let c = match &op.op {
             Some(batch_op::Op::Create(c)) => c,
-            Some(batch_op::Op::Release(_)) | None => return,
+            Some(batch_op::Op::Release(_) | batch_op::Op::Write(_)) | None => return,
             Some(other) => {
                 // The mount answered it from what it holds; the master
                 // found otherwise (another client's change it could not

@@ -479,17 +479,35 @@ async fn length_commits_of_files_made_in_a_held_directory_ride_in_the_queue() {
     let (da, db) = (a.path().join("d"), b.path().join("d"));
     fs::create_dir(&da).unwrap();
     let content = |i: usize| format!("file {i} ").repeat(450 + i).into_bytes();
-    let ends = rpc_count(m, "WriteChunkEnd");
+    let (ends, leases) = (rpc_count(m, "WriteChunkEnd"), rpc_count(m, "WriteChunk"));
     for i in 0..50 {
         fs::write(da.join(format!("s{i:02}")), content(i)).unwrap();
     }
     let sent = rpc_count(m, "WriteChunkEnd") - ends;
     assert!(sent < 5, "A sent {sent} of 50 length commits itself");
+    let asked = rpc_count(m, "WriteChunk") - leases;
+    assert!(asked < 5, "A asked for {asked} of 50 first leases itself");
+
+    step("a file made here written again (its chunk is there: WriteChunk)");
+    {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .open(da.join("s07"))
+            .unwrap();
+        f.write_all(b"AGAIN").unwrap();
+    }
+    let again = |i: usize| {
+        let mut c = content(i);
+        if i == 7 {
+            c[..5].copy_from_slice(b"AGAIN");
+        }
+        c
+    };
 
     step("B reads every file (after the recall): every byte");
     for i in 0..50 {
         let p = db.join(format!("s{i:02}"));
-        assert_eq!(fs::read(&p).unwrap(), content(i), "{}", p.display());
+        assert_eq!(fs::read(&p).unwrap(), again(i), "{}", p.display());
     }
 
     step("a file fsynced on A outlives A's kill -9");

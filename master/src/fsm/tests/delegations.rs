@@ -255,3 +255,42 @@ fn delegations_go_with_the_session_and_the_directory_and_stay_in_images() {
     assert_eq!(h.ns.reserved_count(h.sid), 0);
     h.ns.check().expect("consistent");
 }
+
+#[test]
+fn a_batch_carries_a_create_and_the_first_chunk_of_its_file() {
+    let mut h = unquoted();
+    let d = h.mkdir(&root(), R, "d", 0o777).inode;
+    let (first, _) = granted(h.run(delegate(d, 10)));
+    let Reply::Chunk { id, .. } =
+        super::chunks::internal(&mut h.ns, Op::ReserveChunkIds { count: 2 })
+    else {
+        panic!("no ids reserved")
+    };
+    let new = |inode: u64, chunk: ChunkId, index: u32| Op::WriteNewChunk {
+        cred: user(1000),
+        inode: Inode(inode),
+        index,
+        chunk,
+        version: ChunkVersion(1),
+    };
+    let r = h.run(Op::Batch {
+        ops: vec![
+            create_at(d, "f", first, h.now),
+            new(first, id, 0),
+            // The slot holds a chunk now: the client asks with WriteChunk.
+            new(first, ChunkId(id.0 + 1), 0),
+        ],
+    });
+    assert_eq!(r, Reply::Batch(vec![0, 0, Errno::EEXIST.0]));
+    assert_eq!(h.ns.file_chunks(Inode(first)), Ok(&[Some(id)][..]));
+    assert!(h.ns.chunk(id).expect("chunk").fresh);
+    // Before its create, a file has no slot to fill.
+    let r = h.run(Op::Batch {
+        ops: vec![
+            new(first + 1, ChunkId(id.0 + 1), 0),
+            create_at(d, "g", first + 1, h.now),
+        ],
+    });
+    assert_eq!(r, Reply::Batch(vec![Errno::ENOENT.0, 0]));
+    h.ns.check().expect("consistent");
+}

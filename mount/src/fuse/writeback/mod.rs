@@ -30,6 +30,7 @@ use fuser::Errno;
 use mfs_proto::v1::{batch_op, Attr, BatchOp, CreateAtOp, Credentials, FileType, Timespec};
 
 mod changes;
+pub(crate) use changes::IoQueue;
 
 use super::fs::Shared;
 use crate::master::MasterClient;
@@ -107,6 +108,8 @@ struct Made {
     attr: Attr,
     /// Whether `attr` still holds (the mount changed nothing of it).
     known: bool,
+    /// Slots whose lease was asked through the queue (a new chunk each).
+    leased: Vec<u32>,
 }
 
 /// A name of a held directory.
@@ -327,6 +330,7 @@ impl WriteBack {
                 grant,
                 attr,
                 known: true,
+                leased: Vec::new(),
             };
             st.made.insert(inode, made);
             Some(Ok(attr))
