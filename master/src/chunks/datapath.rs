@@ -6,6 +6,10 @@ use std::time::Instant;
 
 use super::copies::Earlier;
 use super::state::{Lease, LEASE_TIME};
+
+/// How long the leader keeps the chain of a chunk id a session holds
+/// (`hold`); the client uses it for less.
+pub const HOLD_TIME: std::time::Duration = std::time::Duration::from_secs(300);
 use super::{ChunkError, ChunkManager, GRACE};
 use crate::fsm::{
     Attr, ChunkId, ChunkVersion, Cred, Errno, Inode, Op, Reply, Request, SessionId, Timespec,
@@ -502,6 +506,48 @@ impl ChunkManager {
             }
         };
         self.replay_write(session, reply)
+    }
+
+    /// Chains for the `count` ids from `first` that `session` now holds
+    /// (`HoldChunks`): a chain of `goal` servers each, kept as a lease of
+    /// the session whose writes make the chunk for [`HOLD_TIME`], so that
+    /// the end of those writes names the copies (as a WriteChunk lease's).
+    pub fn hold(
+        &self,
+        session: SessionId,
+        (first, count): (ChunkId, u32),
+        goal: u8,
+    ) -> Result<Vec<Location>, ChunkError> {
+        let now = Instant::now();
+        let mut out = Vec::with_capacity(count as usize);
+        let mut st = self.state();
+        for id in (first.0..first.0 + u64::from(count)).map(ChunkId) {
+            let chain = self.targets(&st, goal, &[])?;
+            st.leases.insert(
+                id,
+                Lease {
+                    session: session.0,
+                    version: 1,
+                    chain: chain.clone(),
+                    expires: now + HOLD_TIME,
+                    create: true,
+                },
+            );
+            out.push((id, chain));
+        }
+        drop(st);
+        Ok(out
+            .into_iter()
+            .map(|(id, chain)| Location {
+                id,
+                version: 1,
+                length: 0,
+                servers: self.addresses(&chain),
+                lease_secs: HOLD_TIME.as_secs() as u32,
+                written_by_others: false,
+                create: true,
+            })
+            .collect())
     }
 
     /// WriteChunkEnd: commits the length; the session's lease on the chunk

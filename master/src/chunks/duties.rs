@@ -71,7 +71,7 @@ async fn pass(mgr: &Arc<ChunkManager>) {
         st.expire_leases(now);
         st.forget_lost_copies(now);
     }
-    let (chunks, pending, next_chunk) = mgr.chunk_views();
+    let (chunks, pending, next_chunk, held) = mgr.chunk_views();
     let actions = {
         let st = mgr.state();
         let inflight = mgr.inflight().clone();
@@ -81,6 +81,7 @@ async fn pass(mgr: &Arc<ChunkManager>) {
             chunks: &chunks,
             pending_deletes: &pending,
             next_chunk,
+            held: &held,
             state: &st,
             inflight: &inflight,
             limits: Limits::default(),

@@ -152,8 +152,16 @@ impl ChunkManager {
             .collect()
     }
 
-    /// The chunk table as the plan reads it.
-    fn chunk_views(&self) -> (Vec<ChunkView>, Vec<fsm::ChunkId>, fsm::ChunkId) {
+    /// The chunk table as the plan reads it: the chunks, those pending
+    /// deletion, the id counter and the ids sessions hold (sorted).
+    fn chunk_views(
+        &self,
+    ) -> (
+        Vec<ChunkView>,
+        Vec<fsm::ChunkId>,
+        fsm::ChunkId,
+        Vec<fsm::ChunkId>,
+    ) {
         let ns = self.node.shared.ns();
         let views = ns
             .chunk_table()
@@ -164,16 +172,19 @@ impl ChunkManager {
                 fresh: c.fresh,
             })
             .collect();
+        let mut held: Vec<fsm::ChunkId> = ns.held_chunk_ids().collect();
+        held.sort_unstable();
         (
             views,
             ns.pending_chunk_deletes().to_vec(),
             ns.next_chunk_id(),
+            held,
         )
     }
 
     /// Chunk health now.
     pub fn health(&self) -> Health {
-        let (views, _, _) = self.chunk_views();
+        let (views, _, _, _) = self.chunk_views();
         plan::health(&views, &self.state(), Instant::now())
     }
 }

@@ -191,6 +191,9 @@ pub struct Input<'a> {
     pub pending_deletes: &'a [ChunkId],
     /// Ids at or above it were not handed out when `chunks` was read.
     pub next_chunk: ChunkId,
+    /// Ids sessions hold (sorted): their copies are written before the
+    /// namespace names them (`AttachChunk`).
+    pub held: &'a [ChunkId],
     pub state: &'a SoftState,
     pub inflight: &'a InFlight,
     pub limits: Limits,
@@ -373,6 +376,7 @@ fn deletes(inp: &Input, b: &mut Budget, out: &mut Vec<Action>) {
                 .is_some_and(|t| now.saturating_duration_since(*t) < NEW_ID_GRACE);
             id < inp.next_chunk
                 && !known(id)
+                && inp.held.binary_search(&id).is_err()
                 && !pending.contains(&id)
                 && !st.busy.contains(&id)
                 && !recent

@@ -67,6 +67,7 @@ fn run_with(
         chunks,
         pending_deletes: pending,
         next_chunk: ChunkId(1000),
+        held: &[ChunkId(11)],
         state: st,
         inflight,
         limits,
@@ -274,6 +275,7 @@ fn pending_deletes_and_orphans() {
     put(&mut st, 7, 1, 2, false);
     put(&mut st, 7, 2, 1, false);
     put(&mut st, 9, 2, 1, false); // in no table: an orphan
+    put(&mut st, 11, 1, 1, false); // held by a session: written before it is named
     put(&mut st, 5000, 1, 1, false); // above next_chunk: not judged
     let a = run(&st, &[], &[ChunkId(7), ChunkId(8)]);
     assert_eq!(deletes(&a), vec![(7, 1, 2), (7, 2, 1), (9, 2, 1)]);

@@ -19,7 +19,7 @@
 
 use super::namespace::{Namespace, NodeData};
 use super::types::*;
-use mfs_common::ids::{Inode, SessionId};
+use mfs_common::ids::{ChunkId, ChunkVersion, Inode, SessionId};
 
 /// Ranges of inode numbers a session holds at most (the oldest go first).
 const MAX_RANGES: usize = 4;
@@ -27,6 +27,8 @@ const MAX_RANGES: usize = 4;
 pub const MAX_INODES_PER_GRANT: u32 = 65_536;
 /// Operations one `Batch` may carry.
 pub const MAX_BATCH: usize = 4096;
+/// Chunk ids a session holds at most (`HoldChunks`).
+pub const MAX_HELD_CHUNKS: usize = 4096;
 /// How far (seconds) a `CreateAt`'s time may be from the request's.
 const CLOCK_SLACK: i64 = 60;
 
@@ -160,6 +162,81 @@ impl Namespace {
         Ok(Reply::Attr(attr))
     }
 
+    /// Whether some session holds chunk id `id` (its copies may exist
+    /// before the namespace names it: no orphan).
+    pub fn chunk_held(&self, id: ChunkId) -> bool {
+        self.held_chunks.values().any(|s| s.contains(&id))
+    }
+
+    /// Every chunk id some session holds.
+    pub fn held_chunk_ids(&self) -> impl Iterator<Item = ChunkId> + '_ {
+        self.held_chunks.values().flatten().copied()
+    }
+
+    pub(crate) fn hold_chunks(
+        &mut self,
+        sid: Option<SessionId>,
+        count: u32,
+        give_back: &[ChunkId],
+    ) -> Result<Reply, Errno> {
+        let sid = sid.ok_or(Errno::EBADF)?;
+        let held = self.held_chunks.entry(sid).or_default();
+        let back = give_back.iter().filter(|id| held.contains(id)).count();
+        if held.len() - back + count as usize > MAX_HELD_CHUNKS {
+            return Err(Errno::EBUSY);
+        }
+        for id in give_back {
+            held.remove(id);
+        }
+        if count == 0 {
+            if held.is_empty() {
+                self.held_chunks.remove(&sid);
+            }
+            return Ok(Reply::Chunk {
+                id: ChunkId(0),
+                version: ChunkVersion(1),
+                length: 0,
+            });
+        }
+        let first = self.next_chunk;
+        self.next_chunk = first.checked_add(u64::from(count)).ok_or(Errno::ENOSPC)?;
+        self.held_chunks
+            .entry(sid)
+            .or_default()
+            .extend((first..first + u64::from(count)).map(ChunkId));
+        Ok(Reply::Chunk {
+            id: ChunkId(first),
+            version: ChunkVersion(1),
+            length: 0,
+        })
+    }
+
+    pub(crate) fn attach_chunk(
+        &mut self,
+        sid: Option<SessionId>,
+        cred: &Cred,
+        inode: Inode,
+        index: u32,
+        chunk: ChunkId,
+    ) -> Result<Reply, Errno> {
+        let sid = sid.ok_or(Errno::EBADF)?;
+        if !self
+            .held_chunks
+            .get(&sid)
+            .is_some_and(|s| s.contains(&chunk))
+        {
+            return Err(Errno::EINVAL);
+        }
+        let r = self.write_new_chunk(Some(sid), cred, inode, index, chunk, ChunkVersion(1))?;
+        if let Some(s) = self.held_chunks.get_mut(&sid) {
+            s.remove(&chunk);
+            if s.is_empty() {
+                self.held_chunks.remove(&sid);
+            }
+        }
+        Ok(r)
+    }
+
     /// Applies a mount's batch (see `Op::Batch`); `one` applies each op.
     pub(crate) fn batch(
         &mut self,
@@ -179,6 +256,7 @@ impl Namespace {
                     | Op::WriteChunkEndAt { .. }
                     | Op::WriteChunkEndWith { .. }
                     | Op::WriteNewChunk { .. }
+                    | Op::AttachChunk { .. }
             )
         };
         if ops.len() > MAX_BATCH || !ops.iter().all(allowed) {
@@ -197,6 +275,7 @@ impl Namespace {
     pub(crate) fn drop_session_delegations(&mut self, sid: SessionId) {
         self.delegations.retain(|_, s| *s != sid);
         self.reserved.remove(&sid);
+        self.held_chunks.remove(&sid);
     }
 
     /// Invariants: delegations name directories and live sessions; held
@@ -220,6 +299,17 @@ impl Namespace {
                 if a >= b || b > self.next_inode {
                     return Err(format!("session {sid} holds a bad range {a}..{b}"));
                 }
+            }
+        }
+        for (sid, ids) in &self.held_chunks {
+            if !self.sessions.contains_key(sid) || ids.is_empty() {
+                return Err(format!("chunk ids held for session {sid}: gone or none"));
+            }
+            if let Some(id) = ids
+                .iter()
+                .find(|id| id.0 == 0 || id.0 >= self.next_chunk || self.chunks.contains_key(id))
+            {
+                return Err(format!("session {sid} holds chunk id {id}, not free"));
             }
         }
         Ok(())

@@ -40,7 +40,7 @@ mod types;
 mod tests;
 
 pub use acl::xattr_value as acl_xattr_value;
-pub use delegations::{MAX_BATCH, MAX_INODES_PER_GRANT};
+pub use delegations::{MAX_BATCH, MAX_HELD_CHUNKS, MAX_INODES_PER_GRANT};
 pub use image::{ImageError, IMAGE_MAGIC, IMAGE_VERSION};
 pub use locks::{FileLock, LockKind, LockQuery, LockType, MAX_LOCKS_PER_INODE};
 pub use mfs_common::ids::{ChunkId, ChunkVersion, Inode, SessionId};

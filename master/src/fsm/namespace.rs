@@ -195,6 +195,10 @@ pub struct Namespace {
     /// Inode numbers each session holds for its write-back creates:
     /// ranges `[start, end)`, oldest first.
     pub(crate) reserved: BTreeMap<SessionId, Vec<(u64, u64)>>,
+    /// Chunk ids each session holds for the first chunks of files its
+    /// mount makes in directories it holds (image format 8 on; see
+    /// `delegations`).
+    pub(crate) held_chunks: BTreeMap<SessionId, BTreeSet<ChunkId>>,
     /// (non-directory, directory) → names of it there: derived from the
     /// tree, kept up to date, rebuilt at load (not in images).
     #[serde(skip)]
@@ -241,6 +245,7 @@ impl Namespace {
             session_rights: BTreeMap::new(),
             delegations: BTreeMap::new(),
             reserved: BTreeMap::new(),
+            held_chunks: BTreeMap::new(),
             file_parents: BTreeMap::new(),
         }
     }

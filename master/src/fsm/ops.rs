@@ -343,6 +343,13 @@ impl Namespace {
                 time,
             } => self.create_at(sid, cred, *parent, name, *mode, *umask, *inode, *time, t),
             Op::Batch { ops } => self.batch(ops, |ns, op| ns.execute_op(sid, t, op)),
+            Op::HoldChunks { count, give_back } => self.hold_chunks(sid, *count, give_back),
+            Op::AttachChunk {
+                cred,
+                inode,
+                index,
+                chunk,
+            } => self.attach_chunk(sid, cred, *inode, *index, *chunk),
             Op::WriteChunkEndWith {
                 cred,
                 inode,

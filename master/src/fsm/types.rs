@@ -590,6 +590,22 @@ pub enum Op {
     /// `WriteChunkEnd` kinds and `WriteNewChunk` (EINVAL for the whole
     /// batch otherwise). Replies `Reply::Batch`.
     Batch { ops: Vec<Op> },
+    /// `count` new chunk ids (consecutive; at most `MAX_HELD_CHUNKS`
+    /// held in all, else EBUSY and nothing changes) the session holds for
+    /// the first chunks of files its mount makes (see `AttachChunk`),
+    /// after giving back `give_back` (ids it will not use: they are no
+    /// one's then). Replies `Reply::Chunk` with the first id (0 for none).
+    HoldChunks { count: u32, give_back: Vec<ChunkId> },
+    /// Places `chunk`, an id the session holds (EINVAL otherwise), in the
+    /// empty slot `index` of `inode` at version 1, fresh: the mount wrote
+    /// its copies before, on a chain the leader gave with the id. The
+    /// rule of `WriteNewChunk` otherwise. Replies `Reply::Chunk`.
+    AttachChunk {
+        cred: Cred,
+        inode: Inode,
+        index: u32,
+        chunk: ChunkId,
+    },
 }
 
 /// What a session may do, from the line of `mfsexports.cfg` that let it
@@ -676,6 +692,8 @@ impl Op {
             Op::Undelegate { .. } => "Undelegate",
             Op::CreateAt { .. } => "CreateAt",
             Op::Batch { .. } => "Batch",
+            Op::HoldChunks { .. } => "HoldChunks",
+            Op::AttachChunk { .. } => "AttachChunk",
             Op::PurgeTrash { .. } => "PurgeTrash",
             Op::TrashDelete { .. } => "TrashDelete",
             Op::Undelete { .. } => "Undelete",

@@ -524,7 +524,7 @@ identified!(
         WriteChunkEndRequest, PunchChunksRequest, SetGoalRequest, SetTrashTimeRequest,
         SetEattrRequest, SnapshotRequest, SetLockRequest, TrashFileRequest,
         SetTrashPathRequest, SetQuotaRequest, CloseSessionRequest, DelegateRequest,
-        ReturnDelegationRequest, BatchRequest;
+        ReturnDelegationRequest, BatchRequest, HoldChunksRequest;
     with session: ReadChunkRequest, GetLockRequest, RecallsRequest;
     without: GetAttrRequest, ReadlinkRequest, GetQuotaRequest, DirInfoRequest,
         ListRemovedRequest, ListQuotasRequest, StatfsRequest, LookupRequest, ReaddirRequest, GetXattrRequest, ListXattrRequest, AccessRequest

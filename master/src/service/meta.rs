@@ -771,6 +771,10 @@ impl MetaService for Meta {
         self.batch(req).await
     }
 
+    async fn hold_chunks(&self, req: Request<pb::HoldChunksRequest>) -> R<pb::HoldChunksReply> {
+        self.hold_chunks(req).await
+    }
+
     type RecallsStream = super::writeback::RecallStream;
 
     async fn recalls(&self, req: Request<pb::RecallsRequest>) -> R<Self::RecallsStream> {

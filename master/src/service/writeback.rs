@@ -215,6 +215,7 @@ impl Meta {
                         }
                         Some(pb::batch_op::Op::WriteEnd(w)) => dirs.push(Inode(w.inode)),
                         Some(pb::batch_op::Op::Write(w)) => dirs.push(Inode(w.inode)),
+                        Some(pb::batch_op::Op::Attach(a)) => dirs.push(Inode(a.inode)),
                         Some(pb::batch_op::Op::Release(_)) | None => {}
                     }
                 }
@@ -286,6 +287,12 @@ impl Meta {
                         Err(e) => return Err(e.into()),
                     }
                 }
+                Some(pb::batch_op::Op::Attach(a)) => Op::AttachChunk {
+                    cred: c.cred(a.cred),
+                    inode: Inode(a.inode),
+                    index: a.index,
+                    chunk: ChunkId(a.chunk_id),
+                },
                 None => return Err(invalid("Batch: an op without a kind")),
             });
         }
@@ -324,6 +331,42 @@ impl Meta {
             }
         }
         Ok(Response::new(pb::BatchReply { errnos, leases }))
+    }
+
+    pub(super) async fn hold_chunks(
+        &self,
+        req: Request<pb::HoldChunksRequest>,
+    ) -> R<pb::HoldChunksReply> {
+        let (c, r) = self.admit(req, Need::Write, |_| vec![]).await?;
+        if r.count > 1024 || r.give_back.len() > fsm::MAX_HELD_CHUNKS {
+            return Err(invalid(format!(
+                "HoldChunks: {} ids asked, {} given back (at most 1024 and {})",
+                r.count,
+                r.give_back.len(),
+                fsm::MAX_HELD_CHUNKS
+            )));
+        }
+        let goal = u8::try_from(r.goal)
+            .ok()
+            .filter(|g| (1..=fsm::MAX_GOAL).contains(g))
+            .ok_or_else(|| invalid(format!("HoldChunks: goal {} is not 1..9", r.goal)))?;
+        let op = Op::HoldChunks {
+            count: r.count,
+            give_back: r.give_back.into_iter().map(ChunkId).collect(),
+        };
+        let first = match self.mutate(r.id, op).await? {
+            Reply::Chunk { id, .. } => id,
+            Reply::Err(e) => return Err(errno_status(e)),
+            other => return Err(Status::internal(format!("unexpected reply {other:?}"))),
+        };
+        let count = if first.0 == 0 { 0 } else { r.count };
+        let chunks = self
+            .chunks
+            .hold(c.session, (first, count), goal)?
+            .into_iter()
+            .map(|l| self.with_token(location_to_pb(l), ChunkAccess::Write))
+            .collect();
+        Ok(Response::new(pb::HoldChunksReply { chunks }))
     }
 
     pub(super) async fn recall_stream(&self, req: Request<pb::RecallsRequest>) -> R<RecallStream> {

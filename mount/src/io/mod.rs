@@ -148,9 +148,21 @@ pub trait WriteQueue: Send + Sync {
     /// (false). A commit taken counts as done; the data is on every copy
     /// by then.
     fn commit(&self, req: &WriteChunkEndRequest) -> bool;
-    /// Queues the lease of a new chunk `req` (an empty slot of such a
-    /// file): its answer to wait for, or `None`: ask the master.
-    fn lease(&self, req: &WriteChunkRequest) -> Option<Answered<'_>>;
+    /// The lease `req` from the queue (see [`QueuedLease`]), or `None`:
+    /// ask the master.
+    fn lease(&self, req: &WriteChunkRequest) -> Option<QueuedLease<'_>>;
+}
+
+/// A lease as the client's write-back queue gives it.
+pub enum QueuedLease<'a> {
+    /// A chunk the session holds: write it on its chain (`create`) now;
+    /// the queue names it before the length commit.
+    Held(ChunkLocation),
+    /// Asked in the queue: the answer to wait for.
+    Asked(Answered<'a>),
+    /// Wait for this (the queue names the chunk the lease was for), then
+    /// ask the master.
+    First(Answered<'a>),
 }
 
 #[derive(Default)]

@@ -15,7 +15,7 @@ use tonic::codegen::Bytes;
 
 use super::conn::{classify, Failure};
 use super::split::{split, Piece};
-use super::{lock, Inner, Retry};
+use super::{lock, Inner, QueuedLease, Retry};
 use crate::error::{errno, ClientError};
 
 /// Files idle this long with nothing to commit are dropped from the table.
@@ -410,19 +410,28 @@ impl Inner {
             self.forget_location(inode, index);
             Ok(loc)
         };
-        if held.is_none() {
-            let first = self.queued.get().and_then(|q| q.lease(&req(&held)));
-            if let Some(answered) = first {
-                match answered.answer().await {
-                    Ok(loc) => return take(loc),
-                    Err(errno) => tracing::debug!(
+        match self.queued.get().and_then(|q| q.lease(&req(&held))) {
+            Some(QueuedLease::Held(loc)) => return take(loc),
+            Some(QueuedLease::Asked(answered)) => match answered.answer().await {
+                Ok(loc) => return take(loc),
+                Err(errno) => tracing::debug!(
+                    inode,
+                    index,
+                    errno,
+                    "a queued lease was not given; asking with WriteChunk"
+                ),
+            },
+            Some(QueuedLease::First(answered)) => {
+                if let Err(errno) = answered.answer().await {
+                    tracing::warn!(
                         inode,
                         index,
                         errno,
-                        "a queued lease was not given; asking with WriteChunk"
-                    ),
+                        "the master did not take a chunk written here; asking for a new lease"
+                    );
                 }
             }
+            None => {}
         }
         let mut retry = Retry::new("write", inode, index, self.time_limit());
         loop {

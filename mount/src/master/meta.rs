@@ -69,6 +69,7 @@ mutating!(
     mfs_proto::v1::BatchRequest,
     mfs_proto::v1::DelegateRequest,
     mfs_proto::v1::ReturnDelegationRequest,
+    mfs_proto::v1::HoldChunksRequest,
 );
 
 fn attr_of(attr: Option<Attr>, method: &str) -> Result<Attr, ClientError> {

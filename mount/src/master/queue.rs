@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use mfs_proto::v1::{
     batch_op, BatchOp, BatchRequest, ChunkLocation, DelegateReply, DelegateRequest,
 };
-use mfs_proto::v1::{Recall, RecallsRequest, ReturnDelegationRequest};
+use mfs_proto::v1::{HoldChunksRequest, Recall, RecallsRequest, ReturnDelegationRequest};
 use tokio::sync::{oneshot, watch, Notify};
 
 use super::{meta_client, MasterClient};
@@ -292,7 +292,8 @@ impl MasterClient {
     fn refused(&self, op: &BatchOp, errno: i32) {
         let c = match &op.op {
             Some(batch_op::Op::Create(c)) => c,
-            Some(batch_op::Op::Release(_) | batch_op::Op::Write(_)) | None => return,
+            Some(batch_op::Op::Release(_) | batch_op::Op::Write(_) | batch_op::Op::Attach(_))
+            | None => return,
             Some(other) => {
                 // The mount answered it from what it holds; the master
                 // found otherwise (another client's change it could not
@@ -321,6 +322,27 @@ impl MasterClient {
         {
             f(c.parent, &c.name, c.inode, errno);
         }
+    }
+
+    /// Holds `count` more chunk ids with chains of `goal` copies, giving
+    /// back `give_back` (see the master's `HoldChunks`).
+    pub async fn hold_chunks(
+        &self,
+        count: u32,
+        goal: u32,
+        give_back: Vec<u64>,
+    ) -> Result<Vec<ChunkLocation>, ClientError> {
+        let req = HoldChunksRequest {
+            id: None,
+            count,
+            goal,
+            give_back,
+        };
+        self.call_mut("HoldChunks", req, |ch, r| async move {
+            meta_client(ch).hold_chunks(r).await
+        })
+        .await
+        .map(|r| r.chunks)
     }
 
     /// Asks for directory `dir` (see the master's `Delegate`).
@@ -364,6 +386,12 @@ impl MasterClient {
 pub(crate) fn waits_for_queue(method: &str) -> bool {
     !matches!(
         method,
-        "Batch" | "Delegate" | "Recalls" | "Heartbeat" | "RegisterSession" | "Challenge"
+        "Batch"
+            | "Delegate"
+            | "HoldChunks"
+            | "Recalls"
+            | "Heartbeat"
+            | "RegisterSession"
+            | "Challenge"
     )
 }

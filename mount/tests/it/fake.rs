@@ -400,6 +400,13 @@ impl MetaService for Svc {
         Err(Status::unimplemented("return_delegation"))
     }
 
+    async fn hold_chunks(
+        &self,
+        _r: Request<mfs_proto::v1::HoldChunksRequest>,
+    ) -> R<mfs_proto::v1::HoldChunksReply> {
+        Err(Status::unimplemented("hold_chunks"))
+    }
+
     async fn batch(
         &self,
         _r: Request<mfs_proto::v1::BatchRequest>,

@@ -411,14 +411,18 @@ async fn the_write_back_queue_survives_leader_kills() {
         return;
     }
     let mut c = Cluster::start(3, &[]).await.unwrap();
+    c.add_chunkservers(1, 1).await.unwrap();
     let a = Mount::start(&c, "a", &[]).unwrap();
     let dir = a.path().join("d");
     fs::create_dir(&dir).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let worker = {
         let (dir, stop) = (dir.clone(), stop.clone());
-        std::thread::spawn(move || -> Result<BTreeSet<String>, String> {
+        type Made = (BTreeSet<String>, Vec<(String, Vec<u8>)>);
+        std::thread::spawn(move || -> Result<Made, String> {
             let mut want = BTreeSet::new();
+            // Files written (every fourth): their data.
+            let mut written = Vec::new();
             let mut i = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 let (f, r) = (format!("f{i}"), format!("r{i}"));
@@ -430,13 +434,19 @@ async fn the_write_back_queue_survives_leader_kills() {
                         want.insert(r);
                     }
                     1 => fs::remove_file(dir.join(&f)).map_err(|e| format!("unlink {f}: {e}"))?,
+                    3 => {
+                        let data = format!("data of {f} ").repeat(50 + i % 300).into_bytes();
+                        fs::write(dir.join(&f), &data).map_err(|e| format!("write {f}: {e}"))?;
+                        written.push((f.clone(), data));
+                        want.insert(f);
+                    }
                     _ => {
                         want.insert(f);
                     }
                 }
                 i += 1;
             }
-            Ok(want)
+            Ok((want, written))
         })
     };
     for k in 0..2 {
@@ -452,7 +462,7 @@ async fn the_write_back_queue_survives_leader_kills() {
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
-    let want = worker.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+    let (want, written) = worker.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
     let leader = c.wait_leader(Duration::from_secs(30)).await.unwrap();
     let m = c.masters.iter().find(|m| m.id == leader).unwrap();
     assert!(
@@ -463,6 +473,14 @@ async fn the_write_back_queue_survives_leader_kills() {
     assert_eq!(names(&dir), want);
     let b = Mount::start(&c, "b", &[]).unwrap();
     assert_eq!(names(&b.path().join("d")), want);
+    step(&format!(
+        "{} files written: every byte on another mount",
+        written.len()
+    ));
+    for (f, data) in &written {
+        let p = b.path().join("d").join(f);
+        assert_eq!(&fs::read(&p).unwrap(), data, "{}", p.display());
+    }
 }
 
 /// Small files made in a held directory: their data goes to the
@@ -526,4 +544,59 @@ async fn length_commits_of_files_made_in_a_held_directory_ride_in_the_queue() {
     drop(f);
     let n = Mount::start(&c, "n", &[]).unwrap();
     assert_eq!(fs::read(n.path().join("e/kept")).unwrap(), b"durable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_made_here_write_held_chunks_and_survive_a_chunkserver_kill() {
+    if skip_without_fuse() {
+        return;
+    }
+    let mut c = Cluster::start(1, &[]).await.unwrap();
+    c.add_chunkservers(3, 1).await.unwrap();
+    let a = Mount::start(&c, "a", &[]).unwrap();
+    let b = Mount::start(&c, "b", &[]).unwrap();
+    let da = a.path().join("d");
+    fs::create_dir(&da).unwrap();
+    let d = da.to_string_lossy().into_owned();
+    let (code, out, err) = crate::tools::tool("mfssetgoal", &["2", &d]);
+    assert_eq!(code, 0, "mfssetgoal: {out}{err}");
+    let content = |i: usize| format!("held {i} ").repeat(100 + 37 * i).into_bytes();
+
+    step("A writes 60 files in d: their chunks are ids the session holds");
+    let leases = rpc_count(&c.masters[0], "WriteChunk");
+    for i in 0..60 {
+        fs::write(da.join(format!("f{i:03}")), content(i)).unwrap();
+    }
+    assert!(
+        rpc_count(&c.masters[0], "HoldChunks") >= 1,
+        "A held no chunk ids"
+    );
+    let asked = rpc_count(&c.masters[0], "WriteChunk") - leases;
+    assert!(asked < 5, "A asked for {asked} of 60 first leases itself");
+
+    step("kill -9 chunkserver 1: writes on chains through it go on (named, then renewed)");
+    c.kill_chunkserver(1).unwrap();
+    let leases = rpc_count(&c.masters[0], "WriteChunk");
+    for i in 60..160 {
+        fs::write(da.join(format!("f{i:03}")), content(i))
+            .unwrap_or_else(|e| panic!("write f{i:03} after the kill: {e}"));
+    }
+    // Held chains through the dead server: those writes renewed.
+    let renewed = rpc_count(&c.masters[0], "WriteChunk") - leases;
+    assert!(
+        renewed > 0,
+        "no write went through a held chain with the dead server"
+    );
+
+    step("B reads every file (after the recall): every byte, every file at its size");
+    let db = b.path().join("d");
+    for i in 0..160 {
+        let p = db.join(format!("f{i:03}"));
+        assert_eq!(fs::read(&p).unwrap(), content(i), "{}", p.display());
+    }
+    step("the chunks are known where they are: mfsfileinfo lists copies");
+    let f = db.join("f100").to_string_lossy().into_owned();
+    let (code, out, err) = crate::tools::tool("mfsfileinfo", &[&f]);
+    assert_eq!(code, 0, "mfsfileinfo: {out}{err}");
+    assert!(out.contains("copy 1"), "no copy listed: {out}");
 }

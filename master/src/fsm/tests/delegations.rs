@@ -294,3 +294,61 @@ fn a_batch_carries_a_create_and_the_first_chunk_of_its_file() {
     assert_eq!(r, Reply::Batch(vec![Errno::ENOENT.0, 0]));
     h.ns.check().expect("consistent");
 }
+
+#[test]
+fn held_chunk_ids_are_the_sessions_own_to_attach() {
+    let mut h = unquoted();
+    let d = h.mkdir(&root(), R, "d", 0o777).inode;
+    let (first, _) = granted(h.run(delegate(d, 10)));
+    let hold = |count: u32, give_back: Vec<ChunkId>| Op::HoldChunks { count, give_back };
+    let Reply::Chunk { id, .. } = h.run(hold(3, vec![])) else {
+        panic!("no ids held")
+    };
+    assert!((0..3).all(|i| h.ns.chunk_held(ChunkId(id.0 + i))));
+    let attach = |inode: u64, chunk: ChunkId| Op::AttachChunk {
+        cred: user(1000),
+        inode: Inode(inode),
+        index: 0,
+        chunk,
+    };
+    let r = h.run(Op::Batch {
+        ops: vec![
+            create_at(d, "f", first, h.now),
+            attach(first, id),
+            create_at(d, "g", first + 1, h.now),
+            // Not held: refused.
+            attach(first + 1, ChunkId(id.0 + 3)),
+            // Held but the slot is taken now.
+            attach(first, ChunkId(id.0 + 1)),
+        ],
+    });
+    assert_eq!(
+        r,
+        Reply::Batch(vec![0, 0, 0, Errno::EINVAL.0, Errno::EEXIST.0])
+    );
+    assert_eq!(h.ns.file_chunks(Inode(first)), Ok(&[Some(id)][..]));
+    assert!(h.ns.chunk(id).expect("chunk").fresh);
+    assert!(!h.ns.chunk_held(id) && h.ns.chunk_held(ChunkId(id.0 + 1)));
+    // Another session cannot attach ids this one holds.
+    let other = other_session(&mut h);
+    let stolen = h.ns.apply(&Request {
+        session: other,
+        seq: 1,
+        acked: 0,
+        time: ts(h.now),
+        op: attach(first + 1, ChunkId(id.0 + 2)),
+    });
+    assert_eq!(stolen, Reply::Err(Errno::EINVAL));
+    // Given back: no one's; over the limit: EBUSY and nothing changes.
+    h.run(hold(0, vec![ChunkId(id.0 + 1)]));
+    assert!(!h.ns.chunk_held(ChunkId(id.0 + 1)));
+    assert_eq!(
+        h.run(hold(
+            crate::fsm::delegations::MAX_HELD_CHUNKS as u32,
+            vec![]
+        )),
+        Reply::Err(Errno::EBUSY)
+    );
+    assert!(h.ns.chunk_held(ChunkId(id.0 + 2)));
+    h.ns.check().expect("consistent");
+}

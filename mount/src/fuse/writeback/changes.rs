@@ -1,36 +1,13 @@
 //! The mount's changes in the directories it holds: removals and renames
 //! answered here, its own other changes keeping the listing true (or giving
-//! the directory back), changes of attributes, and the length commits of
-//! files made here (see the parent module).
+//! the directory back) and changes of attributes (see the parent module).
 
 use fuser::Errno;
-use mfs_proto::v1::{
-    batch_op, Attr, BatchOp, Credentials, WriteChunkEndRequest, WriteChunkRequest,
-};
+use mfs_proto::v1::{batch_op, Attr, BatchOp, Credentials};
 use mfs_proto::v1::{RenameRequest, RmdirRequest, UnlinkRequest};
 
 use super::{may_write_dir, now_ts, Entry, WriteBack};
-use crate::io::WriteQueue;
-use crate::master::queue::Answered;
 use crate::master::MasterClient;
-
-/// The mount's write-back queue as the I/O layer's (`FileIo::queue_with`).
-pub(crate) struct IoQueue {
-    pub(crate) wb: std::sync::Weak<WriteBack>,
-    pub(crate) master: MasterClient,
-}
-
-impl WriteQueue for IoQueue {
-    fn commit(&self, req: &WriteChunkEndRequest) -> bool {
-        self.wb
-            .upgrade()
-            .is_some_and(|wb| wb.queue_commit(&self.master, req))
-    }
-
-    fn lease(&self, req: &WriteChunkRequest) -> Option<Answered<'_>> {
-        self.wb.upgrade()?.queue_lease(&self.master, req)
-    }
-}
 
 /// Whether `c` may remove or rename any name in directory `d` as the
 /// mount sees it: write and search permission, and no sticky bit unless
@@ -116,54 +93,6 @@ impl WriteBack {
         if self.enabled {
             self.lock().made.remove(&inode);
         }
-    }
-
-    /// Queues the length commit `req` when its file was made here, in a
-    /// directory the mount holds (nobody else sees the file before the
-    /// queue is sent); false: send it now. Checked and queued under the
-    /// lock a recall takes, so a recall's return comes after it.
-    pub(crate) fn queue_commit(&self, master: &MasterClient, req: &WriteChunkEndRequest) -> bool {
-        if !self.enabled || !self.live() {
-            return false;
-        }
-        let sid = master.session_id();
-        let st = self.lock();
-        let private = st
-            .made
-            .get(&req.inode)
-            .is_some_and(|m| st.still_held(m, sid));
-        if private {
-            master.queue_op(BatchOp {
-                op: Some(batch_op::Op::WriteEnd(req.clone())),
-            });
-        }
-        private
-    }
-
-    /// Queues the lease `req` of a new chunk when its file was made here,
-    /// in a directory the mount holds, and this slot was not asked for
-    /// before (empty, as the file was made empty): the lease comes in the
-    /// answer of the batch that carries the file's create, with no call of
-    /// its own. `None`: ask the master. Checked and queued under the lock
-    /// a recall takes, as [`queue_commit`](Self::queue_commit).
-    pub(crate) fn queue_lease<'m>(
-        &self,
-        master: &'m MasterClient,
-        req: &WriteChunkRequest,
-    ) -> Option<Answered<'m>> {
-        if !self.enabled || req.renew || !self.live() {
-            return None;
-        }
-        let sid = master.session_id();
-        let mut st = self.lock();
-        let m = st.made.get(&req.inode)?;
-        if !st.still_held(m, sid) || m.leased.contains(&req.index) {
-            return None;
-        }
-        st.made.get_mut(&req.inode)?.leased.push(req.index);
-        Some(master.queue_op_answered(BatchOp {
-            op: Some(batch_op::Op::Write(req.clone())),
-        }))
     }
 
     /// An unlink (rmdir when `dir`) of `name` in `parent`: answered here

@@ -30,7 +30,8 @@ use fuser::Errno;
 use mfs_proto::v1::{batch_op, Attr, BatchOp, CreateAtOp, Credentials, FileType, Timespec};
 
 mod changes;
-pub(crate) use changes::IoQueue;
+mod chunks;
+pub(crate) use chunks::IoQueue;
 
 use super::fs::Shared;
 use crate::master::MasterClient;
@@ -82,6 +83,8 @@ struct State {
     recalls: u64,
     /// Delegations taken so far (their ids).
     grants: u64,
+    /// Chunk ids the session holds for the data of files made here.
+    held: chunks::Held,
 }
 
 #[derive(Debug)]

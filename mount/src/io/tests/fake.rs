@@ -527,6 +527,13 @@ impl MetaService for Meta {
         un()
     }
 
+    async fn hold_chunks(
+        &self,
+        _r: Request<mfs_proto::v1::HoldChunksRequest>,
+    ) -> R<mfs_proto::v1::HoldChunksReply> {
+        un()
+    }
+
     async fn batch(
         &self,
         _r: Request<mfs_proto::v1::BatchRequest>,

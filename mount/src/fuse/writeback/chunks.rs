@@ -1,0 +1,216 @@
+//! The data of files made here: their first write leases and length
+//! commits go through the write-back queue (see the parent module).
+//!
+//! A lease of an empty slot of such a file comes from chunk ids the
+//! session holds (`HoldChunks`: each with a chain and a token), so the
+//! data goes out with no call to the master; the queue then names the
+//! chunk (`attach`) before the length commit. With none at hand, the lease
+//! is asked in the batch that carries the file's create. A write that
+//! fails on a held chunk's chain has the chunk named first, then renews its
+//! lease with the master as any other.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use mfs_proto::v1::{batch_op, AttachChunkOp, BatchOp, ChunkLocation, Credentials};
+use mfs_proto::v1::{WriteChunkEndRequest, WriteChunkRequest};
+
+use super::WriteBack;
+use crate::io::{QueuedLease, WriteQueue};
+use crate::master::MasterClient;
+
+/// Chunk ids asked for at a time, and the count below which more are.
+const HOLD: u32 = 256;
+const REFILL_AT: usize = 64;
+/// A held id is used within this long of its grant (the leader keeps its
+/// chain for 5 minutes, the token lasts 15), else given back.
+const USE_WITHIN: Duration = Duration::from_secs(180);
+/// After a refused HoldChunks (an older master, too many held), leases are
+/// asked in the queue for this long.
+const OFF_FOR: Duration = Duration::from_secs(60);
+
+/// Chunk ids the session holds, by goal.
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    session: u64,
+    ready: HashMap<u32, VecDeque<(Instant, ChunkLocation)>>,
+    /// Goals a refill is on its way for.
+    asking: Vec<u32>,
+    /// Ids not used in time, to give back at the next HoldChunks.
+    stale: Vec<u64>,
+    off_until: Option<Instant>,
+    /// Held ids written and not named in the queue yet: (inode, slot) →
+    /// (chunk id, the writer's credentials).
+    unattached: HashMap<(u64, u32), (u64, Credentials)>,
+}
+
+impl Held {
+    /// A held id for a chunk of `goal` copies, if one is at hand; whether
+    /// more should be asked for.
+    fn take(&mut self, session: u64, goal: u32) -> (Option<ChunkLocation>, bool) {
+        let now = Instant::now();
+        if self.session != session {
+            // Ids of an earlier session are no one's now.
+            self.ready.clear();
+            self.stale.clear();
+            self.unattached.clear();
+            self.session = session;
+        }
+        let q = self.ready.entry(goal).or_default();
+        while q
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > USE_WITHIN)
+        {
+            if let Some((_, l)) = q.pop_front() {
+                self.stale.push(l.chunk_id);
+            }
+        }
+        let loc = q.pop_front().map(|(_, l)| l);
+        let low = q.len() < REFILL_AT
+            && !self.asking.contains(&goal)
+            && self.off_until.is_none_or(|t| now >= t);
+        if low {
+            self.asking.push(goal);
+        }
+        (loc, low)
+    }
+}
+
+/// The mount's write-back queue as the I/O layer's (`FileIo::queue_with`).
+pub(crate) struct IoQueue {
+    pub(crate) wb: std::sync::Weak<WriteBack>,
+    pub(crate) master: MasterClient,
+}
+
+impl WriteQueue for IoQueue {
+    fn commit(&self, req: &WriteChunkEndRequest) -> bool {
+        self.wb
+            .upgrade()
+            .is_some_and(|wb| wb.queue_commit(&self.master, req))
+    }
+
+    fn lease(&self, req: &WriteChunkRequest) -> Option<QueuedLease<'_>> {
+        WriteBack::queue_lease(&self.wb.upgrade()?, &self.master, req)
+    }
+}
+
+impl WriteBack {
+    /// Queues the length commit `req` when its file was made here, in a
+    /// directory the mount holds (nobody else sees the file before the
+    /// queue is sent); false: send it now. A held chunk the writes made is
+    /// named in the queue first either way (a commit sent now waits for
+    /// the queue). Checked and queued under the lock a recall takes, so a
+    /// recall's return comes after it.
+    pub(crate) fn queue_commit(&self, master: &MasterClient, req: &WriteChunkEndRequest) -> bool {
+        if !self.enabled {
+            return false;
+        }
+        let sid = master.session_id();
+        let mut st = self.lock();
+        let key = (req.inode, req.index);
+        if st
+            .held
+            .unattached
+            .get(&key)
+            .is_some_and(|(c, _)| *c == req.chunk_id)
+        {
+            if let Some((chunk_id, cred)) = st.held.unattached.remove(&key) {
+                master.queue_op(attach_op(key, chunk_id, cred));
+            }
+        }
+        let private = self.live()
+            && st
+                .made
+                .get(&req.inode)
+                .is_some_and(|m| st.still_held(m, sid));
+        if private {
+            master.queue_op(BatchOp {
+                op: Some(batch_op::Op::WriteEnd(req.clone())),
+            });
+        }
+        private
+    }
+
+    /// The lease `req` through the queue: for a slot of a file made here,
+    /// in a directory the mount holds, not leased before (empty, as the
+    /// file was made empty), a held chunk id when one is at hand, else the
+    /// lease asked in the queue; for a renewal of a held chunk's lease, its
+    /// naming in the queue first (then ask the master). `None`: ask the
+    /// master.
+    pub(crate) fn queue_lease<'m>(
+        self: &std::sync::Arc<Self>,
+        master: &'m MasterClient,
+        req: &WriteChunkRequest,
+    ) -> Option<QueuedLease<'m>> {
+        if !self.enabled {
+            return None;
+        }
+        let sid = master.session_id();
+        let key = (req.inode, req.index);
+        let mut st = self.lock();
+        if req.renew {
+            let (chunk_id, cred) = st.held.unattached.remove(&key)?;
+            let op = attach_op(key, chunk_id, cred);
+            return Some(QueuedLease::First(master.queue_op_answered(op)));
+        }
+        if !self.live() {
+            return None;
+        }
+        let m = st.made.get(&req.inode)?;
+        if !st.still_held(m, sid) || m.leased.contains(&req.index) {
+            return None;
+        }
+        let goal = st.dirs.get(&m.parent).map_or(1, |d| d.attr.goal);
+        st.made.get_mut(&req.inode)?.leased.push(req.index);
+        let (loc, low) = st.held.take(sid, goal);
+        if low {
+            let stale = std::mem::take(&mut st.held.stale);
+            let (wb, m) = (std::sync::Arc::downgrade(self), master.clone());
+            self.rt.spawn(async move {
+                if let Some(wb) = wb.upgrade() {
+                    wb.hold_more(&m, sid, goal, stale).await;
+                }
+            });
+        }
+        if let Some(loc) = loc {
+            let cred = req.cred.clone().unwrap_or_default();
+            st.held.unattached.insert(key, (loc.chunk_id, cred));
+            return Some(QueuedLease::Held(loc));
+        }
+        Some(QueuedLease::Asked(master.queue_op_answered(BatchOp {
+            op: Some(batch_op::Op::Write(req.clone())),
+        })))
+    }
+
+    /// Asks for more chunk ids of `goal` for session `sid`, giving back
+    /// `stale`.
+    async fn hold_more(&self, master: &MasterClient, sid: u64, goal: u32, stale: Vec<u64>) {
+        let r = master.hold_chunks(HOLD, goal, stale).await;
+        let mut st = self.lock();
+        st.held.asking.retain(|&g| g != goal);
+        match r {
+            Ok(chunks) if st.held.session == sid && master.session_id() == sid => {
+                let now = Instant::now();
+                let q = st.held.ready.entry(goal).or_default();
+                q.extend(chunks.into_iter().map(|c| (now, c)));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "no chunk ids held: the first leases of files made here go in the queue");
+                st.held.off_until = Some(Instant::now() + OFF_FOR);
+            }
+        }
+    }
+}
+
+/// The queue's naming of held chunk `chunk_id` in slot `key` (inode, index).
+fn attach_op(key: (u64, u32), chunk_id: u64, cred: Credentials) -> BatchOp {
+    BatchOp {
+        op: Some(batch_op::Op::Attach(AttachChunkOp {
+            cred: Some(cred),
+            inode: key.0,
+            index: key.1,
+            chunk_id,
+        })),
+    }
+}
