@@ -172,7 +172,7 @@ async fn check_every_copy(cl: &MasterClient, inode: u64, want: &[u8], expect: us
 
 /// Polls `check` every 500 ms until it passes; panics with its last
 /// complaint after `within`. Returns how long it took.
-async fn eventually<F, Fut>(within: Duration, mut check: F) -> Duration
+pub(crate) async fn eventually<F, Fut>(within: Duration, mut check: F) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,

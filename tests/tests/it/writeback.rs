@@ -600,3 +600,61 @@ async fn files_made_here_write_held_chunks_and_survive_a_chunkserver_kill() {
     assert_eq!(code, 0, "mfsfileinfo: {out}{err}");
     assert!(out.contains("copy 1"), "no copy listed: {out}");
 }
+
+/// Chunks a mount wrote on ids its session held and never named (it was
+/// killed before its queue went out) are no one's once the session ends:
+/// the leader deletes their copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_chunks_a_dead_mount_never_named_are_deleted_after_its_session() {
+    use std::time::Duration;
+    if skip_without_fuse() {
+        return;
+    }
+    let mut c = Cluster::start(1, &[("MFS_SESSION_TIMEOUT", "3")])
+        .await
+        .unwrap();
+    c.add_chunkservers(1, 1).await.unwrap();
+    let mut a = Mount::start(&c, "a", &[]).unwrap();
+    let da = a.path().join("d");
+    fs::create_dir(&da).unwrap();
+    step("A writes 40 small files in d, then is killed (-9) at once");
+    for i in 0..40 {
+        fs::write(da.join(format!("f{i:02}")), format!("file {i}")).unwrap();
+    }
+    let pid = a.pid().expect("mount runs");
+    // SAFETY: kill(2) of the mount process this test started.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = a.terminate(Duration::from_secs(5));
+    let written = c.chunk_files(1).unwrap().len();
+
+    step("after A's session: B sees the files that went out; only their chunks stay");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let b = Mount::start(&c, "b", &[]).unwrap();
+    let db = b.path().join("d");
+    let mut named = 0;
+    for e in fs::read_dir(&db).unwrap() {
+        let p = e.unwrap().path();
+        let data = fs::read(&p).unwrap();
+        if !data.is_empty() {
+            let i: usize = p.file_name().unwrap().to_string_lossy()[1..]
+                .parse()
+                .unwrap();
+            assert_eq!(data, format!("file {i}").into_bytes(), "{}", p.display());
+            named += 1;
+        }
+    }
+    assert!(
+        written > named,
+        "every chunk A wrote was named before the kill ({written} copies): nothing to clean"
+    );
+    let took = crate::data::eventually(Duration::from_secs(60), || async {
+        let left = c.chunk_files(1).unwrap().len();
+        if left == named {
+            Ok(())
+        } else {
+            Err(format!("{left} chunk copies, {named} files with data"))
+        }
+    })
+    .await;
+    eprintln!("{} unnamed copies deleted in {took:?}", written - named);
+}

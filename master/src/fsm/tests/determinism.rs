@@ -60,7 +60,7 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
         let fresh = format!("w{}", rng.random_range(0..100)).into_bytes();
         let index = rng.random_range(0..4u32);
         let chunk = ChunkId(rng.random_range(1..20));
-        let op = match rng.random_range(0..245) {
+        let op = match rng.random_range(0..250) {
             0..40 => mkdir(&c, p, &name, 0o777),
             40..70 => Op::Create {
                 cred: c,
@@ -147,6 +147,21 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
                     Op::Release { inode: p },
                 ],
             },
+            245..247 => Op::HoldChunks {
+                count: rng.random_range(0..4),
+                give_back: vec![chunk],
+            },
+            247..250 => Op::Batch {
+                ops: vec![
+                    create_at(&c, p, &fresh, Inode(0), t),
+                    Op::AttachChunk {
+                        cred: c.clone(),
+                        inode: Inode(0),
+                        index,
+                        chunk: ChunkId(0),
+                    },
+                ],
+            },
             _ => unreachable!("range"),
         };
         if let Op::ExpireSessions { ids } = &op {
@@ -161,7 +176,10 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
             .iter()
             .copied()
             .find(|&x| sim.reserved.contains_key(&SessionId(x as u64)));
-        let creates = matches!(op, Op::CreateAt { .. } | Op::Batch { .. });
+        let creates = matches!(
+            op,
+            Op::CreateAt { .. } | Op::Batch { .. } | Op::HoldChunks { .. }
+        );
         // Mostly live sessions, sometimes none or a dead one.
         let s = match rng.random_range(0..20) {
             _ if creates && holder.is_some() && rng.random_bool(0.8) => holder.unwrap_or(0),
@@ -179,6 +197,14 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
             .filter(|_| rng.random_bool(0.9))
             .map_or(rng.random_range(1..60), |r| r.0);
         fill_held(&mut op, Inode(pick));
+        // Chunk ids it holds, mostly.
+        let own = sim
+            .held_chunks
+            .get(&SessionId(s as u64))
+            .and_then(|h| h.first().copied())
+            .filter(|_| rng.random_bool(0.9))
+            .unwrap_or(chunk);
+        fill_chunk(&mut op, own, Inode(pick));
         if s == 0 || op.is_internal() || matches!(op, Op::RegisterSession { .. }) {
             log.push(internal(op, t));
         } else {
@@ -211,6 +237,18 @@ fn fill_held(op: &mut Op, ino: Inode) {
     }
 }
 
+/// Gives the attaches in `op` (chunk 0) the id `id`, in the file `ino`.
+fn fill_chunk(op: &mut Op, id: ChunkId, ino: Inode) {
+    match op {
+        Op::AttachChunk { chunk, inode, .. } if chunk.0 == 0 => {
+            *chunk = id;
+            *inode = ino;
+        }
+        Op::Batch { ops } => ops.iter_mut().for_each(|o| fill_chunk(o, id, ino)),
+        _ => {}
+    }
+}
+
 fn replay(log: &[Request]) -> Namespace {
     let mut ns = Namespace::new();
     for r in log {
@@ -234,18 +272,27 @@ fn same_log_same_image() {
         a.check().expect("invariants");
         // Write-back ops take effect too, not only their refusals.
         let mut ns = Namespace::new();
-        let (mut delegated, mut made) = (0, 0);
+        let (mut delegated, mut made, mut attached) = (0, 0, 0);
         for r in &log {
             let reply = ns.apply(r);
             match (&r.op, reply) {
                 (Op::Delegate { .. }, Reply::Delegated { .. }) => delegated += 1,
                 (Op::CreateAt { .. }, Reply::Attr(_)) => made += 1,
+                (Op::Batch { ops }, Reply::Batch(e)) => {
+                    for (o, e) in ops.iter().zip(e) {
+                        match o {
+                            Op::CreateAt { .. } if e == 0 => made += 1,
+                            Op::AttachChunk { .. } if e == 0 => attached += 1,
+                            _ => {}
+                        }
+                    }
+                }
                 _ => {}
             }
         }
         assert!(
-            delegated > 0 && made > 0,
-            "{delegated} delegations, {made} creates"
+            delegated > 0 && made > 0 && attached > 0,
+            "{delegated} delegations, {made} creates, {attached} held chunks attached"
         );
         assert_eq!(a.to_image(b"e"), b.to_image(b"e"));
         assert_eq!(a.image_hash(), b.image_hash());
