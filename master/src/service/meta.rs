@@ -467,7 +467,7 @@ impl MetaService for Meta {
             0 => 1000,
             n => n.min(READDIR_MAX),
         };
-        let (entries, more) = self
+        let (entries, more, dir) = self
             .read(|ns| {
                 let (entries, more) = ns.readdir(&cred, Inode(r.inode), &r.after, limit, r.plus)?;
                 let entries = entries
@@ -479,10 +479,15 @@ impl MetaService for Meta {
                         r#type: ftype_to_pb(e.ftype) as i32,
                     })
                     .collect();
-                Ok((entries, more))
+                let dir = if r.plus && !more {
+                    Some(attr_to_pb(&ns.getattr(Inode(r.inode))?, ns))
+                } else {
+                    None
+                };
+                Ok((entries, more, dir))
             })
             .await?;
-        Ok(Response::new(pb::ReaddirReply { entries, more }))
+        Ok(Response::new(pb::ReaddirReply { entries, more, dir }))
     }
 
     async fn statfs(&self, req: Request<pb::StatfsRequest>) -> R<pb::StatfsReply> {

@@ -515,10 +515,8 @@ impl Shared {
         // Taken before the first page: attributes count as fetched no
         // later than they were.
         let fetched = self.no_xattrs.fetch();
-        let out: Vec<Entry> = self
-            .master
-            .readdir_all(cred, inode, plus, PAGE)
-            .await?
+        let (entries, dir) = self.master.readdir_all(cred, inode, plus, PAGE).await?;
+        let out: Vec<Entry> = entries
             .into_iter()
             .map(|e| Entry {
                 name: e.name,
@@ -528,11 +526,15 @@ impl Shared {
                 fetched,
             })
             .collect();
-        let fetched = self.no_xattrs.fetch();
-        let dot_attr = if plus {
-            Some(self.master.getattr(inode).await?)
-        } else {
-            None
+        // The directory's own attributes came with the last page (as
+        // fetched as the entries'), or from a GetAttr of an older master.
+        let (dot_attr, fetched) = match (plus, dir) {
+            (true, Some(a)) => (Some(a), fetched),
+            (true, None) => {
+                let f = self.no_xattrs.fetch();
+                (Some(self.master.getattr(inode).await?), f)
+            }
+            (false, _) => (None, fetched),
         };
         let dir = FileType::Directory as i32;
         let mut all = Vec::with_capacity(out.len() + 2);

@@ -319,14 +319,15 @@ impl MasterClient {
     }
 
     /// Every entry of directory `inode` (without "." and ".."), read in
-    /// pages of `page`.
+    /// pages of `page`, and with `plus` the directory's own attributes
+    /// (`None` from a master that does not give them).
     pub async fn readdir_all(
         &self,
         cred: &Credentials,
         inode: u64,
         plus: bool,
         page: u32,
-    ) -> Result<Vec<mfs_proto::v1::DirEntry>, ClientError> {
+    ) -> Result<(Vec<mfs_proto::v1::DirEntry>, Option<Attr>), ClientError> {
         let mut out = Vec::new();
         let mut after = Vec::new();
         loop {
@@ -343,7 +344,7 @@ impl MasterClient {
             out.extend(r.entries);
             match out.last() {
                 Some(last) if more => after = last.name.clone(),
-                _ => return Ok(out),
+                _ => return Ok((out, r.dir)),
             }
         }
     }

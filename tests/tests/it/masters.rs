@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use mfs_mount::master::MasterClient;
 use mfs_proto::v1::meta_service_client::MetaServiceClient;
 use mfs_proto::v1::raft_service_client::RaftServiceClient;
-use mfs_proto::v1::{GetAttrRequest, MkdirRequest, RaftPayload, RenameRequest};
+use mfs_proto::v1::{GetAttrRequest, MkdirRequest, RaftPayload, ReaddirRequest, RenameRequest};
 use mfs_tests::cluster::Cluster;
 
 use crate::util::{acknowledged, check_creates, create_req, creator, list_dir, root_cred, step};
@@ -117,6 +117,24 @@ async fn election_and_redirect() {
     assert_eq!(e.errno(), 22, "{e}");
     let e = s.getattr(987654).await.unwrap_err();
     assert_eq!(e.errno(), 2, "{e}");
+
+    step("readdirplus pages: the directory's own attributes on the last one");
+    s.create(create_req("second")).await.unwrap();
+    let listing = |after: Vec<u8>| ReaddirRequest {
+        cred: Some(root_cred()),
+        inode: 1,
+        after,
+        limit: 1,
+        plus: true,
+    };
+    let first = raw.readdir(listing(Vec::new())).await.unwrap().into_inner();
+    assert!(first.more && first.dir.is_none(), "{first:?}");
+    let (entries, dir) = s.readdir_all(&root_cred(), 1, true, 1).await.unwrap();
+    assert!(entries.len() >= 2, "{entries:?}");
+    let dir = dir.expect("the last page carries the directory's attributes");
+    assert_eq!(dir, s.getattr(1).await.unwrap());
+    let (_, none) = s.readdir_all(&root_cred(), 1, false, 1).await.unwrap();
+    assert_eq!(none, None, "only with plus");
 }
 
 /// kill -9 of the leader during a stream of creates, twice: a new leader

@@ -447,7 +447,7 @@ impl WriteBack {
         cred: &Credentials,
         dir: u64,
     ) -> Result<HashMap<Vec<u8>, Entry>, String> {
-        let entries = master
+        let (entries, _) = master
             .readdir_all(cred, dir, true, PAGE)
             .await
             .map_err(|e| e.to_string())?;
