@@ -5,11 +5,7 @@
 use std::time::Instant;
 
 use super::copies::Earlier;
-use super::state::{Lease, LEASE_TIME};
-
-/// How long the leader keeps the chain of a chunk id a session holds
-/// (`hold`); the client uses it for less.
-pub const HOLD_TIME: std::time::Duration = std::time::Duration::from_secs(300);
+use super::state::{Lease, HOLD_TIME, LEASE_TIME};
 use super::{ChunkError, ChunkManager, GRACE};
 use crate::fsm::{
     Attr, ChunkId, ChunkVersion, Cred, Errno, Inode, Op, Reply, Request, SessionId, Timespec,
@@ -380,11 +376,11 @@ impl ChunkManager {
         let Reply::Chunk { length, .. } = reply else {
             return Err(reply.errno().unwrap_or(Errno::EIO).into());
         };
-        Ok(self.grant(session, (id, version), chain, length, create))
+        Ok(self.grant(session, (id, version), chain, length, create, LEASE_TIME))
     }
 
-    /// Records the lease of `session` on chunk `id` (committed at
-    /// `version`, written through `chain`, made by the writes with
+    /// Records the lease of `session` on chunk `id` for `time` (committed
+    /// at `version`, written through `chain`, made by the writes with
     /// `create`) and the answer to give.
     fn grant(
         &self,
@@ -393,6 +389,7 @@ impl ChunkManager {
         chain: Vec<u64>,
         length: u64,
         create: bool,
+        time: std::time::Duration,
     ) -> Location {
         self.state().leases.insert(
             id,
@@ -400,7 +397,7 @@ impl ChunkManager {
                 session,
                 version,
                 chain: chain.clone(),
-                expires: Instant::now() + LEASE_TIME,
+                expires: Instant::now() + time,
                 create,
             },
         );
@@ -409,7 +406,7 @@ impl ChunkManager {
             version,
             length,
             servers: self.addresses(&chain),
-            lease_secs: LEASE_TIME.as_secs() as u32,
+            lease_secs: time.as_secs() as u32,
             written_by_others: false,
             create,
         }
@@ -449,7 +446,7 @@ impl ChunkManager {
         let Reply::Chunk { length, .. } = reply else {
             return Err(reply.errno().unwrap_or(Errno::EIO).into());
         };
-        Ok(self.grant(session, (id, version), chain, length, true))
+        Ok(self.grant(session, (id, version), chain, length, true, LEASE_TIME))
     }
 
     /// A new-chunk lease asked in a batch (`BatchOp.write`): the op to
@@ -518,36 +515,12 @@ impl ChunkManager {
         (first, count): (ChunkId, u32),
         goal: u8,
     ) -> Result<Vec<Location>, ChunkError> {
-        let now = Instant::now();
-        let mut out = Vec::with_capacity(count as usize);
-        let mut st = self.state();
-        for id in (first.0..first.0 + u64::from(count)).map(ChunkId) {
-            let chain = self.targets(&st, goal, &[])?;
-            st.leases.insert(
-                id,
-                Lease {
-                    session: session.0,
-                    version: 1,
-                    chain: chain.clone(),
-                    expires: now + HOLD_TIME,
-                    create: true,
-                },
-            );
-            out.push((id, chain));
-        }
-        drop(st);
-        Ok(out
-            .into_iter()
-            .map(|(id, chain)| Location {
-                id,
-                version: 1,
-                length: 0,
-                servers: self.addresses(&chain),
-                lease_secs: HOLD_TIME.as_secs() as u32,
-                written_by_others: false,
-                create: true,
+        (first.0..first.0 + u64::from(count))
+            .map(|id| {
+                let chain = self.targets(&self.state(), goal, &[])?;
+                Ok(self.grant(session.0, (ChunkId(id), 1), chain, 0, true, HOLD_TIME))
             })
-            .collect())
+            .collect()
     }
 
     /// WriteChunkEnd: commits the length; the session's lease on the chunk

@@ -15,6 +15,9 @@ use crate::fsm::{ChunkId, Inode};
 pub const LOST_AFTER: Duration = Duration::from_secs(30);
 /// A write lease not used (WriteChunk, WriteChunkEnd) for this long expires.
 pub const LEASE_TIME: Duration = Duration::from_secs(60);
+/// How long the leader keeps the chain of a chunk id a session holds
+/// (`HoldChunks`) as that session's lease; the client uses it for less.
+pub const HOLD_TIME: Duration = Duration::from_secs(300);
 /// Entries of one unfinished full report kept at most (a chunkserver that
 /// sends more is told to start again).
 const MAX_REPORT: usize = 50_000_000;

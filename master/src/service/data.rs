@@ -12,7 +12,7 @@ use super::access::{Caller, Need};
 use super::convert::*;
 use super::error::invalid;
 use super::meta::{given_time, req_id, rid, Meta, R};
-use crate::chunks::datapath::EndChange;
+use crate::chunks::datapath::{EndChange, Location};
 use crate::fsm::{ChunkId, Inode, Op, SessionId, Timespec};
 use crate::raft::node::now;
 
@@ -101,10 +101,16 @@ impl Meta {
         })
         .await
         .map_err(|e| Status::internal(format!("WriteChunk: {e}")))??;
-        let room = self.node.shared.ns().quota_room(Inode(r.inode), now().sec);
+        Ok(Response::new(self.write_location(loc, Inode(r.inode))))
+    }
+
+    /// The answer to a write lease on a chunk of `inode`: with the
+    /// chunkservers' write token and the room left under its quotas.
+    pub(super) fn write_location(&self, loc: Location, inode: Inode) -> pb::ChunkLocation {
+        let room = self.node.shared.ns().quota_room(inode, now().sec);
         let mut loc = self.with_token(location_to_pb(loc), ChunkAccess::Write);
         loc.quota_room = room;
-        Ok(Response::new(loc))
+        loc
     }
 
     pub(super) async fn end_write(

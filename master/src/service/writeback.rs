@@ -320,10 +320,7 @@ impl Meta {
             }
             match self.chunks.batch_lease(c.session, inode, index) {
                 Ok(loc) => {
-                    let room = self.node.shared.ns().quota_room(inode, now().sec);
-                    let mut loc = self.with_token(location_to_pb(loc), ChunkAccess::Write);
-                    loc.quota_room = room;
-                    leases.insert(i as u32, loc);
+                    leases.insert(i as u32, self.write_location(loc, inode));
                 }
                 // The chunk is placed; the client asks with WriteChunk.
                 Err(ChunkError::Errno(e)) => errnos[i] = e.0,

@@ -122,11 +122,21 @@ impl Queue {
 
     /// Queues `op`; its ticket (done once `done() >= ticket`).
     pub(crate) fn push(&self, op: BatchOp) -> u64 {
+        self.push_with(op, None)
+    }
+
+    /// Queues `op`, with who waits for its answer (registered under the
+    /// same lock, so the batch that takes the op takes the waiter too).
+    fn push_with(&self, op: BatchOp, answer: Option<oneshot::Sender<Answer>>) -> u64 {
         let ticket = {
             let mut p = self.lock();
             p.ops.push_back(op);
             p.queued += 1;
-            p.queued
+            let ticket = p.queued;
+            if let Some(tx) = answer {
+                p.answers.insert(ticket, tx);
+            }
+            ticket
         };
         self.wake.notify_one();
         ticket
@@ -139,14 +149,7 @@ impl Queue {
     /// Queues `op`, whose answer the caller waits for.
     fn push_answered(&self, op: BatchOp) -> Answered<'_> {
         let (tx, rx) = oneshot::channel();
-        {
-            let mut p = self.lock();
-            p.ops.push_back(op);
-            p.queued += 1;
-            let ticket = p.queued;
-            p.answers.insert(ticket, tx);
-        }
-        self.wake.notify_one();
+        self.push_with(op, Some(tx));
         Answered { queue: self, rx }
     }
 
