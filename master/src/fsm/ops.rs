@@ -81,6 +81,25 @@ impl Namespace {
         reply
     }
 
+    /// One open of an `Opens` entry, applied as its own request would be;
+    /// its errno (0: done).
+    fn apply_logged_open(&mut self, req: &Request) -> i32 {
+        let plain_open = matches!(
+            req.op,
+            Op::Open {
+                truncate: false,
+                ..
+            }
+        );
+        if !plain_open || req.session == SessionId::NONE {
+            return Errno::EINVAL.0;
+        }
+        match self.apply(req) {
+            Reply::Err(e) => e.0,
+            _ => 0,
+        }
+    }
+
     fn execute(&mut self, sid: Option<SessionId>, t: Timespec, op: &Op) -> Result<Reply, Errno> {
         let r = self.execute_op(sid, t, op);
         if !self.quotas.is_empty() {
@@ -343,6 +362,9 @@ impl Namespace {
                 time,
             } => self.create_at(sid, cred, *parent, name, *mode, *umask, *inode, *time, t),
             Op::Batch { ops } => self.batch(ops, |ns, op| ns.execute_op(sid, t, op)),
+            Op::Opens { opens } => Ok(Reply::Batch(
+                opens.iter().map(|r| self.apply_logged_open(r)).collect(),
+            )),
             Op::HoldChunks { count, give_back } => self.hold_chunks(sid, *count, give_back),
             Op::AttachChunk {
                 cred,

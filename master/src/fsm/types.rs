@@ -590,6 +590,12 @@ pub enum Op {
     /// `WriteChunkEnd` kinds and `WriteNewChunk` (EINVAL for the whole
     /// batch otherwise). Replies `Reply::Batch`.
     Batch { ops: Vec<Op> },
+    /// Internal (session 0 only): opens the leader answered before
+    /// logging them (`Open` without truncation, each in its own session
+    /// with its own sequence number and time), logged together in one
+    /// entry: each applied as if alone, in order (anything else is
+    /// EINVAL, in its place). Replies `Reply::Batch`.
+    Opens { opens: Vec<Request> },
     /// `count` new chunk ids (consecutive; at most `MAX_HELD_CHUNKS`
     /// held in all, else EBUSY and nothing changes) the session holds for
     /// the first chunks of files its mount makes (see `AttachChunk`),
@@ -692,6 +698,7 @@ impl Op {
             Op::Undelegate { .. } => "Undelegate",
             Op::CreateAt { .. } => "CreateAt",
             Op::Batch { .. } => "Batch",
+            Op::Opens { .. } => "Opens",
             Op::HoldChunks { .. } => "HoldChunks",
             Op::AttachChunk { .. } => "AttachChunk",
             Op::PurgeTrash { .. } => "PurgeTrash",
@@ -716,6 +723,7 @@ impl Op {
                 | Op::ReserveChunkIds { .. }
                 | Op::CowChunk { .. }
                 | Op::PurgeTrash { .. }
+                | Op::Opens { .. }
         )
     }
 }

@@ -4,25 +4,34 @@
 //! open count) matters only to requests logged after it, such as an unlink
 //! that would otherwise free the file. So the leader answers such an open
 //! from what its apply will answer. An open alone goes to openraft at once;
-//! when opens come in a stream (another was answered less than [`HOLD`]
-//! ago), its entry is held for up to [`HOLD`], so that the opens of that
-//! time go together: one log flush and one replication round for all of
-//! them, where each open used to cost one of its own. A write never
-//! overtakes a held open: before it is handed to openraft, the opens held
-//! are (see [`MasterNode::write`]).
+//! when opens come in a stream (another was answered less than [`STREAM`]
+//! ago), it is held for up to [`HOLD`], and the opens of that time go in
+//! one entry (`Op::Opens`): one log record, one flush and one replication
+//! round for all of them, where each open used to cost an entry of its own
+//! (about 0.3 ms of the leader's CPU and 0.1 ms of each other master's). A
+//! write never overtakes a held open: before it is handed to openraft, the
+//! opens held are (see [`MasterNode::write`]).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::node::{MasterNode, NodeError, WriteReceiver};
-use crate::fsm::{Op, Reply, Request};
+use crate::fsm::{Op, Reply, Request, SessionId};
 
-/// How long an open answered early waits for others to be logged with it.
-/// The longer, the more opens share one entry's cost; but an open still
-/// held when its leader dies is lost (the next leader does not count it).
-const HOLD: Duration = Duration::from_millis(3);
+/// Opens answered less than this apart are a stream: held, not logged
+/// one by one.
+const STREAM: Duration = Duration::from_millis(3);
+
+/// How long an open of a stream waits for others to be logged with it in
+/// one entry. The longer, the more opens share one entry's cost; but an
+/// open still held when its leader dies is lost (the next leader does not
+/// count it until the mount tells it what it holds open).
+const HOLD: Duration = Duration::from_millis(20);
+
+/// At most this many opens go in one entry (one more logs them at once).
+const MAX_HELD: usize = 256;
 
 /// The opens this leader answered before their apply.
 #[derive(Debug, Default)]
@@ -36,6 +45,9 @@ pub(super) struct EarlyOpens {
     holding: AtomicBool,
     /// A task will hand `held` to openraft.
     scheduled: AtomicBool,
+    /// How many times `held` was handed over (a task whose round has
+    /// passed when it wakes leaves the next round to its own task).
+    round: AtomicU64,
     /// When the last open was answered early.
     last: Mutex<Option<Instant>>,
 }
@@ -53,30 +65,29 @@ impl EarlyOpens {
         self.holding.load(Ordering::Acquire)
     }
 
-    /// Whether an open was answered early less than [`HOLD`] ago (and
+    /// Whether an open was answered early less than [`STREAM`] ago (and
     /// notes this one).
     fn in_stream(&self, now: Instant) -> bool {
         let last = lock(&self.last).replace(now);
-        last.is_some_and(|t| now.duration_since(t) < HOLD)
+        last.is_some_and(|t| now.duration_since(t) < STREAM)
     }
 
-    /// Waits (in a task) for the opens handed to openraft to be applied,
-    /// and takes their marks down.
-    fn await_logged(self: &Arc<Self>, waiting: Vec<(Key, WriteReceiver)>) {
+    /// Waits (in a task) for the entry of the opens `keys` handed to
+    /// openraft to be applied, and takes their marks down.
+    fn await_logged(self: &Arc<Self>, keys: Vec<Key>, rx: WriteReceiver) {
         let early = Arc::clone(self);
         tokio::spawn(async move {
-            for (key, rx) in waiting {
-                let logged = matches!(rx.await, Ok(Ok(_)));
+            let logged = matches!(rx.await, Ok(Ok(_)));
+            for &key in &keys {
                 // The mark goes only after the apply (see `opened_early`).
                 early.unmark(key);
-                metrics::counter!("mfs_early_answers_total").increment(1);
-                if !logged {
-                    tracing::warn!(
-                        session = key.0,
-                        inode = key.1,
-                        "an open answered before its commit was not logged"
-                    );
-                }
+            }
+            metrics::counter!("mfs_early_answers_total").increment(keys.len() as u64);
+            if !logged {
+                tracing::warn!(
+                    opens = keys.len(),
+                    "opens answered before their commit were not logged"
+                );
             }
         });
     }
@@ -135,49 +146,67 @@ impl MasterNode {
         let key = (req.session.0, inode.0);
         *lock(&self.early.answered).entry(key).or_default() += 1;
         // An open alone goes to the log at once: only a stream of them
-        // (another answered within HOLD) waits, or one behind held opens.
+        // (another answered within STREAM) waits, or one behind held opens.
         if !self.early.in_stream(Instant::now()) && !self.early.holding() {
             let logged = self.log_open(key, req).await;
             drop(order);
             let rx = logged?;
             metrics::histogram!("mfs_early_opens_per_batch").record(1.0);
-            self.early.await_logged(vec![(key, rx)]);
+            self.early.await_logged(vec![key], rx);
             return Ok(Reply::Attr(attr));
         }
-        lock(&self.early.held).push((key, req));
+        let full = {
+            let mut held = lock(&self.early.held);
+            held.push((key, req));
+            held.len() >= MAX_HELD
+        };
         self.early.holding.store(true, Ordering::Release);
-        drop(order);
-        if !self.early.scheduled.swap(true, Ordering::AcqRel) {
+        if full {
+            self.log_held().await;
+        } else if !self.early.scheduled.swap(true, Ordering::AcqRel) {
+            let round = self.early.round.load(Ordering::Acquire);
             let node = Arc::clone(self);
             tokio::spawn(async move {
                 tokio::time::sleep(HOLD).await;
                 let _order = node.submit_order.write().await;
-                node.log_held().await;
+                if node.early.round.load(Ordering::Acquire) == round {
+                    node.log_held().await;
+                }
             });
         }
+        drop(order);
         Ok(Reply::Attr(attr))
     }
 
-    /// Hands the held opens to openraft, in the order they were answered.
-    /// The caller holds the submission lock exclusively.
+    /// Hands the held opens to openraft, in the order they were answered,
+    /// as one entry (`Op::Opens`). The caller holds the submission lock
+    /// exclusively.
     pub(super) async fn log_held(&self) {
         let held = std::mem::take(&mut *lock(&self.early.held));
         self.early.holding.store(false, Ordering::Release);
         self.early.scheduled.store(false, Ordering::Release);
-        if held.is_empty() {
+        self.early.round.fetch_add(1, Ordering::AcqRel);
+        let Some(time) = held.last().map(|(_, r)| r.time) else {
             return;
-        }
+        };
         metrics::histogram!("mfs_early_opens_per_batch").record(held.len() as f64);
-        let mut waiting = Vec::with_capacity(held.len());
-        for (key, req) in held {
-            match self.log_open(key, req).await {
-                Ok(rx) => waiting.push((key, rx)),
-                Err(e) => {
-                    tracing::warn!(error = %e, "an open answered before its commit was not logged");
+        let (keys, opens): (Vec<Key>, Vec<Request>) = held.into_iter().unzip();
+        let entry = Request {
+            session: SessionId::NONE,
+            seq: 0,
+            acked: 0,
+            time,
+            op: Op::Opens { opens },
+        };
+        match self.submit_unpaced(entry).await {
+            Ok(rx) => self.early.await_logged(keys, rx),
+            Err(e) => {
+                for key in keys {
+                    self.early.unmark(key);
                 }
+                tracing::warn!(error = %e, "opens answered before their commit were not logged");
             }
         }
-        self.early.await_logged(waiting);
     }
 
     /// Hands the open `req` answered early to openraft; its mark goes if

@@ -60,7 +60,8 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
         let fresh = format!("w{}", rng.random_range(0..100)).into_bytes();
         let index = rng.random_range(0..4u32);
         let chunk = ChunkId(rng.random_range(1..20));
-        let op = match rng.random_range(0..250) {
+        let opener = c.clone();
+        let op = match rng.random_range(0..254) {
             0..40 => mkdir(&c, p, &name, 0o777),
             40..70 => Op::Create {
                 cred: c,
@@ -162,6 +163,7 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
                     },
                 ],
             },
+            250..254 => Op::Opens { opens: Vec::new() },
             _ => unreachable!("range"),
         };
         if let Op::ExpireSessions { ids } = &op {
@@ -205,6 +207,23 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
             .filter(|_| rng.random_bool(0.9))
             .unwrap_or(chunk);
         fill_chunk(&mut op, own, Inode(pick));
+        // Opens answered early, of live sessions (a truncating one is
+        // refused in its place).
+        if let Op::Opens { opens } = &mut op {
+            for _ in 0..rng.random_range(1..5) {
+                let Some(&o) = live.get(rng.random_range(0..live.len().max(1))) else {
+                    break;
+                };
+                seqs[o] += 1;
+                opens.push(Request {
+                    session: SessionId(o as u64),
+                    seq: seqs[o],
+                    acked: seqs[o] - 1,
+                    time: ts(t),
+                    op: open(&opener, ino(&mut rng), OpenMode::Read, rng.random_bool(0.1)),
+                });
+            }
+        }
         if s == 0 || op.is_internal() || matches!(op, Op::RegisterSession { .. }) {
             log.push(internal(op, t));
         } else {
@@ -272,12 +291,15 @@ fn same_log_same_image() {
         a.check().expect("invariants");
         // Write-back ops take effect too, not only their refusals.
         let mut ns = Namespace::new();
-        let (mut delegated, mut made, mut attached) = (0, 0, 0);
+        let (mut delegated, mut made, mut attached, mut opened) = (0, 0, 0, 0);
         for r in &log {
             let reply = ns.apply(r);
             match (&r.op, reply) {
                 (Op::Delegate { .. }, Reply::Delegated { .. }) => delegated += 1,
                 (Op::CreateAt { .. }, Reply::Attr(_)) => made += 1,
+                (Op::Opens { .. }, Reply::Batch(e)) => {
+                    opened += e.iter().filter(|&&e| e == 0).count()
+                }
                 (Op::Batch { ops }, Reply::Batch(e)) => {
                     for (o, e) in ops.iter().zip(e) {
                         match o {
@@ -291,8 +313,8 @@ fn same_log_same_image() {
             }
         }
         assert!(
-            delegated > 0 && made > 0 && attached > 0,
-            "{delegated} delegations, {made} creates, {attached} held chunks attached"
+            delegated > 0 && made > 0 && attached > 0 && opened > 0,
+            "{delegated} delegations, {made} creates, {attached} held chunks attached, {opened} opens logged together"
         );
         assert_eq!(a.to_image(b"e"), b.to_image(b"e"));
         assert_eq!(a.image_hash(), b.image_hash());

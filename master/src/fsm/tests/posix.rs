@@ -420,6 +420,49 @@ fn unlinked_open_file_lives_until_release() {
 }
 
 #[test]
+fn opens_logged_together_each_count_once() {
+    let mut h = H::new();
+    let c = root();
+    let f = h.create(&c, R, "f", 0o644);
+    let first = h.next_req(open(&c, f.inode, OpenMode::Read, false));
+    let mut second = h.next_req(open(&c, f.inode, OpenMode::Read, false));
+    // The first's reply not yet delivered: kept for a retry.
+    second.acked = first.seq - 1;
+    let cut = h.next_req(open(&c, f.inode, OpenMode::Read, true));
+    let mut anon = first.clone();
+    anon.session = SessionId::NONE;
+    let entry = |opens: Vec<Request>| Request {
+        session: SessionId::NONE,
+        seq: 0,
+        acked: 0,
+        time: ts(2000),
+        op: Op::Opens { opens },
+    };
+    let all = vec![first.clone(), second, cut, anon];
+    // A truncating open and one of no session are refused in their place.
+    let r = h.ns.apply(&entry(all));
+    assert_eq!(
+        r,
+        Reply::Batch(vec![0, 0, Errno::EINVAL.0, Errno::EINVAL.0])
+    );
+    // The first again (a client's retry that went alone): its reply is
+    // the session's cached one, the file is not counted open again.
+    assert!(matches!(h.ns.apply(&first), Reply::Attr(_)));
+    assert_eq!(h.ns.apply(&entry(vec![first])), Reply::Batch(vec![0]));
+    h.ok(unlink(&c, R, "f"));
+    assert_eq!(h.ns.sustained().collect::<Vec<_>>(), vec![f.inode]);
+    // The create's open, then the two logged together.
+    for _ in 0..2 {
+        h.ok(Op::Release { inode: f.inode });
+    }
+    assert!(h.ns.getattr(f.inode).is_ok(), "still open once");
+    h.ok(Op::Release { inode: f.inode });
+    assert_eq!(h.ns.getattr(f.inode), Err(Errno::ENOENT));
+    // Not a client's to send.
+    assert_eq!(h.err(Op::Opens { opens: Vec::new() }), Errno::EPERM);
+}
+
+#[test]
 fn releases_in_one_entry() {
     let mut h = H::new();
     let c = root();
