@@ -1,4 +1,5 @@
-//! The write path: write leases per chunk, pieces sent along the chain,
+//! The write path: write leases per chunk, pieces sent to every copy (small
+//! ones at once, large ones along the chain),
 //! renewal after a failure, committing lengths (flush), Sync (fsync), and the
 //! background task that commits idle files.
 
@@ -17,6 +18,10 @@ use super::conn::{classify, Failure};
 use super::split::{split, Piece};
 use super::{lock, Inner, QueuedLease, Retry};
 use crate::error::{errno, ClientError};
+
+/// Pieces up to this size are sent to every copy at once; larger ones
+/// along the chain (see [`Inner::send_along_chain`]).
+const FAN_OUT_MAX: usize = 256 << 10;
 
 /// Files idle this long with nothing to commit are dropped from the table.
 const FORGET_IDLE: Duration = Duration::from_secs(60);
@@ -447,12 +452,16 @@ impl Inner {
         }
     }
 
-    /// Sends a Write or Sync to the chain's first server, with the rest of
-    /// the chain for it to forward to.
+    /// Sends a Write or Sync to every copy of the chunk: a small piece (at
+    /// most [`FAN_OUT_MAX`]) and a Sync to each copy at once, so a write
+    /// costs one round trip to the slowest copy instead of one after
+    /// another along the chain; a larger piece to the chain's first
+    /// server, with the rest of the chain for it to forward to (the
+    /// client's link carries it once).
     async fn send_along_chain(
         &self,
         loc: &ChunkLocation,
-        mut req: ChunkWriteRequest,
+        req: ChunkWriteRequest,
         call: ChunkCall,
     ) -> Result<(), Failure> {
         let Some((head, rest)) = loc.servers.split_first() else {
@@ -461,8 +470,38 @@ impl Inner {
                 loc.chunk_id, loc.version
             )));
         };
-        let addr = head.address.as_str();
-        let chain: Vec<String> = rest.iter().map(|s| s.address.clone()).collect();
+        let small = matches!(call, ChunkCall::Sync) || req.data.len() <= FAN_OUT_MAX;
+        if rest.is_empty() || !small {
+            let chain = rest.iter().map(|s| s.address.clone()).collect();
+            return self.send_to(&head.address, chain, loc, req, call).await;
+        }
+        let sends = loc
+            .servers
+            .iter()
+            .map(|s| self.send_to(&s.address, Vec::new(), loc, req.clone(), call));
+        let mut worst = Ok(());
+        for r in futures::future::join_all(sends).await {
+            // A final error wins over one that a new lease may cure.
+            match (&worst, r) {
+                (_, Ok(())) | (Err(Failure::Final(_)), _) => {}
+                (_, Err(e @ Failure::Final(_))) => worst = Err(e),
+                (Ok(()), Err(e)) => worst = Err(e),
+                (Err(_), Err(_)) => {}
+            }
+        }
+        worst
+    }
+
+    /// Sends a Write or Sync to the chunkserver `addr`, which forwards it
+    /// along `chain`.
+    async fn send_to(
+        &self,
+        addr: &str,
+        chain: Vec<String>,
+        loc: &ChunkLocation,
+        mut req: ChunkWriteRequest,
+        call: ChunkCall,
+    ) -> Result<(), Failure> {
         let mut client = self.conns.client(addr)?;
         let limit = self.opts.chunk_call_timeout;
         let result = match call {

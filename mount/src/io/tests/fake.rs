@@ -72,6 +72,8 @@ pub struct CsState {
     pub reads: AtomicU64,
     pub writes: AtomicU64,
     pub syncs: AtomicU64,
+    /// Writes and syncs it passed on along their chain.
+    pub forwarded: AtomicU64,
 }
 
 impl CsState {
@@ -137,6 +139,7 @@ impl ChunkService for Cs {
             data.len() as u64
         };
         if !r.chain.is_empty() {
+            self.0.forwarded.fetch_add(1, Ordering::SeqCst);
             let next = r.chain.remove(0);
             let mut c = ChunkServiceClient::connect(format!("http://{next}"))
                 .await
@@ -151,6 +154,7 @@ impl ChunkService for Cs {
         self.0.syncs.fetch_add(1, Ordering::SeqCst);
         self.0.check(r.chunk_id, r.version)?;
         if !r.chain.is_empty() {
+            self.0.forwarded.fetch_add(1, Ordering::SeqCst);
             let next = r.chain.remove(0);
             let mut c = ChunkServiceClient::connect(format!("http://{next}"))
                 .await
@@ -203,6 +207,7 @@ impl FakeCs {
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
+            forwarded: AtomicU64::new(0),
         });
         let svc = ChunkServiceServer::new(Cs(Arc::clone(&state)))
             .max_decoding_message_size(20 << 20)

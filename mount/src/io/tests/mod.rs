@@ -326,6 +326,36 @@ async fn read_gives_up_after_the_time_limit_when_every_copy_is_bad() {
 }
 
 #[tokio::test]
+async fn small_writes_go_to_every_copy_at_once_large_ones_along_the_chain() {
+    let c = FakeCluster::start(3, 3).await;
+    let io = io_for(&c, IoOptions::default()).await;
+    let forwarded = |c: &FakeCluster| {
+        (0..3)
+            .map(|i| c.cs(i).forwarded.load(Ordering::SeqCst))
+            .sum::<u64>()
+    };
+    let small = pattern(4096, 1);
+    ok(io.write(INODE, 0, &small)).await;
+    ok(io.fsync(INODE)).await;
+    for i in 0..3 {
+        assert_eq!(c.cs(i).writes.load(Ordering::SeqCst), 1, "copy {i}");
+        assert_eq!(c.cs(i).syncs.load(Ordering::SeqCst), 1, "copy {i}");
+    }
+    assert_eq!(forwarded(&c), 0, "nothing went along the chain");
+    // Past FAN_OUT_MAX: to the chain's head, which passes it on twice.
+    let large = pattern(1 << 20, 2);
+    ok(io.write(INODE, 4096, &large)).await;
+    assert_eq!(forwarded(&c), 2);
+    ok(io.flush(INODE)).await;
+    let mut all = small.clone();
+    all.extend_from_slice(&large);
+    for i in 0..3 {
+        let (_, d) = c.cs(i).data(0x100).unwrap_or_default();
+        assert!(d == all, "copy {i} holds what was written");
+    }
+}
+
+#[tokio::test]
 async fn write_whose_chain_head_is_down_renews_the_lease() {
     let c = FakeCluster::start(3, 3).await;
     let io = io_for(&c, IoOptions::default()).await;
@@ -350,7 +380,7 @@ async fn write_whose_chain_head_is_down_renews_the_lease() {
     assert!(c.cs(1).syncs.load(Ordering::SeqCst) >= 1);
     assert!(
         c.cs(2).syncs.load(Ordering::SeqCst) >= 1,
-        "sync forwarded along the chain"
+        "sync sent to every copy"
     );
     let ends = c.master.write_chunk_end_calls();
     assert_eq!(ends.len(), 1);
