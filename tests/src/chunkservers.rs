@@ -279,7 +279,7 @@ fn tail(path: &std::path::Path) -> String {
 
 /// What the kernel says of process `pid` ("State: S (sleeping)"), for
 /// failure reports.
-fn process_state(pid: Option<u32>) -> String {
+pub fn process_state(pid: Option<u32>) -> String {
     let Some(pid) = pid else {
         return "not started".into();
     };

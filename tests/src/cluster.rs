@@ -359,34 +359,60 @@ impl Cluster {
 
     /// NodeStatus of one master (None when it does not answer).
     pub async fn status(&self, id: u64) -> Option<NodeStatusReply> {
-        let m = self.master(id).ok()?;
+        self.status_or_error(id).await.ok()
+    }
+
+    /// NodeStatus of master `id`, or what went wrong asking (for failure
+    /// reports).
+    pub async fn status_or_error(&self, id: u64) -> Result<NodeStatusReply, String> {
+        let m = self.master(id).map_err(|e| e.to_string())?;
         let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", m.addr()))
-            .ok()?
+            .map_err(|e| e.to_string())?
             .connect_timeout(Duration::from_millis(500))
             .timeout(Duration::from_secs(2))
             .connect()
             .await
-            .ok()?;
+            .map_err(|e| format!("connect: {e}"))?;
         mfs_proto::v1::admin_service_client::AdminServiceClient::new(ch)
             .node_status(mfs_proto::v1::Empty {})
             .await
-            .ok()
             .map(|r| r.into_inner())
+            .map_err(|s| format!("NodeStatus: {:?} {}", s.code(), s.message()))
     }
 
     /// Waits until exactly one running master says it leads and the others
-    /// that run agree; returns its id.
+    /// that run agree; returns its id. On a timeout the error tells, for
+    /// every master, its process state, what it last answered (or why it
+    /// did not) and its log's tail.
     pub async fn wait_leader(&self, timeout: Duration) -> Result<u64> {
         let t = Instant::now();
+        let mut seen: std::collections::BTreeMap<u64, String> = Default::default();
         loop {
             let mut leaders = Vec::new();
             for m in &self.masters {
                 if m.child.is_none() {
+                    seen.insert(m.id, "not running (stopped by the test)".into());
                     continue;
                 }
-                if let Some(st) = self.status(m.id).await {
-                    if st.role == Role::Leader as i32 {
-                        leaders.push(st.id);
+                let at = t.elapsed();
+                match self.status_or_error(m.id).await {
+                    Ok(st) => {
+                        if st.role == Role::Leader as i32 {
+                            leaders.push(st.id);
+                        }
+                        seen.insert(
+                            m.id,
+                            format!(
+                                "at {at:.1?}: role {:?} term {} leader {} applied {}",
+                                Role::try_from(st.role).unwrap_or(Role::Unspecified),
+                                st.term,
+                                st.leader_id,
+                                st.applied_index
+                            ),
+                        );
+                    }
+                    Err(e) => {
+                        seen.insert(m.id, format!("at {at:.1?}: {e}"));
                     }
                 }
             }
@@ -394,18 +420,21 @@ impl Cluster {
                 return Ok(leaders[0]);
             }
             if t.elapsed() > timeout {
-                let mut tails = String::new();
+                let mut report = String::new();
                 for m in &self.masters {
                     let log = self.log(m.id);
                     let lines: Vec<&str> = log.lines().collect();
-                    let from = lines.len().saturating_sub(5);
-                    tails.push_str(&format!(
-                        "\n--- master{} log:\n{}",
+                    let from = lines.len().saturating_sub(10);
+                    let pid = m.child.as_ref().map(|c| c.id());
+                    report.push_str(&format!(
+                        "\n--- master{} ({}); last seen {}; log:\n{}",
                         m.id,
+                        crate::chunkservers::process_state(pid),
+                        seen.get(&m.id).map_or("never", |s| s.as_str()),
                         lines[from..].join("\n")
                     ));
                 }
-                bail!("no single leader after {timeout:?} (leaders: {leaders:?}){tails}");
+                bail!("no single leader after {timeout:?} (leaders: {leaders:?}){report}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
