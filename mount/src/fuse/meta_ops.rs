@@ -317,11 +317,20 @@ impl Shared {
         };
         let f = self.no_xattrs.fetch();
         let named = req.name.clone();
-        let r = self.master.mkdir(req).await;
+        let parent = self.map.to_master(parent);
+        let held = self.wb.before_mkdir(&self.master, parent);
+        let r = self.master.mkdir(req.clone()).await;
         if let Ok(a) = &r {
-            self.wb.note(self.map.to_master(parent), &named, Some(a));
+            self.wb.note(parent, &named, Some(a));
+            // Made in a directory held here (a tree being made): taken at
+            // once, so that its files are made here too.
+            if let (Some(recalls), Some(cred)) = (held, &req.cred) {
+                self.wb
+                    .take_made_dir(&self.master, cred, a.inode, parent, recalls)
+                    .await;
+            }
         }
-        self.reply_entry(self.map.to_master(parent), r, f, reply);
+        self.reply_entry(parent, r, f, reply);
     }
 
     /// unlink, or rmdir when `dir`.

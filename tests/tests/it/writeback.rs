@@ -31,6 +31,10 @@ fn names(dir: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
 /// One master (and a chunkserver when `data`), two mounts "a" and "b";
 /// None without root or /dev/fuse.
 async fn two_mounts(data: bool) -> Option<(Cluster, Mount, Mount)> {
@@ -396,6 +400,81 @@ async fn a_tree_made_chmodded_and_removed_on_one_mount_keeps_its_delegations() {
     let (code, _, err) = crate::tools::tool("mfsdeleattr", &["-f", "undeletable", &fp]);
     assert_eq!(code, 0, "{err}");
     fs::remove_file(&f).unwrap();
+}
+
+/// A directory made in one this mount holds is taken at once, without a
+/// listing (nobody else could see it yet): a tree made on one mount costs
+/// no Readdir, Create or WriteChunk per directory; another mount sees every
+/// name and byte, and a change it makes in such a directory recalls it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directories_made_in_a_held_directory_are_held_at_once() {
+    let Some((c, a, b)) = two_mounts(true).await else {
+        return;
+    };
+    let m = &c.masters[0];
+    let (ta, tb) = (a.path().join("t"), b.path().join("t"));
+    fs::create_dir(&ta).unwrap();
+    for i in 0..3 {
+        fs::write(ta.join(format!("top{i}")), b"top").unwrap();
+    }
+
+    step("A makes 6 directories of 3 subdirectories of 4 files with data under t");
+    let before = |name: &str| rpc_count(m, name);
+    let (readdirs, creates, leases) = (before("Readdir"), before("Create"), before("WriteChunk"));
+    let body = |d: usize, e: usize, i: usize| format!("d{d} e{e} f{i} ").repeat(50 + i);
+    for d in 0..6 {
+        for e in 0..3 {
+            let dir = ta.join(format!("d{d}/e{e}"));
+            fs::create_dir_all(&dir).unwrap();
+            for i in 0..4 {
+                fs::write(dir.join(format!("f{i}")), body(d, e, i)).unwrap();
+            }
+        }
+    }
+    let grew = |name: &str, was: u64| rpc_count(m, name) - was;
+    assert!(
+        grew("Readdir", readdirs) < 3,
+        "{} listings",
+        grew("Readdir", readdirs)
+    );
+    assert!(
+        grew("Create", creates) < 3,
+        "{} creates",
+        grew("Create", creates)
+    );
+    assert!(
+        grew("WriteChunk", leases) < 5,
+        "{} leases",
+        grew("WriteChunk", leases)
+    );
+
+    step("B sees every name and byte");
+    for d in 0..6 {
+        for e in 0..3 {
+            let dir = tb.join(format!("d{d}/e{e}"));
+            assert_eq!(
+                names(&dir),
+                set(&["f0", "f1", "f2", "f3"]),
+                "{}",
+                dir.display()
+            );
+            for i in 0..4 {
+                let got = fs::read(dir.join(format!("f{i}"))).unwrap();
+                assert!(got == body(d, e, i).into_bytes(), "d{d}/e{e}/f{i} differs");
+            }
+        }
+    }
+
+    step("B makes a file in one of them (recalled from A), A then adds more");
+    fs::write(tb.join("d2/e1/from-b"), b"b").unwrap();
+    for i in 0..3 {
+        fs::write(ta.join(format!("d2/e1/after{i}")), b"a").unwrap();
+    }
+    assert_eq!(fs::read(ta.join("d2/e1/from-b")).unwrap(), b"b");
+    let all = [
+        "after0", "after1", "after2", "f0", "f1", "f2", "f3", "from-b",
+    ];
+    assert_eq!(names(&tb.join("d2/e1")), set(&all));
 }
 
 /// Creates, renames and unlinks answered by the mount while the leader is

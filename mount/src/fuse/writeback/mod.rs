@@ -390,7 +390,56 @@ impl WriteBack {
     /// Asks for `parent` and reads its names; on any failure the
     /// directory is left alone for [`BACKOFF`].
     async fn take(&self, master: &MasterClient, cred: &Credentials, parent: u64, sid: u64) {
-        let recalls = self.lock().recalls;
+        self.take_listed(master, cred, parent, sid, None).await
+    }
+
+    /// Before a mkdir in `parent`: when this mount holds `parent`, the
+    /// count of recalls so far, for [`WriteBack::take_made_dir`].
+    pub(crate) fn before_mkdir(&self, master: &MasterClient, parent: u64) -> Option<u64> {
+        if !self.enabled || !self.live() {
+            return None;
+        }
+        let st = self.lock();
+        let sid = master.session_id();
+        st.dirs
+            .get(&parent)
+            .filter(|d| d.usable(sid))
+            .map(|_| st.recalls)
+    }
+
+    /// After this mount made directory `dir` in `parent`, which it held
+    /// (`recalls` from [`WriteBack::before_mkdir`]): asks for `dir` at
+    /// once, as the files made next will go there. While `parent` is still
+    /// held and no recall came since, nobody else could have seen `dir`,
+    /// so it is empty: no listing.
+    pub(crate) async fn take_made_dir(
+        &self,
+        master: &MasterClient,
+        cred: &Credentials,
+        dir: u64,
+        parent: u64,
+        recalls: u64,
+    ) {
+        let sid = master.session_id();
+        let empty = Some((parent, recalls));
+        self.take_listed(master, cred, dir, sid, empty).await
+    }
+
+    /// [`WriteBack::take`]; with `empty` (the held parent it was made in,
+    /// and the recall count then), the names are not read when that
+    /// still shows the directory is empty.
+    async fn take_listed(
+        &self,
+        master: &MasterClient,
+        cred: &Credentials,
+        parent: u64,
+        sid: u64,
+        empty: Option<(u64, u64)>,
+    ) {
+        let recalls = match empty {
+            Some((_, r)) => r,
+            None => self.lock().recalls,
+        };
         let backoff = |wb: &WriteBack| {
             wb.lock()
                 .not_before
@@ -406,12 +455,20 @@ impl WriteBack {
         let Some(attr) = granted.dir else {
             return backoff(self);
         };
-        let names = match self.names(master, cred, parent).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::debug!(parent, error = %e, "a delegated directory could not be listed; giving it back");
-                backoff(self);
-                return self.send_back(master, parent);
+        let known_empty = empty.is_some_and(|(above, r)| {
+            let st = self.lock();
+            st.recalls == r && st.dirs.get(&above).is_some_and(|d| d.usable(sid))
+        });
+        let names = if known_empty {
+            HashMap::new()
+        } else {
+            match self.names(master, cred, parent).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::debug!(parent, error = %e, "a delegated directory could not be listed; giving it back");
+                    backoff(self);
+                    return self.send_back(master, parent);
+                }
             }
         };
         let mut st = self.lock();
