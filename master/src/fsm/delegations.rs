@@ -63,15 +63,10 @@ impl Namespace {
         inodes: u32,
     ) -> Result<Reply, Errno> {
         let sid = sid.ok_or(Errno::EBADF)?;
-        let d = self.dir(dir)?;
         if self.delegations.get(&dir).is_some_and(|&h| h != sid) {
             return Err(Errno::EBUSY);
         }
-        let foreseeable = d.eattr == 0
-            && d.mode & S_ISGID == 0
-            && !d.xattrs.contains_key(super::acl::DEFAULT)
-            && self.quotas_above(dir).is_empty();
-        if !foreseeable {
+        if !self.foreseeable(dir)? {
             return Err(Errno::EBUSY);
         }
         let want = u64::from(inodes.min(MAX_INODES_PER_GRANT));
@@ -94,6 +89,16 @@ impl Namespace {
         };
         self.delegations.insert(dir, sid);
         Ok(Reply::Delegated { first, count })
+    }
+
+    /// Whether what a create in `dir` does needs nothing a mount holding
+    /// it does not see: no extra attributes, SGID, default ACL or quota.
+    fn foreseeable(&self, dir: Inode) -> Result<bool, Errno> {
+        let d = self.dir(dir)?;
+        Ok(d.eattr == 0
+            && d.mode & S_ISGID == 0
+            && !d.xattrs.contains_key(super::acl::DEFAULT)
+            && self.quotas_above(dir).is_empty())
     }
 
     pub(crate) fn undelegate(&mut self, sid: Option<SessionId>, dir: Inode, holder: SessionId) {
@@ -159,6 +164,43 @@ impl Namespace {
         self.take_held(s, range, ino);
         let attr = self.insert_child_at(parent, name, node, time, ino)?;
         self.track_open(sid, ino);
+        Ok(Reply::Attr(attr))
+    }
+
+    /// A directory made as `create_at` makes a file; delegated to the
+    /// session when it could be asked for (it inherits what made its
+    /// parent foreseeable).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn mkdir_at(
+        &mut self,
+        sid: Option<SessionId>,
+        cred: &Cred,
+        parent: Inode,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+        ino: Inode,
+        time: Timespec,
+        t: Timespec,
+    ) -> Result<Reply, Errno> {
+        let s = sid.ok_or(Errno::EBADF)?;
+        self.may_create(cred, parent, name)?;
+        let range = self.held_range(s, ino)?;
+        let time = if (time.sec - t.sec).abs() > CLOCK_SLACK {
+            t
+        } else {
+            time
+        };
+        let data = NodeData::Dir {
+            parent,
+            entries: std::collections::BTreeMap::new(),
+        };
+        let node = self.new_child(cred, parent, FileType::Directory, mode, umask, data, time)?;
+        self.take_held(s, range, ino);
+        let attr = self.insert_child_at(parent, name, node, time, ino)?;
+        if self.foreseeable(ino)? {
+            self.delegations.insert(ino, s);
+        }
         Ok(Reply::Attr(attr))
     }
 
@@ -247,6 +289,7 @@ impl Namespace {
             matches!(
                 op,
                 Op::CreateAt { .. }
+                    | Op::MkdirAt { .. }
                     | Op::Release { .. }
                     | Op::ReleaseMany { .. }
                     | Op::Unlink { .. }

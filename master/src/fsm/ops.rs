@@ -361,6 +361,15 @@ impl Namespace {
                 inode,
                 time,
             } => self.create_at(sid, cred, *parent, name, *mode, *umask, *inode, *time, t),
+            Op::MkdirAt {
+                cred,
+                parent,
+                name,
+                mode,
+                umask,
+                inode,
+                time,
+            } => self.mkdir_at(sid, cred, *parent, name, *mode, *umask, *inode, *time, t),
             Op::Batch { ops } => self.batch(ops, |ns, op| ns.execute_op(sid, t, op)),
             Op::Opens { opens } => Ok(Reply::Batch(
                 opens.iter().map(|r| self.apply_logged_open(r)).collect(),

@@ -585,17 +585,11 @@ pub enum Op {
         time: Timespec,
     },
     /// A mount's write-back queue: `ops` applied in order, each as if
-    /// alone (one failing does not stop the next). Only `CreateAt`,
+    /// alone (one failing does not stop the next). Only `CreateAt`, `MkdirAt`,
     /// `Release`, `ReleaseMany`, `Unlink`, `Rmdir`, `Rename`, the
     /// `WriteChunkEnd` kinds and `WriteNewChunk` (EINVAL for the whole
     /// batch otherwise). Replies `Reply::Batch`.
     Batch { ops: Vec<Op> },
-    /// Internal (session 0 only): opens the leader answered before
-    /// logging them (`Open` without truncation, each in its own session
-    /// with its own sequence number and time), logged together in one
-    /// entry: each applied as if alone, in order (anything else is
-    /// EINVAL, in its place). Replies `Reply::Batch`.
-    Opens { opens: Vec<Request> },
     /// `count` new chunk ids (consecutive; at most `MAX_HELD_CHUNKS`
     /// held in all, else EBUSY and nothing changes) the session holds for
     /// the first chunks of files its mount makes (see `AttachChunk`),
@@ -611,6 +605,26 @@ pub enum Op {
         inode: Inode,
         index: u32,
         chunk: ChunkId,
+    },
+    // New variants go last: entries are encoded by variant index (logs
+    // written by an older master must decode the same).
+    /// Internal (session 0 only): opens the leader answered before
+    /// logging them (`Open` without truncation, each in its own session
+    /// with its own sequence number and time), logged together in one
+    /// entry: each applied as if alone, in order (anything else is
+    /// EINVAL, in its place). Replies `Reply::Batch`.
+    Opens { opens: Vec<Request> },
+    /// `CreateAt` of a directory: made with the held number `inode`, and
+    /// delegated to the session at once (nobody else can have seen it).
+    /// Replies `Reply::Attr`.
+    MkdirAt {
+        cred: Cred,
+        parent: Inode,
+        name: Vec<u8>,
+        mode: u32,
+        umask: u32,
+        inode: Inode,
+        time: Timespec,
     },
 }
 
@@ -697,6 +711,7 @@ impl Op {
             Op::Delegate { .. } => "Delegate",
             Op::Undelegate { .. } => "Undelegate",
             Op::CreateAt { .. } => "CreateAt",
+            Op::MkdirAt { .. } => "MkdirAt",
             Op::Batch { .. } => "Batch",
             Op::Opens { .. } => "Opens",
             Op::HoldChunks { .. } => "HoldChunks",

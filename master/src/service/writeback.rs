@@ -208,6 +208,7 @@ impl Meta {
                 for o in &r.ops {
                     match &o.op {
                         Some(pb::batch_op::Op::Create(c)) => dirs.push(Inode(c.parent)),
+                        Some(pb::batch_op::Op::Mkdir(c)) => dirs.push(Inode(c.parent)),
                         Some(pb::batch_op::Op::Unlink(u)) => dirs.push(Inode(u.parent)),
                         Some(pb::batch_op::Op::Rmdir(u)) => dirs.push(Inode(u.parent)),
                         Some(pb::batch_op::Op::Rename(m)) => {
@@ -249,6 +250,19 @@ impl Meta {
                         .as_ref()
                         .and_then(ts_from_pb)
                         .ok_or_else(|| invalid("Batch: a create without a valid time"))?,
+                },
+                Some(pb::batch_op::Op::Mkdir(x)) => Op::MkdirAt {
+                    cred: c.cred(x.cred),
+                    parent: Inode(x.parent),
+                    name: x.name,
+                    mode: x.mode,
+                    umask: x.umask,
+                    inode: Inode(x.inode),
+                    time: x
+                        .time
+                        .as_ref()
+                        .and_then(ts_from_pb)
+                        .ok_or_else(|| invalid("Batch: a mkdir without a valid time"))?,
                 },
                 Some(pb::batch_op::Op::Release(inode)) => Op::Release {
                     inode: Inode(inode),

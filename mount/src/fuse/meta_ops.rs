@@ -318,6 +318,18 @@ impl Shared {
         let f = self.no_xattrs.fetch();
         let named = req.name.clone();
         let parent = self.map.to_master(parent);
+        if let Some(cred) = &req.cred {
+            if let Some(r) = self
+                .wb
+                .mkdir(&self.master, cred, parent, &named, req.mode, umask)
+                .await
+            {
+                return match r {
+                    Ok(a) => self.reply_entry(parent, Ok(a), f, reply),
+                    Err(e) => reply.error(e),
+                };
+            }
+        }
         let held = self.wb.before_mkdir(&self.master, parent);
         let r = self.master.mkdir(req.clone()).await;
         if let Ok(a) = &r {

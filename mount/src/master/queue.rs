@@ -293,8 +293,9 @@ impl MasterClient {
     }
 
     fn refused(&self, op: &BatchOp, errno: i32) {
-        let c = match &op.op {
-            Some(batch_op::Op::Create(c)) => c,
+        let (what, parent, name, inode) = match &op.op {
+            Some(batch_op::Op::Create(c)) => ("file", c.parent, &c.name, c.inode),
+            Some(batch_op::Op::Mkdir(c)) => ("directory", c.parent, &c.name, c.inode),
             Some(batch_op::Op::Release(_) | batch_op::Op::Write(_) | batch_op::Op::Attach(_))
             | None => return,
             Some(other) => {
@@ -310,11 +311,11 @@ impl MasterClient {
             }
         };
         tracing::warn!(
-            parent = c.parent,
-            name = %String::from_utf8_lossy(&c.name),
-            inode = c.inode,
+            parent,
+            name = %String::from_utf8_lossy(name),
+            inode,
             errno,
-            "the master refused a create this mount had answered; the file is gone"
+            "the master refused a create this mount had answered; the {what} is gone"
         );
         if let Some(f) = &*self
             .inner
@@ -323,7 +324,7 @@ impl MasterClient {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
         {
-            f(c.parent, &c.name, c.inode, errno);
+            f(parent, name, inode, errno);
         }
     }
 

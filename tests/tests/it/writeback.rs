@@ -402,10 +402,11 @@ async fn a_tree_made_chmodded_and_removed_on_one_mount_keeps_its_delegations() {
     fs::remove_file(&f).unwrap();
 }
 
-/// A directory made in one this mount holds is taken at once, without a
-/// listing (nobody else could see it yet): a tree made on one mount costs
-/// no Readdir, Create or WriteChunk per directory; another mount sees every
-/// name and byte, and a change it makes in such a directory recalls it.
+/// A directory made in one this mount holds is made here (queued as
+/// MkdirAt, whose apply delegates it to the session): a tree made on one
+/// mount costs no Mkdir, Delegate, Readdir, Create or WriteChunk per
+/// directory; another mount sees every name, mode and byte, and a change
+/// it makes in such a directory recalls it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directories_made_in_a_held_directory_are_held_at_once() {
     let Some((c, a, b)) = two_mounts(true).await else {
@@ -421,6 +422,7 @@ async fn directories_made_in_a_held_directory_are_held_at_once() {
     step("A makes 6 directories of 3 subdirectories of 4 files with data under t");
     let before = |name: &str| rpc_count(m, name);
     let (readdirs, creates, leases) = (before("Readdir"), before("Create"), before("WriteChunk"));
+    let (mkdirs, delegates) = (before("Mkdir"), before("Delegate"));
     let body = |d: usize, e: usize, i: usize| format!("d{d} e{e} f{i} ").repeat(50 + i);
     for d in 0..6 {
         for e in 0..3 {
@@ -447,11 +449,23 @@ async fn directories_made_in_a_held_directory_are_held_at_once() {
         "{} leases",
         grew("WriteChunk", leases)
     );
+    for (method, was) in [("Mkdir", mkdirs), ("Delegate", delegates)] {
+        assert!(
+            grew(method, was) < 3,
+            "{} {method} calls",
+            grew(method, was)
+        );
+    }
 
-    step("B sees every name and byte");
+    step("B sees every name, mode and byte");
     for d in 0..6 {
+        let meta = fs::metadata(tb.join(format!("d{d}"))).unwrap();
+        assert!(meta.is_dir());
+        assert_eq!(meta.nlink(), 5, "d{d}: its 3 subdirectories");
         for e in 0..3 {
             let dir = tb.join(format!("d{d}/e{e}"));
+            let meta = fs::metadata(&dir).unwrap();
+            assert_eq!(meta.mode() & 0o7777, 0o755, "{}", dir.display());
             assert_eq!(
                 names(&dir),
                 set(&["f0", "f1", "f2", "f3"]),

@@ -352,3 +352,47 @@ fn held_chunk_ids_are_the_sessions_own_to_attach() {
     assert!(h.ns.chunk_held(ChunkId(id.0 + 2)));
     h.ns.check().expect("consistent");
 }
+
+#[test]
+fn a_directory_made_in_a_batch_is_held_at_once() {
+    let mut h = unquoted();
+    let d = h.mkdir(&root(), R, "d", 0o777).inode;
+    let (first, _) = granted(h.run(delegate(d, 10)));
+    let mkdir_at = |parent: Inode, name: &str, inode: u64, sec: i64| Op::MkdirAt {
+        cred: user(1000),
+        parent,
+        name: name.as_bytes().to_vec(),
+        mode: 0o3777,
+        umask: 0o022,
+        inode: Inode(inode),
+        time: ts(sec),
+    };
+    let sub = Inode(first);
+    let t0 = h.now - 30;
+    let r = h.run(Op::Batch {
+        ops: vec![
+            mkdir_at(d, "sub", first, t0),
+            create_at(sub, "f", first + 1, t0 + 1),
+            mkdir_at(d, "sub", first + 2, t0 + 2),
+            mkdir_at(d, "other", 12345, t0 + 2),
+        ],
+    });
+    assert_eq!(
+        r,
+        Reply::Batch(vec![0, 0, Errno::EEXIST.0, Errno::EINVAL.0])
+    );
+    // What the mount answered: no SGID kept, sticky kept, the umask, the
+    // mount's time, nlink 2, the size of every directory.
+    let a = h.ns.getattr(sub).unwrap();
+    assert_eq!(a.ftype, FileType::Directory);
+    assert_eq!((a.mode, a.uid, a.gid, a.nlink), (0o1755, 1000, 1000, 2));
+    assert_eq!((a.size, a.blocks_bytes), (4096, 4096));
+    assert_eq!((a.atime, a.mtime), (ts(t0), ts(t0 + 1)));
+    assert_eq!(h.ns.getattr(d).unwrap().nlink, 3);
+    assert!(h.lookup(sub, "f").is_ok());
+    assert_eq!(h.ns.delegated_to(sub), Some(h.sid));
+    h.ns.check().expect("consistent");
+    // Never with a number the session does not hold.
+    let stray = mkdir_at(d, "x", 99_999, 80);
+    assert_eq!(h.err(stray), Errno::EINVAL);
+}

@@ -61,7 +61,7 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
         let index = rng.random_range(0..4u32);
         let chunk = ChunkId(rng.random_range(1..20));
         let opener = c.clone();
-        let op = match rng.random_range(0..254) {
+        let op = match rng.random_range(0..258) {
             0..40 => mkdir(&c, p, &name, 0o777),
             40..70 => Op::Create {
                 cred: c,
@@ -164,6 +164,17 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
                 ],
             },
             250..254 => Op::Opens { opens: Vec::new() },
+            254..258 => Op::Batch {
+                ops: vec![Op::MkdirAt {
+                    cred: c,
+                    parent: p,
+                    name: fresh.clone(),
+                    mode: 0o755,
+                    umask: 0o022,
+                    inode: Inode(0),
+                    time: ts(t),
+                }],
+            },
             _ => unreachable!("range"),
         };
         if let Op::ExpireSessions { ids } = &op {
@@ -251,6 +262,7 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
 fn fill_held(op: &mut Op, ino: Inode) {
     match op {
         Op::CreateAt { inode, .. } if inode.0 == 0 => *inode = ino,
+        Op::MkdirAt { inode, .. } if inode.0 == 0 => *inode = ino,
         Op::Batch { ops } => ops.iter_mut().for_each(|o| fill_held(o, ino)),
         _ => {}
     }
@@ -303,7 +315,7 @@ fn same_log_same_image() {
                 (Op::Batch { ops }, Reply::Batch(e)) => {
                     for (o, e) in ops.iter().zip(e) {
                         match o {
-                            Op::CreateAt { .. } if e == 0 => made += 1,
+                            Op::CreateAt { .. } | Op::MkdirAt { .. } if e == 0 => made += 1,
                             Op::AttachChunk { .. } if e == 0 => attached += 1,
                             _ => {}
                         }
@@ -635,5 +647,67 @@ fn create_at(c: &Cred, parent: Inode, name: &[u8], inode: Inode, sec: i64) -> Op
         umask: 0o022,
         inode,
         time: ts(sec),
+    }
+}
+
+/// Log entries are bincode, an op by its variant's index: a master must
+/// read the entries older ones wrote, so each variant keeps its index
+/// (new ones go last).
+#[test]
+fn op_variant_indices_are_pinned() {
+    let c = root();
+    let t = ts(5);
+    let pinned: Vec<(u8, Op)> = vec![
+        (0, Op::RegisterSession { info: "x".into() }),
+        (1, Op::CloseSession),
+        (
+            41,
+            Op::Delegate {
+                dir: Inode(1),
+                inodes: 1,
+            },
+        ),
+        (
+            42,
+            Op::Undelegate {
+                dir: Inode(1),
+                holder: SessionId(1),
+            },
+        ),
+        (43, create_at(&c, Inode(1), b"f", Inode(9), 5)),
+        (44, Op::Batch { ops: Vec::new() }),
+        (
+            45,
+            Op::HoldChunks {
+                count: 1,
+                give_back: Vec::new(),
+            },
+        ),
+        (
+            46,
+            Op::AttachChunk {
+                cred: c.clone(),
+                inode: Inode(9),
+                index: 0,
+                chunk: ChunkId(1),
+            },
+        ),
+        (47, Op::Opens { opens: Vec::new() }),
+        (
+            48,
+            Op::MkdirAt {
+                cred: c,
+                parent: Inode(1),
+                name: b"d".to_vec(),
+                mode: 0o755,
+                umask: 0,
+                inode: Inode(9),
+                time: t,
+            },
+        ),
+    ];
+    for (index, op) in pinned {
+        let bytes = bincode::serde::encode_to_vec(&op, bincode::config::standard()).unwrap();
+        assert_eq!(bytes[0], index, "{} moved", op.name());
     }
 }

@@ -27,7 +27,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use fuser::Errno;
-use mfs_proto::v1::{batch_op, Attr, BatchOp, CreateAtOp, Credentials, FileType, Timespec};
+use mfs_proto::v1::{
+    batch_op, Attr, BatchOp, CreateAtOp, Credentials, FileType, MkdirAtOp, Timespec,
+};
 
 mod changes;
 mod chunks;
@@ -128,6 +130,17 @@ struct Entry {
 }
 
 impl State {
+    /// The next inode number held (they are used in order).
+    fn next_ino(&mut self) -> Option<u64> {
+        let range = self.inos.front_mut()?;
+        let inode = range.0;
+        range.0 += 1;
+        if range.0 == range.1 {
+            self.inos.pop_front();
+        }
+        Some(inode)
+    }
+
     /// Whether `m`'s directory is still held by session `sid` under the
     /// delegation the file was made (or renamed to) under.
     fn still_held(&self, m: &Made, sid: u64) -> bool {
@@ -272,7 +285,7 @@ impl WriteBack {
             let done = master.queue_done();
             let mut st = self.lock();
             let st = &mut *st;
-            let d = st.dirs.get_mut(&parent).filter(|d| d.usable(sid))?;
+            let d = st.dirs.get(&parent).filter(|d| d.usable(sid))?;
             if d.names.contains_key(name) {
                 // Without O_EXCL, the master opens the file there.
                 return exclusive.then_some(Err(Errno::EEXIST));
@@ -280,12 +293,8 @@ impl WriteBack {
             if !may_write_dir(&d.attr, cred) || st.inos_session != sid {
                 return None;
             }
-            let range = st.inos.front_mut()?;
-            let inode = range.0;
-            range.0 += 1;
-            if range.0 == range.1 {
-                st.inos.pop_front();
-            }
+            let inode = st.next_ino()?;
+            let d = st.dirs.get_mut(&parent)?;
             let t = now_ts();
             let attr = Attr {
                 inode,
@@ -336,6 +345,84 @@ impl WriteBack {
                 leased: Vec::new(),
             };
             st.made.insert(inode, made);
+            Some(Ok(attr))
+        };
+        self.here_or_take(master, cred, Some(parent), here).await
+    }
+
+    /// A mkdir answered here when `parent` is held (or taken now, as for
+    /// a create): queued as `MkdirAt`, whose apply delegates the new
+    /// directory to this session, so it is held here at once, empty.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn mkdir(
+        &self,
+        master: &MasterClient,
+        cred: &Credentials,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        umask: u32,
+    ) -> Option<Result<Attr, Errno>> {
+        let sid = master.session_id();
+        let here = || {
+            let mut st = self.lock();
+            let st = &mut *st;
+            let d = st.dirs.get(&parent).filter(|d| d.usable(sid))?;
+            if d.names.contains_key(name) {
+                return Some(Err(Errno::EEXIST));
+            }
+            if !may_write_dir(&d.attr, cred) || st.inos_session != sid {
+                return None;
+            }
+            let (goal, trash_time) = (d.attr.goal, d.attr.trash_time);
+            let inode = st.next_ino()?;
+            let t = now_ts();
+            // As the master makes it (a held directory has no SGID nor
+            // default ACL to inherit).
+            let attr = Attr {
+                inode,
+                r#type: FileType::Directory as i32,
+                mode: mode & 0o1777 & !umask,
+                uid: cred.uid,
+                gid: cred.gid,
+                nlink: 2,
+                size: 4096,
+                atime: Some(t),
+                mtime: Some(t),
+                ctime: Some(t),
+                rdev: 0,
+                goal,
+                trash_time,
+                blocks_bytes: 4096,
+                eattr: 0,
+                has_xattrs: Some(false),
+            };
+            if let Some(d) = st.dirs.get_mut(&parent) {
+                d.names.insert(name.to_vec(), Entry::of(&attr));
+            }
+            master.queue_op(BatchOp {
+                op: Some(batch_op::Op::Mkdir(MkdirAtOp {
+                    cred: Some(cred.clone()),
+                    parent,
+                    name: name.to_vec(),
+                    mode,
+                    umask,
+                    inode,
+                    time: Some(t),
+                })),
+            });
+            st.grants += 1;
+            let grant = st.grants;
+            st.dirs.insert(
+                inode,
+                Dir {
+                    session: sid,
+                    grant,
+                    changing: 0,
+                    attr,
+                    names: HashMap::new(),
+                },
+            );
             Some(Ok(attr))
         };
         self.here_or_take(master, cred, Some(parent), here).await
@@ -575,10 +662,12 @@ impl WriteBack {
         });
     }
 
-    /// A create the master refused: the name goes from the listing.
+    /// A create or mkdir the master refused: the name goes from the
+    /// listing (and the directory from those held).
     pub(crate) fn refused(&self, parent: u64, name: &[u8], inode: u64) {
         let mut st = self.lock();
         st.made.remove(&inode);
+        st.dirs.remove(&inode);
         if let Some(d) = st.dirs.get_mut(&parent) {
             if d.names.get(name).is_some_and(|e| e.inode == inode) {
                 d.names.remove(name);
