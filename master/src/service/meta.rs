@@ -711,7 +711,11 @@ impl MetaService for Meta {
     }
 
     async fn undelete(&self, req: Request<pb::TrashFileRequest>) -> R<pb::AttrReply> {
-        let (c, r) = self.admit(req, Need::Meta(true), |_| vec![]).await?;
+        // It makes names (and missing directories) along the file's path:
+        // a directory there held by a mount is recalled first.
+        let (c, r) = self
+            .admit(req, Need::Meta(true), |_| self.and_every_delegated(vec![]))
+            .await?;
         let op = Op::Undelete {
             cred: c.cred(r.cred),
             inode: Inode(r.inode),

@@ -296,8 +296,19 @@ impl MasterClient {
         let (what, parent, name, inode) = match &op.op {
             Some(batch_op::Op::Create(c)) => ("file", c.parent, &c.name, c.inode),
             Some(batch_op::Op::Mkdir(c)) => ("directory", c.parent, &c.name, c.inode),
-            Some(batch_op::Op::Release(_) | batch_op::Op::Write(_) | batch_op::Op::Attach(_))
-            | None => return,
+            Some(batch_op::Op::Attach(a)) => {
+                // Its data is lost unless the writer's answer (awaited)
+                // asks for a new lease and writes again.
+                tracing::warn!(
+                    inode = a.inode,
+                    index = a.index,
+                    chunk = a.chunk_id,
+                    errno,
+                    "the master refused a chunk written here"
+                );
+                return;
+            }
+            Some(batch_op::Op::Release(_) | batch_op::Op::Write(_)) | None => return,
             Some(other) => {
                 // The mount answered it from what it holds; the master
                 // found otherwise (another client's change it could not

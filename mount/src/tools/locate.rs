@@ -1,6 +1,7 @@
 //! From a local path to the cluster that serves it and the master's inode.
 //!
-//! `stat(PATH)` gives `st_dev` and `st_ino`. The mount with that device in
+//! `stat(PATH)` gives `st_dev` and `st_ino` (after an fsync of PATH, which
+//! makes the mount send what it queued). The mount with that device in
 //! `/proc/self/mountinfo` must have a source `mfs#MASTERS[:/subfolder]` (what
 //! `mfsmount` names itself); the masters come from there unless the caller
 //! overrides them. The kernel's inode numbers are the master's except for a
@@ -143,6 +144,13 @@ pub fn locate(path: &Path) -> Result<Located, LocateError> {
         path: shown.clone(),
         source,
     })?;
+    // The mount may still hold the path's create (or mkdir) in its
+    // write-back queue: an fsync sends the queue, so the master knows
+    // the inode the tool is about to name. (Refused opens are fine: a
+    // path the caller may not open is no path it just made.)
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.sync_all();
+    }
     let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(LocateError::Mountinfo)?;
     let dev = meta.dev();
     let (major, minor) = (libc::major(dev), libc::minor(dev));

@@ -263,6 +263,8 @@ async fn a_chunkserver_cut_off_mid_read_and_write() {
     let (dir, dir3) = (m.path().join("g2"), m.path().join("g3"));
     for (d, goal) in [(&dir, 2), (&dir3, 3)] {
         std::fs::create_dir(d).unwrap();
+        // The mount may have answered the mkdir itself: its fsync sends it.
+        std::fs::File::open(d).unwrap().sync_all().unwrap();
         cl.set_goal(SetGoalRequest {
             id: None,
             cred: Some(root_cred()),

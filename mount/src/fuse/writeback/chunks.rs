@@ -153,15 +153,21 @@ impl WriteBack {
             let op = attach_op(key, chunk_id, cred);
             return Some(QueuedLease::First(master.queue_op_answered(op)));
         }
-        if !self.live() {
+        // Whichever way this lease is got, the slot holds a chunk after it:
+        // it is marked here first, so that a later lease (after a commit
+        // dropped this one) never takes a held id for it (one asked with
+        // WriteChunk while the recall stream was down is in the slot; a
+        // held id written there would be refused and its data lost).
+        let m = st.made.get_mut(&req.inode)?;
+        if m.leased.contains(&req.index) {
             return None;
         }
+        m.leased.push(req.index);
         let m = st.made.get(&req.inode)?;
-        if !st.still_held(m, sid) || m.leased.contains(&req.index) {
+        if !self.live() || !st.still_held(m, sid) {
             return None;
         }
         let goal = st.dirs.get(&m.parent).map_or(1, |d| d.attr.goal);
-        st.made.get_mut(&req.inode)?.leased.push(req.index);
         let (loc, low) = st.held.take(sid, goal);
         if low {
             let stale = std::mem::take(&mut st.held.stale);
