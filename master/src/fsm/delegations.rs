@@ -138,18 +138,21 @@ impl Namespace {
         }
     }
 
+    /// `CreateAt` (a regular file, opened for the session) or, with
+    /// `dir`, `MkdirAt` (a directory, delegated to the session when it
+    /// could be asked for: it inherits what made its parent foreseeable).
     #[allow(clippy::too_many_arguments)]
-    pub(crate) fn create_at(
+    pub(crate) fn make_at(
         &mut self,
         sid: Option<SessionId>,
         cred: &Cred,
         parent: Inode,
         name: &[u8],
-        mode: u32,
-        umask: u32,
+        (mode, umask): (u32, u32),
         ino: Inode,
         time: Timespec,
         t: Timespec,
+        dir: bool,
     ) -> Result<Reply, Errno> {
         let s = sid.ok_or(Errno::EBADF)?;
         self.may_create(cred, parent, name)?;
@@ -159,46 +162,18 @@ impl Namespace {
         } else {
             time
         };
-        let data = NodeData::File { chunks: Vec::new() };
-        let node = self.new_child(cred, parent, FileType::Regular, mode, umask, data, time)?;
-        self.take_held(s, range, ino);
-        let attr = self.insert_child_at(parent, name, node, time, ino)?;
-        self.track_open(sid, ino);
-        Ok(Reply::Attr(attr))
-    }
-
-    /// A directory made as `create_at` makes a file; delegated to the
-    /// session when it could be asked for (it inherits what made its
-    /// parent foreseeable).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn mkdir_at(
-        &mut self,
-        sid: Option<SessionId>,
-        cred: &Cred,
-        parent: Inode,
-        name: &[u8],
-        mode: u32,
-        umask: u32,
-        ino: Inode,
-        time: Timespec,
-        t: Timespec,
-    ) -> Result<Reply, Errno> {
-        let s = sid.ok_or(Errno::EBADF)?;
-        self.may_create(cred, parent, name)?;
-        let range = self.held_range(s, ino)?;
-        let time = if (time.sec - t.sec).abs() > CLOCK_SLACK {
-            t
+        let (ftype, data) = if dir {
+            let entries = std::collections::BTreeMap::new();
+            (FileType::Directory, NodeData::Dir { parent, entries })
         } else {
-            time
+            (FileType::Regular, NodeData::File { chunks: Vec::new() })
         };
-        let data = NodeData::Dir {
-            parent,
-            entries: std::collections::BTreeMap::new(),
-        };
-        let node = self.new_child(cred, parent, FileType::Directory, mode, umask, data, time)?;
+        let node = self.new_child(cred, parent, ftype, mode, umask, data, time)?;
         self.take_held(s, range, ino);
         let attr = self.insert_child_at(parent, name, node, time, ino)?;
-        if self.foreseeable(ino)? {
+        if !dir {
+            self.track_open(sid, ino);
+        } else if self.foreseeable(ino)? {
             self.delegations.insert(ino, s);
         }
         Ok(Reply::Attr(attr))

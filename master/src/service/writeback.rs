@@ -13,7 +13,7 @@ use mfs_proto::v1 as pb;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use super::access::Need;
+use super::access::{Caller, Need};
 use super::convert::{location_to_pb, ts_from_pb};
 use super::error::{errno_status, errno_status_with, invalid};
 use super::meta::{Meta, R};
@@ -238,32 +238,8 @@ impl Meta {
         let mut early: Vec<(usize, i32)> = Vec::new();
         for (i, o) in r.ops.into_iter().enumerate() {
             ops.push(match o.op {
-                Some(pb::batch_op::Op::Create(x)) => Op::CreateAt {
-                    cred: c.cred(x.cred),
-                    parent: Inode(x.parent),
-                    name: x.name,
-                    mode: x.mode,
-                    umask: x.umask,
-                    inode: Inode(x.inode),
-                    time: x
-                        .time
-                        .as_ref()
-                        .and_then(ts_from_pb)
-                        .ok_or_else(|| invalid("Batch: a create without a valid time"))?,
-                },
-                Some(pb::batch_op::Op::Mkdir(x)) => Op::MkdirAt {
-                    cred: c.cred(x.cred),
-                    parent: Inode(x.parent),
-                    name: x.name,
-                    mode: x.mode,
-                    umask: x.umask,
-                    inode: Inode(x.inode),
-                    time: x
-                        .time
-                        .as_ref()
-                        .and_then(ts_from_pb)
-                        .ok_or_else(|| invalid("Batch: a mkdir without a valid time"))?,
-                },
+                Some(pb::batch_op::Op::Create(x)) => made_at(&c, x, false)?,
+                Some(pb::batch_op::Op::Mkdir(x)) => made_at(&c, x, true)?,
                 Some(pb::batch_op::Op::Release(inode)) => Op::Release {
                     inode: Inode(inode),
                 },
@@ -427,4 +403,36 @@ impl Drop for Closer {
     fn drop(&mut self) {
         self.recalls.close(self.sid, self.id);
     }
+}
+
+/// A create (or, `dir`, a mkdir) a mount answered, as the namespace's op.
+fn made_at(c: &Caller, x: pb::CreateAtOp, dir: bool) -> Result<Op, Status> {
+    let time = x
+        .time
+        .as_ref()
+        .and_then(ts_from_pb)
+        .ok_or_else(|| invalid("Batch: a create or mkdir without a valid time"))?;
+    let (cred, parent, inode) = (c.cred(x.cred), Inode(x.parent), Inode(x.inode));
+    let (name, mode, umask) = (x.name, x.mode, x.umask);
+    Ok(if dir {
+        Op::MkdirAt {
+            cred,
+            parent,
+            name,
+            mode,
+            umask,
+            inode,
+            time,
+        }
+    } else {
+        Op::CreateAt {
+            cred,
+            parent,
+            name,
+            mode,
+            umask,
+            inode,
+            time,
+        }
+    })
 }

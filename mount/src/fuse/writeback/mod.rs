@@ -27,9 +27,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use fuser::Errno;
-use mfs_proto::v1::{
-    batch_op, Attr, BatchOp, CreateAtOp, Credentials, FileType, MkdirAtOp, Timespec,
-};
+use mfs_proto::v1::{batch_op, Attr, BatchOp, CreateAtOp, Credentials, FileType, Timespec};
 
 mod changes;
 mod chunks;
@@ -405,7 +403,7 @@ impl WriteBack {
                 d.names.insert(name.to_vec(), Entry::of(&attr));
             }
             master.queue_op(BatchOp {
-                op: Some(batch_op::Op::Mkdir(MkdirAtOp {
+                op: Some(batch_op::Op::Mkdir(CreateAtOp {
                     cred: Some(cred.clone()),
                     parent,
                     name: name.to_vec(),
