@@ -330,17 +330,9 @@ impl Shared {
                 };
             }
         }
-        let held = self.wb.before_mkdir(&self.master, parent);
-        let r = self.master.mkdir(req.clone()).await;
+        let r = self.master.mkdir(req).await;
         if let Ok(a) = &r {
             self.wb.note(parent, &named, Some(a));
-            // Made in a directory held here (a tree being made): taken at
-            // once, so that its files are made here too.
-            if let (Some(recalls), Some(cred)) = (held, &req.cred) {
-                self.wb
-                    .take_made_dir(&self.master, cred, a.inode, parent, recalls)
-                    .await;
-            }
         }
         self.reply_entry(parent, r, f, reply);
     }

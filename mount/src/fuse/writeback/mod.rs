@@ -130,7 +130,84 @@ struct Entry {
     plain: bool,
 }
 
+/// A create or mkdir the mount answers itself.
+struct MakeHere<'a> {
+    parent: u64,
+    name: &'a [u8],
+    cred: &'a Credentials,
+    mode: u32,
+    umask: u32,
+    dir: bool,
+}
+
 impl State {
+    /// Makes `m` here when its parent is held by `sid` and the caller may
+    /// write there: an inode number held, the attributes the master will
+    /// give (a held directory has no SGID nor default ACL to pass on), the
+    /// name in the listing, the op queued. Its attributes and queue
+    /// ticket; `Err(EEXIST)` when the name is taken and `refuse_taken`;
+    /// None: ask the master.
+    fn make_here(
+        &mut self,
+        master: &MasterClient,
+        sid: u64,
+        m: &MakeHere<'_>,
+        refuse_taken: bool,
+    ) -> Option<Result<(Attr, u64), Errno>> {
+        let d = self.dirs.get(&m.parent).filter(|d| d.usable(sid))?;
+        if d.names.contains_key(m.name) {
+            return refuse_taken.then_some(Err(Errno::EEXIST));
+        }
+        if !may_write_dir(&d.attr, m.cred) || self.inos_session != sid {
+            return None;
+        }
+        let (goal, trash_time) = (d.attr.goal, d.attr.trash_time);
+        let inode = self.next_ino()?;
+        let t = now_ts();
+        let (ftype, keep, nlink, size) = if m.dir {
+            (FileType::Directory, 0o1777, 2, 4096)
+        } else {
+            (FileType::Regular, 0o7777, 1, 0)
+        };
+        let attr = Attr {
+            inode,
+            r#type: ftype as i32,
+            mode: m.mode & keep & !m.umask,
+            uid: m.cred.uid,
+            gid: m.cred.gid,
+            nlink,
+            size,
+            atime: Some(t),
+            mtime: Some(t),
+            ctime: Some(t),
+            rdev: 0,
+            goal,
+            trash_time,
+            blocks_bytes: size,
+            eattr: 0,
+            has_xattrs: Some(false),
+        };
+        if let Some(d) = self.dirs.get_mut(&m.parent) {
+            d.names.insert(m.name.to_vec(), Entry::of(&attr));
+        }
+        let op = CreateAtOp {
+            cred: Some(m.cred.clone()),
+            parent: m.parent,
+            name: m.name.to_vec(),
+            mode: m.mode,
+            umask: m.umask,
+            inode,
+            time: Some(t),
+        };
+        let op = if m.dir {
+            batch_op::Op::Mkdir(op)
+        } else {
+            batch_op::Op::Create(op)
+        };
+        let ticket = master.queue_op(BatchOp { op: Some(op) });
+        Some(Ok((attr, ticket)))
+    }
+
     /// The next inode number held (they are used in order).
     fn next_ino(&mut self) -> Option<u64> {
         let range = self.inos.front_mut()?;
@@ -286,48 +363,20 @@ impl WriteBack {
             let done = master.queue_done();
             let mut st = self.lock();
             let st = &mut *st;
-            let d = st.dirs.get(&parent).filter(|d| d.usable(sid))?;
-            if d.names.contains_key(name) {
-                // Without O_EXCL, the master opens the file there.
-                return exclusive.then_some(Err(Errno::EEXIST));
-            }
-            if !may_write_dir(&d.attr, cred) || st.inos_session != sid {
-                return None;
-            }
-            let inode = st.next_ino()?;
-            let d = st.dirs.get_mut(&parent)?;
-            let t = now_ts();
-            let attr = Attr {
-                inode,
-                r#type: FileType::Regular as i32,
-                mode: mode & 0o7777 & !umask,
-                uid: cred.uid,
-                gid: cred.gid,
-                nlink: 1,
-                size: 0,
-                atime: Some(t),
-                mtime: Some(t),
-                ctime: Some(t),
-                rdev: 0,
-                goal: d.attr.goal,
-                trash_time: d.attr.trash_time,
-                blocks_bytes: 0,
-                eattr: 0,
-                has_xattrs: Some(false),
+            let m = MakeHere {
+                parent,
+                name,
+                cred,
+                mode,
+                umask,
+                dir: false,
             };
-            d.names.insert(name.to_vec(), Entry::of(&attr));
-            let grant = d.grant;
-            let ticket = master.queue_op(BatchOp {
-                op: Some(batch_op::Op::Create(CreateAtOp {
-                    cred: Some(cred.clone()),
-                    parent,
-                    name: name.to_vec(),
-                    mode,
-                    umask,
-                    inode,
-                    time: Some(t),
-                })),
-            });
+            // Without O_EXCL, the master opens a file already there.
+            let (attr, ticket) = match st.make_here(master, sid, &m, exclusive)? {
+                Ok(made) => made,
+                Err(e) => return Some(Err(e)),
+            };
+            let grant = st.dirs.get(&parent)?.grant;
             if st.made.len() >= MAX_MADE {
                 let dirs = &st.dirs;
                 st.made.retain(|_, m| {
@@ -345,7 +394,7 @@ impl WriteBack {
                 known: true,
                 leased: Vec::new(),
             };
-            st.made.insert(inode, made);
+            st.made.insert(attr.inode, made);
             Some(Ok(attr))
         };
         self.here_or_take(master, cred, Some(parent), here).await
@@ -369,54 +418,22 @@ impl WriteBack {
         let here = || {
             let mut st = self.lock();
             let st = &mut *st;
-            let d = st.dirs.get(&parent).filter(|d| d.usable(sid))?;
-            if d.names.contains_key(name) {
-                return Some(Err(Errno::EEXIST));
-            }
-            if !may_write_dir(&d.attr, cred) || st.inos_session != sid {
-                return None;
-            }
-            let (goal, trash_time) = (d.attr.goal, d.attr.trash_time);
-            let inode = st.next_ino()?;
-            let t = now_ts();
-            // As the master makes it (a held directory has no SGID nor
-            // default ACL to inherit).
-            let attr = Attr {
-                inode,
-                r#type: FileType::Directory as i32,
-                mode: mode & 0o1777 & !umask,
-                uid: cred.uid,
-                gid: cred.gid,
-                nlink: 2,
-                size: 4096,
-                atime: Some(t),
-                mtime: Some(t),
-                ctime: Some(t),
-                rdev: 0,
-                goal,
-                trash_time,
-                blocks_bytes: 4096,
-                eattr: 0,
-                has_xattrs: Some(false),
+            let m = MakeHere {
+                parent,
+                name,
+                cred,
+                mode,
+                umask,
+                dir: true,
             };
-            if let Some(d) = st.dirs.get_mut(&parent) {
-                d.names.insert(name.to_vec(), Entry::of(&attr));
-            }
-            master.queue_op(BatchOp {
-                op: Some(batch_op::Op::Mkdir(CreateAtOp {
-                    cred: Some(cred.clone()),
-                    parent,
-                    name: name.to_vec(),
-                    mode,
-                    umask,
-                    inode,
-                    time: Some(t),
-                })),
-            });
+            let (attr, _) = match st.make_here(master, sid, &m, true)? {
+                Ok(made) => made,
+                Err(e) => return Some(Err(e)),
+            };
             st.grants += 1;
             let grant = st.grants;
             st.dirs.insert(
-                inode,
+                attr.inode,
                 Dir {
                     session: sid,
                     grant,
@@ -490,56 +507,7 @@ impl WriteBack {
     /// Asks for `parent` and reads its names; on any failure the
     /// directory is left alone for [`BACKOFF`].
     async fn take(&self, master: &MasterClient, cred: &Credentials, parent: u64, sid: u64) {
-        self.take_listed(master, cred, parent, sid, None).await
-    }
-
-    /// Before a mkdir in `parent`: when this mount holds `parent`, the
-    /// count of recalls so far, for [`WriteBack::take_made_dir`].
-    pub(crate) fn before_mkdir(&self, master: &MasterClient, parent: u64) -> Option<u64> {
-        if !self.enabled || !self.live() {
-            return None;
-        }
-        let st = self.lock();
-        let sid = master.session_id();
-        st.dirs
-            .get(&parent)
-            .filter(|d| d.usable(sid))
-            .map(|_| st.recalls)
-    }
-
-    /// After this mount made directory `dir` in `parent`, which it held
-    /// (`recalls` from [`WriteBack::before_mkdir`]): asks for `dir` at
-    /// once, as the files made next will go there. While `parent` is still
-    /// held and no recall came since, nobody else could have seen `dir`,
-    /// so it is empty: no listing.
-    pub(crate) async fn take_made_dir(
-        &self,
-        master: &MasterClient,
-        cred: &Credentials,
-        dir: u64,
-        parent: u64,
-        recalls: u64,
-    ) {
-        let sid = master.session_id();
-        let empty = Some((parent, recalls));
-        self.take_listed(master, cred, dir, sid, empty).await
-    }
-
-    /// [`WriteBack::take`]; with `empty` (the held parent it was made in,
-    /// and the recall count then), the names are not read when that
-    /// still shows the directory is empty.
-    async fn take_listed(
-        &self,
-        master: &MasterClient,
-        cred: &Credentials,
-        parent: u64,
-        sid: u64,
-        empty: Option<(u64, u64)>,
-    ) {
-        let recalls = match empty {
-            Some((_, r)) => r,
-            None => self.lock().recalls,
-        };
+        let recalls = self.lock().recalls;
         let backoff = |wb: &WriteBack| {
             wb.lock()
                 .not_before
@@ -555,20 +523,12 @@ impl WriteBack {
         let Some(attr) = granted.dir else {
             return backoff(self);
         };
-        let known_empty = empty.is_some_and(|(above, r)| {
-            let st = self.lock();
-            st.recalls == r && st.dirs.get(&above).is_some_and(|d| d.usable(sid))
-        });
-        let names = if known_empty {
-            HashMap::new()
-        } else {
-            match self.names(master, cred, parent).await {
-                Ok(n) => n,
-                Err(e) => {
-                    tracing::debug!(parent, error = %e, "a delegated directory could not be listed; giving it back");
-                    backoff(self);
-                    return self.send_back(master, parent);
-                }
+        let names = match self.names(master, cred, parent).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::debug!(parent, error = %e, "a delegated directory could not be listed; giving it back");
+                backoff(self);
+                return self.send_back(master, parent);
             }
         };
         let mut st = self.lock();
