@@ -93,6 +93,14 @@ pub enum ChunkAccess {
     Write,
 }
 
+/// When a chunk token (see [`ClusterSecret::chunk_token`]) expires, in
+/// seconds since the epoch, as its holder can read it; `None` for no token
+/// (a cluster without a secret: it never expires) or one not of that form.
+pub fn token_expires(token: &[u8]) -> Option<u64> {
+    let e: [u8; 8] = token.get(..8)?.try_into().ok()?;
+    (token.len() == 41).then(|| u64::from_le_bytes(e))
+}
+
 impl ClusterSecret {
     /// A token letting its holder `access` chunk `chunk_id` at `version`
     /// until `expires` (seconds since the epoch): `[expires: u64 LE]
@@ -258,6 +266,9 @@ mod tests {
         assert!(ok(&[], id, v, ChunkAccess::Read).is_err());
         let later = s.check_chunk_token(&read, id, v, ChunkAccess::Read, at + 61);
         assert!(later.unwrap_err().contains("expired"));
+        assert_eq!(token_expires(&read), Some(at + 60));
+        assert_eq!(token_expires(&[]), None);
+        assert_eq!(token_expires(&read[..9]), None);
         // Changing the expiry or the access breaks the MAC.
         let mut longer = read.clone();
         longer[..8].copy_from_slice(&(at + 10_000).to_le_bytes());

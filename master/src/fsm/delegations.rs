@@ -32,6 +32,16 @@ pub const MAX_HELD_CHUNKS: usize = 4096;
 /// How far (seconds) a `CreateAt`'s time may be from the request's.
 const CLOCK_SLACK: i64 = 60;
 
+/// A time a mount gave for its change (its clock as it answered), or the
+/// request's `t` when more than [`CLOCK_SLACK`] away from it.
+pub(crate) fn client_time(time: Timespec, t: Timespec) -> Timespec {
+    if (time.sec - t.sec).abs() > CLOCK_SLACK {
+        t
+    } else {
+        time
+    }
+}
+
 impl Namespace {
     /// The session holding `dir`, if delegated.
     pub fn delegated_to(&self, dir: Inode) -> Option<SessionId> {
@@ -157,11 +167,7 @@ impl Namespace {
         let s = sid.ok_or(Errno::EBADF)?;
         self.may_create(cred, parent, name)?;
         let range = self.held_range(s, ino)?;
-        let time = if (time.sec - t.sec).abs() > CLOCK_SLACK {
-            t
-        } else {
-            time
-        };
+        let time = client_time(time, t);
         let (ftype, data) = if dir {
             let entries = std::collections::BTreeMap::new();
             (FileType::Directory, NodeData::Dir { parent, entries })
@@ -273,7 +279,12 @@ impl Namespace {
                     | Op::WriteChunkEnd { .. }
                     | Op::WriteChunkEndAt { .. }
                     | Op::WriteChunkEndWith { .. }
+                    | Op::WriteChunkEndTimed { .. }
                     | Op::WriteNewChunk { .. }
+                    | Op::Open {
+                        truncate: false,
+                        ..
+                    }
                     | Op::AttachChunk { .. }
             )
         };

@@ -293,6 +293,18 @@ impl Namespace {
                 length,
                 mtime,
             } => self.write_end(*inode, *index, *chunk, *length, (*mtime, t)),
+            Op::WriteChunkEndTimed {
+                inode,
+                index,
+                chunk,
+                length,
+                mtime,
+                ctime,
+            } => {
+                let ctime = super::delegations::client_time(*ctime, t);
+                let times = (mtime.unwrap_or(ctime), ctime);
+                self.write_end(*inode, *index, *chunk, *length, times)
+            }
             Op::ChunksDeleted { ids } => Ok(self.chunks_deleted(ids)),
             Op::SetGoal {
                 cred,

@@ -587,8 +587,9 @@ pub enum Op {
     /// A mount's write-back queue: `ops` applied in order, each as if
     /// alone (one failing does not stop the next). Only `CreateAt`, `MkdirAt`,
     /// `Release`, `ReleaseMany`, `Unlink`, `Rmdir`, `Rename`, the
-    /// `WriteChunkEnd` kinds and `WriteNewChunk` (EINVAL for the whole
-    /// batch otherwise). Replies `Reply::Batch`.
+    /// `WriteChunkEnd` kinds, `WriteNewChunk`, `AttachChunk` and `Open`
+    /// without truncation (EINVAL for the whole batch otherwise). Replies
+    /// `Reply::Batch`.
     Batch { ops: Vec<Op> },
     /// `count` new chunk ids (consecutive; at most `MAX_HELD_CHUNKS`
     /// held in all, else EBUSY and nothing changes) the session holds for
@@ -625,6 +626,19 @@ pub enum Op {
         umask: u32,
         inode: Inode,
         time: Timespec,
+    },
+    /// `WriteChunkEnd` queued by a mount holding the file's directory,
+    /// with its own time as the ctime (`ctime`; the request's time when
+    /// more than a minute away from it, as `CreateAt`'s) and the mtime
+    /// (`None`: the ctime), so the mount knows the file's attributes
+    /// after it. Replies `Reply::Attr`.
+    WriteChunkEndTimed {
+        inode: Inode,
+        index: u32,
+        chunk: ChunkId,
+        length: u64,
+        mtime: Option<Timespec>,
+        ctime: Timespec,
     },
 }
 
@@ -723,6 +737,7 @@ impl Op {
             Op::SetQuota { .. } => "SetQuota",
             Op::PunchChunks { .. } => "PunchChunks",
             Op::WriteChunkEndWith { .. } => "WriteChunkEndWith",
+            Op::WriteChunkEndTimed { .. } => "WriteChunkEndTimed",
         }
     }
 

@@ -44,6 +44,16 @@ pub fn ts_to_pb(t: Timespec) -> pb::Timespec {
 }
 
 /// A wire timestamp, checked: nanoseconds below one second.
+/// An open's mode from the wire.
+pub fn open_mode(mode: i32) -> Result<fsm::OpenMode, Status> {
+    match pb::OpenMode::try_from(mode) {
+        Ok(pb::OpenMode::Read) => Ok(fsm::OpenMode::Read),
+        Ok(pb::OpenMode::Write) => Ok(fsm::OpenMode::Write),
+        Ok(pb::OpenMode::ReadWrite) => Ok(fsm::OpenMode::ReadWrite),
+        Err(_) => Err(invalid("Open: unknown mode")),
+    }
+}
+
 pub fn ts_from_pb(t: &pb::Timespec) -> Option<Timespec> {
     (t.nsec < 1_000_000_000).then_some(Timespec {
         sec: t.sec,

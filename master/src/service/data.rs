@@ -121,6 +121,11 @@ impl Meta {
             .admit(req, Need::Write, |r| vec![Inode(r.inode)])
             .await?;
         let id = rid(r.id)?;
+        if r.time.is_some() {
+            return Err(invalid(
+                "WriteChunkEnd: `time` is only for a Batch's write_end (a file made in a delegated directory)",
+            ));
+        }
         let (mtime, change) = end_args(&c, &r)?;
         let a = self
             .chunks

@@ -324,12 +324,7 @@ impl MetaService for Meta {
         };
         let (c, r) = self.admit(req, need, |r| vec![Inode(r.inode)]).await?;
         let (session, inode) = (r.id.as_ref().map_or(0, |i| i.session), r.inode);
-        let mode = match pb::OpenMode::try_from(r.mode) {
-            Ok(pb::OpenMode::Read) => fsm::OpenMode::Read,
-            Ok(pb::OpenMode::Write) => fsm::OpenMode::Write,
-            Ok(pb::OpenMode::ReadWrite) => fsm::OpenMode::ReadWrite,
-            Err(_) => return Err(invalid("Open: unknown mode")),
-        };
+        let mode = super::convert::open_mode(r.mode)?;
         let op = Op::Open {
             cred: c.cred(r.cred),
             inode: Inode(r.inode),

@@ -217,6 +217,7 @@ impl Meta {
                         Some(pb::batch_op::Op::WriteEnd(w)) => dirs.push(Inode(w.inode)),
                         Some(pb::batch_op::Op::Write(w)) => dirs.push(Inode(w.inode)),
                         Some(pb::batch_op::Op::Attach(a)) => dirs.push(Inode(a.inode)),
+                        Some(pb::batch_op::Op::Open(o)) => dirs.push(Inode(o.inode)),
                         Some(pb::batch_op::Op::Release(_)) | None => {}
                     }
                 }
@@ -248,15 +249,29 @@ impl Meta {
                 Some(pb::batch_op::Op::Rename(m)) => super::convert::rename_op(&c, m),
                 Some(pb::batch_op::Op::WriteEnd(w)) => {
                     let (mtime, change) = super::data::end_args(&c, &w)?;
+                    let time = super::meta::given_time(w.time, "Batch: write_end time")?;
                     let chunk = ChunkId(w.chunk_id);
                     ended.push(chunk);
-                    self.chunks.end_op(
+                    let op = self.chunks.end_op(
                         c.session,
                         (Inode(w.inode), w.index),
                         (chunk, w.created),
                         (w.file_length, mtime),
                         change,
-                    )
+                    );
+                    timed(op, time)
+                }
+                Some(pb::batch_op::Op::Open(o)) => {
+                    let mode = super::convert::open_mode(o.mode)?;
+                    if o.truncate || mode != crate::fsm::OpenMode::Read {
+                        return Err(invalid("Batch: an open for writing (send Open)"));
+                    }
+                    Op::Open {
+                        cred: c.cred(o.cred),
+                        inode: Inode(o.inode),
+                        mode,
+                        truncate: false,
+                    }
                 }
                 Some(pb::batch_op::Op::Write(w)) => {
                     let (inode, index) = (Inode(w.inode), w.index);
@@ -402,6 +417,44 @@ struct Closer {
 impl Drop for Closer {
     fn drop(&mut self) {
         self.recalls.close(self.sid, self.id);
+    }
+}
+
+/// A batch's length commit `op` with the mount's time `ctime`, when it
+/// gave one (and no attribute change rides on it).
+fn timed(op: Op, ctime: Option<crate::fsm::Timespec>) -> Op {
+    let Some(ctime) = ctime else {
+        return op;
+    };
+    match op {
+        Op::WriteChunkEnd {
+            inode,
+            index,
+            chunk,
+            length,
+        } => Op::WriteChunkEndTimed {
+            inode,
+            index,
+            chunk,
+            length,
+            mtime: None,
+            ctime,
+        },
+        Op::WriteChunkEndAt {
+            inode,
+            index,
+            chunk,
+            length,
+            mtime,
+        } => Op::WriteChunkEndTimed {
+            inode,
+            index,
+            chunk,
+            length,
+            mtime: Some(mtime),
+            ctime,
+        },
+        other => other,
     }
 }
 

@@ -66,7 +66,13 @@ impl Shared {
         // also through a write-only handle: open for reading as well when
         // the caller may read.
         let mut r = Err(crate::ClientError::BadReply(String::new()));
-        if mode == OpenMode::Write && self.writeback.load(Ordering::Relaxed) {
+        if mode == OpenMode::Read && !truncate && self.io.local_view(inode) == (None, None) {
+            // A file made here and known: opened without a call.
+            if let Some(here) = self.wb.open_here(&self.master, inode, &cred) {
+                r = Ok(here);
+            }
+        }
+        if r.is_err() && mode == OpenMode::Write && self.writeback.load(Ordering::Relaxed) {
             r = self.master.open_for_reading(req(OpenMode::ReadWrite)).await;
         }
         if r.is_err() {
@@ -241,7 +247,7 @@ impl Shared {
             return reply.error(Errno::EINVAL);
         };
         let inode = self.map.to_master(ino);
-        self.wb.changed(&self.master, inode);
+        // (A file made here stays known: its commit says what it is then.)
         // Writeback pages may come through any handle of the inode (or a
         // handle already released): mark the one given when it is ours.
         if let Some(f) = self.handles.file(fh.0) {

@@ -144,9 +144,11 @@ impl Shared {
         let f = self.no_xattrs.fetch();
         match self.wb.lookup(&self.master, parent, &name) {
             super::writeback::Local::Absent => return reply.error(Errno::ENOENT),
-            super::writeback::Local::Made(a) => {
+            // (Unless writes of it wait for their commit.)
+            super::writeback::Local::Made(a) if self.io.local_view(a.inode) == (None, None) => {
                 return self.reply_entry(parent, Ok(a), f, reply);
             }
+            super::writeback::Local::Made(_) => {}
             super::writeback::Local::Ask => {}
         }
         let r = self.master.lookup(&cred, parent, &name).await;
@@ -221,7 +223,8 @@ impl Shared {
             }
         }
         if may_defer && c.size.is_none() {
-            if let Some((a, f)) = self.defer_setattr(&req).await {
+            let ctime = c.ctime.map(convert::timespec);
+            if let Some((a, f)) = self.defer_setattr(&req, ctime).await {
                 return reply.attr(&self.attr_ttl(&a), &self.attr_of(&a, f));
             }
         }
@@ -239,6 +242,7 @@ impl Shared {
             self.no_xattrs.changing(inode);
         }
         let f = self.no_xattrs.fetch();
+        self.wb.unknown(inode);
         let r = self.master.setattr(req).await;
         if c.size.is_some() {
             self.io.invalidate(inode);
@@ -739,7 +743,11 @@ impl Shared {
     /// and group left as they are (tar's fchown to who made the file:
     /// answered here, nothing to keep). The master's attributes of the
     /// file and when they were asked, or `None`: send it.
-    async fn defer_setattr(&self, req: &SetAttrRequest) -> Option<(Attr, Fetch)> {
+    async fn defer_setattr(
+        &self,
+        req: &SetAttrRequest,
+        ctime: Option<mfs_proto::v1::Timespec>,
+    ) -> Option<(Attr, Fetch)> {
         if req.atime_now || req.mtime_now || req.size.is_some() {
             return None;
         }
@@ -783,6 +791,7 @@ impl Shared {
             atime: req.atime,
             mtime: req.mtime,
             cred: req.cred.clone(),
+            ctime,
         };
         let same_owner = req.uid.is_some() || req.gid.is_some();
         if change.is_empty() && !same_owner {

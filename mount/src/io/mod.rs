@@ -144,10 +144,19 @@ pub(crate) struct Inner {
 /// write-back queue, for files nobody else can name until it is sent (the
 /// mount's files made in a directory it holds). See [`FileIo::queue_with`].
 pub trait WriteQueue: Send + Sync {
-    /// Takes the length commit `req` (true), or leaves it to be sent now
-    /// (false). A commit taken counts as done; the data is on every copy
-    /// by then.
-    fn commit(&self, req: &WriteChunkEndRequest) -> bool;
+    /// Takes the length commit `req` of the writes under lease `loc`
+    /// (true), or leaves it to be sent now (false); `ctime`: the kernel's
+    /// for them, if it gave one. A commit taken counts as done; the data
+    /// is on every copy by then.
+    fn commit(
+        &self,
+        req: &WriteChunkEndRequest,
+        loc: &ChunkLocation,
+        ctime: Option<mfs_proto::v1::Timespec>,
+    ) -> bool;
+    /// Kept attribute changes of `inode` are about to be sent to the
+    /// master in a SetAttr of their own (no write to commit them with).
+    fn attrs_sent(&self, inode: u64);
     /// The lease `req` from the queue (see [`QueuedLease`]), or `None`:
     /// ask the master.
     fn lease(&self, req: &WriteChunkRequest) -> Option<QueuedLease<'_>>;

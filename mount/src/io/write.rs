@@ -82,6 +82,9 @@ pub struct Deferred {
     pub mtime: Option<Timespec>,
     /// Whose changes they are (the last caller's).
     pub cred: Option<Credentials>,
+    /// The ctime the kernel gave with them (its writeback cache keeps
+    /// one): the time of a commit the write-back queue takes.
+    pub ctime: Option<Timespec>,
 }
 
 impl Deferred {
@@ -95,6 +98,7 @@ impl Deferred {
         self.atime = later.atime.or(self.atime);
         self.mtime = later.mtime.or(self.mtime);
         self.cred = later.cred.or(self.cred.take());
+        self.ctime = later.ctime.or(self.ctime);
     }
 }
 
@@ -590,8 +594,14 @@ impl Inner {
                     atime: deferred.atime.filter(|_| with),
                     cred: deferred.cred.clone().filter(|_| with),
                     created,
+                    time: None,
                 };
-                if self.queued.get().is_some_and(|q| q.commit(&req)) {
+                let ctime = deferred.ctime;
+                if self
+                    .queued
+                    .get()
+                    .is_some_and(|q| q.commit(&req, &loc, ctime))
+                {
                     return (index, Ok(Default::default()));
                 }
                 (index, self.master.write_chunk_end(req).await)
@@ -629,6 +639,9 @@ impl Inner {
     /// immutable meanwhile) is dropped with a warning, as what it answered
     /// says; any other error is returned and the changes kept.
     async fn commit_attrs(&self, inode: u64, d: &Deferred) -> Result<(), ClientError> {
+        if let Some(q) = self.queued.get() {
+            q.attrs_sent(inode);
+        }
         let req = SetAttrRequest {
             id: None,
             cred: d.cred.clone(),

@@ -308,6 +308,27 @@ impl MasterClient {
                 );
                 return;
             }
+            Some(batch_op::Op::Open(o)) => {
+                // The file was readable here; the master does not count
+                // this open (an unlink elsewhere may free the file while
+                // it is read).
+                tracing::warn!(
+                    inode = o.inode,
+                    errno,
+                    "the master refused a read open this mount had answered"
+                );
+                return;
+            }
+            Some(batch_op::Op::WriteEnd(w)) => {
+                tracing::warn!(
+                    inode = w.inode,
+                    index = w.index,
+                    chunk = w.chunk_id,
+                    errno,
+                    "the master refused the length commit of a write made here"
+                );
+                return;
+            }
             Some(batch_op::Op::Release(_) | batch_op::Op::Write(_)) | None => return,
             Some(other) => {
                 // The mount answered it from what it holds; the master

@@ -751,3 +751,82 @@ async fn held_chunks_a_dead_mount_never_named_are_deleted_after_its_session() {
     .await;
     eprintln!("{} unnamed copies deleted in {took:?}", written - named);
 }
+
+/// Drops the kernel's cached pages of `p` (clean ones: written back
+/// first), so reads of it reach the mount.
+fn drop_pages(p: &Path) {
+    use std::os::fd::AsRawFd;
+    let f = File::open(p).unwrap();
+    f.sync_all().unwrap();
+    // SAFETY: a plain call on an open descriptor.
+    let rc = unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert_eq!(rc, 0, "posix_fadvise {}", p.display());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_made_and_written_here_are_opened_with_no_call_and_outlive_an_unlink_elsewhere() {
+    use std::io::{Read, Seek, SeekFrom};
+    let Some((c, a, b)) = two_mounts(true).await else {
+        return;
+    };
+    let m = &c.masters[0];
+    let (da, db) = (a.path().join("d"), b.path().join("d"));
+    fs::create_dir(&da).unwrap();
+    let body = |i: usize| -> Vec<u8> {
+        let n = [0, 1, 4096, 5000, 200_000][i % 5];
+        (0..n).map(|k| (k * 7 + i * 13) as u8).collect()
+    };
+    step("A makes 40 files with data (some empty, one of 200 kB each fifth)");
+    for i in 0..40 {
+        fs::write(da.join(format!("f{i:02}")), body(i)).unwrap();
+    }
+    File::open(&da).unwrap().sync_all().unwrap();
+    for i in 0..40 {
+        drop_pages(&da.join(format!("f{i:02}")));
+    }
+
+    step("A stats, opens and reads each: answered by A, the data from the chunkservers");
+    let calls = || {
+        ["Open", "Lookup", "GetAttr", "ReadChunk"]
+            .iter()
+            .map(|n| rpc_count(m, n))
+            .sum::<u64>()
+    };
+    let before = calls();
+    let mut on_a = Vec::new();
+    for i in 0..40 {
+        let p = da.join(format!("f{i:02}"));
+        on_a.push(fs::metadata(&p).unwrap());
+        let got = fs::read(&p).unwrap();
+        assert!(got == body(i), "f{i:02}: {} bytes read", got.len());
+    }
+    let asked = calls() - before;
+    assert!(asked < 10, "A asked the master {asked} times for 40 files");
+
+    step("B unlinks a file A holds open: A reads it to the end");
+    let mut held = File::open(da.join("f04")).unwrap();
+    fs::remove_file(db.join("f04")).unwrap();
+    assert!(!db.join("f04").exists());
+    let mut got = Vec::new();
+    held.seek(SeekFrom::Start(0)).unwrap();
+    held.read_to_end(&mut got).unwrap();
+    assert!(got == body(4), "f04 after the unlink: {} bytes", got.len());
+    drop(held);
+
+    step("B's stat of each file agrees with what A answered, to the nanosecond");
+    for (i, sa) in on_a.iter().enumerate() {
+        if i == 4 {
+            continue;
+        }
+        let sb = fs::metadata(db.join(format!("f{i:02}"))).unwrap();
+        let key = |s: &fs::Metadata| {
+            (
+                (s.ino(), s.mode(), s.nlink(), s.len(), s.blocks()),
+                (s.mtime(), s.mtime_nsec()),
+                (s.ctime(), s.ctime_nsec()),
+            )
+        };
+        assert_eq!(key(sa), key(&sb), "f{i:02}");
+        assert!(fs::read(db.join(format!("f{i:02}"))).unwrap() == body(i));
+    }
+}

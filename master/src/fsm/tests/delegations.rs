@@ -396,3 +396,82 @@ fn a_directory_made_in_a_batch_is_held_at_once() {
     let stray = mkdir_at(d, "x", 99_999, 80);
     assert_eq!(h.err(stray), Errno::EINVAL);
 }
+
+#[test]
+fn a_file_made_in_a_batch_commits_at_the_mounts_time_and_opens_in_the_queue() {
+    let mut h = unquoted();
+    let d = h.mkdir(&root(), R, "d", 0o777).inode;
+    let (first, _) = granted(h.run(delegate(d, 10)));
+    let Reply::Chunk { id, .. } = h.run(Op::HoldChunks {
+        count: 1,
+        give_back: vec![],
+    }) else {
+        panic!("no ids held")
+    };
+    let f = Inode(first);
+    let t0 = h.now - 20;
+    let timed = |length: u64, mtime: i64, ctime: i64| Op::WriteChunkEndTimed {
+        inode: f,
+        index: 0,
+        chunk: id,
+        length,
+        mtime: Some(ts(mtime)),
+        ctime: ts(ctime),
+    };
+    let open = Op::Open {
+        cred: user(1000),
+        inode: f,
+        mode: OpenMode::Read,
+        truncate: false,
+    };
+    let r = h.run(Op::Batch {
+        ops: vec![
+            create_at(d, "f", first, t0),
+            Op::AttachChunk {
+                cred: user(1000),
+                inode: f,
+                index: 0,
+                chunk: id,
+            },
+            timed(4000, t0 + 1, t0 + 2),
+            open.clone(),
+        ],
+    });
+    assert_eq!(r, Reply::Batch(vec![0, 0, 0, 0]));
+    // What the mount answered after its commit, to the nanosecond.
+    let a = h.ns.getattr(f).unwrap();
+    assert_eq!((a.size, a.blocks_bytes), (4000, 4096));
+    assert_eq!(
+        (a.atime, a.mtime, a.ctime),
+        (ts(t0), ts(t0 + 1), ts(t0 + 2))
+    );
+    // A clock more than a minute off gives way to the request's.
+    let r = h.run(Op::Batch {
+        ops: vec![timed(100, 5, 5)],
+    });
+    assert_eq!(r, Reply::Batch(vec![0]));
+    let a = h.ns.getattr(f).unwrap();
+    assert_eq!((a.size, a.mtime, a.ctime), (4000, ts(5), ts(h.now)));
+    // The queued open counts: the unlinked file stays until its release.
+    let r = h.run(Op::Batch {
+        ops: vec![unlink(&user(1000), d, "f")],
+    });
+    assert_eq!(r, Reply::Batch(vec![0]));
+    assert!(h.ns.getattr(f).is_ok(), "sustained while open");
+    // (The create opened it too.)
+    h.ok(Op::Release { inode: f });
+    assert!(h.ns.session_has_open(h.sid, f));
+    h.ok(Op::Release { inode: f });
+    assert!(!h.ns.session_has_open(h.sid, f));
+    // Opens that truncate are not the queue's.
+    let r = h.run(Op::Batch {
+        ops: vec![Op::Open {
+            cred: user(1000),
+            inode: d,
+            mode: OpenMode::Read,
+            truncate: true,
+        }],
+    });
+    assert_eq!(r, Reply::Err(Errno::EINVAL));
+    h.ns.check().expect("consistent");
+}

@@ -161,6 +161,20 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
                         index,
                         chunk: ChunkId(0),
                     },
+                    Op::WriteChunkEndTimed {
+                        inode: Inode(0),
+                        index,
+                        chunk: ChunkId(0),
+                        length: rng.random_range(0..5 * CHUNK_SIZE),
+                        mtime: None,
+                        ctime: ts(t),
+                    },
+                    Op::Open {
+                        cred: c.clone(),
+                        inode: Inode(0),
+                        mode: OpenMode::Read,
+                        truncate: false,
+                    },
                 ],
             },
             250..254 => Op::Opens { opens: Vec::new() },
@@ -263,6 +277,7 @@ fn fill_held(op: &mut Op, ino: Inode) {
     match op {
         Op::CreateAt { inode, .. } if inode.0 == 0 => *inode = ino,
         Op::MkdirAt { inode, .. } if inode.0 == 0 => *inode = ino,
+        Op::Open { inode, .. } if inode.0 == 0 => *inode = ino,
         Op::Batch { ops } => ops.iter_mut().for_each(|o| fill_held(o, ino)),
         _ => {}
     }
@@ -272,6 +287,10 @@ fn fill_held(op: &mut Op, ino: Inode) {
 fn fill_chunk(op: &mut Op, id: ChunkId, ino: Inode) {
     match op {
         Op::AttachChunk { chunk, inode, .. } if chunk.0 == 0 => {
+            *chunk = id;
+            *inode = ino;
+        }
+        Op::WriteChunkEndTimed { chunk, inode, .. } if chunk.0 == 0 => {
             *chunk = id;
             *inode = ino;
         }
@@ -304,6 +323,7 @@ fn same_log_same_image() {
         // Write-back ops take effect too, not only their refusals.
         let mut ns = Namespace::new();
         let (mut delegated, mut made, mut attached, mut opened) = (0, 0, 0, 0);
+        let mut ended = 0;
         for r in &log {
             let reply = ns.apply(r);
             match (&r.op, reply) {
@@ -317,6 +337,8 @@ fn same_log_same_image() {
                         match o {
                             Op::CreateAt { .. } | Op::MkdirAt { .. } if e == 0 => made += 1,
                             Op::AttachChunk { .. } if e == 0 => attached += 1,
+                            Op::WriteChunkEndTimed { .. } if e == 0 => ended += 1,
+                            Op::Open { .. } if e == 0 => opened += 1,
                             _ => {}
                         }
                     }
@@ -325,8 +347,8 @@ fn same_log_same_image() {
             }
         }
         assert!(
-            delegated > 0 && made > 0 && attached > 0 && opened > 0,
-            "{delegated} delegations, {made} creates, {attached} held chunks attached, {opened} opens logged together"
+            delegated > 0 && made > 0 && attached > 0 && opened > 0 && ended > 0,
+            "{delegated} delegations, {made} creates, {attached} held chunks attached, {opened} opens logged together or queued, {ended} timed commits"
         );
         assert_eq!(a.to_image(b"e"), b.to_image(b"e"));
         assert_eq!(a.image_hash(), b.image_hash());
@@ -703,6 +725,17 @@ fn op_variant_indices_are_pinned() {
                 umask: 0,
                 inode: Inode(9),
                 time: t,
+            },
+        ),
+        (
+            49,
+            Op::WriteChunkEndTimed {
+                inode: Inode(9),
+                index: 0,
+                chunk: ChunkId(1),
+                length: 1,
+                mtime: Some(t),
+                ctime: t,
             },
         ),
     ];

@@ -41,8 +41,8 @@ impl WriteBack {
     /// directory answers nothing here until the change is done (creates
     /// are checked against its attributes), then goes on with the new
     /// ones, or is given back if the master could no longer foresee a
-    /// create there (SGID, extra attributes). A file made here is the
-    /// master's again.
+    /// create there (SGID, extra attributes). (A file made here is the
+    /// master's again once a change is sent: [`WriteBack::unknown`].)
     pub(crate) fn attr_change<'a>(
         &'a self,
         master: &'a MasterClient,
@@ -51,9 +51,6 @@ impl WriteBack {
         let mut grant = None;
         if self.enabled {
             let mut st = self.lock();
-            if let Some(m) = st.made.get_mut(&inode) {
-                m.known = false;
-            }
             if let Some(d) = st.dirs.get_mut(&inode) {
                 d.changing += 1;
                 grant = Some(d.grant);

@@ -13,7 +13,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use mfs_proto::v1::{batch_op, AttachChunkOp, BatchOp, ChunkLocation, Credentials};
-use mfs_proto::v1::{WriteChunkEndRequest, WriteChunkRequest};
+use mfs_proto::v1::{Timespec, WriteChunkEndRequest, WriteChunkRequest};
 
 use super::WriteBack;
 use crate::io::{QueuedLease, WriteQueue};
@@ -83,10 +83,21 @@ pub(crate) struct IoQueue {
 }
 
 impl WriteQueue for IoQueue {
-    fn commit(&self, req: &WriteChunkEndRequest) -> bool {
+    fn commit(
+        &self,
+        req: &WriteChunkEndRequest,
+        loc: &ChunkLocation,
+        ctime: Option<Timespec>,
+    ) -> bool {
         self.wb
             .upgrade()
-            .is_some_and(|wb| wb.queue_commit(&self.master, req))
+            .is_some_and(|wb| wb.queue_commit(&self.master, req, loc, ctime))
+    }
+
+    fn attrs_sent(&self, inode: u64) {
+        if let Some(wb) = self.wb.upgrade() {
+            wb.unknown(inode);
+        }
     }
 
     fn lease(&self, req: &WriteChunkRequest) -> Option<QueuedLease<'_>> {
@@ -95,13 +106,25 @@ impl WriteQueue for IoQueue {
 }
 
 impl WriteBack {
-    /// Queues the length commit `req` when its file was made here, in a
-    /// directory the mount holds (nobody else sees the file before the
-    /// queue is sent); false: send it now. A held chunk the writes made is
-    /// named in the queue first either way (a commit sent now waits for
-    /// the queue). Checked and queued under the lock a recall takes, so a
-    /// recall's return comes after it.
-    pub(crate) fn queue_commit(&self, master: &MasterClient, req: &WriteChunkEndRequest) -> bool {
+    /// Queues the length commit `req` (of the writes under lease `loc`;
+    /// `ctime` the kernel's, if it gave one) when its file was made here, in a directory the mount holds (nobody
+    /// else sees the file before the queue is sent); false: send it now. A
+    /// held chunk the writes made is named in the queue first either way
+    /// (a commit sent now waits for the queue). Checked and queued under
+    /// the lock a recall takes, so a recall's return comes after it.
+    ///
+    /// A commit queued carries the kernel's ctime or the mount's time, so the file's attributes
+    /// after it are known here (and where its first chunk is): a lookup,
+    /// stat or read open of it needs no call (see `WriteBack::open_here`).
+    /// One sent now, or with a mode or atime on it, makes them the
+    /// master's again.
+    pub(crate) fn queue_commit(
+        &self,
+        master: &MasterClient,
+        req: &WriteChunkEndRequest,
+        loc: &ChunkLocation,
+        ctime: Option<Timespec>,
+    ) -> bool {
         if !self.enabled {
             return false;
         }
@@ -123,9 +146,19 @@ impl WriteBack {
                 .made
                 .get(&req.inode)
                 .is_some_and(|m| st.still_held(m, sid));
+        let mut req = req.clone();
+        if let Some(m) = st.made.get_mut(&req.inode) {
+            if private && req.mode.is_none() && req.atime.is_none() {
+                let now = ctime.unwrap_or_else(super::now_ts);
+                req.time = Some(now);
+                m.committed(&req, loc, now);
+            } else {
+                m.known = false;
+            }
+        }
         if private {
             master.queue_op(BatchOp {
-                op: Some(batch_op::Op::WriteEnd(req.clone())),
+                op: Some(batch_op::Op::WriteEnd(req)),
             });
         }
         private

@@ -27,7 +27,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use fuser::Errno;
-use mfs_proto::v1::{batch_op, Attr, BatchOp, CreateAtOp, Credentials, FileType, Timespec};
+use mfs_proto::v1::{batch_op, Attr, BatchOp, ChunkLocation, CreateAtOp, Credentials};
+use mfs_proto::v1::{FileType, OpenMode, OpenRequest, Timespec, WriteChunkEndRequest};
 
 mod changes;
 mod chunks;
@@ -52,6 +53,9 @@ const MAX_NAMES: usize = 1_000_000;
 const PAGE: u32 = 10_000;
 /// Files made here whose attributes are kept at most.
 const MAX_MADE: usize = 100_000;
+/// A chunk token known here is used for reads while it lasts this long
+/// yet (seconds).
+const TOKEN_MARGIN: u64 = 60;
 
 #[derive(Debug)]
 pub(crate) struct WriteBack {
@@ -112,10 +116,37 @@ struct Made {
     /// The directory's delegation it was made (or renamed to) under.
     grant: u64,
     attr: Attr,
-    /// Whether `attr` still holds (the mount changed nothing of it).
+    /// Whether `attr` holds once the mount's writes are committed: it
+    /// changed nothing of the file but through writes whose commits it
+    /// queued (with its time).
     known: bool,
     /// Slots whose lease was asked through the queue (a new chunk each).
     leased: Vec<u32>,
+    /// Where its first chunk is (the lease its last queued commit was
+    /// for), to read it without asking.
+    first: Option<ChunkLocation>,
+}
+
+impl Made {
+    /// The length commit `req` of the writes under `loc` is queued with
+    /// the mount's time `now`: the attributes the master gives the file
+    /// when it applies it.
+    fn committed(&mut self, req: &WriteChunkEndRequest, loc: &ChunkLocation, now: Timespec) {
+        let a = &mut self.attr;
+        a.size = a.size.max(req.file_length);
+        a.blocks_bytes = a.size.div_ceil(512).saturating_mul(512);
+        a.mtime = Some(req.mtime.unwrap_or(now));
+        a.ctime = Some(now);
+        if req.index == 0 {
+            self.first = Some(ChunkLocation {
+                create: false,
+                ..loc.clone()
+            });
+        }
+        if let Some(f) = &mut self.first {
+            f.file_length = a.size;
+        }
+    }
 }
 
 /// A name of a held directory.
@@ -344,6 +375,69 @@ impl WriteBack {
         (m.ticket > done || st.still_held(m, sid)).then_some(m.attr)
     }
 
+    /// A read open of `inode` answered here: a file made here whose
+    /// attributes are known, in a directory the mount still holds (nobody
+    /// else can unlink it before the master recalled the directory, and a
+    /// recall's return comes after the open queued here), readable by
+    /// `cred` whatever the master maps it to (world-readable, or its
+    /// owner's, not root, with the owner's read bit). The open is queued,
+    /// so the master counts it before anything after it (the release
+    /// too). Its attributes, and where its first chunk is when that is
+    /// known here and its token lasts a while yet (a hole for an empty
+    /// file).
+    pub(crate) fn open_here(
+        &self,
+        master: &MasterClient,
+        inode: u64,
+        cred: &Credentials,
+    ) -> Option<(Attr, Option<ChunkLocation>)> {
+        if !self.enabled || !self.live() {
+            return None;
+        }
+        let sid = master.session_id();
+        let st = self.lock();
+        let m = st.made.get(&inode)?;
+        if !m.known || !st.still_held(m, sid) {
+            return None;
+        }
+        let a = m.attr;
+        let owner = cred.uid != 0 && cred.uid == a.uid && a.mode & 0o400 != 0;
+        if a.mode & 0o004 == 0 && !owner {
+            return None;
+        }
+        let first = if a.size == 0 {
+            Some(ChunkLocation::default())
+        } else {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let lasts = |l: &ChunkLocation| {
+                mfs_proto::secret::token_expires(&l.token).is_none_or(|e| e > now + TOKEN_MARGIN)
+            };
+            m.first.clone().filter(lasts)
+        };
+        master.queue_op(BatchOp {
+            op: Some(batch_op::Op::Open(OpenRequest {
+                id: None,
+                cred: Some(cred.clone()),
+                inode,
+                mode: OpenMode::Read as i32,
+                truncate: false,
+            })),
+        });
+        Some((a, first))
+    }
+
+    /// The attributes of `inode`, if made here, are the master's again
+    /// (a change sent to it).
+    pub(crate) fn unknown(&self, inode: u64) {
+        if self.enabled {
+            if let Some(m) = self.lock().made.get_mut(&inode) {
+                m.known = false;
+            }
+        }
+    }
+
     /// A create of a regular file: answered here when `parent` is held
     /// (or taken now, when creates come in a stream); None: ask the
     /// master.
@@ -393,6 +487,7 @@ impl WriteBack {
                 attr,
                 known: true,
                 leased: Vec::new(),
+                first: None,
             };
             st.made.insert(attr.inode, made);
             Some(Ok(attr))

@@ -96,6 +96,7 @@ async fn kept_attribute_changes_ride_on_the_commit() {
         mode: Some(mode),
         atime: None,
         mtime: Some(Timespec { sec: 7, nsec: 9 }),
+        ctime: None,
         cred: Some(Credentials {
             uid: 5,
             gid: 5,
