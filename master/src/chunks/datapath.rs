@@ -539,7 +539,7 @@ impl ChunkManager {
             rid.session,
             (inode, index),
             (chunk, created),
-            (length, mtime),
+            (length, mtime, None),
             change,
         );
         let req = rid.request(op);
@@ -552,20 +552,21 @@ impl ChunkManager {
     }
     /// The op of a write's length commit (WriteChunkEnd, alone or in a
     /// client's batch), proposed next; `created`: the client's writes made
-    /// the chunk on its lease's chain.
+    /// the chunk on its lease's chain; `ctime`: the client's time, for a
+    /// commit in a batch that gives one (`WriteChunkEndTimed`).
     pub fn end_op(
         &self,
         session: SessionId,
         (inode, index): (Inode, u32),
         (chunk, created): (ChunkId, bool),
-        (length, mtime): (u64, Option<Timespec>),
+        (length, mtime, ctime): (u64, Option<Timespec>, Option<Timespec>),
         change: Option<EndChange>,
     ) -> Op {
         if created {
             self.state().made_on_chain(chunk, session.0);
         }
-        match (mtime, change) {
-            (_, Some(c)) => Op::WriteChunkEndWith {
+        match (mtime, change, ctime) {
+            (_, Some(c), _) => Op::WriteChunkEndWith {
                 cred: c.cred,
                 inode,
                 index,
@@ -575,13 +576,21 @@ impl ChunkManager {
                 mode: c.mode,
                 atime: c.atime,
             },
-            (None, None) => Op::WriteChunkEnd {
+            (mtime, None, Some(ctime)) => Op::WriteChunkEndTimed {
+                inode,
+                index,
+                chunk,
+                length,
+                mtime,
+                ctime,
+            },
+            (None, None, None) => Op::WriteChunkEnd {
                 inode,
                 index,
                 chunk,
                 length,
             },
-            (Some(mtime), None) => Op::WriteChunkEndAt {
+            (Some(mtime), None, None) => Op::WriteChunkEndAt {
                 inode,
                 index,
                 chunk,

@@ -252,14 +252,13 @@ impl Meta {
                     let time = super::meta::given_time(w.time, "Batch: write_end time")?;
                     let chunk = ChunkId(w.chunk_id);
                     ended.push(chunk);
-                    let op = self.chunks.end_op(
+                    self.chunks.end_op(
                         c.session,
                         (Inode(w.inode), w.index),
                         (chunk, w.created),
-                        (w.file_length, mtime),
+                        (w.file_length, mtime, time),
                         change,
-                    );
-                    timed(op, time)
+                    )
                 }
                 Some(pb::batch_op::Op::Open(o)) => {
                     let mode = super::convert::open_mode(o.mode)?;
@@ -417,44 +416,6 @@ struct Closer {
 impl Drop for Closer {
     fn drop(&mut self) {
         self.recalls.close(self.sid, self.id);
-    }
-}
-
-/// A batch's length commit `op` with the mount's time `ctime`, when it
-/// gave one (and no attribute change rides on it).
-fn timed(op: Op, ctime: Option<crate::fsm::Timespec>) -> Op {
-    let Some(ctime) = ctime else {
-        return op;
-    };
-    match op {
-        Op::WriteChunkEnd {
-            inode,
-            index,
-            chunk,
-            length,
-        } => Op::WriteChunkEndTimed {
-            inode,
-            index,
-            chunk,
-            length,
-            mtime: None,
-            ctime,
-        },
-        Op::WriteChunkEndAt {
-            inode,
-            index,
-            chunk,
-            length,
-            mtime,
-        } => Op::WriteChunkEndTimed {
-            inode,
-            index,
-            chunk,
-            length,
-            mtime: Some(mtime),
-            ctime,
-        },
-        other => other,
     }
 }
 

@@ -388,6 +388,19 @@ async fn a_new_chunk_is_made_by_its_first_write() {
 
     step("a late write of the first lease is refused everywhere");
     old_lease_makes_nothing(&first).await;
+    // A client's own time is for a batch of a directory it holds only.
+    let timed = w
+        .write_chunk_end(WriteChunkEndRequest {
+            inode,
+            index: 0,
+            chunk_id: second.chunk_id,
+            file_length: 8192,
+            time: Some(mfs_proto::v1::Timespec { sec: 1, nsec: 0 }),
+            ..Default::default()
+        })
+        .await;
+    let refused = format!("{:?}", timed.expect_err("a commit with the client's time"));
+    assert!(refused.contains("only for a Batch"), "{refused}");
     w.write_chunk_end(WriteChunkEndRequest {
         id: None,
         inode,
