@@ -82,12 +82,17 @@ impl Releases {
     }
 
     /// Sends every release noted so far (the background task, and the
-    /// unmount). A failure is logged: the master drops the session's opens
-    /// when the session ends anyway.
+    /// unmount); those noted meanwhile wait for the next round, so that a
+    /// steady stream of closes is still sent a window at a time (each call
+    /// waits for the write-back queue, which then goes at once). A failure
+    /// is logged: the master drops the session's opens when the session
+    /// ends anyway.
     pub(crate) async fn send(&self, master: &MasterClient) {
         let _in_order = self.order.lock().await;
-        loop {
-            let batch = self.take(BATCH);
+        let mut left = self.pending.lock().unwrap_or_else(|p| p.into_inner()).len();
+        while left > 0 {
+            let batch = self.take(BATCH.min(left));
+            left = left.saturating_sub(batch.len());
             let Some((&inode, more)) = batch.split_first() else {
                 return;
             };
@@ -105,7 +110,15 @@ impl Releases {
     /// The background task: waits for a release, lets more gather, sends.
     pub(crate) async fn run(self: Arc<Self>, master: MasterClient) {
         loop {
-            self.wake.notified().await;
+            // (Releases noted during the last round are sent in the next.)
+            if self
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+            {
+                self.wake.notified().await;
+            }
             tokio::time::sleep(WINDOW).await;
             self.send(&master).await;
         }
