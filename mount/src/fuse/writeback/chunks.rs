@@ -253,3 +253,81 @@ fn attach_op(key: (u64, u32), chunk_id: u64, cred: Credentials) -> BatchOp {
         })),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Made;
+    use mfs_proto::v1::{Attr, ChunkLocation, Timespec, WriteChunkEndRequest};
+
+    fn ts(sec: i64, nsec: u32) -> Option<Timespec> {
+        Some(Timespec { sec, nsec })
+    }
+
+    #[test]
+    fn a_queued_commit_gives_the_attributes_the_master_will_set() {
+        let made = ts(100, 1);
+        let mut m = Made {
+            ticket: 1,
+            parent: 1,
+            grant: 1,
+            attr: Attr {
+                inode: 9,
+                size: 0,
+                atime: made,
+                mtime: made,
+                ctime: made,
+                ..Default::default()
+            },
+            known: true,
+            leased: vec![0],
+            first: None,
+        };
+        let lease = |id| ChunkLocation {
+            chunk_id: id,
+            version: 1,
+            create: true,
+            file_length: 0,
+            ..Default::default()
+        };
+        // The kernel's mtime rides on the first commit.
+        let first = WriteChunkEndRequest {
+            inode: 9,
+            index: 0,
+            chunk_id: 7,
+            file_length: 5000,
+            mtime: ts(101, 2),
+            ..Default::default()
+        };
+        m.committed(&first, &lease(7), Timespec { sec: 102, nsec: 3 });
+        let a = m.attr;
+        assert_eq!((a.size, a.blocks_bytes), (5000, 5120));
+        assert_eq!((a.atime, a.mtime, a.ctime), (made, ts(101, 2), ts(102, 3)));
+        let f = m.first.clone().expect("first chunk known");
+        assert_eq!((f.chunk_id, f.file_length, f.create), (7, 5000, false));
+        // A later commit of another chunk without a kernel mtime: the
+        // mount's time for both; the first chunk's reads see the length.
+        let second = WriteChunkEndRequest {
+            index: 1,
+            chunk_id: 8,
+            file_length: 70 << 20,
+            ..first.clone()
+        };
+        let second = WriteChunkEndRequest {
+            mtime: None,
+            ..second
+        };
+        m.committed(&second, &lease(8), Timespec { sec: 104, nsec: 0 });
+        assert_eq!((m.attr.mtime, m.attr.ctime), (ts(104, 0), ts(104, 0)));
+        let f = m.first.clone().expect("first chunk known");
+        assert_eq!((f.chunk_id, f.file_length), (7, 70 << 20));
+        // A shorter length never shrinks the file (the master keeps the
+        // larger).
+        let short = WriteChunkEndRequest {
+            file_length: 10,
+            ..first
+        };
+        m.committed(&short, &lease(7), Timespec { sec: 105, nsec: 0 });
+        assert_eq!(m.attr.size, 70 << 20);
+        assert_eq!(m.first.map(|f| f.file_length), Some(70 << 20));
+    }
+}
