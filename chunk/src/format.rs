@@ -663,9 +663,46 @@ impl ChunkFile {
             return Ok(self.header.length);
         }
         let slots = self.plan_write(offset, data)?;
+        let length = self.header.length;
         self.commit_table(offset, data.len(), &slots)?;
-        self.write_data(data, HEADER_SIZE + offset)?;
+        if let Err(e) = self.write_data(data, HEADER_SIZE + offset) {
+            // Part of the data may be on the disk (one that filled up
+            // midway): its blocks would match neither sum, and the copy
+            // would be condemned whole at its next read or scrub.
+            if let Err(e2) = self.settle_failed_write(offset, data.len(), length) {
+                tracing::warn!(
+                    "{}: cannot re-sum the blocks of a failed write: {e2}",
+                    self.path.display()
+                );
+            }
+            return Err(e.into());
+        }
         Ok(self.header.length)
+    }
+
+    /// After a failed data write at `offset`: the blocks it touched are
+    /// summed as they are on the disk now (the sum before the write kept
+    /// as the previous one) and the written length goes back to `length`,
+    /// so the copy stays readable; what the write left in its range is
+    /// undefined, as a failed write(2) leaves it.
+    fn settle_failed_write(&mut self, offset: u64, len: usize, length: u64) -> io::Result<()> {
+        let (b0, b1) = blocks_of(offset, offset + len as u64);
+        let mut block = vec![0u8; BLOCK_SIZE];
+        for b in b0..b1 {
+            block.fill(0);
+            read_full_at(
+                &self.file,
+                &mut block,
+                HEADER_SIZE + (b * BLOCK_SIZE) as u64,
+            )?;
+            self.table[b].crc = crc32fast::hash(&block);
+        }
+        self.write_slots(b0, b1)?;
+        if self.header.length != length {
+            self.header.length = length;
+            self.write_meta()?;
+        }
+        Ok(())
     }
 
     /// Sets the written length: a shorter one zeroes the tail (the file is

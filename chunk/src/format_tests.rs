@@ -173,6 +173,39 @@ fn torn_write_half_a_block_is_detected() {
 }
 
 #[test]
+fn a_write_that_fails_midway_leaves_the_copy_readable() {
+    let d = tempfile::tempdir().unwrap();
+    let mut c = new_chunk(d.path());
+    let old = pattern(BLOCK_SIZE + 100, 1);
+    c.write(0, &old).unwrap();
+    // The disk fills up during a write that extends the chunk: the slots
+    // are written, one block's worth of the data lands, the write fails.
+    let new = pattern(3 * BLOCK_SIZE, 2);
+    let at = 50u64;
+    let slots = c.plan_write(at, &new).unwrap();
+    c.commit_table(at, new.len(), &slots).unwrap();
+    c.file
+        .write_all_at(&new[..BLOCK_SIZE], HEADER_SIZE + at)
+        .unwrap();
+    c.settle_failed_write(at, new.len(), old.len() as u64)
+        .unwrap();
+    assert_eq!(c.length(), old.len() as u64, "the length before the write");
+    let mut c = ChunkFile::open(c.path(), 7, 1).unwrap();
+    let (got, repairs) = c.read(0, 4 * BLOCK_SIZE).unwrap();
+    assert!(repairs.is_empty(), "{repairs:?}");
+    let (end, landed) = (old.len(), 50 + BLOCK_SIZE);
+    assert!(got[..50] == old[..50], "before the write: as it was");
+    assert!(got[50..landed] == new[..BLOCK_SIZE], "what the write left");
+    assert!(got[landed..end] == old[landed..], "what it did not reach");
+    assert!(got[end..].iter().all(|&b| b == 0), "past the length: zeros");
+    assert!(c.verify().unwrap().is_empty(), "a scrub finds nothing");
+    // The copy takes writes again.
+    c.write(10, &pattern(100, 9)).unwrap();
+    let (got, _) = c.read(10, 100).unwrap();
+    assert_eq!(got, pattern(100, 9));
+}
+
+#[test]
 fn version_change_renames_and_rewrites_header() {
     let d = tempfile::tempdir().unwrap();
     let mut c = new_chunk(d.path());

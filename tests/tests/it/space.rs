@@ -81,8 +81,13 @@ async fn a_full_disk_fails_writes_with_enospc_and_keeps_files_whole() {
     // free. The master gives a new chunk to a disk with 64 MiB free, so
     // the third chunk's writes meet the chunkserver's ENOSPC.
     let _disk = Tmpfs::mount(&c.root().join("chunk1").join("disk1"), "160m");
-    c.spawn_chunkserver(1, &[("MFS_HDD_LEAVE_SPACE_DEFAULT", "8MiB")])
-        .unwrap();
+    // A chunk scrubbed every second: a block a failed write left torn
+    // would be found, and the copy (the only one) condemned.
+    let env = [
+        ("MFS_HDD_LEAVE_SPACE_DEFAULT", "8MiB"),
+        ("MFS_HDD_TEST_FREQ", "1"),
+    ];
+    c.spawn_chunkserver(1, &env).unwrap();
     let until = Instant::now() + Duration::from_secs(30);
     while c.cluster_info().await.map_or(0, |i| i.chunkservers.len()) < 1 {
         assert!(Instant::now() < until, "the chunkserver did not register");
