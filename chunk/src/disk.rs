@@ -36,6 +36,8 @@ pub struct Disk {
     bytes: AtomicU64,
     /// Chunks on it.
     chunks: AtomicU64,
+    /// Bytes that writes in flight add to chunks (see [`Disk::claim`]).
+    growing: AtomicU64,
     /// Files of deleted chunks kept for new ones (`crate::spare`).
     pub spares: Spares,
     /// Keeps the disk's lock file (and its flock) while we run.
@@ -86,6 +88,7 @@ impl Disk {
             damaged: AtomicBool::new(false),
             failed_chunks: Mutex::new(HashSet::new()),
             bytes: AtomicU64::new(0),
+            growing: AtomicU64::new(0),
             chunks: AtomicU64::new(0),
             spares: Spares::load(&spec.path),
             _lock: lock,
@@ -151,6 +154,21 @@ impl Disk {
     }
 
     /// Space on the disk now (statvfs), capped by the `mfshdd.cfg` limit.
+    /// Claims `grow` bytes for a write that lengthens a chunk, if the
+    /// disk has them free beyond `reserve` counting the other writes in
+    /// flight (writes to different chunks run at once: each checking the
+    /// free space alone, they could together overrun the reserve and meet
+    /// the file system's own ENOSPC midway). The claim ends when dropped,
+    /// after the write. `Err(avail)` inside: no room (`avail`: the free
+    /// space it saw).
+    pub fn claim(&self, grow: u64, reserve: u64) -> std::io::Result<Result<Claim<'_>, u64>> {
+        let others = self.growing.fetch_add(grow, Ordering::AcqRel);
+        let claim = Claim { disk: self, grow };
+        let avail = self.space()?.avail;
+        let want = reserve.saturating_add(grow).saturating_add(others);
+        Ok(if avail < want { Err(avail) } else { Ok(claim) })
+    }
+
     pub fn space(&self) -> std::io::Result<Space> {
         let (fs_total, fs_used, fs_avail) = statvfs(&self.path)?;
         Ok(match self.limit {
@@ -329,6 +347,26 @@ mod tests {
     use crate::format::ChunkFile;
 
     #[test]
+    fn writes_in_flight_claim_room_together() {
+        let d = tempfile::tempdir().unwrap();
+        let spec = DiskSpec {
+            path: d.path().to_owned(),
+            marked: false,
+            limit: Some(10 << 20),
+        };
+        let disk = Disk::open(&spec).unwrap();
+        let mib = 1u64 << 20;
+        let claim = |grow| disk.claim(grow * mib, mib).unwrap();
+        let a = claim(4).expect("room for the first");
+        let b = claim(4).expect("1 MiB reserve + 8 MiB in flight fit in 10");
+        assert!(claim(2).is_err(), "the third would overrun the reserve");
+        drop(a);
+        let c = claim(2).expect("room once the first write is done");
+        drop((b, c));
+        assert_eq!(disk.growing.load(Ordering::Relaxed), 0, "claims end");
+    }
+
+    #[test]
     fn scan_finds_chunks_removes_temps_and_reports_bad_ones() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path();
@@ -424,5 +462,18 @@ mod tests {
         assert!(disk.note_io_error(2));
         assert!(disk.is_damaged());
         assert!(!disk.note_io_error(3), "reported once");
+    }
+}
+
+/// Bytes claimed on a disk for a write in flight ([`Disk::claim`]).
+#[derive(Debug)]
+pub struct Claim<'a> {
+    disk: &'a Disk,
+    grow: u64,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.disk.growing.fetch_sub(self.grow, Ordering::AcqRel);
     }
 }

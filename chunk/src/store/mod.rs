@@ -595,18 +595,21 @@ impl Store {
         Self::check(&slot, &s, version)?;
         let end = offset + data.len() as u64;
         let disk = &self.disks[slot.disk];
+        let mut _claim = None;
         if end > s.length {
             let grow = end - s.length;
-            let space = disk.space().map_err(|e| {
+            let claimed = disk.claim(grow, self.opts.reserve).map_err(|e| {
                 ChunkError::io(format!("checking space on {}", disk.path.display()), e)
             })?;
-            if space.avail < self.opts.reserve.saturating_add(grow) {
-                return Err(ChunkError::NoSpace(format!(
-                    "disk {} has {} bytes free, keeping {} in reserve (HDD_LEAVE_SPACE_DEFAULT)",
-                    disk.path.display(),
-                    space.avail,
-                    self.opts.reserve
-                )));
+            match claimed {
+                Ok(c) => _claim = Some(c),
+                Err(avail) => {
+                    return Err(ChunkError::NoSpace(format!(
+                        "disk {} has {avail} bytes free, keeping {} in reserve (HDD_LEAVE_SPACE_DEFAULT) and {grow} for this write besides those in flight",
+                        disk.path.display(),
+                        self.opts.reserve
+                    )))
+                }
             }
         }
         let opened = s.file.is_none();
