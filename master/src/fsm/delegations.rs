@@ -151,30 +151,25 @@ impl Namespace {
     /// `CreateAt` (a regular file, opened for the session) or, with
     /// `dir`, `MkdirAt` (a directory, delegated to the session when it
     /// could be asked for: it inherits what made its parent foreseeable).
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn make_at(
         &mut self,
         sid: Option<SessionId>,
-        cred: &Cred,
-        parent: Inode,
-        name: &[u8],
-        (mode, umask): (u32, u32),
-        ino: Inode,
-        time: Timespec,
+        m: &MakeAt,
         t: Timespec,
         dir: bool,
     ) -> Result<Reply, Errno> {
+        let (cred, parent, name, ino) = (&m.cred, m.parent, &m.name, m.inode);
         let s = sid.ok_or(Errno::EBADF)?;
         self.may_create(cred, parent, name)?;
         let range = self.held_range(s, ino)?;
-        let time = client_time(time, t);
+        let time = client_time(m.time, t);
         let (ftype, data) = if dir {
             let entries = std::collections::BTreeMap::new();
             (FileType::Directory, NodeData::Dir { parent, entries })
         } else {
             (FileType::Regular, NodeData::File { chunks: Vec::new() })
         };
-        let node = self.new_child(cred, parent, ftype, mode, umask, data, time)?;
+        let node = self.new_child(cred, parent, ftype, m.mode, m.umask, data, time)?;
         self.take_held(s, range, ino);
         let attr = self.insert_child_at(parent, name, node, time, ino)?;
         if !dir {
@@ -269,8 +264,8 @@ impl Namespace {
         let allowed = |op: &Op| {
             matches!(
                 op,
-                Op::CreateAt { .. }
-                    | Op::MkdirAt { .. }
+                Op::CreateAt(_)
+                    | Op::MkdirAt(_)
                     | Op::Release { .. }
                     | Op::ReleaseMany { .. }
                     | Op::Unlink { .. }

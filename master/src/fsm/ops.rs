@@ -364,44 +364,8 @@ impl Namespace {
                 self.undelegate(sid, *dir, *holder);
                 Ok(Reply::Ok)
             }
-            Op::CreateAt {
-                cred,
-                parent,
-                name,
-                mode,
-                umask,
-                inode,
-                time,
-            } => self.make_at(
-                sid,
-                cred,
-                *parent,
-                name,
-                (*mode, *umask),
-                *inode,
-                *time,
-                t,
-                false,
-            ),
-            Op::MkdirAt {
-                cred,
-                parent,
-                name,
-                mode,
-                umask,
-                inode,
-                time,
-            } => self.make_at(
-                sid,
-                cred,
-                *parent,
-                name,
-                (*mode, *umask),
-                *inode,
-                *time,
-                t,
-                true,
-            ),
+            Op::CreateAt(m) => self.make_at(sid, m, t, false),
+            Op::MkdirAt(m) => self.make_at(sid, m, t, true),
             Op::Batch { ops } => self.batch(ops, |ns, op| ns.execute_op(sid, t, op)),
             Op::Opens { opens } => Ok(Reply::Batch(
                 opens.iter().map(|r| self.apply_logged_open(r)).collect(),

@@ -225,6 +225,21 @@ pub enum TimeSet {
     At(Timespec),
 }
 
+/// A create or mkdir a mount answered itself (`Op::CreateAt`,
+/// `Op::MkdirAt`): encoded as the fields of those ops always were.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MakeAt {
+    pub cred: Cred,
+    pub parent: Inode,
+    pub name: Vec<u8>,
+    pub mode: u32,
+    pub umask: u32,
+    /// A number the session holds.
+    pub inode: Inode,
+    /// The mount's clock.
+    pub time: Timespec,
+}
+
 /// How a file is opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpenMode {
@@ -575,15 +590,7 @@ pub enum Op {
     /// session holds (EINVAL otherwise), with times `time` (the mount's
     /// clock, as it answered; the request's time when more than a minute
     /// away from it). Replies `Reply::Attr`.
-    CreateAt {
-        cred: Cred,
-        parent: Inode,
-        name: Vec<u8>,
-        mode: u32,
-        umask: u32,
-        inode: Inode,
-        time: Timespec,
-    },
+    CreateAt(MakeAt),
     /// A mount's write-back queue: `ops` applied in order, each as if
     /// alone (one failing does not stop the next). Only `CreateAt`, `MkdirAt`,
     /// `Release`, `ReleaseMany`, `Unlink`, `Rmdir`, `Rename`, the
@@ -618,15 +625,7 @@ pub enum Op {
     /// `CreateAt` of a directory: made with the held number `inode`, and
     /// delegated to the session at once (nobody else can have seen it).
     /// Replies `Reply::Attr`.
-    MkdirAt {
-        cred: Cred,
-        parent: Inode,
-        name: Vec<u8>,
-        mode: u32,
-        umask: u32,
-        inode: Inode,
-        time: Timespec,
-    },
+    MkdirAt(MakeAt),
     /// `WriteChunkEnd` queued by a mount holding the file's directory,
     /// with its own time as the ctime (`ctime`; the request's time when
     /// more than a minute away from it, as `CreateAt`'s) and the mtime
@@ -724,8 +723,8 @@ impl Op {
             Op::WriteNewChunk { .. } => "WriteNewChunk",
             Op::Delegate { .. } => "Delegate",
             Op::Undelegate { .. } => "Undelegate",
-            Op::CreateAt { .. } => "CreateAt",
-            Op::MkdirAt { .. } => "MkdirAt",
+            Op::CreateAt(_) => "CreateAt",
+            Op::MkdirAt(_) => "MkdirAt",
             Op::Batch { .. } => "Batch",
             Op::Opens { .. } => "Opens",
             Op::HoldChunks { .. } => "HoldChunks",

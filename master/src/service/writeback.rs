@@ -18,7 +18,7 @@ use super::convert::{location_to_pb, ts_from_pb};
 use super::error::{errno_status, errno_status_with, invalid};
 use super::meta::{Meta, R};
 use crate::chunks::ChunkError;
-use crate::fsm::{self, ChunkId, Errno, Inode, Op, Reply, SessionId};
+use crate::fsm::{self, ChunkId, Errno, Inode, MakeAt, Op, Reply, SessionId};
 use crate::raft::node::now;
 use mfs_proto::ChunkAccess;
 
@@ -426,27 +426,14 @@ fn made_at(c: &Caller, x: pb::CreateAtOp, dir: bool) -> Result<Op, Status> {
         .as_ref()
         .and_then(ts_from_pb)
         .ok_or_else(|| invalid("Batch: a create or mkdir without a valid time"))?;
-    let (cred, parent, inode) = (c.cred(x.cred), Inode(x.parent), Inode(x.inode));
-    let (name, mode, umask) = (x.name, x.mode, x.umask);
-    Ok(if dir {
-        Op::MkdirAt {
-            cred,
-            parent,
-            name,
-            mode,
-            umask,
-            inode,
-            time,
-        }
-    } else {
-        Op::CreateAt {
-            cred,
-            parent,
-            name,
-            mode,
-            umask,
-            inode,
-            time,
-        }
-    })
+    let m = MakeAt {
+        cred: c.cred(x.cred),
+        parent: Inode(x.parent),
+        name: x.name,
+        mode: x.mode,
+        umask: x.umask,
+        inode: Inode(x.inode),
+        time,
+    };
+    Ok(if dir { Op::MkdirAt(m) } else { Op::CreateAt(m) })
 }

@@ -36,7 +36,7 @@ fn delegate(dir: Inode, inodes: u32) -> Op {
 }
 
 fn create_at(parent: Inode, name: &str, inode: u64, sec: i64) -> Op {
-    Op::CreateAt {
+    Op::CreateAt(MakeAt {
         cred: user(1000),
         parent,
         name: name.as_bytes().to_vec(),
@@ -44,7 +44,7 @@ fn create_at(parent: Inode, name: &str, inode: u64, sec: i64) -> Op {
         umask: 0o022,
         inode: Inode(inode),
         time: ts(sec),
-    }
+    })
 }
 
 fn granted(r: Reply) -> (u64, u32) {
@@ -358,14 +358,16 @@ fn a_directory_made_in_a_batch_is_held_at_once() {
     let mut h = unquoted();
     let d = h.mkdir(&root(), R, "d", 0o777).inode;
     let (first, _) = granted(h.run(delegate(d, 10)));
-    let mkdir_at = |parent: Inode, name: &str, inode: u64, sec: i64| Op::MkdirAt {
-        cred: user(1000),
-        parent,
-        name: name.as_bytes().to_vec(),
-        mode: 0o3777,
-        umask: 0o022,
-        inode: Inode(inode),
-        time: ts(sec),
+    let mkdir_at = |parent: Inode, name: &str, inode: u64, sec: i64| {
+        Op::MkdirAt(MakeAt {
+            cred: user(1000),
+            parent,
+            name: name.as_bytes().to_vec(),
+            mode: 0o3777,
+            umask: 0o022,
+            inode: Inode(inode),
+            time: ts(sec),
+        })
     };
     let sub = Inode(first);
     let t0 = h.now - 30;

@@ -179,7 +179,7 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
             },
             250..254 => Op::Opens { opens: Vec::new() },
             254..258 => Op::Batch {
-                ops: vec![Op::MkdirAt {
+                ops: vec![Op::MkdirAt(MakeAt {
                     cred: c,
                     parent: p,
                     name: fresh.clone(),
@@ -187,7 +187,7 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
                     umask: 0o022,
                     inode: Inode(0),
                     time: ts(t),
-                }],
+                })],
             },
             _ => unreachable!("range"),
         };
@@ -205,7 +205,7 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
             .find(|&x| sim.reserved.contains_key(&SessionId(x as u64)));
         let creates = matches!(
             op,
-            Op::CreateAt { .. } | Op::Batch { .. } | Op::HoldChunks { .. }
+            Op::CreateAt(_) | Op::Batch { .. } | Op::HoldChunks { .. }
         );
         // Mostly live sessions, sometimes none or a dead one.
         let s = match rng.random_range(0..20) {
@@ -275,8 +275,7 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
 /// Gives the write-back creates in `op` (inode 0) the number `ino`.
 fn fill_held(op: &mut Op, ino: Inode) {
     match op {
-        Op::CreateAt { inode, .. } if inode.0 == 0 => *inode = ino,
-        Op::MkdirAt { inode, .. } if inode.0 == 0 => *inode = ino,
+        Op::CreateAt(m) | Op::MkdirAt(m) if m.inode.0 == 0 => m.inode = ino,
         Op::Open { inode, .. } if inode.0 == 0 => *inode = ino,
         Op::Batch { ops } => ops.iter_mut().for_each(|o| fill_held(o, ino)),
         _ => {}
@@ -328,14 +327,14 @@ fn same_log_same_image() {
             let reply = ns.apply(r);
             match (&r.op, reply) {
                 (Op::Delegate { .. }, Reply::Delegated { .. }) => delegated += 1,
-                (Op::CreateAt { .. }, Reply::Attr(_)) => made += 1,
+                (Op::CreateAt(_), Reply::Attr(_)) => made += 1,
                 (Op::Opens { .. }, Reply::Batch(e)) => {
                     opened += e.iter().filter(|&&e| e == 0).count()
                 }
                 (Op::Batch { ops }, Reply::Batch(e)) => {
                     for (o, e) in ops.iter().zip(e) {
                         match o {
-                            Op::CreateAt { .. } | Op::MkdirAt { .. } if e == 0 => made += 1,
+                            Op::CreateAt(_) | Op::MkdirAt(_) if e == 0 => made += 1,
                             Op::AttachChunk { .. } if e == 0 => attached += 1,
                             Op::WriteChunkEndTimed { .. } if e == 0 => ended += 1,
                             Op::Open { .. } if e == 0 => opened += 1,
@@ -661,7 +660,7 @@ fn inconsistent_namespace_is_refused() {
 
 /// A write-back create (`Op::CreateAt`) at the mount's time `sec`.
 fn create_at(c: &Cred, parent: Inode, name: &[u8], inode: Inode, sec: i64) -> Op {
-    Op::CreateAt {
+    Op::CreateAt(MakeAt {
         cred: c.clone(),
         parent,
         name: name.to_vec(),
@@ -669,7 +668,7 @@ fn create_at(c: &Cred, parent: Inode, name: &[u8], inode: Inode, sec: i64) -> Op
         umask: 0o022,
         inode,
         time: ts(sec),
-    }
+    })
 }
 
 /// Log entries are bincode, an op by its variant's index: a master must
@@ -717,7 +716,7 @@ fn op_variant_indices_are_pinned() {
         (47, Op::Opens { opens: Vec::new() }),
         (
             48,
-            Op::MkdirAt {
+            Op::MkdirAt(MakeAt {
                 cred: c,
                 parent: Inode(1),
                 name: b"d".to_vec(),
@@ -725,7 +724,7 @@ fn op_variant_indices_are_pinned() {
                 umask: 0,
                 inode: Inode(9),
                 time: t,
-            },
+            }),
         ),
         (
             49,
@@ -754,7 +753,7 @@ fn make_at_entries_keep_their_encoding() {
         gid: 6,
         groups: vec![7],
     };
-    let create = Op::CreateAt {
+    let create = Op::CreateAt(MakeAt {
         cred: c.clone(),
         parent: Inode(1),
         name: b"f".to_vec(),
@@ -762,8 +761,8 @@ fn make_at_entries_keep_their_encoding() {
         umask: 0o22,
         inode: Inode(9),
         time: ts(3),
-    };
-    let mkdir = Op::MkdirAt {
+    });
+    let mkdir = Op::MkdirAt(MakeAt {
         cred: c,
         parent: Inode(1),
         name: b"d".to_vec(),
@@ -771,7 +770,7 @@ fn make_at_entries_keep_their_encoding() {
         umask: 0o22,
         inode: Inode(10),
         time: ts(4),
-    };
+    });
     let bytes = |op: &Op| bincode::serde::encode_to_vec(op, bincode::config::standard()).unwrap();
     let create_bytes = [43, 5, 6, 1, 7, 1, 1, 102, 251, 164, 1, 18, 9, 6, 0];
     let mkdir_bytes = [48, 5, 6, 1, 7, 1, 1, 100, 251, 237, 1, 18, 10, 8, 0];
