@@ -148,8 +148,7 @@ impl Shared {
             super::writeback::Local::Made(a) if self.io.local_view(a.inode) == (None, None) => {
                 return self.reply_entry(parent, Ok(a), f, reply);
             }
-            super::writeback::Local::Made(_) => {}
-            super::writeback::Local::Ask => {}
+            super::writeback::Local::Made(_) | super::writeback::Local::Ask => {}
         }
         let r = self.master.lookup(&cred, parent, &name).await;
         self.reply_entry(parent, r, f, reply);
