@@ -278,6 +278,23 @@ impl Cluster {
         }
         // `-c` names a file that does not exist: refused. Use an empty one.
         std::fs::write(m.dir.join("none.cfg"), "")?;
+        // When the test started it, beside the master's own first line (a
+        // start that stalls shows as the gap between the two).
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let (secs, ms) = (since.as_secs() % 86_400, since.subsec_millis());
+        let mut note = std::fs::OpenOptions::new()
+            .append(true)
+            .open(m.dir.join("log"))?;
+        use std::io::Write as _;
+        writeln!(
+            note,
+            "(test harness: spawned at {:02}:{:02}:{:02}.{ms:03} UTC)",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        )?;
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
