@@ -24,6 +24,7 @@ use mfs_proto::v1::{
 };
 use tonic::Status;
 
+use super::queue::Scope;
 use super::{meta_client, session, MasterClient};
 use crate::error::ClientError;
 
@@ -92,6 +93,23 @@ impl MasterClient {
     pub(crate) async fn call_mut<Req, Resp, F, Fut>(
         &self,
         method: &'static str,
+        req: Req,
+        f: F,
+    ) -> Result<Resp, ClientError>
+    where
+        Req: Mutating,
+        F: Fn(super::Conn, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        self.call_mut_in(method, Scope::All, req, f).await
+    }
+
+    /// [`call_mut`](MasterClient::call_mut) waiting only for the queued
+    /// ops `scope` depends on.
+    pub(crate) async fn call_mut_in<Req, Resp, F, Fut>(
+        &self,
+        method: &'static str,
+        scope: Scope<'_>,
         mut req: Req,
         f: F,
     ) -> Result<Resp, ClientError>
@@ -105,7 +123,7 @@ impl MasterClient {
             let pending = self.next_request_id();
             let id = pending.id();
             req.set_request_id(id);
-            let result = self.inner.call(method, req.clone(), &f).await;
+            let result = self.inner.call_in(method, scope, req.clone(), &f).await;
             drop(pending);
             match result {
                 Err(e)
@@ -143,12 +161,17 @@ impl MasterClient {
             parent,
             name: name.to_vec(),
         };
+        let call = |ch, r| async move { meta_client(ch).lookup(r).await };
         let r = self
             .inner
-            .call("Lookup", req, |ch, r| async move {
-                meta_client(ch).lookup(r).await
-            })
+            .call_in("Lookup", Scope::Inodes(&[parent]), req.clone(), call)
             .await?;
+        let found = entry(r, "Lookup")?;
+        if !self.inner.queue.waits_on(found.inode) {
+            return Ok(found);
+        }
+        // What was found has changes queued here: ask again after them.
+        let r = self.inner.call("Lookup", req, call).await?;
         entry(r, "Lookup")
     }
 
@@ -156,19 +179,26 @@ impl MasterClient {
     pub async fn getattr(&self, inode: u64) -> Result<Attr, ClientError> {
         let r = self
             .inner
-            .call("GetAttr", GetAttrRequest { inode }, |ch, r| async move {
-                meta_client(ch).get_attr(r).await
-            })
+            .call_in(
+                "GetAttr",
+                Scope::Inodes(&[inode]),
+                GetAttrRequest { inode },
+                |ch, r| async move { meta_client(ch).get_attr(r).await },
+            )
             .await?;
         attr(r, "GetAttr")
     }
 
     /// Changes attributes (chmod, chown, truncate, utimens).
     pub async fn setattr(&self, req: SetAttrRequest) -> Result<Attr, ClientError> {
+        let inode = req.inode;
         let r = self
-            .call_mut("SetAttr", req, |ch, r| async move {
-                meta_client(ch).set_attr(r).await
-            })
+            .call_mut_in(
+                "SetAttr",
+                Scope::Inodes(&[inode]),
+                req,
+                |ch, r| async move { meta_client(ch).set_attr(r).await },
+            )
             .await?;
         attr(r, "SetAttr")
     }
@@ -214,12 +244,11 @@ impl MasterClient {
         &self,
         req: OpenRequest,
     ) -> Result<(Attr, Option<ChunkLocation>), ClientError> {
+        let inode = req.inode;
         let r = self
-            .call_mut(
-                "Open",
-                req,
-                |ch, r| async move { meta_client(ch).open(r).await },
-            )
+            .call_mut_in("Open", Scope::Inodes(&[inode]), req, |ch, r| async move {
+                meta_client(ch).open(r).await
+            })
             .await?;
         Ok((attr_of(r.attr, "Open")?, r.first_chunk))
     }
@@ -371,9 +400,12 @@ impl MasterClient {
             name: name.to_vec(),
         };
         self.inner
-            .call("GetXattr", req, |ch, r| async move {
-                meta_client(ch).get_xattr(r).await
-            })
+            .call_in(
+                "GetXattr",
+                Scope::Inodes(&[inode]),
+                req,
+                |ch, r| async move { meta_client(ch).get_xattr(r).await },
+            )
             .await
             .map(|r| r.value)
     }
@@ -398,9 +430,12 @@ impl MasterClient {
             inode,
         };
         self.inner
-            .call("ListXattr", req, |ch, r| async move {
-                meta_client(ch).list_xattr(r).await
-            })
+            .call_in(
+                "ListXattr",
+                Scope::Inodes(&[inode]),
+                req,
+                |ch, r| async move { meta_client(ch).list_xattr(r).await },
+            )
             .await
             .map(|r| r.names)
     }
@@ -425,9 +460,12 @@ impl MasterClient {
             index,
         };
         self.inner
-            .call("ReadChunk", req, |ch, r| async move {
-                meta_client(ch).read_chunk(r).await
-            })
+            .call_in(
+                "ReadChunk",
+                Scope::Inodes(&[inode]),
+                req,
+                |ch, r| async move { meta_client(ch).read_chunk(r).await },
+            )
             .await
     }
 
@@ -435,19 +473,27 @@ impl MasterClient {
     /// master allocates or versions it and answers with the chain to write
     /// to. EAGAIN means another session holds the lease: retry later.
     pub async fn write_chunk(&self, req: WriteChunkRequest) -> Result<ChunkLocation, ClientError> {
-        self.call_mut("WriteChunk", req, |ch, r| async move {
-            meta_client(ch).write_chunk(r).await
-        })
+        let inode = req.inode;
+        self.call_mut_in(
+            "WriteChunk",
+            Scope::Inodes(&[inode]),
+            req,
+            |ch, r| async move { meta_client(ch).write_chunk(r).await },
+        )
         .await
     }
 
     /// Ends a write to one chunk: commits the file length and releases the
     /// lease. Returns the file's attributes after it.
     pub async fn write_chunk_end(&self, req: WriteChunkEndRequest) -> Result<Attr, ClientError> {
+        let inode = req.inode;
         let r = self
-            .call_mut("WriteChunkEnd", req, |ch, r| async move {
-                meta_client(ch).write_chunk_end(r).await
-            })
+            .call_mut_in(
+                "WriteChunkEnd",
+                Scope::Inodes(&[inode]),
+                req,
+                |ch, r| async move { meta_client(ch).write_chunk_end(r).await },
+            )
             .await?;
         attr(r, "WriteChunkEnd")
     }
@@ -465,7 +511,7 @@ impl MasterClient {
             mask,
         };
         self.inner
-            .call("Access", req, |ch, r| async move {
+            .call_in("Access", Scope::Inodes(&[inode]), req, |ch, r| async move {
                 meta_client(ch).access(r).await
             })
             .await

@@ -8,7 +8,12 @@
 //! Every other call of this client waits for what was queued before it
 //! started ([`Queue::barrier`] in `Inner::call_with_limit`), so the master
 //! never sees a later call before the changes it may depend on (a write
-//! to a file made here, its release, the return of its directory). A batch
+//! to a file made here, its release, the return of its directory). A call
+//! that names the inodes it reads or changes ([`Scope::Inodes`]: a
+//! lookup, getattr, open, a chunk's lease...) waits only for the queued
+//! ops on those inodes, and for every queued removal or rename (their
+//! reach is wider than the names they carry): so overwriting file after
+//! file does not wait for the length commit of the one before. A batch
 //! goes at once when a call waits for it, else after at most [`LINGER`]
 //! for more ops to join it.
 
@@ -46,11 +51,30 @@ pub(crate) struct Queue {
     on_refused: Mutex<Option<OnRefused>>,
 }
 
+/// What a call may depend on among the queued ops.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Scope<'a> {
+    /// Everything queued before it.
+    All,
+    /// The ops on these inodes (and every op whose reach is not known by
+    /// its inodes: removals and renames).
+    Inodes(&'a [u64]),
+}
+
+/// Entries of [`Pending::touched`] kept before the answered ones are
+/// dropped.
+const TOUCHED_KEPT: usize = 4096;
+
 #[derive(Default)]
 struct Pending {
     ops: VecDeque<BatchOp>,
     /// Ops queued, counted from the start.
     queued: u64,
+    /// The ticket of the last op queued on each inode (see [`touches`]).
+    touched: HashMap<u64, u64>,
+    /// The ticket of the last op queued whose reach its inodes do not
+    /// tell (every scoped call waits for it).
+    wide: u64,
     /// Who waits for the answer of a queued op, by its ticket.
     answers: HashMap<u64, oneshot::Sender<Answer>>,
 }
@@ -128,11 +152,23 @@ impl Queue {
     /// Queues `op`, with who waits for its answer (registered under the
     /// same lock, so the batch that takes the op takes the waiter too).
     fn push_with(&self, op: BatchOp, answer: Option<oneshot::Sender<Answer>>) -> u64 {
+        let done = self.done();
         let ticket = {
             let mut p = self.lock();
-            p.ops.push_back(op);
             p.queued += 1;
             let ticket = p.queued;
+            match touches(&op) {
+                Some(inodes) => {
+                    if p.touched.len() >= TOUCHED_KEPT {
+                        p.touched.retain(|_, t| *t > done);
+                    }
+                    for i in inodes.into_iter().filter(|&i| i != 0) {
+                        p.touched.insert(i, ticket);
+                    }
+                }
+                None => p.wide = ticket,
+            }
+            p.ops.push_back(op);
             if let Some(tx) = answer {
                 p.answers.insert(ticket, tx);
             }
@@ -155,7 +191,22 @@ impl Queue {
 
     /// Waits until every op queued before this call was answered.
     pub(crate) async fn barrier(&self) {
-        let target = self.lock().queued;
+        self.barrier_in(Scope::All).await
+    }
+
+    /// Waits until the ops queued before this call that `scope` depends on
+    /// were answered.
+    pub(crate) async fn barrier_in(&self, scope: Scope<'_>) {
+        let target = {
+            let p = self.lock();
+            match scope {
+                Scope::All => p.queued,
+                Scope::Inodes(inodes) => inodes
+                    .iter()
+                    .filter_map(|i| p.touched.get(i))
+                    .fold(p.wide, |a, &b| a.max(b)),
+            }
+        };
         if self.done() >= target {
             return;
         }
@@ -163,6 +214,12 @@ impl Queue {
         let _waiting = Waiting::new(self);
         // The sender lives as long as `self`.
         let _ = rx.wait_for(|&d| d >= target).await;
+    }
+
+    /// Whether an op on `inode` is queued and not answered yet.
+    pub(crate) fn waits_on(&self, inode: u64) -> bool {
+        let last = self.lock().touched.get(&inode).copied().unwrap_or(0);
+        last > self.done()
     }
 
     /// Whether a call waits for the queue.
@@ -417,6 +474,22 @@ impl MasterClient {
     }
 }
 
+/// The inodes whose state `op` changes or depends on; None for a removal
+/// or rename (it changes what a name leads to, and the inode it removes
+/// or replaces is not in the op).
+fn touches(op: &BatchOp) -> Option<[u64; 2]> {
+    use batch_op::Op;
+    match op.op.as_ref()? {
+        Op::Create(c) | Op::Mkdir(c) => Some([c.parent, c.inode]),
+        Op::Release(inode) => Some([*inode, 0]),
+        Op::WriteEnd(w) => Some([w.inode, 0]),
+        Op::Write(w) => Some([w.inode, 0]),
+        Op::Attach(a) => Some([a.inode, 0]),
+        Op::Open(o) => Some([o.inode, 0]),
+        Op::Unlink(_) | Op::Rmdir(_) | Op::Rename(_) => None,
+    }
+}
+
 /// Whether a call must wait for the queue first: all but the queue's own
 /// and those that do not depend on it.
 pub(crate) fn waits_for_queue(method: &str) -> bool {
@@ -430,4 +503,77 @@ pub(crate) fn waits_for_queue(method: &str) -> bool {
             | "RegisterSession"
             | "Challenge"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use mfs_proto::v1::{CreateAtOp, UnlinkRequest, WriteChunkEndRequest};
+
+    use super::*;
+
+    fn create(parent: u64, inode: u64) -> BatchOp {
+        BatchOp {
+            op: Some(batch_op::Op::Create(CreateAtOp {
+                parent,
+                inode,
+                name: b"f".to_vec(),
+                ..Default::default()
+            })),
+        }
+    }
+
+    fn write_end(inode: u64) -> BatchOp {
+        BatchOp {
+            op: Some(batch_op::Op::WriteEnd(WriteChunkEndRequest {
+                inode,
+                ..Default::default()
+            })),
+        }
+    }
+
+    /// Whether the barrier for `scope` is passed now (without an answer).
+    async fn passes(q: &Queue, scope: Scope<'_>) -> bool {
+        tokio::time::timeout(Duration::from_millis(20), q.barrier_in(scope))
+            .await
+            .is_ok()
+    }
+
+    fn answer(q: &Queue, n: u64) {
+        q.lock().ops.drain(..n as usize);
+        q.done.send_modify(|d| *d += n);
+    }
+
+    #[tokio::test]
+    async fn a_scoped_call_waits_only_for_ops_on_its_inodes_and_for_removals() {
+        let q = Queue::default();
+        q.push(create(1, 10));
+        q.push(write_end(10));
+        // Another file, the directory, the file itself: only the first passes.
+        assert!(passes(&q, Scope::Inodes(&[11])).await);
+        assert!(!passes(&q, Scope::Inodes(&[1])).await);
+        assert!(!passes(&q, Scope::Inodes(&[11, 10])).await);
+        assert!(!passes(&q, Scope::All).await);
+        assert!(q.waits_on(10) && !q.waits_on(11));
+        // The create answered, not the length commit.
+        answer(&q, 1);
+        assert!(passes(&q, Scope::Inodes(&[1])).await);
+        assert!(!passes(&q, Scope::Inodes(&[10])).await);
+        // A removal holds back every call, whatever its inodes.
+        q.push(BatchOp {
+            op: Some(batch_op::Op::Unlink(UnlinkRequest {
+                parent: 2,
+                name: b"g".to_vec(),
+                ..Default::default()
+            })),
+        });
+        assert!(!passes(&q, Scope::Inodes(&[11])).await);
+        answer(&q, 1);
+        assert!(!passes(&q, Scope::Inodes(&[11])).await);
+        answer(&q, 1);
+        assert!(passes(&q, Scope::Inodes(&[11])).await);
+        assert!(passes(&q, Scope::All).await);
+        assert!(!q.waits_on(10));
+    }
 }

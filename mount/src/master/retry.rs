@@ -17,6 +17,7 @@ use rand::Rng;
 use tonic::{Code, Status};
 
 use super::addr::leader_hint;
+use super::queue::Scope;
 use super::Inner;
 use crate::error::{errno_of, from_status, status_text, ClientError};
 
@@ -97,7 +98,23 @@ impl Inner {
         F: Fn(super::Conn, Req) -> Fut,
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
-        self.call_with_limit(method, req, self.opts.overall_timeout, f)
+        self.call_in(method, Scope::All, req, f).await
+    }
+
+    /// [`Inner::call`] waiting only for the queued ops `scope` depends on.
+    pub(crate) async fn call_in<Req, Resp, F, Fut>(
+        &self,
+        method: &'static str,
+        scope: Scope<'_>,
+        req: Req,
+        f: F,
+    ) -> Result<Resp, ClientError>
+    where
+        Req: Clone,
+        F: Fn(super::Conn, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
+    {
+        self.call_with_limit(method, scope, req, self.opts.overall_timeout, f)
             .await
     }
 
@@ -108,6 +125,7 @@ impl Inner {
     pub(crate) async fn call_with_limit<Req, Resp, F, Fut>(
         &self,
         method: &'static str,
+        scope: Scope<'_>,
         req: Req,
         limit: Option<Duration>,
         f: F,
@@ -118,7 +136,7 @@ impl Inner {
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         if super::queue::waits_for_queue(method) {
-            self.queue.barrier().await;
+            self.queue.barrier_in(scope).await;
         }
         let start = Instant::now();
         let deadline = limit.map(|l| start + l);

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use mfs_proto::v1::{HeartbeatRequest, RequestId};
 
+use super::queue::Scope;
 use super::{meta_client, Inner};
 use crate::error::ClientError;
 
@@ -132,6 +133,7 @@ pub(crate) async fn heartbeat_once(
     inner
         .call_with_limit(
             "Heartbeat",
+            Scope::All,
             HeartbeatRequest { session },
             Some(limit),
             |ch, r| async move { meta_client(ch).heartbeat(r).await },

@@ -24,3 +24,4 @@ mod tools;
 mod trash;
 mod util;
 mod writeback;
+mod writeback_data;
