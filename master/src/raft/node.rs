@@ -145,10 +145,13 @@ impl MasterNode {
     /// Opens the data dir, checks the peers, and starts the Raft node. The
     /// gRPC server is started by the caller with [`Self::raft_service`].
     pub async fn start(cfg: &MasterConfig, res: &Resolved) -> Result<Arc<MasterNode>, String> {
+        let mut stage = Stages::new();
         let (datadir, db) =
             DataDir::open(&cfg.data_path, cfg.master_id).map_err(|e| e.to_string())?;
         let datadir = Arc::new(datadir);
+        stage.done("data dir opened");
         check_duplicate_id(cfg.master_id, &res.advertise, &res.peers).await?;
+        stage.done("peers checked for a duplicate id");
 
         let dd = datadir.clone();
         let ident = Arc::new(Identity::new(
@@ -163,9 +166,11 @@ impl MasterNode {
                 cfg.data_path.display()
             )
         })?;
+        stage.done("Raft log opened");
         let in_place = log.sync_in_place();
         let sm = StateMachine::open(cfg.data_path.join("snapshots"), cfg.snapshot_files.max(1))?;
         let shared = sm.shared.clone();
+        stage.done("snapshot loaded");
 
         let config = Config {
             cluster_name: "rmfs".into(),
@@ -197,6 +202,7 @@ impl MasterNode {
         let raft = Raft::new(cfg.master_id, config, net, log, sm)
             .await
             .map_err(|e| format!("cannot start Raft: {e}"))?;
+        stage.done("Raft started");
 
         let node = Arc::new(MasterNode {
             id: cfg.master_id,
@@ -650,6 +656,27 @@ impl MasterNode {
 }
 
 /// Refuses to start when another master already answers with our id.
+/// The stages of a start, each logged with how long it took (a start that
+/// stalls shows where).
+struct Stages(Instant);
+
+impl Stages {
+    fn new() -> Self {
+        tracing::info!("mfsmaster {} starting", env!("CARGO_PKG_VERSION"));
+        Stages(Instant::now())
+    }
+
+    fn done(&mut self, what: &str) {
+        let took = self.0.elapsed();
+        if took >= Duration::from_secs(1) {
+            tracing::warn!(?took, "start: {what}: slow");
+        } else {
+            tracing::info!(?took, "start: {what}");
+        }
+        self.0 = Instant::now();
+    }
+}
+
 async fn check_duplicate_id(
     my_id: u64,
     my_addr: &str,
