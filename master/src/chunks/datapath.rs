@@ -565,41 +565,62 @@ impl ChunkManager {
         if created {
             self.state().made_on_chain(chunk, session.0);
         }
-        match (mtime, change, ctime) {
-            (_, Some(c), _) => Op::WriteChunkEndWith {
-                cred: c.cred,
-                inode,
-                index,
-                chunk,
-                length,
-                mtime,
-                mode: c.mode,
-                atime: c.atime,
-            },
-            (mtime, None, Some(ctime)) => Op::WriteChunkEndTimed {
-                inode,
-                index,
-                chunk,
-                length,
-                mtime,
-                ctime,
-            },
-            (None, None, None) => Op::WriteChunkEnd {
-                inode,
-                index,
-                chunk,
-                length,
-            },
-            (Some(mtime), None, None) => Op::WriteChunkEndAt {
-                inode,
-                index,
-                chunk,
-                length,
-                mtime,
-            },
+        let end = end_kind(inode, index, chunk, length, (mtime, ctime), change);
+        // A new chunk its lease's writes never made: a hole again, not a
+        // chunk with no copy.
+        let fresh = self.node.shared.ns().chunk(chunk).is_some_and(|c| c.fresh);
+        if !created && fresh && self.state().unmade(chunk, session.0) {
+            return Op::WriteChunkEndUnmade { end: Box::new(end) };
         }
+        end
     }
+}
 
+/// The `WriteChunkEnd` kind that carries what a length commit gives.
+fn end_kind(
+    inode: Inode,
+    index: u32,
+    chunk: ChunkId,
+    length: u64,
+    (mtime, ctime): (Option<Timespec>, Option<Timespec>),
+    change: Option<EndChange>,
+) -> Op {
+    match (mtime, change, ctime) {
+        (_, Some(c), _) => Op::WriteChunkEndWith {
+            cred: c.cred,
+            inode,
+            index,
+            chunk,
+            length,
+            mtime,
+            mode: c.mode,
+            atime: c.atime,
+        },
+        (mtime, None, Some(ctime)) => Op::WriteChunkEndTimed {
+            inode,
+            index,
+            chunk,
+            length,
+            mtime,
+            ctime,
+        },
+        (None, None, None) => Op::WriteChunkEnd {
+            inode,
+            index,
+            chunk,
+            length,
+        },
+        (Some(mtime), None, None) => Op::WriteChunkEndAt {
+            inode,
+            index,
+            chunk,
+            length,
+            mtime,
+        },
+    }
+}
+
+impl ChunkManager {
     /// After a length commit: `session`'s lease on `chunk` ends.
     pub fn end_lease(&self, session: SessionId, chunk: ChunkId) {
         let mut st = self.state();

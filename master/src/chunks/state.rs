@@ -391,6 +391,15 @@ impl SoftState {
             .unwrap_or_default()
     }
 
+    /// Whether `session`'s lease on new chunk `chunk` is live and made no
+    /// copy yet (`Lease.create` still set) and no server told of one.
+    pub fn unmade(&self, chunk: ChunkId, session: u64) -> bool {
+        self.leases
+            .get(&chunk)
+            .is_some_and(|l| l.session == session && l.create)
+            && self.copies.get(&chunk).is_none_or(|h| h.is_empty())
+    }
+
     /// The alive servers of the chain of a lease (of any session, ended or
     /// not) on new chunk `chunk` at `version` whose writes make the copies
     /// (`Lease.create`): they may hold copies not heard of yet.

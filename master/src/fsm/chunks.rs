@@ -210,6 +210,34 @@ impl Namespace {
         Ok(Reply::Attr(attr))
     }
 
+    /// Takes chunk `id`, which no write made, out of slot `index` of
+    /// `inode` (a hole again) and out of the table (see
+    /// `Op::WriteChunkEndUnmade`). Replies the file's attributes.
+    pub(crate) fn drop_unmade_chunk(
+        &mut self,
+        inode: Inode,
+        index: u32,
+        id: ChunkId,
+    ) -> Result<Reply, Errno> {
+        let n = self.nodes.get_mut(&inode).ok_or(Errno::ENOENT)?;
+        let before = super::quota::contrib(n);
+        let mut gone = None;
+        if let NodeData::File { chunks } = &mut n.data {
+            if let Some(slot) = chunks.get_mut(index as usize).filter(|s| **s == Some(id)) {
+                gone = slot.take();
+            }
+            while chunks.last().is_some_and(Option::is_none) {
+                chunks.pop();
+            }
+        }
+        let attr = n.attr(inode);
+        self.recharge(inode, before);
+        if let Some(id) = gone {
+            self.release_chunk(id);
+        }
+        Ok(Reply::Attr(attr))
+    }
+
     /// `Op::PunchChunks`: slots `first..first + count` become holes.
     pub(crate) fn punch_chunks(
         &mut self,

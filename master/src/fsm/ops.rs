@@ -160,6 +160,21 @@ impl Namespace {
                 mode,
                 truncate,
             } => self.open(sid, cred, *inode, *mode, *truncate, t),
+            Op::OpenLeased {
+                cred,
+                inode,
+                mode,
+                chunk,
+                version,
+            } => {
+                let opened = self.open(sid, cred, *inode, *mode, true, t)?;
+                // A slot that cannot take it leaves the open alone: the
+                // opener then asks for the lease with WriteChunk.
+                if !self.chunk_held(*chunk) {
+                    let _ = self.write_new_chunk(sid, cred, *inode, 0, *chunk, *version);
+                }
+                Ok(opened)
+            }
             Op::Release { inode } => {
                 self.release(sid.ok_or(Errno::EBADF)?, *inode)?;
                 Ok(Reply::Ok)
@@ -187,6 +202,9 @@ impl Namespace {
                 name,
             } => self.snapshot(cred, *src, *parent, name, t),
             Op::ReserveChunkIds { count } => self.reserve_chunk_ids(*count),
+            // An id a session holds is its to attach (the leader never
+            // names one here).
+            Op::WriteNewChunk { chunk, .. } if self.chunk_held(*chunk) => Err(Errno::EINVAL),
             Op::WriteNewChunk {
                 cred,
                 inode,
@@ -304,6 +322,15 @@ impl Namespace {
                 let ctime = super::delegations::client_time(*ctime, t);
                 let times = (mtime.unwrap_or(ctime), ctime);
                 self.write_end(*inode, *index, *chunk, *length, times)
+            }
+            Op::WriteChunkEndUnmade { end } => {
+                let (inode, index, chunk) = end.write_end_target().ok_or(Errno::EINVAL)?;
+                let fresh = self.chunks.get(&chunk).is_some_and(|c| c.fresh);
+                let ended = self.execute_op(sid, t, end)?;
+                if !fresh {
+                    return Ok(ended);
+                }
+                self.drop_unmade_chunk(inode, index, chunk)
             }
             Op::ChunksDeleted { ids } => Ok(self.chunks_deleted(ids)),
             Op::SetGoal {

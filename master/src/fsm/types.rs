@@ -639,6 +639,57 @@ pub enum Op {
         mtime: Option<Timespec>,
         ctime: Timespec,
     },
+    /// `Open` with truncation that also places a new chunk (a reserved id
+    /// at `version`, as `WriteNewChunk`) in the emptied first slot, for
+    /// the opener's write lease: one entry for both. The open stands alone
+    /// when the chunk cannot be placed. Replies as `Open`.
+    OpenLeased {
+        cred: Cred,
+        inode: Inode,
+        mode: OpenMode,
+        chunk: ChunkId,
+        version: ChunkVersion,
+    },
+    /// The end of a write lease on a new chunk that no write made (they
+    /// failed, or none came: a truncating open's lease left unused):
+    /// `end` (one of the `WriteChunkEnd` kinds, else EINVAL) applies, then
+    /// the chunk, when it was still fresh, leaves its slot (a hole again)
+    /// and the table, instead of staying as a chunk with no copy. Replies
+    /// as `end`, with the attributes after both.
+    WriteChunkEndUnmade { end: Box<Op> },
+}
+
+impl Op {
+    /// The (inode, slot, chunk) of a `WriteChunkEnd` kind.
+    pub fn write_end_target(&self) -> Option<(Inode, u32, ChunkId)> {
+        match self {
+            Op::WriteChunkEnd {
+                inode,
+                index,
+                chunk,
+                ..
+            }
+            | Op::WriteChunkEndAt {
+                inode,
+                index,
+                chunk,
+                ..
+            }
+            | Op::WriteChunkEndWith {
+                inode,
+                index,
+                chunk,
+                ..
+            }
+            | Op::WriteChunkEndTimed {
+                inode,
+                index,
+                chunk,
+                ..
+            } => Some((*inode, *index, *chunk)),
+            _ => None,
+        }
+    }
 }
 
 /// What a session may do, from the line of `mfsexports.cfg` that let it
@@ -721,6 +772,8 @@ impl Op {
             Op::CowChunk { .. } => "CowChunk",
             Op::WriteChunkEndAt { .. } => "WriteChunkEndAt",
             Op::WriteNewChunk { .. } => "WriteNewChunk",
+            Op::OpenLeased { .. } => "OpenLeased",
+            Op::WriteChunkEndUnmade { .. } => "WriteChunkEndUnmade",
             Op::Delegate { .. } => "Delegate",
             Op::Undelegate { .. } => "Undelegate",
             Op::CreateAt(_) => "CreateAt",

@@ -325,16 +325,64 @@ impl MetaService for Meta {
         let (c, r) = self.admit(req, need, |r| vec![Inode(r.inode)]).await?;
         let (session, inode) = (r.id.as_ref().map_or(0, |i| i.session), r.inode);
         let mode = super::convert::open_mode(r.mode)?;
-        let op = Op::Open {
-            cred: c.cred(r.cred),
-            inode: Inode(r.inode),
-            mode,
-            truncate: r.truncate,
+        let cred = c.cred(r.cred);
+        // A truncating writer's first chunk, placed by the same entry: a
+        // new id reserved, the slot and the id claimed until it commits.
+        // Whatever keeps it from being had leaves the open alone.
+        let lease = if r.truncate && r.lease_first_chunk && mode != fsm::OpenMode::Read {
+            match self
+                .chunks
+                .batch_write_op(cred.clone(), Inode(inode), 0)
+                .await
+            {
+                Ok((Op::WriteNewChunk { chunk, version, .. }, claims)) => {
+                    Some((chunk, version, claims))
+                }
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let op = match &lease {
+            Some((chunk, version, _)) => Op::OpenLeased {
+                cred,
+                inode: Inode(inode),
+                mode,
+                chunk: *chunk,
+                version: *version,
+            },
+            None => Op::Open {
+                cred,
+                inode: Inode(inode),
+                mode,
+                truncate: r.truncate,
+            },
         };
         // Answered before the commit when nothing else is in flight: an
         // open's only lasting effect is the count later unlinks see.
         let req = self.request(r.id, op)?;
         let attr = self.attr_reply(self.node.open_before_commit(req).await?)?;
+        if let Some((chunk, _, claims)) = lease {
+            // The lease when the entry placed the chunk (not when a retry
+            // was answered from the reply cache: WriteChunk then).
+            let placed = self
+                .node
+                .shared
+                .ns()
+                .chunk_slot(Inode(inode), 0)
+                .ok()
+                .flatten()
+                == Some(chunk);
+            let loc = placed
+                .then(|| self.chunks.batch_lease(SessionId(session), Inode(inode), 0))
+                .and_then(Result::ok);
+            drop(claims);
+            let first_chunk = loc.map(|l| self.write_location(l, Inode(inode)));
+            return Ok(Response::new(pb::OpenReply {
+                attr: Some(attr),
+                first_chunk,
+            }));
+        }
         // Where a reader will read first, found now: one call less for a
         // small file. Whatever keeps ReadChunk from answering leaves it out.
         let first_chunk = if mode != fsm::OpenMode::Write && attr.size > 0 {

@@ -51,6 +51,9 @@ impl Shared {
             inode,
             mode: mode as i32,
             truncate,
+            // The first write after the cut needs the new first chunk's
+            // lease: given with the open.
+            lease_first_chunk: truncate && writable,
         };
         if truncate {
             self.wb.changed(&self.master, inode);
@@ -92,14 +95,20 @@ impl Shared {
                         open_here,
                         (mtime.sec, mtime.nsec, attr.size),
                     );
+                if truncate {
+                    self.sizes.set(inode, 0);
+                }
                 if truncate || !open_here {
                     // Cut, or nothing of ours is open: forget cached
                     // locations, so what other clients wrote is read afresh.
                     self.io.invalidate(inode);
                 }
-                // (Never given for a truncating open: the file is empty.)
-                if let Some(loc) = first_chunk {
-                    self.io.note_location(inode, 0, loc);
+                match first_chunk {
+                    // A truncating writer's: the write lease of the new
+                    // first chunk.
+                    Some(loc) if truncate && writable => self.io.adopt_lease(inode, 0, loc),
+                    Some(loc) => self.io.note_location(inode, 0, loc),
+                    None => {}
                 }
                 if writable {
                     self.io.set_credentials(inode, cred);
@@ -215,7 +224,7 @@ impl Shared {
         reply.created(
             &ttl,
             &self.attr_of(&attr, fetched),
-            Generation(0),
+            Generation(self.generation(&attr)),
             FileHandle(fh),
             FopenFlags::FOPEN_KEEP_CACHE,
         );
@@ -253,6 +262,8 @@ impl Shared {
         if let Some(f) = self.handles.file(fh.0) {
             f.dirty.store(true, Ordering::Relaxed);
         }
+        // The kernel's length is at least the end of what it writes.
+        self.sizes.grow(inode, offset + u64::from(len));
         match self.io.write_bytes(inode, offset, data.into()).await {
             Ok(()) => reply.written(len),
             Err(e) => reply.error(errno(&e)),

@@ -90,6 +90,9 @@ pub(crate) struct Shared {
     pub(crate) known: super::known_attrs::KnownAttrs,
     /// Directories delegated to this mount (see `writeback`).
     pub(crate) wb: Arc<super::writeback::WriteBack>,
+    /// The kernel's lengths of regular files, and inode generations (see
+    /// `sizes`).
+    pub(crate) sizes: super::sizes::KernelSizes,
 }
 
 /// What the binary keeps to shut the file system down cleanly.
@@ -172,6 +175,7 @@ impl MfsFs {
                 no_xattrs: Default::default(),
                 no_entry_cache: Default::default(),
                 known: Default::default(),
+                sizes: Default::default(),
             }),
             rt,
         };
@@ -280,6 +284,7 @@ impl Filesystem for MfsFs {
     fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
         let inode = self.shared.map.to_master(ino);
         self.shared.known.forget(inode);
+        self.shared.sizes.forget(inode);
         if !self.shared.handles.is_open(inode) {
             self.shared.io.forget(inode);
         }

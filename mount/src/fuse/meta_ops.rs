@@ -110,6 +110,15 @@ impl Shared {
         }
     }
 
+    /// The generation to give the kernel with an entry of `a` (see
+    /// `sizes`): a new one for a file another client changed the length
+    /// of, when nothing of it is open here and no write of ours waits.
+    pub(crate) fn generation(&self, a: &Attr) -> u64 {
+        self.sizes.entry(a, || {
+            !self.handles.is_open(a.inode) && self.io.local_view(a.inode) == (None, None)
+        })
+    }
+
     /// Answers a lookup (or a call that made a name) of `a` in `parent`,
     /// asked of the master at `f`.
     pub(crate) fn reply_entry(
@@ -124,7 +133,7 @@ impl Shared {
                 &self.attr_ttl(&a),
                 &self.entry_ttl(parent, &a, self.settings.entry_ttl),
                 &self.attr_of(&a, f),
-                Generation(0),
+                Generation(self.generation(&a)),
             ),
             Err(e) => reply.error(errno(&e)),
         }
@@ -249,6 +258,9 @@ impl Shared {
         match r {
             Ok(a) => {
                 change.done(&a);
+                if c.size.is_some() {
+                    self.sizes.set(inode, a.size);
+                }
                 reply.attr(&self.attr_ttl(&a), &self.attr_of(&a, f))
             }
             Err(e) => reply.error(errno(&e)),
@@ -682,7 +694,7 @@ impl Shared {
                 &name,
                 &self.entry_ttl(dir, &attr, self.attr_ttl(&attr).min(ttl)),
                 &self.attr_of(&attr, fetched),
-                Generation(0),
+                Generation(self.generation(&attr)),
             ) {
                 break;
             }

@@ -37,6 +37,7 @@ mod meta_ops;
 pub mod metafs;
 pub mod options;
 mod releases;
+mod sizes;
 mod writeback;
 pub mod xattrs;
 

@@ -380,6 +380,13 @@ impl FileIo {
         self.inner.note_location(inode, index, loc);
     }
 
+    /// Takes `loc` as this client's write lease on chunk `index` of `inode`
+    /// (a truncating open's new first chunk, `OpenReply.first_chunk`), as
+    /// if WriteChunk had just answered it.
+    pub fn adopt_lease(&self, inode: u64, index: u32, loc: ChunkLocation) {
+        self.inner.adopt_lease(inode, index, loc);
+    }
+
     /// Forgets the cached chunk locations and data blocks of `inode` (after
     /// a truncate, or when its data may have moved or changed).
     pub fn invalidate(&self, inode: u64) {

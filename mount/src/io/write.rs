@@ -186,6 +186,17 @@ impl Inner {
         lock(&self.files).get(&inode).cloned()
     }
 
+    /// See [`super::FileIo::adopt_lease`]; a lease with no chunk or no
+    /// chain is left (the first write asks with WriteChunk).
+    pub(crate) fn adopt_lease(&self, inode: u64, index: u32, loc: ChunkLocation) {
+        if loc.chunk_id == 0 || loc.servers.is_empty() {
+            return;
+        }
+        let file = self.file(inode);
+        lock(&file.state).leases.insert(index, Arc::new(loc));
+        self.forget_location(inode, index);
+    }
+
     /// The chain of the write lease this client holds on a chunk, if any.
     pub(crate) fn lease_location(&self, inode: u64, index: u32) -> Option<Arc<ChunkLocation>> {
         self.existing_file(inode)?.lease(index)

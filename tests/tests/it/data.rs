@@ -83,6 +83,7 @@ fn open_to_read(inode: u64) -> OpenRequest {
         inode,
         mode: OpenMode::Read as i32,
         truncate: false,
+        lease_first_chunk: false,
     }
 }
 

@@ -14,6 +14,7 @@ mod masters;
 mod metalog;
 mod mount;
 mod opens;
+mod overwrite;
 mod partition;
 mod quota;
 mod realworld;

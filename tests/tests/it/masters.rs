@@ -518,6 +518,7 @@ async fn an_open_answered_early_comes_before_a_later_unlink() {
         inode,
         mode: OpenMode::Read as i32,
         truncate: false,
+        lease_first_chunk: false,
     };
     let unlink = |name: &str| UnlinkRequest {
         id: None,

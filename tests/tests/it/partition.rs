@@ -293,6 +293,7 @@ async fn a_chunkserver_cut_off_mid_read_and_write() {
         inode,
         mode: OpenMode::Read as i32,
         truncate: false,
+        lease_first_chunk: false,
     })
     .await
     .unwrap();

@@ -68,7 +68,7 @@ fn number_after(text: &str, prefix: &str) -> u64 {
 }
 
 /// (chunk "ID_VERSION", copy addresses) for each chunk mfsfileinfo lists.
-fn fileinfo_chunks(text: &str) -> Vec<(String, Vec<String>)> {
+pub(crate) fn fileinfo_chunks(text: &str) -> Vec<(String, Vec<String>)> {
     let mut out: Vec<(String, Vec<String>)> = Vec::new();
     for l in text.lines() {
         if let Some(rest) = l.strip_prefix("\tchunk ") {

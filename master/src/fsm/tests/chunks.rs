@@ -399,6 +399,96 @@ fn a_new_chunk_in_one_entry() {
 }
 
 #[test]
+fn a_truncating_open_places_the_first_new_chunk_in_the_same_entry() {
+    let mut h = harness();
+    let c = user(1000);
+    let f = h.create(&c, R, "f", 0o644);
+    // The file has data in two chunks.
+    let old = alloc(&mut h, f.inode, 0).expect("alloc");
+    alloc(&mut h, f.inode, 1).expect("alloc");
+    h.run(write_end(f.inode, 1, ChunkId(old.0 + 1), CHUNK_SIZE + 10));
+    let Reply::Chunk { id: first, .. } = internal(&mut h.ns, Op::ReserveChunkIds { count: 2 })
+    else {
+        panic!("no ids reserved")
+    };
+    let leased = |cred: &Cred, chunk: ChunkId| Op::OpenLeased {
+        cred: cred.clone(),
+        inode: f.inode,
+        mode: OpenMode::ReadWrite,
+        chunk,
+        version: ChunkVersion(1),
+    };
+    // Somebody who may not write: neither the open nor the chunk.
+    assert_eq!(h.err(leased(&user(2000), first)), Errno::EACCES);
+    let a = h.attr(leased(&c, first));
+    assert_eq!(a.size, 0, "truncated");
+    assert_eq!(h.ns.file_chunks(f.inode), Ok(&[Some(first)][..]));
+    let info = h.ns.chunk(first).expect("placed").clone();
+    assert!(info.fresh && info.version == ChunkVersion(1));
+    assert!(
+        h.ns.chunk(old).is_none(),
+        "the old chunks went with the cut"
+    );
+    // Its write ends as any new chunk's.
+    let a = h.attr(write_end(f.inode, 0, first, 4096));
+    assert_eq!(a.size, 4096);
+    // An id that cannot be placed (not reserved): the open stands alone.
+    let a = h.attr(leased(&c, ChunkId(first.0 + 7)));
+    assert_eq!(a.size, 0);
+    assert_eq!(h.ns.file_chunks(f.inode), Ok(&[][..]));
+}
+
+#[test]
+fn a_new_chunk_no_write_made_is_a_hole_again_after_its_end() {
+    let mut h = harness();
+    let c = user(1000);
+    let f = h.create(&c, R, "f", 0o644);
+    let Reply::Chunk { id: a, .. } = internal(&mut h.ns, Op::ReserveChunkIds { count: 3 }) else {
+        panic!("no ids reserved")
+    };
+    let b = ChunkId(a.0 + 1);
+    let new = |chunk: ChunkId, index: u32| Op::WriteNewChunk {
+        cred: c.clone(),
+        inode: f.inode,
+        index,
+        chunk,
+        version: ChunkVersion(1),
+    };
+    h.run(new(a, 0));
+    h.run(new(b, 1));
+    let unmade = |chunk: ChunkId, index: u32, length: u64| Op::WriteChunkEndUnmade {
+        end: Box::new(write_end(f.inode, index, chunk, length)),
+    };
+    // The second chunk's write ended; the first one's writes made nothing.
+    h.attr(write_end(f.inode, 1, b, CHUNK_SIZE + 5));
+    let attr = h.attr(unmade(a, 0, CHUNK_SIZE + 5));
+    assert_eq!(attr.size, CHUNK_SIZE + 5);
+    assert_eq!(h.ns.file_chunks(f.inode), Ok(&[None, Some(b)][..]));
+    assert!(h.ns.chunk(a).is_none(), "out of the table");
+    // A chunk a write ended on stays, whatever the end says.
+    h.attr(unmade(b, 1, 0));
+    assert_eq!(h.ns.file_chunks(f.inode), Ok(&[None, Some(b)][..]));
+    // The last slot emptied: the list is trimmed.
+    let g = h.create(&c, R, "g", 0o644);
+    h.run(Op::WriteNewChunk {
+        cred: c.clone(),
+        inode: g.inode,
+        index: 0,
+        chunk: ChunkId(a.0 + 2),
+        version: ChunkVersion(1),
+    });
+    h.attr(Op::WriteChunkEndUnmade {
+        end: Box::new(write_end(g.inode, 0, ChunkId(a.0 + 2), 0)),
+    });
+    assert_eq!(h.ns.file_chunks(g.inode), Ok(&[][..]));
+    // Only around a WriteChunkEnd kind.
+    let other = Op::WriteChunkEndUnmade {
+        end: Box::new(Op::Release { inode: f.inode }),
+    };
+    assert_eq!(h.err(other), Errno::EINVAL);
+}
+
+#[test]
 fn punched_chunks_become_holes() {
     let mut h = harness();
     let c = user(1000);

@@ -61,7 +61,7 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
         let index = rng.random_range(0..4u32);
         let chunk = ChunkId(rng.random_range(1..20));
         let opener = c.clone();
-        let op = match rng.random_range(0..258) {
+        let op = match rng.random_range(0..266) {
             0..40 => mkdir(&c, p, &name, 0o777),
             40..70 => Op::Create {
                 cred: c,
@@ -188,6 +188,21 @@ fn random_log(seed: u64, n: usize) -> Vec<Request> {
                     inode: Inode(0),
                     time: ts(t),
                 })],
+            },
+            258..262 => Op::OpenLeased {
+                cred: c,
+                inode: p,
+                mode: OpenMode::ReadWrite,
+                chunk: ChunkId(rng.random_range(1..40)),
+                version: ChunkVersion(1),
+            },
+            262..266 => Op::WriteChunkEndUnmade {
+                end: Box::new(Op::WriteChunkEnd {
+                    inode: p,
+                    index,
+                    chunk,
+                    length: rng.random_range(0..5 * CHUNK_SIZE),
+                }),
             },
             _ => unreachable!("range"),
         };
@@ -717,7 +732,7 @@ fn op_variant_indices_are_pinned() {
         (
             48,
             Op::MkdirAt(MakeAt {
-                cred: c,
+                cred: c.clone(),
                 parent: Inode(1),
                 name: b"d".to_vec(),
                 mode: 0o755,
@@ -735,6 +750,22 @@ fn op_variant_indices_are_pinned() {
                 length: 1,
                 mtime: Some(t),
                 ctime: t,
+            },
+        ),
+        (
+            50,
+            Op::OpenLeased {
+                cred: c,
+                inode: Inode(9),
+                mode: OpenMode::Write,
+                chunk: ChunkId(1),
+                version: ChunkVersion(1),
+            },
+        ),
+        (
+            51,
+            Op::WriteChunkEndUnmade {
+                end: Box::new(Op::ChunksDeleted { ids: Vec::new() }),
             },
         ),
     ];

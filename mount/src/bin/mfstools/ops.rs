@@ -238,6 +238,7 @@ impl Ctx {
                 inode: t.inode,
                 mode: OpenMode::Read as i32,
                 truncate: false,
+                lease_first_chunk: false,
             })
             .await
             .map_err(|e| e.to_string())?;

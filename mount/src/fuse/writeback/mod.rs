@@ -423,6 +423,7 @@ impl WriteBack {
                 inode,
                 mode: OpenMode::Read as i32,
                 truncate: false,
+                lease_first_chunk: false,
             })),
         });
         Some((a, first))
