@@ -67,6 +67,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     mfs_common::logging::init(&cfg.log_level);
+    tracing::info!(pid = std::process::id(), "mfsmaster: configuration read");
     mfs_proto::tls::load_and_set(&cfg.tls_cert_file, &cfg.tls_key_file, &cfg.tls_ca_file)
         .map_err(|e| anyhow::anyhow!("mfsmaster cannot start: {e}"))?;
     let res = cfg

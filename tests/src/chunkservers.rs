@@ -284,11 +284,68 @@ pub fn process_state(pid: Option<u32>) -> String {
         return "not started".into();
     };
     match std::fs::read_to_string(format!("/proc/{pid}/status")) {
-        Ok(s) => s
-            .lines()
-            .find(|l| l.starts_with("State:"))
-            .map(|l| format!("pid {pid}, {}", l.trim()))
-            .unwrap_or_else(|| format!("pid {pid}")),
+        Ok(s) => {
+            let state = s
+                .lines()
+                .find(|l| l.starts_with("State:"))
+                .map(|l| format!("pid {pid}, {}", l.trim()))
+                .unwrap_or_else(|| format!("pid {pid}"));
+            format!("{state}, {}", where_threads_wait(pid))
+        }
         Err(_) => format!("pid {pid} exited"),
+    }
+}
+
+/// Where each thread of `pid` waits in the kernel (`wchan`, with the
+/// thread's name) and the first thread's kernel stack: for a process that
+/// answers nothing, whether it waits on a lock, a disk or the network.
+fn where_threads_wait(pid: u32) -> String {
+    let mut waits = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            let dir = t.path();
+            let read = |f: &str| {
+                std::fs::read_to_string(dir.join(f))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            };
+            waits.push(format!("{}:{}", read("comm"), read("wchan")));
+        }
+    }
+    waits.sort();
+    let stack = std::fs::read_to_string(format!("/proc/{pid}/stack")).unwrap_or_default();
+    let stack: Vec<&str> = stack.lines().take(6).collect();
+    format!(
+        "{} threads waiting in [{}]; stack: {}{}",
+        waits.len(),
+        waits.join(" "),
+        stack.join(" <- "),
+        user_stacks(pid)
+    )
+}
+
+/// Every thread's stack as gdb shows it, when gdb is there (a few lines
+/// each; nothing otherwise).
+fn user_stacks(pid: u32) -> String {
+    let out = std::process::Command::new("timeout")
+        .args(["20", "gdb", "-batch", "-nx", "-p"])
+        .arg(pid.to_string())
+        .args(["-ex", "thread apply all bt 8"])
+        .stdin(std::process::Stdio::null())
+        .output();
+    let Ok(out) = out else {
+        return String::new();
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let frames: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with('#') || l.starts_with("Thread "))
+        .take(80)
+        .collect();
+    if frames.is_empty() {
+        String::new()
+    } else {
+        format!("\n{}", frames.join("\n"))
     }
 }

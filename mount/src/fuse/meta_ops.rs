@@ -694,7 +694,9 @@ impl Shared {
                 &name,
                 &self.entry_ttl(dir, &attr, self.attr_ttl(&attr).min(ttl)),
                 &self.attr_of(&attr, fetched),
-                Generation(self.generation(&attr)),
+                // The kernel does not take a new generation from a listing
+                // of a name it has (a lookup gives one: see `sizes`).
+                Generation(self.sizes.generation(e.inode)),
             ) {
                 break;
             }

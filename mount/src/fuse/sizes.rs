@@ -15,7 +15,9 @@
 //! the file is open here and no write of this mount waits for its commit:
 //! the old inode then holds nothing the new one lacks, and no open file of
 //! it fails. (With the file open here, the length the kernel keeps stays
-//! until it is closed.)
+//! until it is closed.) A listing (readdirplus) gives the generation the
+//! inode has: the kernel would not act on a new one there, and would at a
+//! later lookup, when the file may be open.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
