@@ -14,6 +14,7 @@ use mfs_proto::v1::{
 };
 use tonic::codegen::Bytes;
 
+use super::blocks;
 use super::conn::{classify, Failure};
 use super::split::{split, Piece};
 use super::{lock, Inner, QueuedLease, Retry};
@@ -308,6 +309,7 @@ impl Inner {
             }
         };
         drop_blocks();
+        let epoch = self.blocks.epoch(inode);
         let file = self.file(inode);
         let _shared = file.gate.read().await;
         let file = &file;
@@ -320,7 +322,26 @@ impl Inner {
             .buffer_unordered(self.opts.parallelism)
             .try_collect::<()>()
             .await;
-        drop_blocks();
+        // A small write at a block's start (a small file's data) stays
+        // readable here, under the lease it was written with.
+        match (&sent, pieces.as_slice()) {
+            (Ok(()), [p]) if p.len <= blocks::BLOCK && p.chunk_offset % blocks::BLOCK == 0 => {
+                match file.lease(p.index) {
+                    Some(loc) => {
+                        let at = blocks::ChunkAt {
+                            inode,
+                            index: p.index,
+                            chunk_id: loc.chunk_id,
+                            version: loc.version,
+                        };
+                        let written = data.slice(p.buf_range());
+                        self.blocks.wrote(at, p.chunk_offset, written, epoch);
+                    }
+                    None => drop_blocks(),
+                }
+            }
+            _ => drop_blocks(),
+        }
         let end = offset + data.len() as u64;
         let mut s = lock(&file.state);
         match &sent {
