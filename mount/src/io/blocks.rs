@@ -110,6 +110,33 @@ impl State {
         }
     }
 
+    /// Keeps `data` as block `key` of chunk `at`, the most recently used;
+    /// the least recently used go while the cache holds more than
+    /// `capacity` bytes.
+    fn put(&mut self, key: Key, at: ChunkAt, data: Bytes, capacity: usize) {
+        self.tick += 1;
+        let tick = self.tick;
+        self.bytes += data.len();
+        self.lru.insert(tick, key);
+        self.blocks.insert(
+            key,
+            Block {
+                chunk_id: at.chunk_id,
+                version: at.version,
+                data,
+                tick,
+            },
+        );
+        while self.bytes > capacity {
+            let Some((_, oldest)) = self.lru.pop_first() else {
+                break;
+            };
+            if let Some(b) = self.blocks.remove(&oldest) {
+                self.bytes -= b.data.len();
+            }
+        }
+    }
+
     fn bump(&mut self, inode: u64) {
         if self.epochs.len() >= MAX_EPOCHS && !self.epochs.contains_key(&inode) {
             self.epochs.clear();
@@ -187,27 +214,7 @@ impl Blocks {
         }
         let key = at.key(start);
         st.remove(&key);
-        st.tick += 1;
-        let tick = st.tick;
-        st.bytes += data.len();
-        st.lru.insert(tick, key);
-        st.blocks.insert(
-            key,
-            Block {
-                chunk_id: at.chunk_id,
-                version: at.version,
-                data,
-                tick,
-            },
-        );
-        while st.bytes > self.capacity {
-            let Some((_, oldest)) = st.lru.pop_first() else {
-                break;
-            };
-            if let Some(b) = st.blocks.remove(&oldest) {
-                st.bytes -= b.data.len();
-            }
-        }
+        st.put(key, at, data, self.capacity);
     }
 
     /// This client wrote `data` at the start of a block of chunk `at` (on
@@ -228,27 +235,7 @@ impl Blocks {
         if !keep {
             return;
         }
-        st.tick += 1;
-        let tick = st.tick;
-        st.bytes += data.len();
-        st.lru.insert(tick, key);
-        st.blocks.insert(
-            key,
-            Block {
-                chunk_id: at.chunk_id,
-                version: at.version,
-                data,
-                tick,
-            },
-        );
-        while st.bytes > self.capacity {
-            let Some((_, oldest)) = st.lru.pop_first() else {
-                break;
-            };
-            if let Some(b) = st.blocks.remove(&oldest) {
-                st.bytes -= b.data.len();
-            }
-        }
+        st.put(key, at, data, self.capacity);
     }
 
     /// This client is about to change bytes `[start, end)` of chunk `index`.
