@@ -153,7 +153,6 @@ impl Disk {
             });
     }
 
-    /// Space on the disk now (statvfs), capped by the `mfshdd.cfg` limit.
     /// Claims `grow` bytes for a write that lengthens a chunk, if the
     /// disk has them free beyond `reserve` counting the other writes in
     /// flight (writes to different chunks run at once: each checking the
@@ -169,6 +168,7 @@ impl Disk {
         Ok(if avail < want { Err(avail) } else { Ok(claim) })
     }
 
+    /// Space on the disk now (statvfs), capped by the `mfshdd.cfg` limit.
     pub fn space(&self) -> std::io::Result<Space> {
         let (fs_total, fs_used, fs_avail) = statvfs(&self.path)?;
         Ok(match self.limit {

@@ -595,14 +595,14 @@ impl Store {
         Self::check(&slot, &s, version)?;
         let end = offset + data.len() as u64;
         let disk = &self.disks[slot.disk];
-        let mut _claim = None;
-        if end > s.length {
+        // Held until the write is done (the growth counts as in flight).
+        let _claim = if end > s.length {
             let grow = end - s.length;
             let claimed = disk.claim(grow, self.opts.reserve).map_err(|e| {
                 ChunkError::io(format!("checking space on {}", disk.path.display()), e)
             })?;
             match claimed {
-                Ok(c) => _claim = Some(c),
+                Ok(c) => Some(c),
                 Err(avail) => {
                     return Err(ChunkError::NoSpace(format!(
                         "disk {} has {avail} bytes free, keeping {} in reserve (HDD_LEAVE_SPACE_DEFAULT) and {grow} for this write besides those in flight",
@@ -611,7 +611,9 @@ impl Store {
                     )))
                 }
             }
-        }
+        } else {
+            None
+        };
         let opened = s.file.is_none();
         self.ensure_open(&slot, &mut s)?;
         let res = match s.file.as_mut() {

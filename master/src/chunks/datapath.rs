@@ -459,12 +459,7 @@ impl ChunkManager {
         inode: Inode,
         index: u32,
     ) -> Result<(Op, Reserved<'_>), ChunkError> {
-        if index > MAX_CHUNK_INDEX {
-            return Err(Errno::EFBIG.into());
-        }
-        let slot = self.claim_slot(inode, index)?;
-        let id = self.new_chunk_id().await?;
-        let chunk = self.claim_chunk(id)?;
+        let (id, claims) = self.reserve_new_chunk(inode, index).await?;
         let op = Op::WriteNewChunk {
             cred,
             inode,
@@ -472,8 +467,25 @@ impl ChunkManager {
             chunk: id,
             version: ChunkVersion(1),
         };
+        Ok((op, claims))
+    }
+
+    /// A new chunk id (made at version 1) for slot `index` of `inode`,
+    /// with the claims on the slot and the id to hold until the entry that
+    /// places it commits (a batch's `write`, a truncating open's lease).
+    pub async fn reserve_new_chunk(
+        &self,
+        inode: Inode,
+        index: u32,
+    ) -> Result<(ChunkId, Reserved<'_>), ChunkError> {
+        if index > MAX_CHUNK_INDEX {
+            return Err(Errno::EFBIG.into());
+        }
+        let slot = self.claim_slot(inode, index)?;
+        let id = self.new_chunk_id().await?;
+        let chunk = self.claim_chunk(id)?;
         Ok((
-            op,
+            id,
             Reserved {
                 _slot: slot,
                 _chunk: chunk,

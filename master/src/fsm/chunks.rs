@@ -136,6 +136,25 @@ impl Namespace {
         self.place_chunk(inode, index, id, version, true)
     }
 
+    /// [`Namespace::write_new_chunk`] as a logged `WriteNewChunk` (or an
+    /// `OpenLeased`'s chunk) applies it: an id a session holds is that
+    /// session's to attach (EINVAL; the leader never names one there).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn logged_new_chunk(
+        &mut self,
+        sid: Option<SessionId>,
+        cred: &Cred,
+        inode: Inode,
+        index: u32,
+        id: ChunkId,
+        version: ChunkVersion,
+    ) -> Result<Reply, Errno> {
+        if self.chunk_held(id) {
+            return Err(Errno::EINVAL);
+        }
+        self.write_new_chunk(sid, cred, inode, index, id, version)
+    }
+
     pub(crate) fn set_chunk_version(
         &mut self,
         id: ChunkId,

@@ -170,9 +170,7 @@ impl Namespace {
                 let opened = self.open(sid, cred, *inode, *mode, true, t)?;
                 // A slot that cannot take it leaves the open alone: the
                 // opener then asks for the lease with WriteChunk.
-                if !self.chunk_held(*chunk) {
-                    let _ = self.write_new_chunk(sid, cred, *inode, 0, *chunk, *version);
-                }
+                let _ = self.logged_new_chunk(sid, cred, *inode, 0, *chunk, *version);
                 Ok(opened)
             }
             Op::Release { inode } => {
@@ -202,16 +200,13 @@ impl Namespace {
                 name,
             } => self.snapshot(cred, *src, *parent, name, t),
             Op::ReserveChunkIds { count } => self.reserve_chunk_ids(*count),
-            // An id a session holds is its to attach (the leader never
-            // names one here).
-            Op::WriteNewChunk { chunk, .. } if self.chunk_held(*chunk) => Err(Errno::EINVAL),
             Op::WriteNewChunk {
                 cred,
                 inode,
                 index,
                 chunk,
                 version,
-            } => self.write_new_chunk(sid, cred, *inode, *index, *chunk, *version),
+            } => self.logged_new_chunk(sid, cred, *inode, *index, *chunk, *version),
             Op::CowChunk {
                 inode,
                 index,

@@ -330,26 +330,17 @@ impl MetaService for Meta {
         // new id reserved, the slot and the id claimed until it commits.
         // Whatever keeps it from being had leaves the open alone.
         let lease = if r.truncate && r.lease_first_chunk && mode != fsm::OpenMode::Read {
-            match self
-                .chunks
-                .batch_write_op(cred.clone(), Inode(inode), 0)
-                .await
-            {
-                Ok((Op::WriteNewChunk { chunk, version, .. }, claims)) => {
-                    Some((chunk, version, claims))
-                }
-                _ => None,
-            }
+            self.chunks.reserve_new_chunk(Inode(inode), 0).await.ok()
         } else {
             None
         };
         let op = match &lease {
-            Some((chunk, version, _)) => Op::OpenLeased {
+            Some((chunk, _)) => Op::OpenLeased {
                 cred,
                 inode: Inode(inode),
                 mode,
                 chunk: *chunk,
-                version: *version,
+                version: fsm::ChunkVersion(1),
             },
             None => Op::Open {
                 cred,
@@ -362,7 +353,7 @@ impl MetaService for Meta {
         // open's only lasting effect is the count later unlinks see.
         let req = self.request(r.id, op)?;
         let attr = self.attr_reply(self.node.open_before_commit(req).await?)?;
-        if let Some((chunk, _, claims)) = lease {
+        if let Some((chunk, claims)) = lease {
             // The lease when the entry placed the chunk (not when a retry
             // was answered from the reply cache: WriteChunk then).
             let placed = self

@@ -217,25 +217,24 @@ impl Blocks {
         st.put(key, at, data, self.capacity);
     }
 
-    /// This client wrote `data` at the start of a block of chunk `at` (on
-    /// every copy, under the lease `at` names) and nothing changed the
-    /// file since `epoch` (taken after the write's [`Blocks::changing`]):
-    /// the block keeps just those bytes (reads inside them are answered
-    /// here; others fetch), and reads in flight keep nothing. Otherwise
-    /// the block goes.
+    /// This client wrote `data` at `start` of chunk `at` (on every copy,
+    /// under the lease `at` names): as [`Blocks::changing`] after the
+    /// write, except that a write of at most a block at a block's start,
+    /// with nothing else changed in the file since `epoch` (taken after
+    /// the write's first `changing`), leaves the block holding just those
+    /// bytes (reads inside them are answered here; others fetch).
     pub(crate) fn wrote(&self, at: ChunkAt, start: u32, data: Bytes, epoch: Epoch) {
         let mut st = self.state();
-        let key = at.key(start);
         let keep = st.epoch(at.inode) == epoch
             && start.is_multiple_of(BLOCK)
             && !data.is_empty()
             && data.len() <= (BLOCK as usize).min(self.capacity);
-        st.remove(&key);
+        let end = start.saturating_add(data.len() as u32);
+        st.remove_range(block_range(at.inode, at.index, start, end));
         st.bump(at.inode);
-        if !keep {
-            return;
+        if keep {
+            st.put(at.key(start), at, data, self.capacity);
         }
-        st.put(key, at, data, self.capacity);
     }
 
     /// This client is about to change bytes `[start, end)` of chunk `index`.

@@ -324,23 +324,22 @@ impl Inner {
             .await;
         // A small write at a block's start (a small file's data) stays
         // readable here, under the lease it was written with.
-        match (&sent, pieces.as_slice()) {
-            (Ok(()), [p]) if p.len <= blocks::BLOCK && p.chunk_offset % blocks::BLOCK == 0 => {
-                match file.lease(p.index) {
-                    Some(loc) => {
-                        let at = blocks::ChunkAt {
-                            inode,
-                            index: p.index,
-                            chunk_id: loc.chunk_id,
-                            version: loc.version,
-                        };
-                        let written = data.slice(p.buf_range());
-                        self.blocks.wrote(at, p.chunk_offset, written, epoch);
-                    }
-                    None => drop_blocks(),
-                }
+        let written = match (&sent, pieces.as_slice()) {
+            (Ok(()), [p]) => file.lease(p.index).map(|loc| (p, loc)),
+            _ => None,
+        };
+        match written {
+            Some((p, loc)) => {
+                let at = blocks::ChunkAt {
+                    inode,
+                    index: p.index,
+                    chunk_id: loc.chunk_id,
+                    version: loc.version,
+                };
+                self.blocks
+                    .wrote(at, p.chunk_offset, data.slice(p.buf_range()), epoch);
             }
-            _ => drop_blocks(),
+            None => drop_blocks(),
         }
         let end = offset + data.len() as u64;
         let mut s = lock(&file.state);
