@@ -340,8 +340,16 @@ impl MasterClient {
 
     /// One page of a directory (without "." and "..").
     pub async fn readdir(&self, req: ReaddirRequest) -> Result<ReaddirReply, ClientError> {
+        self.readdir_in(Scope::All, req).await
+    }
+
+    async fn readdir_in(
+        &self,
+        scope: Scope<'_>,
+        req: ReaddirRequest,
+    ) -> Result<ReaddirReply, ClientError> {
         self.inner
-            .call("Readdir", req, |ch, r| async move {
+            .call_in("Readdir", scope, req, |ch, r| async move {
                 meta_client(ch).readdir(r).await
             })
             .await
@@ -349,9 +357,29 @@ impl MasterClient {
 
     /// Every entry of directory `inode` (without "." and ".."), read in
     /// pages of `page`, and with `plus` the directory's own attributes
-    /// (`None` from a master that does not give them).
+    /// (`None` from a master that does not give them). Read after the
+    /// queued ops on the directory; read again after the whole queue if
+    /// an entry has ops queued here (its attributes may change).
     pub async fn readdir_all(
         &self,
+        cred: &Credentials,
+        inode: u64,
+        plus: bool,
+        page: u32,
+    ) -> Result<(Vec<mfs_proto::v1::DirEntry>, Option<Attr>), ClientError> {
+        let listed = self
+            .readdir_pages(Scope::Inodes(&[inode]), cred, inode, plus, page)
+            .await?;
+        if !listed.0.iter().any(|e| self.inner.queue.waits_on(e.inode)) {
+            return Ok(listed);
+        }
+        self.readdir_pages(Scope::All, cred, inode, plus, page)
+            .await
+    }
+
+    async fn readdir_pages(
+        &self,
+        scope: Scope<'_>,
         cred: &Credentials,
         inode: u64,
         plus: bool,
@@ -360,15 +388,14 @@ impl MasterClient {
         let mut out = Vec::new();
         let mut after = Vec::new();
         loop {
-            let r = self
-                .readdir(ReaddirRequest {
-                    cred: Some(cred.clone()),
-                    inode,
-                    after,
-                    limit: page,
-                    plus,
-                })
-                .await?;
+            let req = ReaddirRequest {
+                cred: Some(cred.clone()),
+                inode,
+                after,
+                limit: page,
+                plus,
+            };
+            let r = self.readdir_in(scope, req).await?;
             let more = r.more;
             out.extend(r.entries);
             match out.last() {

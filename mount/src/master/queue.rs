@@ -56,8 +56,8 @@ pub(crate) struct Queue {
 pub(crate) enum Scope<'a> {
     /// Everything queued before it.
     All,
-    /// The ops on these inodes (and every op whose reach is not known by
-    /// its inodes: removals and renames).
+    /// The ops on these inodes (and every op queued without its reach:
+    /// a removal or rename queued with [`Queue::push`]).
     Inodes(&'a [u64]),
 }
 
@@ -146,23 +146,31 @@ impl Queue {
 
     /// Queues `op`; its ticket (done once `done() >= ticket`).
     pub(crate) fn push(&self, op: BatchOp) -> u64 {
-        self.push_with(op, None)
+        self.push_with(op, None, None)
     }
 
-    /// Queues `op`, with who waits for its answer (registered under the
-    /// same lock, so the batch that takes the op takes the waiter too).
-    fn push_with(&self, op: BatchOp, answer: Option<oneshot::Sender<Answer>>) -> u64 {
+    /// Queues `op`, with the inodes it changes when the op does not tell
+    /// them all (a removal's or rename's), and who waits for its answer
+    /// (registered under the same lock, so the batch that takes the op
+    /// takes the waiter too).
+    fn push_with(
+        &self,
+        op: BatchOp,
+        reach: Option<&[u64]>,
+        answer: Option<oneshot::Sender<Answer>>,
+    ) -> u64 {
         let done = self.done();
         let ticket = {
             let mut p = self.lock();
             p.queued += 1;
             let ticket = p.queued;
-            match touches(&op) {
+            let told = touches(&op);
+            match reach.or(told.as_ref().map(|t| &t[..])) {
                 Some(inodes) => {
                     if p.touched.len() >= TOUCHED_KEPT {
                         p.touched.retain(|_, t| *t > done);
                     }
-                    for i in inodes.into_iter().filter(|&i| i != 0) {
+                    for &i in inodes.iter().filter(|&&i| i != 0) {
                         p.touched.insert(i, ticket);
                     }
                 }
@@ -185,7 +193,7 @@ impl Queue {
     /// Queues `op`, whose answer the caller waits for.
     fn push_answered(&self, op: BatchOp) -> Answered<'_> {
         let (tx, rx) = oneshot::channel();
-        self.push_with(op, Some(tx));
+        self.push_with(op, None, Some(tx));
         Answered { queue: self, rx }
     }
 
@@ -255,6 +263,13 @@ impl MasterClient {
     /// Queues a write-back op (see the module's text); its ticket.
     pub fn queue_op(&self, op: BatchOp) -> u64 {
         self.inner.queue.push(op)
+    }
+
+    /// Queues a removal or rename with every inode it changes (its
+    /// directories, the inode it removes, moves or replaces): calls on
+    /// other inodes need not wait for it.
+    pub fn queue_op_reaching(&self, op: BatchOp, reach: &[u64]) -> u64 {
+        self.inner.queue.push_with(op, Some(reach), None)
     }
 
     /// Queues a write-back op whose answer the caller waits for (a
@@ -476,7 +491,8 @@ impl MasterClient {
 
 /// The inodes whose state `op` changes or depends on; None for a removal
 /// or rename (it changes what a name leads to, and the inode it removes
-/// or replaces is not in the op).
+/// or replaces is not in the op: queued with its reach, see
+/// [`MasterClient::queue_op_reaching`], or wide).
 fn touches(op: &BatchOp) -> Option<[u64; 2]> {
     use batch_op::Op;
     match op.op.as_ref()? {
@@ -575,5 +591,29 @@ mod tests {
         assert!(passes(&q, Scope::Inodes(&[11])).await);
         assert!(passes(&q, Scope::All).await);
         assert!(!q.waits_on(10));
+    }
+
+    #[tokio::test]
+    async fn a_removal_queued_with_its_reach_holds_back_only_calls_on_it() {
+        let q = Queue::default();
+        let unlink = BatchOp {
+            op: Some(batch_op::Op::Unlink(UnlinkRequest {
+                parent: 2,
+                name: b"g".to_vec(),
+                ..Default::default()
+            })),
+        };
+        q.push_with(unlink, Some(&[2, 20]), None);
+        // Another directory, another file: not held back.
+        assert!(passes(&q, Scope::Inodes(&[3])).await);
+        assert!(passes(&q, Scope::Inodes(&[21])).await);
+        // The directory, the file removed (other names may lead to it).
+        assert!(!passes(&q, Scope::Inodes(&[2])).await);
+        assert!(!passes(&q, Scope::Inodes(&[3, 20])).await);
+        assert!(q.waits_on(20) && !q.waits_on(3));
+        assert!(!passes(&q, Scope::All).await);
+        answer(&q, 1);
+        assert!(passes(&q, Scope::Inodes(&[2, 20])).await);
+        assert!(!q.waits_on(20));
     }
 }

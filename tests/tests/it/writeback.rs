@@ -176,6 +176,7 @@ fn renameat2(from: &Path, to: &Path, flags: u32) -> std::io::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removals_and_renames_answered_by_the_mount_are_seen_by_another_mount() {
     use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::MetadataExt;
     let Some((c, a, b)) = two_mounts(true).await else {
         return;
     };
@@ -256,6 +257,18 @@ async fn removals_and_renames_answered_by_the_mount_are_seen_by_another_mount() 
     // To the master: sub while not empty, and "empty" (not held); the
     // second rmdir of sub (held, empty) was answered here.
     assert_eq!(rpc_count(m, "Rmdir") - rmdirs, 2);
+
+    step("A links a file of d into e, removes its name in d, lists e: one link");
+    let e = a.path().join("e");
+    fs::create_dir(&e).unwrap();
+    fs::hard_link(da.join("f060"), e.join("l")).unwrap();
+    fs::remove_file(da.join("f060")).unwrap();
+    want.remove("f060");
+    let links: Vec<u64> = fs::read_dir(&e)
+        .unwrap()
+        .map(|x| x.unwrap().metadata().unwrap().nlink())
+        .collect();
+    assert_eq!(links, [1], "links of e/l as the listing of e gives them");
 
     step("B lists d: exactly what A left (d is recalled from A first)");
     assert_eq!(names(&db), want);

@@ -153,7 +153,7 @@ impl WriteBack {
                     name,
                 })
             };
-            master.queue_op(BatchOp { op: Some(op) });
+            master.queue_op_reaching(BatchOp { op: Some(op) }, &[parent, e.inode]);
             Some(Ok(()))
         };
         self.here_or_take(master, cred, Some(parent), here).await
@@ -216,18 +216,23 @@ impl WriteBack {
                 m.grant = grant;
                 m.attr.ctime = Some(now_ts());
             }
-            master.queue_op(BatchOp {
-                op: Some(batch_op::Op::Rename(RenameRequest {
-                    id: None,
-                    cred: Some(cred.clone()),
-                    parent: from.0,
-                    name: from.1.to_vec(),
-                    new_parent: to.0,
-                    new_name: to.1.to_vec(),
-                    noreplace,
-                    exchange: false,
-                })),
-            });
+            let replaced = dst.map_or(0, |d| d.inode);
+            let reach = [from.0, to.0, src.inode, replaced];
+            master.queue_op_reaching(
+                BatchOp {
+                    op: Some(batch_op::Op::Rename(RenameRequest {
+                        id: None,
+                        cred: Some(cred.clone()),
+                        parent: from.0,
+                        name: from.1.to_vec(),
+                        new_parent: to.0,
+                        new_name: to.1.to_vec(),
+                        noreplace,
+                        exchange: false,
+                    })),
+                },
+                &reach,
+            );
             Some(Ok(()))
         };
         // Only a rename within one directory takes it.
