@@ -69,10 +69,12 @@ impl Shared {
         // also through a write-only handle: open for reading as well when
         // the caller may read.
         let mut r = Err(crate::ClientError::BadReply(String::new()));
+        let mut answered_here = false;
         if mode == OpenMode::Read && !truncate && self.io.local_view(inode) == (None, None) {
             // A file made here and known: opened without a call.
             if let Some(here) = self.wb.open_here(&self.master, inode, &cred) {
                 r = Ok(here);
+                answered_here = true;
             }
         }
         if r.is_err() && mode == OpenMode::Write && self.writeback.load(Ordering::Relaxed) {
@@ -98,9 +100,11 @@ impl Shared {
                 if truncate {
                     self.sizes.set(inode, 0);
                 }
-                if truncate || !open_here {
+                if truncate || !(open_here || answered_here) {
                     // Cut, or nothing of ours is open: forget cached
                     // locations, so what other clients wrote is read afresh.
+                    // (Not for a file only this mount wrote: answered here,
+                    // its blocks are what it wrote.)
                     self.io.invalidate(inode);
                 }
                 match first_chunk {

@@ -15,7 +15,10 @@
 //!   the location time, as a length change does;
 //! - until this client writes to the block, truncates or punches the file,
 //!   or opens it while nothing of it is open here (close-to-open: what
-//!   others wrote is read afresh).
+//!   others wrote is read afresh). A write of at most a block at a block's
+//!   start keeps what it wrote instead (`wrote`), under the chunk version
+//!   of its lease: a small file is read back from here, also after the
+//!   kernel dropped its pages.
 //!
 //! A read in flight when one of those happens does not keep what it read
 //! (each inode has an epoch, bumped by every change; a block is kept only
@@ -107,6 +110,33 @@ impl State {
         }
     }
 
+    /// Keeps `data` as block `key` of chunk `at`, the most recently used;
+    /// the least recently used go while the cache holds more than
+    /// `capacity` bytes.
+    fn put(&mut self, key: Key, at: ChunkAt, data: Bytes, capacity: usize) {
+        self.tick += 1;
+        let tick = self.tick;
+        self.bytes += data.len();
+        self.lru.insert(tick, key);
+        self.blocks.insert(
+            key,
+            Block {
+                chunk_id: at.chunk_id,
+                version: at.version,
+                data,
+                tick,
+            },
+        );
+        while self.bytes > capacity {
+            let Some((_, oldest)) = self.lru.pop_first() else {
+                break;
+            };
+            if let Some(b) = self.blocks.remove(&oldest) {
+                self.bytes -= b.data.len();
+            }
+        }
+    }
+
     fn bump(&mut self, inode: u64) {
         if self.epochs.len() >= MAX_EPOCHS && !self.epochs.contains_key(&inode) {
             self.epochs.clear();
@@ -184,26 +214,26 @@ impl Blocks {
         }
         let key = at.key(start);
         st.remove(&key);
-        st.tick += 1;
-        let tick = st.tick;
-        st.bytes += data.len();
-        st.lru.insert(tick, key);
-        st.blocks.insert(
-            key,
-            Block {
-                chunk_id: at.chunk_id,
-                version: at.version,
-                data,
-                tick,
-            },
-        );
-        while st.bytes > self.capacity {
-            let Some((_, oldest)) = st.lru.pop_first() else {
-                break;
-            };
-            if let Some(b) = st.blocks.remove(&oldest) {
-                st.bytes -= b.data.len();
-            }
+        st.put(key, at, data, self.capacity);
+    }
+
+    /// This client wrote `data` at `start` of chunk `at` (on every copy,
+    /// under the lease `at` names): as [`Blocks::changing`] after the
+    /// write, except that a write of at most a block at a block's start,
+    /// with nothing else changed in the file since `epoch` (taken after
+    /// the write's first `changing`), leaves the block holding just those
+    /// bytes (reads inside them are answered here; others fetch).
+    pub(crate) fn wrote(&self, at: ChunkAt, start: u32, data: Bytes, epoch: Epoch) {
+        let mut st = self.state();
+        let keep = st.epoch(at.inode) == epoch
+            && start.is_multiple_of(BLOCK)
+            && !data.is_empty()
+            && data.len() <= (BLOCK as usize).min(self.capacity);
+        let end = start.saturating_add(data.len() as u32);
+        st.remove_range(block_range(at.inode, at.index, start, end));
+        st.bump(at.inode);
+        if keep {
+            st.put(at.key(start), at, data, self.capacity);
         }
     }
 
@@ -268,6 +298,42 @@ mod tests {
         c.insert(at(7, 0, 100, 1), 0, block(5, BLOCK as usize), c.epoch(7));
         assert_eq!(c.get(at(7, 0, 101, 1), 0, 16), None);
         assert_eq!(c.get(at(7, 0, 100, 1), BLOCK, 16), None);
+    }
+
+    #[test]
+    fn what_this_client_wrote_at_a_block_start_answers_reads_inside_it() {
+        let c = blocks(1 << 20);
+        // A read fetched the whole block while the write was on its way.
+        let e = c.epoch(4);
+        c.insert(at(4, 0, 8, 2), 0, block(1, BLOCK as usize), e);
+        c.changing(4, 0, 0, 4096);
+        let e = c.epoch(4);
+        c.wrote(at(4, 0, 8, 2), 0, block(7, 4096), e);
+        assert_eq!(c.get(at(4, 0, 8, 2), 0, 4096), Some(block(7, 4096)));
+        assert_eq!(c.get(at(4, 0, 8, 2), 100, 50), Some(block(7, 50)));
+        assert_eq!(
+            c.get(at(4, 0, 8, 2), 0, 4097),
+            None,
+            "past what was written"
+        );
+        assert_eq!(
+            c.get(at(4, 0, 8, 2), 4096, 10),
+            None,
+            "the old block is gone"
+        );
+        // A read that started before keeps nothing.
+        c.insert(at(4, 0, 8, 2), 0, block(1, BLOCK as usize), e);
+        assert_eq!(c.get(at(4, 0, 8, 2), 0, 4096), Some(block(7, 4096)));
+        // Another change meanwhile, or not at a block start: not kept.
+        let e = c.epoch(4);
+        c.changing(4, 0, 0, 10);
+        c.wrote(at(4, 0, 8, 2), 0, block(3, 4096), e);
+        assert_eq!(c.get(at(4, 0, 8, 2), 0, 10), None);
+        c.wrote(at(4, 0, 8, 2), 100, block(3, 10), c.epoch(4));
+        assert_eq!(c.get(at(4, 0, 8, 2), 100, 10), None);
+        // Under another version (a later lease): not answered.
+        c.wrote(at(4, 0, 8, 3), 0, block(3, 4096), c.epoch(4));
+        assert_eq!(c.get(at(4, 0, 8, 2), 0, 10), None);
     }
 
     #[test]

@@ -401,12 +401,12 @@ impl FileIo {
         lock(&self.inner.creds).insert(inode, cred);
     }
 
-    /// Drops everything cached about `inode` (locations, credentials, and its
+    /// Drops what is cached about `inode` (locations, credentials, and its
     /// write state when nothing is left to commit), e.g. when the kernel
-    /// forgets it.
+    /// forgets it. Its data blocks stay (the next open that is not
+    /// answered here drops them; the cache's size bounds them).
     pub fn forget(&self, inode: u64) {
         self.inner.forget_locations(inode);
-        self.inner.blocks.forget(inode);
         lock(&self.inner.creds).remove(&inode);
         self.inner.drop_idle_file(inode);
     }

@@ -14,6 +14,7 @@ use mfs_proto::v1::{
 };
 use tonic::codegen::Bytes;
 
+use super::blocks;
 use super::conn::{classify, Failure};
 use super::split::{split, Piece};
 use super::{lock, Inner, QueuedLease, Retry};
@@ -308,6 +309,7 @@ impl Inner {
             }
         };
         drop_blocks();
+        let epoch = self.blocks.epoch(inode);
         let file = self.file(inode);
         let _shared = file.gate.read().await;
         let file = &file;
@@ -320,7 +322,25 @@ impl Inner {
             .buffer_unordered(self.opts.parallelism)
             .try_collect::<()>()
             .await;
-        drop_blocks();
+        // A small write at a block's start (a small file's data) stays
+        // readable here, under the lease it was written with.
+        let written = match (&sent, pieces.as_slice()) {
+            (Ok(()), [p]) => file.lease(p.index).map(|loc| (p, loc)),
+            _ => None,
+        };
+        match written {
+            Some((p, loc)) => {
+                let at = blocks::ChunkAt {
+                    inode,
+                    index: p.index,
+                    chunk_id: loc.chunk_id,
+                    version: loc.version,
+                };
+                self.blocks
+                    .wrote(at, p.chunk_offset, data.slice(p.buf_range()), epoch);
+            }
+            None => drop_blocks(),
+        }
         let end = offset + data.len() as u64;
         let mut s = lock(&file.state);
         match &sent {

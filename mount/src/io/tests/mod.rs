@@ -209,6 +209,8 @@ async fn read_fails_over_to_the_second_copy_on_data_loss() {
     let data = pattern(10_000, 3);
     ok(io.write(INODE, 0, &data)).await;
     ok(io.flush(INODE)).await;
+    // Read as another open would: not from what this client wrote.
+    io.invalidate(INODE);
     c.cs(0).mode(Mode::BadReads);
     let rc_before = c.master.read_chunk_calls.load(Ordering::SeqCst);
     let got = ok(io.read(INODE, 0, 10_000)).await;
@@ -311,6 +313,7 @@ async fn read_gives_up_after_the_time_limit_when_every_copy_is_bad() {
     let io = io_for(&c, opts).await;
     ok(io.write(INODE, 0, b"abc")).await;
     ok(io.flush(INODE)).await;
+    io.invalidate(INODE);
     c.cs(0).mode(Mode::BadReads);
     c.cs(1).mode(Mode::Down);
     match io.read(INODE, 0, 3).await {
@@ -525,4 +528,32 @@ async fn write_bytes_sends_slices_of_the_buffer_across_chunks_and_retries() {
     // An empty buffer writes nothing.
     ok(io.write_bytes(INODE, 0, super::Bytes::new())).await;
     assert_eq!(io.local_length(INODE), Some(start + 300_000));
+}
+
+#[tokio::test]
+async fn a_small_write_is_read_back_from_what_this_client_wrote() {
+    let c = FakeCluster::start(2, 2).await;
+    let io = io_for(&c, IoOptions::default()).await;
+    let data = pattern(4096, 9);
+    ok(io.write(INODE, 0, &data)).await;
+    ok(io.flush(INODE)).await;
+    let reads = || c.cs(0).reads.load(Ordering::SeqCst) + c.cs(1).reads.load(Ordering::SeqCst);
+    let before = reads();
+    assert_eq!(ok(io.read(INODE, 0, 4096)).await, data);
+    assert_eq!(ok(io.read(INODE, 100, 50)).await, data[100..150].to_vec());
+    assert_eq!(reads(), before, "answered from what was written");
+    // Not at a block's start: the block goes, the chunkserver answers.
+    ok(io.write(INODE, 10, b"xyz")).await;
+    ok(io.flush(INODE)).await;
+    let mut want = data.clone();
+    want[10..13].copy_from_slice(b"xyz");
+    assert_eq!(ok(io.read(INODE, 0, 4096)).await, want);
+    assert!(reads() > before, "read from a copy");
+    // Another open with nothing open here drops it too.
+    ok(io.write(INODE, 0, &data)).await;
+    ok(io.flush(INODE)).await;
+    io.invalidate(INODE);
+    let before = reads();
+    assert_eq!(ok(io.read(INODE, 0, 4096)).await, data);
+    assert!(reads() > before);
 }
