@@ -93,6 +93,8 @@ pub(crate) struct Shared {
     /// The kernel's lengths of regular files, and inode generations (see
     /// `sizes`).
     pub(crate) sizes: super::sizes::KernelSizes,
+    /// Listings of held directories read lately (see `handles`).
+    pub(crate) recent: super::handles::RecentListings,
 }
 
 /// What the binary keeps to shut the file system down cleanly.
@@ -176,6 +178,7 @@ impl MfsFs {
                 no_entry_cache: Default::default(),
                 known: Default::default(),
                 sizes: Default::default(),
+                recent: Default::default(),
             }),
             rt,
         };

@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use mfs_proto::v1::Attr;
+use mfs_proto::v1::{Attr, Credentials};
 
 /// One open file (one `open`/`create` the master counted).
 #[derive(Debug)]
@@ -34,6 +35,74 @@ pub struct Entry {
     pub attr: Option<Attr>,
     /// When the master was asked for them.
     pub fetched: super::xattrs::Fetch,
+    /// When the listing was read.
+    pub at: Instant,
+}
+
+/// A listing read lately.
+#[derive(Debug)]
+struct Recent {
+    cred: Credentials,
+    changes: u64,
+    list: Arc<Vec<Entry>>,
+}
+
+/// Listings of held directories read lately, for the next open of the
+/// same directory (`rm -rf` and `find` open each directory twice, one
+/// right after the other). One is served again to the same credentials
+/// while the directory is still held (no other client can change its
+/// names), this client changed nothing since (`MasterClient::changes`),
+/// and younger than the attribute time (the kernel keeps its attributes
+/// for what is left of that).
+#[derive(Debug, Default)]
+pub struct RecentListings {
+    map: Mutex<HashMap<(u64, bool), Recent>>,
+}
+
+/// Listings kept at most.
+const RECENT_KEPT: usize = 256;
+
+impl RecentListings {
+    /// The listing of `dir` (`plus`: with attributes) read for `cred`
+    /// when this client's change count was `changes`, if younger than
+    /// `max_age`.
+    pub fn get(
+        &self,
+        dir: u64,
+        plus: bool,
+        cred: &Credentials,
+        changes: u64,
+        max_age: Duration,
+    ) -> Option<Arc<Vec<Entry>>> {
+        let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        let r = map.get(&(dir, plus))?;
+        let fresh = r.list.first().is_some_and(|e| e.at.elapsed() < max_age);
+        (fresh && r.changes == changes && r.cred == *cred).then(|| Arc::clone(&r.list))
+    }
+
+    /// Keeps `list`, read for `cred` when the change count was `changes`.
+    pub fn put(
+        &self,
+        dir: u64,
+        plus: bool,
+        cred: &Credentials,
+        changes: u64,
+        list: Arc<Vec<Entry>>,
+    ) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= RECENT_KEPT {
+            map.clear();
+        }
+        let cred = cred.clone();
+        map.insert(
+            (dir, plus),
+            Recent {
+                cred,
+                changes,
+                list,
+            },
+        );
+    }
 }
 
 /// One open directory: the listing taken when reading starts at offset 0,

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fuser::{
     Errno, FileHandle, FopenFlags, Generation, INodeNo, RenameFlags, ReplyAttr, ReplyData,
@@ -538,11 +538,20 @@ impl Shared {
         cred: &Credentials,
         ino: INodeNo,
         plus: bool,
-    ) -> Result<Vec<Entry>, ClientError> {
+    ) -> Result<Arc<Vec<Entry>>, ClientError> {
         let inode = self.map.to_master(ino);
+        let max_age = self.settings.direntry_ttl.min(self.settings.attr_ttl);
+        let changes = self.master.changes();
+        let held = self.wb.holds(&self.master, inode);
+        if held {
+            if let Some(l) = self.recent.get(inode, plus, cred, changes, max_age) {
+                return Ok(l);
+            }
+        }
         // Taken before the first page: attributes count as fetched no
         // later than they were.
         let fetched = self.no_xattrs.fetch();
+        let at = Instant::now();
         let (entries, dir) = self.master.readdir_all(cred, inode, plus, PAGE).await?;
         let out: Vec<Entry> = entries
             .into_iter()
@@ -552,6 +561,7 @@ impl Shared {
                 kind: e.r#type,
                 attr: e.attr,
                 fetched,
+                at,
             })
             .collect();
         // The directory's own attributes came with the last page (as
@@ -573,9 +583,15 @@ impl Shared {
                 kind: dir,
                 attr: dot_attr,
                 fetched,
+                at,
             });
         }
         all.extend(out);
+        let all = Arc::new(all);
+        if held && self.wb.holds(&self.master, inode) {
+            self.recent
+                .put(inode, plus, cred, changes, Arc::clone(&all));
+        }
         Ok(all)
     }
 
@@ -587,7 +603,7 @@ impl Shared {
         match self.listing(&cred, ino, plus).await {
             Ok(list) => {
                 if let Some(d) = self.handles.dir(fh) {
-                    *d.listing.lock().await = Some(Arc::new(list));
+                    *d.listing.lock().await = Some(list);
                 }
                 reply.opened(FileHandle(fh), FopenFlags::empty());
             }
@@ -618,7 +634,7 @@ impl Shared {
                 Ok(Arc::clone(list))
             }
             _ => {
-                let list = Arc::new(self.listing(cred, ino, plus).await.map_err(|e| errno(&e))?);
+                let list = self.listing(cred, ino, plus).await.map_err(|e| errno(&e))?;
                 *slot = Some(Arc::clone(&list));
                 d.mark_read();
                 Ok(list)
@@ -671,7 +687,11 @@ impl Shared {
         // fuser gives a readdirplus entry one time for both its name and
         // its attributes: the shorter of the two caches, so attributes are
         // never kept longer than MFSATTRCACHETO says.
+        // (A listing served again: what is left of the time.)
         let ttl = self.settings.direntry_ttl.min(self.settings.attr_ttl);
+        let ttl = list
+            .first()
+            .map_or(ttl, |e| ttl.saturating_sub(e.at.elapsed()));
         let dir = self.map.to_master(ino);
         for (i, e) in list.iter().enumerate().skip(start) {
             let Some(name) = os_name(&e.name) else {

@@ -119,11 +119,16 @@ impl MasterClient {
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         let mut renewed = false;
+        // (A release changes nothing a listing or stat shows.)
+        let changing = &self.inner.changing_calls;
+        let bump = if method == "Release" { 0 } else { 1 };
         loop {
             let pending = self.next_request_id();
             let id = pending.id();
             req.set_request_id(id);
+            changing.fetch_add(bump, std::sync::atomic::Ordering::AcqRel);
             let result = self.inner.call_in(method, scope, req.clone(), &f).await;
+            changing.fetch_add(bump, std::sync::atomic::Ordering::AcqRel);
             drop(pending);
             match result {
                 Err(e)

@@ -168,6 +168,9 @@ pub(crate) struct Inner {
     pub(crate) leader_epoch: tokio::sync::watch::Sender<u64>,
     /// Write-back creates not sent yet (see `queue`).
     pub(crate) queue: queue::Queue,
+    /// Changing calls started or ended, counted from the start (see
+    /// [`MasterClient::changes`]).
+    pub(crate) changing_calls: AtomicU64,
 }
 
 impl Inner {
@@ -452,6 +455,7 @@ impl MasterClient {
                 stats: Stats::default(),
                 leader_epoch: tokio::sync::watch::Sender::new(0),
                 queue: Default::default(),
+                changing_calls: AtomicU64::new(0),
             }),
         };
         if register {
@@ -535,6 +539,14 @@ impl MasterClient {
     /// call. Keep the returned value alive until the call is over (all its
     /// attempts); dropping it marks the sequence number completed. The typed
     /// wrappers do this themselves.
+    /// Counts this client's changes: it moves when a changing call starts
+    /// or ends and when a change is queued (releases aside: they change
+    /// nothing a listing shows). Equal counts taken before and after some
+    /// work: this client changed nothing meanwhile.
+    pub fn changes(&self) -> u64 {
+        self.inner.changing_calls.load(Ordering::Acquire) + self.inner.queue.changes()
+    }
+
     pub fn next_request_id(&self) -> PendingRequest {
         self.inner.current_session().issue()
     }

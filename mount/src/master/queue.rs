@@ -70,6 +70,9 @@ struct Pending {
     ops: VecDeque<BatchOp>,
     /// Ops queued, counted from the start.
     queued: u64,
+    /// Of those, the ones that change what a listing or stat shows (all
+    /// but releases).
+    changes: u64,
     /// The ticket of the last op queued on each inode (see [`touches`]).
     touched: HashMap<u64, u64>,
     /// The ticket of the last op queued whose reach its inodes do not
@@ -163,6 +166,9 @@ impl Queue {
         let ticket = {
             let mut p = self.lock();
             p.queued += 1;
+            if !matches!(op.op, Some(batch_op::Op::Release(_))) {
+                p.changes += 1;
+            }
             let ticket = p.queued;
             let told = touches(&op);
             match reach.or(told.as_ref().map(|t| &t[..])) {
@@ -188,6 +194,12 @@ impl Queue {
 
     pub(crate) fn done(&self) -> u64 {
         *self.done.borrow()
+    }
+
+    /// Ops queued that change what a listing or stat shows, counted from
+    /// the start.
+    pub(crate) fn changes(&self) -> u64 {
+        self.lock().changes
     }
 
     /// Queues `op`, whose answer the caller waits for.

@@ -502,6 +502,34 @@ async fn directories_made_in_a_held_directory_are_held_at_once() {
         "after0", "after1", "after2", "f0", "f1", "f2", "f3", "from-b",
     ];
     assert_eq!(names(&tb.join("d2/e1")), set(&all));
+
+    step("A lists a directory it holds twice in a row: the second from the first");
+    let e0 = ta.join("r");
+    fs::create_dir(&e0).unwrap();
+    for i in 0..4 {
+        fs::write(e0.join(format!("f{i}")), b"r").unwrap();
+    }
+    for i in 0..4 {
+        File::open(e0.join(format!("f{i}")))
+            .unwrap()
+            .sync_all()
+            .unwrap();
+    }
+    let four = set(&["f0", "f1", "f2", "f3"]);
+    assert_eq!(names(&e0), four);
+    let (readdirs, listed) = (rpc_count(m, "Readdir"), std::time::Instant::now());
+    assert_eq!(names(&e0), four);
+    // (Served again only within the attribute time, 1 s.)
+    if listed.elapsed() < std::time::Duration::from_millis(500) {
+        assert_eq!(rpc_count(m, "Readdir"), readdirs, "listed again");
+    }
+
+    step("after A's change there, and then B's, A lists what is there");
+    fs::write(e0.join("g"), b"a").unwrap();
+    assert_eq!(names(&e0), set(&["f0", "f1", "f2", "f3", "g"]));
+    fs::write(tb.join("r/h"), b"b").unwrap();
+    assert_eq!(names(&e0), set(&["f0", "f1", "f2", "f3", "g", "h"]));
+    assert_eq!(fs::metadata(e0.join("h")).unwrap().len(), 1);
 }
 
 /// Creates, renames and unlinks answered by the mount while the leader is

@@ -335,6 +335,16 @@ impl WriteBack {
         *self.alive.lock().unwrap_or_else(|p| p.into_inner()) = yes.then(Instant::now);
     }
 
+    /// Whether this mount holds directory `dir` now (no other client can
+    /// change its names meanwhile).
+    pub(crate) fn holds(&self, master: &MasterClient, dir: u64) -> bool {
+        if !self.enabled || !self.live() {
+            return false;
+        }
+        let sid = master.session_id();
+        self.lock().dirs.get(&dir).is_some_and(|d| d.session == sid)
+    }
+
     /// A lookup of `name` in `parent` (master inode numbers).
     pub(crate) fn lookup(&self, master: &MasterClient, parent: u64, name: &[u8]) -> Local {
         if !self.enabled {
