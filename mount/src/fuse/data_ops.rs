@@ -70,7 +70,7 @@ impl Shared {
         // the caller may read.
         let mut r = Err(crate::ClientError::BadReply(String::new()));
         let mut answered_here = false;
-        if mode == OpenMode::Read && !truncate && self.io.local_view(inode) == (None, None) {
+        if mode == OpenMode::Read && !truncate && self.io.settled(inode) {
             // A file made here and known: opened without a call.
             if let Some(here) = self.wb.open_here(&self.master, inode, &cred) {
                 r = Ok(here);

@@ -115,7 +115,7 @@ impl Shared {
     /// of, when nothing of it is open here and no write of ours waits.
     pub(crate) fn generation(&self, a: &Attr) -> u64 {
         self.sizes.entry(a, || {
-            !self.handles.is_open(a.inode) && self.io.local_view(a.inode) == (None, None)
+            !self.handles.is_open(a.inode) && self.io.settled(a.inode)
         })
     }
 
@@ -154,7 +154,7 @@ impl Shared {
         match self.wb.lookup(&self.master, parent, &name) {
             super::writeback::Local::Absent => return reply.error(Errno::ENOENT),
             // (Unless writes of it wait for their commit.)
-            super::writeback::Local::Made(a) if self.io.local_view(a.inode) == (None, None) => {
+            super::writeback::Local::Made(a) if self.io.settled(a.inode) => {
                 return self.reply_entry(parent, Ok(a), f, reply);
             }
             super::writeback::Local::Made(_) | super::writeback::Local::Ask => {}

@@ -357,6 +357,12 @@ impl FileIo {
         self.inner.local_view(inode)
     }
 
+    /// Whether this client has neither a length nor an attribute change
+    /// of `inode` still to send (its attributes are the master's).
+    pub fn settled(&self, inode: u64) -> bool {
+        self.local_view(inode) == (None, None)
+    }
+
     /// The attribute changes of `inode` kept and not committed yet.
     pub fn deferred(&self, inode: u64) -> Option<Deferred> {
         self.inner.deferred(inode)
