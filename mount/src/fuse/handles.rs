@@ -59,8 +59,9 @@ pub struct RecentListings {
     map: Mutex<HashMap<(u64, bool), Recent>>,
 }
 
-/// Listings kept at most.
+/// Listings kept at most, and their entries (about 200 bytes each).
 const RECENT_KEPT: usize = 256;
+const RECENT_ENTRIES: usize = 100_000;
 
 impl RecentListings {
     /// The listing of `dir` (`plus`: with attributes) read for `cred`
@@ -80,22 +81,28 @@ impl RecentListings {
         (fresh && r.changes == changes && r.cred == *cred).then(|| Arc::clone(&r.list))
     }
 
-    /// Keeps `list`, read for `cred` when the change count was `changes`.
+    /// Keeps `list`, read for `cred` when the change count was `changes`
+    /// (those older than `max_age` go first, all when there are too many).
     pub fn put(
         &self,
-        dir: u64,
-        plus: bool,
+        key: (u64, bool),
         cred: &Credentials,
         changes: u64,
         list: Arc<Vec<Entry>>,
+        max_age: Duration,
     ) {
+        if list.len() > RECENT_ENTRIES / 4 {
+            return;
+        }
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        if map.len() >= RECENT_KEPT {
+        map.retain(|_, r| r.list.first().is_some_and(|e| e.at.elapsed() < max_age));
+        let entries: usize = map.values().map(|r| r.list.len()).sum();
+        if map.len() >= RECENT_KEPT || entries + list.len() > RECENT_ENTRIES {
             map.clear();
         }
         let cred = cred.clone();
         map.insert(
-            (dir, plus),
+            key,
             Recent {
                 cred,
                 changes,
@@ -250,6 +257,71 @@ impl Handles {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn listing(n: usize, at: Instant) -> Arc<Vec<Entry>> {
+        let fetched = super::super::xattrs::NoXattrs::default().fetch();
+        let entry = |i: usize| Entry {
+            name: format!("n{i}").into_bytes(),
+            inode: i as u64 + 1,
+            kind: 1,
+            attr: None,
+            fetched,
+            at,
+        };
+        Arc::new((0..n).map(entry).collect())
+    }
+
+    #[test]
+    fn a_recent_listing_is_served_to_its_caller_while_nothing_changed() {
+        let r = RecentListings::default();
+        let (alice, bob) = (
+            Credentials {
+                uid: 1,
+                ..Default::default()
+            },
+            Credentials {
+                uid: 2,
+                ..Default::default()
+            },
+        );
+        let age = Duration::from_secs(1);
+        r.put((5, true), &alice, 7, listing(3, Instant::now()), age);
+        assert_eq!(r.get(5, true, &alice, 7, age).map(|l| l.len()), Some(3));
+        assert!(r.get(5, true, &alice, 8, age).is_none(), "changed since");
+        assert!(r.get(5, true, &bob, 7, age).is_none(), "another caller");
+        assert!(
+            r.get(5, false, &alice, 7, age).is_none(),
+            "without attributes"
+        );
+        assert!(
+            r.get(6, true, &alice, 7, age).is_none(),
+            "another directory"
+        );
+        assert!(
+            r.get(5, true, &alice, 7, Duration::ZERO).is_none(),
+            "too old"
+        );
+        // Too many entries: the old ones go; a huge listing is not kept.
+        for d in 0..8 {
+            r.put(
+                (100 + d, true),
+                &alice,
+                7,
+                listing(RECENT_ENTRIES / 5, Instant::now()),
+                age,
+            );
+        }
+        assert!(r.get(5, true, &alice, 7, age).is_none());
+        assert!(r.get(107, true, &alice, 7, age).is_some());
+        r.put(
+            (9, true),
+            &alice,
+            7,
+            listing(RECENT_ENTRIES, Instant::now()),
+            age,
+        );
+        assert!(r.get(9, true, &alice, 7, age).is_none());
+    }
 
     #[test]
     fn handles_are_typed_unique_and_removable() {

@@ -589,8 +589,8 @@ impl Shared {
         all.extend(out);
         let all = Arc::new(all);
         if held && self.wb.holds(&self.master, inode) {
-            self.recent
-                .put(inode, plus, cred, changes, Arc::clone(&all));
+            let list = Arc::clone(&all);
+            self.recent.put((inode, plus), cred, changes, list, max_age);
         }
         Ok(all)
     }
