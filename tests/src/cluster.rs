@@ -6,7 +6,7 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,8 @@ use mfs_proto::v1::{NodeStatusReply, Role};
 pub fn bin_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        // Before any mount of this process exists (see `spawner`).
+        crate::spawner::init();
         if let Ok(d) = std::env::var("MFS_BIN_DIR") {
             return PathBuf::from(d);
         }
@@ -76,7 +78,7 @@ pub struct Master {
     pub port: u16,
     pub http_port: u16,
     pub dir: PathBuf,
-    pub child: Option<Child>,
+    pub child: Option<crate::spawner::Proc>,
 }
 
 impl Master {
@@ -243,39 +245,36 @@ impl Cluster {
         let bin = bin_dir().join("mfsmaster");
         let env = self.env.clone();
         let m = self.master_mut(id)?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(m.dir.join("log"))?;
-        let mut cmd = match &m.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&bin);
-                c
-            }
-            None => Command::new(&bin),
+        let (program, mut args) = match &m.netns {
+            Some(ns) => (
+                PathBuf::from("ip"),
+                vec![
+                    "netns".into(),
+                    "exec".into(),
+                    ns.clone(),
+                    crate::spawner::path_arg(&bin)?,
+                ],
+            ),
+            None => (bin.clone(), Vec::new()),
         };
-        cmd.arg("--id")
-            .arg(id.to_string())
-            .arg("--listen-host")
-            .arg(&m.host)
-            .arg("--listen-port")
-            .arg(m.port.to_string())
-            .arg("--http-listen")
-            .arg(format!("{}:{}", m.host, m.http_port))
-            .arg("--data-path")
-            .arg(m.dir.join("data"))
-            .arg("--peers")
-            .arg(peers)
-            .arg("-c")
-            .arg(m.dir.join("none.cfg"))
-            .env("RUST_LOG", "info,openraft=error")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        args.extend([
+            "--id".into(),
+            id.to_string(),
+            "--listen-host".into(),
+            m.host.clone(),
+            "--listen-port".into(),
+            m.port.to_string(),
+            "--http-listen".into(),
+            format!("{}:{}", m.host, m.http_port),
+            "--data-path".into(),
+            crate::spawner::path_arg(&m.dir.join("data"))?,
+            "--peers".into(),
+            peers.to_string(),
+            "-c".into(),
+            crate::spawner::path_arg(&m.dir.join("none.cfg"))?,
+        ]);
+        let mut all_env = vec![("RUST_LOG".to_string(), "info,openraft=error".to_string())];
+        all_env.extend(env);
         // `-c` names a file that does not exist: refused. Use an empty one.
         std::fs::write(m.dir.join("none.cfg"), "")?;
         // When the test started it, beside the master's own first line (a
@@ -285,6 +284,7 @@ impl Cluster {
             .unwrap_or_default();
         let (secs, ms) = (since.as_secs() % 86_400, since.subsec_millis());
         let mut note = std::fs::OpenOptions::new()
+            .create(true)
             .append(true)
             .open(m.dir.join("log"))?;
         use std::io::Write as _;
@@ -295,9 +295,15 @@ impl Cluster {
             secs / 60 % 60,
             secs % 60
         )?;
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+        let log = m.dir.join("log");
+        let spec = crate::spawner::Spec {
+            program: &program,
+            args,
+            env: all_env,
+            log: &log,
+        };
+        let child =
+            crate::spawner::spawn(&spec).with_context(|| format!("starting {}", bin.display()))?;
         m.child = Some(child);
         Ok(())
     }
@@ -322,8 +328,7 @@ impl Cluster {
     pub fn stop(&mut self, id: u64) -> Result<()> {
         let m = self.master_mut(id)?;
         if let Some(mut c) = m.child.take() {
-            // SAFETY: plain kill(2) on a child pid we own.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            c.signal(libc::SIGTERM);
             let t = Instant::now();
             while t.elapsed() < Duration::from_secs(10) {
                 if let Ok(Some(_)) = c.try_wait() {

@@ -7,3 +7,4 @@ pub mod cluster;
 pub mod metaloggers;
 pub mod mountpoint;
 pub mod netlab;
+pub mod spawner;

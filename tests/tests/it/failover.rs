@@ -142,3 +142,37 @@ async fn leader_kills_during_writes_and_creates() {
         longest.as_secs_f64()
     ));
 }
+
+/// Masters started again while this process holds a file on the mount
+/// with writes the mount cannot commit (no quorum): a master forked from
+/// here would wait in its own exec for the flush of that inherited
+/// descriptor, and so for the quorum it is to give back (the harness
+/// starts masters from a helper that holds no such file: `spawner`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masters_restart_while_a_file_with_unsent_writes_is_open() {
+    if skip_without_fuse() {
+        return;
+    }
+    let mut c = Cluster::start(3, &[]).await.unwrap();
+    c.add_chunkservers(1, 1).await.unwrap();
+    let m = Mount::start(&c, "m", &[]).unwrap();
+    let path = m.path().join("f");
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(b"before").unwrap();
+    f.sync_all().unwrap();
+
+    step("two masters killed: no quorum; the file gets more bytes");
+    let leader = c.wait_leader(Duration::from_secs(30)).await.unwrap();
+    let others: Vec<u64> = (1..=3).filter(|&i| i != leader).collect();
+    c.kill(others[0]).unwrap();
+    c.kill(leader).unwrap();
+    f.write_all(b" after").unwrap();
+
+    step("both started again while the file is open");
+    c.restart(others[0]).unwrap();
+    c.restart(leader).unwrap();
+    c.wait_leader(Duration::from_secs(60)).await.unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    assert_eq!(std::fs::read(&path).unwrap(), b"before after");
+}
