@@ -89,6 +89,7 @@ pub async fn run(cfg: ChunkConfig, res: Resolved) -> Result<(), String> {
         store.clone(),
     );
     tokio::spawn(link.run());
+    tokio::spawn(crate::spare::run(store.clone()));
     if cfg.hdd_test_freq > 0 {
         tokio::spawn(scrub::run(
             store.clone(),

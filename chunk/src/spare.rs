@@ -12,6 +12,12 @@
 //! chunk's header into it first and then renames it into place without
 //! replacing anything (`RENAME_NOREPLACE`), so a crash leaves either a spare
 //! (reused at the next start) or a whole new chunk file.
+//!
+//! Spares are also made ahead ([`run`]): a background task keeps
+//! [`SPARES_MADE`] empty files on each disk that takes new chunks, so that
+//! a new chunk is a rename (~10 µs) and not a new inode in its folder
+//! (0.1-0.25 ms here when written files come one after another: the close
+//! of each small file waits for its chunk on every copy).
 
 use std::ffi::CString;
 use std::fs::File;
@@ -19,13 +25,23 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::store::Store;
 
 /// The folder of a disk that holds its spares.
 pub const SPARE_DIR: &str = "spare";
 
 /// Spares kept per disk at most; a delete beyond removes the file.
 pub const SPARES_MAX: usize = 1024;
+
+/// Spares made ahead on a disk with fewer (empty files: an inode each, no
+/// data blocks).
+pub const SPARES_MADE: usize = 512;
+
+/// How often the background task looks for disks short of spares.
+const MAKE_EVERY: Duration = Duration::from_millis(100);
 
 /// One disk's spare files.
 #[derive(Debug)]
@@ -116,6 +132,21 @@ impl Spares {
         }
     }
 
+    /// Makes new empty spares until there are `target`; the number made.
+    /// Stops at the first file that cannot be made (the error).
+    pub fn make(&self, target: usize) -> io::Result<usize> {
+        let mut made = 0;
+        while self.usable && self.count() < target {
+            let to = self
+                .dir
+                .join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
+            File::options().write(true).create_new(true).open(&to)?;
+            self.files().push(to);
+            made += 1;
+        }
+        Ok(made)
+    }
+
     /// A spare to make a new chunk from, if any.
     pub fn take(&self) -> Option<PathBuf> {
         self.files().pop()
@@ -124,6 +155,61 @@ impl Spares {
     /// Gives back a spare taken and not used.
     pub fn put_back(&self, spare: PathBuf) {
         self.files().push(spare);
+    }
+}
+
+/// Runs for ever: every [`MAKE_EVERY`], makes spares on the disks that take
+/// new chunks and have fewer than [`SPARES_MADE`].
+pub async fn run(store: Arc<Store>) {
+    let mut tick = tokio::time::interval(MAKE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A disk that failed to make one is left alone for a while (full inode
+    // table, read-only file system): a warning a minute, not ten a second.
+    let mut failed_at: Vec<Option<Instant>> = vec![None; store.disks().len()];
+    loop {
+        tick.tick().await;
+        let short: Vec<usize> = store
+            .disks()
+            .iter()
+            .enumerate()
+            .filter(|(i, d)| {
+                !d.marked
+                    && !d.is_damaged()
+                    && d.spares.count() < SPARES_MADE
+                    && failed_at[*i].is_none_or(|t| t.elapsed() > Duration::from_secs(60))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        if short.is_empty() {
+            continue;
+        }
+        let s = store.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            short
+                .into_iter()
+                .map(|i| (i, s.disks()[i].spares.make(SPARES_MADE)))
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let Ok(results) = r else {
+            tracing::warn!("the spare file task failed");
+            continue;
+        };
+        for (i, r) in results {
+            match r {
+                Ok(n) => {
+                    metrics::counter!("mfs_chunk_spares_made_total").increment(n as u64);
+                    failed_at[i] = None;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "disk {}: cannot make a spare chunk file: {e}; new chunks are new files (tried again in a minute)",
+                        store.disks()[i].path.display()
+                    );
+                    failed_at[i] = Some(Instant::now());
+                }
+            }
+        }
     }
 }
 
@@ -169,6 +255,17 @@ mod tests {
         let spare = s.take().unwrap();
         assert_eq!(std::fs::metadata(&spare).unwrap().len(), 0, "emptied");
         assert!(s.take().is_none());
+
+        // Made ahead: new names, after the ones found.
+        assert_eq!(again.make(3).unwrap(), 2);
+        assert_eq!(again.make(3).unwrap(), 0, "enough already");
+        let mut names: Vec<_> = std::fs::read_dir(d.path().join(SPARE_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["0", "1", "2"]);
+        assert_eq!(again.count(), 3);
 
         let to = d.path().join("new");
         std::fs::write(&to, b"here").unwrap();

@@ -407,3 +407,46 @@ fn a_deleted_chunk_file_is_kept_and_made_into_the_next_new_chunk() {
     s.create(32, 1).unwrap();
     assert!(s.disks[0].chunk_path(32, 1).exists());
 }
+
+#[tokio::test]
+async fn spares_are_made_ahead_on_disks_that_take_new_chunks() {
+    let (taking, marked) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let specs = [spec(taking.path(), false), spec(marked.path(), true)];
+    let s = Arc::new(Store::open(&specs, opts()).unwrap());
+    let task = tokio::spawn(crate::spare::run(s.clone()));
+    let spares = |i: usize| s.disks[i].spares.count();
+    let t = std::time::Instant::now();
+    while spares(0) < crate::spare::SPARES_MADE {
+        assert!(
+            t.elapsed().as_secs() < 30,
+            "{} spares made in 30 s",
+            spares(0)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let on_disk = std::fs::read_dir(taking.path().join(crate::spare::SPARE_DIR))
+        .unwrap()
+        .count();
+    assert_eq!(on_disk, crate::spare::SPARES_MADE);
+    assert_eq!(spares(1), 0, "a disk being drained gets none");
+
+    // A new chunk takes one, and the task makes another.
+    s.create(40, 1).unwrap();
+    assert_eq!(s.write(40, 1, 0, b"abc").unwrap(), 3);
+    assert!(s.disks[0].chunk_path(40, 1).exists());
+    assert!(spares(0) < crate::spare::SPARES_MADE);
+    while spares(0) < crate::spare::SPARES_MADE {
+        assert!(
+            t.elapsed().as_secs() < 30,
+            "the spare taken was not made again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    task.abort();
+    let _ = task.await;
+    drop(s);
+    // A restart finds them, and the chunk.
+    let s = Store::open(&specs, opts()).unwrap();
+    assert_eq!(s.disks[0].spares.count(), crate::spare::SPARES_MADE);
+    assert_eq!(&s.read(40, 1, 0, 3).unwrap()[..], b"abc");
+}
