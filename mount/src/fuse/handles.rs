@@ -35,7 +35,13 @@ pub struct Entry {
     pub attr: Option<Attr>,
     /// When the master was asked for them.
     pub fetched: super::xattrs::Fetch,
-    /// When the listing was read.
+}
+
+/// A directory listing, "." and ".." first.
+#[derive(Debug)]
+pub struct Listing {
+    pub entries: Vec<Entry>,
+    /// When it was read.
     pub at: Instant,
 }
 
@@ -44,7 +50,7 @@ pub struct Entry {
 struct Recent {
     cred: Credentials,
     changes: u64,
-    list: Arc<Vec<Entry>>,
+    list: Arc<Listing>,
 }
 
 /// Listings of held directories read lately, for the next open of the
@@ -74,35 +80,37 @@ impl RecentListings {
         cred: &Credentials,
         changes: u64,
         max_age: Duration,
-    ) -> Option<Arc<Vec<Entry>>> {
+    ) -> Option<Arc<Listing>> {
         let map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let r = map.get(&(dir, plus))?;
-        let fresh = r.list.first().is_some_and(|e| e.at.elapsed() < max_age);
+        let fresh = r.list.at.elapsed() < max_age;
         (fresh && r.changes == changes && r.cred == *cred).then(|| Arc::clone(&r.list))
     }
 
-    /// Keeps `list`, read for `cred` when the change count was `changes`
-    /// (those older than `max_age` go first, all when there are too many).
+    /// Keeps `list` of `dir` (`plus`: with attributes), read for `cred`
+    /// when the change count was `changes` (those older than `max_age` go
+    /// first, all when there are too many).
     pub fn put(
         &self,
-        key: (u64, bool),
+        dir: u64,
+        plus: bool,
         cred: &Credentials,
         changes: u64,
-        list: Arc<Vec<Entry>>,
+        list: Arc<Listing>,
         max_age: Duration,
     ) {
-        if list.len() > RECENT_ENTRIES / 4 {
+        if list.entries.len() > RECENT_ENTRIES / 4 {
             return;
         }
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, r| r.list.first().is_some_and(|e| e.at.elapsed() < max_age));
-        let entries: usize = map.values().map(|r| r.list.len()).sum();
-        if map.len() >= RECENT_KEPT || entries + list.len() > RECENT_ENTRIES {
+        map.retain(|_, r| r.list.at.elapsed() < max_age);
+        let entries: usize = map.values().map(|r| r.list.entries.len()).sum();
+        if map.len() >= RECENT_KEPT || entries + list.entries.len() > RECENT_ENTRIES {
             map.clear();
         }
         let cred = cred.clone();
         map.insert(
-            key,
+            (dir, plus),
             Recent {
                 cred,
                 changes,
@@ -117,7 +125,7 @@ impl RecentListings {
 #[derive(Debug, Default)]
 pub struct OpenDir {
     /// The listing, once read.
-    pub listing: tokio::sync::Mutex<Option<Arc<Vec<Entry>>>>,
+    pub listing: tokio::sync::Mutex<Option<Arc<Listing>>>,
     /// Some of the listing was handed out (a read from offset 0 after
     /// that is a rewinddir: the listing is read again).
     served: AtomicBool,
@@ -258,7 +266,7 @@ impl Handles {
 mod tests {
     use super::*;
 
-    fn listing(n: usize, at: Instant) -> Arc<Vec<Entry>> {
+    fn listing(n: usize, at: Instant) -> Arc<Listing> {
         let fetched = super::super::xattrs::NoXattrs::default().fetch();
         let entry = |i: usize| Entry {
             name: format!("n{i}").into_bytes(),
@@ -266,9 +274,11 @@ mod tests {
             kind: 1,
             attr: None,
             fetched,
-            at,
         };
-        Arc::new((0..n).map(entry).collect())
+        Arc::new(Listing {
+            entries: (0..n).map(entry).collect(),
+            at,
+        })
     }
 
     #[test]
@@ -285,8 +295,11 @@ mod tests {
             },
         );
         let age = Duration::from_secs(1);
-        r.put((5, true), &alice, 7, listing(3, Instant::now()), age);
-        assert_eq!(r.get(5, true, &alice, 7, age).map(|l| l.len()), Some(3));
+        r.put(5, true, &alice, 7, listing(3, Instant::now()), age);
+        assert_eq!(
+            r.get(5, true, &alice, 7, age).map(|l| l.entries.len()),
+            Some(3)
+        );
         assert!(r.get(5, true, &alice, 8, age).is_none(), "changed since");
         assert!(r.get(5, true, &bob, 7, age).is_none(), "another caller");
         assert!(
@@ -304,7 +317,8 @@ mod tests {
         // Too many entries: the old ones go; a huge listing is not kept.
         for d in 0..8 {
             r.put(
-                (100 + d, true),
+                100 + d,
+                true,
                 &alice,
                 7,
                 listing(RECENT_ENTRIES / 5, Instant::now()),
@@ -314,7 +328,8 @@ mod tests {
         assert!(r.get(5, true, &alice, 7, age).is_none());
         assert!(r.get(107, true, &alice, 7, age).is_some());
         r.put(
-            (9, true),
+            9,
+            true,
             &alice,
             7,
             listing(RECENT_ENTRIES, Instant::now()),

@@ -16,7 +16,7 @@ use mfs_proto::v1::{
 
 use super::convert::{self, errno, file_attr, NAME_MAX};
 use super::fs::Shared;
-use super::handles::Entry;
+use super::handles::{Entry, Listing};
 use super::xattrs::Fetch;
 use crate::error::ClientError;
 use crate::io::Deferred;
@@ -538,7 +538,7 @@ impl Shared {
         cred: &Credentials,
         ino: INodeNo,
         plus: bool,
-    ) -> Result<Arc<Vec<Entry>>, ClientError> {
+    ) -> Result<Arc<Listing>, ClientError> {
         let inode = self.map.to_master(ino);
         let max_age = self.settings.direntry_ttl.min(self.settings.attr_ttl);
         let changes = self.master.changes();
@@ -561,7 +561,6 @@ impl Shared {
                 kind: e.r#type,
                 attr: e.attr,
                 fetched,
-                at,
             })
             .collect();
         // The directory's own attributes came with the last page (as
@@ -583,14 +582,13 @@ impl Shared {
                 kind: dir,
                 attr: dot_attr,
                 fetched,
-                at,
             });
         }
         all.extend(out);
-        let all = Arc::new(all);
+        let all = Arc::new(Listing { entries: all, at });
         if held && self.wb.holds(&self.master, inode) {
             let list = Arc::clone(&all);
-            self.recent.put((inode, plus), cred, changes, list, max_age);
+            self.recent.put(inode, plus, cred, changes, list, max_age);
         }
         Ok(all)
     }
@@ -623,7 +621,7 @@ impl Shared {
         fh: FileHandle,
         offset: u64,
         plus: bool,
-    ) -> Result<Arc<Vec<Entry>>, Errno> {
+    ) -> Result<Arc<Listing>, Errno> {
         let Some(d) = self.handles.dir(fh.0) else {
             return Err(Errno::EBADF);
         };
@@ -655,7 +653,7 @@ impl Shared {
             Err(e) => return reply.error(e),
         };
         let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        for (i, e) in list.iter().enumerate().skip(start) {
+        for (i, e) in list.entries.iter().enumerate().skip(start) {
             let Some(name) = os_name(&e.name) else {
                 continue;
             };
@@ -689,11 +687,9 @@ impl Shared {
         // never kept longer than MFSATTRCACHETO says.
         // (A listing served again: what is left of the time.)
         let ttl = self.settings.direntry_ttl.min(self.settings.attr_ttl);
-        let ttl = list
-            .first()
-            .map_or(ttl, |e| ttl.saturating_sub(e.at.elapsed()));
+        let ttl = ttl.saturating_sub(list.at.elapsed());
         let dir = self.map.to_master(ino);
-        for (i, e) in list.iter().enumerate().skip(start) {
+        for (i, e) in list.entries.iter().enumerate().skip(start) {
             let Some(name) = os_name(&e.name) else {
                 continue;
             };
