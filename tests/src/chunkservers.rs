@@ -4,7 +4,6 @@
 //! and its disks (plain directories under the cluster's temp dir).
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -26,7 +25,7 @@ pub struct Chunkserver {
     /// marked for removal (see [`Cluster::mark_disk_for_removal`]).
     pub disks: Vec<PathBuf>,
     pub marked: Vec<bool>,
-    pub child: Option<Child>,
+    pub child: Option<crate::spawner::Proc>,
     /// `MFS_*` settings of this chunkserver alone, over the cluster's
     /// [`Cluster::env`] (which every chunkserver gets too).
     pub env: Vec<(String, String)>,
@@ -135,30 +134,30 @@ impl Cluster {
             bail!("chunkserver {num} runs already");
         }
         let cfg = cs.write_config(&masters)?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(cs.dir.join("log"))?;
-        let mut cmd = match &cs.netns {
-            Some(ns) => {
-                let mut c = Command::new("ip");
-                c.args(["netns", "exec", ns]).arg(&bin);
-                c
-            }
-            None => Command::new(&bin),
+        let (program, mut args) = match &cs.netns {
+            Some(ns) => (
+                PathBuf::from("ip"),
+                vec![
+                    "netns".into(),
+                    "exec".into(),
+                    ns.clone(),
+                    crate::spawner::path_arg(&bin)?,
+                ],
+            ),
+            None => (bin.clone(), Vec::new()),
         };
-        cmd.arg("-c")
-            .arg(&cfg)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        for (k, v) in cluster_env.iter().chain(&cs.env) {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+        args.extend(["-c".into(), crate::spawner::path_arg(&cfg)?]);
+        let mut env = vec![("RUST_LOG".to_string(), "info".to_string())];
+        env.extend(cluster_env.iter().chain(&cs.env).cloned());
+        let log = cs.dir.join("log");
+        let spec = crate::spawner::Spec {
+            program: &program,
+            args,
+            env,
+            log: &log,
+        };
+        let child =
+            crate::spawner::spawn(&spec).with_context(|| format!("starting {}", bin.display()))?;
         cs.child = Some(child);
         Ok(())
     }

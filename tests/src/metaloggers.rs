@@ -5,7 +5,7 @@
 //! DATA_PATH in `DIR/data` (changelog_ml.N.mfs, metadata_ml.mfs, raft/).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -21,7 +21,7 @@ pub struct Metalogger {
     pub dir: PathBuf,
     /// Extra settings (`KEY = VALUE` lines of its config).
     pub settings: Vec<(String, String)>,
-    pub child: Option<Child>,
+    pub child: Option<crate::spawner::Proc>,
 }
 
 impl Metalogger {
@@ -53,7 +53,7 @@ impl Metalogger {
 }
 
 /// A process killed (SIGKILL) and reaped when dropped.
-pub struct Spawned(pub Child);
+pub struct Spawned(pub crate::spawner::Proc);
 
 impl Drop for Spawned {
     fn drop(&mut self) {
@@ -127,19 +127,15 @@ impl Cluster {
             bail!("metalogger {num} runs already");
         }
         let cfg = ml.write_config(&masters)?;
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(ml.dir.join("log"))?;
-        let child = Command::new(&bin)
-            .arg("-c")
-            .arg(&cfg)
-            .env("RUST_LOG", "info,openraft=error")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
+        let log = ml.dir.join("log");
+        let spec = crate::spawner::Spec {
+            program: &bin,
+            args: vec!["-c".into(), crate::spawner::path_arg(&cfg)?],
+            env: vec![("RUST_LOG".into(), "info,openraft=error".into())],
+            log: &log,
+        };
+        let child =
+            crate::spawner::spawn(&spec).with_context(|| format!("starting {}", bin.display()))?;
         ml.child = Some(child);
         Ok(())
     }
@@ -199,28 +195,25 @@ pub fn restore(from: &Path, to: &Path, id: u64, port: u16) -> Result<String> {
 pub fn start_restored_master(dir: &Path, id: u64, port: u16, log: &Path) -> Result<Spawned> {
     let cfg = dir.with_extension("cfg");
     std::fs::write(&cfg, "")?;
-    let logf = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)?;
-    let child = Command::new(bin_dir().join("mfsmaster"))
-        .arg("-c")
-        .arg(&cfg)
-        .arg("--id")
-        .arg(id.to_string())
-        .arg("--listen-host")
-        .arg("127.0.0.1")
-        .arg("--listen-port")
-        .arg(port.to_string())
-        .arg("--http-listen")
-        .arg("")
-        .arg("--data-path")
-        .arg(dir)
-        .env("RUST_LOG", "info,openraft=error")
-        .stdin(Stdio::null())
-        .stdout(logf.try_clone()?)
-        .stderr(logf)
-        .spawn()
-        .context("starting mfsmaster on the restored dir")?;
+    let spec = crate::spawner::Spec {
+        program: &bin_dir().join("mfsmaster"),
+        args: vec![
+            "-c".into(),
+            crate::spawner::path_arg(&cfg)?,
+            "--id".into(),
+            id.to_string(),
+            "--listen-host".into(),
+            "127.0.0.1".into(),
+            "--listen-port".into(),
+            port.to_string(),
+            "--http-listen".into(),
+            String::new(),
+            "--data-path".into(),
+            crate::spawner::path_arg(dir)?,
+        ],
+        env: vec![("RUST_LOG".into(), "info,openraft=error".into())],
+        log,
+    };
+    let child = crate::spawner::spawn(&spec).context("starting mfsmaster on the restored dir")?;
     Ok(Spawned(child))
 }

@@ -1,4 +1,5 @@
-//! Masters are started by a helper process, not by the test process.
+//! Daemons (masters, chunkservers, metaloggers) are started by a helper
+//! process, not by the test process.
 //!
 //! A test process holds files open on its mounts. A child forked from it
 //! inherits those descriptors, and its `exec` closes them (they are
@@ -10,8 +11,10 @@
 //!
 //! The helper is a shell started before the process makes any mount (from
 //! [`crate::cluster::bin_dir`], which every cluster and mount calls first),
-//! so it holds no file on a mount; it starts each master as its own child.
-//! A [`Proc`] follows the master by a pidfd (it is not the test's child).
+//! so it holds no file on a mount; it starts each daemon as its own child.
+//! A [`Proc`] follows the daemon by a pidfd (it is not the test's child).
+//! (Chunkservers and metaloggers would not stall so, their restarts gate
+//! no flush, but one way to start a daemon is simpler than two.)
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -35,7 +38,7 @@ static HELPER: OnceLock<Mutex<Option<Helper>>> = OnceLock::new();
 pub(crate) fn init() {
     HELPER.get_or_init(|| {
         let helper = start_helper()
-            .map_err(|e| eprintln!("masters start as this process's children: {e:#}"))
+            .map_err(|e| eprintln!("daemons start as this process's children: {e:#}"))
             .ok();
         Mutex::new(helper)
     });
@@ -51,7 +54,7 @@ fn start_helper() -> Result<Helper> {
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .context("starting the helper shell that starts masters")?;
+        .context("starting the helper shell that starts daemons")?;
     let (Some(to), Some(from)) = (shell.stdin.take(), shell.stdout.take()) else {
         bail!("the helper shell has no pipes");
     };
@@ -137,7 +140,7 @@ pub fn spawn(spec: &Spec<'_>) -> Result<Proc> {
     Ok(Proc::Helped { pid, pidfd })
 }
 
-/// A started master.
+/// A started daemon.
 #[derive(Debug)]
 pub enum Proc {
     /// The test process's own child (no helper).
