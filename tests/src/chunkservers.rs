@@ -134,18 +134,7 @@ impl Cluster {
             bail!("chunkserver {num} runs already");
         }
         let cfg = cs.write_config(&masters)?;
-        let (program, mut args) = match &cs.netns {
-            Some(ns) => (
-                PathBuf::from("ip"),
-                vec![
-                    "netns".into(),
-                    "exec".into(),
-                    ns.clone(),
-                    crate::spawner::path_arg(&bin)?,
-                ],
-            ),
-            None => (bin.clone(), Vec::new()),
-        };
+        let (program, mut args) = crate::spawner::in_netns(cs.netns.as_deref(), &bin)?;
         args.extend(["-c".into(), crate::spawner::path_arg(&cfg)?]);
         let mut env = vec![("RUST_LOG".to_string(), "info".to_string())];
         env.extend(cluster_env.iter().chain(&cs.env).cloned());

@@ -245,18 +245,7 @@ impl Cluster {
         let bin = bin_dir().join("mfsmaster");
         let env = self.env.clone();
         let m = self.master_mut(id)?;
-        let (program, mut args) = match &m.netns {
-            Some(ns) => (
-                PathBuf::from("ip"),
-                vec![
-                    "netns".into(),
-                    "exec".into(),
-                    ns.clone(),
-                    crate::spawner::path_arg(&bin)?,
-                ],
-            ),
-            None => (bin.clone(), Vec::new()),
-        };
+        let (program, mut args) = crate::spawner::in_netns(m.netns.as_deref(), &bin)?;
         args.extend([
             "--id".into(),
             id.to_string(),

@@ -18,7 +18,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -70,6 +70,18 @@ pub(crate) fn path_arg(p: &Path) -> Result<String> {
     p.to_str()
         .map(str::to_owned)
         .with_context(|| format!("{} is not UTF-8", p.display()))
+}
+
+/// The program and first arguments that run `bin` in network namespace
+/// `netns` (`ip netns exec`), or `bin` itself without one.
+pub(crate) fn in_netns(netns: Option<&str>, bin: &Path) -> Result<(PathBuf, Vec<String>)> {
+    Ok(match netns {
+        Some(ns) => (
+            PathBuf::from("ip"),
+            vec!["netns".into(), "exec".into(), ns.into(), path_arg(bin)?],
+        ),
+        None => (bin.to_owned(), Vec::new()),
+    })
 }
 
 /// `s` as one shell word.
