@@ -419,9 +419,13 @@ impl Meta {
         let root = if r.meta {
             Inode::ROOT
         } else {
-            let ns = self.node.shared.ns();
             let mut at = Inode::ROOT;
             for c in &path {
+                // A directory another session holds may have names that
+                // session made and not sent yet (a mkdir its mount
+                // answered): recalled first, as any call naming it.
+                self.recall_from_others(SessionId::NONE, &[at]).await?;
+                let ns = self.node.shared.ns();
                 let a = ns
                     .lookup(&fsm::Cred::root(), at, c.as_bytes())
                     .map_err(|e| {
@@ -429,7 +433,10 @@ impl Meta {
                     })?;
                 at = a.inode;
             }
-            if !ns
+            if !self
+                .node
+                .shared
+                .ns()
                 .getattr(at)
                 .is_ok_and(|a| a.ftype == fsm::FileType::Directory)
             {

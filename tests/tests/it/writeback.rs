@@ -530,6 +530,40 @@ async fn directories_made_in_a_held_directory_are_held_at_once() {
     fs::write(tb.join("r/h"), b"b").unwrap();
     assert_eq!(names(&e0), set(&["f0", "f1", "f2", "f3", "g", "h"]));
     assert_eq!(fs::metadata(e0.join("h")).unwrap().len(), 1);
+
+    step("a directory A just made (not sent yet: A is stopped) is mounted as a subfolder");
+    // z: made by A, with files (a stream of creates: held by A).
+    let z = ta.join("z");
+    fs::create_dir(&z).unwrap();
+    for i in 0..4 {
+        fs::write(z.join(format!("f{i}")), b"z").unwrap();
+    }
+    File::open(&z).unwrap().sync_all().unwrap();
+    let leader = c
+        .wait_leader(std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    let recalls = || metric(c.master(leader).unwrap(), "mfs_recalls_total");
+    let recalled = recalls();
+    fs::create_dir(z.join("new")).unwrap();
+    let pid = a.pid().expect("mount A runs") as i32;
+    // SAFETY: kill(2) of the mount process this test started.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let sub = {
+        let c = &c;
+        std::thread::scope(|s| {
+            let sub = s.spawn(|| Mount::start(c, "sub", &["-S", "/t/z/new"]));
+            // Its registration waits for A to give t/z back.
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGCONT) };
+            sub.join().unwrap()
+        })
+    };
+    let sub = sub.unwrap_or_else(|e| panic!("the subfolder mount of t/z/new: {e:#}"));
+    assert!(recalls() > recalled, "t/z was not held by A");
+    fs::write(sub.path().join("x"), b"x").unwrap();
+    assert_eq!(fs::read(z.join("new/x")).unwrap(), b"x");
 }
 
 /// Creates, renames and unlinks answered by the mount while the leader is

@@ -89,9 +89,6 @@ struct State {
     grants: u64,
     /// Chunk ids the session holds for the data of files made here.
     held: chunks::Held,
-    /// Directories made here whose mkdir the master refused (their
-    /// mkdir, waiting for the queue, answers EIO).
-    refused_dirs: std::collections::HashSet<u64>,
 }
 
 #[derive(Debug)]
@@ -508,8 +505,10 @@ impl WriteBack {
 
     /// A mkdir answered here when `parent` is held (or taken now, as for
     /// a create): queued as `MkdirAt`, whose apply delegates the new
-    /// directory to this session, so it is held here at once, empty. It
-    /// returns once the queue is sent (with the creates before it).
+    /// directory to this session, so it is held here at once, empty. As a
+    /// create, it returns at once: another session that names the new
+    /// directory (a lookup in its parent, a subfolder mount's path) recalls
+    /// the parent first, and so sees it.
     #[allow(clippy::too_many_arguments)]
     pub(crate) async fn mkdir(
         &self,
@@ -550,18 +549,7 @@ impl WriteBack {
             );
             Some(Ok(attr))
         };
-        let attr = match self.here_or_take(master, cred, Some(parent), here).await? {
-            Ok(a) => a,
-            Err(e) => return Some(Err(e)),
-        };
-        // Unlike a file, a directory is named by others at once (a
-        // subfolder mount, a tool's call, an export): the mkdir returns
-        // once the master made it.
-        master.queue_barrier().await;
-        if self.lock().refused_dirs.remove(&attr.inode) {
-            return Some(Err(Errno::EIO));
-        }
-        Some(Ok(attr))
+        self.here_or_take(master, cred, Some(parent), here).await
     }
 
     /// `here()`, or when it cannot answer because `take` (a directory) is
@@ -742,13 +730,11 @@ impl WriteBack {
     }
 
     /// A create or mkdir the master refused: the name goes from the
-    /// listing (and the directory from those held, its mkdir told).
+    /// listing (and the directory from those held).
     pub(crate) fn refused(&self, parent: u64, name: &[u8], inode: u64) {
         let mut st = self.lock();
         st.made.remove(&inode);
-        if st.dirs.remove(&inode).is_some() {
-            st.refused_dirs.insert(inode);
-        }
+        st.dirs.remove(&inode);
         if let Some(d) = st.dirs.get_mut(&parent) {
             if d.names.get(name).is_some_and(|e| e.inode == inode) {
                 d.names.remove(name);
