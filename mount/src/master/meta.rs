@@ -119,16 +119,21 @@ impl MasterClient {
         Fut: Future<Output = Result<tonic::Response<Resp>, Status>>,
     {
         let mut renewed = false;
-        // (A release changes nothing a listing or stat shows.)
-        let changing = &self.inner.changing_calls;
-        let bump = if method == "Release" { 0 } else { 1 };
+        // Counted as it starts and as it ends (see `changes`); a release
+        // changes nothing a listing or stat shows.
+        let count = || {
+            if method != "Release" {
+                let c = &self.inner.changing_calls;
+                c.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            }
+        };
         loop {
             let pending = self.next_request_id();
             let id = pending.id();
             req.set_request_id(id);
-            changing.fetch_add(bump, std::sync::atomic::Ordering::AcqRel);
+            count();
             let result = self.inner.call_in(method, scope, req.clone(), &f).await;
-            changing.fetch_add(bump, std::sync::atomic::Ordering::AcqRel);
+            count();
             drop(pending);
             match result {
                 Err(e)

@@ -535,10 +535,6 @@ impl MasterClient {
         self.inner.current_session().acked()
     }
 
-    /// Takes the next request id of the current session for one mutating
-    /// call. Keep the returned value alive until the call is over (all its
-    /// attempts); dropping it marks the sequence number completed. The typed
-    /// wrappers do this themselves.
     /// Counts this client's changes: it moves when a changing call starts
     /// or ends and when a change is queued (releases aside: they change
     /// nothing a listing shows). Equal counts taken before and after some
@@ -547,6 +543,10 @@ impl MasterClient {
         self.inner.changing_calls.load(Ordering::Acquire) + self.inner.queue.changes()
     }
 
+    /// Takes the next request id of the current session for one mutating
+    /// call. Keep the returned value alive until the call is over (all its
+    /// attempts); dropping it marks the sequence number completed. The typed
+    /// wrappers do this themselves.
     pub fn next_request_id(&self) -> PendingRequest {
         self.inner.current_session().issue()
     }
