@@ -591,8 +591,51 @@ impl Store {
         check_range(offset, data.len() as u64)?;
         let _busy = self.busy();
         let slot = self.slot(id)?;
-        let mut s = write_lock(&slot.state);
-        Self::check(&slot, &s, version)?;
+        let s = write_lock(&slot.state);
+        self.write_locked(&slot, s, version, offset, data)
+    }
+
+    /// [`Store::write`] unless the chunk is busy (another write or a sync
+    /// holds it) or its file is not open: `None` then, and nothing was
+    /// done. For a caller that must
+    /// not wait on a lock (a small write on an async worker thread).
+    pub fn write_if_free(
+        &self,
+        id: u64,
+        version: u32,
+        offset: u64,
+        data: &[u8],
+    ) -> Option<Result<u64, ChunkError>> {
+        if let Err(e) = check_range(offset, data.len() as u64) {
+            return Some(Err(e));
+        }
+        let _busy = self.busy();
+        let slot = match self.slot(id) {
+            Ok(slot) => slot,
+            Err(e) => return Some(Err(e)),
+        };
+        let s = match slot.state.try_write() {
+            Ok(s) => s,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+        };
+        if s.file.is_none() && !s.gone {
+            return None;
+        }
+        Some(self.write_locked(&slot, s, version, offset, data))
+    }
+
+    /// The write of [`Store::write`] under the chunk's lock `s`.
+    fn write_locked(
+        &self,
+        slot: &Slot,
+        mut s: RwLockWriteGuard<'_, SlotState>,
+        version: u32,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<u64, ChunkError> {
+        let id = slot.id;
+        Self::check(slot, &s, version)?;
         let end = offset + data.len() as u64;
         let disk = &self.disks[slot.disk];
         // Held until the write is done (the growth counts as in flight).
@@ -615,7 +658,7 @@ impl Store {
             None
         };
         let opened = s.file.is_none();
-        self.ensure_open(&slot, &mut s)?;
+        self.ensure_open(slot, &mut s)?;
         let res = match s.file.as_mut() {
             Some(f) => f.write(offset, data),
             None => return Err(ChunkError::NotFound { id }),
@@ -629,7 +672,7 @@ impl Store {
                 metrics::counter!("mfs_chunk_bytes_written_total").increment(data.len() as u64);
                 Ok(len)
             }
-            Err(e) => Err(self.fail(&slot, &mut s, e, "writing")),
+            Err(e) => Err(self.fail(slot, &mut s, e, "writing")),
         };
         drop(s);
         if opened {

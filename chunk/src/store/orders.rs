@@ -221,6 +221,14 @@ impl Store {
         }
     }
 
+    /// Whether a new chunk would be made from a spare file now (a disk
+    /// that takes new chunks has one): a rename, not a new inode.
+    pub fn has_spares(&self) -> bool {
+        self.disks
+            .iter()
+            .any(|d| !d.marked && !d.is_damaged() && d.spares.count() > 0)
+    }
+
     /// The copy of `id` that an order is to give `new_version`; when it is
     /// not here, that version is noted (see `create_missing`).
     fn slot_to_relabel(&self, id: u64, new_version: u32) -> Result<Arc<Slot>, ChunkError> {

@@ -450,3 +450,32 @@ async fn spares_are_made_ahead_on_disks_that_take_new_chunks() {
     assert_eq!(s.disks[0].spares.count(), crate::spare::SPARES_MADE);
     assert_eq!(&s.read(40, 1, 0, 3).unwrap()[..], b"abc");
 }
+
+#[test]
+fn writes_in_place_only_on_a_free_open_chunk() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store(&[&d]);
+    s.create(20, 1).unwrap();
+    assert_eq!(s.write_if_free(20, 1, 0, b"abc").map(|r| r.ok()), Some(Some(3)));
+    // Errors are answered as the blocking write would.
+    assert!(matches!(
+        s.write_if_free(20, 2, 0, b"x"),
+        Some(Err(ChunkError::Stale { .. }))
+    ));
+    assert!(matches!(
+        s.write_if_free(21, 1, 0, b"x"),
+        Some(Err(ChunkError::NotFound { id: 21 }))
+    ));
+    // Held by another write or a sync: not done, nothing changed.
+    let slot = s.slot(20).unwrap();
+    let held = slot.state.write().unwrap();
+    assert!(s.write_if_free(20, 1, 3, b"def").is_none());
+    drop(held);
+    // Closed (opening reads the header from the disk): left to the pool.
+    s.close_all();
+    assert!(s.write_if_free(20, 1, 3, b"def").is_none());
+    assert_eq!(s.read(20, 1, 0, 6).unwrap(), b"abc\0\0\0");
+    assert_eq!(s.write(20, 1, 3, b"def").unwrap(), 6);
+    assert_eq!(s.write_if_free(20, 1, 6, b"g").map(|r| r.ok()), Some(Some(7)));
+    assert_eq!(s.read(20, 1, 0, 7).unwrap(), b"abcdefg");
+}
