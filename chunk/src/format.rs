@@ -655,6 +655,20 @@ impl ChunkFile {
         Ok(())
     }
 
+    /// Whether a write of `len` bytes at `offset` reads nothing of the
+    /// file: every block it fills only partly starts at or past the
+    /// written length (its old content is zeros, not read).
+    pub fn writes_without_reading(&self, offset: u64, len: u64) -> bool {
+        let end = offset + len;
+        let (b0, b1) = blocks_of(offset, end);
+        let reads = |b: usize| {
+            let bs = (b * BLOCK_SIZE) as u64;
+            let whole = offset <= bs && end >= bs + BLOCK_SIZE as u64;
+            !whole && bs < self.header.length
+        };
+        b0 >= b1 || !(reads(b0) || reads(b1 - 1))
+    }
+
     /// Writes `data` at `offset` (the caller checked the range): partial
     /// blocks are read (and checked), merged and re-summed. Returns the
     /// written length after the write.

@@ -596,8 +596,8 @@ impl Store {
     }
 
     /// [`Store::write`] unless the chunk is busy (another write or a sync
-    /// holds it) or its file is not open: `None` then, and nothing was
-    /// done. For a caller that must
+    /// holds it), its file is not open, or the write must read blocks it
+    /// fills partly: `None` then, and nothing was done. For a caller that must
     /// not wait on a lock (a small write on an async worker thread).
     pub fn write_if_free(
         &self,
@@ -619,8 +619,19 @@ impl Store {
             Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
             Err(std::sync::TryLockError::WouldBlock) => return None,
         };
-        if s.file.is_none() && !s.gone {
-            return None;
+        // Not open (opening reads the header), or a write that must read
+        // the old content of a block it fills partly: either may wait for
+        // the disk.
+        let len = data.len() as u64;
+        match s
+            .file
+            .as_ref()
+            .map(|f| f.writes_without_reading(offset, len))
+        {
+            Some(true) => {}
+            Some(false) => return None,
+            None if !s.gone => return None,
+            None => {} // answered as the blocking write would: not found
         }
         Some(self.write_locked(&slot, s, version, offset, data))
     }
