@@ -477,14 +477,17 @@ async fn replicate_from(
 
 /// The local part of a Write: with `create`, the copy is made first when
 /// this server lacks it. A small one is done in place (see
-/// [`IN_PLACE_WRITE_MAX`]) when nothing in it may wait long: its chunk
-/// made from a spare file (no inode search), its file open (no header
-/// read from the disk) and not held by another write or a sync.
+/// [`IN_PLACE_WRITE_MAX`]) when nothing in it may wait for the disk: a
+/// new chunk made from a spare file (no inode search), and the write as
+/// `Store::write_if_free` takes it (the file open, the chunk not held by
+/// another write or a sync, no block read first).
 async fn write_here(store: &Arc<Store>, r: pb::ChunkWriteRequest) -> Result<u64, Status> {
     let mut r = r;
     if r.data.len() <= IN_PLACE_WRITE_MAX && (!r.create || store.has_spares()) {
         if r.create {
-            counted("create", store.create_missing(r.chunk_id, r.version))?;
+            if let Err(e) = store.create_missing(r.chunk_id, r.version) {
+                return counted("write", Err(e));
+            }
             r.create = false;
         }
         if let Some(done) = store.write_if_free(r.chunk_id, r.version, r.offset, &r.data) {
