@@ -221,6 +221,23 @@ impl ChunkManager {
         }
         if valid.is_empty() {
             if !fresh {
+                // Copies at the next version: a leader gave it to them and
+                // died before committing it. They hold every write
+                // acknowledged under its lease (a write is acknowledged
+                // once its whole chain has it) on top of version `v`, so
+                // they go on, at the version after theirs; the copies
+                // still at `v` (none here) are not needed.
+                let ahead = self.state().holders_at(id, v + 1, now);
+                if !ahead.is_empty() {
+                    let nv = v + 2;
+                    let bump =
+                        |a: String| async move { self.orders.set_version(&a, id, v + 1, nv).await };
+                    tracing::info!(chunk = %id, committed = v, servers = ?ahead, "WriteChunk: copies a former leader moved to the next version go on from it");
+                    let ok = self
+                        .order_copies(&ahead, (id, nv), "set version", Errno::EAGAIN, bump)
+                        .await?;
+                    return Ok((nv, ok));
+                }
                 return Err(stale_or_retry(self, "WriteChunk", id));
             }
             // A new chunk whose copies are gone (or were never made)
