@@ -221,13 +221,10 @@ impl ChunkManager {
         }
         if valid.is_empty() {
             if !fresh {
-                // Copies at the next version: a leader gave it to them and
-                // died before committing it. They hold every write
-                // acknowledged under its lease (a write is acknowledged
-                // once its whole chain has it) on top of version `v`, so
-                // they go on, at the version after theirs; the copies
-                // still at `v` (none here) are not needed.
-                let ahead = self.state().holders_at(id, v + 1, now);
+                // Copies a former leader moved to the next version (see
+                // `ahead_of`): they hold version `v`'s content and go on,
+                // at the version after theirs.
+                let ahead = self.state().ahead_of(id, v, now);
                 if !ahead.is_empty() {
                     let nv = v + 2;
                     let bump =

@@ -94,13 +94,10 @@ pub(super) fn stale_or_retry(mgr: &ChunkManager, what: &str, id: ChunkId) -> Chu
     let committed = mgr.node.shared.ns().chunk(id).map(|c| c.version.0);
     let st = mgr.state();
     let now = Instant::now();
-    // Copies one version above the committed one: a former leader moved
-    // them and died before committing (they were never written there).
-    // The planner sets them back within its next rounds; WriteChunk takes
+    // Copies one version above the committed one (see `ahead_of`): the
+    // planner sets them back within its next rounds; WriteChunk takes
     // them on.
-    let ahead = committed
-        .and_then(|v| v.checked_add(1))
-        .is_some_and(|next| !st.holders_at(id, next, now).is_empty());
+    let ahead = committed.is_some_and(|v| !st.ahead_of(id, v, now).is_empty());
     if st.may_learn_more(now, GRACE) || ahead {
         tracing::debug!(chunk = %id, ahead, "{what}: no copy at the committed version yet; the client retries");
         ChunkError::Errno(Errno::EAGAIN)

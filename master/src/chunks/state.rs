@@ -391,6 +391,15 @@ impl SoftState {
             .unwrap_or_default()
     }
 
+    /// The live copies of `chunk` one version above `committed`: a leader
+    /// moved them and died before committing that version, so (by the
+    /// version protocol) they were never written there.
+    pub fn ahead_of(&self, chunk: ChunkId, committed: u32, now: Instant) -> Vec<u64> {
+        committed
+            .checked_add(1)
+            .map_or_else(Vec::new, |next| self.holders_at(chunk, next, now))
+    }
+
     /// Whether `session`'s lease on new chunk `chunk` is live and made no
     /// copy yet (`Lease.create` still set) and no server told of one.
     pub fn unmade(&self, chunk: ChunkId, session: u64) -> bool {
