@@ -43,8 +43,12 @@ pub struct MasterConfig {
     pub master_peers: String,
     /// Seconds without a heartbeat after which a client session is closed.
     pub session_timeout: u64,
-    /// Build a metadata snapshot after this many log entries.
+    /// Build a metadata snapshot after this many log entries at least.
     pub snapshot_log_entries: u64,
+    /// And after this many entries per inode of the namespace at least
+    /// (0: SNAPSHOT_LOG_ENTRIES alone decides), so that a big namespace is
+    /// not written out over and over (see `raft::snapshots`).
+    pub snapshot_entries_per_inode: u64,
     /// Keep this many entries in the log behind the latest snapshot (so a
     /// lagging follower can catch up without a snapshot).
     pub snapshot_keep_entries: u64,
@@ -101,6 +105,7 @@ impl Default for MasterConfig {
             master_peers: String::new(),
             session_timeout: 60,
             snapshot_log_entries: 20000,
+            snapshot_entries_per_inode: 1,
             snapshot_keep_entries: 1000,
             snapshot_files: 3,
             heartbeat_ms: 100,

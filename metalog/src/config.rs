@@ -67,6 +67,9 @@ pub struct MetaloggerConfig {
     /// Entries between snapshots of its own Raft state (which keep its Raft
     /// log short; the changelog is kept regardless).
     pub snapshot_log_entries: u64,
+    /// And at least this many entries per inode of the namespace (0: the
+    /// count alone decides), as the masters' key of that name.
+    pub snapshot_entries_per_inode: u64,
     /// TLS_CERT_FILE / TLS_KEY_FILE: PEM certificate (chain) and private key
     /// to serve gRPC over TLS with (both or neither; default: plain).
     pub tls_cert_file: String,
@@ -97,6 +100,7 @@ impl Default for MetaloggerConfig {
             http_listen: "0.0.0.0:9424".into(),
             cluster_secret: String::new(),
             snapshot_log_entries: 20000,
+            snapshot_entries_per_inode: 1,
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
             tls_ca_file: String::new(),

@@ -48,6 +48,7 @@ pub async fn run(cfg: MetaloggerConfig, res: Resolved) -> Result<()> {
         advertise: res.advertise.clone(),
         cluster_secret: cfg.cluster_secret.clone(),
         snapshot_log_entries: cfg.snapshot_log_entries,
+        snapshot_entries_per_inode: cfg.snapshot_entries_per_inode,
         snapshot_files: 2,
     };
     let node = LearnerNode::start(&settings, recorder.clone())

@@ -84,6 +84,44 @@ fn take_u64(bytes: &[u8], pos: &mut usize) -> Result<u64, ImageError> {
     Ok(u64::from_le_bytes(b))
 }
 
+/// An image's format version, namespace bytes and extra blob, after its
+/// magic, version, lengths and checksum are checked.
+fn frame(bytes: &[u8]) -> Result<(u32, &[u8], &[u8]), ImageError> {
+    if bytes.len() < IMAGE_MAGIC.len() {
+        return Err(ImageError::Truncated);
+    }
+    if &bytes[..IMAGE_MAGIC.len()] != IMAGE_MAGIC {
+        return Err(ImageError::BadMagic);
+    }
+    let mut pos = IMAGE_MAGIC.len();
+    let mut v = [0u8; 4];
+    v.copy_from_slice(take(bytes, &mut pos, 4)?);
+    let found = u32::from_le_bytes(v);
+    if !(IMAGE_VERSION_MIN..=IMAGE_VERSION).contains(&found) {
+        return Err(ImageError::Version { found });
+    }
+    if bytes.len() < HEADER_LEN + 8 + 8 + 4 {
+        return Err(ImageError::Truncated);
+    }
+    let body_end = bytes.len() - 4;
+    let mut c = [0u8; 4];
+    c.copy_from_slice(&bytes[body_end..]);
+    let stored = u32::from_le_bytes(c);
+    let body = &bytes[..body_end];
+    let n = usize::try_from(take_u64(body, &mut pos)?).map_err(|_| ImageError::Truncated)?;
+    let payload = take(body, &mut pos, n)?;
+    let m = usize::try_from(take_u64(body, &mut pos)?).map_err(|_| ImageError::Truncated)?;
+    let extra = take(body, &mut pos, m)?;
+    let computed = crc32fast::hash(body);
+    if stored != computed {
+        return Err(ImageError::Checksum { stored, computed });
+    }
+    if pos != body.len() {
+        return Err(ImageError::Trailing(body.len() - pos));
+    }
+    Ok((found, payload, extra))
+}
+
 impl Namespace {
     /// The image of this namespace with `extra` carried along.
     ///
@@ -95,14 +133,17 @@ impl Namespace {
         self.try_to_image(extra).unwrap_or_default()
     }
 
-    /// The image of this namespace with `extra` carried along.
+    /// The image of this namespace with `extra` carried along. The
+    /// namespace is encoded in place, after the header (no copy).
     pub fn try_to_image(&self, extra: &[u8]) -> Result<Vec<u8>, ImageError> {
-        let payload = encode_ns(self)?;
-        let mut out = Vec::with_capacity(HEADER_LEN + 16 + payload.len() + extra.len() + 4);
+        let mut out = Vec::with_capacity(self.image_size_hint() + extra.len());
         out.extend_from_slice(IMAGE_MAGIC);
         out.extend_from_slice(&IMAGE_VERSION.to_le_bytes());
-        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-        out.extend_from_slice(&payload);
+        out.extend_from_slice(&0u64.to_le_bytes());
+        bincode::serde::encode_into_std_write(self, &mut out, bincode::config::standard())
+            .map_err(|e| ImageError::Encode(e.to_string()))?;
+        let n = (out.len() - HEADER_LEN - 8) as u64;
+        out[HEADER_LEN..HEADER_LEN + 8].copy_from_slice(&n.to_le_bytes());
         out.extend_from_slice(&(extra.len() as u64).to_le_bytes());
         out.extend_from_slice(extra);
         let crc = crc32fast::hash(&out);
@@ -110,42 +151,24 @@ impl Namespace {
         Ok(out)
     }
 
+    /// A guess of the encoded size (about 200 bytes a node), so that
+    /// encoding a big namespace does not copy its image over and over
+    /// while the buffer grows.
+    pub fn image_size_hint(&self) -> usize {
+        HEADER_LEN + 8 + 4096 + self.nodes.len().saturating_mul(200)
+    }
+
+    /// Checks an image's framing and checksum without decoding it (an
+    /// image that came from elsewhere: a child process, a file).
+    pub fn verify_image(bytes: &[u8]) -> Result<(), ImageError> {
+        frame(bytes).map(|_| ())
+    }
+
     /// Load an image: the namespace and the extra blob. Checks magic,
     /// version, length and CRC before decoding, and the namespace's
     /// invariants after.
     pub fn from_image(bytes: &[u8]) -> Result<(Namespace, Vec<u8>), ImageError> {
-        if bytes.len() < IMAGE_MAGIC.len() {
-            return Err(ImageError::Truncated);
-        }
-        if &bytes[..IMAGE_MAGIC.len()] != IMAGE_MAGIC {
-            return Err(ImageError::BadMagic);
-        }
-        let mut pos = IMAGE_MAGIC.len();
-        let mut v = [0u8; 4];
-        v.copy_from_slice(take(bytes, &mut pos, 4)?);
-        let found = u32::from_le_bytes(v);
-        if !(IMAGE_VERSION_MIN..=IMAGE_VERSION).contains(&found) {
-            return Err(ImageError::Version { found });
-        }
-        if bytes.len() < HEADER_LEN + 8 + 8 + 4 {
-            return Err(ImageError::Truncated);
-        }
-        let body_end = bytes.len() - 4;
-        let mut c = [0u8; 4];
-        c.copy_from_slice(&bytes[body_end..]);
-        let stored = u32::from_le_bytes(c);
-        let body = &bytes[..body_end];
-        let n = usize::try_from(take_u64(body, &mut pos)?).map_err(|_| ImageError::Truncated)?;
-        let payload = take(body, &mut pos, n)?;
-        let m = usize::try_from(take_u64(body, &mut pos)?).map_err(|_| ImageError::Truncated)?;
-        let extra = take(body, &mut pos, m)?;
-        let computed = crc32fast::hash(body);
-        if stored != computed {
-            return Err(ImageError::Checksum { stored, computed });
-        }
-        if pos != body.len() {
-            return Err(ImageError::Trailing(body.len() - pos));
-        }
+        let (found, payload, extra) = frame(bytes)?;
         let tail = missing_tail(found);
         let upgraded;
         let payload = if tail.is_empty() {

@@ -52,6 +52,9 @@ pub struct LearnerSettings {
     /// Build a snapshot of its own after this many entries (so its Raft log
     /// stays short).
     pub snapshot_log_entries: u64,
+    /// And at least this many per inode of the namespace (see
+    /// `raft::snapshots`).
+    pub snapshot_entries_per_inode: u64,
     /// Own snapshot files kept.
     pub snapshot_files: usize,
 }
@@ -124,7 +127,8 @@ impl LearnerNode {
             // A learner never campaigns: elections are the masters' business.
             enable_elect: false,
             install_snapshot_timeout: 60_000,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(s.snapshot_log_entries.max(10)),
+            // `snapshots::keep` asks for them.
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: 0,
             max_payload_entries: 1000,
             ..Default::default()
@@ -140,6 +144,14 @@ impl LearnerNode {
         let raft = Raft::new(s.id, config, net, log, sm)
             .await
             .map_err(|e| format!("cannot start Raft: {e}"))?;
+        tokio::spawn(super::snapshots::keep(
+            raft.clone(),
+            shared.clone(),
+            super::snapshots::SnapshotRule {
+                min_entries: s.snapshot_log_entries,
+                entries_per_inode: s.snapshot_entries_per_inode,
+            },
+        ));
         Ok(Arc::new(LearnerNode {
             id: s.id,
             advertise: s.advertise.clone(),

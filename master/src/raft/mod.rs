@@ -16,6 +16,7 @@
 
 mod early;
 pub mod identity;
+mod image_child;
 pub mod learner;
 pub mod network;
 pub mod node;
@@ -23,6 +24,7 @@ pub mod observer;
 pub mod restore;
 pub mod service;
 pub mod sm;
+pub mod snapshots;
 pub mod store;
 #[cfg(test)]
 mod tests;

@@ -182,7 +182,8 @@ impl MasterNode {
             // the second round, when the first is refused, come sooner.
             election_timeout_max: election_timeout_max(cfg.election_timeout_ms),
             install_snapshot_timeout: 60_000,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_log_entries.max(10)),
+            // `snapshots::keep` asks for them.
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: cfg.snapshot_keep_entries,
             max_payload_entries: 1000,
             enable_pre_vote: Some(true),
@@ -226,6 +227,14 @@ impl MasterNode {
         tokio::spawn(follow_role(node.raft.server_metrics(), in_place));
         tokio::spawn(bootstrap(node.clone(), res.peers.clone()));
         tokio::spawn(leader_duties(node.clone()));
+        tokio::spawn(super::snapshots::keep(
+            node.raft.clone(),
+            node.shared.clone(),
+            super::snapshots::SnapshotRule {
+                min_entries: cfg.snapshot_log_entries,
+                entries_per_inode: cfg.snapshot_entries_per_inode,
+            },
+        ));
         Ok(node)
     }
 

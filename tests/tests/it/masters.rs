@@ -210,6 +210,7 @@ async fn leader_kill_during_creates_loses_nothing() {
 async fn wiped_master_catches_up_by_snapshot_and_membership_changes() {
     let env = [
         ("MFS_SNAPSHOT_LOG_ENTRIES", "100"),
+        ("MFS_SNAPSHOT_ENTRIES_PER_INODE", "0"),
         ("MFS_SNAPSHOT_KEEP_ENTRIES", "10"),
     ];
     let mut c = Cluster::start(3, &env).await.unwrap();
@@ -251,7 +252,15 @@ async fn wiped_master_catches_up_by_snapshot_and_membership_changes() {
         .unwrap();
     }
     let leader = c.wait_leader(Duration::from_secs(10)).await.unwrap();
-    let lst = c.status(leader).await.unwrap();
+    // Snapshots are asked for as the applies go by and built behind them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let lst = loop {
+        let lst = c.status(leader).await.unwrap();
+        if lst.snapshot_index > 0 || std::time::Instant::now() > deadline {
+            break lst;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     assert!(lst.snapshot_index > 0, "leader made no snapshot: {lst:?}");
 
     step(&format!("start master{victim} empty and add it back"));

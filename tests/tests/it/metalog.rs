@@ -374,6 +374,7 @@ async fn changelog_survives_kills_and_restores_the_cluster() {
 async fn late_metalogger_starts_from_a_snapshot() {
     let env = [
         ("MFS_SNAPSHOT_LOG_ENTRIES", "100"),
+        ("MFS_SNAPSHOT_ENTRIES_PER_INODE", "0"),
         ("MFS_SNAPSHOT_KEEP_ENTRIES", "10"),
     ];
     step("a cluster with 300 creates (its log purged behind snapshots)");
