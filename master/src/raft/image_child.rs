@@ -31,14 +31,16 @@ use crate::fsm::Namespace;
 /// has its copy of the namespace.
 pub fn image(ns: RwLockReadGuard<'_, Namespace>, extra: &[u8]) -> io::Result<Vec<u8>> {
     let (read_end, write_end) = pipe()?;
+    // SAFETY: a plain syscall.
+    let parent = unsafe { libc::getpid() };
+    let t = std::time::Instant::now();
     // SAFETY: the child only encodes memory it owns after the fork, writes
     // to a pipe and leaves with `_exit` (see the module's doc).
-    let t = std::time::Instant::now();
     let pid = unsafe { libc::fork() };
     let forked = t.elapsed();
     if pid == 0 {
         drop(read_end);
-        child(&ns, extra, write_end)
+        child(&ns, extra, write_end, parent)
     }
     if pid < 0 {
         let e = io::Error::last_os_error();
@@ -79,7 +81,26 @@ pub fn image(ns: RwLockReadGuard<'_, Namespace>, extra: &[u8]) -> io::Result<Vec
 }
 
 /// In the child: encode, write, leave. Never returns.
-fn child(ns: &Namespace, extra: &[u8], out: OwnedFd) -> ! {
+///
+/// First it lets go of everything else it inherited: it dies with the
+/// master (a master killed and started again must not find its port, or
+/// its data dir's lock, still held by the child), and closes every other
+/// descriptor (a connection the master closes must not stay open in the
+/// child).
+fn child(ns: &Namespace, extra: &[u8], out: OwnedFd, parent: libc::pid_t) -> ! {
+    use std::os::fd::AsRawFd;
+    let keep = out.as_raw_fd() as libc::c_uint;
+    // SAFETY: plain syscalls; the descriptors closed are not used here.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != parent {
+            libc::_exit(1);
+        }
+        if keep > 3 {
+            libc::syscall(libc::SYS_close_range, 3, keep - 1, 0);
+        }
+        libc::syscall(libc::SYS_close_range, keep + 1, libc::c_uint::MAX, 0);
+    }
     let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         match ns.try_to_image(extra) {
             Ok(image) => write_all(&out, &image),
