@@ -221,17 +221,25 @@ impl ChunkManager {
         }
         if valid.is_empty() {
             if !fresh {
-                // Copies a former leader moved to the next version (see
-                // `ahead_of`): they hold version `v`'s content and go on,
-                // at the version after theirs.
+                // Copies former leaders moved above the committed version
+                // (see `ahead_of`): they hold version `v`'s content and go
+                // on, at the version after the highest of theirs.
                 let ahead = self.state().ahead_of(id, v, now);
-                if !ahead.is_empty() {
-                    let nv = v + 2;
-                    let bump =
-                        |a: String| async move { self.orders.set_version(&a, id, v + 1, nv).await };
-                    tracing::info!(chunk = %id, committed = v, servers = ?ahead, "WriteChunk: copies a former leader moved to the next version go on from it");
+                if let Some(top) = ahead.iter().map(|&(_, at)| at).max() {
+                    let nv = top.saturating_add(1);
+                    let servers: Vec<u64> = ahead.iter().map(|&(s, _)| s).collect();
+                    let from: std::collections::HashMap<String, u32> = self
+                        .addresses(&servers)
+                        .into_iter()
+                        .filter_map(|(s, a)| ahead.iter().find(|c| c.0 == s).map(|c| (a, c.1)))
+                        .collect();
+                    let bump = |a: String| {
+                        let at = from.get(&a).copied().unwrap_or(v + 1);
+                        async move { self.orders.set_version(&a, id, at, nv).await }
+                    };
+                    tracing::info!(chunk = %id, committed = v, copies = ?ahead, "WriteChunk: copies former leaders moved above the committed version go on from there");
                     let ok = self
-                        .order_copies(&ahead, (id, nv), "set version", Errno::EAGAIN, bump)
+                        .order_copies(&servers, (id, nv), "set version", Errno::EAGAIN, bump)
                         .await?;
                     return Ok((nv, ok));
                 }

@@ -94,7 +94,7 @@ pub(super) fn stale_or_retry(mgr: &ChunkManager, what: &str, id: ChunkId) -> Chu
     let committed = mgr.node.shared.ns().chunk(id).map(|c| c.version.0);
     let st = mgr.state();
     let now = Instant::now();
-    // Copies one version above the committed one (see `ahead_of`): the
+    // Copies above the committed version (see `ahead_of`): the
     // planner sets them back within its next rounds; WriteChunk takes
     // them on.
     let ahead = committed.is_some_and(|v| !st.ahead_of(id, v, now).is_empty());

@@ -391,13 +391,23 @@ impl SoftState {
             .unwrap_or_default()
     }
 
-    /// The live copies of `chunk` one version above `committed`: a leader
-    /// moved them and died before committing that version, so (by the
-    /// version protocol) they were never written there.
-    pub fn ahead_of(&self, chunk: ChunkId, committed: u32, now: Instant) -> Vec<u64> {
-        committed
-            .checked_add(1)
-            .map_or_else(Vec::new, |next| self.holders_at(chunk, next, now))
+    /// The live copies of `chunk` above `committed`, with their versions:
+    /// leaders moved them (one after another, if each died in turn) and
+    /// died before committing the version, so (by the version protocol)
+    /// they were never written there.
+    pub fn ahead_of(&self, chunk: ChunkId, committed: u32, now: Instant) -> Vec<(u64, u32)> {
+        self.copies
+            .get(&chunk)
+            .map(|h| {
+                h.iter()
+                    .filter(|(id, c)| {
+                        c.version > committed
+                            && self.servers.get(id).is_some_and(|s| s.is_alive(now))
+                    })
+                    .map(|(id, c)| (*id, c.version))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Whether `session`'s lease on new chunk `chunk` is live and made no

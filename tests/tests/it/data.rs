@@ -15,7 +15,7 @@ use mfs_tests::cluster::Cluster;
 
 use crate::util::{create_req, root_cred, step};
 
-const MIB: u64 = 1 << 20;
+pub(crate) const MIB: u64 = 1 << 20;
 const CHUNK: u64 = 64 * MIB;
 
 /// Deterministic bytes for file `seed` (xorshift; cheap enough for 200 MiB).
@@ -33,7 +33,7 @@ pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// Makes directory `name` in the root with goal `goal`; returns its inode.
-async fn goal_dir(cl: &MasterClient, name: &str, goal: u32) -> u64 {
+pub(crate) async fn goal_dir(cl: &MasterClient, name: &str, goal: u32) -> u64 {
     let d = cl
         .mkdir(MkdirRequest {
             id: None,
@@ -59,7 +59,13 @@ async fn goal_dir(cl: &MasterClient, name: &str, goal: u32) -> u64 {
 
 /// Creates `name` in `dir` and writes `data` to it in `piece`-byte writes;
 /// returns the inode once the data is flushed (acknowledged).
-async fn write_file(io: &FileIo, cl: &MasterClient, dir: u64, name: &str, data: &[u8]) -> u64 {
+pub(crate) async fn write_file(
+    io: &FileIo,
+    cl: &MasterClient,
+    dir: u64,
+    name: &str,
+    data: &[u8],
+) -> u64 {
     let inode = new_file(cl, dir, name).await;
     write_at(io, inode, 0, data).await;
     inode
@@ -89,7 +95,7 @@ fn open_to_read(inode: u64) -> OpenRequest {
 
 /// Reads the whole file through a fresh client (no cached locations) and
 /// compares it with `want`.
-async fn check_file(c: &Cluster, inode: u64, want: &[u8]) {
+pub(crate) async fn check_file(c: &Cluster, inode: u64, want: &[u8]) {
     let cl = c.client("reader").await.unwrap();
     let io = FileIo::new(cl.clone(), IoOptions::default());
     let a = cl.open(open_to_read(inode)).await.unwrap();
@@ -118,7 +124,11 @@ async fn check_file(c: &Cluster, inode: u64, want: &[u8]) {
 /// Reads every copy of every chunk of `inode` straight from the
 /// chunkservers that the leader lists, and compares each with `want`;
 /// the number of copies seen, or what went wrong.
-async fn read_every_copy(cl: &MasterClient, inode: u64, want: &[u8]) -> Result<usize, String> {
+pub(crate) async fn read_every_copy(
+    cl: &MasterClient,
+    inode: u64,
+    want: &[u8],
+) -> Result<usize, String> {
     let mut copies = 0;
     let chunks = (want.len() as u64).div_ceil(CHUNK);
     for index in 0..chunks {
@@ -161,7 +171,7 @@ async fn read_every_copy(cl: &MasterClient, inode: u64, want: &[u8]) -> Result<u
 
 /// Waits (the leader's view of copies trails the chunkservers' by a
 /// heartbeat) until every listed copy reads right and there are `expect`.
-async fn check_every_copy(cl: &MasterClient, inode: u64, want: &[u8], expect: usize) {
+pub(crate) async fn check_every_copy(cl: &MasterClient, inode: u64, want: &[u8], expect: usize) {
     eventually(Duration::from_secs(30), || async {
         match read_every_copy(cl, inode, want).await {
             Ok(n) if n == expect => Ok(()),
@@ -188,7 +198,7 @@ where
     }
 }
 
-async fn cluster(masters: usize, chunkservers: usize, disks: usize) -> Cluster {
+pub(crate) async fn cluster(masters: usize, chunkservers: usize, disks: usize) -> Cluster {
     let mut c = Cluster::start(masters, &[]).await.unwrap();
     c.add_chunkservers(chunkservers, disks).await.unwrap();
     c
@@ -277,14 +287,14 @@ async fn a_read_location_says_when_another_session_writes() {
 }
 
 /// A new file's inode, made in `dir`.
-async fn new_file(cl: &MasterClient, dir: u64, name: &str) -> u64 {
+pub(crate) async fn new_file(cl: &MasterClient, dir: u64, name: &str) -> u64 {
     let mut req = create_req(name);
     req.parent = dir;
     cl.create(req).await.unwrap().inode
 }
 
 /// WriteChunk of chunk 0 of `inode`, as root.
-fn lease_of(inode: u64, renew: bool) -> WriteChunkRequest {
+pub(crate) fn lease_of(inode: u64, renew: bool) -> WriteChunkRequest {
     WriteChunkRequest {
         id: None,
         cred: Some(root_cred()),
@@ -308,7 +318,7 @@ fn resize(inode: u64, size: u64) -> SetAttrRequest {
 
 /// Writes `data` at `offset` of the chunk of `loc` along its chain,
 /// straight to the chunkservers (`create`: the lease's writes make it).
-async fn write_on_chain(
+pub(crate) async fn write_on_chain(
     loc: &ChunkLocation,
     create: bool,
     offset: u64,
@@ -741,77 +751,4 @@ async fn leader_killed_during_write() {
         .await
         .unwrap();
     check_every_copy(&cl, ino, &data, 4).await;
-}
-
-/// Kills the leader of `c` and returns the new one once both chunkservers
-/// registered with it (its log says so twice more).
-async fn new_leader_with_reports(c: &mut Cluster) -> u64 {
-    let old = c.wait_leader(Duration::from_secs(30)).await.unwrap();
-    let registered = |c: &Cluster, id: u64| c.log(id).matches("chunkserver registered").count();
-    let before: Vec<usize> = (1..=3).map(|id| registered(c, id)).collect();
-    c.kill(old).unwrap();
-    let new = c.wait_leader(Duration::from_secs(30)).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(4);
-    while registered(c, new) < before[new as usize - 1] + 2 {
-        assert!(Instant::now() < deadline, "chunkservers did not register");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    // Their full reports follow the registration at once.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    c.restart(old).unwrap();
-    new
-}
-
-/// A new leader that knows no copy of a fresh chunk (a lease was given,
-/// nothing written) waits for reports through its grace period (EAGAIN),
-/// unless the writer tells it no write went through: a renewal naming the
-/// renewed lease's servers (one has reported without the chunk), or a
-/// first lease asked by the file's only opener. Leaders replaced every few
-/// seconds once kept a writer waiting until they stopped (60 s in the
-/// failover test).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_new_leader_makes_a_fresh_chunk_anew_when_no_write_went_through() {
-    let mut c = cluster(3, 2, 1).await;
-    let w = c.client("writer").await.unwrap();
-    let dir = goal_dir(&w, "d", 2).await;
-    let f = new_file(&w, dir, "f").await;
-    let g = new_file(&w, dir, "g").await;
-    let first_f = w.write_chunk(lease_of(f, false)).await.unwrap();
-    let first_g = w.write_chunk(lease_of(g, false)).await.unwrap();
-    assert!(first_f.create && first_g.create);
-
-    step("the leader dies before any write; the new one has the reports");
-    new_leader_with_reports(&mut c).await;
-
-    step("a renewal that does not name its servers waits (EAGAIN)");
-    let err = w.write_chunk(lease_of(f, true)).await.unwrap_err();
-    assert_eq!(err.errno(), libc::EAGAIN, "{err}");
-
-    step("one that names them is made anew at once, and writes land");
-    let named = WriteChunkRequest {
-        lease_servers: first_f.servers.iter().map(|s| s.address.clone()).collect(),
-        ..lease_of(f, true)
-    };
-    let second = w.write_chunk(named).await.unwrap();
-    assert!(second.version > first_f.version, "{second:?}");
-    let data = pattern(7, 4096);
-    write_on_chain(&second, second.create, 0, data.clone())
-        .await
-        .unwrap();
-    w.write_chunk_end(WriteChunkEndRequest {
-        id: None,
-        inode: f,
-        index: 0,
-        chunk_id: second.chunk_id,
-        file_length: 4096,
-        created: second.create,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    check_file(&c, f, &data).await;
-
-    step("a first lease asked by the file's only opener is given at once");
-    let lease = w.write_chunk(lease_of(g, false)).await.unwrap();
-    assert_eq!(lease.chunk_id, first_g.chunk_id, "{lease:?}");
 }

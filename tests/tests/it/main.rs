@@ -24,5 +24,6 @@ mod tls;
 mod tools;
 mod trash;
 mod util;
+mod versions;
 mod writeback;
 mod writeback_data;
