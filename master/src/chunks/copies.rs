@@ -179,7 +179,7 @@ impl ChunkManager {
         earlier: Earlier<'_>,
     ) -> Result<(u32, Vec<u64>), ChunkError> {
         let now = Instant::now();
-        let ((valid, made), all) = {
+        let ((valid, made), all, nv) = {
             let st = self.state();
             let all: Vec<u64> = st
                 .copies
@@ -205,9 +205,8 @@ impl ChunkManager {
                 // the reports tell soon.
                 return Err(Errno::EAGAIN.into());
             }
-            (found, all)
+            (found, all, st.next_version(id, v))
         };
-        let nv = v + 1;
         let set_version = |a: String| async move { self.orders.set_version(&a, id, v, nv).await };
         // The copies on the chain of a lease making it take the new version;
         // with none there, it is made anew below.
@@ -223,10 +222,9 @@ impl ChunkManager {
             if !fresh {
                 // Copies former leaders moved above the committed version
                 // (see `ahead_of`): they hold version `v`'s content and go
-                // on, at the version after the highest of theirs.
+                // on, at the version after the highest of theirs (`nv`).
                 let ahead = self.state().ahead_of(id, v, now);
-                if let Some(top) = ahead.iter().map(|&(_, at)| at).max() {
-                    let nv = top.saturating_add(1);
+                if !ahead.is_empty() {
                     let servers: Vec<u64> = ahead.iter().map(|&(s, _)| s).collect();
                     let from: std::collections::HashMap<String, u32> = self
                         .addresses(&servers)
@@ -429,9 +427,11 @@ impl ChunkManager {
             Some(c) => c.version.0,
             None => return Ok(()),
         };
-        let (valid, made) =
-            Self::holders_or_chain(&self.state(), (id, v), info.fresh, Instant::now());
-        let nv = v + 1;
+        let ((valid, made), nv) = {
+            let st = self.state();
+            let found = Self::holders_or_chain(&st, (id, v), info.fresh, Instant::now());
+            (found, st.next_version(id, v))
+        };
         let length = size % CHUNK_SIZE;
         let cut = |a: String| async move { self.orders.truncate(&a, id, v, nv, length).await };
         // A new chunk a lease's writes are making is cut where they made

@@ -391,6 +391,21 @@ impl SoftState {
             .unwrap_or_default()
     }
 
+    /// The version a change of `chunk` (committed at `committed`) moves its
+    /// copies to: above the committed version and above every copy known,
+    /// alive or not. A copy a dead leader moved up without committing it
+    /// (see [`SoftState::ahead_of`]) that the change leaves behind must not
+    /// share its version with the copies the change moves: it would pass
+    /// for one of them, without their writes.
+    pub fn next_version(&self, chunk: ChunkId, committed: u32) -> u32 {
+        let top = self
+            .copies
+            .get(&chunk)
+            .and_then(|h| h.values().map(|c| c.version).max())
+            .unwrap_or(0);
+        committed.max(top).saturating_add(1)
+    }
+
     /// The live copies of `chunk` above `committed`, with their versions:
     /// leaders moved them (one after another, if each died in turn) and
     /// died before committing the version, so (by the version protocol)
@@ -575,6 +590,31 @@ mod tests {
         );
         s.made_on_chain(ChunkId(6), 7);
         assert!(s.holders_at(ChunkId(6), 1, now).is_empty());
+    }
+
+    #[test]
+    fn a_change_goes_above_every_copy_known() {
+        let mut s = SoftState::default();
+        let now = Instant::now();
+        let (a, b, c) = (
+            s.register(reg("a:1", 0), now),
+            s.register(reg("b:1", 0), now),
+            s.register(reg("c:1", 0), now),
+        );
+        let id = ChunkId(9);
+        assert_eq!(s.next_version(id, 4), 5, "no copy known");
+        s.set_copy_version(id, a, 4);
+        s.set_copy_version(id, b, 4);
+        assert_eq!(s.next_version(id, 4), 5);
+        assert!(s.ahead_of(id, 4, now).is_empty());
+        // A dead leader moved c's copy up and did not commit it.
+        s.set_copy_version(id, c, 5);
+        assert_eq!(s.next_version(id, 4), 6, "not 5: c's copy has it");
+        assert_eq!(s.ahead_of(id, 4, now), vec![(c, 5)]);
+        // Even when c is lost: its copy may come back.
+        let lost = now + LOST_AFTER + Duration::from_secs(1);
+        assert!(s.ahead_of(id, 4, lost).is_empty());
+        assert_eq!(s.next_version(id, 4), 6);
     }
 
     #[test]

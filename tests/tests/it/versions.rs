@@ -98,7 +98,9 @@ async fn leader_dies_after_bump(
 /// waits (EAGAIN, retried) until the new leader's planner sets them back
 /// and then gets the file; a write lease takes them on, to the version
 /// after the highest, and the write lands on both copies. Both once ended
-/// in EIO (seen in CI: committed 6, both copies at 7).
+/// in EIO (seen in CI: committed 6, both copies at 7). A copy moved up
+/// alone is left behind by the next lease, which goes above its version:
+/// at the same version it would pass for a copy the lease wrote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_bumped_by_dead_leaders_are_read_and_written_on() {
     let mut c = cluster(3, 2, 1).await;
@@ -149,6 +151,37 @@ async fn copies_bumped_by_dead_leaders_are_read_and_written_on() {
     .unwrap();
     data[8192..8192 + 4096].copy_from_slice(&piece);
     check_file(&c, ino, &data).await;
+    check_every_copy(&cl, ino, &data, 2).await;
+
+    let v = lease.version;
+    step(&format!(
+        "one copy moved {v} -> {}: the next lease goes above it, on the other copy",
+        v + 1
+    ));
+    leader_dies_after_bump(&mut c, &servers[..1], chunk, v, v + 1).await;
+    let lease = cl.write_chunk(lease_of(ino, false)).await.unwrap();
+    assert_eq!(lease.version, v + 2, "{lease:?}");
+    let chain: Vec<&str> = lease.servers.iter().map(|s| s.address.as_str()).collect();
+    assert_eq!(chain, vec![servers[1].as_str()], "{lease:?}");
+    let piece = pattern(5, 4096);
+    write_on_chain(&lease, false, 0, piece.clone())
+        .await
+        .unwrap();
+    cl.write_chunk_end(WriteChunkEndRequest {
+        id: None,
+        inode: ino,
+        index: 0,
+        chunk_id: chunk,
+        file_length: data.len() as u64,
+        created: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    data[..4096].copy_from_slice(&piece);
+    check_file(&c, ino, &data).await;
+    // The copy left at the version in between is stale, never served as
+    // one of the written copies; the planner replaces it.
     check_every_copy(&cl, ino, &data, 2).await;
 }
 
