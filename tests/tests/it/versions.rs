@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use mfs_mount::io::{FileIo, IoOptions};
+use mfs_mount::master::MasterClient;
 use mfs_proto::v1::chunk_service_client::ChunkServiceClient;
 use mfs_proto::v1::{ChunkOrder, ChunkStatusRequest, WriteChunkEndRequest, WriteChunkRequest};
 use mfs_tests::cluster::Cluster;
@@ -93,6 +94,21 @@ async fn leader_dies_after_bump(
     new_leader_after(c, old, &before).await
 }
 
+/// WriteChunkEnd of chunk 0 (`chunk`) of `inode`, the file `length` long.
+async fn end_write(cl: &MasterClient, inode: u64, chunk: u64, length: u64) {
+    cl.write_chunk_end(WriteChunkEndRequest {
+        id: None,
+        inode,
+        index: 0,
+        chunk_id: chunk,
+        file_length: length,
+        created: false,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+}
+
 /// Copies bumped above the committed version by leaders that died before
 /// committing (twice in a row: two versions above) are not lost: a read
 /// waits (EAGAIN, retried) until the new leader's planner sets them back
@@ -138,17 +154,7 @@ async fn copies_bumped_by_dead_leaders_are_read_and_written_on() {
     write_on_chain(&lease, false, 8192, piece.clone())
         .await
         .unwrap();
-    cl.write_chunk_end(WriteChunkEndRequest {
-        id: None,
-        inode: ino,
-        index: 0,
-        chunk_id: chunk,
-        file_length: data.len() as u64,
-        created: false,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    end_write(&cl, ino, chunk, data.len() as u64).await;
     data[8192..8192 + 4096].copy_from_slice(&piece);
     check_file(&c, ino, &data).await;
     check_every_copy(&cl, ino, &data, 2).await;
@@ -167,17 +173,7 @@ async fn copies_bumped_by_dead_leaders_are_read_and_written_on() {
     write_on_chain(&lease, false, 0, piece.clone())
         .await
         .unwrap();
-    cl.write_chunk_end(WriteChunkEndRequest {
-        id: None,
-        inode: ino,
-        index: 0,
-        chunk_id: chunk,
-        file_length: data.len() as u64,
-        created: false,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    end_write(&cl, ino, chunk, data.len() as u64).await;
     data[..4096].copy_from_slice(&piece);
     check_file(&c, ino, &data).await;
     // The copy left at the version in between is stale, never served as
