@@ -179,6 +179,8 @@ impl ChunkManager {
         earlier: Earlier<'_>,
     ) -> Result<(u32, Vec<u64>), ChunkError> {
         let now = Instant::now();
+        // The namespace before the soft state, never both at once.
+        let ordered = self.node.shared.ns().version_ordered(id);
         let ((valid, made), all, nv) = {
             let st = self.state();
             let all: Vec<u64> = st
@@ -205,8 +207,9 @@ impl ChunkManager {
                 // the reports tell soon.
                 return Err(Errno::EAGAIN.into());
             }
-            (found, all, st.next_version(id, v))
+            (found, all, st.next_version(id, v, ordered))
         };
+        let nv = self.record_order(id, nv).await?;
         let set_version = |a: String| async move { self.orders.set_version(&a, id, v, nv).await };
         // The copies on the chain of a lease making it take the new version;
         // with none there, it is made anew below.
@@ -251,6 +254,33 @@ impl ChunkManager {
             .order_copies(&valid, (id, nv), "set version", Errno::EAGAIN, set_version)
             .await?;
         Ok((nv, ok))
+    }
+
+    /// Before copies of chunk `id` are ordered to version `nv` (a plan of
+    /// [`SoftState::next_version`]): logs `log`, when given, as ordered
+    /// (`OrderChunkVersion`, a version at or above `nv`). A later leader
+    /// then gives the chunk a version above it, even if it never hears of
+    /// a copy that took `nv` (its server down or not reported yet), so such
+    /// a copy can never pass for one of a later change. Returns `nv`.
+    async fn record_order(
+        &self,
+        id: ChunkId,
+        (nv, log): (u32, Option<u32>),
+    ) -> Result<u32, ChunkError> {
+        let Some(upto) = log else {
+            return Ok(nv);
+        };
+        let op = Op::OrderChunkVersion {
+            chunk: id,
+            version: ChunkVersion(upto),
+        };
+        match self.internal(op).await? {
+            Reply::Err(e) => Err(e.into()),
+            _ => {
+                self.state().reserved.insert(id, upto);
+                Ok(nv)
+            }
+        }
     }
 
     /// The live copies of chunk `id` at `v` and, for a `fresh` chunk with
@@ -427,11 +457,13 @@ impl ChunkManager {
             Some(c) => c.version.0,
             None => return Ok(()),
         };
+        let ordered = self.node.shared.ns().version_ordered(id);
         let ((valid, made), nv) = {
             let st = self.state();
             let found = Self::holders_or_chain(&st, (id, v), info.fresh, Instant::now());
-            (found, st.next_version(id, v))
+            (found, st.next_version(id, v, ordered))
         };
+        let nv = self.record_order(id, nv).await?;
         let length = size % CHUNK_SIZE;
         let cut = |a: String| async move { self.orders.truncate(&a, id, v, nv, length).await };
         // A new chunk a lease's writes are making is cut where they made

@@ -142,6 +142,10 @@ pub struct SoftState {
     /// Full reports being received, per server.
     reports: HashMap<u64, Vec<(ChunkId, CopyInfo)>>,
     pub leases: HashMap<ChunkId, Lease>,
+    /// Per chunk, the version this leadership logged as ordered
+    /// (`OrderChunkVersion`): up to it, it orders copies without logging
+    /// again (see [`SoftState::next_version`]).
+    pub reserved: HashMap<ChunkId, u32>,
     /// Chunks an operation (write grant, truncate, replication) is working
     /// on: the replication loop leaves them alone.
     pub busy: HashSet<ChunkId>,
@@ -161,6 +165,11 @@ pub struct SoftState {
 }
 
 /// How long an id handed out is not taken for an orphan.
+/// Versions of a chunk a leadership logs as ordered at once (see
+/// [`SoftState::next_version`]): one log entry per this many changes of
+/// the chunk, and versions skip at most this many at a change of leader.
+pub const VERSIONS_RESERVED: u32 = 16;
+
 pub const NEW_ID_GRACE: Duration = Duration::from_secs(60);
 
 /// How long a copy's version set by an order outranks what heartbeats say
@@ -391,19 +400,31 @@ impl SoftState {
             .unwrap_or_default()
     }
 
-    /// The version a change of `chunk` (committed at `committed`) moves its
-    /// copies to: above the committed version and above every copy known,
-    /// alive or not. A copy a dead leader moved up without committing it
-    /// (see [`SoftState::ahead_of`]) that the change leaves behind must not
-    /// share its version with the copies the change moves: it would pass
-    /// for one of them, without their writes.
-    pub fn next_version(&self, chunk: ChunkId, committed: u32) -> u32 {
+    /// The version a change of `chunk` moves its copies to, and what to log
+    /// as ordered before any order goes out (`None`: this leadership
+    /// logged a version that covers it already).
+    ///
+    /// The version is above `committed` (the chunk's committed version)
+    /// and above every copy known, alive or not: a copy a dead leader
+    /// moved up without committing it (see [`SoftState::ahead_of`]) that
+    /// the change leaves behind must not share its version with the copies
+    /// the change moves, or it would pass for one of them without their
+    /// writes. A copy never heard of (its server down) is covered by
+    /// `ordered`, the highest version any leader logged for the chunk: a
+    /// new leadership goes above it, and logs [`VERSIONS_RESERVED`] ahead,
+    /// so that its next changes of the chunk need no log entry first.
+    pub fn next_version(&self, chunk: ChunkId, committed: u32, ordered: u32) -> (u32, Option<u32>) {
         let top = self
             .copies
             .get(&chunk)
             .and_then(|h| h.values().map(|c| c.version).max())
             .unwrap_or(0);
-        committed.max(top).saturating_add(1)
+        let floor = committed.max(top);
+        if self.reserved.get(&chunk).is_some_and(|&r| floor < r) {
+            return (floor + 1, None);
+        }
+        let nv = floor.max(ordered).saturating_add(1);
+        (nv, Some(nv.saturating_add(VERSIONS_RESERVED - 1)))
     }
 
     /// The live copies of `chunk` above `committed`, with their versions:
@@ -602,19 +623,29 @@ mod tests {
             s.register(reg("c:1", 0), now),
         );
         let id = ChunkId(9);
-        assert_eq!(s.next_version(id, 4), 5, "no copy known");
+        let ahead = |v: u32| Some(v + VERSIONS_RESERVED - 1);
+        assert_eq!(s.next_version(id, 4, 0), (5, ahead(5)), "no copy known");
         s.set_copy_version(id, a, 4);
         s.set_copy_version(id, b, 4);
-        assert_eq!(s.next_version(id, 4), 5);
+        assert_eq!(s.next_version(id, 4, 0), (5, ahead(5)));
         assert!(s.ahead_of(id, 4, now).is_empty());
         // A dead leader moved c's copy up and did not commit it.
         s.set_copy_version(id, c, 5);
-        assert_eq!(s.next_version(id, 4), 6, "not 5: c's copy has it");
+        assert_eq!(s.next_version(id, 4, 0), (6, ahead(6)), "not 5: c has it");
         assert_eq!(s.ahead_of(id, 4, now), vec![(c, 5)]);
         // Even when c is lost: its copy may come back.
         let lost = now + LOST_AFTER + Duration::from_secs(1);
         assert!(s.ahead_of(id, 4, lost).is_empty());
-        assert_eq!(s.next_version(id, 4), 6);
+        assert_eq!(s.next_version(id, 4, 0), (6, ahead(6)));
+        // A version an earlier leader logged, on a copy never heard of.
+        assert_eq!(s.next_version(id, 4, 9), (10, ahead(10)));
+        // Logged here: the next changes need no entry until it is used up.
+        s.reserved.insert(id, 10 + VERSIONS_RESERVED - 1);
+        assert_eq!(s.next_version(id, 4, 25), (6, None));
+        s.set_copy_version(id, a, 24);
+        assert_eq!(s.next_version(id, 24, 25), (25, None));
+        s.set_copy_version(id, a, 25);
+        assert_eq!(s.next_version(id, 25, 25), (26, ahead(26)));
     }
 
     #[test]

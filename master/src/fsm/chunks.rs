@@ -155,6 +155,43 @@ impl Namespace {
         self.write_new_chunk(sid, cred, inode, index, id, version)
     }
 
+    /// `OrderChunkVersion`: the leader is about to order copies of chunk
+    /// `id` to `version`. Kept while above the committed version, so that
+    /// no later leader gives that version to other copies (a copy left at
+    /// it would pass for one of theirs). Below or at the highest recorded:
+    /// nothing changes (EINVAL).
+    pub(crate) fn order_chunk_version(
+        &mut self,
+        id: ChunkId,
+        version: ChunkVersion,
+    ) -> Result<Reply, Errno> {
+        let c = self.chunks.get(&id).ok_or(Errno::ENOENT)?;
+        let floor = c.version.0.max(self.version_ordered(id));
+        if version.0 <= floor {
+            return Err(Errno::EINVAL);
+        }
+        self.versions_ordered.insert(id, version.0);
+        Ok(Reply::Ok)
+    }
+
+    /// The highest version recorded for chunk `id` by `OrderChunkVersion`
+    /// and not committed yet (0: none).
+    pub fn version_ordered(&self, id: ChunkId) -> u32 {
+        self.versions_ordered.get(&id).copied().unwrap_or(0)
+    }
+
+    /// Chunk `id` committed at `version`: an ordered version at or below it
+    /// is spent.
+    fn version_committed(&mut self, id: ChunkId, version: ChunkVersion) {
+        if self
+            .versions_ordered
+            .get(&id)
+            .is_some_and(|&o| o <= version.0)
+        {
+            self.versions_ordered.remove(&id);
+        }
+    }
+
     pub(crate) fn set_chunk_version(
         &mut self,
         id: ChunkId,
@@ -165,6 +202,7 @@ impl Namespace {
             return Err(Errno::EINVAL);
         }
         c.version = version;
+        self.version_committed(id, version);
         Ok(Reply::Chunk {
             id,
             version,
@@ -195,6 +233,7 @@ impl Namespace {
             return Err(Errno::EAGAIN);
         }
         c.version = version;
+        self.version_committed(id, version);
         Ok(Reply::Chunk {
             id,
             version,

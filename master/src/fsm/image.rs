@@ -22,7 +22,8 @@ pub const IMAGE_MAGIC: &[u8; 8] = b"MFSIMG01";
 /// 6: the rights of sessions registered through an export.
 /// 7: directories delegated to sessions, inode numbers they hold.
 /// 8: chunk ids sessions hold.
-pub const IMAGE_VERSION: u32 = 8;
+/// 9: versions ordered above the committed ones.
+pub const IMAGE_VERSION: u32 = 9;
 /// Oldest format this build reads.
 pub const IMAGE_VERSION_MIN: u32 = 4;
 
@@ -32,10 +33,11 @@ pub const IMAGE_VERSION_MIN: u32 = 4;
 /// format.
 fn missing_tail(v: u32) -> &'static [u8] {
     match v {
-        4 => &[0, 0, 0, 0, 0, 0, 0],
-        5 => &[0, 0, 0, 0],
-        6 => &[0, 0, 0],
-        7 => &[0],
+        4 => &[0, 0, 0, 0, 0, 0, 0, 0],
+        5 => &[0, 0, 0, 0, 0],
+        6 => &[0, 0, 0, 0],
+        7 => &[0, 0],
+        8 => &[0],
         _ => &[],
     }
 }

@@ -199,6 +199,10 @@ pub struct Namespace {
     /// mount makes in directories it holds (image format 8 on; see
     /// `delegations`).
     pub(crate) held_chunks: BTreeMap<SessionId, BTreeSet<ChunkId>>,
+    /// Versions a leader recorded before ordering copies of a chunk to
+    /// them, while above the chunk's committed version (image format 9 on;
+    /// see `OrderChunkVersion`).
+    pub(crate) versions_ordered: BTreeMap<ChunkId, u32>,
     /// (non-directory, directory) → names of it there: derived from the
     /// tree, kept up to date, rebuilt at load (not in images).
     #[serde(skip)]
@@ -246,6 +250,7 @@ impl Namespace {
             delegations: BTreeMap::new(),
             reserved: BTreeMap::new(),
             held_chunks: BTreeMap::new(),
+            versions_ordered: BTreeMap::new(),
             file_parents: BTreeMap::new(),
         }
     }

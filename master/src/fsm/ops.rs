@@ -286,6 +286,7 @@ impl Namespace {
             Op::RemoveXattr { cred, inode, name } => self.removexattr(cred, *inode, name, t),
             Op::AllocChunk { inode, index } => self.alloc_chunk(*inode, *index),
             Op::SetChunkVersion { chunk, version } => self.set_chunk_version(*chunk, *version),
+            Op::OrderChunkVersion { chunk, version } => self.order_chunk_version(*chunk, *version),
             Op::WriteChunk {
                 cred,
                 inode,

@@ -338,6 +338,7 @@ impl Namespace {
         c.refcount = c.refcount.saturating_sub(1);
         if c.refcount == 0 {
             self.chunks.remove(&id);
+            self.versions_ordered.remove(&id);
             self.pending_chunk_deletes.push(id);
         }
     }

@@ -657,6 +657,14 @@ pub enum Op {
     /// and the table, instead of staying as a chunk with no copy. Replies
     /// as `end`, with the attributes after both.
     WriteChunkEndUnmade { end: Box<Op> },
+    /// The leader is about to order copies of `chunk` to `version` (above
+    /// the committed version and any recorded before): recorded first, so
+    /// that a later leader picks a version above it (see
+    /// `Namespace::order_chunk_version`). Internal.
+    OrderChunkVersion {
+        chunk: ChunkId,
+        version: ChunkVersion,
+    },
 }
 
 impl Op {
@@ -757,6 +765,7 @@ impl Op {
             Op::SetClusterId { .. } => "SetClusterId",
             Op::AllocChunk { .. } => "AllocChunk",
             Op::SetChunkVersion { .. } => "SetChunkVersion",
+            Op::OrderChunkVersion { .. } => "OrderChunkVersion",
             Op::WriteChunk { .. } => "WriteChunk",
             Op::WriteChunkEnd { .. } => "WriteChunkEnd",
             Op::ChunksDeleted { .. } => "ChunksDeleted",
@@ -801,6 +810,7 @@ impl Op {
                 | Op::SetClusterId { .. }
                 | Op::AllocChunk { .. }
                 | Op::SetChunkVersion { .. }
+                | Op::OrderChunkVersion { .. }
                 | Op::ChunksDeleted { .. }
                 | Op::ReserveChunkIds { .. }
                 | Op::CowChunk { .. }

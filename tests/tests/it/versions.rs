@@ -148,7 +148,9 @@ async fn copies_bumped_by_dead_leaders_are_read_and_written_on() {
     leader_dies_after_bump(&mut c, &servers, chunk, v + 1, v + 2).await;
     let lease = cl.write_chunk(lease_of(ino, false)).await.unwrap();
     assert_eq!(lease.chunk_id, chunk, "{lease:?}");
-    assert_eq!(lease.version, v + 3, "{lease:?}");
+    // Above the copies' version (at or above the one leaders logged as
+    // ordered, which may be higher).
+    assert!(lease.version > v + 2, "{lease:?}");
     assert_eq!(lease.servers.len(), 2, "{lease:?}");
     let piece = pattern(4, 4096);
     write_on_chain(&lease, false, 8192, piece.clone())
@@ -166,7 +168,7 @@ async fn copies_bumped_by_dead_leaders_are_read_and_written_on() {
     ));
     leader_dies_after_bump(&mut c, &servers[..1], chunk, v, v + 1).await;
     let lease = cl.write_chunk(lease_of(ino, false)).await.unwrap();
-    assert_eq!(lease.version, v + 2, "{lease:?}");
+    assert!(lease.version > v + 1, "{lease:?}");
     let chain: Vec<&str> = lease.servers.iter().map(|s| s.address.as_str()).collect();
     assert_eq!(chain, vec![servers[1].as_str()], "{lease:?}");
     let piece = pattern(5, 4096);

@@ -294,6 +294,66 @@ fn versions_only_go_up_and_deletes_leave_the_list() {
 }
 
 #[test]
+fn ordered_versions_are_kept_until_committed_and_go_with_the_chunk() {
+    let mut h = harness();
+    let f = h.create(&root(), R, "f", 0o644);
+    let a = alloc(&mut h, f.inode, 0).expect("alloc");
+    let order = |ns: &mut Namespace, v: u32| {
+        internal(
+            ns,
+            Op::OrderChunkVersion {
+                chunk: a,
+                version: ChunkVersion(v),
+            },
+        )
+    };
+    assert_eq!(h.ns.version_ordered(a), 0);
+    assert_eq!(order(&mut h.ns, 1), Reply::Err(Errno::EINVAL), "committed");
+    assert_eq!(order(&mut h.ns, 3), Reply::Ok);
+    assert_eq!(h.ns.version_ordered(a), 3);
+    assert_eq!(order(&mut h.ns, 3), Reply::Err(Errno::EINVAL), "not above");
+    assert_eq!(order(&mut h.ns, 2), Reply::Err(Errno::EINVAL), "not above");
+    // Kept through an image, as every field.
+    let (ns, _) = Namespace::from_image(&h.ns.to_image(b"")).expect("loads");
+    assert_eq!(ns.version_ordered(a), 3);
+    // A commit below keeps it; at or above spends it.
+    let set = |ns: &mut Namespace, v: u32| {
+        internal(
+            ns,
+            Op::SetChunkVersion {
+                chunk: a,
+                version: ChunkVersion(v),
+            },
+        )
+    };
+    assert!(matches!(set(&mut h.ns, 2), Reply::Chunk { .. }));
+    assert_eq!(h.ns.version_ordered(a), 3);
+    assert!(matches!(set(&mut h.ns, 3), Reply::Chunk { .. }));
+    assert_eq!(h.ns.version_ordered(a), 0);
+    // A write lease's commit spends it too.
+    assert_eq!(order(&mut h.ns, 5), Reply::Ok);
+    assert!(matches!(
+        h.run(write_chunk(&root(), f.inode, 0, a, 5)),
+        Reply::Chunk { .. }
+    ));
+    assert_eq!(h.ns.version_ordered(a), 0);
+    // And it goes with the chunk.
+    assert_eq!(order(&mut h.ns, 7), Reply::Ok);
+    h.ok(unlink(&root(), R, "f"));
+    h.ok(Op::Release { inode: f.inode });
+    internal(&mut h.ns, Op::ChunksDeleted { ids: vec![a] });
+    assert_eq!(h.ns.version_ordered(a), 0);
+    assert_eq!(
+        h.err(Op::OrderChunkVersion {
+            chunk: a,
+            version: ChunkVersion(9)
+        }),
+        Errno::EPERM,
+        "internal only"
+    );
+}
+
+#[test]
 fn set_goal_counts_and_recursion() {
     let mut h = harness();
     let owner = user(1000);

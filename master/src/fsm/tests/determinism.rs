@@ -609,10 +609,10 @@ fn every_flipped_byte_is_refused() {
         Some(ImageError::BadMagic)
     );
     let mut bad = image.clone();
-    bad[8] = 9;
+    bad[8] = 10;
     assert_eq!(
         Namespace::from_image(&bad).err(),
-        Some(ImageError::Version { found: 9 })
+        Some(ImageError::Version { found: 10 })
     );
     let mut bad = image.clone();
     bad[30] ^= 1;
@@ -766,6 +766,13 @@ fn op_variant_indices_are_pinned() {
             51,
             Op::WriteChunkEndUnmade {
                 end: Box::new(Op::ChunksDeleted { ids: Vec::new() }),
+            },
+        ),
+        (
+            52,
+            Op::OrderChunkVersion {
+                chunk: ChunkId(1),
+                version: ChunkVersion(2),
             },
         ),
     ];

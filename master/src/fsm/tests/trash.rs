@@ -223,10 +223,10 @@ fn the_trash_survives_an_image_and_older_images_load() {
     let (back, extra) = Namespace::from_image(&image).expect("image");
     assert_eq!((back, extra), (h.ns.clone(), b"x".to_vec()));
 
-    // Format 4 to 7 images: the same namespace without the fields added
+    // Format 4 to 8 images: the same namespace without the fields added
     // since (empty maps, one zero byte each: trash, sustained paths and
     // quotas from 5, session rights from 6, delegations and held inode
-    // numbers from 7, held chunk ids from 8).
+    // numbers from 7, held chunk ids from 8, ordered versions from 9).
     let mut plain = H::new();
     plain.ok(Op::SetQuota {
         cred: root(),
@@ -237,8 +237,8 @@ fn the_trash_survives_an_image_and_older_images_load() {
     let cur = plain.ns.to_image(b"");
     let n = u64::from_le_bytes(cur[12..20].try_into().expect("8 bytes")) as usize;
     let payload = &cur[20..20 + n];
-    assert_eq!(&payload[n - 7..], &[0, 0, 0, 0, 0, 0, 0]);
-    for (version, cut) in [(4u32, 7usize), (5, 4), (6, 3), (7, 1)] {
+    assert_eq!(&payload[n - 8..], &[0, 0, 0, 0, 0, 0, 0, 0]);
+    for (version, cut) in [(4u32, 8usize), (5, 5), (6, 4), (7, 2), (8, 1)] {
         let mut old = IMAGE_MAGIC.to_vec();
         old.extend_from_slice(&version.to_le_bytes());
         old.extend_from_slice(&((n - cut) as u64).to_le_bytes());
