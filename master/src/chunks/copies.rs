@@ -258,7 +258,7 @@ impl ChunkManager {
 
     /// Before copies of chunk `id` are ordered to version `nv` (a plan of
     /// [`SoftState::next_version`]): logs `log`, when given, as ordered
-    /// (`OrderChunkVersion`, a version at or above `nv`). A later leader
+    /// (`OrderChunkVersion`). A later leader
     /// then gives the chunk a version above it, even if it never hears of
     /// a copy that took `nv` (its server down or not reported yet), so such
     /// a copy can never pass for one of a later change. Returns `nv`.
@@ -277,7 +277,7 @@ impl ChunkManager {
         match self.internal(op).await? {
             Reply::Err(e) => Err(e.into()),
             _ => {
-                self.state().reserved.insert(id, upto);
+                self.state().versions_claimed.insert(id);
                 Ok(nv)
             }
         }

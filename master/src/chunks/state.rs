@@ -142,10 +142,9 @@ pub struct SoftState {
     /// Full reports being received, per server.
     reports: HashMap<u64, Vec<(ChunkId, CopyInfo)>>,
     pub leases: HashMap<ChunkId, Lease>,
-    /// Per chunk, the version this leadership logged as ordered
-    /// (`OrderChunkVersion`): up to it, it orders copies without logging
-    /// again (see [`SoftState::next_version`]).
-    pub reserved: HashMap<ChunkId, u32>,
+    /// Chunks this leadership has changed the version of once, logged
+    /// first (see [`SoftState::next_version`]).
+    pub versions_claimed: HashSet<ChunkId>,
     /// Chunks an operation (write grant, truncate, replication) is working
     /// on: the replication loop leaves them alone.
     pub busy: HashSet<ChunkId>,
@@ -165,9 +164,9 @@ pub struct SoftState {
 }
 
 /// How long an id handed out is not taken for an orphan.
-/// Versions of a chunk a leadership logs as ordered at once (see
-/// [`SoftState::next_version`]): one log entry per this many changes of
-/// the chunk, and versions skip at most this many at a change of leader.
+/// Versions above a chunk's committed one that a leader may order copies
+/// to without logging them first (see [`SoftState::next_version`]): a
+/// leadership's first change of a chunk skips them.
 pub const VERSIONS_RESERVED: u32 = 16;
 
 pub const NEW_ID_GRACE: Duration = Duration::from_secs(60);
@@ -400,19 +399,22 @@ impl SoftState {
             .unwrap_or_default()
     }
 
-    /// The version a change of `chunk` moves its copies to, and what to log
-    /// as ordered before any order goes out (`None`: this leadership
-    /// logged a version that covers it already).
+    /// The version a change of `chunk` moves its copies to, and whether it
+    /// must be logged as ordered before any order goes out (`Some(v)`:
+    /// log `v`, the version itself).
     ///
     /// The version is above `committed` (the chunk's committed version)
     /// and above every copy known, alive or not: a copy a dead leader
     /// moved up without committing it (see [`SoftState::ahead_of`]) that
     /// the change leaves behind must not share its version with the copies
     /// the change moves, or it would pass for one of them without their
-    /// writes. A copy never heard of (its server down) is covered by
-    /// `ordered`, the highest version any leader logged for the chunk: a
-    /// new leadership goes above it, and logs [`VERSIONS_RESERVED`] ahead,
-    /// so that its next changes of the chunk need no log entry first.
+    /// writes. Copies never heard of (a server down) are covered by a
+    /// rule: a leader orders versions up to `committed` +
+    /// [`VERSIONS_RESERVED`] freely, above that only after logging them
+    /// (`ordered`: the highest logged). A leadership's first change of a
+    /// chunk goes above both, so above anything an earlier leader may
+    /// have ordered, and is logged; its later changes stay in the free
+    /// range above its own commits, where it knows every copy it moved.
     pub fn next_version(&self, chunk: ChunkId, committed: u32, ordered: u32) -> (u32, Option<u32>) {
         let top = self
             .copies
@@ -420,11 +422,12 @@ impl SoftState {
             .and_then(|h| h.values().map(|c| c.version).max())
             .unwrap_or(0);
         let floor = committed.max(top);
-        if self.reserved.get(&chunk).is_some_and(|&r| floor < r) {
+        let free = committed.saturating_add(VERSIONS_RESERVED);
+        if self.versions_claimed.contains(&chunk) && floor < free {
             return (floor + 1, None);
         }
-        let nv = floor.max(ordered).saturating_add(1);
-        (nv, Some(nv.saturating_add(VERSIONS_RESERVED - 1)))
+        let nv = floor.max(free).max(ordered).saturating_add(1);
+        (nv, Some(nv))
     }
 
     /// The live copies of `chunk` above `committed`, with their versions:
@@ -623,29 +626,35 @@ mod tests {
             s.register(reg("c:1", 0), now),
         );
         let id = ChunkId(9);
-        let ahead = |v: u32| Some(v + VERSIONS_RESERVED - 1);
-        assert_eq!(s.next_version(id, 4, 0), (5, ahead(5)), "no copy known");
+        let r = VERSIONS_RESERVED;
+        // A leadership's first change goes above what others may have
+        // ordered unlogged, and is logged.
+        assert_eq!(
+            s.next_version(id, 4, 0),
+            (5 + r, Some(5 + r)),
+            "no copy known"
+        );
         s.set_copy_version(id, a, 4);
         s.set_copy_version(id, b, 4);
-        assert_eq!(s.next_version(id, 4, 0), (5, ahead(5)));
+        assert_eq!(s.next_version(id, 4, 0), (5 + r, Some(5 + r)));
         assert!(s.ahead_of(id, 4, now).is_empty());
+        // Above a version an earlier leader logged.
+        assert_eq!(s.next_version(id, 4, 40), (41, Some(41)));
+        // Once this leadership changed it: the next version above its own
+        // commit, unlogged, while in the free range.
+        s.versions_claimed.insert(id);
+        assert_eq!(s.next_version(id, 4, 40), (5, None));
         // A dead leader moved c's copy up and did not commit it.
         s.set_copy_version(id, c, 5);
-        assert_eq!(s.next_version(id, 4, 0), (6, ahead(6)), "not 5: c has it");
+        assert_eq!(s.next_version(id, 4, 0), (6, None), "not 5: c has it");
         assert_eq!(s.ahead_of(id, 4, now), vec![(c, 5)]);
         // Even when c is lost: its copy may come back.
         let lost = now + LOST_AFTER + Duration::from_secs(1);
         assert!(s.ahead_of(id, 4, lost).is_empty());
-        assert_eq!(s.next_version(id, 4, 0), (6, ahead(6)));
-        // A version an earlier leader logged, on a copy never heard of.
-        assert_eq!(s.next_version(id, 4, 9), (10, ahead(10)));
-        // Logged here: the next changes need no entry until it is used up.
-        s.reserved.insert(id, 10 + VERSIONS_RESERVED - 1);
-        assert_eq!(s.next_version(id, 4, 25), (6, None));
-        s.set_copy_version(id, a, 24);
-        assert_eq!(s.next_version(id, 24, 25), (25, None));
-        s.set_copy_version(id, a, 25);
-        assert_eq!(s.next_version(id, 25, 25), (26, ahead(26)));
+        assert_eq!(s.next_version(id, 4, 0), (6, None));
+        // Past the free range: logged again.
+        s.set_copy_version(id, c, 4 + r);
+        assert_eq!(s.next_version(id, 4, 0), (5 + r, Some(5 + r)));
     }
 
     #[test]

@@ -48,6 +48,17 @@ fn write_chunk(cred: &Cred, inode: Inode, index: u32, chunk: ChunkId, v: u32) ->
     }
 }
 
+/// SetChunkVersion of `chunk` to `v`, as the leader commits it.
+fn set_version(ns: &mut Namespace, chunk: ChunkId, v: u32) -> Reply {
+    internal(
+        ns,
+        Op::SetChunkVersion {
+            chunk,
+            version: ChunkVersion(v),
+        },
+    )
+}
+
 fn write_end(inode: Inode, index: u32, chunk: ChunkId, length: u64) -> Op {
     Op::WriteChunkEnd {
         inode,
@@ -254,15 +265,7 @@ fn versions_only_go_up_and_deletes_leave_the_list() {
     let f = h.create(&root(), R, "f", 0o644);
     let a = alloc(&mut h, f.inode, 0).expect("alloc");
     let b = alloc(&mut h, f.inode, 1).expect("alloc");
-    let set = |ns: &mut Namespace, v: u32| {
-        internal(
-            ns,
-            Op::SetChunkVersion {
-                chunk: a,
-                version: ChunkVersion(v),
-            },
-        )
-    };
+    let set = |ns: &mut Namespace, v: u32| set_version(ns, a, v);
     assert!(matches!(set(&mut h.ns, 5), Reply::Chunk { .. }));
     assert_eq!(set(&mut h.ns, 5), Reply::Err(Errno::EINVAL));
     assert_eq!(set(&mut h.ns, 4), Reply::Err(Errno::EINVAL));
@@ -317,15 +320,7 @@ fn ordered_versions_are_kept_until_committed_and_go_with_the_chunk() {
     let (ns, _) = Namespace::from_image(&h.ns.to_image(b"")).expect("loads");
     assert_eq!(ns.version_ordered(a), 3);
     // A commit below keeps it; at or above spends it.
-    let set = |ns: &mut Namespace, v: u32| {
-        internal(
-            ns,
-            Op::SetChunkVersion {
-                chunk: a,
-                version: ChunkVersion(v),
-            },
-        )
-    };
+    let set = |ns: &mut Namespace, v: u32| set_version(ns, a, v);
     assert!(matches!(set(&mut h.ns, 2), Reply::Chunk { .. }));
     assert_eq!(h.ns.version_ordered(a), 3);
     assert!(matches!(set(&mut h.ns, 3), Reply::Chunk { .. }));
