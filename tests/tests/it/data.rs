@@ -380,7 +380,9 @@ async fn a_new_chunk_is_made_by_its_first_write() {
 
     step("renewed at once: the chain's copies take the new version");
     let second = w.write_chunk(lease_of(inode, true)).await.unwrap();
-    assert_eq!(second.version, 2, "{second:?}");
+    // Above the first (a leadership's first change of a chunk skips the
+    // versions earlier leaders may have used unlogged).
+    assert!(second.version > first.version, "{second:?}");
     assert!(!second.create, "{second:?}");
     let ids = |l: &ChunkLocation| {
         let mut v: Vec<_> = l.servers.iter().map(|s| s.id).collect();
@@ -433,8 +435,8 @@ async fn a_new_chunk_is_made_by_its_first_write() {
     assert!(first.create);
     let before = files();
     let second = w.write_chunk(lease_of(inode, true)).await.unwrap();
-    assert_eq!(second.version, 2, "{second:?}");
-    assert_eq!(files(), before + 2, "made by orders at version 2");
+    assert!(second.version > first.version, "{second:?}");
+    assert_eq!(files(), before + 2, "made by orders at the new version");
     old_lease_makes_nothing(&first).await;
     assert_eq!(files(), before + 2, "a write of the old lease made a copy");
 
