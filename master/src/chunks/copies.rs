@@ -258,10 +258,10 @@ impl ChunkManager {
 
     /// Before copies of chunk `id` are ordered to version `nv` (a plan of
     /// [`SoftState::next_version`]): logs `log`, when given, as ordered
-    /// (`OrderChunkVersion`). A later leader
-    /// then gives the chunk a version above it, even if it never hears of
-    /// a copy that took `nv` (its server down or not reported yet), so such
-    /// a copy can never pass for one of a later change. Returns `nv`.
+    /// (`OrderChunkVersion`). A later leader then gives the chunk a version
+    /// above it, even if it never hears of a copy that took `nv` (its
+    /// server down or not reported yet), so such a copy can never pass for
+    /// one of a later change. Returns `nv`.
     async fn record_order(
         &self,
         id: ChunkId,
