@@ -385,18 +385,20 @@ impl SoftState {
 
     /// Servers holding `chunk` at exactly `version`, alive.
     pub fn holders_at(&self, chunk: ChunkId, version: u32, now: Instant) -> Vec<u64> {
+        self.live_copies(chunk, now)
+            .filter(|&(_, v)| v == version)
+            .map(|(id, _)| id)
+            .collect()
+    }
+
+    /// (server, version) of each copy of `chunk` on a live server.
+    fn live_copies(&self, chunk: ChunkId, now: Instant) -> impl Iterator<Item = (u64, u32)> + '_ {
         self.copies
             .get(&chunk)
-            .map(|h| {
-                h.iter()
-                    .filter(|(id, c)| {
-                        c.version == version
-                            && self.servers.get(id).is_some_and(|s| s.is_alive(now))
-                    })
-                    .map(|(id, _)| *id)
-                    .collect()
-            })
-            .unwrap_or_default()
+            .into_iter()
+            .flatten()
+            .filter(move |(id, _)| self.servers.get(id).is_some_and(|s| s.is_alive(now)))
+            .map(|(id, c)| (*id, c.version))
     }
 
     /// The version a change of `chunk` moves its copies to, and whether it
@@ -435,18 +437,9 @@ impl SoftState {
     /// died before committing the version, so (by the version protocol)
     /// they were never written there.
     pub fn ahead_of(&self, chunk: ChunkId, committed: u32, now: Instant) -> Vec<(u64, u32)> {
-        self.copies
-            .get(&chunk)
-            .map(|h| {
-                h.iter()
-                    .filter(|(id, c)| {
-                        c.version > committed
-                            && self.servers.get(id).is_some_and(|s| s.is_alive(now))
-                    })
-                    .map(|(id, c)| (*id, c.version))
-                    .collect()
-            })
-            .unwrap_or_default()
+        self.live_copies(chunk, now)
+            .filter(|&(_, v)| v > committed)
+            .collect()
     }
 
     /// Whether `session`'s lease on new chunk `chunk` is live and made no
