@@ -24,6 +24,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // same buffer down the chain.
     tonic_prost_build::configure()
         .bytes(".mfs.v1.ChunkWriteRequest.data")
+        .bytes(".mfs.v1.ChunkWriteRange.data")
         .bytes(".mfs.v1.ChunkReadReply.data")
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()

@@ -655,16 +655,28 @@ impl ChunkFile {
         Ok(())
     }
 
-    /// Whether a write of `len` bytes at `offset` reads nothing of the
-    /// file: every block it fills only partly starts at or past the
-    /// written length (its old content is zeros, not read).
-    pub fn writes_without_reading(&self, offset: u64, len: u64) -> bool {
+    /// Whether writes of `(offset, len)`, one after the other, read nothing
+    /// of the file: every block each fills only partly starts at or past
+    /// the written length the ones before it leave (its old content is
+    /// zeros, not read).
+    pub fn ranges_without_reading(&self, ranges: impl IntoIterator<Item = (u64, u64)>) -> bool {
+        let mut length = self.header.length;
+        for (offset, len) in ranges {
+            if !Self::no_reads_at(length, offset, len) {
+                return false;
+            }
+            length = length.max(offset + len);
+        }
+        true
+    }
+
+    fn no_reads_at(length: u64, offset: u64, len: u64) -> bool {
         let end = offset + len;
         let (b0, b1) = blocks_of(offset, end);
         let reads = |b: usize| {
             let bs = (b * BLOCK_SIZE) as u64;
             let whole = offset <= bs && end >= bs + BLOCK_SIZE as u64;
-            !whole && bs < self.header.length
+            !whole && bs < length
         };
         b0 >= b1 || !(reads(b0) || reads(b1 - 1))
     }

@@ -213,9 +213,14 @@ impl ChunkService for ChunkSvc {
         self.check_access(&req, r.chunk_id, r.version, ChunkAccess::Write, &r.token)?;
         let mut r = req.into_inner();
         check_range(r.offset, r.data.len() as u64).map_err(|e| e.to_status())?;
+        for m in &r.more {
+            check_range(m.offset, m.data.len() as u64).map_err(|e| e.to_status())?;
+        }
+        metrics::counter!("mfs_chunk_write_ranges_total").increment(1 + r.more.len() as u64);
+        let ranges = 1 + r.more.len() as u32;
         if r.chain.is_empty() {
             let length = write_here(&self.store, r).await?;
-            return Ok(Response::new(pb::ChunkWriteReply { length }));
+            return Ok(Response::new(pb::ChunkWriteReply { length, ranges }));
         }
         // Forward to chain[0] with the rest of the chain, while writing here.
         // `data` is a `Bytes` slice of the receive buffer: the forwarded
@@ -230,12 +235,15 @@ impl ChunkService for ChunkSvc {
             chain: std::mem::take(&mut r.chain),
             create: r.create,
             token: r.token.clone(),
+            more: r.more.clone(),
         };
         let forward = async move { client.write(fwd).await };
         let (local, remote) = tokio::join!(write_here(&self.store, r), forward);
         let length = local?;
-        remote.map_err(|s| peer_err(&next, s).to_status())?;
-        Ok(Response::new(pb::ChunkWriteReply { length }))
+        let remote = remote.map_err(|s| peer_err(&next, s).to_status())?;
+        // An older server down the chain wrote fewer (see the reply's doc).
+        let ranges = ranges.min(remote.get_ref().ranges);
+        Ok(Response::new(pb::ChunkWriteReply { length, ranges }))
     }
 
     async fn sync(
@@ -483,14 +491,15 @@ async fn replicate_from(
 /// another write or a sync, no block read first).
 async fn write_here(store: &Arc<Store>, r: pb::ChunkWriteRequest) -> Result<u64, Status> {
     let mut r = r;
-    if r.data.len() <= IN_PLACE_WRITE_MAX && (!r.create || store.has_spares()) {
+    let bytes = r.data.len() + r.more.iter().map(|m| m.data.len()).sum::<usize>();
+    if bytes <= IN_PLACE_WRITE_MAX && (!r.create || store.has_spares()) {
         if r.create {
             if let Err(e) = store.create_missing(r.chunk_id, r.version) {
                 return counted("write", Err(e));
             }
             r.create = false;
         }
-        if let Some(done) = store.write_if_free(r.chunk_id, r.version, r.offset, &r.data) {
+        if let Some(done) = store.write_if_free(r.chunk_id, r.version, &ranges(&r)) {
             return counted("write", done);
         }
     }
@@ -499,9 +508,17 @@ async fn write_here(store: &Arc<Store>, r: pb::ChunkWriteRequest) -> Result<u64,
         if r.create {
             store.create_missing(r.chunk_id, r.version)?;
         }
-        store.write(r.chunk_id, r.version, r.offset, &r.data)
+        store.write_ranges(r.chunk_id, r.version, &ranges(&r))
     })
     .await
+}
+
+/// A Write's ranges, first to last.
+fn ranges(r: &pb::ChunkWriteRequest) -> Vec<(u64, &[u8])> {
+    let first = (r.offset, &r.data[..]);
+    std::iter::once(first)
+        .chain(r.more.iter().map(|m| (m.offset, &m.data[..])))
+        .collect()
 }
 
 /// A status from our own store, back into an error (for the source loop).

@@ -588,26 +588,41 @@ impl Store {
         offset: u64,
         data: &[u8],
     ) -> Result<u64, ChunkError> {
-        check_range(offset, data.len() as u64)?;
+        self.write_ranges(id, version, &[(offset, data)])
+    }
+
+    /// Writes each `(offset, data)` of chunk (id, version) in order, under
+    /// one hold of the chunk; returns the written length after them. A
+    /// range out of bounds fails the call before anything is written.
+    pub fn write_ranges(
+        &self,
+        id: u64,
+        version: u32,
+        ranges: &[(u64, &[u8])],
+    ) -> Result<u64, ChunkError> {
+        for (offset, data) in ranges {
+            check_range(*offset, data.len() as u64)?;
+        }
         let _busy = self.busy();
         let slot = self.slot(id)?;
         let s = write_lock(&slot.state);
-        self.write_locked(&slot, s, version, offset, data)
+        self.write_locked(&slot, s, version, ranges)
     }
 
-    /// [`Store::write`] unless the chunk is busy (another write or a sync
-    /// holds it), its file is not open, or the write must read blocks it
-    /// fills partly: `None` then, and nothing was done. For a caller that must
-    /// not wait on a lock (a small write on an async worker thread).
+    /// [`Store::write_ranges`] unless the chunk is busy (another write or a
+    /// sync holds it), its file is not open, or a range must read blocks
+    /// it fills partly: `None` then, and nothing was done. For a caller that
+    /// must not wait on a lock (small writes on an async worker thread).
     pub fn write_if_free(
         &self,
         id: u64,
         version: u32,
-        offset: u64,
-        data: &[u8],
+        ranges: &[(u64, &[u8])],
     ) -> Option<Result<u64, ChunkError>> {
-        if let Err(e) = check_range(offset, data.len() as u64) {
-            return Some(Err(e));
+        for (offset, data) in ranges {
+            if let Err(e) = check_range(*offset, data.len() as u64) {
+                return Some(Err(e));
+            }
         }
         let _busy = self.busy();
         let slot = match self.slot(id) {
@@ -622,32 +637,33 @@ impl Store {
         // Not open (opening reads the header), or a write that must read
         // the old content of a block it fills partly: either may wait for
         // the disk.
-        let len = data.len() as u64;
-        match s
-            .file
-            .as_ref()
-            .map(|f| f.writes_without_reading(offset, len))
-        {
+        let lens = ranges
+            .iter()
+            .map(|(offset, data)| (*offset, data.len() as u64));
+        match s.file.as_ref().map(|f| f.ranges_without_reading(lens)) {
             Some(true) => {}
             Some(false) => return None,
             None if !s.gone => return None,
             None => {} // answered as the blocking write would: not found
         }
-        Some(self.write_locked(&slot, s, version, offset, data))
+        Some(self.write_locked(&slot, s, version, ranges))
     }
 
-    /// The write of [`Store::write`] under the chunk's lock `s`.
+    /// The write of [`Store::write_ranges`] under the chunk's lock `s`.
     fn write_locked(
         &self,
         slot: &Slot,
         mut s: RwLockWriteGuard<'_, SlotState>,
         version: u32,
-        offset: u64,
-        data: &[u8],
+        ranges: &[(u64, &[u8])],
     ) -> Result<u64, ChunkError> {
         let id = slot.id;
         Self::check(slot, &s, version)?;
-        let end = offset + data.len() as u64;
+        let end = ranges
+            .iter()
+            .map(|(offset, data)| offset + data.len() as u64)
+            .max()
+            .unwrap_or(0);
         let disk = &self.disks[slot.disk];
         // Held until the write is done (the growth counts as in flight).
         let _claim = if end > s.length {
@@ -670,19 +686,30 @@ impl Store {
         };
         let opened = s.file.is_none();
         self.ensure_open(slot, &mut s)?;
-        let res = match s.file.as_mut() {
-            Some(f) => f.write(offset, data),
-            None => return Err(ChunkError::NotFound { id }),
+        let mut length = s.length;
+        let Some(f) = s.file.as_mut() else {
+            return Err(ChunkError::NotFound { id });
         };
-        let out = match res {
-            Ok(len) => {
-                if len > s.length {
-                    disk.add_bytes(len - s.length);
+        let mut bytes = 0;
+        let mut res = Ok(());
+        for (offset, data) in ranges {
+            match f.write(*offset, data) {
+                Ok(len) => length = len,
+                Err(e) => {
+                    res = Err(e);
+                    break;
                 }
-                s.length = len;
-                metrics::counter!("mfs_chunk_bytes_written_total").increment(data.len() as u64);
-                Ok(len)
             }
+            bytes += data.len() as u64;
+        }
+        metrics::counter!("mfs_chunk_bytes_written_total").increment(bytes);
+        // The ranges written before one that failed count.
+        if length > s.length {
+            disk.add_bytes(length - s.length);
+            s.length = length;
+        }
+        let out = match res {
+            Ok(()) => Ok(length),
             Err(e) => Err(self.fail(slot, &mut s, e, "writing")),
         };
         drop(s);

@@ -457,47 +457,87 @@ fn writes_in_place_only_on_a_free_open_chunk() {
     let s = store(&[&d]);
     s.create(20, 1).unwrap();
     assert_eq!(
-        s.write_if_free(20, 1, 0, b"abc").map(|r| r.ok()),
+        s.write_if_free(20, 1, &[(0, b"abc")]).map(|r| r.ok()),
         Some(Some(3))
     );
     // Errors are answered as the blocking write would.
     assert!(matches!(
-        s.write_if_free(20, 2, BLOCK_SIZE as u64, b"x"),
+        s.write_if_free(20, 2, &[(BLOCK_SIZE as u64, b"x")]),
         Some(Err(ChunkError::Stale { .. }))
     ));
     assert!(matches!(
-        s.write_if_free(21, 1, 0, b"x"),
+        s.write_if_free(21, 1, &[(0, b"x")]),
         Some(Err(ChunkError::NotFound { id: 21 }))
     ));
     // Held by another write or a sync: not done, nothing changed.
     let slot = s.slot(20).unwrap();
     let held = slot.state.write().unwrap();
-    assert!(s.write_if_free(20, 1, 3, b"def").is_none());
+    assert!(s.write_if_free(20, 1, &[(3, b"def")]).is_none());
     drop(held);
     // Closed (opening reads the header from the disk): left to the pool.
     s.close_all();
-    assert!(s.write_if_free(20, 1, 3, b"def").is_none());
+    assert!(s.write_if_free(20, 1, &[(3, b"def")]).is_none());
     assert_eq!(s.read(20, 1, 0, 6).unwrap(), b"abc\0\0\0");
     assert_eq!(s.write(20, 1, 3, b"def").unwrap(), 6);
     // A block filled partly below the written length is read first (it
     // may come from the disk): left to the pool.
-    assert!(s.write_if_free(20, 1, 6, b"g").is_none());
+    assert!(s.write_if_free(20, 1, &[(6, b"g")]).is_none());
     // Whole blocks, or blocks past the length, are not read.
     let whole = vec![7u8; BLOCK_SIZE];
     let end = 2 * BLOCK_SIZE as u64;
     assert_eq!(
-        s.write_if_free(20, 1, BLOCK_SIZE as u64, &whole)
+        s.write_if_free(20, 1, &[(BLOCK_SIZE as u64, &whole)])
             .map(|r| r.ok()),
         Some(Some(end))
     );
     assert_eq!(
-        s.write_if_free(20, 1, 0, &whole).map(|r| r.ok()),
+        s.write_if_free(20, 1, &[(0, &whole)]).map(|r| r.ok()),
         Some(Some(end))
     );
     assert_eq!(
-        s.write_if_free(20, 1, end + 5, b"h").map(|r| r.ok()),
+        s.write_if_free(20, 1, &[(end + 5, b"h")]).map(|r| r.ok()),
         Some(Some(end + 6))
     );
     assert_eq!(s.read(20, 1, end + 4, 2).unwrap(), b"\0h");
     assert_eq!(s.read(20, 1, 0, 2).unwrap(), vec![7u8; 2]);
+}
+
+#[test]
+fn ranges_of_one_write_land_in_order_or_not_at_all() {
+    let d = tempfile::tempdir().unwrap();
+    let s = store(&[&d]);
+    s.create(30, 1).unwrap();
+    let far = 3 * BLOCK_SIZE as u64 + 10;
+    // In order: a later range over an earlier one wins; the length is the
+    // furthest end.
+    let ranges: [(u64, &[u8]); 3] = [(0, b"aaaa"), (far, b"zz"), (2, b"bb")];
+    assert_eq!(s.write_ranges(30, 1, &ranges).unwrap(), far + 2);
+    assert_eq!(s.read(30, 1, 0, 5).unwrap(), b"aabb\0");
+    assert_eq!(s.read(30, 1, far - 1, 3).unwrap(), b"\0zz");
+    // One range out of bounds: refused before anything is written.
+    let bad: [(u64, &[u8]); 2] = [(0, b"xx"), (CHUNK_SIZE - 1, b"yy")];
+    assert!(matches!(
+        s.write_ranges(30, 1, &bad),
+        Err(ChunkError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.write_if_free(30, 1, &bad),
+        Some(Err(ChunkError::Invalid(_)))
+    ));
+    assert_eq!(s.read(30, 1, 0, 2).unwrap(), b"aa");
+    // In place only when no range must read a block it fills partly.
+    let one_reads: [(u64, &[u8]); 2] = [(far + 2, b"c"), (5, b"d")];
+    assert!(s.write_if_free(30, 1, &one_reads).is_none());
+    // Blocks past the length are not read, unless a range before fills
+    // them partly.
+    let (b4, b6) = (4 * BLOCK_SIZE as u64, 6 * BLOCK_SIZE as u64);
+    let grows: [(u64, &[u8]); 2] = [(b4, b"c"), (b4 + 1, b"d")];
+    assert!(s.write_if_free(30, 1, &grows).is_none());
+    let none_read: [(u64, &[u8]); 2] = [(b4, b"c"), (b6, b"d")];
+    assert_eq!(
+        s.write_if_free(30, 1, &none_read).map(|r| r.ok()),
+        Some(Some(b6 + 1))
+    );
+    assert_eq!(s.read(30, 1, b4, 2).unwrap(), b"c\0");
+    assert_eq!(s.read(30, 1, b6 - 1, 2).unwrap(), b"\0d");
 }

@@ -59,6 +59,7 @@ fn write_at_0(id: u64, version: u32, data: Vec<u8>) -> pb::ChunkWriteRequest {
         chain: vec![],
         create: false,
         token: Vec::new(),
+        more: Vec::new(),
     }
 }
 
@@ -170,6 +171,7 @@ async fn write_with_a_chain_lands_on_every_copy() {
             chain: vec![b.addr.clone(), c.addr.clone()],
             create: false,
             token: Vec::new(),
+            more: Vec::new(),
         })
         .await
         .unwrap();
@@ -192,6 +194,94 @@ async fn write_with_a_chain_lands_on_every_copy() {
 }
 
 #[tokio::test]
+async fn ranges_of_one_write_land_in_order_on_every_copy() {
+    let (a, b) = (start().await, start().await);
+    for s in [&a, &b] {
+        client(&s.addr)
+            .await
+            .create_chunk(order(11, 1))
+            .await
+            .unwrap();
+    }
+    let mut ca = client(&a.addr).await;
+    // A model of the chunk: ranges written in order, the later wins, some
+    // inside one CRC block, some across blocks, one in a block past the
+    // length (and a first write that leaves an old block to be read).
+    let mut model = pattern(200_000, 3);
+    ca.write(pb::ChunkWriteRequest {
+        chain: vec![b.addr.clone()],
+        ..write_at_0(11, 1, model.clone())
+    })
+    .await
+    .unwrap();
+    let ranges: Vec<(u64, Vec<u8>)> = vec![
+        (70_000, pattern(4096, 5)),
+        (1_000, pattern(100, 6)),
+        (69_000, pattern(3000, 7)),
+        (300_000, pattern(10, 8)),
+        (199_990, pattern(20, 9)),
+    ];
+    for (off, d) in &ranges {
+        let (off, end) = (*off as usize, *off as usize + d.len());
+        if model.len() < end {
+            model.resize(end, 0);
+        }
+        model[off..end].copy_from_slice(d);
+    }
+    let (first, rest) = ranges.split_first().unwrap();
+    let r = ca
+        .write(pb::ChunkWriteRequest {
+            chunk_id: 11,
+            version: 1,
+            offset: first.0,
+            data: first.1.clone().into(),
+            chain: vec![b.addr.clone()],
+            create: false,
+            token: Vec::new(),
+            more: rest
+                .iter()
+                .map(|(offset, d)| pb::ChunkWriteRange {
+                    offset: *offset,
+                    data: d.clone().into(),
+                })
+                .collect(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.into_inner().length, model.len() as u64);
+    for s in [&a, &b] {
+        let got = read(&mut client(&s.addr).await, 11, 1, 0, model.len() as u32)
+            .await
+            .unwrap();
+        assert!(got == model, "copy on {} differs from the model", s.addr);
+    }
+    // A range out of bounds anywhere: refused, nothing written anywhere.
+    let e = ca
+        .write(pb::ChunkWriteRequest {
+            chunk_id: 11,
+            version: 1,
+            offset: 0,
+            data: vec![1; 10].into(),
+            chain: vec![b.addr.clone()],
+            create: false,
+            token: Vec::new(),
+            more: vec![pb::ChunkWriteRange {
+                offset: (64 << 20) - 1,
+                data: vec![2; 2].into(),
+            }],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    for s in [&a, &b] {
+        let got = read(&mut client(&s.addr).await, 11, 1, 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(got, model[..10], "copy on {} changed", s.addr);
+    }
+}
+
+#[tokio::test]
 async fn chain_failure_names_the_failing_server() {
     let (a, b) = (start().await, start().await);
     let mut ca = client(&a.addr).await;
@@ -206,6 +296,7 @@ async fn chain_failure_names_the_failing_server() {
             chain: vec![b.addr.clone()],
             create: false,
             token: Vec::new(),
+            more: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -226,6 +317,7 @@ async fn chain_failure_names_the_failing_server() {
             chain: vec![dead.clone()],
             create: false,
             token: Vec::new(),
+            more: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -252,6 +344,7 @@ async fn bad_requests_get_clear_errors_and_write_nothing() {
             chain: vec![],
             create: false,
             token: Vec::new(),
+            more: Vec::new(),
         })
         .await
         .unwrap_err();
@@ -278,6 +371,7 @@ async fn flipped_byte_reads_as_data_loss_and_the_copy_is_dropped() {
         chain: vec![],
         create: false,
         token: Vec::new(),
+        more: Vec::new(),
     })
     .await
     .unwrap();
@@ -328,6 +422,7 @@ async fn replicate_copies_from_a_peer() {
             chain: vec![],
             create: false,
             token: Vec::new(),
+            more: Vec::new(),
         })
         .await
         .unwrap();
@@ -601,6 +696,7 @@ async fn throughput() {
                     chain: chain.clone(),
                     create: false,
                     token: Vec::new(),
+                    more: Vec::new(),
                 })
                 .await
                 .unwrap();
@@ -756,6 +852,7 @@ async fn binary_serves_and_stops_cleanly_on_sigterm() {
         chain: vec![],
         create: false,
         token: Vec::new(),
+        more: Vec::new(),
     })
     .await
     .unwrap();

@@ -30,6 +30,7 @@
 //! # Ok(()) }
 //! ```
 
+mod batch;
 mod blocks;
 mod conn;
 mod read;

@@ -8,12 +8,15 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use futures::stream::{self, StreamExt, TryStreamExt};
+use mfs_proto::v1::chunk_service_client::ChunkServiceClient;
 use mfs_proto::v1::{
-    ChunkLocation, ChunkSyncRequest, ChunkWriteRequest, Credentials, SetAttrRequest, Timespec,
-    WriteChunkEndRequest, WriteChunkRequest,
+    ChunkLocation, ChunkSyncRequest, ChunkWriteRange, ChunkWriteRequest, Credentials,
+    SetAttrRequest, Timespec, WriteChunkEndRequest, WriteChunkRequest,
 };
 use tonic::codegen::Bytes;
+use tonic::transport::Channel;
 
+use super::batch::{Batches, Turn};
 use super::blocks;
 use super::conn::{classify, Failure};
 use super::split::{split, Piece};
@@ -36,6 +39,8 @@ pub(crate) struct FileWrites {
     /// Serializes WriteChunk calls for this inode (one lease per chunk even
     /// when several pieces need it at once).
     lease_lock: tokio::sync::Mutex<()>,
+    /// Small writes waiting for one on its way to the same chunk.
+    batches: Batches,
     state: Mutex<WriteState>,
 }
 
@@ -144,6 +149,7 @@ impl FileWrites {
         FileWrites {
             gate: tokio::sync::RwLock::new(()),
             lease_lock: tokio::sync::Mutex::new(()),
+            batches: Batches::default(),
             state: Mutex::new(WriteState {
                 leases: BTreeMap::new(),
                 uncommitted_end: None,
@@ -376,16 +382,14 @@ impl Inner {
                     ));
                 }
             }
-            let req = ChunkWriteRequest {
-                chunk_id: loc.chunk_id,
-                version: loc.version,
-                offset: u64::from(piece.chunk_offset),
-                data: data.clone(),
-                chain: Vec::new(),
-                create: loc.create,
-                token: loc.token.clone(),
+            let offset = u64::from(piece.chunk_offset);
+            let sent = if data.len() <= FAN_OUT_MAX {
+                self.send_batched(file, &loc, offset, data.clone()).await
+            } else {
+                let req = write_request(&loc, offset, data.clone(), Vec::new());
+                self.send_along_chain(&loc, req, ChunkCall::Write).await
             };
-            match self.send_along_chain(&loc, req, ChunkCall::Write).await {
+            match sent {
                 Ok(()) => {
                     let mut s = lock(&file.state);
                     if loc.create {
@@ -527,6 +531,36 @@ impl Inner {
         worst
     }
 
+    /// Sends a small write of `data` at `offset` under lease `loc`, with
+    /// the others to its chunk that wait for a write on its way (see
+    /// [`super::batch`]).
+    async fn send_batched(
+        &self,
+        file: &FileWrites,
+        loc: &ChunkLocation,
+        offset: u64,
+        data: Bytes,
+    ) -> Result<(), Failure> {
+        let key = (loc.chunk_id, loc.version);
+        let (ranges, lead) = match file.batches.join(key, (offset, data)).await {
+            Turn::Done(result) => return result,
+            Turn::Send(ranges, lead) => (ranges, lead),
+        };
+        let mut ranges = ranges.into_iter();
+        let Some((offset, data)) = ranges.next() else {
+            let none = Err(Failure::Copy("an empty write batch".into()));
+            lead.finish(&none);
+            return none;
+        };
+        let more = ranges
+            .map(|(offset, data)| ChunkWriteRange { offset, data })
+            .collect();
+        let req = write_request(loc, offset, data, more);
+        let result = self.send_along_chain(loc, req, ChunkCall::Write).await;
+        lead.finish(&result);
+        result
+    }
+
     /// Sends a Write or Sync to the chunkserver `addr`, which forwards it
     /// along `chain`.
     async fn send_to(
@@ -542,9 +576,22 @@ impl Inner {
         let result = match call {
             ChunkCall::Write => {
                 req.chain = chain;
-                tokio::time::timeout(limit, client.write(req))
-                    .await
-                    .map(|r| r.map(|_| ()))
+                // Kept for a server older than `more` (see `one_by_one`).
+                let first = (!req.more.is_empty()).then(|| ChunkWriteRequest {
+                    more: Vec::new(),
+                    ..req.clone()
+                });
+                let more = req.more.clone();
+                let sent = tokio::time::timeout(limit, client.write(req)).await;
+                match (sent, first) {
+                    (Ok(Ok(reply)), Some(first))
+                        if (reply.get_ref().ranges as usize) < 1 + more.len() =>
+                    {
+                        tracing::debug!(addr, "chunkserver older than batched writes");
+                        Self::one_by_one(&mut client, limit, first, more).await
+                    }
+                    (other, _) => other.map(|r| r.map(|_| ())),
+                }
             }
             ChunkCall::Sync => {
                 let sync = ChunkSyncRequest {
@@ -565,6 +612,25 @@ impl Inner {
                 "chunkserver {addr}: no reply within {limit:.1?}"
             ))),
         }
+    }
+
+    /// Sends `more`, the ranges after the first write `req` made, one a
+    /// request, in order: for a chunkserver that wrote the first only
+    /// (older than `more`).
+    async fn one_by_one(
+        client: &mut ChunkServiceClient<Channel>,
+        limit: Duration,
+        mut req: ChunkWriteRequest,
+        more: Vec<ChunkWriteRange>,
+    ) -> Result<Result<(), tonic::Status>, tokio::time::error::Elapsed> {
+        for m in more {
+            req.offset = m.offset;
+            req.data = m.data;
+            if let Err(e) = tokio::time::timeout(limit, client.write(req.clone())).await? {
+                return Ok(Err(e));
+            }
+        }
+        Ok(Ok(()))
     }
 
     /// Commits what was written to `inode` (and with `sync`, first makes it
@@ -744,6 +810,25 @@ impl Inner {
 }
 
 /// Which chunkserver call [`Inner::send_along_chain`] makes.
+/// A Write of `data` at `offset` (and `more` after) under lease `loc`.
+fn write_request(
+    loc: &ChunkLocation,
+    offset: u64,
+    data: Bytes,
+    more: Vec<ChunkWriteRange>,
+) -> ChunkWriteRequest {
+    ChunkWriteRequest {
+        chunk_id: loc.chunk_id,
+        version: loc.version,
+        offset,
+        data,
+        chain: Vec::new(),
+        create: loc.create,
+        token: loc.token.clone(),
+        more,
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum ChunkCall {
     Write,

@@ -336,6 +336,7 @@ pub(crate) async fn write_on_chain(
         chain: rest.iter().map(|s| s.address.clone()).collect(),
         create,
         token: Vec::new(),
+        more: Vec::new(),
     })
     .await
     .map(|_| ())

@@ -17,6 +17,7 @@ mod opens;
 mod overwrite;
 mod partition;
 mod quota;
+mod random_writes;
 mod realworld;
 mod secret;
 mod space;

@@ -138,6 +138,7 @@ async fn chunkservers_need_the_cluster_secret() {
         offset: 0,
         data: vec![0u8; 4096].into(),
         token: loc.token.clone(),
+        more: Vec::new(),
         ..Default::default()
     };
     let e = cs.write(write).await.unwrap_err();

@@ -209,10 +209,15 @@ pub fn rpc_count(master: &mfs_tests::cluster::Master, method: &str) -> u64 {
 /// The value of the series `series` (name and labels) in the master's
 /// Prometheus `/metrics`; 0 when absent.
 pub fn metric(master: &mfs_tests::cluster::Master, series: &str) -> u64 {
+    metric_at(&format!("127.0.0.1:{}", master.http_port), series)
+}
+
+/// The value of the series `series` in the Prometheus `/metrics` served
+/// at `addr`; 0 when absent.
+pub fn metric_at(addr: &str, series: &str) -> u64 {
     use std::io::{Read, Write};
-    let addr = format!("127.0.0.1:{}", master.http_port);
-    let mut s = std::net::TcpStream::connect(&addr)
-        .unwrap_or_else(|e| panic!("metrics of the master at {addr}: {e}"));
+    let mut s =
+        std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("metrics at {addr}: {e}"));
     // HTTP/1.0: one response, no chunked encoding, then the server closes.
     write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
     let mut text = String::new();

@@ -70,7 +70,13 @@ pub struct CsState {
     pub chunks: Mutex<HashMap<u64, (u32, Vec<u8>)>>,
     pub mode: Mutex<Mode>,
     pub reads: AtomicU64,
+    /// Ranges written (a request may carry several).
     pub writes: AtomicU64,
+    /// Write requests.
+    pub write_requests: AtomicU64,
+    /// Answers as a server older than `ChunkWriteRequest.more`: writes the
+    /// first range only, and says no count of ranges.
+    pub ignores_more: AtomicBool,
     pub syncs: AtomicU64,
     /// Writes and syncs it passed on along their chain.
     pub forwarded: AtomicU64,
@@ -126,16 +132,23 @@ impl ChunkService for Cs {
 
     async fn write(&self, r: Request<ChunkWriteRequest>) -> R<ChunkWriteReply> {
         let mut r = r.into_inner();
-        self.0.writes.fetch_add(1, Ordering::SeqCst);
+        self.0.write_requests.fetch_add(1, Ordering::SeqCst);
         self.0.check(r.chunk_id, r.version)?;
         let length = {
             let mut chunks = lk(&self.0.chunks);
             let data = &mut chunks.entry(r.chunk_id).or_default().1;
-            let end = r.offset as usize + r.data.len();
-            if data.len() < end {
-                data.resize(end, 0);
+            let first = (r.offset, &r.data);
+            // A server older than `more` knows nothing of it.
+            let old = self.0.ignores_more.load(Ordering::SeqCst);
+            let more = r.more.iter().filter(|_| !old).map(|m| (m.offset, &m.data));
+            for (offset, bytes) in std::iter::once(first).chain(more) {
+                self.0.writes.fetch_add(1, Ordering::SeqCst);
+                let end = offset as usize + bytes.len();
+                if data.len() < end {
+                    data.resize(end, 0);
+                }
+                data[offset as usize..end].copy_from_slice(bytes);
             }
-            data[r.offset as usize..end].copy_from_slice(&r.data);
             data.len() as u64
         };
         if !r.chain.is_empty() {
@@ -144,9 +157,13 @@ impl ChunkService for Cs {
             let mut c = ChunkServiceClient::connect(format!("http://{next}"))
                 .await
                 .map_err(|e| Status::unavailable(format!("forward to {next}: {e}")))?;
-            c.write(r).await?;
+            c.write(r.clone()).await?;
         }
-        Ok(Response::new(ChunkWriteReply { length }))
+        let ranges = match self.0.ignores_more.load(Ordering::SeqCst) {
+            true => 0,
+            false => 1 + r.more.len() as u32,
+        };
+        Ok(Response::new(ChunkWriteReply { length, ranges }))
     }
 
     async fn sync(&self, r: Request<ChunkSyncRequest>) -> R<Empty> {
@@ -206,6 +223,8 @@ impl FakeCs {
             mode: Mutex::new(Mode::Ok),
             reads: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            write_requests: AtomicU64::new(0),
+            ignores_more: AtomicBool::new(false),
             syncs: AtomicU64::new(0),
             forwarded: AtomicU64::new(0),
         });

@@ -147,6 +147,44 @@ async fn kept_attribute_changes_ride_on_the_commit() {
     io.unhold(INODE);
 }
 
+/// Pieces of one chunk written at once go out in few requests, each with
+/// several ranges; a chunkserver older than `more` (it writes the first
+/// range only and counts none) gets the others one a request. Both ways
+/// every copy holds every byte.
+#[tokio::test]
+async fn pieces_of_one_chunk_go_together_and_reach_older_servers_too() {
+    for older in [false, true] {
+        let c = FakeCluster::start(2, 2).await;
+        for i in 0..2 {
+            c.cs(i).ignores_more.store(older, Ordering::SeqCst);
+        }
+        let opts = IoOptions {
+            max_request: 64 << 10,
+            parallelism: 16,
+            ..IoOptions::default()
+        };
+        let io = io_for(&c, opts).await;
+        let data = pattern(16 << 16, 3);
+        ok(io.write(INODE, 0, &data)).await;
+        ok(io.flush(INODE)).await;
+        for i in 0..2 {
+            let chunks = c.cs(i).chunks.lock().unwrap().clone();
+            let held: Vec<&Vec<u8>> = chunks.values().map(|(_, d)| d).collect();
+            assert_eq!(held.len(), 1, "older {older}, copy {i}");
+            assert!(*held[0] == data, "older {older}: copy {i} differs");
+            let ranges = c.cs(i).writes.load(Ordering::SeqCst);
+            let requests = c.cs(i).write_requests.load(Ordering::SeqCst);
+            assert_eq!(ranges, 16, "older {older}, copy {i}");
+            match older {
+                false => assert!(requests < 16, "{requests} requests"),
+                true => assert_eq!(requests, 16),
+            }
+        }
+        let got = ok(io.read(INODE, 0, data.len() as u32)).await;
+        assert!(got == data, "older {older}: read back differs");
+    }
+}
+
 #[tokio::test]
 async fn request_across_chunks_and_pieces_in_parallel() {
     let c = FakeCluster::start(2, 1).await;
