@@ -116,6 +116,8 @@ impl Shared {
                 }
                 if writable {
                     self.io.set_credentials(inode, cred);
+                    // Released at the handle's release.
+                    self.pages_writer_in(inode);
                 }
                 let fh = self.handles.add_file(inode, writable, false);
                 let flags = if keep {
@@ -210,6 +212,7 @@ impl Shared {
         }
         let writable = flags & libc::O_ACCMODE != libc::O_RDONLY;
         if writable {
+            self.pages_writer_in(inode);
             self.io.set_credentials(inode, cred);
             // Its maker's chmod and utimes before close ride on the commit.
             self.io.hold(inode);
@@ -315,10 +318,25 @@ impl Shared {
         if f.held {
             self.io.unhold(f.inode);
         }
+        if f.writable {
+            if let Some(p) = &self.pages {
+                p.writer_out(f.inode);
+            }
+        }
         self.releases.push(f.inode);
         match result {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
+        }
+    }
+}
+
+impl Shared {
+    /// A writable handle of `inode` opens here: no block of it goes to the
+    /// kernel's pages until its release (see `pages`).
+    fn pages_writer_in(&self, inode: u64) {
+        if let Some(p) = &self.pages {
+            p.writer_in(inode);
         }
     }
 }

@@ -62,6 +62,9 @@ pub struct FsSettings {
     /// Answer creates in directories delegated to this mount itself
     /// (`mfswritebackcreates`; see `writeback`).
     pub write_back_creates: bool,
+    /// Store blocks fetched for small reads in the kernel's page cache
+    /// (`mfspagestore`; see `pages`).
+    pub page_store: bool,
 }
 
 /// The state every task of the file system shares.
@@ -96,6 +99,8 @@ pub(crate) struct Shared {
     pub(crate) sizes: super::sizes::KernelSizes,
     /// Listings of held directories read lately (see `handles`).
     pub(crate) recent: super::handles::RecentListings,
+    /// The kernel page store, and its writers' gate (see `pages`).
+    pub(crate) pages: Option<Arc<super::pages::Pages>>,
 }
 
 /// What the binary keeps to shut the file system down cleanly.
@@ -105,6 +110,13 @@ pub struct FsHandle {
 }
 
 impl FsHandle {
+    /// The session's notifier, once it is made: the page store begins.
+    pub fn set_notifier(&self, n: fuser::Notifier) {
+        if let Some(p) = &self.shared.pages {
+            p.set_notifier(n);
+        }
+    }
+
     /// Commits every write of files still open, releases them at the master
     /// and closes the session. For unmount; errors are logged.
     pub async fn shutdown(&self) {
@@ -161,13 +173,26 @@ impl MfsFs {
                 master: master.clone(),
             }));
         }
+        let map = InodeMap::new(root);
+        let pages = match settings.page_store {
+            true => super::pages::Pages::start(map)
+                .inspect_err(|e| {
+                    tracing::warn!("no page store thread ({e}): small reads are not stored in the kernel's page cache")
+                })
+                .ok(),
+            false => None,
+        };
+        if let Some(p) = &pages {
+            io.pages_with(p.sink());
+        }
         let fs = MfsFs {
             shared: Arc::new(Shared {
+                pages,
                 wb: wb.clone(),
                 releases,
                 master,
                 io,
-                map: InodeMap::new(root),
+                map,
                 settings,
                 groups: GroupsCache::default(),
                 handles: Handles::default(),

@@ -36,6 +36,7 @@ mod locks;
 mod meta_ops;
 pub mod metafs;
 pub mod options;
+mod pages;
 mod releases;
 mod sizes;
 mod writeback;

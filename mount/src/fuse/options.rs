@@ -22,6 +22,7 @@ pub const ALIASES: &[(&str, &str)] = &[
     ("workers", "mfsworkers"),
     ("readcachesize", "mfsreadcachesize"),
     ("schedbatch", "mfsschedbatch"),
+    ("pagestore", "mfspagestore"),
     ("writebackcreates", "mfswritebackcreates"),
     ("tlsca", "mfstlsca"),
     ("password", "mfspassword"),
@@ -77,6 +78,11 @@ pub struct MountConfig {
     /// with busy processes.
     #[serde(deserialize_with = "mfs_common::config::flexible_bool")]
     pub mfsschedbatch: bool,
+    /// Store the whole block a small read fetched in the kernel's page
+    /// cache too (see `fuse::pages`): later reads of the block never leave
+    /// the kernel. Needs `mfsreadcachesize` above 0.
+    #[serde(deserialize_with = "mfs_common::config::flexible_bool")]
+    pub mfspagestore: bool,
     /// Answer creates in a directory this mount makes many files in
     /// itself, once the master delegated the directory to it; they reach
     /// the master in batches, before any later call of this mount (see
@@ -121,6 +127,7 @@ impl Default for MountConfig {
             mfsworkers: 16,
             mfsreadcachesize: 128,
             mfsschedbatch: true,
+            mfspagestore: true,
             mfswritebackcreates: true,
             mfstlsca: String::new(),
             mfspassword: String::new(),
@@ -160,6 +167,8 @@ pub struct Overrides {
     pub mfsreadcachesize: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mfsschedbatch: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mfspagestore: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mfswritebackcreates: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -307,6 +316,7 @@ impl Overrides {
                 }
                 "mfswritebackcache" => self.mfswritebackcache = Some(flag(key, value)?),
                 "mfsschedbatch" => self.mfsschedbatch = Some(flag(key, value)?),
+                "mfspagestore" => self.mfspagestore = Some(flag(key, value)?),
                 "mfswritebackcreates" => self.mfswritebackcreates = Some(flag(key, value)?),
                 "mfstlsca" => self.mfstlsca = Some(need(key, value)?.to_string()),
                 "mfspassword" => self.mfspassword = Some(need(key, value)?.to_string()),
@@ -470,7 +480,7 @@ mod tests {
         let mut o = Overrides::default();
         o.add_o("rw,_netdev,mfsmaster=a:1,b.example:2,attrcacheto=2.5,mfsentrycacheto=0")
             .unwrap_or_else(|e| panic!("{e}"));
-        o.add_o("allow_other,ro=0,noatime,schedbatch=0")
+        o.add_o("allow_other,ro=0,noatime,schedbatch=0,pagestore=0")
             .unwrap_or_else(|e| panic!("{e}"));
         // An address after `mfsmaster=...,` continues the master list.
         assert_eq!(o.mfsmaster.as_deref(), Some("a:1,b.example:2"));
@@ -479,6 +489,7 @@ mod tests {
         assert_eq!(o.allow_other, Some(true));
         assert_eq!(o.ro, Some(false));
         assert_eq!(o.mfsschedbatch, Some(false));
+        assert_eq!(o.mfspagestore, Some(false));
     }
 
     #[test]
@@ -578,6 +589,7 @@ mod tests {
         assert_eq!(cfg.mfsattrcacheto, 3.0);
         assert_eq!(cfg.mfsentrycacheto, 5.0);
         assert!(cfg.mfsschedbatch, "on unless turned off");
+        assert!(cfg.mfspagestore, "on unless turned off");
         std::fs::write(&path, "MFSMASTER = m1\nnosuchkey = 1\n").unwrap_or_else(|e| panic!("{e}"));
         let err = mfs_common::config::load::<MountConfig, _>(Some(&path), true, ALIASES, &o)
             .err()

@@ -135,10 +135,53 @@ pub(crate) struct Inner {
     /// Credentials for WriteChunk, per inode.
     pub(crate) creds: Mutex<HashMap<u64, Credentials>>,
     /// Blocks kept for small reads.
-    pub(crate) blocks: blocks::Blocks,
+    pub(crate) blocks: Arc<blocks::Blocks>,
     pub(crate) flusher: Mutex<Option<tokio::task::AbortHandle>>,
     /// Where a lease or a length commit may go instead of to the master.
     pub(crate) queued: Queued,
+    /// Where blocks fetched for small reads are offered too.
+    pub(crate) pages: Pages,
+}
+
+/// A block fetched for a small read, offered to a [`PageSink`]: the data
+/// of `inode` at `offset`, as the chunkservers had it.
+#[derive(Debug)]
+pub struct Fetched {
+    pub inode: u64,
+    /// Its offset in the file.
+    pub offset: u64,
+    pub data: Bytes,
+    blocks: Arc<blocks::Blocks>,
+    epoch: blocks::Epoch,
+}
+
+impl Fetched {
+    /// Whether nothing of the file changed here since the block was asked
+    /// for (no write, truncate or fresh open of it: see `blocks`), so it
+    /// is still what this client may read.
+    pub fn is_current(&self) -> bool {
+        self.blocks.epoch(self.inode) == self.epoch
+    }
+}
+
+/// Takes the blocks this client fetches for small reads (the FUSE layer
+/// gives them to the kernel's page cache). Called on the reading task: it
+/// must not wait.
+pub trait PageSink: Send + Sync {
+    fn offer(&self, block: Fetched);
+}
+
+#[derive(Default)]
+pub(crate) struct Pages(std::sync::OnceLock<Box<dyn PageSink>>);
+
+impl std::fmt::Debug for Pages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() {
+            "Pages(set)"
+        } else {
+            "Pages"
+        })
+    }
 }
 
 /// Where a write's calls to the master may go instead: the client's
@@ -212,7 +255,8 @@ impl FileIo {
         opts.parallelism = opts.parallelism.max(1);
         let inner = Arc::new(Inner {
             conns: conn::Conns::new(opts.connect_timeout),
-            blocks: blocks::Blocks::new(opts.block_cache),
+            blocks: Arc::new(blocks::Blocks::new(opts.block_cache)),
+            pages: Pages::default(),
             master,
             opts,
             locations: Mutex::new(BTreeMap::new()),
@@ -241,6 +285,12 @@ impl FileIo {
     }
 
     /// The options in force.
+    /// Offers every block fetched for a small read to `sink` too (set
+    /// once; later calls are ignored).
+    pub fn pages_with(&self, sink: Box<dyn PageSink>) {
+        let _ = self.inner.pages.0.set(sink);
+    }
+
     pub fn options(&self) -> &IoOptions {
         &self.inner.opts
     }

@@ -195,6 +195,16 @@ impl Inner {
                         };
                         let from = (piece.chunk_offset - w.chunk_offset) as usize;
                         let part = data.slice(from..from + piece.len as usize);
+                        if let Some(sink) = self.pages.0.get() {
+                            sink.offer(super::Fetched {
+                                inode,
+                                offset: u64::from(piece.index) * CHUNK_SIZE
+                                    + u64::from(w.chunk_offset),
+                                data: data.clone(),
+                                blocks: self.blocks.clone(),
+                                epoch,
+                            });
+                        }
                         self.blocks.insert(at, w.chunk_offset, data, epoch);
                         return Ok(part);
                     }

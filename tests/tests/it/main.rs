@@ -15,6 +15,7 @@ mod metalog;
 mod mount;
 mod opens;
 mod overwrite;
+mod pages;
 mod partition;
 mod quota;
 mod random_writes;

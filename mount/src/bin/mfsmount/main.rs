@@ -41,6 +41,7 @@ use mfs_mount::fuse::{MountConfig, Overrides};
         mfsiotimeout=SECS        fail a call with EIO after this long without a master (0 = never; default)\n  \
         mfswritebackcache=0|1    kernel writeback cache (default 1)\n  \
         mfsschedbatch=0|1        SCHED_BATCH CPU policy: woken threads do not preempt (default 1)\n  \
+        mfspagestore=0|1         blocks fetched for small reads go to the kernel's page cache too (default 1)\n  \
         mfswritebackcreates=0|1  answer creates in a directory delegated to this mount itself (default 1)\n  \
         mfsworkers=N             FUSE reader threads (default 16)\n  \
         mfsreadcachesize=MIB     64 KiB blocks kept for small reads (default 128; 0 = off)\n  \

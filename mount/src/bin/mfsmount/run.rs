@@ -120,7 +120,7 @@ fn mount_and_serve(args: &Args, cfg: &MountConfig, mountpoint: &Path) -> anyhow:
         )));
         config.mount_options.push(MountOption::DefaultPermissions);
         let fs = MetaFs::new(master.clone(), rt.handle().clone());
-        let served = mount.serve(fs, &config, "meta file system")?;
+        let served = mount.serve(fs, &config, "meta file system", |_| {})?;
         let _ = rt.block_on(async {
             tokio::time::timeout(Duration::from_secs(5), master.close_session()).await
         });
@@ -149,6 +149,7 @@ fn mount_and_serve(args: &Args, cfg: &MountConfig, mountpoint: &Path) -> anyhow:
         read_only: cfg.ro || master.exported_read_only(),
         kernel_permissions: cfg.default_permissions,
         write_back_creates: cfg.mfswritebackcreates,
+        page_store: cfg.mfspagestore,
     };
     let fs = MfsFs::new(master.clone(), io, root, settings, rt.handle().clone());
     let fs_handle = fs.handle();
@@ -173,7 +174,13 @@ fn mount_and_serve(args: &Args, cfg: &MountConfig, mountpoint: &Path) -> anyhow:
     if cfg.default_permissions {
         config.mount_options.push(MountOption::DefaultPermissions);
     }
-    let served = mount.serve(fs, &config, &format!("subfolder {}", cfg.mfssubfolder))?;
+    let notified = fs_handle.clone();
+    let served = mount.serve(
+        fs,
+        &config,
+        &format!("subfolder {}", cfg.mfssubfolder),
+        move |n| notified.set_notifier(n),
+    )?;
     tracing::info!("unmounted; committing open files and closing the session");
     let done =
         rt.block_on(async { tokio::time::timeout(SHUTDOWN_LIMIT, fs_handle.shutdown()).await });
@@ -201,6 +208,7 @@ impl Mount<'_> {
         fs: F,
         config: &Config,
         what: &str,
+        on_session: impl FnOnce(fuser::Notifier),
     ) -> anyhow::Result<std::io::Result<()>> {
         let mut session = match Session::new(fs, self.mountpoint, config) {
             Ok(s) => s,
@@ -218,6 +226,7 @@ impl Mount<'_> {
                 });
             }
         };
+        on_session(session.notifier());
         let unmounter = std::sync::Arc::new(std::sync::Mutex::new(session.unmount_callable()));
         self.rt
             .spawn(unmount_on_signal(unmounter, self.canonical.clone()));

@@ -1,0 +1,189 @@
+//! Blocks fetched for small reads go to the kernel's page cache too.
+//!
+//! A small read fetches the whole 64 KiB block around it (the unit a
+//! chunkserver checks its CRC on: it reads the whole block anyway) and
+//! keeps it in the mount's block cache (`io::blocks`, bounded by
+//! `mfsreadcachesize`). The kernel asked for a page or two of it; the
+//! next read of another page of the same block came back to the mount as
+//! a FUSE request. Here the whole block is also stored in the kernel's
+//! page cache (FUSE_NOTIFY_STORE), as its own read-ahead would: later
+//! reads of the block are page cache hits, and the kernel keeps or
+//! drops the pages as it does its own. The pages follow the rules of the
+//! pages the kernel read itself (kept at an open only when the file did
+//! not change elsewhere: `Handles::may_keep_cache`).
+//!
+//! The kernel stores over whatever the pages hold, also pages this mount
+//! has written and not sent yet (dirty in the writeback cache). So no
+//! block goes while a writable handle of its file is open here or a
+//! truncate runs ([`Pages::writer_in`], which also waits for a store
+//! under way), nor after the file changed here since the block was asked
+//! for ([`io::Fetched::is_current`]). The stores run on a thread of their
+//! own: a store waits for pages the kernel holds locked for reads in
+//! flight, which the FUSE threads answer; a FUSE thread never waits for
+//! the store thread (a block that finds its queue full is dropped).
+
+use std::collections::HashMap;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+
+use fuser::{INodeNo, Notifier};
+
+use super::convert::InodeMap;
+use crate::io::{Fetched, PageSink};
+
+/// Blocks waiting for the store thread; more are dropped.
+const QUEUE: usize = 64;
+
+/// What may store into the kernel's page cache, and when not.
+pub struct Pages {
+    tx: SyncSender<Fetched>,
+    state: Arc<State>,
+}
+
+struct State {
+    notifier: OnceLock<Notifier>,
+    gates: Mutex<HashMap<u64, Gate>>,
+    /// Signalled when a store ends.
+    stored: Condvar,
+}
+
+/// One file's writers here and stores under way.
+#[derive(Debug, Default)]
+struct Gate {
+    writers: u32,
+    storing: u32,
+}
+
+impl std::fmt::Debug for Pages {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let on = self.state.notifier.get().is_some();
+        f.debug_struct("Pages").field("storing", &on).finish()
+    }
+}
+
+impl State {
+    fn gates(&self) -> MutexGuard<'_, HashMap<u64, Gate>> {
+        self.gates.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Pages {
+    /// Starts the store thread; `map` turns master inodes into the
+    /// kernel's. Nothing is stored until [`Pages::set_notifier`].
+    pub fn start(map: InodeMap) -> std::io::Result<Arc<Pages>> {
+        let (tx, rx) = sync_channel(QUEUE);
+        let state = Arc::new(State {
+            notifier: OnceLock::new(),
+            gates: Mutex::new(HashMap::new()),
+            stored: Condvar::new(),
+        });
+        let st = state.clone();
+        std::thread::Builder::new()
+            .name("mfs-pages".into())
+            .spawn(move || store_loop(&st, map, rx))?;
+        Ok(Arc::new(Pages { tx, state }))
+    }
+
+    /// The session's notifier: stores begin.
+    pub fn set_notifier(&self, n: Notifier) {
+        let _ = self.state.notifier.set(n);
+    }
+
+    /// A writer of `inode` comes (a writable handle opens, a truncate
+    /// starts): no store of the file from now on, and none under way
+    /// when this returns.
+    pub fn writer_in(&self, inode: u64) {
+        let mut gates = self.state.gates();
+        gates.entry(inode).or_default().writers += 1;
+        while gates.get(&inode).is_some_and(|g| g.storing > 0) {
+            gates = self
+                .state
+                .stored
+                .wait(gates)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// The writer of a [`Pages::writer_in`] is gone.
+    pub fn writer_out(&self, inode: u64) {
+        let mut gates = self.state.gates();
+        if let Some(g) = gates.get_mut(&inode) {
+            g.writers = g.writers.saturating_sub(1);
+            if g.writers == 0 && g.storing == 0 {
+                gates.remove(&inode);
+            }
+        }
+    }
+
+    /// [`Pages::writer_in`] until the guard is dropped.
+    pub fn writer(&self, inode: u64) -> Writer<'_> {
+        self.writer_in(inode);
+        Writer { pages: self, inode }
+    }
+
+    /// The sink for `FileIo::pages_with`.
+    pub fn sink(self: &Arc<Self>) -> Box<dyn PageSink> {
+        Box::new(Sink(self.clone()))
+    }
+}
+
+/// A writer of one file while it lives (see [`Pages::writer`]).
+pub struct Writer<'a> {
+    pages: &'a Pages,
+    inode: u64,
+}
+
+impl Drop for Writer<'_> {
+    fn drop(&mut self) {
+        self.pages.writer_out(self.inode);
+    }
+}
+
+struct Sink(Arc<Pages>);
+
+impl PageSink for Sink {
+    fn offer(&self, block: Fetched) {
+        let st = &self.0.state;
+        if st.notifier.get().is_none()
+            || st.gates().get(&block.inode).is_some_and(|g| g.writers > 0)
+        {
+            return;
+        }
+        match self.0.tx.try_send(block) {
+            Ok(()) | Err(TrySendError::Full(_)) => {}
+            Err(TrySendError::Disconnected(_)) => {
+                tracing::debug!("the page store thread is gone");
+            }
+        }
+    }
+}
+
+/// Stores each block unless a writer came; ends when [`Pages`] is dropped.
+fn store_loop(st: &State, map: InodeMap, rx: Receiver<Fetched>) {
+    while let Ok(block) = rx.recv() {
+        {
+            let mut gates = st.gates();
+            let gate = gates.entry(block.inode).or_default();
+            if gate.writers > 0 {
+                continue;
+            }
+            gate.storing += 1;
+        }
+        if let (Some(n), true) = (st.notifier.get(), block.is_current()) {
+            let ino: INodeNo = map.to_kernel(block.inode);
+            // ENOENT: the kernel forgot the inode; nothing to keep.
+            if let Err(e) = n.store(ino, block.offset, &block.data) {
+                tracing::trace!(inode = block.inode, error = %e, "page store refused");
+            }
+        }
+        let mut gates = st.gates();
+        if let Some(g) = gates.get_mut(&block.inode) {
+            g.storing -= 1;
+            if g.writers == 0 && g.storing == 0 {
+                gates.remove(&block.inode);
+            }
+        }
+        drop(gates);
+        st.stored.notify_all();
+    }
+}
