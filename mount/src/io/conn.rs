@@ -77,8 +77,16 @@ pub(crate) struct Conns {
     /// Servers a call waited on for a ping's or a connect's timeout: reads
     /// ask them last for [`SILENT_FOR`].
     silent: Silence,
+    /// Servers that answered a Write with several ranges having written
+    /// the first only (older than `ChunkWriteRequest.more`): no batch is
+    /// sent to them for [`OLD_FOR`] (then asked again: it may have been
+    /// upgraded).
+    old: Silence,
     connect_timeout: Duration,
 }
+
+/// How long a chunkserver older than batched writes gets none.
+const OLD_FOR: Duration = Duration::from_secs(60);
 
 /// How long a chunkserver that went silent is asked last: until the master
 /// has taken it out of the locations it gives (30 s without a heartbeat).
@@ -90,6 +98,7 @@ impl Conns {
             channels: RwLock::new(HashMap::new()),
             broken: RwLock::new(HashMap::new()),
             silent: Silence::new(SILENT_FOR),
+            old: Silence::new(OLD_FOR),
             connect_timeout,
         }
     }
@@ -98,6 +107,16 @@ impl Conns {
     /// not `silent`, that it answered.
     pub(crate) fn note_silence(&self, addr: &str, silent: bool) {
         self.silent.note(addr, silent);
+    }
+
+    /// Notes that `addr` wrote only the first range of a batched Write.
+    pub(crate) fn note_old(&self, addr: &str) {
+        self.old.note(addr, true);
+    }
+
+    /// Whether `addr` takes batched Writes, as far as is known.
+    pub(crate) fn takes_batches(&self, addr: &str) -> bool {
+        self.old.since(addr).is_none()
     }
 
     /// `servers` in the order to ask them: as given, but those that went

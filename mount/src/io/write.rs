@@ -383,7 +383,11 @@ impl Inner {
                 }
             }
             let offset = u64::from(piece.chunk_offset);
-            let sent = if data.len() <= FAN_OUT_MAX {
+            let batches = loc
+                .servers
+                .iter()
+                .all(|s| self.conns.takes_batches(&s.address));
+            let sent = if data.len() <= FAN_OUT_MAX && batches {
                 self.send_batched(file, &loc, offset, data.clone()).await
             } else {
                 let req = write_request(&loc, offset, data.clone(), Vec::new());
@@ -587,7 +591,11 @@ impl Inner {
                     (Ok(Ok(reply)), Some(first))
                         if (reply.get_ref().ranges as usize) < 1 + more.len() =>
                     {
-                        tracing::debug!(addr, "chunkserver older than batched writes");
+                        tracing::info!(
+                            addr,
+                            "chunkserver older than batched writes: sending it one write a request"
+                        );
+                        self.conns.note_old(addr);
                         Self::one_by_one(&mut client, limit, first, more).await
                     }
                     (other, _) => other.map(|r| r.map(|_| ())),
