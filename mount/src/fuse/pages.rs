@@ -12,6 +12,16 @@
 //! pages the kernel read itself (kept at an open only when the file did
 //! not change elsewhere: `Handles::may_keep_cache`).
 //!
+//! But the kernel keeps a page of a file it caches (writeback cache) until
+//! the file is opened again after a change elsewhere, or until it needs
+//! the memory: a reader that keeps the file open would read another
+//! client's write in a page stored here only much later, where the
+//! mount's own block cache shows it within its location time (3 s). So
+//! every stored block is dropped from the kernel again when the location
+//! it was read under goes stale (FUSE_NOTIFY_INVAL_INODE at
+//! [`Fetched::until`](crate::io::Fetched)); the next read of it comes back
+//! to the mount, which asks the location again.
+//!
 //! The kernel stores over whatever the pages hold, also pages this mount
 //! has written and not sent yet (dirty in the writeback cache). So no
 //! block goes while a writable handle of its file is open here or a
@@ -22,9 +32,11 @@
 //! flight, which the FUSE threads answer; a FUSE thread never waits for
 //! the store thread (a block that finds its queue full is dropped).
 
-use std::collections::HashMap;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use fuser::{INodeNo, Notifier};
 
@@ -33,6 +45,9 @@ use crate::io::{Fetched, PageSink};
 
 /// Blocks waiting for the store thread; more are dropped.
 const QUEUE: usize = 64;
+/// A block with less time than this left before its location goes stale
+/// is not stored.
+const MIN_LEFT: Duration = Duration::from_millis(100);
 
 /// What may store into the kernel's page cache, and when not.
 pub struct Pages {
@@ -158,32 +173,75 @@ impl PageSink for Sink {
     }
 }
 
-/// Stores each block unless a writer came; ends when [`Pages`] is dropped.
+/// A stored range, and when to drop it from the kernel.
+type Stored = Reverse<(Instant, u64, u64, u64)>;
+
+/// Stores each block unless a writer came, and drops it from the kernel
+/// when its location goes stale; ends when [`Pages`] is dropped.
 fn store_loop(st: &State, map: InodeMap, rx: Receiver<Fetched>) {
-    while let Ok(block) = rx.recv() {
-        {
-            let mut gates = st.gates();
-            let gate = gates.entry(block.inode).or_default();
-            if gate.writers > 0 {
-                continue;
+    let mut stored: BinaryHeap<Stored> = BinaryHeap::new();
+    loop {
+        let next = stored.peek().map(|Reverse((until, ..))| *until);
+        let wait = next.map_or(Duration::from_secs(3600), |t| {
+            t.saturating_duration_since(Instant::now())
+        });
+        match rx.recv_timeout(wait) {
+            Ok(block) => {
+                if let Some(range) = store(st, map, block) {
+                    stored.push(Reverse(range));
+                }
             }
-            gate.storing += 1;
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
         }
-        if let (Some(n), true) = (st.notifier.get(), block.is_current()) {
-            let ino: INodeNo = map.to_kernel(block.inode);
-            // ENOENT: the kernel forgot the inode; nothing to keep.
-            if let Err(e) = n.store(ino, block.offset, &block.data) {
-                tracing::trace!(inode = block.inode, error = %e, "page store refused");
+        let now = Instant::now();
+        while let Some(Reverse((until, inode, offset, len))) = stored.peek().copied() {
+            if until > now {
+                break;
+            }
+            stored.pop();
+            if let Some(n) = st.notifier.get() {
+                let (offset, len) = (offset as i64, len as i64);
+                if let Err(e) = n.inval_inode(map.to_kernel(inode), offset, len) {
+                    tracing::trace!(inode, error = %e, "dropping stored pages refused");
+                }
             }
         }
-        let mut gates = st.gates();
-        if let Some(g) = gates.get_mut(&block.inode) {
-            g.storing -= 1;
-            if g.writers == 0 && g.storing == 0 {
-                gates.remove(&block.inode);
-            }
-        }
-        drop(gates);
-        st.stored.notify_all();
     }
+}
+
+/// Stores one block unless a writer came, the file changed or its
+/// location is about to go stale: the range stored, with its deadline.
+fn store(st: &State, map: InodeMap, block: Fetched) -> Option<(Instant, u64, u64, u64)> {
+    {
+        let mut gates = st.gates();
+        let gate = gates.entry(block.inode).or_default();
+        if gate.writers > 0 {
+            return None;
+        }
+        gate.storing += 1;
+    }
+    let mut done = None;
+    let fresh = block.until > Instant::now() + MIN_LEFT;
+    if let (Some(n), true, true) = (st.notifier.get(), fresh, block.is_current()) {
+        let ino: INodeNo = map.to_kernel(block.inode);
+        // ENOENT: the kernel forgot the inode; nothing to keep.
+        match n.store(ino, block.offset, &block.data) {
+            Ok(()) => {
+                let len = block.data.len() as u64;
+                done = Some((block.until, block.inode, block.offset, len));
+            }
+            Err(e) => tracing::trace!(inode = block.inode, error = %e, "page store refused"),
+        }
+    }
+    let mut gates = st.gates();
+    if let Some(g) = gates.get_mut(&block.inode) {
+        g.storing -= 1;
+        if g.writers == 0 && g.storing == 0 {
+            gates.remove(&block.inode);
+        }
+    }
+    drop(gates);
+    st.stored.notify_all();
+    done
 }

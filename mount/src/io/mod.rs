@@ -151,6 +151,10 @@ pub struct Fetched {
     /// Its offset in the file.
     pub offset: u64,
     pub data: Bytes,
+    /// When what this client knows of the chunk (its location, asked
+    /// again after `IoOptions::location_ttl`) goes stale: another client's
+    /// write may show only after it.
+    pub until: Instant,
     blocks: Arc<blocks::Blocks>,
     epoch: blocks::Epoch,
 }

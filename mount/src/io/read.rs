@@ -201,6 +201,7 @@ impl Inner {
                                 offset: u64::from(piece.index) * CHUNK_SIZE
                                     + u64::from(w.chunk_offset),
                                 data: data.clone(),
+                                until: self.location_until(inode, piece.index),
                                 blocks: self.blocks.clone(),
                                 epoch,
                             });
@@ -221,6 +222,15 @@ impl Inner {
             fresh = true;
             retry.failed(error).await?;
         }
+    }
+
+    /// When the cached location of chunk `index` goes stale (now + the
+    /// location time when none is cached: a lease's, or just asked).
+    fn location_until(&self, inode: u64, index: u32) -> Instant {
+        let fetched = lock(&self.locations)
+            .get(&(inode, index))
+            .map(|c| c.fetched);
+        fetched.unwrap_or_else(Instant::now) + self.opts.location_ttl
     }
 
     /// For a read smaller than a block and inside one, of a chunk no other
