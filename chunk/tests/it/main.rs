@@ -231,13 +231,8 @@ async fn ranges_of_one_write_land_in_order_on_every_copy() {
     let (first, rest) = ranges.split_first().unwrap();
     let r = ca
         .write(pb::ChunkWriteRequest {
-            chunk_id: 11,
-            version: 1,
             offset: first.0,
-            data: first.1.clone().into(),
             chain: vec![b.addr.clone()],
-            create: false,
-            token: Vec::new(),
             more: rest
                 .iter()
                 .map(|(offset, d)| pb::ChunkWriteRange {
@@ -245,6 +240,7 @@ async fn ranges_of_one_write_land_in_order_on_every_copy() {
                     data: d.clone().into(),
                 })
                 .collect(),
+            ..write_at_0(11, 1, first.1.clone())
         })
         .await
         .unwrap();
@@ -258,17 +254,12 @@ async fn ranges_of_one_write_land_in_order_on_every_copy() {
     // A range out of bounds anywhere: refused, nothing written anywhere.
     let e = ca
         .write(pb::ChunkWriteRequest {
-            chunk_id: 11,
-            version: 1,
-            offset: 0,
-            data: vec![1; 10].into(),
             chain: vec![b.addr.clone()],
-            create: false,
-            token: Vec::new(),
             more: vec![pb::ChunkWriteRange {
                 offset: (64 << 20) - 1,
                 data: vec![2; 2].into(),
             }],
+            ..write_at_0(11, 1, vec![1; 10])
         })
         .await
         .unwrap_err();
