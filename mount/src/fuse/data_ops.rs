@@ -100,6 +100,12 @@ impl Shared {
                 if truncate {
                     self.sizes.set(inode, 0);
                 }
+                // The kernel drops the file's pages at this reply: no block
+                // read before may be stored after (see `pages`).
+                let _no_store = match keep {
+                    false => self.pages.as_ref().map(|p| p.writer(inode)),
+                    true => None,
+                };
                 if truncate || !(open_here || answered_here) {
                     // Cut, or nothing of ours is open: forget cached
                     // locations, so what other clients wrote is read afresh.

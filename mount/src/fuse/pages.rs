@@ -27,7 +27,9 @@
 //! block goes while a writable handle of its file is open here or a
 //! truncate runs ([`Pages::writer_in`], which also waits for a store
 //! under way), nor after the file changed here since the block was asked
-//! for ([`io::Fetched::is_current`]). The stores run on a thread of their
+//! for ([`Fetched::is_current`]). An open that has the kernel drop
+//! the file's pages (it changed elsewhere) holds the gate too, so no
+//! block read before it lands after. The stores run on a thread of their
 //! own: a store waits for pages the kernel holds locked for reads in
 //! flight, which the FUSE threads answer; a FUSE thread never waits for
 //! the store thread (a block that finds its queue full is dropped).
