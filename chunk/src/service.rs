@@ -15,7 +15,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::error::ChunkError;
-use crate::store::{check_range, Store};
+use crate::store::{check_ranges, Store};
 
 /// Largest gRPC message accepted or sent (requests carry up to 16 MiB).
 pub const MAX_MESSAGE: usize = 24 << 20;
@@ -212,12 +212,9 @@ impl ChunkService for ChunkSvc {
         let r = req.get_ref();
         self.check_access(&req, r.chunk_id, r.version, ChunkAccess::Write, &r.token)?;
         let mut r = req.into_inner();
-        check_range(r.offset, r.data.len() as u64).map_err(|e| e.to_status())?;
-        for m in &r.more {
-            check_range(m.offset, m.data.len() as u64).map_err(|e| e.to_status())?;
-        }
-        metrics::counter!("mfs_chunk_write_ranges_total").increment(1 + r.more.len() as u64);
+        check_ranges(&ranges(&r)).map_err(|e| e.to_status())?;
         let ranges = 1 + r.more.len() as u32;
+        metrics::counter!("mfs_chunk_write_ranges_total").increment(u64::from(ranges));
         if r.chain.is_empty() {
             let length = write_here(&self.store, r).await?;
             return Ok(Response::new(pb::ChunkWriteReply { length, ranges }));

@@ -600,9 +600,7 @@ impl Store {
         version: u32,
         ranges: &[(u64, &[u8])],
     ) -> Result<u64, ChunkError> {
-        for (offset, data) in ranges {
-            check_range(*offset, data.len() as u64)?;
-        }
+        check_ranges(ranges)?;
         let _busy = self.busy();
         let slot = self.slot(id)?;
         let s = write_lock(&slot.state);
@@ -619,10 +617,8 @@ impl Store {
         version: u32,
         ranges: &[(u64, &[u8])],
     ) -> Option<Result<u64, ChunkError>> {
-        for (offset, data) in ranges {
-            if let Err(e) = check_range(*offset, data.len() as u64) {
-                return Some(Err(e));
-            }
+        if let Err(e) = check_ranges(ranges) {
+            return Some(Err(e));
         }
         let _busy = self.busy();
         let slot = match self.slot(id) {
@@ -766,6 +762,13 @@ impl Store {
         }
         out
     }
+}
+
+/// [`check_range`] of every `(offset, data)`.
+pub fn check_ranges(ranges: &[(u64, &[u8])]) -> Result<(), ChunkError> {
+    ranges
+        .iter()
+        .try_for_each(|(offset, data)| check_range(*offset, data.len() as u64))
 }
 
 /// Checks a request range: inside the chunk and at most 16 MiB.

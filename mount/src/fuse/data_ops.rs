@@ -102,10 +102,7 @@ impl Shared {
                 }
                 // The kernel drops the file's pages at this reply: no block
                 // read before may be stored after (see `pages`).
-                let _no_store = match keep {
-                    false => self.pages.as_ref().map(|p| p.writer(inode)),
-                    true => None,
-                };
+                let _no_store = (!keep).then(|| self.pages_writer(inode));
                 if truncate || !(open_here || answered_here) {
                     // Cut, or nothing of ours is open: forget cached
                     // locations, so what other clients wrote is read afresh.
@@ -325,9 +322,7 @@ impl Shared {
             self.io.unhold(f.inode);
         }
         if f.writable {
-            if let Some(p) = &self.pages {
-                p.writer_out(f.inode);
-            }
+            self.pages_writer_out(f.inode);
         }
         self.releases.push(f.inode);
         match result {
@@ -344,6 +339,19 @@ impl Shared {
         if let Some(p) = &self.pages {
             p.writer_in(inode);
         }
+    }
+
+    /// The release of a handle counted by [`Shared::pages_writer_in`].
+    fn pages_writer_out(&self, inode: u64) {
+        if let Some(p) = &self.pages {
+            p.writer_out(inode);
+        }
+    }
+
+    /// No block of `inode` goes to the kernel's pages while the guard
+    /// lives (see `pages`).
+    pub(crate) fn pages_writer(&self, inode: u64) -> Option<super::pages::Writer<'_>> {
+        self.pages.as_ref().map(|p| p.writer(inode))
     }
 }
 

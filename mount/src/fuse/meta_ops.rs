@@ -252,7 +252,7 @@ impl Shared {
         let f = self.no_xattrs.fetch();
         self.wb.unknown(inode);
         // No block goes to the kernel's pages while the length changes.
-        let _writer = c.size.and(self.pages.as_ref()).map(|p| p.writer(inode));
+        let _writer = c.size.and_then(|_| self.pages_writer(inode));
         let r = self.master.setattr(req).await;
         if c.size.is_some() {
             self.io.invalidate(inode);

@@ -7,10 +7,9 @@
 //! next read of another page of the same block came back to the mount as
 //! a FUSE request. Here the whole block is also stored in the kernel's
 //! page cache (FUSE_NOTIFY_STORE), as its own read-ahead would: later
-//! reads of the block are page cache hits, and the kernel keeps or
-//! drops the pages as it does its own. The pages follow the rules of the
-//! pages the kernel read itself (kept at an open only when the file did
-//! not change elsewhere: `Handles::may_keep_cache`).
+//! reads of the block are page cache hits. The pages follow the rules of
+//! the pages the kernel read itself (kept at an open only when the file
+//! did not change elsewhere: `Handles::may_keep_cache`).
 //!
 //! But the kernel keeps a page of a file it caches (writeback cache) until
 //! the file is opened again after a change elsewhere, or until it needs
@@ -82,6 +81,18 @@ impl State {
     fn gates(&self) -> MutexGuard<'_, HashMap<u64, Gate>> {
         self.gates.lock().unwrap_or_else(|p| p.into_inner())
     }
+
+    /// Applies `change` to `inode`'s gate; forgets the gate once it has
+    /// neither writers nor stores.
+    fn ease(&self, inode: u64, change: impl FnOnce(&mut Gate)) {
+        let mut gates = self.gates();
+        if let Some(g) = gates.get_mut(&inode) {
+            change(g);
+            if g.writers == 0 && g.storing == 0 {
+                gates.remove(&inode);
+            }
+        }
+    }
 }
 
 impl Pages {
@@ -123,13 +134,8 @@ impl Pages {
 
     /// The writer of a [`Pages::writer_in`] is gone.
     pub fn writer_out(&self, inode: u64) {
-        let mut gates = self.state.gates();
-        if let Some(g) = gates.get_mut(&inode) {
-            g.writers = g.writers.saturating_sub(1);
-            if g.writers == 0 && g.storing == 0 {
-                gates.remove(&inode);
-            }
-        }
+        self.state
+            .ease(inode, |g| g.writers = g.writers.saturating_sub(1));
     }
 
     /// [`Pages::writer_in`] until the guard is dropped.
@@ -236,14 +242,7 @@ fn store(st: &State, map: InodeMap, block: Fetched) -> Option<(Instant, u64, u64
             Err(e) => tracing::trace!(inode = block.inode, error = %e, "page store refused"),
         }
     }
-    let mut gates = st.gates();
-    if let Some(g) = gates.get_mut(&block.inode) {
-        g.storing -= 1;
-        if g.writers == 0 && g.storing == 0 {
-            gates.remove(&block.inode);
-        }
-    }
-    drop(gates);
+    st.ease(block.inode, |g| g.storing = g.storing.saturating_sub(1));
     st.stored.notify_all();
     done
 }

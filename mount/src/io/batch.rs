@@ -63,9 +63,9 @@ enum Told {
 
 /// Where a write stands after [`Batches::join`].
 pub(crate) enum Turn<'a> {
-    /// Send these ranges (own first) in one request, then give the result
-    /// to [`Lead::finish`].
-    Send(Vec<Range>, Lead<'a>),
+    /// Send its own range and the others' after it in one request, then
+    /// give the result to [`Lead::finish`].
+    Send(Range, Vec<Range>, Lead<'a>),
     /// Another write's batch carried it: its result.
     Done(Result<(), Failure>),
 }
@@ -110,7 +110,7 @@ impl Batches {
                 // None on its way: go now, and mark the chunk busy.
                 None => {
                     queues.insert(key, Queue::default());
-                    return Turn::Send(vec![range], self.lead(key, Vec::new()));
+                    return Turn::Send(range, Vec::new(), self.lead(key, Vec::new()));
                 }
                 Some(q) => {
                     let (told, rx) = oneshot::channel();
@@ -142,37 +142,32 @@ impl Batches {
     /// the queue (see [`Batches::answer`]), with a spent sender.
     fn take(&self, key: ChunkKey) -> Turn<'_> {
         let mut queues = lock(&self.queues);
-        let Some(q) = queues.get_mut(&key) else {
+        let Some(own) = queues.get_mut(&key).and_then(|q| q.waiting.pop_front()) else {
+            // Not reached: the chunk stays in the map, its first entry
+            // ours, until the lead is passed on.
+            queues.remove(&key);
             return Turn::Done(Err(Failure::Copy(
-                "a batched write lost its chunk's queue".into(),
+                "a batched write lost its place in its chunk's queue".into(),
             )));
         };
-        let mut ranges = Vec::new();
+        let mut rest = Vec::new();
         let mut others = Vec::new();
-        let mut bytes = 0;
-        while let Some(w) = q.waiting.front() {
-            let len = w.range.1.len();
-            let full = bytes + len > BATCH_BYTES || ranges.len() >= BATCH_WRITES;
-            if !ranges.is_empty() && full {
-                break;
-            }
-            let Some(w) = q.waiting.pop_front() else {
-                break;
-            };
-            bytes += len;
-            ranges.push(w.range);
-            // The first is the leader's own, its sender spent.
-            if ranges.len() > 1 {
+        let mut bytes = own.range.1.len();
+        if let Some(q) = queues.get_mut(&key) {
+            while let Some(w) = q.waiting.front() {
+                let len = w.range.1.len();
+                if bytes + len > BATCH_BYTES || rest.len() + 1 >= BATCH_WRITES {
+                    break;
+                }
+                let Some(w) = q.waiting.pop_front() else {
+                    break;
+                };
+                bytes += len;
+                rest.push(w.range);
                 others.push(w.told);
             }
         }
-        if ranges.is_empty() {
-            queues.remove(&key);
-            return Turn::Done(Err(Failure::Copy(
-                "a batched write found its chunk's queue empty".into(),
-            )));
-        }
-        Turn::Send(ranges, self.lead(key, others))
+        Turn::Send(own.range, rest, self.lead(key, others))
     }
 
     /// Tells the others in a batch its `result`, and hands the chunk to
@@ -226,12 +221,13 @@ mod tests {
     ) -> (Vec<u64>, Result<(), Failure>) {
         match b.join(KEY, range(offset)).await {
             Turn::Done(r) => (Vec::new(), r),
-            Turn::Send(ranges, lead) => {
+            Turn::Send(own, rest, lead) => {
                 if let Some(go) = go {
                     let _ = go.await;
                 }
                 lead.finish(&answer);
-                (ranges.iter().map(|r| r.0).collect(), answer)
+                let sent = std::iter::once(&own).chain(&rest).map(|r| r.0);
+                (sent.collect(), answer)
             }
         }
     }
@@ -282,7 +278,7 @@ mod tests {
     #[tokio::test]
     async fn a_leader_that_stops_fails_its_batch_and_hands_the_chunk_on() {
         let b = Arc::new(Batches::default());
-        let Turn::Send(_, lead) = b.join(KEY, range(0)).await else {
+        let Turn::Send(_, _, lead) = b.join(KEY, range(0)).await else {
             panic!("an idle chunk's write goes at once");
         };
         let (_go, wait) = oneshot::channel();
@@ -311,7 +307,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_stops_at_its_size() {
         let b = Arc::new(Batches::default());
-        let Turn::Send(_, lead) = b.join(KEY, range(0)).await else {
+        let Turn::Send(_, _, lead) = b.join(KEY, range(0)).await else {
             panic!("free");
         };
         let n = BATCH_BYTES / 4096 + 3;

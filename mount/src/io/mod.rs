@@ -138,9 +138,9 @@ pub(crate) struct Inner {
     pub(crate) blocks: Arc<blocks::Blocks>,
     pub(crate) flusher: Mutex<Option<tokio::task::AbortHandle>>,
     /// Where a lease or a length commit may go instead of to the master.
-    pub(crate) queued: Queued,
+    pub(crate) queued: Plug<dyn WriteQueue>,
     /// Where blocks fetched for small reads are offered too.
-    pub(crate) pages: Pages,
+    pub(crate) pages: Plug<dyn PageSink>,
 }
 
 /// A block fetched for a small read, offered to a [`PageSink`]: the data
@@ -175,15 +175,33 @@ pub trait PageSink: Send + Sync {
     fn offer(&self, block: Fetched);
 }
 
-#[derive(Default)]
-pub(crate) struct Pages(std::sync::OnceLock<Box<dyn PageSink>>);
+/// Something the layer above plugs in once ([`FileIo::queue_with`],
+/// [`FileIo::pages_with`]).
+pub(crate) struct Plug<T: ?Sized>(std::sync::OnceLock<Box<T>>);
 
-impl std::fmt::Debug for Pages {
+impl<T: ?Sized> Plug<T> {
+    pub(crate) fn get(&self) -> Option<&T> {
+        self.0.get().map(|t| &**t)
+    }
+
+    /// Plugs `t` in; later calls are ignored.
+    fn set(&self, t: Box<T>) {
+        let _ = self.0.set(t);
+    }
+}
+
+impl<T: ?Sized> Default for Plug<T> {
+    fn default() -> Self {
+        Plug(std::sync::OnceLock::new())
+    }
+}
+
+impl<T: ?Sized> std::fmt::Debug for Plug<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(if self.0.get().is_some() {
-            "Pages(set)"
+            "Plug(set)"
         } else {
-            "Pages"
+            "Plug"
         })
     }
 }
@@ -222,25 +240,6 @@ pub enum QueuedLease<'a> {
     First(Answered<'a>),
 }
 
-#[derive(Default)]
-pub(crate) struct Queued(std::sync::OnceLock<Box<dyn WriteQueue>>);
-
-impl Queued {
-    pub(crate) fn get(&self) -> Option<&dyn WriteQueue> {
-        self.0.get().map(|q| &**q)
-    }
-}
-
-impl std::fmt::Debug for Queued {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.get().is_some() {
-            "Queued(set)"
-        } else {
-            "Queued"
-        })
-    }
-}
-
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(h) = self.flusher.get_mut().ok().and_then(|h| h.take()) {
@@ -260,14 +259,14 @@ impl FileIo {
         let inner = Arc::new(Inner {
             conns: conn::Conns::new(opts.connect_timeout),
             blocks: Arc::new(blocks::Blocks::new(opts.block_cache)),
-            pages: Pages::default(),
+            pages: Plug::default(),
             master,
             opts,
             locations: Mutex::new(BTreeMap::new()),
             files: Mutex::new(HashMap::new()),
             creds: Mutex::new(HashMap::new()),
             flusher: Mutex::new(None),
-            queued: Queued::default(),
+            queued: Plug::default(),
         });
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
@@ -285,16 +284,16 @@ impl FileIo {
     /// (WriteChunkEnd) for the client's write-back queue (see
     /// [`WriteQueue`]). Set once; later calls are ignored.
     pub fn queue_with(&self, q: Box<dyn WriteQueue>) {
-        let _ = self.inner.queued.0.set(q);
+        self.inner.queued.set(q);
     }
 
-    /// The options in force.
     /// Offers every block fetched for a small read to `sink` too (set
     /// once; later calls are ignored).
     pub fn pages_with(&self, sink: Box<dyn PageSink>) {
-        let _ = self.inner.pages.0.set(sink);
+        self.inner.pages.set(sink);
     }
 
+    /// The options in force.
     pub fn options(&self) -> &IoOptions {
         &self.inner.opts
     }

@@ -195,7 +195,7 @@ impl Inner {
                         };
                         let from = (piece.chunk_offset - w.chunk_offset) as usize;
                         let part = data.slice(from..from + piece.len as usize);
-                        if let Some(sink) = self.pages.0.get() {
+                        if let Some(sink) = self.pages.get() {
                             sink.offer(super::Fetched {
                                 inode,
                                 offset: u64::from(piece.index) * CHUNK_SIZE

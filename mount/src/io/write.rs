@@ -546,17 +546,12 @@ impl Inner {
         data: Bytes,
     ) -> Result<(), Failure> {
         let key = (loc.chunk_id, loc.version);
-        let (ranges, lead) = match file.batches.join(key, (offset, data)).await {
+        let ((offset, data), rest, lead) = match file.batches.join(key, (offset, data)).await {
             Turn::Done(result) => return result,
-            Turn::Send(ranges, lead) => (ranges, lead),
+            Turn::Send(first, rest, lead) => (first, rest, lead),
         };
-        let mut ranges = ranges.into_iter();
-        let Some((offset, data)) = ranges.next() else {
-            let none = Err(Failure::Copy("an empty write batch".into()));
-            lead.finish(&none);
-            return none;
-        };
-        let more = ranges
+        let more = rest
+            .into_iter()
             .map(|(offset, data)| ChunkWriteRange { offset, data })
             .collect();
         let req = write_request(loc, offset, data, more);
@@ -581,11 +576,9 @@ impl Inner {
             ChunkCall::Write => {
                 req.chain = chain;
                 // Kept for a server older than `more` (see `one_by_one`).
-                let first = (!req.more.is_empty()).then(|| ChunkWriteRequest {
-                    more: Vec::new(),
-                    ..req.clone()
-                });
-                let more = req.more.clone();
+                let more = std::mem::take(&mut req.more);
+                let first = (!more.is_empty()).then(|| req.clone());
+                req.more = more.clone();
                 let sent = tokio::time::timeout(limit, client.write(req)).await;
                 match (sent, first) {
                     (Ok(Ok(reply)), Some(first))
@@ -817,7 +810,6 @@ impl Inner {
     }
 }
 
-/// Which chunkserver call [`Inner::send_along_chain`] makes.
 /// A Write of `data` at `offset` (and `more` after) under lease `loc`.
 fn write_request(
     loc: &ChunkLocation,
@@ -837,6 +829,7 @@ fn write_request(
     }
 }
 
+/// Which chunkserver call [`Inner::send_along_chain`] makes.
 #[derive(Debug, Clone, Copy)]
 enum ChunkCall {
     Write,
