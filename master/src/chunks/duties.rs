@@ -14,8 +14,14 @@ use super::{ChunkManager, GRACE};
 use crate::fsm::{ChunkId, Op, Reply, Request, SessionId};
 use crate::raft::node::now as clock;
 
-/// Pause between two passes.
+/// Pause between two passes, at least.
 const PERIOD: Duration = Duration::from_secs(1);
+/// A pass's own work takes at most this share of the master's time: the
+/// pause after a pass is this many times the work at least (a million
+/// chunks: a pass every few seconds instead of every second).
+const PAUSE_PER_WORK: u32 = 20;
+/// Chunks swept between two yields to the master's other tasks.
+const SWEEP_PART: usize = 4096;
 /// Ids per ChunksDeleted entry at most.
 const DELETES_PER_ENTRY: usize = 10_000;
 
@@ -23,8 +29,10 @@ const DELETES_PER_ENTRY: usize = 10_000;
 pub async fn run(mgr: Arc<ChunkManager>) {
     let mut led_term: Option<u64> = None;
     let mut linearized = false;
+    let mut pause = PERIOD;
     loop {
-        tokio::time::sleep(PERIOD).await;
+        tokio::time::sleep(pause).await;
+        pause = PERIOD;
         let view = mgr.node.view();
         if view.role == "shutdown" {
             return;
@@ -59,35 +67,55 @@ pub async fn run(mgr: Arc<ChunkManager>) {
                 }
             }
         }
-        pass(&mgr).await;
+        let work = pass(&mgr).await;
+        pause = PERIOD.max(work * PAUSE_PER_WORK);
     }
 }
 
-/// One pass: plan, order, publish gauges.
-async fn pass(mgr: &Arc<ChunkManager>) {
+/// One pass: plan, order, publish gauges; returns the time the planning
+/// itself took. The chunk table is swept [`SWEEP_PART`] chunks at a time,
+/// and the master's other tasks (client calls, Raft) run between two
+/// parts: a pass over 150,000 chunks takes about 50 ms here, which must
+/// not stall them.
+async fn pass(mgr: &Arc<ChunkManager>) -> Duration {
     let now = Instant::now();
+    let mut work = Duration::ZERO;
+    let mut t = Instant::now();
     {
         let mut st = mgr.state();
         st.expire_leases(now);
         st.forget_lost_copies(now);
     }
     let (chunks, pending, next_chunk, held) = mgr.chunk_views();
+    work += t.elapsed();
+    tokio::task::yield_now().await;
+    let inflight = mgr.inflight().clone();
+    let limits = Limits::default();
+    let mut sweep = plan::Sweep::new(&inflight, limits);
+    for part in chunks.chunks(SWEEP_PART) {
+        t = Instant::now();
+        sweep.chunks(part, &mgr.state(), &inflight, now);
+        work += t.elapsed();
+        tokio::task::yield_now().await;
+    }
+    t = Instant::now();
     let actions = {
         let st = mgr.state();
-        let inflight = mgr.inflight().clone();
-        let h = plan::health(&chunks, &st, now);
-        publish(&h, &st, now);
-        plan::plan(&Input {
+        let (actions, h) = sweep.finish(&Input {
             chunks: &chunks,
             pending_deletes: &pending,
             next_chunk,
             held: &held,
             state: &st,
             inflight: &inflight,
-            limits: Limits::default(),
+            limits,
             now,
-        })
+        });
+        publish(&h, &st, now);
+        actions
     };
+    work += t.elapsed();
+    metrics::histogram!("mfs_chunk_loop_seconds").record(work.as_secs_f64());
     let mut quick = Vec::new();
     for a in actions {
         match a {
@@ -120,6 +148,7 @@ async fn pass(mgr: &Arc<ChunkManager>) {
     }
     let calls = quick.into_iter().map(|a| quick_order(mgr, a));
     join_all(calls).await;
+    work
 }
 
 /// A delete or a version fix; the copy map follows on success.

@@ -26,6 +26,7 @@
 mod copies;
 pub mod datapath;
 pub mod duties;
+mod holders;
 mod ids;
 pub mod orders;
 pub mod placement;

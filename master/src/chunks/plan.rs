@@ -118,6 +118,8 @@ struct Seen {
     alive: bool,
 }
 
+/// A chunk's copies, sorted out. One is kept for a whole sweep and
+/// cleared for each chunk, so a sweep allocates nothing per chunk.
 #[derive(Debug, Default)]
 struct Sorted {
     /// Valid (at or above the version), off marked disks.
@@ -127,46 +129,60 @@ struct Sorted {
     stale: Vec<Seen>,
     /// Every server holding any copy, whatever its state.
     holders: Vec<u64>,
+    /// The servers known, in id order, as [`Sorted::judge`] found them:
+    /// (id, lost, alive).
+    servers: Vec<(u64, bool, bool)>,
 }
 
-fn sort_copies(c: &ChunkView, st: &SoftState, now: Instant) -> Sorted {
-    let mut out = Sorted::default();
-    let Some(holders) = st.copies.get(&c.id) else {
-        return out;
-    };
-    for (&server, copy) in holders {
-        out.holders.push(server);
-        let Some(s) = st.servers.get(&server) else {
-            continue;
+impl Sorted {
+    /// Judges every server once for the chunks that follow (not once for
+    /// each copy of each chunk).
+    fn judge(&mut self, st: &SoftState, now: Instant) {
+        self.servers.clear();
+        self.servers.extend(
+            st.servers
+                .values()
+                .map(|s| (s.id, s.state(now) == ServerState::Lost, s.is_alive(now))),
+        );
+    }
+
+    /// Sorts out the copies of `c`; the servers were judged with `st`.
+    fn sort(&mut self, c: &ChunkView, st: &SoftState) {
+        self.good.clear();
+        self.marked.clear();
+        self.stale.clear();
+        self.holders.clear();
+        let Some(holders) = st.copies.get(&c.id) else {
+            return;
         };
-        if s.state(now) == ServerState::Lost {
-            continue;
-        }
-        let seen = Seen {
-            server,
-            version: copy.version,
-            alive: s.is_alive(now),
-        };
-        if copy.version < c.version {
-            out.stale.push(seen);
-        } else if copy.marked {
-            out.marked.push(seen);
-        } else {
-            out.good.push(seen);
+        for (&server, copy) in holders {
+            self.holders.push(server);
+            let Ok(i) = self.servers.binary_search_by_key(&server, |s| s.0) else {
+                continue;
+            };
+            let (_, lost, alive) = self.servers[i];
+            if lost {
+                continue;
+            }
+            let seen = Seen {
+                server,
+                version: copy.version,
+                alive,
+            };
+            if copy.version < c.version {
+                self.stale.push(seen);
+            } else if copy.marked {
+                self.marked.push(seen);
+            } else {
+                self.good.push(seen);
+            }
         }
     }
-    out
-}
 
-/// Counts of missing, undergoal, overgoal and stale chunks.
-pub fn health(chunks: &[ChunkView], st: &SoftState, now: Instant) -> Health {
-    let mut h = Health {
-        chunks: chunks.len() as u64,
-        ..Health::default()
-    };
-    for c in chunks {
-        let s = sort_copies(c, st, now);
-        let valid = s.good.len() + s.marked.len();
+    /// Adds this chunk to the health counts.
+    fn count(&self, c: &ChunkView, h: &mut Health) {
+        h.chunks += 1;
+        let valid = self.good.len() + self.marked.len();
         let goal = usize::from(c.goal);
         if valid == 0 {
             if !c.fresh {
@@ -177,9 +193,20 @@ pub fn health(chunks: &[ChunkView], st: &SoftState, now: Instant) -> Health {
         } else if valid > goal {
             h.overgoal += 1;
         }
-        if !s.stale.is_empty() {
+        if !self.stale.is_empty() {
             h.stale += 1;
         }
+    }
+}
+
+/// Counts of missing, undergoal, overgoal and stale chunks.
+pub fn health(chunks: &[ChunkView], st: &SoftState, now: Instant) -> Health {
+    let mut h = Health::default();
+    let mut s = Sorted::default();
+    s.judge(st, now);
+    for c in chunks {
+        s.sort(c, st);
+        s.count(c, &mut h);
     }
     h
 }
@@ -218,22 +245,64 @@ impl Budget {
 
 /// The orders for one pass of the replication loop.
 pub fn plan(inp: &Input) -> Vec<Action> {
-    let (st, now, lim) = (inp.state, inp.now, inp.limits);
-    let mut out = Vec::new();
-    let mut b = Budget {
-        per_server: inp.inflight.per_server.clone(),
-        total: inp.inflight.total,
-        quick: lim.quick,
-    };
-    let skip = |id: ChunkId| {
-        st.busy.contains(&id) || st.lease(id, now).is_some() || inp.inflight.chunks.contains(&id)
-    };
-    let mut all_at_goal = true;
-    for c in inp.chunks {
-        if skip(c.id) {
-            continue;
+    let mut sweep = Sweep::new(inp.inflight, inp.limits);
+    sweep.chunks(inp.chunks, inp.state, inp.inflight, inp.now);
+    sweep.finish(inp).0
+}
+
+/// One pass over the chunk table, a part at a time: the loop takes the
+/// table in parts and lets the master's other tasks run between them, so
+/// a big table never holds up the calls of clients for the whole pass.
+/// Gives the same orders and health as [`plan`] and [`health`] on the
+/// whole table.
+pub struct Sweep {
+    limits: Limits,
+    budget: Budget,
+    out: Vec<Action>,
+    all_at_goal: bool,
+    health: Health,
+    sorted: Sorted,
+}
+
+impl Sweep {
+    pub fn new(inflight: &InFlight, limits: Limits) -> Sweep {
+        Sweep {
+            limits,
+            budget: Budget {
+                per_server: inflight.per_server.clone(),
+                total: inflight.total,
+                quick: limits.quick,
+            },
+            out: Vec::new(),
+            all_at_goal: true,
+            health: Health::default(),
+            sorted: Sorted::default(),
         }
-        let s = sort_copies(c, st, now);
+    }
+
+    /// The next chunks of the table (in id order).
+    pub fn chunks(
+        &mut self,
+        part: &[ChunkView],
+        st: &SoftState,
+        inflight: &InFlight,
+        now: Instant,
+    ) {
+        self.sorted.judge(st, now);
+        for c in part {
+            self.sorted.sort(c, st);
+            self.sorted.count(c, &mut self.health);
+            if skip(c.id, st, inflight, now) {
+                continue;
+            }
+            self.order(c, st, now);
+        }
+    }
+
+    /// What one chunk needs: stale copies deleted, copies ahead set back,
+    /// copies made up to the goal, marked and extra copies deleted.
+    fn order(&mut self, c: &ChunkView, st: &SoftState, now: Instant) {
+        let (s, b, out) = (&self.sorted, &mut self.budget, &mut self.out);
         for x in s.stale.iter().filter(|x| x.alive) {
             if b.quick() {
                 out.push(Action::Delete {
@@ -256,12 +325,13 @@ pub fn plan(inp: &Input) -> Vec<Action> {
         }
         let goal = usize::from(c.goal);
         if s.good.len() + s.marked.len() == 0 {
-            continue;
+            return;
         }
         if s.good.len() < goal {
-            all_at_goal = false;
-            replicate(c, &s, goal - s.good.len(), inp, &mut b, &mut out);
-            continue;
+            self.all_at_goal = false;
+            let need = goal - s.good.len();
+            self.replicate(c, need, st, now);
+            return;
         }
         for x in s.marked.iter().filter(|x| x.alive) {
             if b.quick() {
@@ -292,50 +362,62 @@ pub fn plan(inp: &Input) -> Vec<Action> {
             }
         }
     }
-    deletes(inp, &mut b, &mut out);
-    let replicating = out.iter().any(|a| matches!(a, Action::Replicate { .. }));
-    if all_at_goal && !replicating && b.total == 0 {
-        rebalance(inp, &skip, &mut out);
+
+    /// Up to `need` new copies of `c`, within the budget.
+    fn replicate(&mut self, c: &ChunkView, need: usize, st: &SoftState, now: Instant) {
+        let Sweep {
+            limits: lim,
+            budget: b,
+            out,
+            sorted: s,
+            ..
+        } = self;
+        let sources: Vec<u64> = s
+            .good
+            .iter()
+            .chain(&s.marked)
+            .filter(|x| x.alive && x.version == c.version)
+            .map(|x| x.server)
+            .collect();
+        let Some(&first) = sources.first() else {
+            return;
+        };
+        let targets = placement::choose(&st.servers, now, need, &s.holders);
+        for t in targets {
+            let busy = |id: u64| b.per_server.get(&id).copied().unwrap_or(0) >= lim.per_server;
+            if b.total >= lim.total || busy(t) || busy(first) {
+                return;
+            }
+            *b.per_server.entry(t).or_default() += 1;
+            *b.per_server.entry(first).or_default() += 1;
+            b.total += 1;
+            out.push(Action::Replicate {
+                chunk: c.id,
+                version: c.version,
+                target: t,
+                sources: sources.clone(),
+            });
+        }
     }
-    out
+
+    /// Pending deletes, orphans and (when all is well) a rebalancing move,
+    /// once every part was seen; `inp.chunks` is the whole table.
+    pub fn finish(mut self, inp: &Input) -> (Vec<Action>, Health) {
+        deletes(inp, &mut self.budget, &mut self.out);
+        let replicating = self
+            .out
+            .iter()
+            .any(|a| matches!(a, Action::Replicate { .. }));
+        if self.all_at_goal && !replicating && self.budget.total == 0 {
+            rebalance(inp, &mut self.out);
+        }
+        (self.out, self.health)
+    }
 }
 
-/// Up to `need` new copies of `c`, within the budget.
-fn replicate(
-    c: &ChunkView,
-    s: &Sorted,
-    need: usize,
-    inp: &Input,
-    b: &mut Budget,
-    out: &mut Vec<Action>,
-) {
-    let sources: Vec<u64> = s
-        .good
-        .iter()
-        .chain(&s.marked)
-        .filter(|x| x.alive && x.version == c.version)
-        .map(|x| x.server)
-        .collect();
-    let Some(&first) = sources.first() else {
-        return;
-    };
-    let lim = inp.limits;
-    let targets = placement::choose(&inp.state.servers, inp.now, need, &s.holders);
-    for t in targets {
-        let busy = |id: u64| b.per_server.get(&id).copied().unwrap_or(0) >= lim.per_server;
-        if b.total >= lim.total || busy(t) || busy(first) {
-            return;
-        }
-        *b.per_server.entry(t).or_default() += 1;
-        *b.per_server.entry(first).or_default() += 1;
-        b.total += 1;
-        out.push(Action::Replicate {
-            chunk: c.id,
-            version: c.version,
-            target: t,
-            sources: sources.clone(),
-        });
-    }
+/// Chunks under a write lease, busy, or already replicating are left alone.
+fn skip(id: ChunkId, st: &SoftState, inflight: &InFlight, now: Instant) -> bool {
+    st.busy.contains(&id) || st.lease(id, now).is_some() || inflight.chunks.contains(&id)
 }
 
 /// Pending deletes and copies of forgotten ids.
@@ -398,7 +480,7 @@ fn deletes(inp: &Input, b: &mut Budget, out: &mut Vec<Action>) {
 
 /// One chunk from the fullest live server to the emptiest target, when
 /// their usages differ by more than the threshold.
-fn rebalance(inp: &Input, skip: &dyn Fn(ChunkId) -> bool, out: &mut Vec<Action>) {
+fn rebalance(inp: &Input, out: &mut Vec<Action>) {
     let (st, now) = (inp.state, inp.now);
     let live = st
         .servers
@@ -419,7 +501,7 @@ fn rebalance(inp: &Input, skip: &dyn Fn(ChunkId) -> bool, out: &mut Vec<Action>)
         return;
     }
     for c in inp.chunks {
-        if skip(c.id) {
+        if skip(c.id, st, inp.inflight, now) {
             continue;
         }
         let Some(h) = st.copies.get(&c.id) else {

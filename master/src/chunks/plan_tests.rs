@@ -309,3 +309,57 @@ fn rebalances_only_when_idle_and_uneven() {
     let even = state(&[50, 45, 48]);
     assert!(run(&even, &c, &[]).is_empty());
 }
+
+/// The loop sweeps the table a part at a time; whatever the parts, the
+/// orders and the health are those of one pass over the whole table.
+#[test]
+fn a_sweep_in_parts_orders_what_one_pass_does() {
+    let mut st = state(&[10, 40, 20, 70, 30]);
+    if let Some(s) = st.servers.get_mut(&4) {
+        s.maintenance = true;
+    }
+    let mut chunks = Vec::new();
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    for id in 1..=300u64 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let version = 2 + (x % 3) as u32;
+        for server in 1..=5u64 {
+            match (x >> (server * 4)) % 5 {
+                0 => put(&mut st, id, server, version, false),
+                1 => put(&mut st, id, server, version - 1, false),
+                2 => put(&mut st, id, server, version, true),
+                _ => {}
+            }
+        }
+        chunks.push(chunk(id, version, 1 + (x >> 40) as u8 % 3));
+    }
+    let limits = Limits {
+        quick: 10_000,
+        ..Limits::default()
+    };
+    let now = Instant::now();
+    let inflight = InFlight::default();
+    let inp = Input {
+        chunks: &chunks,
+        pending_deletes: &[],
+        next_chunk: ChunkId(1000),
+        held: &[],
+        state: &st,
+        inflight: &inflight,
+        limits,
+        now,
+    };
+    let whole = plan(&inp);
+    let h = health(&chunks, &st, now);
+    assert!(h.undergoal > 0 && h.overgoal > 0 && h.stale > 0, "{h:?}");
+    assert!(deletes(&whole).len() > 100 && !replications(&whole).is_empty());
+    for part in [1, 7, 64, 299, 300, 1000] {
+        let mut sweep = Sweep::new(&inflight, limits);
+        for p in chunks.chunks(part) {
+            sweep.chunks(p, &st, &inflight, now);
+        }
+        assert_eq!(sweep.finish(&inp), (whole.clone(), h), "parts of {part}");
+    }
+}

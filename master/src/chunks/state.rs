@@ -131,8 +131,7 @@ pub struct Beat {
     pub removed: Vec<(ChunkId, CopyInfo)>,
 }
 
-/// The copies of one chunk: server id → copy.
-pub type Holders = BTreeMap<u64, CopyInfo>;
+pub use super::holders::Holders;
 
 /// The whole soft state.
 #[derive(Debug, Default)]

@@ -168,7 +168,7 @@ fn print(label: &str, clients: usize, phases: &mut [Phase]) {
     }
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
     if std::env::var("MFS_BIN_DIR").is_err() {
