@@ -110,8 +110,10 @@ pub struct FsHandle {
 }
 
 impl FsHandle {
-    /// The session's notifier, once it is made: the page store begins.
+    /// The session's notifier, once it is made: the page store begins, and
+    /// names in held directories may be kept long by the kernel.
     pub fn set_notifier(&self, n: fuser::Notifier) {
+        self.shared.wb.set_notifier(n.clone());
         if let Some(p) = &self.shared.pages {
             p.set_notifier(n);
         }
@@ -156,9 +158,20 @@ impl MfsFs {
         let releases = Arc::new(Releases::default());
         rt.spawn(Arc::clone(&releases).run(master.clone()));
         let changes = master.leader_changes();
+        let map = InodeMap::new(root);
+        let write_back = settings.write_back_creates && !settings.read_only;
+        let entries = match write_back {
+            true => super::entries::Entries::start(map)
+                .inspect_err(|e| {
+                    tracing::warn!("no entry thread ({e}): names in held directories are kept by the kernel for the usual entry time only")
+                })
+                .ok(),
+            false => None,
+        };
         let wb = Arc::new(super::writeback::WriteBack::new(
-            settings.write_back_creates && !settings.read_only,
+            write_back,
             rt.clone(),
+            entries,
         ));
         if settings.write_back_creates && !settings.read_only {
             rt.spawn(master.clone().run_queue());
@@ -173,7 +186,6 @@ impl MfsFs {
                 master: master.clone(),
             }));
         }
-        let map = InodeMap::new(root);
         let pages = match settings.page_store {
             true => super::pages::Pages::start(map)
                 .inspect_err(|e| {

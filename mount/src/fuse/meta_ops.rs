@@ -154,10 +154,21 @@ impl Shared {
         match self.wb.lookup(&self.master, parent, &name) {
             super::writeback::Local::Absent => return reply.error(Errno::ENOENT),
             // (Unless writes of it wait for their commit.)
-            super::writeback::Local::Made(a) if self.io.settled(a.inode) => {
-                return self.reply_entry(parent, Ok(a), f, reply);
+            super::writeback::Local::Made(a, long) if self.io.settled(a.inode) => {
+                // A name in a directory held here may be kept long (see
+                // `entries`).
+                let ttl = match long {
+                    true => super::entries::HELD_ENTRY_TTL.max(self.settings.entry_ttl),
+                    false => self.settings.entry_ttl,
+                };
+                return reply.entry_with_ttls(
+                    &self.attr_ttl(&a),
+                    &self.entry_ttl(parent, &a, ttl),
+                    &self.attr_of(&a, f),
+                    Generation(self.generation(&a)),
+                );
             }
-            super::writeback::Local::Made(_) | super::writeback::Local::Ask => {}
+            super::writeback::Local::Made(..) | super::writeback::Local::Ask => {}
         }
         let r = self.master.lookup(&cred, parent, &name).await;
         self.reply_entry(parent, r, f, reply);

@@ -16,6 +16,8 @@
 //!   answered without the master.
 //! - `locks`: file locks (fcntl, OFD, flock) kept by the master.
 //! - `releases`: releases of closed files, sent to the master in batches.
+//! - `entries`: names looked up in a directory held here are given the
+//!   kernel for long, and dropped from it when the directory goes back.
 //! - [`metafs`]: the meta file system of `mfsmount -m` (trash, undel,
 //!   sustained).
 //!
@@ -28,6 +30,7 @@
 pub mod convert;
 pub mod creds;
 mod data_ops;
+mod entries;
 mod fallocate;
 pub mod fs;
 pub mod handles;

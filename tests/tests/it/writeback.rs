@@ -655,3 +655,63 @@ async fn the_write_back_queue_survives_leader_kills() {
         assert_eq!(&fs::read(&p).unwrap(), data, "{}", p.display());
     }
 }
+
+fn drop_dentries() {
+    let _ = fs::write("/proc/sys/vm/drop_caches", "2\n");
+}
+
+/// A's kernel keeps the names it looked up in a directory A holds for
+/// long (a long entry time); they are dropped from it before the master
+/// hands the directory to another client, and when a rename takes one to
+/// a directory A does not hold: A never sees a name that is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_kept_long_in_a_held_directory_go_with_the_directory() {
+    let Some((c, a, b)) = two_mounts(false).await else {
+        return;
+    };
+    let m = &c.masters[0];
+    let (da, db) = (a.path().join("d"), b.path().join("d"));
+    fs::create_dir(&da).unwrap();
+    fs::create_dir(b.path().join("e")).unwrap();
+
+    step("A makes 20 files in d (it holds d) and looks them up anew");
+    for i in 0..20 {
+        create_new(&da.join(format!("f{i:02}"))).unwrap();
+    }
+    assert!(rpc_count(m, "Delegate") >= 1, "A never asked for d");
+    drop_dentries();
+    let ino = |p: &Path| fs::metadata(p).map(|s| s.ino());
+    let inos: Vec<u64> = (0..20)
+        .map(|i| ino(&da.join(format!("f{i:02}"))).unwrap())
+        .collect();
+
+    step("A renames f05 into e, which it does not hold; B removes it there");
+    fs::rename(da.join("f05"), a.path().join("e/f05")).unwrap();
+    assert_eq!(ino(&a.path().join("e/f05")).unwrap(), inos[5]);
+    fs::remove_file(b.path().join("e/f05")).unwrap();
+    // Past the usual entry time (1 s): A's kernel asks again.
+    std::thread::sleep(std::time::Duration::from_millis(1300));
+    let e = ino(&a.path().join("e/f05")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "e/f05 still seen on A");
+
+    step("B unlinks f03 and renames f04 to g04 in d (recalled from A)");
+    fs::remove_file(db.join("f03")).unwrap();
+    fs::rename(db.join("f04"), db.join("g04")).unwrap();
+    assert!(metric(m, "mfs_recalls_total") >= 1, "no recall");
+    // At once: A gave d back only after its kernel dropped the names.
+    let e = ino(&da.join("f03")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "f03 still seen on A");
+    let e = ino(&da.join("f04")).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotFound, "f04 still seen on A");
+    assert_eq!(ino(&da.join("g04")).unwrap(), inos[4]);
+    for i in (0..20).filter(|i| ![3, 4, 5].contains(i)) {
+        assert_eq!(ino(&da.join(format!("f{i:02}"))).unwrap(), inos[i]);
+    }
+    let mut want: BTreeSet<String> = (0..20)
+        .filter(|i| ![3, 4, 5].contains(i))
+        .map(|i| format!("f{i:02}"))
+        .collect();
+    want.insert("g04".into());
+    assert_eq!(names(&da), want);
+    assert_eq!(names(&db), want);
+}

@@ -6,7 +6,7 @@ use fuser::Errno;
 use mfs_proto::v1::{batch_op, Attr, BatchOp, Credentials};
 use mfs_proto::v1::{RenameRequest, RmdirRequest, UnlinkRequest};
 
-use super::{may_write_dir, now_ts, Entry, WriteBack};
+use super::{may_write_dir, now_ts, Entry, Names, WriteBack};
 use crate::master::MasterClient;
 
 /// Whether `c` may remove or rename any name in directory `d` as the
@@ -30,10 +30,11 @@ impl WriteBack {
             if let Some(m) = st.made.get_mut(&inode) {
                 m.known = false;
             }
-            st.dirs.remove(&inode).is_some()
+            st.dirs.remove(&inode)
         };
-        if held {
-            self.send_back(master, inode);
+        if let Some(d) = held {
+            let dropped = self.unhold(inode, d);
+            self.send_back(master, inode, dropped);
         }
     }
 
@@ -131,8 +132,10 @@ impl WriteBack {
             }
             if let Some(d) = st.dirs.get_mut(&parent) {
                 d.names.remove(name);
+                d.given.remove(name);
             }
             if dir {
+                // (Empty: the kernel keeps no name there.)
                 st.dirs.remove(&e.inode);
             }
             // Its attributes (nlink) are the master's again.
@@ -201,11 +204,16 @@ impl WriteBack {
             if !src.plain || (src.dir && from.0 != to.0) {
                 return None;
             }
-            if let Some(d) = st.dirs.get_mut(&from.0) {
+            // The kernel moves its entry, with the time it was given.
+            let given = st.dirs.get_mut(&from.0).is_some_and(|d| {
                 d.names.remove(from.1);
-            }
+                d.given.remove(from.1)
+            });
             if let Some(d) = st.dirs.get_mut(&to.0) {
                 d.names.insert(to.1.to_vec(), src);
+                if given {
+                    d.given.insert(to.1.to_vec());
+                }
             }
             if let Some(dst) = dst {
                 st.made.remove(&dst.inode);
@@ -249,7 +257,10 @@ impl WriteBack {
         let mut st = self.lock();
         let gone = st.dirs.get_mut(&parent).and_then(|d| match made {
             Some(a) => d.names.insert(name.to_vec(), Entry::of(a)),
-            None => d.names.remove(name),
+            None => {
+                d.given.remove(name);
+                d.names.remove(name)
+            }
         });
         if let Some(e) = gone {
             st.made.remove(&e.inode);
@@ -268,25 +279,50 @@ impl WriteBack {
             return;
         }
         let mut st = self.lock();
-        let moved = st
-            .dirs
-            .get_mut(&from.0)
-            .and_then(|d| d.names.remove(from.1));
+        let (moved, given) = match st.dirs.get_mut(&from.0) {
+            Some(d) => (d.names.remove(from.1), d.given.remove(from.1)),
+            None => (None, false),
+        };
         let mut replaced = None;
+        // The kernel moved its entry with the time it was given: noted in
+        // the directory it went to when held here, else dropped.
+        let mut lost = Names::new();
         let followed = match (moved, st.dirs.get_mut(&to.0)) {
-            (_, None) => !exchange || !st.dirs.contains_key(&from.0),
+            (_, None) => {
+                if given {
+                    lost.push((to.0, to.1.to_vec()));
+                }
+                !exchange || !st.dirs.contains_key(&from.0)
+            }
             (Some(e), Some(d)) if !exchange => {
                 replaced = d.names.insert(to.1.to_vec(), e);
+                if given {
+                    d.given.insert(to.1.to_vec());
+                }
                 true
             }
-            _ => false,
+            _ => {
+                if given {
+                    lost.push((to.0, to.1.to_vec()));
+                }
+                false
+            }
         };
+        if exchange {
+            // The other entry went the other way.
+            if let Some(d) = st.dirs.get_mut(&to.0) {
+                if d.given.remove(to.1) {
+                    lost.push((from.0, from.1.to_vec()));
+                }
+            }
+        }
         // The master changed their ctime (and link count).
         for e in moved.iter().chain(replaced.iter()) {
             st.made.remove(&e.inode);
         }
+        drop(st);
+        self.drop_later(lost);
         if !followed {
-            drop(st);
             self.give_back(master, from.0);
             self.give_back(master, to.0);
         }

@@ -22,7 +22,7 @@
 //! follow (a rename into it from elsewhere, SGID or extended attributes on
 //! the directory) give the directory back.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -34,6 +34,7 @@ mod changes;
 mod chunks;
 pub(crate) use chunks::IoQueue;
 
+use super::entries::{Entries, Names};
 use super::fs::Shared;
 use crate::master::MasterClient;
 
@@ -64,6 +65,9 @@ pub(crate) struct WriteBack {
     rt: tokio::runtime::Handle,
     state: Mutex<State>,
     alive: Mutex<Option<Instant>>,
+    /// Drops names given a long entry time from the kernel (see
+    /// `fuse::entries`); none are given without it.
+    entries: Option<Entries>,
 }
 
 #[derive(Debug, Default)]
@@ -102,6 +106,9 @@ struct Dir {
     changing: u32,
     attr: Attr,
     names: HashMap<Vec<u8>, Entry>,
+    /// Names the kernel was given with a long entry time (dropped from it
+    /// when the directory stops being held here).
+    given: HashSet<Vec<u8>>,
 }
 
 /// A file created here.
@@ -279,8 +286,9 @@ pub(crate) enum Local {
     Ask,
     /// The held directory has no such name.
     Absent,
-    /// A file made here: its attributes (see [`WriteBack::made_attr`]).
-    Made(Attr),
+    /// A file made here: its attributes (see [`WriteBack::made_attr`]),
+    /// and whether the kernel may keep the name long (it is noted).
+    Made(Attr, bool),
 }
 
 fn may_write_dir(d: &Attr, c: &Credentials) -> bool {
@@ -308,13 +316,39 @@ fn now_ts() -> Timespec {
 }
 
 impl WriteBack {
-    pub(crate) fn new(enabled: bool, rt: tokio::runtime::Handle) -> WriteBack {
+    pub(crate) fn new(
+        enabled: bool,
+        rt: tokio::runtime::Handle,
+        entries: Option<Entries>,
+    ) -> WriteBack {
         WriteBack {
             enabled,
             rt,
             state: Default::default(),
             alive: Default::default(),
+            entries,
         }
+    }
+
+    /// The session's notifier: names may be given a long entry time.
+    pub(crate) fn set_notifier(&self, n: fuser::Notifier) {
+        if let Some(e) = &self.entries {
+            e.set_notifier(n);
+        }
+    }
+
+    /// Has the kernel drop `names` (none waits for it).
+    fn drop_later(&self, names: Names) {
+        if let Some(e) = &self.entries {
+            e.drop_later(names);
+        }
+    }
+
+    /// `dir` stopped being held: the names the kernel was given with a
+    /// long entry time there go; the answer comes once they are gone.
+    fn unhold(&self, dir: u64, d: Dir) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let e = self.entries.as_ref()?;
+        Some(e.drop_names(d.given.into_iter().map(|n| (dir, n)).collect()))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -330,6 +364,15 @@ impl WriteBack {
 
     fn set_alive(&self, yes: bool) {
         *self.alive.lock().unwrap_or_else(|p| p.into_inner()) = yes.then(Instant::now);
+        if !yes {
+            // Recalls cannot be heard: the master may take the directories
+            // back without this mount, so the kernel keeps no name long.
+            let mut names = Names::new();
+            for (dir, d) in self.lock().dirs.iter_mut() {
+                names.extend(d.given.drain().map(|n| (*dir, n)));
+            }
+            self.drop_later(names);
+        }
     }
 
     /// Whether this mount holds directory `dir` now (no other client can
@@ -347,7 +390,7 @@ impl WriteBack {
         if !self.enabled {
             return Local::Ask;
         }
-        let st = self.lock();
+        let mut st = self.lock();
         if st.dirs.is_empty() {
             return Local::Ask;
         }
@@ -355,12 +398,20 @@ impl WriteBack {
         let Some(d) = st.dirs.get(&parent).filter(|d| d.session == sid) else {
             return Local::Ask;
         };
+        let live = self.live();
         match d.names.get(name) {
-            None if self.live() => Local::Absent,
+            None if live => Local::Absent,
             None => Local::Ask,
             Some(e) => match st.made.get(&e.inode) {
                 Some(m) if m.known && m.parent == parent && st.still_held(m, sid) => {
-                    Local::Made(m.attr)
+                    let long = live && self.entries.as_ref().is_some_and(|e| e.ready());
+                    let attr = m.attr;
+                    if long {
+                        if let Some(d) = st.dirs.get_mut(&parent) {
+                            d.given.insert(name.to_vec());
+                        }
+                    }
+                    Local::Made(attr, long)
                 }
                 _ => Local::Ask,
             },
@@ -537,6 +588,7 @@ impl WriteBack {
             };
             st.grants += 1;
             let grant = st.grants;
+            // (A new directory: nothing held under its number before.)
             st.dirs.insert(
                 attr.inode,
                 Dir {
@@ -545,6 +597,7 @@ impl WriteBack {
                     changing: 0,
                     attr,
                     names: HashMap::new(),
+                    given: HashSet::new(),
                 },
             );
             Some(Ok(attr))
@@ -622,7 +675,7 @@ impl WriteBack {
             Err(e) => {
                 tracing::debug!(parent, error = %e, "a delegated directory could not be listed; giving it back");
                 backoff(self);
-                return self.send_back(master, parent);
+                return self.send_back(master, parent, None);
             }
         };
         let mut st = self.lock();
@@ -640,7 +693,7 @@ impl WriteBack {
         }
         st.grants += 1;
         let grant = st.grants;
-        st.dirs.insert(
+        let old = st.dirs.insert(
             parent,
             Dir {
                 session: sid,
@@ -648,8 +701,13 @@ impl WriteBack {
                 changing: 0,
                 attr,
                 names,
+                given: HashSet::new(),
             },
         );
+        drop(st);
+        if let Some(old) = old {
+            self.unhold(parent, old);
+        }
     }
 
     async fn names(
@@ -701,28 +759,43 @@ impl WriteBack {
     /// `dir` goes out of use now and is given back after the queue (a
     /// change of its attributes, a rename the listing cannot follow).
     fn give_back(&self, master: &MasterClient, dir: u64) {
-        if self.enabled && self.lock().dirs.remove(&dir).is_some() {
-            self.send_back(master, dir);
+        if !self.enabled {
+            return;
+        }
+        let held = self.lock().dirs.remove(&dir);
+        if let Some(d) = held {
+            let dropped = self.unhold(dir, d);
+            self.send_back(master, dir, dropped);
         }
     }
 
     /// A recall from the master: out of use now, given back after the
     /// queue (also when not held: a grant may be on its way here).
     fn recall(&self, master: &MasterClient, dir: u64) {
-        {
+        let held = {
             let mut st = self.lock();
             st.recalls += 1;
-            st.dirs.remove(&dir);
             st.not_before.insert(dir, Instant::now() + BACKOFF);
-        }
-        self.send_back(master, dir);
+            st.dirs.remove(&dir)
+        };
+        let dropped = held.and_then(|d| self.unhold(dir, d));
+        self.send_back(master, dir, dropped);
     }
 
     /// `ReturnDelegation` of `dir`, on the mount's runtime (it waits for
-    /// the queue).
-    fn send_back(&self, master: &MasterClient, dir: u64) {
+    /// the queue), once the names the kernel kept long there are dropped
+    /// (`dropped`).
+    fn send_back(
+        &self,
+        master: &MasterClient,
+        dir: u64,
+        dropped: Option<tokio::sync::oneshot::Receiver<()>>,
+    ) {
         let master = master.clone();
         self.rt.spawn(async move {
+            if let Some(d) = dropped {
+                let _ = d.await;
+            }
             if let Err(e) = master.return_delegation(dir).await {
                 tracing::warn!(dir, error = %e, "giving a delegated directory back failed");
             }
@@ -734,11 +807,16 @@ impl WriteBack {
     pub(crate) fn refused(&self, parent: u64, name: &[u8], inode: u64) {
         let mut st = self.lock();
         st.made.remove(&inode);
-        st.dirs.remove(&inode);
+        let made = st.dirs.remove(&inode);
         if let Some(d) = st.dirs.get_mut(&parent) {
             if d.names.get(name).is_some_and(|e| e.inode == inode) {
                 d.names.remove(name);
+                d.given.remove(name);
             }
+        }
+        drop(st);
+        if let Some(d) = made {
+            self.unhold(inode, d);
         }
     }
 }
