@@ -18,8 +18,8 @@ use crate::raft::node::now as clock;
 const PERIOD: Duration = Duration::from_secs(1);
 /// A pass's own work takes at most this share of the master's time: the
 /// pause after a pass is this many times the work at least (a million
-/// chunks: a pass every few seconds instead of every second).
-const PAUSE_PER_WORK: u32 = 20;
+/// chunks: a pass every 15-20 s here instead of every second).
+const PAUSE_PER_WORK: u32 = 50;
 /// Chunks swept between two yields to the master's other tasks.
 const SWEEP_PART: usize = 4096;
 /// Ids per ChunksDeleted entry at most.
