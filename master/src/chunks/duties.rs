@@ -98,6 +98,10 @@ async fn pass(mgr: &Arc<ChunkManager>) -> Duration {
         work += t.elapsed();
         tokio::task::yield_now().await;
     }
+    if !mgr.node.is_leader() {
+        // Deposed between two parts: the next leader plans afresh.
+        return work;
+    }
     t = Instant::now();
     let actions = {
         let st = mgr.state();
