@@ -29,6 +29,9 @@ const FAN_OUT_MAX: usize = 256 << 10;
 
 /// Files idle this long with nothing to commit are dropped from the table.
 const FORGET_IDLE: Duration = Duration::from_secs(60);
+/// The idle-flush look at the files waits this many times its own length
+/// before the next, at least (it takes at most 1/20 of a core).
+const SCAN_PAUSE_PER_WORK: u32 = 20;
 
 /// What this client is writing to one inode.
 #[derive(Debug)]
@@ -839,19 +842,28 @@ enum ChunkCall {
 /// Commits files that have seen no write for [`super::IoOptions::idle_flush`]
 /// (releasing their leases for other sessions), and forgets files long
 /// idle with nothing left to commit. Runs until the [`Inner`] is dropped.
+///
+/// Every file written in the last minute is looked at; the look waits at
+/// least [`SCAN_PAUSE_PER_WORK`] times its own length before the next, so
+/// a mount that wrote many files lately (an unpacked tree of a million)
+/// does not spend a core looking at them every tick.
 pub(crate) async fn idle_flush_loop(weak: Weak<Inner>) {
+    let mut scan = Duration::ZERO;
     loop {
         let tick = match weak.upgrade() {
             Some(inner) => (inner.opts.idle_flush / 4).max(Duration::from_millis(20)),
             None => return,
         };
-        tokio::time::sleep(tick).await;
+        tokio::time::sleep(tick.max(scan * SCAN_PAUSE_PER_WORK)).await;
         let Some(inner) = weak.upgrade() else { return };
         let idle = inner.opts.idle_flush;
+        let started = Instant::now();
         let files: Vec<(u64, Arc<FileWrites>)> = lock(&inner.files)
             .iter()
             .map(|(i, f)| (*i, Arc::clone(f)))
             .collect();
+        let mut due = Vec::new();
+        let mut forget = Vec::new();
         for (inode, file) in files {
             let (pending, since) = {
                 let s = lock(&file.state);
@@ -859,17 +871,23 @@ pub(crate) async fn idle_flush_loop(weak: Weak<Inner>) {
                 (pending, s.last_write.elapsed())
             };
             if pending && since >= idle {
-                // A write or flush running now will be followed by another
-                // look at the next tick.
-                let Ok(_exclusive) = file.gate.try_write() else {
-                    continue;
-                };
-                if let Err(e) = inner.commit(&file, inode).await {
-                    tracing::warn!(inode, error = %e, "committing idle writes failed; will retry");
-                }
+                due.push((inode, file));
             } else if !pending && since >= FORGET_IDLE {
-                drop(file);
-                inner.drop_idle_file(inode);
+                forget.push(inode);
+            }
+        }
+        scan = started.elapsed();
+        for inode in forget {
+            inner.drop_idle_file(inode);
+        }
+        for (inode, file) in due {
+            // A write or flush running now will be followed by another
+            // look at the next tick.
+            let Ok(_exclusive) = file.gate.try_write() else {
+                continue;
+            };
+            if let Err(e) = inner.commit(&file, inode).await {
+                tracing::warn!(inode, error = %e, "committing idle writes failed; will retry");
             }
         }
     }
