@@ -168,6 +168,9 @@ fn print(label: &str, clients: usize, phases: &mut [Phase]) {
     }
 }
 
+// The clients run on one thread: a reply then wakes its caller on the same
+// thread instead of another worker (one client's creates on 3 masters:
+// p50 0.48 -> 0.45 ms here), and the other core is left to the cluster.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
