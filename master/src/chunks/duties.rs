@@ -21,7 +21,7 @@ const PERIOD: Duration = Duration::from_secs(1);
 /// chunks: a pass every 15-20 s here instead of every second).
 const PAUSE_PER_WORK: u32 = 50;
 /// Chunks swept between two yields to the master's other tasks.
-const SWEEP_PART: usize = 4096;
+pub(super) const SWEEP_PART: usize = 4096;
 /// Ids per ChunksDeleted entry at most.
 const DELETES_PER_ENTRY: usize = 10_000;
 

@@ -109,6 +109,17 @@ pub struct Health {
     pub stale: u64,
 }
 
+impl std::ops::AddAssign for Health {
+    /// The counts of two parts of the table together.
+    fn add_assign(&mut self, o: Health) {
+        self.chunks += o.chunks;
+        self.missing += o.missing;
+        self.undergoal += o.undergoal;
+        self.overgoal += o.overgoal;
+        self.stale += o.stale;
+    }
+}
+
 /// One copy, sorted out.
 #[derive(Clone, Copy, Debug)]
 struct Seen {

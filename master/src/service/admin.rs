@@ -72,31 +72,35 @@ impl AdminService for Admin {
         self.node.ensure_leader()?;
         self.node.linearize().await?;
         let v = self.node.view();
-        let ns = self.node.shared.ns();
-        let sessions = ns
-            .sessions()
-            .iter()
-            .map(|s| {
-                let rights = ns.session_rights(s.id);
-                pb::SessionInfo {
-                    id: s.id.0,
-                    info: s.info.clone(),
-                    open_files: s.open_files as u64,
-                    address: rights
-                        .and_then(|r| r.from)
-                        .map(|a| a.to_string())
-                        .unwrap_or_default(),
-                    root: rights.map_or(1, |r| r.root.0),
-                    read_only: rights.is_some_and(|r| r.read_only),
-                    meta: rights.is_some_and(|r| r.meta),
-                    export_line: rights.map_or(0, |r| r.line),
-                }
-            })
-            .collect();
-        let inodes = ns.inode_count();
-        let (trash_files, trash_bytes) = ns.trash_usage();
-        let sustained_files = ns.sustained().count() as u64;
-        drop(ns);
+        // (The namespace is read in a scope of its own: its guard must not
+        // live across the health count's awaits.)
+        let (sessions, inodes, trash_files, trash_bytes, sustained_files) = {
+            let ns = self.node.shared.ns();
+            let sessions: Vec<pb::SessionInfo> = ns
+                .sessions()
+                .iter()
+                .map(|s| {
+                    let rights = ns.session_rights(s.id);
+                    pb::SessionInfo {
+                        id: s.id.0,
+                        info: s.info.clone(),
+                        open_files: s.open_files as u64,
+                        address: rights
+                            .and_then(|r| r.from)
+                            .map(|a| a.to_string())
+                            .unwrap_or_default(),
+                        root: rights.map_or(1, |r| r.root.0),
+                        read_only: rights.is_some_and(|r| r.read_only),
+                        meta: rights.is_some_and(|r| r.meta),
+                        export_line: rights.map_or(0, |r| r.line),
+                    }
+                })
+                .collect();
+            let inodes = ns.inode_count();
+            let (trash_files, trash_bytes) = ns.trash_usage();
+            let sustained_files = ns.sustained().count() as u64;
+            (sessions, inodes, trash_files, trash_bytes, sustained_files)
+        };
         let chunkservers = self
             .chunks
             .servers()
@@ -113,7 +117,7 @@ impl AdminService for Admin {
                 last_seen_secs: c.last_seen.elapsed().as_secs(),
             })
             .collect();
-        let h = self.chunks.health();
+        let h = self.chunks.health().await;
         let chunk_health = pb::ChunkHealth {
             chunks: h.chunks,
             missing: h.missing,
