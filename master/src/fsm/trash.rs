@@ -265,13 +265,37 @@ impl Namespace {
 
     /// Files and bytes in the trash.
     pub fn trash_usage(&self) -> (u64, u64) {
-        let bytes = self
+        let (files, bytes, _) = self.trash_usage_after(None, usize::MAX);
+        (files, bytes)
+    }
+
+    /// Files and bytes of at most `limit` trashed files, those numbered
+    /// after `after` (all: `None`), and the last one counted, when any is
+    /// left: a caller counts a big trash in parts, letting the master
+    /// apply changes between them.
+    pub fn trash_usage_after(
+        &self,
+        after: Option<Inode>,
+        limit: usize,
+    ) -> (u64, u64, Option<Inode>) {
+        let from = match after {
+            Some(i) => std::ops::Bound::Excluded(i),
+            None => std::ops::Bound::Unbounded,
+        };
+        let (mut files, mut bytes, mut last) = (0u64, 0u64, None);
+        for ino in self
             .trash
-            .keys()
-            .filter_map(|i| self.nodes.get(i))
-            .map(|n| n.size)
-            .fold(0u64, u64::saturating_add);
-        (self.trash.len() as u64, bytes)
+            .range((from, std::ops::Bound::Unbounded))
+            .map(|(i, _)| *i)
+        {
+            if files as usize == limit {
+                return (files, bytes, last);
+            }
+            files += 1;
+            bytes = bytes.saturating_add(self.nodes.get(&ino).map_or(0, |n| n.size));
+            last = Some(ino);
+        }
+        (files, bytes, None)
     }
 
     /// The trash's and sustained paths' invariants, for `check`.

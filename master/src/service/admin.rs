@@ -20,6 +20,9 @@ pub struct Admin {
 }
 
 /// What a caller refused for want of the secret is told to do.
+/// Trashed files counted between two yields to the master's other tasks.
+const TRASH_PART: usize = 16_384;
+
 const SECRET_FIX: &str = "membership changes and snapshot orders need the masters' CLUSTER_SECRET (mfscli: MFS_CLUSTER_SECRET or --cluster-secret; metaloggers: CLUSTER_SECRET)";
 
 type R<T> = Result<Response<T>, Status>;
@@ -74,7 +77,7 @@ impl AdminService for Admin {
         let v = self.node.view();
         // (The namespace is read in a scope of its own: its guard must not
         // live across the health count's awaits.)
-        let (sessions, inodes, trash_files, trash_bytes, sustained_files) = {
+        let (sessions, inodes, sustained_files) = {
             let ns = self.node.shared.ns();
             let sessions: Vec<pb::SessionInfo> = ns
                 .sessions()
@@ -97,10 +100,23 @@ impl AdminService for Admin {
                 })
                 .collect();
             let inodes = ns.inode_count();
-            let (trash_files, trash_bytes) = ns.trash_usage();
             let sustained_files = ns.sustained().count() as u64;
-            (sessions, inodes, trash_files, trash_bytes, sustained_files)
+            (sessions, inodes, sustained_files)
         };
+        // The trash may hold millions of files: counted in parts, with
+        // changes applied between them (the total is near, not exact, while
+        // files come and go meanwhile).
+        let (mut trash_files, mut trash_bytes, mut after) = (0, 0, None);
+        loop {
+            let (f, b, last) = self.node.shared.ns().trash_usage_after(after, TRASH_PART);
+            trash_files += f;
+            trash_bytes += b;
+            match last {
+                Some(l) => after = Some(l),
+                None => break,
+            }
+            tokio::task::yield_now().await;
+        }
         let chunkservers = self
             .chunks
             .servers()

@@ -250,3 +250,42 @@ fn the_trash_survives_an_image_and_older_images_load() {
         assert_eq!(loaded, plain.ns, "format {version}");
     }
 }
+
+/// The trash counted in parts (as `mfscli info` counts it) adds up to the
+/// whole, whatever the part.
+#[test]
+fn the_trash_counted_in_parts_adds_up_to_the_whole() {
+    let mut h = harness(3600);
+    for i in 0..50u64 {
+        let name = format!("f{i}");
+        let f = h.create(&root(), R, &name, 0o644);
+        h.ok(Op::Release { inode: f.inode });
+        let _ = h.run(Op::SetAttr {
+            cred: root(),
+            inode: f.inode,
+            mode: None,
+            uid: None,
+            gid: None,
+            size: Some(i * 1000 + 1),
+            atime: None,
+            mtime: None,
+        });
+        h.ok(unlink(&root(), R, &name));
+    }
+    let whole = h.ns.trash_usage();
+    assert_eq!(whole, (50, (0..50u64).map(|i| i * 1000 + 1).sum()));
+    for part in [1, 7, 49, 50, 51] {
+        let (mut files, mut bytes, mut after) = (0, 0, None);
+        loop {
+            let (f, b, last) = h.ns.trash_usage_after(after, part);
+            assert!(f as usize <= part);
+            files += f;
+            bytes += b;
+            match last {
+                Some(l) => after = Some(l),
+                None => break,
+            }
+        }
+        assert_eq!((files, bytes), whole, "parts of {part}");
+    }
+}
