@@ -254,18 +254,11 @@ impl Budget {
     }
 }
 
-/// The orders for one pass of the replication loop.
-pub fn plan(inp: &Input) -> Vec<Action> {
-    let mut sweep = Sweep::new(inp.inflight, inp.limits);
-    sweep.chunks(inp.chunks, inp.state, inp.inflight, inp.now);
-    sweep.finish(inp).0
-}
-
 /// One pass over the chunk table, a part at a time: the loop takes the
 /// table in parts and lets the master's other tasks run between them, so
 /// a big table never holds up the calls of clients for the whole pass.
-/// Gives the same orders and health as [`plan`] and [`health`] on the
-/// whole table.
+/// Whatever the parts, the orders and the health are those of one part
+/// holding the whole table.
 pub struct Sweep {
     limits: Limits,
     budget: Budget,

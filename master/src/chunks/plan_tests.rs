@@ -52,6 +52,13 @@ fn chunk(id: u64, version: u32, goal: u8) -> ChunkView {
     }
 }
 
+/// The orders of one pass over the whole table.
+fn plan(inp: &Input) -> Vec<Action> {
+    let mut sweep = Sweep::new(inp.inflight, inp.limits);
+    sweep.chunks(inp.chunks, inp.state, inp.inflight, inp.now);
+    sweep.finish(inp).0
+}
+
 fn run(st: &SoftState, chunks: &[ChunkView], pending: &[ChunkId]) -> Vec<Action> {
     run_with(st, chunks, pending, &InFlight::default(), Limits::default())
 }

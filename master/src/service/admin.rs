@@ -19,10 +19,10 @@ pub struct Admin {
     pub secret: ClusterSecret,
 }
 
-/// What a caller refused for want of the secret is told to do.
 /// Trashed files counted between two yields to the master's other tasks.
 const TRASH_PART: usize = 16_384;
 
+/// What a caller refused for want of the secret is told to do.
 const SECRET_FIX: &str = "membership changes and snapshot orders need the masters' CLUSTER_SECRET (mfscli: MFS_CLUSTER_SECRET or --cluster-secret; metaloggers: CLUSTER_SECRET)";
 
 type R<T> = Result<Response<T>, Status>;

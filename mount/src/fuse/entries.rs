@@ -25,12 +25,13 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use fuser::Notifier;
 
 use super::convert::InodeMap;
+use super::Kernel;
 
 /// The entry time of a name looked up in a directory held here.
 pub const HELD_ENTRY_TTL: Duration = Duration::from_secs(60);
@@ -46,7 +47,7 @@ struct Job {
 /// The thread that drops names from the kernel.
 pub struct Entries {
     tx: Sender<Job>,
-    notifier: Arc<OnceLock<Notifier>>,
+    notifier: Kernel,
 }
 
 impl std::fmt::Debug for Entries {
@@ -59,20 +60,18 @@ impl std::fmt::Debug for Entries {
 
 impl Entries {
     /// Starts the thread; `map` turns master inodes into the kernel's.
-    /// Nothing may be given a long entry time before
-    /// [`Entries::set_notifier`].
-    pub fn start(map: InodeMap) -> std::io::Result<Entries> {
+    /// Nothing may be given a long entry time before `kernel` holds the
+    /// session's notifier ([`Entries::ready`]).
+    pub fn start(map: InodeMap, kernel: Kernel) -> std::io::Result<Entries> {
         let (tx, rx) = channel();
-        let notifier = Arc::new(OnceLock::new());
-        let n = notifier.clone();
+        let n = kernel.clone();
         std::thread::Builder::new()
             .name("mfs-entries".into())
             .spawn(move || drop_loop(&n, map, rx))?;
-        Ok(Entries { tx, notifier })
-    }
-
-    pub fn set_notifier(&self, n: Notifier) {
-        let _ = self.notifier.set(n);
+        Ok(Entries {
+            tx,
+            notifier: kernel,
+        })
     }
 
     /// Whether names can be dropped (and so given a long entry time).

@@ -101,6 +101,8 @@ pub(crate) struct Shared {
     pub(crate) recent: super::handles::RecentListings,
     /// The kernel page store, and its writers' gate (see `pages`).
     pub(crate) pages: Option<Arc<super::pages::Pages>>,
+    /// The session's notifier, for `pages` and `entries`.
+    kernel: super::Kernel,
 }
 
 /// What the binary keeps to shut the file system down cleanly.
@@ -113,10 +115,7 @@ impl FsHandle {
     /// The session's notifier, once it is made: the page store begins, and
     /// names in held directories may be kept long by the kernel.
     pub fn set_notifier(&self, n: fuser::Notifier) {
-        self.shared.wb.set_notifier(n.clone());
-        if let Some(p) = &self.shared.pages {
-            p.set_notifier(n);
-        }
+        let _ = self.shared.kernel.set(n);
     }
 
     /// Commits every write of files still open, releases them at the master
@@ -159,9 +158,10 @@ impl MfsFs {
         rt.spawn(Arc::clone(&releases).run(master.clone()));
         let changes = master.leader_changes();
         let map = InodeMap::new(root);
+        let kernel = super::Kernel::default();
         let write_back = settings.write_back_creates && !settings.read_only;
         let entries = match write_back {
-            true => super::entries::Entries::start(map)
+            true => super::entries::Entries::start(map, kernel.clone())
                 .inspect_err(|e| {
                     tracing::warn!("no entry thread ({e}): names in held directories are kept by the kernel for the usual entry time only")
                 })
@@ -187,7 +187,7 @@ impl MfsFs {
             }));
         }
         let pages = match settings.page_store {
-            true => super::pages::Pages::start(map)
+            true => super::pages::Pages::start(map, kernel.clone())
                 .inspect_err(|e| {
                     tracing::warn!("no page store thread ({e}): small reads are not stored in the kernel's page cache")
                 })
@@ -199,6 +199,7 @@ impl MfsFs {
         }
         let fs = MfsFs {
             shared: Arc::new(Shared {
+                kernel,
                 pages,
                 wb: wb.clone(),
                 releases,

@@ -50,6 +50,11 @@ pub use metafs::MetaFs;
 pub use options::{MountConfig, Overrides, Resolved};
 
 use crate::error::ClientError;
+
+/// The session's notifier, once the session is made: shared by the
+/// threads that tell the kernel things (`pages`, `entries`), set once by
+/// [`FsHandle::set_notifier`].
+pub(crate) type Kernel = std::sync::Arc<std::sync::OnceLock<fuser::Notifier>>;
 use crate::master::MasterClient;
 use mfs_proto::v1::{Credentials, FileType};
 

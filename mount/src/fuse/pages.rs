@@ -36,12 +36,13 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use fuser::{INodeNo, Notifier};
+use fuser::INodeNo;
 
 use super::convert::InodeMap;
+use super::Kernel;
 use crate::io::{Fetched, PageSink};
 
 /// Blocks waiting for the store thread; more are dropped.
@@ -57,7 +58,7 @@ pub struct Pages {
 }
 
 struct State {
-    notifier: OnceLock<Notifier>,
+    notifier: Kernel,
     gates: Mutex<HashMap<u64, Gate>>,
     /// Signalled when a store ends.
     stored: Condvar,
@@ -97,11 +98,12 @@ impl State {
 
 impl Pages {
     /// Starts the store thread; `map` turns master inodes into the
-    /// kernel's. Nothing is stored until [`Pages::set_notifier`].
-    pub fn start(map: InodeMap) -> std::io::Result<Arc<Pages>> {
+    /// kernel's. Nothing is stored until `kernel` holds the session's
+    /// notifier.
+    pub fn start(map: InodeMap, kernel: Kernel) -> std::io::Result<Arc<Pages>> {
         let (tx, rx) = sync_channel(QUEUE);
         let state = Arc::new(State {
-            notifier: OnceLock::new(),
+            notifier: kernel,
             gates: Mutex::new(HashMap::new()),
             stored: Condvar::new(),
         });
@@ -110,11 +112,6 @@ impl Pages {
             .name("mfs-pages".into())
             .spawn(move || store_loop(&st, map, rx))?;
         Ok(Arc::new(Pages { tx, state }))
-    }
-
-    /// The session's notifier: stores begin.
-    pub fn set_notifier(&self, n: Notifier) {
-        let _ = self.state.notifier.set(n);
     }
 
     /// A writer of `inode` comes (a writable handle opens, a truncate

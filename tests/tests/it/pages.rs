@@ -12,11 +12,10 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mfs_tests::cluster::Cluster;
 use mfs_tests::mountpoint::Mount;
 use rand::{Rng, SeedableRng};
 
-use crate::util::{open_rw, skip_without_fuse, step};
+use crate::util::{mounted_cluster, open_rw, step};
 
 const PAGE: usize = 4096;
 const BLOCK: usize = 64 << 10;
@@ -71,12 +70,9 @@ fn data(len: usize, seed: u8) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_read_stores_its_whole_block_in_the_kernel() {
-    if skip_without_fuse() {
+    let Some((c, w)) = mounted_cluster(1).await else {
         return;
-    }
-    let mut c = Cluster::start(1, &[]).await.unwrap();
-    c.add_chunkservers(1, 1).await.unwrap();
-    let w = Mount::start(&c, "w", &[]).unwrap();
+    };
     let on = Mount::start(&c, "on", &[]).unwrap();
     let off = Mount::start(&c, "off", &["-o", "mfspagestore=0"]).unwrap();
     let body = data(4 * BLOCK, 1);
@@ -120,12 +116,9 @@ async fn a_small_read_stores_its_whole_block_in_the_kernel() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_racing_writes_on_one_mount_see_every_write() {
-    if skip_without_fuse() {
+    let Some((c, m)) = mounted_cluster(1).await else {
         return;
-    }
-    let mut c = Cluster::start(1, &[]).await.unwrap();
-    c.add_chunkservers(1, 1).await.unwrap();
-    let m = Mount::start(&c, "m", &[]).unwrap();
+    };
     let other = Mount::start(&c, "other", &[]).unwrap();
     const LEN: usize = 8 << 20;
     let path = m.path().join("f");

@@ -330,13 +330,6 @@ impl WriteBack {
         }
     }
 
-    /// The session's notifier: names may be given a long entry time.
-    pub(crate) fn set_notifier(&self, n: fuser::Notifier) {
-        if let Some(e) = &self.entries {
-            e.set_notifier(n);
-        }
-    }
-
     /// Has the kernel drop `names` (none waits for it).
     fn drop_later(&self, names: Names) {
         if let Some(e) = &self.entries {
