@@ -282,6 +282,7 @@ impl Namespace {
                         ..
                     }
                     | Op::AttachChunk { .. }
+                    | Op::SetAttrAt { .. }
             )
         };
         if ops.len() > MAX_BATCH || !ops.iter().all(allowed) {

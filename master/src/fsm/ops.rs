@@ -249,6 +249,31 @@ impl Namespace {
                 };
                 self.setattr(cred, *inode, &change, t)
             }
+            Op::SetAttrAt {
+                cred,
+                inode,
+                mode,
+                uid,
+                gid,
+                atime,
+                mtime,
+                time,
+            } => {
+                let change = AttrChange {
+                    mode: *mode,
+                    uid: *uid,
+                    gid: *gid,
+                    size: None,
+                    atime: *atime,
+                    mtime: *mtime,
+                };
+                self.setattr(
+                    cred,
+                    *inode,
+                    &change,
+                    super::delegations::client_time(*time, t),
+                )
+            }
             Op::Unlink { cred, parent, name } => self.unlink(cred, *parent, name, t),
             Op::Rmdir { cred, parent, name } => self.rmdir(cred, *parent, name, t),
             Op::Rename {

@@ -594,8 +594,9 @@ pub enum Op {
     /// A mount's write-back queue: `ops` applied in order, each as if
     /// alone (one failing does not stop the next). Only `CreateAt`, `MkdirAt`,
     /// `Release`, `ReleaseMany`, `Unlink`, `Rmdir`, `Rename`, the
-    /// `WriteChunkEnd` kinds, `WriteNewChunk`, `AttachChunk` and `Open`
-    /// without truncation (EINVAL for the whole batch otherwise). Replies
+    /// `WriteChunkEnd` kinds, `WriteNewChunk`, `AttachChunk`, `SetAttrAt`
+    /// and `Open` without truncation (EINVAL for the whole batch
+    /// otherwise). Replies
     /// `Reply::Batch`.
     Batch { ops: Vec<Op> },
     /// `count` new chunk ids (consecutive; at most `MAX_HELD_CHUNKS`
@@ -664,6 +665,21 @@ pub enum Op {
     OrderChunkVersion {
         chunk: ChunkId,
         version: ChunkVersion,
+    },
+    /// `SetAttr` without a length queued by a mount holding the directory
+    /// `inode` (it answered the call itself): `time` (the mount's clock,
+    /// the request's time when more than a minute away from it, as
+    /// `CreateAt`'s) is the new ctime and the time `TimeSet::Now` sets.
+    /// Replies `Reply::Attr`.
+    SetAttrAt {
+        cred: Cred,
+        inode: Inode,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        atime: Option<TimeSet>,
+        mtime: Option<TimeSet>,
+        time: Timespec,
     },
 }
 
@@ -799,6 +815,7 @@ impl Op {
             Op::PunchChunks { .. } => "PunchChunks",
             Op::WriteChunkEndWith { .. } => "WriteChunkEndWith",
             Op::WriteChunkEndTimed { .. } => "WriteChunkEndTimed",
+            Op::SetAttrAt { .. } => "SetAttrAt",
         }
     }
 

@@ -487,6 +487,7 @@ impl Meta {
                     session: id.0,
                     timeout_secs: self.node.session_timeout().as_secs() as u32,
                     commits_attributes: true,
+                    queues_attributes: true,
                     root: root.0,
                     read_only: rights.as_ref().is_some_and(|g| g.read_only),
                 }))

@@ -132,7 +132,11 @@ impl Meta {
     }
 }
 
-fn time_set(now: bool, at: Option<pb::Timespec>, what: &str) -> Result<Option<TimeSet>, Status> {
+pub(super) fn time_set(
+    now: bool,
+    at: Option<pb::Timespec>,
+    what: &str,
+) -> Result<Option<TimeSet>, Status> {
     if now {
         return Ok(Some(TimeSet::Now));
     }

@@ -218,6 +218,7 @@ impl Meta {
                         Some(pb::batch_op::Op::Write(w)) => dirs.push(Inode(w.inode)),
                         Some(pb::batch_op::Op::Attach(a)) => dirs.push(Inode(a.inode)),
                         Some(pb::batch_op::Op::Open(o)) => dirs.push(Inode(o.inode)),
+                        Some(pb::batch_op::Op::Setattr(a)) => dirs.push(Inode(a.inode)),
                         Some(pb::batch_op::Op::Release(_)) | None => {}
                     }
                 }
@@ -297,6 +298,7 @@ impl Meta {
                     index: a.index,
                     chunk: ChunkId(a.chunk_id),
                 },
+                Some(pb::batch_op::Op::Setattr(a)) => set_attr_at(&c, a)?,
                 None => return Err(invalid("Batch: an op without a kind")),
             });
         }
@@ -420,6 +422,24 @@ impl Drop for Closer {
 }
 
 /// A create (or, `dir`, a mkdir) a mount answered, as the namespace's op.
+fn set_attr_at(c: &Caller, a: pb::SetAttrAtOp) -> Result<Op, Status> {
+    let time = a
+        .time
+        .as_ref()
+        .and_then(ts_from_pb)
+        .ok_or_else(|| invalid("Batch: a setattr without a valid time"))?;
+    Ok(Op::SetAttrAt {
+        cred: c.cred(a.cred),
+        inode: Inode(a.inode),
+        mode: a.mode,
+        uid: a.uid,
+        gid: a.gid,
+        atime: super::meta::time_set(a.atime_now, a.atime, "Batch: setattr atime")?,
+        mtime: super::meta::time_set(a.mtime_now, a.mtime, "Batch: setattr mtime")?,
+        time,
+    })
+}
+
 fn made_at(c: &Caller, x: pb::CreateAtOp, dir: bool) -> Result<Op, Status> {
     let time = x
         .time

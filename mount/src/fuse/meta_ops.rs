@@ -208,7 +208,6 @@ impl Shared {
             return reply.error(e);
         }
         let inode = self.map.to_master(ino);
-        let change = self.wb.attr_change(&self.master, inode);
         let mut req = SetAttrRequest {
             id: None,
             cred: Some(cred),
@@ -232,6 +231,12 @@ impl Shared {
             Some(TimeOrNow::SpecificTime(t)) => req.mtime = Some(convert::timespec(t)),
             None => {}
         }
+        let f = self.no_xattrs.fetch();
+        if let Some(a) = self.wb.set_attr_here(&self.master, &req) {
+            // A directory held here: queued for the master.
+            return reply.attr(&self.attr_ttl(&a), &self.attr_of(&a, f));
+        }
+        let change = self.wb.attr_change(&self.master, inode);
         let may_defer = self.io.may_defer(inode);
         if let (Some(mtime), true, false) = (req.mtime, only_mtime(&c), may_defer) {
             // The kernel's time write-back after a rename, link or unlink.

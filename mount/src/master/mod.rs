@@ -148,6 +148,8 @@ pub(crate) struct Inner {
     /// The master that registered the session applies attribute changes
     /// carried by WriteChunkEnd.
     commits_attributes: AtomicBool,
+    /// ... and takes changes of held directories' attributes in a batch.
+    queues_attributes: AtomicBool,
     /// The session's root inode as the master resolved `mount_path` (0:
     /// an older master that does not say).
     session_root: AtomicU64,
@@ -396,6 +398,8 @@ impl Inner {
             .store(reply.timeout_secs, Ordering::Relaxed);
         self.commits_attributes
             .store(reply.commits_attributes, Ordering::Relaxed);
+        self.queues_attributes
+            .store(reply.queues_attributes, Ordering::Relaxed);
         self.session_root.store(reply.root, Ordering::Relaxed);
         self.read_only.store(reply.read_only, Ordering::Relaxed);
         self.set_session(SeqState::new(reply.session));
@@ -446,6 +450,7 @@ impl MasterClient {
                 session: RwLock::new(Arc::new(SeqState::new(0))),
                 session_timeout_secs: AtomicU32::new(0),
                 commits_attributes: AtomicBool::new(false),
+                queues_attributes: AtomicBool::new(false),
                 session_root: AtomicU64::new(0),
                 secret,
                 read_only: AtomicBool::new(false),
@@ -510,6 +515,12 @@ impl MasterClient {
     /// `FileIo::defer_attrs`).
     pub fn commits_attributes(&self) -> bool {
         self.inner.commits_attributes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the master that registered the session takes changes of
+    /// a held directory's attributes in the write-back queue.
+    pub fn queues_attributes(&self) -> bool {
+        self.inner.queues_attributes.load(Ordering::Relaxed)
     }
 
     /// The inode of the directory the session was registered for (see

@@ -413,6 +413,18 @@ impl MasterClient {
                 );
                 return;
             }
+            Some(batch_op::Op::Setattr(a)) => {
+                // The mount's answer said the change was made; the
+                // directory keeps what the master has (asked again once
+                // the kernel's attributes expire: they were given for no
+                // time).
+                tracing::warn!(
+                    inode = a.inode,
+                    errno,
+                    "the master refused a change of a directory's attributes this mount had answered"
+                );
+                return;
+            }
             Some(batch_op::Op::Release(_) | batch_op::Op::Write(_)) | None => return,
             Some(other) => {
                 // The mount answered it from what it holds; the master
@@ -514,6 +526,7 @@ fn touches(op: &BatchOp) -> Option<[u64; 2]> {
         Op::Write(w) => Some([w.inode, 0]),
         Op::Attach(a) => Some([a.inode, 0]),
         Op::Open(o) => Some([o.inode, 0]),
+        Op::Setattr(a) => Some([a.inode, 0]),
         Op::Unlink(_) | Op::Rmdir(_) | Op::Rename(_) => None,
     }
 }

@@ -28,4 +28,5 @@ mod trash;
 mod util;
 mod versions;
 mod writeback;
+mod writeback_attrs;
 mod writeback_data;

@@ -204,6 +204,43 @@ fn a_batch_carries_unlinks_rmdirs_and_renames_of_a_held_directory() {
 }
 
 #[test]
+fn a_batch_carries_changes_of_a_held_directorys_attributes_at_the_mounts_time() {
+    let mut h = unquoted();
+    let p = h.mkdir(&root(), R, "p", 0o777).inode;
+    let d = h.mkdir(&user(1000), p, "d", 0o700).inode;
+    granted(h.run(delegate(d, 0)));
+    let set_at = |cred: Cred, mode: Option<u32>, mtime: Option<TimeSet>, sec: i64| Op::SetAttrAt {
+        cred,
+        inode: d,
+        mode,
+        uid: Some(1000),
+        gid: None,
+        atime: None,
+        mtime,
+        time: ts(sec),
+    };
+    let t = h.now + 5; // the mount's clock, ahead of the master's
+    let r = h.run(Op::Batch {
+        ops: vec![
+            set_at(user(1000), Some(0o755), Some(TimeSet::At(ts(1000))), t),
+            // Not the owner: refused as SetAttr refuses it.
+            set_at(user(2000), Some(0o777), None, t),
+            set_at(user(1000), None, Some(TimeSet::Now), t + 2),
+        ],
+    });
+    assert_eq!(r, Reply::Batch(vec![0, Errno::EPERM.0, 0]));
+    let a = h.ns.getattr(d).expect("dir");
+    assert_eq!(a.mode & 0o7777, 0o755);
+    assert_eq!(a.uid, 1000);
+    // "Now" and the ctime are the mount's time.
+    assert_eq!((a.mtime, a.ctime), (ts(t + 2), ts(t + 2)));
+    // A mount clock more than a minute off gives way to the master's.
+    h.ok(set_at(user(1000), None, None, h.now + 3600));
+    assert_eq!(h.ns.getattr(d).expect("dir").ctime, ts(h.now));
+    h.ns.check().expect("consistent");
+}
+
+#[test]
 fn no_delegation_where_a_mount_could_not_foresee_a_create() {
     let mut h = H::new(); // with its root quota
     let q = h.mkdir(&root(), R, "q", 0o777).inode;

@@ -755,7 +755,7 @@ fn op_variant_indices_are_pinned() {
         (
             50,
             Op::OpenLeased {
-                cred: c,
+                cred: c.clone(),
                 inode: Inode(9),
                 mode: OpenMode::Write,
                 chunk: ChunkId(1),
@@ -773,6 +773,19 @@ fn op_variant_indices_are_pinned() {
             Op::OrderChunkVersion {
                 chunk: ChunkId(1),
                 version: ChunkVersion(2),
+            },
+        ),
+        (
+            53,
+            Op::SetAttrAt {
+                cred: c,
+                inode: Inode(9),
+                mode: None,
+                uid: None,
+                gid: None,
+                atime: None,
+                mtime: Some(TimeSet::Now),
+                time: ts(5),
             },
         ),
     ];

@@ -4,7 +4,8 @@
 
 use fuser::Errno;
 use mfs_proto::v1::{batch_op, Attr, BatchOp, Credentials};
-use mfs_proto::v1::{RenameRequest, RmdirRequest, UnlinkRequest};
+use mfs_proto::v1::{RenameRequest, RmdirRequest, SetAttrAtOp, SetAttrRequest};
+use mfs_proto::v1::{Timespec, UnlinkRequest};
 
 use super::{may_write_dir, now_ts, Entry, Names, WriteBack};
 use crate::master::MasterClient;
@@ -75,7 +76,9 @@ impl WriteBack {
             match now {
                 Some(a) if a.mode & 0o2000 != 0 || a.eattr != 0 => false,
                 Some(a) => {
+                    // (The master's, after every queued op on it.)
                     d.attr = *a;
+                    d.times_known = true;
                     true
                 }
                 None => true,
@@ -84,6 +87,88 @@ impl WriteBack {
         if !keep {
             self.give_back(master, inode);
         }
+    }
+
+    /// A change of the attributes of `req.inode`, a directory held here:
+    /// answered here and queued (a `setattr` op for the master) when the
+    /// master takes such ops and the outcome is plain: the owner or root
+    /// changing the permission bits (no SUID/SGID, no ACL to follow them),
+    /// the times, or owner and group to what they are (root: to anything),
+    /// with the directory's times known here or set by the change. Its
+    /// attributes after the change, exact; None: ask the master.
+    pub(crate) fn set_attr_here(
+        &self,
+        master: &MasterClient,
+        req: &SetAttrRequest,
+    ) -> Option<Attr> {
+        if !self.enabled || req.size.is_some() || !master.queues_attributes() {
+            return None;
+        }
+        let cred = req.cred.as_ref()?;
+        let sid = master.session_id();
+        let mut st = self.lock();
+        let d = st.dirs.get_mut(&req.inode).filter(|d| d.usable(sid))?;
+        let a = d.attr;
+        let root = cred.uid == 0;
+        let setid = 0o6000;
+        let sets_mtime = req.mtime.is_some() || req.mtime_now;
+        let changes = req.mode.is_some()
+            || req.uid.is_some()
+            || req.gid.is_some()
+            || req.atime.is_some()
+            || req.atime_now
+            || sets_mtime;
+        let plain = changes
+            && (root || cred.uid == a.uid)
+            && a.mode & setid == 0
+            && a.eattr == 0
+            && (d.times_known || sets_mtime)
+            && req
+                .mode
+                .is_none_or(|m| m & setid == 0 && a.has_xattrs == Some(false))
+            && req.uid.is_none_or(|u| root || u == a.uid)
+            && req.gid.is_none_or(|g| root || g == a.gid);
+        if !plain {
+            return None;
+        }
+        let t = now_ts();
+        let mut new = a;
+        if let Some(m) = req.mode {
+            new.mode = m & 0o7777;
+        }
+        new.uid = req.uid.unwrap_or(a.uid);
+        new.gid = req.gid.unwrap_or(a.gid);
+        let at = |now: bool, given: Option<Timespec>, was: Option<Timespec>| {
+            if now {
+                Some(t)
+            } else {
+                given.or(was)
+            }
+        };
+        new.atime = at(req.atime_now, req.atime, a.atime);
+        new.mtime = at(req.mtime_now, req.mtime, a.mtime);
+        new.ctime = Some(t);
+        let subdirs = d.names.values().filter(|e| e.dir).count();
+        new.nlink = 2 + u32::try_from(subdirs).unwrap_or(u32::MAX - 2);
+        d.attr = new;
+        d.times_known = true;
+        let op = SetAttrAtOp {
+            cred: Some(cred.clone()),
+            inode: req.inode,
+            mode: req.mode,
+            uid: req.uid,
+            gid: req.gid,
+            atime: req.atime,
+            mtime: req.mtime,
+            atime_now: req.atime_now,
+            mtime_now: req.mtime_now,
+            time: Some(t),
+        };
+        let op = BatchOp {
+            op: Some(batch_op::Op::Setattr(op)),
+        };
+        master.queue_op(op);
+        Some(new)
     }
 
     /// A hard link to `inode` is being made: other names may reach it.
@@ -133,6 +218,8 @@ impl WriteBack {
             if let Some(d) = st.dirs.get_mut(&parent) {
                 d.names.remove(name);
                 d.given.remove(name);
+                // The master's time of the removal.
+                d.times_known = false;
             }
             if dir {
                 // (Empty: the kernel keeps no name there.)
@@ -207,9 +294,11 @@ impl WriteBack {
             // The kernel moves its entry, with the time it was given.
             let given = st.dirs.get_mut(&from.0).is_some_and(|d| {
                 d.names.remove(from.1);
+                d.times_known = false;
                 d.given.remove(from.1)
             });
             if let Some(d) = st.dirs.get_mut(&to.0) {
+                d.times_known = false;
                 d.names.insert(to.1.to_vec(), src);
                 if given {
                     d.given.insert(to.1.to_vec());
@@ -255,11 +344,14 @@ impl WriteBack {
             return;
         }
         let mut st = self.lock();
-        let gone = st.dirs.get_mut(&parent).and_then(|d| match made {
-            Some(a) => d.names.insert(name.to_vec(), Entry::of(a)),
-            None => {
-                d.given.remove(name);
-                d.names.remove(name)
+        let gone = st.dirs.get_mut(&parent).and_then(|d| {
+            d.times_known = false;
+            match made {
+                Some(a) => d.names.insert(name.to_vec(), Entry::of(a)),
+                None => {
+                    d.given.remove(name);
+                    d.names.remove(name)
+                }
             }
         });
         if let Some(e) = gone {
@@ -279,6 +371,11 @@ impl WriteBack {
             return;
         }
         let mut st = self.lock();
+        for dir in [from.0, to.0] {
+            if let Some(d) = st.dirs.get_mut(&dir) {
+                d.times_known = false;
+            }
+        }
         let (moved, given) = match st.dirs.get_mut(&from.0) {
             Some(d) => (d.names.remove(from.1), d.given.remove(from.1)),
             None => (None, false),

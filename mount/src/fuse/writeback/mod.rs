@@ -105,6 +105,11 @@ struct Dir {
     /// answered here meanwhile.
     changing: u32,
     attr: Attr,
+    /// Whether `attr`'s mtime and ctime are what the master will have
+    /// once the queue is applied: its names changed since only through
+    /// creates made here (at their own time). nlink is counted from
+    /// `names`.
+    times_known: bool,
     names: HashMap<Vec<u8>, Entry>,
     /// Names the kernel was given with a long entry time (dropped from it
     /// when the directory stops being held here).
@@ -224,6 +229,9 @@ impl State {
         };
         if let Some(d) = self.dirs.get_mut(&m.parent) {
             d.names.insert(m.name.to_vec(), Entry::of(&attr));
+            // The master takes the create's time as the directory's.
+            d.attr.mtime = Some(t);
+            d.attr.ctime = Some(t);
         }
         let op = CreateAtOp {
             cred: Some(m.cred.clone()),
@@ -589,6 +597,7 @@ impl WriteBack {
                     grant,
                     changing: 0,
                     attr,
+                    times_known: true,
                     names: HashMap::new(),
                     given: HashSet::new(),
                 },
@@ -693,6 +702,7 @@ impl WriteBack {
                 grant,
                 changing: 0,
                 attr,
+                times_known: true,
                 names,
                 given: HashSet::new(),
             },
@@ -805,6 +815,7 @@ impl WriteBack {
             if d.names.get(name).is_some_and(|e| e.inode == inode) {
                 d.names.remove(name);
                 d.given.remove(name);
+                d.times_known = false;
             }
         }
         drop(st);
