@@ -191,6 +191,9 @@ impl Shared {
             return reply.attr(&self.attr_ttl(&a), &self.local_attr(&a));
         }
         let f = self.no_xattrs.fetch();
+        if let Some(a) = self.wb.dir_attr(&self.master, inode) {
+            return reply.attr(&self.attr_ttl(&a), &self.attr_of(&a, f));
+        }
         match self.master.getattr(inode).await {
             Ok(a) => reply.attr(&self.attr_ttl(&a), &self.attr_of(&a, f)),
             Err(e) => reply.error(errno(&e)),

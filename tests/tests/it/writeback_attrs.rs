@@ -113,6 +113,20 @@ async fn changes_of_a_held_directorys_attributes_are_answered_by_its_mount() {
         "a change of a held directory went to the master"
     );
 
+    step("A lists s1..s3 and t, then stats them: A answers the kernel's GetAttr");
+    let asked = rpc_count(m, "GetAttr");
+    for s in ["s1", "s2", "s3", ""] {
+        let p = ta.join(s);
+        // Reading a directory makes the kernel ask for its atime again.
+        assert!(fs::read_dir(&p).unwrap().count() > 0);
+        seen(&p);
+    }
+    assert_eq!(
+        rpc_count(m, "GetAttr"),
+        asked,
+        "a held directory's attributes were asked from the master"
+    );
+
     step("another user's chmod goes to the master, which refuses it");
     assert!(!as_user(2000, &ta, "chmod 777 s2"), "a non-owner's chmod");
     let sent = rpc_count(m, "SetAttr");

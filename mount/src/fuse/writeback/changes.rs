@@ -101,7 +101,7 @@ impl WriteBack {
         master: &MasterClient,
         req: &SetAttrRequest,
     ) -> Option<Attr> {
-        if !self.enabled || req.size.is_some() || !master.queues_attributes() {
+        if !self.enabled || req.size.is_some() || !master.queues_attributes() || !self.live() {
             return None;
         }
         let cred = req.cred.as_ref()?;
@@ -148,8 +148,7 @@ impl WriteBack {
         new.atime = at(req.atime_now, req.atime, a.atime);
         new.mtime = at(req.mtime_now, req.mtime, a.mtime);
         new.ctime = Some(t);
-        let subdirs = d.names.values().filter(|e| e.dir).count();
-        new.nlink = 2 + u32::try_from(subdirs).unwrap_or(u32::MAX - 2);
+        new.nlink = d.nlink();
         d.attr = new;
         d.times_known = true;
         let op = SetAttrAtOp {

@@ -276,6 +276,12 @@ impl Dir {
     fn usable(&self, sid: u64) -> bool {
         self.session == sid && self.changing == 0
     }
+
+    /// Its link count: one per subdirectory, its name and ".".
+    fn nlink(&self) -> u32 {
+        let subdirs = self.names.values().filter(|e| e.dir).count();
+        2 + u32::try_from(subdirs).unwrap_or(u32::MAX - 2)
+    }
 }
 
 impl Entry {
@@ -417,6 +423,25 @@ impl WriteBack {
                 _ => Local::Ask,
             },
         }
+    }
+
+    /// The attributes of `inode` if it is a directory held here whose
+    /// times are known (see `Dir::times_known`): exact, as nobody else can
+    /// change it meanwhile. (`rm -rf` and `find` stat each directory
+    /// after reading it, which makes the kernel ask for its atime.)
+    pub(crate) fn dir_attr(&self, master: &MasterClient, inode: u64) -> Option<Attr> {
+        if !self.enabled || !self.live() {
+            return None;
+        }
+        let sid = master.session_id();
+        let st = self.lock();
+        let d = st
+            .dirs
+            .get(&inode)
+            .filter(|d| d.usable(sid) && d.times_known)?;
+        let mut a = d.attr;
+        a.nlink = d.nlink();
+        Some(a)
     }
 
     /// The attributes of `inode` if it is a file made here, and the
