@@ -137,11 +137,22 @@ async fn changes_of_a_held_directorys_attributes_are_answered_by_its_mount() {
     fs::set_permissions(ta.join("s0"), fs::Permissions::from_mode(0o770)).unwrap();
     assert_eq!(rpc_count(m, "SetAttr"), sent + 1);
 
-    step("what A answered is what B sees (the master recalls the directories)");
-    let names: Vec<String> = subs.iter().cloned().chain(["".into()]).collect();
-    let on_a: Vec<_> = names.iter().map(|s| seen(&ta.join(s))).collect();
+    step("A renames s2 to s2r (the master's time is its ctime then)");
+    fs::rename(ta.join("s2"), ta.join("s2r")).unwrap();
+
+    step("what A answers is what B sees (the master recalls the directories)");
+    let names = ["s0", "s1", "s2r", "s3", ""];
+    let on_a: Vec<_> = names
+        .iter()
+        .map(|s| {
+            // Read first: the kernel asks A for the attributes then.
+            let p = ta.join(s);
+            fs::read_dir(&p).unwrap().for_each(drop);
+            seen(&p)
+        })
+        .collect();
     let on_b: Vec<_> = names.iter().map(|s| seen(&tb.join(s))).collect();
-    assert_eq!(on_a, on_b, "A and B disagree (s0..s3, t)");
+    assert_eq!(on_a, on_b, "A and B disagree ({names:?})");
     let dir = libc::S_IFDIR;
     assert_eq!(on_b[0].0, dir | 0o770);
     assert_eq!((on_b[1].0, on_b[1].1, on_b[1].2), (dir | 0o700, 1000, 1000));

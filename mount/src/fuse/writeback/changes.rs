@@ -118,7 +118,10 @@ impl WriteBack {
             || req.atime.is_some()
             || req.atime_now
             || sets_mtime;
+        let valid = |t: &Option<Timespec>| t.is_none_or(|t| t.nsec < 1_000_000_000);
         let plain = changes
+            && valid(&req.atime)
+            && valid(&req.mtime)
             && (root || cred.uid == a.uid)
             && a.mode & setid == 0
             && a.eattr == 0
@@ -306,6 +309,10 @@ impl WriteBack {
             if let Some(dst) = dst {
                 st.made.remove(&dst.inode);
             }
+            if let Some(d) = st.dirs.get_mut(&src.inode) {
+                // A directory renamed takes the master's time as its ctime.
+                d.times_known = false;
+            }
             let grant = st.dirs.get(&to.0).map_or(0, |d| d.grant);
             if let Some(m) = st.made.get_mut(&src.inode) {
                 m.parent = to.0;
@@ -370,7 +377,14 @@ impl WriteBack {
             return;
         }
         let mut st = self.lock();
-        for dir in [from.0, to.0] {
+        // The master's time is now the ctime of both directories and of
+        // what it moved (both ways for an exchange).
+        let moving = [from, to]
+            .iter()
+            .filter_map(|(p, n)| st.dirs.get(p).and_then(|d| d.names.get(*n)))
+            .map(|e| e.inode)
+            .collect::<Vec<_>>();
+        for dir in [from.0, to.0].into_iter().chain(moving) {
             if let Some(d) = st.dirs.get_mut(&dir) {
                 d.times_known = false;
             }
