@@ -28,6 +28,7 @@ use super::handles::Handles;
 use super::locks::LockCall;
 use super::releases::Releases;
 use crate::io::FileIo;
+use crate::master::queue::Refused;
 use crate::master::MasterClient;
 
 /// Largest write request the kernel sends (FUSE max_write).
@@ -176,9 +177,17 @@ impl MfsFs {
         if settings.write_back_creates && !settings.read_only {
             rt.spawn(master.clone().run_queue());
             let refused = Arc::downgrade(&wb);
-            master.on_queued_create_refused(Box::new(move |parent, name, inode, _| {
-                if let Some(wb) = refused.upgrade() {
-                    wb.refused(parent, name, inode);
+            master.on_queued_refused(Box::new(move |m, r, _| {
+                let Some(wb) = refused.upgrade() else {
+                    return;
+                };
+                match r {
+                    Refused::Made {
+                        parent,
+                        name,
+                        inode,
+                    } => wb.refused(parent, name, inode),
+                    Refused::DirAttrs { dir } => wb.changed(m, dir),
                 }
             }));
             io.queue_with(Box::new(super::writeback::IoQueue {

@@ -35,9 +35,23 @@ const BATCH: usize = 1024;
 /// (fewer, larger log entries: the masters' CPU goes to more changes).
 const LINGER: std::time::Duration = std::time::Duration::from_millis(10);
 
-/// Called for a queued create the master refused: (parent, name, inode,
-/// errno).
-pub type OnRefused = Box<dyn Fn(u64, &[u8], u64, i32) + Send + Sync>;
+/// A queued op the master refused whose answer the mount keeps: what the
+/// mount must undo.
+#[derive(Debug, Clone, Copy)]
+pub enum Refused<'a> {
+    /// A create or mkdir: the name is not there, nor the inode.
+    Made {
+        parent: u64,
+        name: &'a [u8],
+        inode: u64,
+    },
+    /// A change of a held directory's attributes: they are the master's.
+    DirAttrs { dir: u64 },
+}
+
+/// Called for a queued op the master refused (with the client that sent
+/// it, and the errno).
+pub type OnRefused = Box<dyn Fn(&MasterClient, Refused<'_>, i32) + Send + Sync>;
 
 pub(crate) struct Queue {
     ops: Mutex<Pending>,
@@ -300,8 +314,9 @@ impl MasterClient {
         self.inner.queue.barrier().await
     }
 
-    /// What to do when the master refuses a queued create.
-    pub fn on_queued_create_refused(&self, f: OnRefused) {
+    /// What to do when the master refuses a queued create or directory
+    /// attribute change.
+    pub fn on_queued_refused(&self, f: OnRefused) {
         *self
             .inner
             .queue
@@ -414,15 +429,15 @@ impl MasterClient {
                 return;
             }
             Some(batch_op::Op::Setattr(a)) => {
-                // The mount's answer said the change was made; the
-                // directory keeps what the master has (asked again once
-                // the kernel's attributes expire: they were given for no
-                // time).
+                // The mount answered that the change was made: the
+                // directory's attributes are the master's again (it is
+                // given back).
                 tracing::warn!(
                     inode = a.inode,
                     errno,
                     "the master refused a change of a directory's attributes this mount had answered"
                 );
+                self.tell_refused(Refused::DirAttrs { dir: a.inode }, errno);
                 return;
             }
             Some(batch_op::Op::Release(_) | batch_op::Op::Write(_)) | None => return,
@@ -445,14 +460,18 @@ impl MasterClient {
             errno,
             "the master refused a create this mount had answered; the {what} is gone"
         );
-        if let Some(f) = &*self
-            .inner
-            .queue
-            .on_refused
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-        {
-            f(parent, name, inode, errno);
+        let made = Refused::Made {
+            parent,
+            name,
+            inode,
+        };
+        self.tell_refused(made, errno);
+    }
+
+    fn tell_refused(&self, r: Refused<'_>, errno: i32) {
+        let f = self.inner.queue.on_refused.lock();
+        if let Some(f) = &*f.unwrap_or_else(|p| p.into_inner()) {
+            f(self, r, errno);
         }
     }
 

@@ -558,11 +558,22 @@ impl MetaService for Meta {
         un()
     }
 
-    async fn batch(
-        &self,
-        _r: Request<mfs_proto::v1::BatchRequest>,
-    ) -> R<mfs_proto::v1::BatchReply> {
-        un()
+    /// Refuses every op: a create with EEXIST, anything else with EPERM.
+    async fn batch(&self, r: Request<mfs_proto::v1::BatchRequest>) -> R<mfs_proto::v1::BatchReply> {
+        use mfs_proto::v1::batch_op::Op;
+        let errnos = r
+            .get_ref()
+            .ops
+            .iter()
+            .map(|o| match o.op {
+                Some(Op::Create(_)) => libc::EEXIST,
+                _ => libc::EPERM,
+            })
+            .collect();
+        Ok(Response::new(mfs_proto::v1::BatchReply {
+            errnos,
+            leases: Default::default(),
+        }))
     }
 
     type RecallsStream = std::pin::Pin<

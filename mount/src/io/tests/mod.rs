@@ -595,3 +595,54 @@ async fn a_small_write_is_read_back_from_what_this_client_wrote() {
     assert_eq!(ok(io.read(INODE, 0, 4096)).await, data);
     assert!(reads() > before);
 }
+
+/// Queued ops the master refuses reach the mount's handler by kind: a
+/// create (its name and inode to undo) and a directory's attribute change
+/// (the directory to give back), each with the master's errno.
+#[tokio::test]
+async fn refused_queued_ops_reach_the_handler_by_kind() {
+    use crate::master::queue::Refused;
+    use mfs_proto::v1::{batch_op, BatchOp, CreateAtOp, SetAttrAtOp};
+    use std::sync::{Arc, Mutex};
+    let c = FakeCluster::start(1, 1).await;
+    let io = io_for(&c, IoOptions::default()).await;
+    let master = io.master().clone();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    master.on_queued_refused(Box::new(move |_, r, errno| {
+        let what = match r {
+            Refused::Made {
+                parent,
+                name,
+                inode,
+            } => format!("made {parent} {} {inode}", String::from_utf8_lossy(name)),
+            Refused::DirAttrs { dir } => format!("dir {dir}"),
+        };
+        log.lock().unwrap().push((what, errno));
+    }));
+    tokio::spawn(master.clone().run_queue());
+    master.queue_op(BatchOp {
+        op: Some(batch_op::Op::Create(CreateAtOp {
+            parent: 5,
+            name: b"f".to_vec(),
+            inode: 77,
+            ..Default::default()
+        })),
+    });
+    master.queue_op(BatchOp {
+        op: Some(batch_op::Op::Setattr(SetAttrAtOp {
+            inode: 9,
+            mode: Some(0o700),
+            ..Default::default()
+        })),
+    });
+    master.queue_barrier().await;
+    let got = seen.lock().unwrap().clone();
+    assert_eq!(
+        got,
+        vec![
+            ("made 5 f 77".to_string(), libc::EEXIST),
+            ("dir 9".to_string(), libc::EPERM),
+        ]
+    );
+}
