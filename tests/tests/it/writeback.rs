@@ -591,11 +591,14 @@ async fn the_write_back_queue_survives_leader_kills() {
     let stop = Arc::new(AtomicBool::new(false));
     let worker = {
         let (dir, stop) = (dir.clone(), stop.clone());
-        type Made = (BTreeSet<String>, Vec<(String, Vec<u8>)>);
+        type Made = (BTreeSet<String>, Vec<(String, Vec<u8>)>, Vec<(String, u32)>);
         std::thread::spawn(move || -> Result<Made, String> {
+            use std::os::unix::fs::PermissionsExt;
             let mut want = BTreeSet::new();
             // Files written (every fourth): their data.
             let mut written = Vec::new();
+            // Directories made and chmodded (their mode queued too).
+            let mut modes = Vec::new();
             let mut i = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 let (f, r) = (format!("f{i}"), format!("r{i}"));
@@ -613,13 +616,22 @@ async fn the_write_back_queue_survives_leader_kills() {
                         written.push((f.clone(), data));
                         want.insert(f);
                     }
+                    2 if i % 8 == 2 => {
+                        let sub = format!("s{i}");
+                        let mode = 0o700 | ((i / 8 % 8) as u32) << 3;
+                        fs::create_dir(dir.join(&sub)).map_err(|e| format!("mkdir {sub}: {e}"))?;
+                        fs::set_permissions(dir.join(&sub), fs::Permissions::from_mode(mode))
+                            .map_err(|e| format!("chmod {sub}: {e}"))?;
+                        modes.push((sub.clone(), mode));
+                        want.extend([f, sub]);
+                    }
                     _ => {
                         want.insert(f);
                     }
                 }
                 i += 1;
             }
-            Ok((want, written))
+            Ok((want, written, modes))
         })
     };
     for k in 0..2 {
@@ -635,7 +647,7 @@ async fn the_write_back_queue_survives_leader_kills() {
     }
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
-    let (want, written) = worker.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
+    let (want, written, modes) = worker.join().unwrap().unwrap_or_else(|e| panic!("{e}"));
     let leader = c.wait_leader(Duration::from_secs(30)).await.unwrap();
     let m = c.masters.iter().find(|m| m.id == leader).unwrap();
     assert!(
@@ -653,6 +665,19 @@ async fn the_write_back_queue_survives_leader_kills() {
     for (f, data) in &written {
         let p = b.path().join("d").join(f);
         assert_eq!(&fs::read(&p).unwrap(), data, "{}", p.display());
+    }
+    step(&format!(
+        "{} directories chmodded: each mode on another mount",
+        modes.len()
+    ));
+    for (sub, mode) in &modes {
+        let p = b.path().join("d").join(sub);
+        assert_eq!(
+            fs::metadata(&p).unwrap().mode() & 0o7777,
+            *mode,
+            "{}",
+            p.display()
+        );
     }
 }
 
