@@ -234,9 +234,9 @@ impl Shared {
             Some(TimeOrNow::SpecificTime(t)) => req.mtime = Some(convert::timespec(t)),
             None => {}
         }
-        let f = self.no_xattrs.fetch();
         if let Some(a) = self.wb.set_attr_here(&self.master, &req) {
             // A directory held here: queued for the master.
+            let f = self.no_xattrs.fetch();
             return reply.attr(&self.attr_ttl(&a), &self.attr_of(&a, f));
         }
         let change = self.wb.attr_change(&self.master, inode);
