@@ -570,7 +570,8 @@ impl ChunkManager {
     /// The op of a write's length commit (WriteChunkEnd, alone or in a
     /// client's batch), proposed next; `created`: the client's writes made
     /// the chunk on its lease's chain; `ctime`: the client's time, for a
-    /// commit in a batch that gives one (`WriteChunkEndTimed`).
+    /// commit in a batch that gives one (`WriteChunkEndTimed`, or
+    /// `WriteChunkEndWithTimed` with kept changes).
     pub fn end_op(
         &self,
         session: SessionId,
@@ -603,7 +604,18 @@ fn end_kind(
     change: Option<EndChange>,
 ) -> Op {
     match (mtime, change, ctime) {
-        (_, Some(c), _) => Op::WriteChunkEndWith {
+        (_, Some(c), Some(ctime)) => Op::WriteChunkEndWithTimed {
+            cred: c.cred,
+            inode,
+            index,
+            chunk,
+            length,
+            mtime,
+            mode: c.mode,
+            atime: c.atime,
+            ctime,
+        },
+        (_, Some(c), None) => Op::WriteChunkEndWith {
             cred: c.cred,
             inode,
             index,

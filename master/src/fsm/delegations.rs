@@ -275,6 +275,7 @@ impl Namespace {
                     | Op::WriteChunkEndAt { .. }
                     | Op::WriteChunkEndWith { .. }
                     | Op::WriteChunkEndTimed { .. }
+                    | Op::WriteChunkEndWithTimed { .. }
                     | Op::WriteChunkEndUnmade { .. }
                     | Op::WriteNewChunk { .. }
                     | Op::Open {

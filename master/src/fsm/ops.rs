@@ -9,7 +9,7 @@ use super::chunks::TreeSetting;
 use super::namespace::{check_name, Namespace, Node, NodeData, Session};
 use super::perm::{self, MAY_EXEC, MAY_READ, MAY_WRITE};
 use super::types::*;
-use mfs_common::ids::{Inode, SessionId};
+use mfs_common::ids::{ChunkId, Inode, SessionId};
 use std::collections::BTreeMap;
 
 /// Longest session description kept, in bytes.
@@ -435,21 +435,48 @@ impl Namespace {
                 mode,
                 atime,
             } => {
-                let times = (mtime.unwrap_or(t), t);
-                let ended = self.write_end(*inode, *index, *chunk, *length, times)?;
-                let change = AttrChange {
-                    mode: *mode,
-                    atime: atime.map(TimeSet::At),
-                    ..AttrChange::default()
-                };
-                if change.is_empty() {
-                    return Ok(ended);
-                }
-                // A change the writer may not make is left out; the write
-                // stands either way.
-                Ok(self.setattr(cred, *inode, &change, t).unwrap_or(ended))
+                let end = (*inode, *index, *chunk, *length, *mtime);
+                self.write_end_with(cred, end, (*mode, *atime), t)
+            }
+            Op::WriteChunkEndWithTimed {
+                cred,
+                inode,
+                index,
+                chunk,
+                length,
+                mtime,
+                mode,
+                atime,
+                ctime,
+            } => {
+                let end = (*inode, *index, *chunk, *length, *mtime);
+                let ctime = super::delegations::client_time(*ctime, t);
+                self.write_end_with(cred, end, (*mode, *atime), ctime)
             }
         }
+    }
+
+    /// A length commit (`end`: inode, slot, chunk, length, mtime) with the
+    /// writer's kept changes (mode, atime) at time `t`.
+    fn write_end_with(
+        &mut self,
+        cred: &Cred,
+        (inode, index, chunk, length, mtime): (Inode, u32, ChunkId, u64, Option<Timespec>),
+        (mode, atime): (Option<u32>, Option<Timespec>),
+        t: Timespec,
+    ) -> Result<Reply, Errno> {
+        let ended = self.write_end(inode, index, chunk, length, (mtime.unwrap_or(t), t))?;
+        let change = AttrChange {
+            mode,
+            atime: atime.map(TimeSet::At),
+            ..AttrChange::default()
+        };
+        if change.is_empty() {
+            return Ok(ended);
+        }
+        // A change the writer may not make is left out; the write stands
+        // either way.
+        Ok(self.setattr(cred, inode, &change, t).unwrap_or(ended))
     }
 
     // ---- sessions -----------------------------------------------------------

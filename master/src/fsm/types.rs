@@ -681,6 +681,21 @@ pub enum Op {
         mtime: Option<TimeSet>,
         time: Timespec,
     },
+    /// `WriteChunkEndWith` queued by a mount holding the file's directory,
+    /// with its own time as the ctime (`ctime`, as `WriteChunkEndTimed`'s),
+    /// so the mount knows the file's attributes after it. Replies
+    /// `Reply::Attr`.
+    WriteChunkEndWithTimed {
+        cred: Cred,
+        inode: Inode,
+        index: u32,
+        chunk: ChunkId,
+        length: u64,
+        mtime: Option<Timespec>,
+        mode: Option<u32>,
+        atime: Option<Timespec>,
+        ctime: Timespec,
+    },
 }
 
 impl Op {
@@ -706,6 +721,12 @@ impl Op {
                 ..
             }
             | Op::WriteChunkEndTimed {
+                inode,
+                index,
+                chunk,
+                ..
+            }
+            | Op::WriteChunkEndWithTimed {
                 inode,
                 index,
                 chunk,
@@ -816,6 +837,7 @@ impl Op {
             Op::WriteChunkEndWith { .. } => "WriteChunkEndWith",
             Op::WriteChunkEndTimed { .. } => "WriteChunkEndTimed",
             Op::SetAttrAt { .. } => "SetAttrAt",
+            Op::WriteChunkEndWithTimed { .. } => "WriteChunkEndWithTimed",
         }
     }
 

@@ -169,3 +169,67 @@ async fn changes_of_a_held_directorys_attributes_are_answered_by_its_mount() {
         .as_secs() as i64;
     assert!((now - on_b[0].4 .0).abs() < 60, "s0 touched now");
 }
+
+/// A file tar makes in a held directory: written, then its mode and times
+/// set while open (kept for the length commit), then closed. The commit
+/// takes the mount's time, so the mount still knows the file's attributes
+/// after it: a stat of it, even after the kernel forgot it, asks nothing of
+/// the master, and another mount sees the same attributes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_made_as_tar_makes_them_keep_their_attributes_on_the_mount() {
+    use std::io::Write;
+    if skip_without_fuse() {
+        return;
+    }
+    let mut c = Cluster::start(1, &[]).await.unwrap();
+    c.add_chunkservers(1, 1).await.unwrap();
+    let a = Mount::start(&c, "a", &[]).unwrap();
+    let b = Mount::start(&c, "b", &[]).unwrap();
+    let m = &c.masters[0];
+    let (da, db) = (a.path().join("d"), b.path().join("d"));
+    fs::create_dir(&da).unwrap();
+    for i in 0..5 {
+        create_new(&da.join(format!("w{i}"))).unwrap();
+    }
+
+    step("A makes 10 files: write, fchmod, chown to itself, utime, close");
+    for i in 0..10u32 {
+        let p = da.join(format!("f{i}"));
+        let mut f = create_new(&p).unwrap();
+        f.write_all(&vec![b'x'; 1000 + i as usize]).unwrap();
+        f.set_permissions(fs::Permissions::from_mode(0o600 | (i % 8) << 3))
+            .unwrap();
+        std::os::unix::fs::fchown(&f, Some(0), Some(0)).unwrap();
+        set_mtime(&p, Some(1_600_000_000 + i64::from(i)));
+        drop(f);
+    }
+    // The kernel forgets the names and inodes: A is asked again.
+    let _ = fs::write("/proc/sys/vm/drop_caches", "2\n");
+    // (d itself is looked up in the root, which A does not hold.)
+    fs::metadata(&da).unwrap();
+    let asked = (rpc_count(m, "Lookup"), rpc_count(m, "GetAttr"));
+    let full = |p: &Path| {
+        let s = fs::metadata(p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display()));
+        (seen(p), s.size(), (s.atime(), s.atime_nsec()))
+    };
+    let on_a: Vec<_> = (0..10).map(|i| full(&da.join(format!("f{i}")))).collect();
+    assert_eq!(
+        (rpc_count(m, "Lookup"), rpc_count(m, "GetAttr")),
+        asked,
+        "A asked the master for files it made"
+    );
+
+    step("B sees what A answered (the master recalls d)");
+    let on_b: Vec<_> = (0..10).map(|i| full(&db.join(format!("f{i}")))).collect();
+    assert_eq!(on_a, on_b);
+    for (i, (s, size, _)) in on_b.iter().enumerate() {
+        let i = i as u32;
+        assert_eq!(s.0, libc::S_IFREG | 0o600 | (i % 8) << 3, "f{i} mode");
+        assert_eq!(*size, 1000 + u64::from(i), "f{i} size");
+        assert_eq!(
+            s.4,
+            (1_600_000_000 + i64::from(i), 250_000_000),
+            "f{i} mtime"
+        );
+    }
+}

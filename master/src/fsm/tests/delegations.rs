@@ -437,6 +437,61 @@ fn a_directory_made_in_a_batch_is_held_at_once() {
 }
 
 #[test]
+fn a_commit_with_kept_changes_takes_the_mounts_time() {
+    let mut h = unquoted();
+    let d = h.mkdir(&root(), R, "d", 0o777).inode;
+    let (first, _) = granted(h.run(delegate(d, 10)));
+    let Reply::Chunk { id, .. } = h.run(Op::HoldChunks {
+        count: 1,
+        give_back: vec![],
+    }) else {
+        panic!("no ids held")
+    };
+    let f = Inode(first);
+    let t0 = h.now + 5; // the mount's clock, ahead of the master's
+    let with = |cred: Cred, mode: u32, ctime: i64| Op::WriteChunkEndWithTimed {
+        cred,
+        inode: f,
+        index: 0,
+        chunk: id,
+        length: 4000,
+        mtime: Some(ts(t0 - 100)),
+        mode: Some(mode),
+        atime: Some(ts(t0 - 200)),
+        ctime: ts(ctime),
+    };
+    let attach = Op::AttachChunk {
+        cred: user(1000),
+        inode: f,
+        index: 0,
+        chunk: id,
+    };
+    let r = h.run(Op::Batch {
+        ops: vec![
+            create_at(d, "f", first, t0),
+            attach,
+            with(user(1000), 0o640, t0 + 1),
+        ],
+    });
+    assert_eq!(r, Reply::Batch(vec![0, 0, 0]));
+    // What the mount answered after its commit, to the nanosecond.
+    let a = h.ns.getattr(f).unwrap();
+    assert_eq!((a.size, a.mode & 0o7777), (4000, 0o640));
+    assert_eq!(
+        (a.atime, a.mtime, a.ctime),
+        (ts(t0 - 200), ts(t0 - 100), ts(t0 + 1))
+    );
+    // Another user's changes are left out; the length stands.
+    let r = h.run(Op::Batch {
+        ops: vec![with(user(2000), 0o777, t0 + 2)],
+    });
+    assert_eq!(r, Reply::Batch(vec![0]));
+    let a = h.ns.getattr(f).unwrap();
+    assert_eq!((a.mode & 0o7777, a.ctime), (0o640, ts(t0 + 2)));
+    h.ns.check().expect("consistent");
+}
+
+#[test]
 fn a_file_made_in_a_batch_commits_at_the_mounts_time_and_opens_in_the_queue() {
     let mut h = unquoted();
     let d = h.mkdir(&root(), R, "d", 0o777).inode;

@@ -778,7 +778,7 @@ fn op_variant_indices_are_pinned() {
         (
             53,
             Op::SetAttrAt {
-                cred: c,
+                cred: c.clone(),
                 inode: Inode(9),
                 mode: None,
                 uid: None,
@@ -786,6 +786,20 @@ fn op_variant_indices_are_pinned() {
                 atime: None,
                 mtime: Some(TimeSet::Now),
                 time: ts(5),
+            },
+        ),
+        (
+            54,
+            Op::WriteChunkEndWithTimed {
+                cred: c,
+                inode: Inode(9),
+                index: 0,
+                chunk: ChunkId(1),
+                length: 1,
+                mtime: None,
+                mode: None,
+                atime: None,
+                ctime: ts(5),
             },
         ),
     ];

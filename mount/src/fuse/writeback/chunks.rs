@@ -148,7 +148,10 @@ impl WriteBack {
                 .is_some_and(|m| st.still_held(m, sid));
         let mut req = req.clone();
         if let Some(m) = st.made.get_mut(&req.inode) {
-            if private && req.mode.is_none() && req.atime.is_none() {
+            // Kept changes (mode, atime) take the mount's time too on a
+            // master that says so.
+            let timed = req.mode.is_none() && req.atime.is_none() || master.queues_attributes();
+            if private && timed {
                 let now = ctime.unwrap_or_else(super::now_ts);
                 req.time = Some(now);
                 m.committed(&req, loc, now);
@@ -328,6 +331,16 @@ mod tests {
         };
         m.committed(&short, &lease(7), Timespec { sec: 105, nsec: 0 });
         assert_eq!(m.attr.size, 70 << 20);
-        assert_eq!(m.first.map(|f| f.file_length), Some(70 << 20));
+        assert_eq!(m.first.as_ref().map(|f| f.file_length), Some(70 << 20));
+        // Changes kept for a commit (tar's chmod and utime) are the file's
+        // after it.
+        let kept = WriteChunkEndRequest {
+            mode: Some(0o640),
+            atime: ts(90, 5),
+            ..short
+        };
+        m.committed(&kept, &lease(7), Timespec { sec: 106, nsec: 0 });
+        let a = m.attr;
+        assert_eq!((a.mode, a.atime, a.ctime), (0o640, ts(90, 5), ts(106, 0)));
     }
 }

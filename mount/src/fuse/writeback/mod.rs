@@ -142,6 +142,12 @@ impl Made {
     /// when it applies it.
     fn committed(&mut self, req: &WriteChunkEndRequest, loc: &ChunkLocation, now: Timespec) {
         let a = &mut self.attr;
+        // Changes kept for the commit: the mount deferred only those the
+        // master applies (see `defer_setattr`).
+        if let Some(m) = req.mode {
+            a.mode = (a.mode & !0o7777) | (m & 0o7777);
+        }
+        a.atime = req.atime.or(a.atime);
         a.size = a.size.max(req.file_length);
         a.blocks_bytes = a.size.div_ceil(512).saturating_mul(512);
         a.mtime = Some(req.mtime.unwrap_or(now));
