@@ -568,6 +568,9 @@ impl Shared {
             if let Some(l) = self.recent.get(inode, plus, cred, changes, max_age) {
                 return Ok(l);
             }
+            if let Some(l) = self.listing_here(cred, inode, plus) {
+                return Ok(l);
+            }
         }
         // Taken before the first page: attributes count as fetched no
         // later than they were.
@@ -612,6 +615,38 @@ impl Shared {
             self.recent.put(inode, plus, cred, changes, list, max_age);
         }
         Ok(all)
+    }
+
+    /// The listing of `inode`, a directory held here, from what the mount
+    /// knows (see [`WriteBack::listing`]), when the caller may read it.
+    fn listing_here(&self, cred: &Credentials, inode: u64, plus: bool) -> Option<Arc<Listing>> {
+        let fetched = self.no_xattrs.fetch();
+        let at = Instant::now();
+        let (own, names) = self.wb.listing(&self.master, inode)?;
+        if !super::writeback::may_read_dir(&own, cred) {
+            return None;
+        }
+        let dir = FileType::Directory as i32;
+        let dots = [&b"."[..], &b".."[..]].map(|name| Entry {
+            name: name.to_vec(),
+            inode,
+            kind: dir,
+            attr: plus.then_some(own),
+            fetched,
+        });
+        let entries = dots
+            .into_iter()
+            .chain(names.into_iter().map(|(name, a)| Entry {
+                name,
+                inode: a.inode,
+                kind: a.r#type,
+                attr: plus.then_some(a),
+                fetched,
+            }));
+        Some(Arc::new(Listing {
+            entries: entries.collect(),
+            at,
+        }))
     }
 
     pub(crate) async fn opendir(&self, cred: Credentials, ino: INodeNo, reply: ReplyOpen) {

@@ -173,8 +173,9 @@ async fn changes_of_a_held_directorys_attributes_are_answered_by_its_mount() {
 /// A file tar makes in a held directory: written, then its mode and times
 /// set while open (kept for the length commit), then closed. The commit
 /// takes the mount's time, so the mount still knows the file's attributes
-/// after it: a stat of it, even after the kernel forgot it, asks nothing of
-/// the master, and another mount sees the same attributes.
+/// after it: a stat of it, even after the kernel forgot it, and a listing
+/// of its directory (with every entry's attributes) ask nothing of the
+/// master, and another mount sees the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_made_as_tar_makes_them_keep_their_attributes_on_the_mount() {
     use std::io::Write;
@@ -191,10 +192,13 @@ async fn files_made_as_tar_makes_them_keep_their_attributes_on_the_mount() {
     for i in 0..5 {
         create_new(&da.join(format!("w{i}"))).unwrap();
     }
+    // Made in a held directory: held at once, everything in it made here.
+    let (ta, tb) = (da.join("t"), db.join("t"));
+    fs::create_dir(&ta).unwrap();
 
-    step("A makes 10 files: write, fchmod, chown to itself, utime, close");
+    step("A makes 10 files in d/t: write, fchmod, chown to itself, utime, close");
     for i in 0..10u32 {
-        let p = da.join(format!("f{i}"));
+        let p = ta.join(format!("f{i}"));
         let mut f = create_new(&p).unwrap();
         f.write_all(&vec![b'x'; 1000 + i as usize]).unwrap();
         f.set_permissions(fs::Permissions::from_mode(0o600 | (i % 8) << 3))
@@ -203,25 +207,47 @@ async fn files_made_as_tar_makes_them_keep_their_attributes_on_the_mount() {
         set_mtime(&p, Some(1_600_000_000 + i64::from(i)));
         drop(f);
     }
-    // The kernel forgets the names and inodes: A is asked again.
+    fs::create_dir(ta.join("sub")).unwrap();
+
+    step("the kernel forgets them: A answers their stat and t's listing itself");
     let _ = fs::write("/proc/sys/vm/drop_caches", "2\n");
     // (d itself is looked up in the root, which A does not hold.)
     fs::metadata(&da).unwrap();
-    let asked = (rpc_count(m, "Lookup"), rpc_count(m, "GetAttr"));
+    let calls = || ["Lookup", "GetAttr", "Readdir"].map(|k| rpc_count(m, k));
+    let asked = calls();
     let full = |p: &Path| {
         let s = fs::metadata(p).unwrap_or_else(|e| panic!("stat {}: {e}", p.display()));
         (seen(p), s.size(), (s.atime(), s.atime_nsec()))
     };
-    let on_a: Vec<_> = (0..10).map(|i| full(&da.join(format!("f{i}")))).collect();
+    let on_a: Vec<_> = (0..10).map(|i| full(&ta.join(format!("f{i}")))).collect();
+    let listed = |dir: &Path| {
+        let mut l: Vec<(String, u64, u32)> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let e = e.unwrap();
+                let s = e.metadata().unwrap();
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    s.size(),
+                    s.mode(),
+                )
+            })
+            .collect();
+        l.sort();
+        l
+    };
+    let list_a = listed(&ta);
     assert_eq!(
-        (rpc_count(m, "Lookup"), rpc_count(m, "GetAttr")),
+        calls(),
         asked,
-        "A asked the master for files it made"
+        "A asked the master (Lookup, GetAttr, Readdir)"
     );
+    assert_eq!(list_a.len(), 11);
 
-    step("B sees what A answered (the master recalls d)");
-    let on_b: Vec<_> = (0..10).map(|i| full(&db.join(format!("f{i}")))).collect();
+    step("B sees what A answered (the master recalls d and t)");
+    let on_b: Vec<_> = (0..10).map(|i| full(&tb.join(format!("f{i}")))).collect();
     assert_eq!(on_a, on_b);
+    assert_eq!(list_a, listed(&tb));
     for (i, (s, size, _)) in on_b.iter().enumerate() {
         let i = i as u32;
         assert_eq!(s.0, libc::S_IFREG | 0o600 | (i % 8) << 3, "f{i} mode");

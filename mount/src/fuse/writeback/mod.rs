@@ -164,6 +164,9 @@ impl Made {
     }
 }
 
+/// A name in a listing and the attributes of what it names.
+pub(crate) type Named = (Vec<u8>, Attr);
+
 /// A name of a held directory.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Entry {
@@ -306,12 +309,24 @@ pub(crate) enum Local {
     Ask,
     /// The held directory has no such name.
     Absent,
-    /// A file made here: its attributes (see [`WriteBack::made_attr`]),
-    /// and whether the kernel may keep the name long (it is noted).
+    /// A file made here (see [`WriteBack::made_attr`]) or a directory held
+    /// here whose times are known: its attributes, and whether the kernel
+    /// may keep the name long (it is noted).
     Made(Attr, bool),
 }
 
 fn may_write_dir(d: &Attr, c: &Credentials) -> bool {
+    dir_allows(d, c, 0o3)
+}
+
+/// Whether `c` may list directory `d`: by its mode alone (one with an ACL
+/// or other extended attributes is left to the master).
+pub(crate) fn may_read_dir(d: &Attr, c: &Credentials) -> bool {
+    d.has_xattrs == Some(false) && dir_allows(d, c, 0o4)
+}
+
+/// Whether the permission bits of `d` give `c` all of `want` (rwx bits).
+fn dir_allows(d: &Attr, c: &Credentials, want: u32) -> bool {
     if c.uid == 0 {
         return true;
     }
@@ -322,7 +337,7 @@ fn may_write_dir(d: &Attr, c: &Credentials) -> bool {
     } else {
         d.mode
     };
-    bits & 0o3 == 0o3
+    bits & want == want
 }
 
 fn now_ts() -> Timespec {
@@ -412,23 +427,34 @@ impl WriteBack {
             return Local::Ask;
         };
         let live = self.live();
-        match d.names.get(name) {
-            None if live => Local::Absent,
-            None => Local::Ask,
-            Some(e) => match st.made.get(&e.inode) {
-                Some(m) if m.known && m.parent == parent && st.still_held(m, sid) => {
-                    let long = live && self.entries.as_ref().is_some_and(|e| e.ready());
-                    let attr = m.attr;
-                    if long {
-                        if let Some(d) = st.dirs.get_mut(&parent) {
-                            d.given.insert(name.to_vec());
-                        }
-                    }
-                    Local::Made(attr, long)
-                }
-                _ => Local::Ask,
-            },
+        let e = match d.names.get(name) {
+            None if live => return Local::Absent,
+            None => return Local::Ask,
+            Some(e) => *e,
+        };
+        let attr = match st.made.get(&e.inode) {
+            Some(m) if m.known && m.parent == parent && st.still_held(m, sid) => Some(m.attr),
+            // A directory held here whose times are known (see `dir_attr`).
+            _ if e.dir && live => st
+                .dirs
+                .get(&e.inode)
+                .filter(|c| c.usable(sid) && c.times_known)
+                .map(|c| Attr {
+                    nlink: c.nlink(),
+                    ..c.attr
+                }),
+            _ => None,
+        };
+        let Some(attr) = attr else {
+            return Local::Ask;
+        };
+        let long = live && self.entries.as_ref().is_some_and(|e| e.ready());
+        if long {
+            if let Some(d) = st.dirs.get_mut(&parent) {
+                d.given.insert(name.to_vec());
+            }
         }
+        Local::Made(attr, long)
     }
 
     /// The attributes of `inode` if it is a directory held here whose
@@ -448,6 +474,45 @@ impl WriteBack {
         let mut a = d.attr;
         a.nlink = d.nlink();
         Some(a)
+    }
+
+    /// The listing of `dir`, a directory held here, with the attributes
+    /// of everything in it, when the mount knows them all exactly: its
+    /// own and each subdirectory's (held here, times known), each file's
+    /// (made here and known, as [`WriteBack::made_attr`]). Sorted by name,
+    /// as the master lists. None: ask the master.
+    pub(crate) fn listing(&self, master: &MasterClient, dir: u64) -> Option<(Attr, Vec<Named>)> {
+        if !self.enabled || !self.live() {
+            return None;
+        }
+        let (sid, done) = (master.session_id(), master.queue_done());
+        let st = self.lock();
+        let held = |inode: u64| {
+            let d = st
+                .dirs
+                .get(&inode)
+                .filter(|d| d.usable(sid) && d.times_known)?;
+            let mut a = d.attr;
+            a.nlink = d.nlink();
+            Some(a)
+        };
+        let own = held(dir)?;
+        let d = st.dirs.get(&dir)?;
+        let mut out = Vec::with_capacity(d.names.len());
+        for (name, e) in &d.names {
+            let a = if e.dir {
+                held(e.inode)?
+            } else {
+                let m = st
+                    .made
+                    .get(&e.inode)
+                    .filter(|m| m.known && m.parent == dir)?;
+                (m.ticket > done || st.still_held(m, sid)).then_some(m.attr)?
+            };
+            out.push((name.clone(), a));
+        }
+        out.sort_unstable_by(|x, y| x.0.cmp(&y.0));
+        Some((own, out))
     }
 
     /// The attributes of `inode` if it is a file made here, and the
