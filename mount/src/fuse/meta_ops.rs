@@ -151,7 +151,7 @@ impl Shared {
         }
         let parent = self.map.to_master(parent);
         let f = self.no_xattrs.fetch();
-        match self.wb.lookup(&self.master, parent, &name) {
+        match self.wb.lookup(&self.master, &cred, parent, &name) {
             super::writeback::Local::Absent => return reply.error(Errno::ENOENT),
             // (Unless writes of it wait for their commit.)
             super::writeback::Local::Made(a, long) if self.io.settled(a.inode) => {

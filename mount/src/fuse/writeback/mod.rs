@@ -413,8 +413,16 @@ impl WriteBack {
         self.lock().dirs.get(&dir).is_some_and(|d| d.session == sid)
     }
 
-    /// A lookup of `name` in `parent` (master inode numbers).
-    pub(crate) fn lookup(&self, master: &MasterClient, parent: u64, name: &[u8]) -> Local {
+    /// A lookup of `name` in `parent` (master inode numbers) by `cred`,
+    /// answered here only when the directory's mode bits let `cred` search
+    /// it (one with extended attributes is left to the master).
+    pub(crate) fn lookup(
+        &self,
+        master: &MasterClient,
+        cred: &Credentials,
+        parent: u64,
+        name: &[u8],
+    ) -> Local {
         if !self.enabled {
             return Local::Ask;
         }
@@ -423,7 +431,13 @@ impl WriteBack {
             return Local::Ask;
         }
         let sid = master.session_id();
-        let Some(d) = st.dirs.get(&parent).filter(|d| d.session == sid) else {
+        let searchable =
+            |d: &Dir| d.attr.has_xattrs == Some(false) && dir_allows(&d.attr, cred, 0o1);
+        let Some(d) = st
+            .dirs
+            .get(&parent)
+            .filter(|d| d.session == sid && searchable(d))
+        else {
             return Local::Ask;
         };
         let live = self.live();
