@@ -436,8 +436,9 @@ fn a_directory_made_in_a_batch_is_held_at_once() {
     assert_eq!(h.err(stray), Errno::EINVAL);
 }
 
-#[test]
-fn a_commit_with_kept_changes_takes_the_mounts_time() {
+/// A namespace with `d` delegated to the session, 10 inode numbers from
+/// `first` held there, and chunk id `id` held.
+fn delegated_with_a_chunk() -> (H, Inode, u64, ChunkId) {
     let mut h = unquoted();
     let d = h.mkdir(&root(), R, "d", 0o777).inode;
     let (first, _) = granted(h.run(delegate(d, 10)));
@@ -447,6 +448,12 @@ fn a_commit_with_kept_changes_takes_the_mounts_time() {
     }) else {
         panic!("no ids held")
     };
+    (h, d, first, id)
+}
+
+#[test]
+fn a_commit_with_kept_changes_takes_the_mounts_time() {
+    let (mut h, d, first, id) = delegated_with_a_chunk();
     let f = Inode(first);
     let t0 = h.now + 5; // the mount's clock, ahead of the master's
     let with = |cred: Cred, mode: u32, ctime: i64| Op::WriteChunkEndWithTimed {
@@ -493,15 +500,7 @@ fn a_commit_with_kept_changes_takes_the_mounts_time() {
 
 #[test]
 fn a_file_made_in_a_batch_commits_at_the_mounts_time_and_opens_in_the_queue() {
-    let mut h = unquoted();
-    let d = h.mkdir(&root(), R, "d", 0o777).inode;
-    let (first, _) = granted(h.run(delegate(d, 10)));
-    let Reply::Chunk { id, .. } = h.run(Op::HoldChunks {
-        count: 1,
-        give_back: vec![],
-    }) else {
-        panic!("no ids held")
-    };
+    let (mut h, d, first, id) = delegated_with_a_chunk();
     let f = Inode(first);
     let t0 = h.now - 20;
     let timed = |length: u64, mtime: i64, ctime: i64| Op::WriteChunkEndTimed {

@@ -260,6 +260,20 @@ impl State {
         Some(Ok((attr, ticket)))
     }
 
+    /// The attributes of `inode` if it is a directory held here by `sid`
+    /// whose times are known: exact, as nobody else can change it
+    /// meanwhile (see `Dir::times_known`).
+    fn known_dir(&self, inode: u64, sid: u64) -> Option<Attr> {
+        let d = self
+            .dirs
+            .get(&inode)
+            .filter(|d| d.usable(sid) && d.times_known)?;
+        Some(Attr {
+            nlink: d.nlink(),
+            ..d.attr
+        })
+    }
+
     /// The next inode number held (they are used in order).
     fn next_ino(&mut self) -> Option<u64> {
         let range = self.inos.front_mut()?;
@@ -448,15 +462,7 @@ impl WriteBack {
         };
         let attr = match st.made.get(&e.inode) {
             Some(m) if m.known && m.parent == parent && st.still_held(m, sid) => Some(m.attr),
-            // A directory held here whose times are known (see `dir_attr`).
-            _ if e.dir && live => st
-                .dirs
-                .get(&e.inode)
-                .filter(|c| c.usable(sid) && c.times_known)
-                .map(|c| Attr {
-                    nlink: c.nlink(),
-                    ..c.attr
-                }),
+            _ if e.dir && live => st.known_dir(e.inode, sid),
             _ => None,
         };
         let Some(attr) = attr else {
@@ -479,15 +485,7 @@ impl WriteBack {
         if !self.enabled || !self.live() {
             return None;
         }
-        let sid = master.session_id();
-        let st = self.lock();
-        let d = st
-            .dirs
-            .get(&inode)
-            .filter(|d| d.usable(sid) && d.times_known)?;
-        let mut a = d.attr;
-        a.nlink = d.nlink();
-        Some(a)
+        self.lock().known_dir(inode, master.session_id())
     }
 
     /// The listing of `dir`, a directory held here, with the attributes
@@ -501,21 +499,12 @@ impl WriteBack {
         }
         let (sid, done) = (master.session_id(), master.queue_done());
         let st = self.lock();
-        let held = |inode: u64| {
-            let d = st
-                .dirs
-                .get(&inode)
-                .filter(|d| d.usable(sid) && d.times_known)?;
-            let mut a = d.attr;
-            a.nlink = d.nlink();
-            Some(a)
-        };
-        let own = held(dir)?;
+        let own = st.known_dir(dir, sid)?;
         let d = st.dirs.get(&dir)?;
         let mut out = Vec::with_capacity(d.names.len());
         for (name, e) in &d.names {
             let a = if e.dir {
-                held(e.inode)?
+                st.known_dir(e.inode, sid)?
             } else {
                 let m = st
                     .made
