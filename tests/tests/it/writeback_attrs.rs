@@ -16,7 +16,7 @@ use mfs_tests::cluster::Cluster;
 use mfs_tests::mountpoint::Mount;
 
 use crate::util::{as_user, rpc_count, skip_without_fuse, step};
-use crate::writeback::create_new;
+use crate::writeback::{create_new, two_mounts};
 
 /// utimensat(2) of `p`: atime left as it is, mtime `mtime` (seconds, or
 /// the time now with `None`).
@@ -192,13 +192,9 @@ async fn changes_of_a_held_directorys_attributes_are_answered_by_its_mount() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_made_as_tar_makes_them_keep_their_attributes_on_the_mount() {
     use std::io::Write;
-    if skip_without_fuse() {
+    let Some((c, a, b)) = two_mounts(true).await else {
         return;
-    }
-    let mut c = Cluster::start(1, &[]).await.unwrap();
-    c.add_chunkservers(1, 1).await.unwrap();
-    let a = Mount::start(&c, "a", &[]).unwrap();
-    let b = Mount::start(&c, "b", &[]).unwrap();
+    };
     let m = &c.masters[0];
     let (da, db) = (a.path().join("d"), b.path().join("d"));
     fs::create_dir(&da).unwrap();
