@@ -250,3 +250,54 @@ async fn ls_l_asks_the_master_nothing_for_files_without_xattrs() {
     assert!(inherited.is_ok(), "inherited access ACL: {inherited:?}");
     assert_eq!(list_xattr(&new), ["system.posix_acl_access"]);
 }
+
+/// A directory the mount holds (write-back creates) with an access ACL:
+/// the ACL decides who may make and remove names in it, not the mode bits
+/// the mount sees. User 2000 is in the directory's group (rwx by the mode)
+/// but a named entry gives it r-x only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_access_acl_decides_creates_in_a_held_directory() {
+    if skip_without_fuse() {
+        return;
+    }
+    let c = Cluster::start(1, &[]).await.unwrap();
+    std::fs::set_permissions(c.root(), std::fs::Permissions::from_mode(0o711)).unwrap();
+    let m = Mount::start(&c, "mnt", &["-o", "allow_other"]).unwrap();
+    let master = c.master(1).unwrap();
+    let d = m.path().join("d");
+    std::fs::create_dir(&d).unwrap();
+    std::os::unix::fs::chown(&d, Some(0), Some(2000)).unwrap();
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let narrow = acl(&[
+        (1, 7, NONE),
+        (2, 5, 2000),
+        (4, 7, NONE),
+        (16, 7, NONE),
+        (32, 5, NONE),
+    ]);
+    set_xattr(&d, "system.posix_acl_access", &narrow);
+
+    step("root makes files in d: the mount holds it");
+    let asked = rpc_count(master, "Delegate");
+    for i in 0..20 {
+        crate::writeback::create_new(&d.join(format!("f{i}"))).unwrap();
+    }
+    assert!(rpc_count(master, "Delegate") > asked, "d was not delegated");
+
+    step("user 2000 may not make, remove or rename names in d");
+    let refused = |script: &str| {
+        let full = format!("{script} 2>&1 | grep -q 'Permission denied'");
+        assert!(as_user(2000, &d, &full), "user 2000 was let: {script}");
+    };
+    refused("touch x");
+    refused("mkdir y");
+    refused("rm -f f1");
+    refused("mv f2 f3");
+    let names: Vec<String> = std::fs::read_dir(&d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 20, "names in d: {names:?}");
+    assert!(!d.join("x").exists() && !d.join("y").exists());
+    assert!(as_user(2000, &d, "ls f0 >/dev/null"), "r-x still lists");
+}

@@ -329,8 +329,12 @@ pub(crate) enum Local {
     Made(Attr, bool),
 }
 
+/// Whether `c` may make and remove names in directory `d`: by its mode
+/// alone (one with an ACL or other extended attributes is left to the
+/// master: a named entry of an access ACL can narrow what the group bits,
+/// its mask, show).
 fn may_write_dir(d: &Attr, c: &Credentials) -> bool {
-    dir_allows(d, c, 0o3)
+    d.has_xattrs == Some(false) && dir_allows(d, c, 0o3)
 }
 
 /// Whether `c` may list directory `d`: by its mode alone (one with an ACL
