@@ -86,15 +86,21 @@ async fn pass(mgr: &Arc<ChunkManager>) -> Duration {
         st.expire_leases(now);
         st.forget_lost_copies(now);
     }
-    let (chunks, pending, next_chunk, held) = mgr.chunk_views();
-    work += t.elapsed();
-    tokio::task::yield_now().await;
+    let (next_chunk, held) = mgr.chunk_ids_out();
     let inflight = mgr.inflight().clone();
     let limits = Limits::default();
-    let mut sweep = plan::Sweep::new(&inflight, limits);
-    for part in chunks.chunks(SWEEP_PART) {
+    let mut sweep = plan::Sweep::new(&inflight, limits, &mgr.state(), now);
+    work += t.elapsed();
+    tokio::task::yield_now().await;
+    let mut after = None;
+    loop {
         t = Instant::now();
-        sweep.chunks(part, &mgr.state(), &inflight, now);
+        let part = mgr.chunk_part(after, SWEEP_PART);
+        let Some(last) = part.last() else {
+            break;
+        };
+        after = Some(last.id);
+        sweep.chunks(&part, &mgr.state(), &inflight, now);
         work += t.elapsed();
         tokio::task::yield_now().await;
     }
@@ -104,9 +110,9 @@ async fn pass(mgr: &Arc<ChunkManager>) -> Duration {
     }
     t = Instant::now();
     let actions = {
+        let pending = mgr.pending_deletes();
         let st = mgr.state();
         let (actions, h) = sweep.finish(&Input {
-            chunks: &chunks,
             pending_deletes: &pending,
             next_chunk,
             held: &held,

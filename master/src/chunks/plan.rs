@@ -20,6 +20,7 @@
 //! threshold.
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Bound;
 use std::time::Instant;
 
 use super::placement::{self, is_target};
@@ -222,12 +223,10 @@ pub fn health(chunks: &[ChunkView], st: &SoftState, now: Instant) -> Health {
     h
 }
 
-/// What the plan is made from.
+/// What the end of a sweep needs besides the parts of the table.
 pub struct Input<'a> {
-    /// The chunk table, in id order.
-    pub chunks: &'a [ChunkView],
     pub pending_deletes: &'a [ChunkId],
-    /// Ids at or above it were not handed out when `chunks` was read.
+    /// Ids at or above it were not handed out when the sweep began.
     pub next_chunk: ChunkId,
     /// Ids sessions hold (sorted): their copies are written before the
     /// namespace names them (`AttachChunk`).
@@ -266,10 +265,27 @@ pub struct Sweep {
     all_at_goal: bool,
     health: Health,
     sorted: Sorted,
+    /// Copies of ids up to this one were compared with the table.
+    scanned_to: Option<ChunkId>,
+    /// Ids with copies that the table's parts did not name, in id order
+    /// (at most [`STRAYS_MAX`]): orphans unless held, pending deletion,
+    /// new or busy ([`Sweep::finish`] judges).
+    strays: Vec<ChunkId>,
+    /// The fullest live server and the emptiest target, when their usages
+    /// differ by more than the threshold at the start of the sweep.
+    unbalanced: Option<(u64, u64)>,
+    /// The first chunk found with a copy at its version on the first of
+    /// `unbalanced` and none on the second.
+    movable: Option<(ChunkId, u32)>,
 }
 
+/// Stray ids a sweep keeps at most: no more orphans than the quick orders
+/// of a pass can be deleted anyway; the next passes find the rest.
+const STRAYS_MAX: usize = 4096;
+
 impl Sweep {
-    pub fn new(inflight: &InFlight, limits: Limits) -> Sweep {
+    /// A sweep starting now, with the servers as `st` has them.
+    pub fn new(inflight: &InFlight, limits: Limits, st: &SoftState, now: Instant) -> Sweep {
         Sweep {
             limits,
             budget: Budget {
@@ -281,10 +297,15 @@ impl Sweep {
             all_at_goal: true,
             health: Health::default(),
             sorted: Sorted::default(),
+            scanned_to: None,
+            strays: Vec::new(),
+            unbalanced: unbalanced(st, now, limits),
+            movable: None,
         }
     }
 
-    /// The next chunks of the table (in id order).
+    /// The next chunks of the table (in id order, after those of the parts
+    /// before).
     pub fn chunks(
         &mut self,
         part: &[ChunkView],
@@ -300,6 +321,49 @@ impl Sweep {
                 continue;
             }
             self.order(c, st, now);
+            self.note_movable(c, st);
+        }
+        if let Some(last) = part.last() {
+            self.strays_up_to(Bound::Included(last.id), part, st);
+        }
+    }
+
+    /// Notes the ids of copies up to `end` that `part` (the table from the
+    /// last id scanned on) does not name.
+    fn strays_up_to(&mut self, end: Bound<ChunkId>, part: &[ChunkView], st: &SoftState) {
+        let start = self.scanned_to.map_or(Bound::Unbounded, Bound::Excluded);
+        let empty = match (start, end) {
+            (Bound::Excluded(a), Bound::Included(b)) => b <= a,
+            (Bound::Excluded(a), Bound::Excluded(b)) => b <= a,
+            (Bound::Unbounded, Bound::Excluded(b)) => b == ChunkId(0),
+            _ => false,
+        };
+        if let Bound::Included(b) | Bound::Excluded(b) = end {
+            self.scanned_to = Some(self.scanned_to.map_or(b, |a| a.max(b)));
+        }
+        if empty {
+            return;
+        }
+        let mut named = part.iter().map(|c| c.id).peekable();
+        for &id in st.copies.range((start, end)).map(|(id, _)| id) {
+            if self.strays.len() >= STRAYS_MAX {
+                return;
+            }
+            while named.next_if(|&n| n < id).is_some() {}
+            if named.peek() != Some(&id) {
+                self.strays.push(id);
+            }
+        }
+    }
+
+    /// Notes `c` as the chunk to move when the servers are unbalanced and
+    /// none was found yet.
+    fn note_movable(&mut self, c: &ChunkView, st: &SoftState) {
+        let Some((src, dst)) = self.unbalanced else {
+            return;
+        };
+        if self.movable.is_none() && can_move(c.id, c.version, src, dst, st) {
+            self.movable = Some((c.id, c.version));
         }
     }
 
@@ -405,17 +469,38 @@ impl Sweep {
     }
 
     /// Pending deletes, orphans and (when all is well) a rebalancing move,
-    /// once every part was seen; `inp.chunks` is the whole table.
+    /// once every part was seen.
     pub fn finish(mut self, inp: &Input) -> (Vec<Action>, Health) {
-        deletes(inp, &mut self.budget, &mut self.out);
+        // Copies of ids after the table's last, up to the id counter.
+        self.strays_up_to(Bound::Excluded(inp.next_chunk), &[], inp.state);
+        deletes(inp, &self.strays, &mut self.budget, &mut self.out);
         let replicating = self
             .out
             .iter()
             .any(|a| matches!(a, Action::Replicate { .. }));
         if self.all_at_goal && !replicating && self.budget.total == 0 {
-            rebalance(inp, &mut self.out);
+            self.rebalance(inp);
         }
         (self.out, self.health)
+    }
+
+    /// One chunk from the fullest live server to the emptiest, if the
+    /// sweep found one that may still move.
+    fn rebalance(&mut self, inp: &Input) {
+        let (Some((src, dst)), Some((chunk, version))) = (self.unbalanced, self.movable) else {
+            return;
+        };
+        if skip(chunk, inp.state, inp.inflight, inp.now)
+            || !can_move(chunk, version, src, dst, inp.state)
+        {
+            return;
+        }
+        self.out.push(Action::Replicate {
+            chunk,
+            version,
+            target: dst,
+            sources: vec![src],
+        });
     }
 }
 
@@ -424,8 +509,9 @@ fn skip(id: ChunkId, st: &SoftState, inflight: &InFlight, now: Instant) -> bool 
     st.busy.contains(&id) || st.lease(id, now).is_some() || inflight.chunks.contains(&id)
 }
 
-/// Pending deletes and copies of forgotten ids.
-fn deletes(inp: &Input, b: &mut Budget, out: &mut Vec<Action>) {
+/// Pending deletes, and copies of `strays` (ids the table does not name,
+/// in id order) that are orphans.
+fn deletes(inp: &Input, strays: &[ChunkId], b: &mut Budget, out: &mut Vec<Action>) {
     let (st, now) = (inp.state, inp.now);
     let pending: HashSet<ChunkId> = inp.pending_deletes.iter().copied().collect();
     let mut done = Vec::new();
@@ -448,28 +534,20 @@ fn deletes(inp: &Input, b: &mut Budget, out: &mut Vec<Action>) {
     if !done.is_empty() {
         out.push(Action::DeletesDone(done));
     }
-    let known = |id: ChunkId| inp.chunks.binary_search_by_key(&id, |c| c.id).is_ok();
-    let mut orphans: Vec<ChunkId> = st
-        .copies
-        .keys()
-        .copied()
-        .filter(|&id| {
-            // An id handed out lately may have copies before its commit is
-            // in the chunk list this plan sees.
-            let recent = st
-                .new_ids
-                .get(&id)
-                .is_some_and(|t| now.saturating_duration_since(*t) < NEW_ID_GRACE);
-            id < inp.next_chunk
-                && !known(id)
-                && inp.held.binary_search(&id).is_err()
-                && !pending.contains(&id)
-                && !st.busy.contains(&id)
-                && !recent
-        })
-        .collect();
-    orphans.sort();
-    for id in orphans {
+    let orphan = |id: ChunkId| {
+        // An id handed out lately may have copies before its commit is
+        // in the table this sweep read.
+        let recent = st
+            .new_ids
+            .get(&id)
+            .is_some_and(|t| now.saturating_duration_since(*t) < NEW_ID_GRACE);
+        id < inp.next_chunk
+            && inp.held.binary_search(&id).is_err()
+            && !pending.contains(&id)
+            && !st.busy.contains(&id)
+            && !recent
+    };
+    for &id in strays.iter().filter(|&&id| orphan(id)) {
         for (server, copy) in st.alive_holders(id, now) {
             if b.quick() {
                 out.push(Action::Delete {
@@ -482,46 +560,28 @@ fn deletes(inp: &Input, b: &mut Budget, out: &mut Vec<Action>) {
     }
 }
 
-/// One chunk from the fullest live server to the emptiest target, when
-/// their usages differ by more than the threshold.
-fn rebalance(inp: &Input, out: &mut Vec<Action>) {
-    let (st, now) = (inp.state, inp.now);
+/// The fullest live server and the emptiest target, when their usages
+/// differ by more than the threshold.
+fn unbalanced(st: &SoftState, now: Instant, limits: Limits) -> Option<(u64, u64)> {
     let live = st
         .servers
         .values()
         .filter(|s| s.is_alive(now) && !s.maintenance);
-    let Some(src) = live.max_by(|a, b| a.usage().total_cmp(&b.usage())) else {
-        return;
-    };
+    let src = live.max_by(|a, b| a.usage().total_cmp(&b.usage()))?;
     let dst = st
         .servers
         .values()
         .filter(|s| s.id != src.id && is_target(s, now))
-        .min_by(|a, b| a.usage().total_cmp(&b.usage()));
-    let Some(dst) = dst else {
-        return;
-    };
-    if src.usage() - dst.usage() <= inp.limits.rebalance_gap {
-        return;
-    }
-    for c in inp.chunks {
-        if skip(c.id, st, inp.inflight, now) {
-            continue;
-        }
-        let Some(h) = st.copies.get(&c.id) else {
-            continue;
-        };
-        let on_src = h
-            .get(&src.id)
-            .is_some_and(|x| x.version == c.version && !x.marked);
-        if on_src && !h.contains_key(&dst.id) {
-            out.push(Action::Replicate {
-                chunk: c.id,
-                version: c.version,
-                target: dst.id,
-                sources: vec![src.id],
-            });
-            return;
-        }
-    }
+        .min_by(|a, b| a.usage().total_cmp(&b.usage()))?;
+    (src.usage() - dst.usage() > limits.rebalance_gap).then_some((src.id, dst.id))
+}
+
+/// Whether chunk `id` at `version` has a valid copy off marked disks on
+/// `src` and none on `dst`.
+fn can_move(id: ChunkId, version: u32, src: u64, dst: u64, st: &SoftState) -> bool {
+    st.copies.get(&id).is_some_and(|h| {
+        h.get(&src)
+            .is_some_and(|x| x.version == version && !x.marked)
+            && !h.contains_key(&dst)
+    })
 }

@@ -53,9 +53,9 @@ fn chunk(id: u64, version: u32, goal: u8) -> ChunkView {
 }
 
 /// The orders of one pass over the whole table.
-fn plan(inp: &Input) -> Vec<Action> {
-    let mut sweep = Sweep::new(inp.inflight, inp.limits);
-    sweep.chunks(inp.chunks, inp.state, inp.inflight, inp.now);
+fn plan(chunks: &[ChunkView], inp: &Input) -> Vec<Action> {
+    let mut sweep = Sweep::new(inp.inflight, inp.limits, inp.state, inp.now);
+    sweep.chunks(chunks, inp.state, inp.inflight, inp.now);
     sweep.finish(inp).0
 }
 
@@ -70,16 +70,18 @@ fn run_with(
     inflight: &InFlight,
     limits: Limits,
 ) -> Vec<Action> {
-    plan(&Input {
+    plan(
         chunks,
-        pending_deletes: pending,
-        next_chunk: ChunkId(1000),
-        held: &[ChunkId(11)],
-        state: st,
-        inflight,
-        limits,
-        now: Instant::now(),
-    })
+        &Input {
+            pending_deletes: pending,
+            next_chunk: ChunkId(1000),
+            held: &[ChunkId(11)],
+            state: st,
+            inflight,
+            limits,
+            now: Instant::now(),
+        },
+    )
 }
 
 fn replications(a: &[Action]) -> Vec<(u64, u64, Vec<u64>)> {
@@ -340,8 +342,23 @@ fn a_sweep_in_parts_orders_what_one_pass_does() {
                 _ => {}
             }
         }
-        chunks.push(chunk(id, version, 1 + (x >> 40) as u8 % 3));
+        // Every 17th id is missing from the table: its copies are orphans
+        // (34 is held by a session: not one).
+        if id % 17 != 0 {
+            chunks.push(chunk(id, version, 1 + (x >> 40) as u8 % 3));
+        }
     }
+    // Past the table's last id; 2000 is past the id counter too.
+    for id in [400, 401, 2000] {
+        put(&mut st, id, 1, 1, false);
+    }
+    let orphans: Vec<u64> = st
+        .copies
+        .keys()
+        .map(|c| c.0)
+        .filter(|&id| (id % 17 == 0 && id != 34) || id == 400 || id == 401)
+        .collect();
+    assert!(orphans.len() > 10, "{orphans:?}");
     let limits = Limits {
         quick: 10_000,
         ..Limits::default()
@@ -349,21 +366,33 @@ fn a_sweep_in_parts_orders_what_one_pass_does() {
     let now = Instant::now();
     let inflight = InFlight::default();
     let inp = Input {
-        chunks: &chunks,
         pending_deletes: &[],
         next_chunk: ChunkId(1000),
-        held: &[],
+        held: &[ChunkId(34)],
         state: &st,
         inflight: &inflight,
         limits,
         now,
     };
-    let whole = plan(&inp);
+    let whole = plan(&chunks, &inp);
     let h = health(&chunks, &st, now);
     assert!(h.undergoal > 0 && h.overgoal > 0 && h.stale > 0, "{h:?}");
     assert!(deletes(&whole).len() > 100 && !replications(&whole).is_empty());
+    for id in [34, 2000] {
+        assert!(st.copies.contains_key(&ChunkId(id)));
+        assert!(!deletes(&whole).iter().any(|d| d.0 == id), "{id} deleted");
+    }
+    for &id in &orphans {
+        let want: Vec<_> = st
+            .alive_holders(ChunkId(id), now)
+            .into_iter()
+            .map(|(server, c)| (id, server, c.version))
+            .collect();
+        let got: Vec<_> = deletes(&whole).into_iter().filter(|d| d.0 == id).collect();
+        assert_eq!(got, want, "the copies of orphan {id}");
+    }
     for part in [1, 7, 64, 299, 300, 1000] {
-        let mut sweep = Sweep::new(&inflight, limits);
+        let mut sweep = Sweep::new(&inflight, limits, &st, now);
         for p in chunks.chunks(part) {
             sweep.chunks(p, &st, &inflight, now);
         }

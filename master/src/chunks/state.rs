@@ -137,7 +137,7 @@ pub use super::holders::Holders;
 #[derive(Debug, Default)]
 pub struct SoftState {
     pub servers: BTreeMap<u64, Server>,
-    pub copies: HashMap<ChunkId, Holders>,
+    pub copies: BTreeMap<ChunkId, Holders>,
     /// Full reports being received, per server.
     reports: HashMap<u64, Vec<(ChunkId, CopyInfo)>>,
     pub leases: HashMap<ChunkId, Lease>,

@@ -504,9 +504,15 @@ impl Namespace {
         self.chunks.get(&id)
     }
 
-    /// The whole chunk table, in id order.
-    pub fn chunk_table(&self) -> impl Iterator<Item = (ChunkId, &ChunkInfo)> + '_ {
-        self.chunks.iter().map(|(id, c)| (*id, c))
+    /// The chunk table after `after` (from the start with `None`), in id
+    /// order.
+    pub fn chunk_table(
+        &self,
+        after: Option<ChunkId>,
+    ) -> impl Iterator<Item = (ChunkId, &ChunkInfo)> + '_ {
+        use std::ops::Bound::{Excluded, Unbounded};
+        let from = after.map_or(Unbounded, Excluded);
+        self.chunks.range((from, Unbounded)).map(|(id, c)| (*id, c))
     }
 
     /// The id the next allocated chunk will get: every id below it was

@@ -117,17 +117,18 @@ impl AdminService for Admin {
             }
             tokio::task::yield_now().await;
         }
+        let copies = self.chunks.copies_per_server().await;
         let chunkservers = self
             .chunks
             .servers()
             .into_iter()
-            .map(|(c, state, copies)| pb::ChunkserverInfo {
+            .map(|(c, state)| pb::ChunkserverInfo {
                 id: c.id,
                 address: c.address,
                 state: state.name().into(),
                 total_bytes: c.disks.iter().map(|d| d.total).sum(),
                 used_bytes: c.disks.iter().map(|d| d.used).sum(),
-                chunks: copies,
+                chunks: copies.get(&c.id).copied().unwrap_or(0),
                 disks: c.disks.len() as u32,
                 labels: c.labels,
                 last_seen_secs: c.last_seen.elapsed().as_secs(),

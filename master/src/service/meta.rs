@@ -534,7 +534,7 @@ impl MetaService for Meta {
         // Space comes from the chunkservers; until one reports, a nominal
         // 1 PiB keeps tools like df and cp working.
         let (mut total, mut used) = (0u64, 0u64);
-        for (s, _, _) in self.chunks.servers() {
+        for (s, _) in self.chunks.servers() {
             for d in s.disks.iter().filter(|d| !d.damaged && !d.marked) {
                 total = total.saturating_add(d.total);
                 used = used.saturating_add(d.used);
