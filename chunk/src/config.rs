@@ -63,6 +63,11 @@ pub struct ChunkConfig {
     /// writes where the file system refuses it). Default on.
     #[serde(deserialize_with = "mfs_common::config::flexible_bool")]
     pub hdd_direct_writes: bool,
+    /// HDD_SPARE_FILES: empty chunk files kept ready on each disk that takes
+    /// new chunks, made ahead in the background (and kept from deleted
+    /// chunks, up to twice as many), so that a new chunk is a rename and
+    /// not a new inode. 0: none. Default 4096.
+    pub hdd_spare_files: usize,
     /// HDD_TEST_FREQ: seconds between two chunks checked by the background
     /// scrub (round robin); 0 disables it. Default 10.
     pub hdd_test_freq: u64,
@@ -118,6 +123,7 @@ impl Default for ChunkConfig {
             http_listen: "0.0.0.0:9427".into(),
             hdd_fsync_before_close: false,
             hdd_direct_writes: true,
+            hdd_spare_files: crate::spare::DEFAULT_SPARES,
             hdd_test_freq: 10,
             hdd_leave_space_default: "256MiB".into(),
             maintenance: false,
@@ -310,7 +316,7 @@ mod tests {
         let cfg = d.path().join("mfschunkserver.cfg");
         std::fs::write(
             &cfg,
-            "MASTER_HOST = m1:9521,m2\nMASTER_PORT = 9600\nCSSERV_LISTEN_HOST = 127.0.0.1\nCSSERV_LISTEN_PORT = 9999\nHTTP_LISTEN = \"\"\nHDD_LEAVE_SPACE_DEFAULT = 1GiB\nLABELS = ssd,rack1\nHDD_FSYNC_BEFORE_CLOSE = 1\n",
+            "MASTER_HOST = m1:9521,m2\nMASTER_PORT = 9600\nCSSERV_LISTEN_HOST = 127.0.0.1\nCSSERV_LISTEN_PORT = 9999\nHTTP_LISTEN = \"\"\nHDD_LEAVE_SPACE_DEFAULT = 1GiB\nLABELS = ssd,rack1\nHDD_FSYNC_BEFORE_CLOSE = 1\nHDD_SPARE_FILES = 100\n",
         )
         .unwrap();
         let c: ChunkConfig =
@@ -323,6 +329,8 @@ mod tests {
         assert_eq!(r.labels, vec!["ssd", "rack1"]);
         assert_eq!(r.hdd_file, hdd, "mfshdd.cfg beside the config file");
         assert!(c.hdd_fsync_before_close);
+        assert_eq!(c.hdd_spare_files, 100);
+        assert_eq!(ChunkConfig::default().hdd_spare_files, 4096);
     }
 
     #[test]

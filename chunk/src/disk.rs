@@ -58,7 +58,9 @@ pub struct Space {
 impl Disk {
     /// Opens a disk: takes its lock file so that two chunkservers never
     /// share it.
-    pub fn open(spec: &DiskSpec) -> Result<Disk, String> {
+    /// `spares`: how many spare chunk files to make ahead on it (see
+    /// `crate::spare`).
+    pub fn open(spec: &DiskSpec, spares: usize) -> Result<Disk, String> {
         let lock_path = spec.path.join(".lock");
         let lock = File::options()
             .create(true)
@@ -90,7 +92,7 @@ impl Disk {
             bytes: AtomicU64::new(0),
             growing: AtomicU64::new(0),
             chunks: AtomicU64::new(0),
-            spares: Spares::load(&spec.path),
+            spares: Spares::load(&spec.path, spares),
             _lock: lock,
         })
     }
@@ -354,7 +356,7 @@ mod tests {
             marked: false,
             limit: Some(10 << 20),
         };
-        let disk = Disk::open(&spec).unwrap();
+        let disk = Disk::open(&spec, 0).unwrap();
         let mib = 1u64 << 20;
         let claim = |grow| disk.claim(grow * mib, mib).unwrap();
         let a = claim(4).expect("room for the first");
@@ -375,7 +377,7 @@ mod tests {
             marked: false,
             limit: None,
         };
-        let disk = Disk::open(&spec).unwrap();
+        let disk = Disk::open(&spec, 0).unwrap();
         // Two good chunks.
         for (id, ver, len) in [(0x101u64, 3u32, 5usize), (0x2FF, 1, 0)] {
             let p = disk.chunk_path(id, ver);
@@ -423,8 +425,8 @@ mod tests {
             marked: false,
             limit: None,
         };
-        let _a = Disk::open(&spec).unwrap();
-        let e = Disk::open(&spec).unwrap_err();
+        let _a = Disk::open(&spec, 0).unwrap();
+        let e = Disk::open(&spec, 0).unwrap_err();
         assert!(e.contains("in use"), "{e}");
     }
 
@@ -436,12 +438,12 @@ mod tests {
             marked: false,
             limit: None,
         };
-        let s = Disk::open(&spec).unwrap().space().unwrap();
+        let s = Disk::open(&spec, 0).unwrap().space().unwrap();
         assert!(s.total > 0 && s.used <= s.total && s.avail <= s.total);
         let d2 = tempfile::tempdir().unwrap();
         spec.path = d2.path().to_owned();
         spec.limit = Some(1 << 20);
-        let disk = Disk::open(&spec).unwrap();
+        let disk = Disk::open(&spec, 0).unwrap();
         disk.add_chunk(1000);
         let s = disk.space().unwrap();
         assert_eq!((s.total, s.used), (1 << 20, 1000));
@@ -451,11 +453,14 @@ mod tests {
     #[test]
     fn second_failing_chunk_marks_the_disk_damaged() {
         let d = tempfile::tempdir().unwrap();
-        let disk = Disk::open(&DiskSpec {
-            path: d.path().to_owned(),
-            marked: false,
-            limit: None,
-        })
+        let disk = Disk::open(
+            &DiskSpec {
+                path: d.path().to_owned(),
+                marked: false,
+                limit: None,
+            },
+            0,
+        )
         .unwrap();
         assert!(!disk.note_io_error(1));
         assert!(!disk.note_io_error(1));

@@ -54,6 +54,7 @@ pub async fn run(cfg: ChunkConfig, res: Resolved) -> Result<(), String> {
         fsync_before_close: cfg.hdd_fsync_before_close,
         open_files: cfg.open_files,
         direct_writes: cfg.hdd_direct_writes,
+        spare_files: cfg.hdd_spare_files,
     };
     let store = tokio::task::spawn_blocking(move || Store::open(&specs, opts))
         .await

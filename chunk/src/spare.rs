@@ -14,7 +14,8 @@
 //! (reused at the next start) or a whole new chunk file.
 //!
 //! Spares are also made ahead ([`run`]): a background task keeps
-//! [`SPARES_MADE`] empty files on each disk that takes new chunks, so that
+//! [`Spares::ahead`] empty files (`HDD_SPARE_FILES`, default
+//! [`DEFAULT_SPARES`]) on each disk that takes new chunks, so that
 //! a new chunk is a rename (~10-25 µs) and not a new inode in its folder
 //! (5 µs to 0.25 ms here, as the file system's state goes: more after
 //! many deletes), which the close of each small file waits for on every
@@ -34,12 +35,13 @@ use crate::store::Store;
 /// The folder of a disk that holds its spares.
 pub const SPARE_DIR: &str = "spare";
 
-/// Spares kept per disk at most; a delete beyond removes the file.
-pub const SPARES_MAX: usize = 1024;
-
-/// Spares made ahead on a disk with fewer (empty files: an inode each, no
-/// data blocks).
-pub const SPARES_MADE: usize = 512;
+/// Spares made ahead on each disk by default (`HDD_SPARE_FILES`): empty
+/// files, an inode each and no data blocks. A burst of new chunks up to
+/// this many per disk makes no inode (fsbench's 2,000 small files of goal
+/// 2 on 3 chunkservers are ~1,350 new chunks a server: with 512 made
+/// ahead, the pool ran dry within the first of them and the rest waited
+/// for inode searches). Twice as many are kept from deleted chunks.
+pub const DEFAULT_SPARES: usize = 4096;
 
 /// How often the background task looks for disks short of spares.
 const MAKE_EVERY: Duration = Duration::from_millis(100);
@@ -52,11 +54,15 @@ pub struct Spares {
     next: AtomicU64,
     /// False when the folder cannot be used (then files are removed).
     usable: bool,
+    /// How many are made ahead; twice as many are kept at most.
+    ahead: usize,
 }
 
 impl Spares {
-    /// The spares found in `disk`'s spare folder (made when missing).
-    pub fn load(disk: &Path) -> Spares {
+    /// The spares found in `disk`'s spare folder (made when missing),
+    /// `ahead` of them to be made ahead (none with 0: then every spare
+    /// found is removed and deleted chunk files are removed too).
+    pub fn load(disk: &Path, ahead: usize) -> Spares {
         let dir = disk.join(SPARE_DIR);
         let mut files = Vec::new();
         let mut next = 0u64;
@@ -89,12 +95,18 @@ impl Spares {
                 false
             }
         };
-        files.truncate(SPARES_MAX);
+        for extra in files.iter().skip(ahead.saturating_mul(2)) {
+            if let Err(e) = std::fs::remove_file(extra) {
+                tracing::debug!("cannot remove spare {}: {e}", extra.display());
+            }
+        }
+        files.truncate(ahead.saturating_mul(2));
         Spares {
             dir,
             files: Mutex::new(files),
             next: AtomicU64::new(next),
             usable,
+            ahead,
         }
     }
 
@@ -107,11 +119,16 @@ impl Spares {
         self.files().len()
     }
 
+    /// How many are made ahead.
+    pub fn ahead(&self) -> usize {
+        self.ahead
+    }
+
     /// Keeps the file at `path` (a deleted chunk's) as a spare: emptied and
     /// moved into the spare folder. False when it was not kept (the pool is
     /// full, or a step failed): the caller removes it.
     pub fn keep(&self, path: &Path) -> bool {
-        if !self.usable || self.count() >= SPARES_MAX {
+        if !self.usable || self.count() >= self.ahead.saturating_mul(2) {
             return false;
         }
         let to = self
@@ -133,11 +150,12 @@ impl Spares {
         }
     }
 
-    /// Makes new empty spares until there are `target`; the number made.
-    /// Stops at the first file that cannot be made (the error).
-    pub fn make(&self, target: usize) -> io::Result<usize> {
+    /// Makes new empty spares until there are as many as made ahead; the
+    /// number made. Stops at the first file that cannot be made (the
+    /// error).
+    pub fn make(&self) -> io::Result<usize> {
         let mut made = 0;
-        while self.usable && self.count() < target {
+        while self.usable && self.count() < self.ahead {
             let to = self
                 .dir
                 .join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
@@ -160,7 +178,7 @@ impl Spares {
 }
 
 /// Runs for ever: every [`MAKE_EVERY`], makes spares on the disks that take
-/// new chunks and have fewer than [`SPARES_MADE`].
+/// new chunks and have fewer than they make ahead.
 pub async fn run(store: Arc<Store>) {
     let mut tick = tokio::time::interval(MAKE_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -176,7 +194,7 @@ pub async fn run(store: Arc<Store>) {
             .filter(|(i, d)| {
                 !d.marked
                     && !d.is_damaged()
-                    && d.spares.count() < SPARES_MADE
+                    && d.spares.count() < d.spares.ahead()
                     && failed_at[*i].is_none_or(|t| t.elapsed() > Duration::from_secs(60))
             })
             .map(|(i, _)| i)
@@ -188,7 +206,7 @@ pub async fn run(store: Arc<Store>) {
         let r = tokio::task::spawn_blocking(move || {
             short
                 .into_iter()
-                .map(|i| (i, s.disks()[i].spares.make(SPARES_MADE)))
+                .map(|i| (i, s.disks()[i].spares.make()))
                 .collect::<Vec<_>>()
         })
         .await;
@@ -245,21 +263,21 @@ mod tests {
     #[test]
     fn kept_files_are_emptied_taken_and_found_again() {
         let d = tempfile::tempdir().unwrap();
-        let s = Spares::load(d.path());
+        let s = Spares::load(d.path(), 4);
         let f = d.path().join("chunk");
         std::fs::write(&f, b"old data").unwrap();
         assert!(s.keep(&f));
         assert!(!f.exists());
         assert_eq!(s.count(), 1);
-        let again = Spares::load(d.path());
+        let again = Spares::load(d.path(), 3);
         assert_eq!(again.count(), 1, "found at the next start");
         let spare = s.take().unwrap();
         assert_eq!(std::fs::metadata(&spare).unwrap().len(), 0, "emptied");
         assert!(s.take().is_none());
 
         // Made ahead: new names, after the ones found.
-        assert_eq!(again.make(3).unwrap(), 2);
-        assert_eq!(again.make(3).unwrap(), 0, "enough already");
+        assert_eq!(again.make().unwrap(), 2);
+        assert_eq!(again.make().unwrap(), 0, "enough already");
         let mut names: Vec<_> = std::fs::read_dir(d.path().join(SPARE_DIR))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -276,5 +294,27 @@ mod tests {
         std::fs::remove_file(&to).unwrap();
         rename_noreplace(&spare, &to).unwrap();
         assert!(to.exists() && !spare.exists());
+    }
+
+    #[test]
+    fn at_most_twice_the_made_ahead_are_kept() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Spares::load(d.path(), 2);
+        assert_eq!(s.make().unwrap(), 2);
+        assert_eq!(s.make().unwrap(), 0, "as many as made ahead");
+        for i in 0..4 {
+            let f = d.path().join(format!("chunk{i}"));
+            std::fs::write(&f, b"x").unwrap();
+            assert_eq!(s.keep(&f), i < 2, "keep {i}");
+        }
+        assert_eq!(s.count(), 4);
+        let on_disk = || std::fs::read_dir(d.path().join(SPARE_DIR)).unwrap().count();
+        assert_eq!(on_disk(), 4);
+        // Fewer made ahead after a restart: the spares beyond are removed.
+        let fewer = Spares::load(d.path(), 1);
+        assert_eq!((fewer.count(), on_disk()), (2, 2));
+        let none = Spares::load(d.path(), 0);
+        assert_eq!((none.count(), on_disk()), (0, 0));
+        assert_eq!(none.make().unwrap(), 0);
     }
 }

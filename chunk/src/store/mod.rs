@@ -39,6 +39,8 @@ pub struct StoreOptions {
     pub open_files: usize,
     /// Write whole pages of data with `O_DIRECT` (HDD_DIRECT_WRITES).
     pub direct_writes: bool,
+    /// Spare chunk files made ahead on each disk (HDD_SPARE_FILES).
+    pub spare_files: usize,
 }
 
 impl Default for StoreOptions {
@@ -48,6 +50,7 @@ impl Default for StoreOptions {
             fsync_before_close: false,
             open_files: 1000,
             direct_writes: true,
+            spare_files: crate::spare::DEFAULT_SPARES,
         }
     }
 }
@@ -148,7 +151,7 @@ impl Store {
     pub fn open(specs: &[DiskSpec], opts: StoreOptions) -> Result<Store, String> {
         let mut disks = Vec::with_capacity(specs.len());
         for s in specs {
-            disks.push(Arc::new(Disk::open(s)?));
+            disks.push(Arc::new(Disk::open(s, opts.spare_files)?));
         }
         let results: Vec<std::io::Result<ScanResult>> = std::thread::scope(|sc| {
             let handles: Vec<_> = disks

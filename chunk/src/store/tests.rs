@@ -18,6 +18,7 @@ fn opts() -> StoreOptions {
         fsync_before_close: false,
         open_files: 4,
         direct_writes: true,
+        spare_files: 64,
     }
 }
 
@@ -416,7 +417,7 @@ async fn spares_are_made_ahead_on_disks_that_take_new_chunks() {
     let task = tokio::spawn(crate::spare::run(s.clone()));
     let spares = |i: usize| s.disks[i].spares.count();
     let t = std::time::Instant::now();
-    while spares(0) < crate::spare::SPARES_MADE {
+    while spares(0) < opts().spare_files {
         assert!(
             t.elapsed().as_secs() < 30,
             "{} spares made in 30 s",
@@ -427,15 +428,15 @@ async fn spares_are_made_ahead_on_disks_that_take_new_chunks() {
     let on_disk = std::fs::read_dir(taking.path().join(crate::spare::SPARE_DIR))
         .unwrap()
         .count();
-    assert_eq!(on_disk, crate::spare::SPARES_MADE);
+    assert_eq!(on_disk, opts().spare_files);
     assert_eq!(spares(1), 0, "a disk being drained gets none");
 
     // A new chunk takes one, and the task makes another.
     s.create(40, 1).unwrap();
     assert_eq!(s.write(40, 1, 0, b"abc").unwrap(), 3);
     assert!(s.disks[0].chunk_path(40, 1).exists());
-    assert!(spares(0) < crate::spare::SPARES_MADE);
-    while spares(0) < crate::spare::SPARES_MADE {
+    assert!(spares(0) < opts().spare_files);
+    while spares(0) < opts().spare_files {
         assert!(
             t.elapsed().as_secs() < 30,
             "the spare taken was not made again"
@@ -447,7 +448,7 @@ async fn spares_are_made_ahead_on_disks_that_take_new_chunks() {
     drop(s);
     // A restart finds them, and the chunk.
     let s = Store::open(&specs, opts()).unwrap();
-    assert_eq!(s.disks[0].spares.count(), crate::spare::SPARES_MADE);
+    assert_eq!(s.disks[0].spares.count(), opts().spare_files);
     assert_eq!(&s.read(40, 1, 0, 3).unwrap()[..], b"abc");
 }
 
