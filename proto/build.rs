@@ -26,6 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".mfs.v1.ChunkWriteRequest.data")
         .bytes(".mfs.v1.ChunkWriteRange.data")
         .bytes(".mfs.v1.ChunkReadReply.data")
+        // Encode buffers grown once to each message's size (see codec.rs).
+        .codec_path("crate::codec::SizedCodec")
         .file_descriptor_set_path(&descriptor_path)
         .skip_protoc_run()
         .compile_fds(fds)?;

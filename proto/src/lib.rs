@@ -14,6 +14,8 @@ pub mod v1 {
 
 pub use v1::*;
 
+pub mod codec;
+
 pub mod secret;
 pub use secret::{challenge_answer, password_md5, ChunkAccess, ClusterSecret, CHUNK_TOKEN_SECS};
 pub mod tls;
