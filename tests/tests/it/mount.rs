@@ -615,3 +615,44 @@ async fn mtime_of_written_files_holds() {
     assert_eq!((meta.mtime(), meta.len()), (2_000_000, 4));
     assert_eq!(std::fs::read(&p).unwrap(), b"more");
 }
+
+/// The mount's limits in /sys/class/bdi: read-ahead 4 MiB, and written
+/// pages up to `mfsdirtylimit` MiB (256 by default; 0 keeps the kernel's,
+/// 1% of its dirty page limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mount_sets_its_read_ahead_and_dirty_page_limit() {
+    if skip_without_fuse() {
+        return;
+    }
+    let c = Cluster::start(1, &[]).await.unwrap();
+    let bdi = |m: &Mount, name: &str| {
+        let dev = std::fs::metadata(m.path()).unwrap().dev();
+        let (major, minor) = (libc::major(dev), libc::minor(dev));
+        std::fs::read_to_string(format!("/sys/class/bdi/{major}:{minor}/{name}"))
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    };
+    let a = Mount::start(&c, "a", &[]).unwrap();
+    let b = Mount::start(&c, "b", &["-o", "mfsdirtylimit=0"]).unwrap();
+    let c2 = Mount::start(&c, "c", &["-o", "mfsdirtylimit=64"]).unwrap();
+    if bdi(&a, "max_bytes").is_empty() {
+        eprintln!("this kernel has no max_bytes in /sys/class/bdi: skipped");
+        return;
+    }
+    // The kernel keeps the limit as a fine-grained ratio: what it reads
+    // back is within a fraction of a percent of what was set.
+    let near = |m: &Mount, mib: u64| {
+        let v: u64 = bdi(m, "max_bytes").parse().unwrap_or(0);
+        v.abs_diff(mib << 20) < (mib << 20) / 100
+    };
+    crate::util::wait_for(10, "the limits set", || near(&a, 256) && near(&c2, 64));
+    assert_eq!(bdi(&a, "read_ahead_kb"), "4096");
+    assert_eq!(bdi(&b, "read_ahead_kb"), "4096");
+    // The kernel gives a FUSE mount 1% of its dirty page limit.
+    assert_eq!(
+        bdi(&b, "max_ratio"),
+        "1",
+        "mfsdirtylimit=0 keeps the kernel's"
+    );
+    assert_ne!(bdi(&a, "max_ratio"), "1");
+}

@@ -45,6 +45,7 @@ use mfs_mount::fuse::{MountConfig, Overrides};
         mfswritebackcreates=0|1  answer creates in a directory delegated to this mount itself (default 1)\n  \
         mfsworkers=N             FUSE reader threads (default 16)\n  \
         mfsreadcachesize=MIB     64 KiB blocks kept for small reads (default 128; 0 = off)\n  \
+        mfsdirtylimit=MIB        written pages the kernel may hold before writers wait (default 256; 0 = the kernel's)\n  \
         mfstlsca=PATH            PEM CA of a cluster serving TLS: dial masters and chunkservers with TLS\n  \
         mfspassword=PASS         the password of the master's mfsexports.cfg line for this mount\n  \
         mfsmd5pass=HEX           the same given as the MD5 of the password (32 hex digits)\n  \
