@@ -87,9 +87,10 @@ async fn pass(mgr: &Arc<ChunkManager>) -> Duration {
         st.forget_lost_copies(now);
     }
     let (next_chunk, held) = mgr.chunk_ids_out();
+    let accounted = held.iter().chain(&mgr.pending_deletes()).copied().collect();
     let inflight = mgr.inflight().clone();
     let limits = Limits::default();
-    let mut sweep = plan::Sweep::new(&inflight, limits, &mgr.state(), now);
+    let mut sweep = plan::Sweep::new(&inflight, limits, &mgr.state(), now, accounted);
     work += t.elapsed();
     tokio::task::yield_now().await;
     let mut after = None;

@@ -271,6 +271,9 @@ pub struct Sweep {
     /// (at most [`STRAYS_MAX`]): orphans unless held, pending deletion,
     /// new or busy ([`Sweep::finish`] judges).
     strays: Vec<ChunkId>,
+    /// Ids held or pending deletion when the sweep began: never strays,
+    /// so that a million pending deletes leave room for the orphans.
+    accounted: HashSet<ChunkId>,
     /// The fullest live server and the emptiest target, when their usages
     /// differ by more than the threshold at the start of the sweep.
     unbalanced: Option<(u64, u64)>,
@@ -284,8 +287,15 @@ pub struct Sweep {
 const STRAYS_MAX: usize = 4096;
 
 impl Sweep {
-    /// A sweep starting now, with the servers as `st` has them.
-    pub fn new(inflight: &InFlight, limits: Limits, st: &SoftState, now: Instant) -> Sweep {
+    /// A sweep starting now, with the servers as `st` has them; `accounted`:
+    /// the ids sessions hold and those pending deletion now.
+    pub fn new(
+        inflight: &InFlight,
+        limits: Limits,
+        st: &SoftState,
+        now: Instant,
+        accounted: HashSet<ChunkId>,
+    ) -> Sweep {
         Sweep {
             limits,
             budget: Budget {
@@ -299,6 +309,7 @@ impl Sweep {
             sorted: Sorted::default(),
             scanned_to: None,
             strays: Vec::new(),
+            accounted,
             unbalanced: unbalanced(st, now, limits),
             movable: None,
         }
@@ -350,7 +361,7 @@ impl Sweep {
                 return;
             }
             while named.next_if(|&n| n < id).is_some() {}
-            if named.peek() != Some(&id) {
+            if named.peek() != Some(&id) && !self.accounted.contains(&id) {
                 self.strays.push(id);
             }
         }

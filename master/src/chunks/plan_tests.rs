@@ -52,9 +52,18 @@ fn chunk(id: u64, version: u32, goal: u8) -> ChunkView {
     }
 }
 
+/// The ids held or pending deletion at the start of a sweep.
+fn accounted(inp: &Input) -> std::collections::HashSet<ChunkId> {
+    inp.held
+        .iter()
+        .chain(inp.pending_deletes)
+        .copied()
+        .collect()
+}
+
 /// The orders of one pass over the whole table.
 fn plan(chunks: &[ChunkView], inp: &Input) -> Vec<Action> {
-    let mut sweep = Sweep::new(inp.inflight, inp.limits, inp.state, inp.now);
+    let mut sweep = Sweep::new(inp.inflight, inp.limits, inp.state, inp.now, accounted(inp));
     sweep.chunks(chunks, inp.state, inp.inflight, inp.now);
     sweep.finish(inp).0
 }
@@ -392,10 +401,40 @@ fn a_sweep_in_parts_orders_what_one_pass_does() {
         assert_eq!(got, want, "the copies of orphan {id}");
     }
     for part in [1, 7, 64, 299, 300, 1000] {
-        let mut sweep = Sweep::new(&inflight, limits, &st, now);
+        let mut sweep = Sweep::new(&inflight, limits, &st, now, accounted(&inp));
         for p in chunks.chunks(part) {
             sweep.chunks(p, &st, &inflight, now);
         }
         assert_eq!(sweep.finish(&inp), (whole.clone(), h), "parts of {part}");
     }
+}
+
+/// Copies of chunks pending deletion are no orphans and take no room among
+/// the strays a sweep keeps: an orphan past thousands of them is found.
+#[test]
+fn an_orphan_past_many_pending_deletes_is_found() {
+    let mut st = state(&[10, 10]);
+    let pending: Vec<ChunkId> = (1..=5000).map(ChunkId).collect();
+    for id in 1..=5000 {
+        put(&mut st, id, 1, 1, false);
+    }
+    put(&mut st, 6000, 2, 1, false);
+    let limits = Limits {
+        quick: 20_000,
+        ..Limits::default()
+    };
+    let inflight = InFlight::default();
+    let inp = Input {
+        pending_deletes: &pending,
+        next_chunk: ChunkId(10_000),
+        held: &[],
+        state: &st,
+        inflight: &inflight,
+        limits,
+        now: Instant::now(),
+    };
+    let a = plan(&[], &inp);
+    let orphan: Vec<_> = deletes(&a).into_iter().filter(|d| d.0 > 5000).collect();
+    assert_eq!(orphan, vec![(6000, 2, 1)]);
+    assert_eq!(deletes(&a).len(), 5001, "each pending copy, and the orphan");
 }
