@@ -94,16 +94,12 @@ async fn pass(mgr: &Arc<ChunkManager>) -> Duration {
     work += t.elapsed();
     tokio::task::yield_now().await;
     let mut after = None;
-    loop {
-        t = Instant::now();
-        let part = mgr.chunk_part(after, SWEEP_PART);
-        let Some(last) = part.last() else {
-            break;
-        };
-        after = Some(last.id);
+    t = Instant::now();
+    while let Some(part) = mgr.chunk_part(&mut after, SWEEP_PART) {
         sweep.chunks(&part, &mgr.state(), &inflight, now);
         work += t.elapsed();
         tokio::task::yield_now().await;
+        t = Instant::now();
     }
     if !mgr.node.is_leader() {
         // Deposed between two parts: the next leader plans afresh.
